@@ -1,0 +1,58 @@
+/**
+ * The terminal progress bar for `sync`: folders, messages, MB, msg/s and ETA, on stderr
+ * so stdout stays clean for `--json`. Silent when stderr is not a terminal.
+ */
+import cliProgress from 'cli-progress';
+import type { SyncProgress } from '../sync/progress.js';
+
+export interface ProgressView {
+  update(p: Readonly<SyncProgress>): void;
+  stop(): void;
+}
+
+function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '--';
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+export function progressView(enabled: boolean): ProgressView {
+  if (!enabled) return { update: () => undefined, stop: () => undefined };
+  const bar = new cliProgress.SingleBar(
+    {
+      stream: process.stderr,
+      format: '{phase} [{bar}] {percentage}% | folders {folders} | {value}/{total} msgs | {mb}/{totalMb} MB | {rate} msg/s | ETA {eta_text}',
+      hideCursor: true,
+      fps: 5,
+      etaBuffer: 50,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  const started = Date.now();
+  let running = false;
+  return {
+    update(p) {
+      const elapsed = (Date.now() - started) / 1000;
+      const rate = elapsed > 0 ? p.copied / elapsed : 0;
+      const payload = {
+        phase: p.phase.padEnd(10),
+        folders: `${p.foldersScanned}/${p.foldersTotal}`,
+        mb: (p.copiedBytes / 1048576).toFixed(1),
+        totalMb: (p.toCopyBytes / 1048576).toFixed(1),
+        rate: rate.toFixed(0),
+        eta_text: rate > 0 ? formatDuration((p.toCopy - p.copied) / rate) : '--',
+      };
+      if (!running) {
+        bar.start(Math.max(p.toCopy, 1), p.copied, payload);
+        running = true;
+      }
+      bar.setTotal(Math.max(p.toCopy, 1));
+      bar.update(p.copied, payload);
+    },
+    stop() {
+      if (running) bar.stop();
+    },
+  };
+}

@@ -1,0 +1,103 @@
+/** `mailferry sync` and `mailferry verify`: one mailbox, from the command line. */
+import type { Command } from 'commander';
+import { openStore } from '../store/open.js';
+import { syncMailbox } from '../sync/mailbox-sync.js';
+import { DEFAULT_MAX_MESSAGE_SIZE, type SyncSummary } from '../sync/options.js';
+import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
+import { addConnectionOptions, type ConnectionFlags, sidesFrom } from './connection-options.js';
+import { EXIT, UsageError } from './exit-codes.js';
+import { cliLogger } from './logger.js';
+import { progressView } from './progress-bar.js';
+
+interface SyncFlags extends ConnectionFlags {
+  maxMessageSize: string;
+  connections: string;
+  dryRun?: boolean;
+  json?: boolean;
+}
+
+function positiveInt(v: string, flag: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} must be a positive whole number, not "${v}"`);
+  return n;
+}
+
+function printSummary(s: SyncSummary): void {
+  const mb = (s.bytes / 1048576).toFixed(1);
+  const rate = s.seconds > 0 ? (s.copied / s.seconds).toFixed(0) : '0';
+  process.stderr.write(
+    `${s.dryRun ? 'dry run: ' : ''}${s.folders} folders, ${s.found} messages found, ${s.copied} copied (${mb} MB, ${rate} msg/s), ` +
+      `${s.skipped} skipped, ${s.failed} failed, ${s.flagsUpdated} flag updates, ${s.seconds.toFixed(2)} s` +
+      (s.reconnects ? `, ${s.reconnects} reconnects` : '') +
+      '\n',
+  );
+  for (const item of s.skippedItems.slice(0, 50)) {
+    process.stderr.write(`  skipped: ${item.folder} uid ${item.uid} ${item.date.slice(0, 10)} "${item.subject}": ${item.reason}\n`);
+  }
+  if (s.skippedItems.length > 50) process.stderr.write(`  … and ${s.skippedItems.length - 50} more (see --json)\n`);
+}
+
+export function registerSyncCommands(program: Command, run: (fn: () => Promise<number>) => Promise<void>): void {
+  addConnectionOptions(
+    program
+      .command('sync')
+      .description(
+        'Sync one mailbox now, then exit. The first run copies every folder and message (with flags and internal dates); ' +
+          'later runs copy only new messages and mirror flag changes. Messages deleted on the source stay on the target. ' +
+          'Exit status: 0 in sync, 1 some messages skipped or failed, 2 bad usage, 3 could not connect or log in.',
+      ),
+  )
+    .option('--max-message-size <bytes>', 'skip and list messages larger than this', String(DEFAULT_MAX_MESSAGE_SIZE))
+    .option('--connections <n>', 'parallel copy lanes (each one source and one target connection)', '4')
+    .option('--dry-run', 'show what would be copied; change nothing')
+    .option('--json', 'print a JSON summary as the last line of stdout')
+    .action((flags: SyncFlags) =>
+      run(async () => {
+        const sides = sidesFrom(flags);
+        const logger = cliLogger(flags.logLevel);
+        const store = await openStore(flags.db);
+        const bar = progressView(!flags.json && !!process.stderr.isTTY);
+        const stop = new AbortController();
+        const onSignal = () => stop.abort();
+        process.once('SIGINT', onSignal);
+        try {
+          const summary = await syncMailbox(store, {
+            ...sides,
+            exclude: flags.exclude,
+            maxMessageSize: positiveInt(flags.maxMessageSize, '--max-message-size'),
+            connections: positiveInt(flags.connections, '--connections'),
+            dryRun: !!flags.dryRun,
+            logger,
+            onProgress: (p) => bar.update(p),
+            signal: stop.signal,
+          });
+          bar.stop();
+          printSummary(summary);
+          if (flags.json) process.stdout.write(JSON.stringify(summary) + '\n');
+          return summary.skipped > 0 || summary.failed > 0 ? EXIT.incomplete : EXIT.ok;
+        } finally {
+          bar.stop();
+          process.off('SIGINT', onSignal);
+          await store.close();
+        }
+      }),
+    );
+
+  addConnectionOptions(program.command('verify').description('Compare source and target folder by folder; "in sync" only when every source message is on the target. Exit 0 in sync, 1 not.'))
+    .option('--content', 'compare full message contents (SHA-256) instead of size, date and Message-ID')
+    .option('--json', 'print a JSON result as the last line of stdout')
+    .action((flags: ConnectionFlags & { content?: boolean; json?: boolean }) =>
+      run(async () => {
+        const sides = sidesFrom(flags);
+        const result: VerifyResult = await verifyMailbox({ ...sides, exclude: flags.exclude, content: !!flags.content, logger: cliLogger(flags.logLevel) });
+        for (const f of result.folders) {
+          const mark = f.missing === 0 ? 'ok     ' : 'MISSING';
+          process.stderr.write(`${mark} ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}${f.missing ? `, ${f.missing} missing` : ''}${f.extra ? `, ${f.extra} extra on target` : ''}${f.flagDifferences ? `, ${f.flagDifferences} with other flags` : ''}\n`);
+          for (const m of f.missingItems) process.stderr.write(`        missing: ${m.folder} uid ${m.uid} (${m.size} bytes, ${m.date})\n`);
+        }
+        process.stderr.write(result.inSync ? `in sync: all ${result.sourceMessages} source messages are on the target\n` : `NOT in sync: ${result.missing} of ${result.sourceMessages} source messages are missing on the target\n`);
+        if (flags.json) process.stdout.write(JSON.stringify(result) + '\n');
+        return result.inSync ? EXIT.ok : EXIT.incomplete;
+      }),
+    );
+}

@@ -1,0 +1,32 @@
+/**
+ * Errors the IMAP layer raises, by what the admin must do about them. Messages name the
+ * server and the login, never a password.
+ */
+
+/** The server could not be reached, or TLS failed: check host, port, security settings. */
+export class ImapConnectError extends Error {
+  override name = 'ImapConnectError';
+}
+
+/** The server refused the credentials (or the impersonation). */
+export class ImapAuthError extends Error {
+  override name = 'ImapAuthError';
+}
+
+/** An established session broke (dropped connection, watchdog timeout): retryable. */
+export class ImapConnectionLostError extends Error {
+  override name = 'ImapConnectionLostError';
+}
+
+/** Errors after which a retry with a fresh connection may succeed. */
+export function isRetryable(err: unknown): boolean {
+  if (err instanceof ImapConnectionLostError) return true;
+  if (err instanceof ImapAuthError) return false;
+  const e = err as { code?: string; name?: string; message?: string } | null;
+  if (!e) return false;
+  if ((err as { retryable?: boolean }).retryable === true) return true;
+  if (e.name === 'ImapConnectionLostError') return true;
+  const codes = ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNREFUSED', 'NoConnection', 'ClosedAfterConnectTLS', 'EConnectionClosed', 'ERR_STREAM_DESTROYED', 'ETIMEOUT', 'CONNECT_TIMEOUT', 'GREETING_TIMEOUT'];
+  if (e.code && codes.includes(e.code)) return true;
+  return /connection (not available|closed|lost)|socket|timed? ?out|unexpected close/i.test(e.message ?? '');
+}

@@ -1,0 +1,153 @@
+/**
+ * The message journal: what the engine knows about each source message, written before
+ * and after each APPEND so that a crash at any moment can be resolved without loss or
+ * duplicate (see sync/recovery.ts). Queries only; the engine decides.
+ */
+import type { Kysely, Transaction } from 'kysely';
+import type { Database, FolderRow, MessageRow, NewMessageRow, SkipKind } from './schema.js';
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+// SQLite allows 32,766 bound parameters per statement; 12 columns × 500 rows stays far below.
+const INSERT_CHUNK = 500;
+
+export async function ensurePair(db: Db, sourceKey: string, targetKey: string): Promise<number> {
+  const found = await db.selectFrom('mailbox_pair').select('id').where('source_key', '=', sourceKey).where('target_key', '=', targetKey).executeTakeFirst();
+  if (found) return found.id;
+  await db
+    .insertInto('mailbox_pair')
+    .values({ source_key: sourceKey, target_key: targetKey, created_at: Date.now() })
+    .onConflict((oc) => oc.columns(['source_key', 'target_key']).doNothing())
+    .execute();
+  const row = await db.selectFrom('mailbox_pair').select('id').where('source_key', '=', sourceKey).where('target_key', '=', targetKey).executeTakeFirstOrThrow();
+  return row.id;
+}
+
+export async function findPair(db: Db, sourceKey: string, targetKey: string): Promise<number | undefined> {
+  const row = await db.selectFrom('mailbox_pair').select('id').where('source_key', '=', sourceKey).where('target_key', '=', targetKey).executeTakeFirst();
+  return row?.id;
+}
+
+export function listFolders(db: Db, pairId: number): Promise<FolderRow[]> {
+  return db.selectFrom('folder').selectAll().where('pair_id', '=', pairId).orderBy('id').execute();
+}
+
+export async function ensureFolder(db: Db, pairId: number, sourcePath: string, targetPath: string): Promise<FolderRow> {
+  const existing = await db.selectFrom('folder').selectAll().where('pair_id', '=', pairId).where('source_path', '=', sourcePath).executeTakeFirst();
+  if (existing) {
+    if (existing.target_path === targetPath) return existing;
+    // The mapping changed (e.g. the target gained a special-use folder). Messages already
+    // copied stay where they are; new ones follow the new mapping.
+    await db.updateTable('folder').set({ target_path: targetPath, target_uidvalidity: null }).where('id', '=', existing.id).execute();
+    return { ...existing, target_path: targetPath, target_uidvalidity: null };
+  }
+  await db.insertInto('folder').values({ pair_id: pairId, source_path: sourcePath, target_path: targetPath, synced_uidnext: 1, source_uidvalidity: null, source_highestmodseq: null, source_messages: null, target_uidvalidity: null, last_synced_at: null }).execute();
+  return db.selectFrom('folder').selectAll().where('pair_id', '=', pairId).where('source_path', '=', sourcePath).executeTakeFirstOrThrow();
+}
+
+export async function updateFolder(db: Db, id: number, patch: Partial<Omit<FolderRow, 'id' | 'pair_id'>>): Promise<void> {
+  await db.updateTable('folder').set(patch).where('id', '=', id).execute();
+}
+
+export function messagesInState(db: Db, folderId: number, state: MessageRow['state']): Promise<MessageRow[]> {
+  return db.selectFrom('message').selectAll().where('folder_id', '=', folderId).where('state', '=', state).orderBy('source_uid').execute();
+}
+
+export function allMessages(db: Db, folderId: number): Promise<MessageRow[]> {
+  return db.selectFrom('message').selectAll().where('folder_id', '=', folderId).orderBy('source_uid').execute();
+}
+
+/** Compact view for deciding what still needs copying. */
+export async function knownMessages(db: Db, folderId: number): Promise<Map<number, Pick<MessageRow, 'state' | 'skip_kind' | 'size' | 'flags' | 'target_uid'>>> {
+  const rows = await db.selectFrom('message').select(['source_uid', 'state', 'skip_kind', 'size', 'flags', 'target_uid']).where('folder_id', '=', folderId).execute();
+  return new Map(rows.map((r) => [r.source_uid, r]));
+}
+
+export async function insertMessages(db: Db, rows: readonly NewMessageRow[]): Promise<void> {
+  for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
+    const part = rows.slice(i, i + INSERT_CHUNK);
+    // A row may exist from an earlier attempt (e.g. a skipped message retried): replace it.
+    await db
+      .insertInto('message')
+      .values(part)
+      .onConflict((oc) =>
+        oc.columns(['folder_id', 'source_uid']).doUpdateSet((eb) => ({
+          state: eb.ref('excluded.state'),
+          size: eb.ref('excluded.size'),
+          internal_date: eb.ref('excluded.internal_date'),
+          sha256: eb.ref('excluded.sha256'),
+          flags: eb.ref('excluded.flags'),
+          target_uid: eb.ref('excluded.target_uid'),
+          uid_floor: eb.ref('excluded.uid_floor'),
+          skip_kind: eb.ref('excluded.skip_kind'),
+          reason: eb.ref('excluded.reason'),
+          subject: eb.ref('excluded.subject'),
+        })),
+      )
+      .execute();
+  }
+}
+
+export async function markCopied(db: Db, folderId: number, copies: readonly { sourceUid: number; targetUid: number | null }[]): Promise<void> {
+  for (const c of copies) {
+    await db
+      .updateTable('message')
+      .set({ state: 'copied', target_uid: c.targetUid, uid_floor: null, skip_kind: null, reason: null })
+      .where('folder_id', '=', folderId)
+      .where('source_uid', '=', c.sourceUid)
+      .execute();
+  }
+}
+
+export async function markSkipped(db: Db, folderId: number, sourceUid: number, kind: SkipKind, reason: string, subject: string | null): Promise<void> {
+  await db
+    .updateTable('message')
+    .set({ state: 'skipped', skip_kind: kind, reason, subject, uid_floor: null, target_uid: null })
+    .where('folder_id', '=', folderId)
+    .where('source_uid', '=', sourceUid)
+    .execute();
+}
+
+export async function deleteMessages(db: Db, folderId: number, sourceUids: readonly number[]): Promise<void> {
+  for (let i = 0; i < sourceUids.length; i += INSERT_CHUNK) {
+    await db.deleteFrom('message').where('folder_id', '=', folderId).where('source_uid', 'in', sourceUids.slice(i, i + INSERT_CHUNK)).execute();
+  }
+}
+
+export async function setFlags(db: Db, folderId: number, updates: readonly { sourceUid: number; flags: string }[]): Promise<void> {
+  for (const u of updates) {
+    await db.updateTable('message').set({ flags: u.flags }).where('folder_id', '=', folderId).where('source_uid', '=', u.sourceUid).execute();
+  }
+}
+
+export async function setTargetUids(db: Db, folderId: number, updates: readonly { sourceUid: number; targetUid: number | null }[]): Promise<void> {
+  for (const u of updates) {
+    await db.updateTable('message').set({ target_uid: u.targetUid }).where('folder_id', '=', folderId).where('source_uid', '=', u.sourceUid).execute();
+  }
+}
+
+/** Mapped target UIDs of a folder, to tell our own messages from others' on the target. */
+export async function targetUidsOfTargetFolder(db: Db, pairId: number, targetPath: string): Promise<Set<number>> {
+  const rows = await db
+    .selectFrom('message')
+    .innerJoin('folder', 'folder.id', 'message.folder_id')
+    .select('message.target_uid')
+    .where('folder.pair_id', '=', pairId)
+    .where('folder.target_path', '=', targetPath)
+    .where('message.target_uid', 'is not', null)
+    .execute();
+  return new Set(rows.map((r) => r.target_uid!));
+}
+
+export async function skippedMessages(db: Db, pairId: number): Promise<(MessageRow & { source_path: string })[]> {
+  return db
+    .selectFrom('message')
+    .innerJoin('folder', 'folder.id', 'message.folder_id')
+    .selectAll('message')
+    .select('folder.source_path')
+    .where('folder.pair_id', '=', pairId)
+    .where('message.state', '=', 'skipped')
+    .orderBy('folder.source_path')
+    .orderBy('message.source_uid')
+    .execute();
+}

@@ -1,0 +1,63 @@
+/**
+ * Opens the state database named by a URL (`sqlite:PATH`, `postgres://…`) and brings its
+ * schema up to date. SQLite is the embedded default; PostgreSQL is for several machines
+ * sharing the work.
+ */
+import { mkdirSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
+import pg from 'pg';
+import { type Dialect, migrationProvider } from './migrations.js';
+import type { Database } from './schema.js';
+
+export interface Store {
+  db: Kysely<Database>;
+  dialect: Dialect;
+  /** The URL with any password removed, for messages. */
+  displayUrl: string;
+  close(): Promise<void>;
+}
+
+export function defaultDbUrl(): string {
+  return `sqlite:${join(process.env.MAILFERRY_HOME ?? join(homedir(), '.mailferry'), 'mailferry.sqlite')}`;
+}
+
+export class StoreUrlError extends Error {}
+
+export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaultDbUrl()): Promise<Store> {
+  let db: Kysely<Database>;
+  let dialect: Dialect;
+  let displayUrl = url;
+  if (url.startsWith('sqlite:')) {
+    const path = url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
+    if (!path) throw new StoreUrlError(`database URL ${url} names no file`);
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    const sqlite = new SqliteDatabase(path);
+    // WAL lets readers (status, verify) work beside a running sync; NORMAL sync is
+    // durable across process crashes (the journal's concern), only not across power loss.
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('synchronous = NORMAL');
+    sqlite.pragma('busy_timeout = 10000');
+    sqlite.pragma('foreign_keys = ON');
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    dialect = 'sqlite';
+  } else if (/^postgres(ql)?:\/\//.test(url)) {
+    // int8 columns (UIDs, sizes, timestamps) fit in a JS number: parse them as numbers.
+    pg.types.setTypeParser(20, (v) => Number(v));
+    const pool = new pg.Pool({ connectionString: url, max: 10 });
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    dialect = 'postgres';
+    displayUrl = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+  } else {
+    throw new StoreUrlError(`unsupported database URL "${url}": use sqlite:PATH or postgres://…`);
+  }
+  const migrator = new Migrator({ db, provider: migrationProvider(dialect) });
+  const { error } = await migrator.migrateToLatest();
+  if (error) {
+    await db.destroy();
+    throw error instanceof Error ? error : new Error(String(error));
+  }
+  return { db, dialect, displayUrl, close: () => db.destroy() };
+}

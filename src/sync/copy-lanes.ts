@@ -1,0 +1,261 @@
+/**
+ * Copies messages with several lanes in parallel. A lane is one source session (imapflow:
+ * one UID FETCH per chunk of messages, streamed by the server) and one target connection
+ * with pipelined APPENDs (imap/append-pipeline.ts), so neither side waits for a round trip
+ * per message. Every message is journaled as `pending` (with its digest and the target
+ * UID floor) before its APPEND is written, and marked `copied` from the APPENDUID answer:
+ * a crash anywhere leaves a journal that recovery.ts can resolve exactly.
+ *
+ * Memory is bounded by a shared byte budget over all lanes (fetched but not yet
+ * acknowledged bytes), not by a message count, so large messages cannot pile up.
+ */
+import { createHash } from 'node:crypto';
+import type { FetchMessageObject, ImapFlow } from 'imapflow';
+import type { Kysely } from 'kysely';
+import type { Logger } from 'pino';
+import { PipelinedAppender } from '../imap/append-pipeline.js';
+import { openSession, withWatchdog } from '../imap/imapflow-session.js';
+import { insertMessages, markCopied, markSkipped } from '../store/journal.js';
+import type { Database, NewMessageRow } from '../store/schema.js';
+import type { ByteBudget } from './byte-budget.js';
+import { flagsKey, normalizeFlags } from './flags.js';
+import type { FolderWork, MessageMeta } from './folder-work.js';
+import { subjectOf } from './message-headers.js';
+import type { MailboxSide } from './options.js';
+import type { SyncProgress } from './progress.js';
+import { uidSet } from './uid-set.js';
+
+export interface CopyJob {
+  work: FolderWork;
+  items: MessageMeta[];
+  bytes: number;
+}
+
+export interface CopyContext {
+  db: Kysely<Database>;
+  source: MailboxSide;
+  target: MailboxSide;
+  budget: ByteBudget;
+  progress: SyncProgress;
+  emit: () => void;
+  log: Logger;
+  stallMs: number;
+  signal?: AbortSignal;
+}
+
+/** Splits each folder's messages into fetch chunks of at most `chunkBytes` / `chunkCount`. */
+export function planJobs(works: readonly FolderWork[], chunkBytes: number, chunkCount = 250): CopyJob[] {
+  const jobs: CopyJob[] = [];
+  for (const work of works) {
+    const items = [...work.toCopy].sort((a, b) => a.uid - b.uid);
+    let current: CopyJob | null = null;
+    for (const item of items) {
+      if (!current || (current.items.length > 0 && (current.bytes + item.size > chunkBytes || current.items.length >= chunkCount))) {
+        current = { work, items: [], bytes: 0 };
+        jobs.push(current);
+      }
+      current.items.push(item);
+      current.bytes += item.size;
+    }
+  }
+  return jobs;
+}
+
+/**
+ * Hands out jobs with folder affinity: a lane keeps to the folder it has selected, then
+ * takes a folder no other lane is working on, and only then helps with a busy folder.
+ * This keeps each folder's messages mostly in source order on the target.
+ */
+class JobQueue {
+  private readonly busy = new Map<string, number>();
+  constructor(private readonly jobs: CopyJob[]) {}
+
+  take(prefer: string | null): CopyJob | undefined {
+    let i = prefer === null ? -1 : this.jobs.findIndex((j) => j.work.mapping.sourcePath === prefer);
+    if (i < 0) i = this.jobs.findIndex((j) => !this.busy.get(j.work.mapping.sourcePath));
+    if (i < 0) i = this.jobs.length ? 0 : -1;
+    if (i < 0) return undefined;
+    const [job] = this.jobs.splice(i, 1);
+    const path = job!.work.mapping.sourcePath;
+    this.busy.set(path, (this.busy.get(path) ?? 0) + 1);
+    return job;
+  }
+
+  done(job: CopyJob): void {
+    const path = job.work.mapping.sourcePath;
+    this.busy.set(path, (this.busy.get(path) ?? 1) - 1);
+  }
+}
+
+function isImapNo(err: unknown): boolean {
+  const e = err as { responseStatus?: string } | null;
+  return !!e && (e.responseStatus === 'NO' || e.responseStatus === 'BAD');
+}
+
+const FETCH_QUERY = { uid: true, flags: true, internalDate: true, size: true, source: true } as const;
+
+/** Fetches a chunk; a message the source cannot deliver (tagged NO) is isolated and reported. */
+async function fetchChunk(src: ImapFlow, job: CopyJob, stallMs: number): Promise<{ fetched: FetchMessageObject[]; unreadable: { uid: number; reason: string }[] }> {
+  const uids = job.items.map((i) => i.uid);
+  const path = job.work.mapping.sourcePath;
+  try {
+    const fetched = await withWatchdog(src, stallMs, `reading messages in ${path}`, () => src.fetchAll(uidSet(uids), FETCH_QUERY, { uid: true }));
+    return { fetched, unreadable: [] };
+  } catch (err) {
+    if (!isImapNo(err) || uids.length === 1) {
+      if (isImapNo(err)) return { fetched: [], unreadable: [{ uid: uids[0]!, reason: `source could not deliver it: ${(err as Error).message}` }] };
+      throw err;
+    }
+  }
+  const fetched: FetchMessageObject[] = [];
+  const unreadable: { uid: number; reason: string }[] = [];
+  for (const uid of uids) {
+    try {
+      fetched.push(...(await withWatchdog(src, stallMs, `reading message ${uid} in ${path}`, () => src.fetchAll(String(uid), FETCH_QUERY, { uid: true }))));
+    } catch (err) {
+      if (!isImapNo(err)) throw err;
+      unreadable.push({ uid, reason: `source could not deliver it: ${(err as Error).message}` });
+    }
+  }
+  return { fetched, unreadable };
+}
+
+interface Prepared {
+  uid: number;
+  raw: Buffer;
+  flags: string[];
+  internalDate: Date;
+}
+
+/** Journals the chunk, writes its APPENDs, and returns a promise for the recorded outcome. */
+async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: CopyJob, fetched: FetchMessageObject[], unreadable: { uid: number; reason: string }[]): Promise<{ finish: Promise<void> }> {
+  const { work } = job;
+  const tf = work.target;
+  const folderId = work.row.id;
+  const pending: NewMessageRow[] = [];
+  const prepared: Prepared[] = [];
+  const adopted: { row: NewMessageRow; orphanUid: number }[] = [];
+  for (const m of fetched.sort((a, b) => a.uid - b.uid)) {
+    if (!m.source) continue;
+    const sha256 = createHash('sha256').update(m.source).digest('hex');
+    const flags = normalizeFlags(m.flags);
+    const internalDate = m.internalDate ? new Date(m.internalDate) : new Date();
+    const base = { folder_id: folderId, source_uid: m.uid, size: m.source.length, internal_date: internalDate.getTime(), sha256, skip_kind: null, reason: null, subject: null };
+    const orphan = work.orphans.get(sha256)?.shift();
+    if (orphan) {
+      // The same content was copied under the folder's old UIDVALIDITY: link, don't copy.
+      adopted.push({ row: { ...base, state: 'copied', flags: orphan.flags, target_uid: orphan.target_uid, uid_floor: null }, orphanUid: orphan.source_uid });
+      const after = flagsKey(flags);
+      if (orphan.target_uid !== null && after !== orphan.flags) work.flagChanges.push({ sourceUid: m.uid, targetUid: orphan.target_uid, before: orphan.flags, after });
+      continue;
+    }
+    pending.push({ ...base, state: 'pending', flags: flagsKey(flags), target_uid: null, uid_floor: tf.floor });
+    prepared.push({ uid: m.uid, raw: m.source, flags, internalDate });
+  }
+  await ctx.db.transaction().execute(async (trx) => {
+    await insertMessages(trx, pending);
+    for (const a of adopted) {
+      await trx.deleteFrom('message').where('folder_id', '=', folderId).where('source_uid', '=', a.orphanUid).execute();
+    }
+    await insertMessages(
+      trx,
+      [...adopted.map((a) => a.row), ...unreadable.map((u) => ({ folder_id: folderId, source_uid: u.uid, state: 'skipped' as const, size: job.items.find((i) => i.uid === u.uid)?.size ?? 0, internal_date: 0, sha256: null, flags: '', target_uid: null, uid_floor: null, skip_kind: 'unreadable' as const, reason: u.reason, subject: null }))],
+    );
+  });
+  ctx.progress.failed += unreadable.length;
+  ctx.progress.copied += adopted.length;
+
+  const sends = prepared.map((p) => app.append({ mailbox: tf.path, flags: p.flags, internalDate: p.internalDate, raw: p.raw }));
+  const finish = (async () => {
+    const settled = await Promise.allSettled(sends);
+    const copied: { sourceUid: number; targetUid: number | null }[] = [];
+    const refused: { uid: number; reason: string; subject: string }[] = [];
+    let lost: unknown = null;
+    let bytes = 0;
+    settled.forEach((s, i) => {
+      const p = prepared[i]!;
+      if (s.status === 'rejected') {
+        lost ??= s.reason;
+        return;
+      }
+      const r = s.value;
+      if (!r.ok) {
+        refused.push({ uid: p.uid, reason: `target refused it: ${r.code ? `[${r.code}] ` : ''}${r.text}`, subject: subjectOf(p.raw) });
+        return;
+      }
+      if (r.uid !== undefined && r.uidValidity !== undefined && r.uidValidity !== tf.uidValidity) {
+        // The target folder was recreated under us; recovery will sort it out.
+        lost ??= new Error(`target folder ${tf.path} changed UIDVALIDITY during the run`);
+        return;
+      }
+      if (r.uid !== undefined) tf.noteAppended(r.uid);
+      copied.push({ sourceUid: p.uid, targetUid: r.uid ?? null });
+      bytes += p.raw.length;
+    });
+    await ctx.db.transaction().execute(async (trx) => {
+      await markCopied(trx, folderId, copied);
+      for (const r of refused) await markSkipped(trx, folderId, r.uid, 'refused', r.reason, r.subject);
+    });
+    ctx.progress.copied += copied.length;
+    ctx.progress.copiedBytes += bytes;
+    ctx.progress.skipped += refused.length;
+    ctx.emit();
+    if (lost) throw lost;
+  })();
+  // Wrapped: awaiting a bare promise-of-promise would wait for the appends too.
+  return { finish };
+}
+
+async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unknown }): Promise<void> {
+  const src = await openSession({ endpoint: ctx.source.endpoint, login: ctx.source.login, logger: ctx.log, stallMs: ctx.stallMs });
+  let app: PipelinedAppender | undefined;
+  const completions: Promise<void>[] = [];
+  try {
+    app = await PipelinedAppender.connect({ endpoint: ctx.target.endpoint, login: ctx.target.login, idleTimeoutMs: ctx.stallMs });
+    let selected: string | null = null;
+    for (;;) {
+      if (state.failure || ctx.signal?.aborted) break;
+      const job = queue.take(selected);
+      if (!job) break;
+      await ctx.budget.acquire(job.bytes);
+      let handedOff = false;
+      try {
+        const path = job.work.mapping.sourcePath;
+        if (selected !== path) {
+          selected = null;
+          const mb = await withWatchdog(src, ctx.stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
+          if (Number(mb.uidValidity) !== job.work.snapshot?.uidValidity) throw Object.assign(new Error(`source folder ${path} changed UIDVALIDITY during the run`), { retryable: true });
+          selected = path;
+        }
+        const { fetched, unreadable } = await fetchChunk(src, job, ctx.stallMs);
+        const { finish } = await journalAndSend(ctx, app, job, fetched, unreadable);
+        completions.push(finish.finally(() => ctx.budget.release(job.bytes)));
+        handedOff = true;
+        // Fetch the next chunk while this one is being appended, but no further ahead.
+        while (completions.length > 1) await completions.shift();
+      } finally {
+        queue.done(job);
+        if (!handedOff) ctx.budget.release(job.bytes);
+      }
+    }
+    while (completions.length) await completions.shift();
+  } catch (err) {
+    state.failure ??= err;
+    await Promise.allSettled(completions);
+    throw err;
+  } finally {
+    await app?.close().catch(() => undefined);
+    await src.logout().catch(() => src.close());
+  }
+}
+
+/** Runs the jobs on `lanes` lanes; the first lane error stops the others and is thrown. */
+export async function runCopyLanes(ctx: CopyContext, jobs: CopyJob[], lanes: number): Promise<void> {
+  if (jobs.length === 0) return;
+  const queue = new JobQueue(jobs);
+  const state: { failure: unknown } = { failure: null };
+  const count = Math.max(1, Math.min(lanes, jobs.length));
+  const results = await Promise.allSettled(Array.from({ length: count }, () => runLane(ctx, queue, state)));
+  const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+  if (failed) throw state.failure ?? failed.reason;
+}

@@ -1,0 +1,34 @@
+/** Message flags as the journal stores them: a canonical string, and diffs between two. */
+
+/** \Recent is session state the client cannot set (RFC 3501 §2.3.2); never copied. */
+const UNSETTABLE = new Set(['\\RECENT']);
+
+export function normalizeFlags(flags: Iterable<string> | undefined): string[] {
+  if (!flags) return [];
+  const out = new Set<string>();
+  for (const f of flags) if (f && !UNSETTABLE.has(f.toUpperCase())) out.add(f);
+  return [...out].sort();
+}
+
+export function flagsKey(flags: Iterable<string> | undefined): string {
+  return normalizeFlags(flags).join(' ');
+}
+
+export function parseFlagsKey(key: string): string[] {
+  return key === '' ? [] : key.split(' ');
+}
+
+export interface FlagDiff {
+  add: string[];
+  remove: string[];
+}
+
+/** What to add and remove on the target so that a change on the source is mirrored, and
+ * flags changed only on the target (by users after the MX switch) are left alone. */
+export function diffFlags(before: string, after: string): FlagDiff | null {
+  const a = new Set(parseFlagsKey(before).map((f) => f.toLowerCase()));
+  const b = new Set(parseFlagsKey(after).map((f) => f.toLowerCase()));
+  const add = parseFlagsKey(after).filter((f) => !a.has(f.toLowerCase()));
+  const remove = parseFlagsKey(before).filter((f) => !b.has(f.toLowerCase()));
+  return add.length || remove.length ? { add, remove } : null;
+}

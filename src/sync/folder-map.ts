@@ -1,0 +1,178 @@
+/**
+ * Decides where each source folder goes on the target.
+ *
+ * - Names are handled as lists of UTF-8 segments: imapflow decodes modified UTF-7
+ *   (RFC 3501 §5.1.3) on the way in and encodes it on the way out, so translating between
+ *   hierarchy separators is splitting on one and joining with the other.
+ * - The personal namespace prefix (RFC 2342, e.g. Courier's `INBOX.`) is removed from
+ *   source names and the target's is added, so `INBOX.Sent` becomes `Sent` on a server
+ *   without a prefix. INBOX is always INBOX (RFC 3501 §5.1: case-insensitive).
+ * - Special-use folders (RFC 6154: \Sent, \Drafts, \Trash, \Junk, \Archive; by the server's
+ *   flags, else by well-known names) go to the target's folder of the same use, with their
+ *   subfolders beneath it, so "Sent Items" lands in the target's "Sent".
+ * - A segment that contains the target's separator cannot stay one segment there: the
+ *   character is replaced by `_` (decision: visible and reversible by hand, like imapsync's
+ *   default `--regextrans2` advice, rather than silently nesting the folder).
+ * - Excluded folders are skipped with all their subfolders.
+ */
+
+export type SpecialUse = '\\Sent' | '\\Drafts' | '\\Trash' | '\\Junk' | '\\Archive';
+const SPECIAL_USES: readonly SpecialUse[] = ['\\Sent', '\\Drafts', '\\Trash', '\\Junk', '\\Archive'];
+
+/** The well-known aliases an admin may write instead of a folder name (SPEC §4). */
+const ALIASES: Record<string, SpecialUse | 'INBOX'> = {
+  '#inbox#': 'INBOX',
+  '#sentitems#': '\\Sent',
+  '#drafts#': '\\Drafts',
+  '#deleteditems#': '\\Trash',
+  '#junkemail#': '\\Junk',
+  '#archive#': '\\Archive',
+};
+
+export interface ServerFolder {
+  /** Full path in UTF-8, with the server's separator. */
+  path: string;
+  delimiter: string | null;
+  flags: ReadonlySet<string>;
+  specialUse?: string | undefined;
+}
+
+export interface ServerView {
+  folders: readonly ServerFolder[];
+  /** Personal namespace prefix, e.g. '' or 'INBOX.'. */
+  prefix: string;
+  delimiter: string | null;
+}
+
+export interface FolderMapping {
+  sourcePath: string;
+  targetPath: string;
+  /** \Noselect folders are created (to keep the tree) but hold no messages. */
+  selectable: boolean;
+  specialUse?: SpecialUse;
+  /** Whether the target already has this folder. */
+  targetExists: boolean;
+}
+
+export interface MapOptions {
+  exclude?: readonly string[];
+  /** When set, only these folders (and their subfolders) are migrated. */
+  include?: readonly string[];
+  /**
+   * Courier-style admin view: only folders under this path (segments separated by `/` or
+   * the source separator, e.g. `/users/alberta`) are the user's; they map to the top of
+   * the target mailbox, the root folder itself (or its INBOX child) to INBOX.
+   */
+  userRoot?: string;
+}
+
+function isInbox(segments: readonly string[]): boolean {
+  return segments.length === 1 && segments[0]!.toUpperCase() === 'INBOX';
+}
+
+function splitPath(path: string, view: ServerView): string[] {
+  let p = path;
+  if (view.prefix && p.toUpperCase() !== 'INBOX' && p.startsWith(view.prefix)) p = p.slice(view.prefix.length);
+  if (p.toUpperCase() === 'INBOX') return ['INBOX'];
+  const segs = view.delimiter ? p.split(view.delimiter) : [p];
+  return segs.filter((s, i) => s !== '' || i === 0);
+}
+
+function joinPath(segments: readonly string[], view: ServerView): string {
+  if (isInbox(segments)) return 'INBOX';
+  const d = view.delimiter;
+  const safe = d ? segments.map((s) => s.split(d).join('_')) : [segments.join('_')];
+  // A prefix such as Courier's `INBOX.` is where personal folders must be created.
+  return view.prefix + safe.join(d ?? '');
+}
+
+function specialUseOf(folder: ServerFolder): SpecialUse | undefined {
+  return SPECIAL_USES.find((u) => u === folder.specialUse || folder.flags.has(u));
+}
+
+function patternSegments(pattern: string, sourceDelimiter: string | null): string[] {
+  const seps = new Set(['/', sourceDelimiter ?? '/']);
+  let segs = [pattern.trim()];
+  for (const sep of seps) segs = segs.flatMap((s) => s.split(sep));
+  return segs.filter((s) => s !== '');
+}
+
+function startsWithSegments(path: readonly string[], prefix: readonly string[]): boolean {
+  if (prefix.length === 0 || prefix.length > path.length) return false;
+  return prefix.every((seg, i) => seg.toLowerCase() === path[i]!.toLowerCase());
+}
+
+/** Source folders with a special use that claim it: the first flagged by the server, else the first found by name. */
+function claimSpecialUses(folders: readonly { folder: ServerFolder; segs: string[] }[]): Map<SpecialUse, string[]> {
+  const claims = new Map<SpecialUse, string[]>();
+  const ordered = [...folders].sort((a, b) => Number(b.folder.flags.has(specialUseOf(b.folder) ?? '')) - Number(a.folder.flags.has(specialUseOf(a.folder) ?? '')));
+  for (const { folder, segs } of ordered) {
+    const use = specialUseOf(folder);
+    if (use && !claims.has(use)) claims.set(use, segs);
+  }
+  return claims;
+}
+
+/**
+ * Builds the folder plan. Pure: the caller lists both servers and creates what is missing.
+ */
+export function mapFolders(source: ServerView, target: ServerView, opts: MapOptions = {}): FolderMapping[] {
+  const root = opts.userRoot ? patternSegments(opts.userRoot, source.delimiter) : null;
+  const candidates: { folder: ServerFolder; segs: string[] }[] = [];
+  for (const folder of source.folders) {
+    if (folder.flags.has('\\NonExistent')) continue;
+    let segs = splitPath(folder.path, source);
+    if (root) {
+      // Under UserRoot the namespace prefix is part of the written root, so match the full path.
+      const full = source.delimiter ? folder.path.split(source.delimiter).filter((s) => s !== '') : [folder.path];
+      if (!startsWithSegments(full, root) && !(full.length === root.length && full.every((s, i) => s.toLowerCase() === root[i]!.toLowerCase()))) continue;
+      segs = full.slice(root.length);
+      if (segs.length === 0 || (segs.length === 1 && segs[0]!.toUpperCase() === 'INBOX')) segs = ['INBOX'];
+    }
+    candidates.push({ folder, segs });
+  }
+
+  const matches = (segs: string[], folder: ServerFolder, patterns: readonly string[]): boolean =>
+    patterns.some((pattern) => {
+      const alias = ALIASES[pattern.trim().toLowerCase()];
+      if (alias === 'INBOX') return isInbox(segs) || startsWithSegments(segs, ['INBOX']);
+      if (alias) return specialUseOf(folder) === alias || candidates.some((c) => specialUseOf(c.folder) === alias && startsWithSegments(segs, c.segs));
+      return startsWithSegments(segs, patternSegments(pattern, source.delimiter));
+    });
+
+  const kept = candidates.filter(({ folder, segs }) => {
+    if (opts.exclude?.length && matches(segs, folder, opts.exclude)) return false;
+    if (opts.include?.length && !matches(segs, folder, opts.include)) return false;
+    return true;
+  });
+
+  const sourceClaims = claimSpecialUses(kept);
+  const targetClaims = claimSpecialUses(target.folders.map((folder) => ({ folder, segs: splitPath(folder.path, target) })));
+  const targetPaths = new Set(target.folders.filter((f) => !f.flags.has('\\NonExistent')).map((f) => f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path));
+
+  const out: FolderMapping[] = [];
+  const seenTargets = new Set<string>();
+  for (const { folder, segs } of kept) {
+    let targetSegs = segs;
+    let specialUse: SpecialUse | undefined;
+    for (const [use, claimSegs] of sourceClaims) {
+      if (!startsWithSegments(segs, claimSegs)) continue;
+      const dest = targetClaims.get(use);
+      if (dest) targetSegs = [...dest, ...segs.slice(claimSegs.length)];
+      if (segs.length === claimSegs.length) specialUse = use;
+      break;
+    }
+    const targetPath = joinPath(targetSegs, target);
+    // Two source folders may land on one target folder (e.g. `Sent` and `Sent Items`
+    // both map to the target's Sent); that is intended, the messages are merged.
+    seenTargets.add(targetPath);
+    out.push({
+      sourcePath: folder.path,
+      targetPath,
+      selectable: !folder.flags.has('\\Noselect'),
+      ...(specialUse ? { specialUse } : {}),
+      targetExists: targetPaths.has(targetPath),
+    });
+  }
+  return out;
+}

@@ -1,0 +1,35 @@
+/** One selectable source folder's work in a run, from scan to finish. */
+import type { FolderRow, MessageRow } from '../store/schema.js';
+import type { FolderMapping } from './folder-map.js';
+import type { TargetFolder } from './target-folder.js';
+
+export interface MessageMeta {
+  uid: number;
+  size: number;
+}
+
+/** The source folder as SELECTed (EXAMINE) at scan time: what the next run compares with. */
+export interface SourceSnapshot {
+  uidValidity: number;
+  uidNext: number;
+  messages: number;
+  highestModseq: string | null;
+}
+
+export interface FlagChange {
+  sourceUid: number;
+  targetUid: number;
+  before: string;
+  after: string;
+}
+
+export interface FolderWork {
+  row: FolderRow;
+  mapping: FolderMapping;
+  target: TargetFolder;
+  snapshot?: SourceSnapshot;
+  toCopy: MessageMeta[];
+  flagChanges: FlagChange[];
+  /** Rows copied under an earlier source UIDVALIDITY, by digest, waiting to be adopted. */
+  orphans: Map<string, MessageRow[]>;
+}

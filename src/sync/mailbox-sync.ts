@@ -1,0 +1,289 @@
+/**
+ * Syncs one mailbox, source to target: the first run copies everything, later runs copy
+ * what is new and mirror flag changes. Messages deleted on the source stay on the target.
+ *
+ * A run is a sequence of attempts. An attempt lists both servers, reconciles the journal
+ * with the target (recovery.ts), scans changed source folders (scan.ts), copies
+ * (copy-lanes.ts) and mirrors flags (flag-sync.ts). When a connection drops, the attempt
+ * is abandoned and a new one starts after a backoff: the journal makes that safe.
+ *
+ * A folder whose LIST-STATUS (RFC 5819) answer matches what the last run recorded
+ * (UIDVALIDITY, UIDNEXT, MESSAGES and, with CONDSTORE, HIGHESTMODSEQ) is not even opened:
+ * a sync of an unchanged mailbox costs two logins and two LIST commands.
+ */
+import type { ImapFlow, ListResponse } from 'imapflow';
+import type { Kysely } from 'kysely';
+import { type ImapLogin } from '../imap/endpoint.js';
+import { ImapConnectError, isRetryable } from '../imap/errors.js';
+import { openSession, withWatchdog } from '../imap/imapflow-session.js';
+import { ensureFolder, ensurePair, findPair, listFolders, updateFolder } from '../store/journal.js';
+import type { Store } from '../store/open.js';
+import type { Database, FolderRow } from '../store/schema.js';
+import { ByteBudget } from './byte-budget.js';
+import { planJobs, runCopyLanes } from './copy-lanes.js';
+import { applyFlagChanges } from './flag-sync.js';
+import { type FolderMapping, mapFolders, type ServerView } from './folder-map.js';
+import type { FolderWork } from './folder-work.js';
+import { DEFAULT_MAX_MESSAGE_SIZE, type SyncOptions, type SyncSummary } from './options.js';
+import { emptyProgress, type SyncProgress } from './progress.js';
+import { reconcileTargetFolder } from './recovery.js';
+import { isRetryable as isRetryableSkip, scanFolder } from './scan.js';
+import { TargetFolder } from './target-folder.js';
+
+/** The mailbox a login lands in: the impersonated user, not the admin who logs in. */
+function mailboxUser(login: ImapLogin): string {
+  return login.method === 'login' ? login.username : (login.authzid ?? login.authcid);
+}
+
+export function pairKeys(opts: Pick<SyncOptions, 'source' | 'target'>): { sourceKey: string; targetKey: string } {
+  const key = (side: { endpoint: { host: string; port: number }; login: ImapLogin }) => `imap://${encodeURIComponent(mailboxUser(side.login))}@${side.endpoint.host.toLowerCase()}:${side.endpoint.port}`;
+  return {
+    sourceKey: key(opts.source) + (opts.source.userRoot ? `#${opts.source.userRoot}` : ''),
+    targetKey: key(opts.target),
+  };
+}
+
+function view(client: ImapFlow, folders: ListResponse[]): ServerView {
+  const ns = client.namespace;
+  const inbox = folders.find((f) => f.path.toUpperCase() === 'INBOX');
+  return {
+    folders: folders.map((f) => ({ path: f.path, delimiter: f.delimiter ?? null, flags: f.flags, specialUse: f.specialUse })),
+    prefix: ns?.prefix ?? '',
+    delimiter: ns?.delimiter ?? inbox?.delimiter ?? folders.find((f) => f.delimiter)?.delimiter ?? null,
+  };
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+  });
+
+interface AttemptResult {
+  mappings: FolderMapping[];
+  found: number;
+  flagsUpdated: number;
+  dryRunToCopy: number;
+}
+
+export async function syncMailbox(store: Store, opts: SyncOptions): Promise<SyncSummary> {
+  const started = Date.now();
+  const progress = emptyProgress();
+  const emit = () => opts.onProgress?.(progress);
+  const { sourceKey, targetKey } = pairKeys(opts);
+  const db = store.db;
+  const pairId = opts.dryRun ? await findPair(db, sourceKey, targetKey) : await ensurePair(db, sourceKey, targetKey);
+  const maxAttempts = opts.maxAttempts ?? 6;
+  let result: AttemptResult | undefined;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      result = await runAttempt(db, pairId, opts, progress, emit);
+      break;
+    } catch (err) {
+      const firstContact = attempt === 1 && progress.phase === 'connecting';
+      if (firstContact && err instanceof ImapConnectError) throw err;
+      if (!isRetryable(err) && !(err instanceof ImapConnectError)) throw err;
+      if (attempt >= maxAttempts || opts.signal?.aborted) throw err;
+      progress.reconnects++;
+      const wait = Math.min(30_000, 500 * 2 ** (attempt - 1));
+      opts.logger.warn({ err: (err as Error).message, attempt, retryInMs: wait }, 'connection lost; resuming');
+      emit();
+      await sleep(wait, opts.signal);
+    }
+  }
+  progress.phase = 'done';
+  emit();
+  return summarize(db, pairId, opts, result!, progress, started);
+}
+
+async function summarize(db: Kysely<Database>, pairId: number | undefined, opts: SyncOptions, r: AttemptResult, progress: SyncProgress, started: number): Promise<SyncSummary> {
+  const folderIds = new Map<number, string>();
+  if (pairId !== undefined) {
+    const rows = await listFolders(db, pairId);
+    const wanted = new Set(r.mappings.map((m) => m.sourcePath));
+    for (const f of rows) if (wanted.has(f.source_path)) folderIds.set(f.id, f.source_path);
+  }
+  const skippedRows = folderIds.size
+    ? await db.selectFrom('message').selectAll().where('folder_id', 'in', [...folderIds.keys()]).where('state', '=', 'skipped').orderBy('folder_id').orderBy('source_uid').execute()
+    : [];
+  return {
+    folders: r.mappings.length,
+    found: r.found,
+    copied: opts.dryRun ? 0 : progress.copied,
+    skipped: skippedRows.filter((s) => s.skip_kind !== 'unreadable').length,
+    failed: skippedRows.filter((s) => s.skip_kind === 'unreadable').length,
+    bytes: progress.copiedBytes,
+    flagsUpdated: r.flagsUpdated,
+    seconds: (Date.now() - started) / 1000,
+    reconnects: progress.reconnects,
+    dryRun: !!opts.dryRun,
+    ...(opts.dryRun ? { toCopy: r.dryRunToCopy } : {}),
+    skippedItems: skippedRows.map((s) => ({
+      folder: folderIds.get(s.folder_id) ?? '',
+      uid: s.source_uid,
+      date: s.internal_date ? new Date(s.internal_date).toISOString() : '',
+      subject: s.subject ?? '',
+      size: s.size,
+      reason: s.reason ?? '',
+    })),
+    folderList: r.mappings.map((m) => ({ source: m.sourcePath, target: m.targetPath, found: 0 })),
+  };
+}
+
+async function createMissingFolders(tgt: ImapFlow, mappings: FolderMapping[], tgtView: ServerView, stallMs: number): Promise<void> {
+  const existing = new Set(tgtView.folders.map((f) => (f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path)));
+  const wanted: string[] = [];
+  const d = tgtView.delimiter;
+  for (const m of mappings) {
+    if (existing.has(m.targetPath)) continue;
+    // Create parents first: not every server creates intermediate levels itself.
+    const segs = d ? m.targetPath.slice(tgtView.prefix.length).split(d) : [m.targetPath];
+    for (let i = 1; i <= segs.length; i++) {
+      const p = tgtView.prefix + segs.slice(0, i).join(d ?? '');
+      if (!existing.has(p) && !wanted.includes(p)) wanted.push(p);
+    }
+  }
+  for (const path of wanted) {
+    await withWatchdog(tgt, stallMs, `creating ${path} on the target`, () => tgt.mailboxCreate(path));
+    existing.add(path);
+  }
+}
+
+async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts: SyncOptions, progress: SyncProgress, emit: () => void): Promise<AttemptResult> {
+  const log = opts.logger;
+  const stallMs = opts.stallMs ?? 120_000;
+  const maxMessageSize = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+  progress.phase = 'connecting';
+  emit();
+  const src = await openSession({ endpoint: opts.source.endpoint, login: opts.source.login, logger: log, stallMs });
+  let tgt: ImapFlow | undefined;
+  try {
+    tgt = await openSession({ endpoint: opts.target.endpoint, login: opts.target.login, logger: log, stallMs });
+    progress.phase = 'listing';
+    emit();
+    const [srcList, tgtList] = await Promise.all([
+      withWatchdog(src, stallMs, 'listing source folders', () => src.list({ statusQuery: { messages: true, uidNext: true, uidValidity: true, highestModseq: true } })),
+      withWatchdog(tgt, stallMs, 'listing target folders', () => tgt!.list({ statusQuery: { uidNext: true, uidValidity: true } })),
+    ]);
+    const srcView = view(src, srcList);
+    const tgtView = view(tgt, tgtList);
+    const mappings = mapFolders(srcView, tgtView, { ...(opts.exclude ? { exclude: opts.exclude } : {}), ...(opts.include ? { include: opts.include } : {}), ...(opts.source.userRoot ? { userRoot: opts.source.userRoot } : {}) });
+    const srcStatus = new Map(srcList.map((f) => [f.path, f.status]));
+    const selectable = mappings.filter((m) => m.selectable && srcStatus.get(m.sourcePath));
+    progress.foldersTotal = selectable.length;
+    const found = selectable.reduce((n, m) => n + (srcStatus.get(m.sourcePath)?.messages ?? 0), 0);
+
+    if (opts.dryRun) {
+      return { mappings, found, flagsUpdated: 0, dryRunToCopy: await dryRunCount(db, pairId, selectable, srcStatus) };
+    }
+    const pid = pairId!;
+    await createMissingFolders(tgt, mappings, tgtView, stallMs);
+    const tgtStatus = new Map(tgtList.map((f) => [f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path, f.status]));
+    const targets = new Map<string, TargetFolder>();
+    for (const m of selectable) {
+      if (targets.has(m.targetPath)) continue;
+      let st = tgtStatus.get(m.targetPath) || undefined;
+      if (!st?.uidValidity || !st.uidNext) st = (await withWatchdog(tgt, stallMs, `status of ${m.targetPath}`, () => tgt!.status(m.targetPath, { uidNext: true, uidValidity: true }))) || undefined;
+      if (!st?.uidValidity) throw new Error(`target folder ${m.targetPath} reports no UIDVALIDITY`);
+      targets.set(m.targetPath, new TargetFolder(m.targetPath, Number(st.uidValidity), st.uidNext ?? 1));
+    }
+    let rows = new Map<string, FolderRow>();
+    for (const m of selectable) rows.set(m.sourcePath, await ensureFolder(db, pid, m.sourcePath, m.targetPath));
+
+    // Recovery: pending rows from an interrupted run, or a target UIDVALIDITY change.
+    progress.phase = 'recovering';
+    emit();
+    const ids = [...rows.values()].map((r) => r.id);
+    const pendingFolders = new Set(ids.length ? (await db.selectFrom('message').select('folder_id').distinct().where('folder_id', 'in', ids).where('state', '=', 'pending').execute()).map((r) => r.folder_id) : []);
+    let reconciled = false;
+    for (const tf of targets.values()) {
+      const group = [...rows.values()].filter((r) => r.target_path === tf.path);
+      if (!group.some((r) => pendingFolders.has(r.id) || (r.target_uidvalidity !== null && r.target_uidvalidity !== tf.uidValidity))) continue;
+      await withWatchdog(tgt, stallMs, `opening ${tf.path} on the target`, () => tgt!.mailboxOpen(tf.path, { readOnly: true }));
+      await reconcileTargetFolder({ db, pairId: pid, target: tgt, targetPath: tf.path, uidValidity: tf.uidValidity, folders: group, stallMs, log });
+      reconciled = true;
+    }
+    if (reconciled) rows = new Map((await listFolders(db, pid)).map((r) => [r.source_path, r]));
+
+    // Scan what changed.
+    progress.phase = 'scanning';
+    emit();
+    const retryFolders = new Set(
+      ids.length
+        ? (await db.selectFrom('message').select(['folder_id', 'skip_kind', 'size', 'state']).where('folder_id', 'in', ids).where('state', 'in', ['skipped', 'orphan']).execute())
+            .filter((r) => r.state === 'orphan' || isRetryableSkip(r, maxMessageSize))
+            .map((r) => r.folder_id)
+        : [],
+    );
+    const works: FolderWork[] = [];
+    for (const m of selectable) {
+      const row = rows.get(m.sourcePath)!;
+      const st = srcStatus.get(m.sourcePath)!;
+      const tf = targets.get(m.targetPath)!;
+      const unchanged =
+        st.uidValidity !== undefined &&
+        row.source_uidvalidity === Number(st.uidValidity) &&
+        row.synced_uidnext === st.uidNext &&
+        row.source_messages === st.messages &&
+        st.highestModseq !== undefined &&
+        row.source_highestmodseq === st.highestModseq.toString() &&
+        row.target_uidvalidity === tf.uidValidity &&
+        !retryFolders.has(row.id);
+      if (!unchanged) {
+        const work: FolderWork = { row, mapping: m, target: tf, toCopy: [], flagChanges: [], orphans: new Map() };
+        await scanFolder({ db, maxMessageSize, stallMs, dryRun: false }, src, work);
+        works.push(work);
+      }
+      progress.foldersScanned++;
+      emit();
+    }
+
+    // Copy.
+    progress.phase = 'copying';
+    const jobs = planJobs(works, opts.chunkBytes ?? 4 * 1024 * 1024);
+    progress.toCopy = progress.copied + jobs.reduce((n, j) => n + j.items.length, 0);
+    progress.toCopyBytes = progress.copiedBytes + jobs.reduce((n, j) => n + j.bytes, 0);
+    emit();
+    await runCopyLanes(
+      { db, source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? 32 * 1024 * 1024), progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) },
+      jobs,
+      opts.connections ?? 4,
+    );
+    if (opts.signal?.aborted) throw Object.assign(new Error('sync stopped'), { stopped: true });
+
+    // Flags, then record what this pass saw so the next run can skip unchanged folders.
+    progress.phase = 'flags';
+    emit();
+    const flagsUpdated = await applyFlagChanges(db, tgt, works, stallMs, log);
+    const now = Date.now();
+    for (const w of works) {
+      const s = w.snapshot;
+      if (!s) continue;
+      await db.deleteFrom('message').where('folder_id', '=', w.row.id).where('state', '=', 'orphan').execute();
+      await updateFolder(db, w.row.id, {
+        source_uidvalidity: s.uidValidity,
+        synced_uidnext: Math.max(w.row.synced_uidnext, s.uidNext),
+        source_messages: s.messages,
+        source_highestmodseq: s.highestModseq,
+        target_uidvalidity: w.target.uidValidity,
+        last_synced_at: now,
+      });
+    }
+    return { mappings, found, flagsUpdated, dryRunToCopy: 0 };
+  } finally {
+    await Promise.allSettled([src.logout(), tgt?.logout()]);
+  }
+}
+
+/** Without touching anything: how many messages a real run would copy (by UIDNEXT). */
+async function dryRunCount(db: Kysely<Database>, pairId: number | undefined, selectable: FolderMapping[], status: Map<string, ListResponse['status']>): Promise<number> {
+  const rows = pairId === undefined ? [] : await listFolders(db, pairId);
+  let n = 0;
+  for (const m of selectable) {
+    const st = status.get(m.sourcePath);
+    const row = rows.find((r) => r.source_path === m.sourcePath);
+    if (!row || row.source_uidvalidity !== Number(st?.uidValidity)) n += st?.messages ?? 0;
+    else if ((st?.uidNext ?? 0) > row.synced_uidnext) n += Math.max(0, (st?.messages ?? 0) - (row.source_messages ?? 0));
+  }
+  return n;
+}

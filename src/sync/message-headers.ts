@@ -1,0 +1,40 @@
+/**
+ * Reads the few header fields a report needs (Subject, Date) from a raw message, so a
+ * skipped message can be named without a second round trip. RFC 5322 §2.2.3 unfolding,
+ * RFC 2047 encoded words; raw 8-bit values are read as UTF-8.
+ */
+import iconv from 'iconv-lite';
+
+const MAX_HEADER_SCAN = 64 * 1024;
+
+function headerBlock(raw: Buffer): string {
+  const limit = Math.min(raw.length, MAX_HEADER_SCAN);
+  const end = raw.subarray(0, limit).indexOf('\r\n\r\n');
+  return raw.subarray(0, end === -1 ? limit : end).toString('utf8');
+}
+
+export function headerValue(raw: Buffer, name: string): string | null {
+  const unfolded = headerBlock(raw).replace(/\r?\n[ \t]/g, ' ');
+  const re = new RegExp(`^${name}:[ \\t]*(.*)$`, 'im');
+  const m = re.exec(unfolded);
+  return m ? m[1]!.trim() : null;
+}
+
+/** Decodes RFC 2047 encoded words; unknown charsets are left as written. */
+export function decodeEncodedWords(value: string): string {
+  return value
+    .replace(/(=\?[^?]+\?[BbQq]\?[^?]*\?=)\s+(?==\?)/g, '$1') // §6.2: whitespace between encoded words is dropped
+    .replace(/=\?([^?*]+)(?:\*[^?]*)?\?([BbQq])\?([^?]*)\?=/g, (whole, charset: string, enc: string, text: string) => {
+      try {
+        const bytes = enc.toUpperCase() === 'B' ? Buffer.from(text, 'base64') : Buffer.from(text.replace(/_/g, ' ').replace(/=([0-9A-Fa-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1');
+        return iconv.encodingExists(charset) ? iconv.decode(bytes, charset) : whole;
+      } catch {
+        return whole;
+      }
+    });
+}
+
+export function subjectOf(raw: Buffer): string {
+  const v = headerValue(raw, 'Subject');
+  return v === null ? '' : decodeEncodedWords(v);
+}

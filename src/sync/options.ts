@@ -1,0 +1,71 @@
+/** What one mailbox sync needs to know, and what it reports at the end. */
+import type { Logger } from 'pino';
+import type { ImapEndpoint, ImapLogin } from '../imap/endpoint.js';
+import type { SyncProgress } from './progress.js';
+
+export const DEFAULT_MAX_MESSAGE_SIZE = 35 * 1024 * 1024;
+
+export interface MailboxSide {
+  endpoint: ImapEndpoint;
+  login: ImapLogin;
+}
+
+export interface SyncOptions {
+  source: MailboxSide & { userRoot?: string };
+  target: MailboxSide;
+  exclude?: readonly string[];
+  include?: readonly string[];
+  /** Messages larger than this are skipped and listed (default 35 MB). */
+  maxMessageSize?: number;
+  /** Parallel copy lanes, each one source and one target connection (default 4). */
+  connections?: number;
+  /** Message bytes held in memory at once across all lanes (default 32 MiB). */
+  memoryBudget?: number;
+  /** Largest batch of messages fetched from the source with one command (default 4 MiB). */
+  chunkBytes?: number;
+  /** How often a lost connection is reopened before the run gives up (default 6). */
+  maxAttempts?: number;
+  /** Close a connection whose command makes no progress for this long (default 120 s). */
+  stallMs?: number;
+  /** Plan only: list what would be copied, change nothing. */
+  dryRun?: boolean;
+  logger: Logger;
+  onProgress?: (p: Readonly<SyncProgress>) => void;
+  signal?: AbortSignal;
+}
+
+export interface SkippedItem {
+  folder: string;
+  uid: number;
+  date: string;
+  subject: string;
+  size: number;
+  reason: string;
+}
+
+export interface FolderSummary {
+  source: string;
+  target: string;
+  found: number;
+}
+
+export interface SyncSummary {
+  folders: number;
+  /** Messages in the migrated source folders. */
+  found: number;
+  /** Copied by this run. */
+  copied: number;
+  /** Messages not on the target on purpose: too large or refused by the target (all runs). */
+  skipped: number;
+  /** Messages that could not be copied for another reason (e.g. unreadable on the source). */
+  failed: number;
+  /** Bytes copied by this run. */
+  bytes: number;
+  /** Flag changes applied to existing target messages by this run. */
+  flagsUpdated: number;
+  seconds: number;
+  reconnects: number;
+  skippedItems: SkippedItem[];
+  folderList: FolderSummary[];
+  dryRun: boolean;
+}

@@ -1,0 +1,145 @@
+/**
+ * Reconciles the journal with a target folder after a crash, a dropped connection or a
+ * target UIDVALIDITY change, so that nothing is copied twice and nothing is lost.
+ *
+ * Pending rows are messages whose APPEND may or may not have happened. Each carries a UID
+ * floor: if the APPEND happened, the target gave it a UID >= floor (UIDs ascend, RFC 3501
+ * §2.3.1.1). So only target messages with UID >= the smallest floor, and not already
+ * mapped to a journal row, can be ours. Those whose size matches are downloaded and hashed,
+ * and matched to the pending rows as a multiset of SHA-256 digests: two identical source
+ * messages need two identical target messages, and mail others delivered meanwhile
+ * (different bytes) is left alone. Matched rows become `copied`; the rest are forgotten,
+ * so the next scan copies them again.
+ *
+ * When the target folder's UIDVALIDITY changed, every mapped target UID is stale: the whole
+ * folder is matched the same way against every copied row.
+ */
+import { createHash } from 'node:crypto';
+import type { ImapFlow } from 'imapflow';
+import type { Kysely } from 'kysely';
+import type { Logger } from 'pino';
+import { withWatchdog } from '../imap/imapflow-session.js';
+import { deleteMessages, markCopied, setTargetUids, targetUidsOfTargetFolder } from '../store/journal.js';
+import type { Database, FolderRow, MessageRow } from '../store/schema.js';
+import { uidSet } from './uid-set.js';
+
+const HASH_CHUNK_BYTES = 8 * 1024 * 1024;
+
+export interface Expected {
+  folderId: number;
+  sourceUid: number;
+  size: number;
+  sha256: string;
+}
+
+/** Finds each expected message on the target (UID >= fromUid, not in `exclude`); returns target UIDs by index. */
+export async function findOnTarget(target: ImapFlow, fromUid: number, expected: readonly Expected[], exclude: ReadonlySet<number>, stallMs: number): Promise<Map<number, number>> {
+  const found = new Map<number, number>();
+  if (expected.length === 0) return found;
+  const sizes = new Set(expected.map((e) => e.size));
+  const listed = await withWatchdog(target, stallMs, 'listing target messages', () => target.fetchAll(`${fromUid}:*`, { uid: true, size: true }, { uid: true }));
+  const candidates = listed.filter((m) => m.uid >= fromUid && !exclude.has(m.uid) && sizes.has(m.size ?? -1)).sort((a, b) => a.uid - b.uid);
+  const byDigest = new Map<string, number[]>();
+  for (let i = 0; i < candidates.length; ) {
+    const batch: number[] = [];
+    let bytes = 0;
+    while (i < candidates.length && (batch.length === 0 || bytes + (candidates[i]!.size ?? 0) <= HASH_CHUNK_BYTES)) {
+      bytes += candidates[i]!.size ?? 0;
+      batch.push(candidates[i]!.uid);
+      i++;
+    }
+    const bodies = await withWatchdog(target, stallMs, 'reading target messages', () => target.fetchAll(uidSet(batch), { uid: true, source: true }, { uid: true }));
+    for (const m of bodies) {
+      if (!m.source) continue;
+      const digest = createHash('sha256').update(m.source).digest('hex');
+      const list = byDigest.get(digest) ?? [];
+      list.push(m.uid);
+      byDigest.set(digest, list);
+    }
+  }
+  for (const list of byDigest.values()) list.sort((a, b) => a - b);
+  expected.forEach((e, index) => {
+    const list = byDigest.get(e.sha256);
+    const uid = list?.shift();
+    if (uid !== undefined) found.set(index, uid);
+  });
+  return found;
+}
+
+export interface ReconcileResult {
+  recovered: number;
+  requeued: number;
+}
+
+/** Drops journal rows so the next scan copies those messages again. */
+export async function forgetMessages(db: Kysely<Database>, folder: Pick<FolderRow, 'id' | 'synced_uidnext'>, rows: readonly Pick<MessageRow, 'source_uid' | 'state'>[]): Promise<void> {
+  if (rows.length === 0) return;
+  await deleteMessages(db, folder.id, rows.map((r) => r.source_uid));
+  const live = rows.filter((r) => r.state !== 'orphan').map((r) => r.source_uid);
+  if (live.length > 0) {
+    // The scan lists source UIDs from the watermark up: move it down so they are seen again.
+    const lowest = Math.min(...live);
+    await db.updateTable('folder').set({ synced_uidnext: lowest, source_messages: null }).where('id', '=', folder.id).where('synced_uidnext', '>', lowest).execute();
+  }
+}
+
+/**
+ * Makes the journal true for one target folder. `target` must have `targetPath` selected
+ * (read-only is enough) with UIDVALIDITY `uidValidity`.
+ */
+export async function reconcileTargetFolder(args: {
+  db: Kysely<Database>;
+  pairId: number;
+  target: ImapFlow;
+  targetPath: string;
+  uidValidity: number;
+  folders: readonly FolderRow[];
+  stallMs: number;
+  log: Logger;
+}): Promise<ReconcileResult> {
+  const { db, folders } = args;
+  const ids = folders.map((f) => f.id);
+  if (ids.length === 0) return { recovered: 0, requeued: 0 };
+  const validityChanged = folders.some((f) => f.target_uidvalidity !== null && f.target_uidvalidity !== args.uidValidity);
+  const states: MessageRow['state'][] = validityChanged ? ['pending', 'copied', 'orphan'] : ['pending'];
+  const rows = await db.selectFrom('message').selectAll().where('folder_id', 'in', ids).where('state', 'in', states).orderBy('folder_id').orderBy('source_uid').execute();
+  if (rows.length === 0) {
+    if (validityChanged) await db.updateTable('folder').set({ target_uidvalidity: args.uidValidity }).where('id', 'in', ids).execute();
+    return { recovered: 0, requeued: 0 };
+  }
+  if (validityChanged) args.log.warn({ folder: args.targetPath }, 'target folder UIDVALIDITY changed: matching copied messages by content');
+
+  // A pending row without a digest cannot have been sent (digests are journaled first).
+  const withDigest = rows.filter((r) => r.sha256 !== null);
+  const fromUid = validityChanged ? 1 : Math.min(...withDigest.map((r) => r.uid_floor ?? 1), Number.MAX_SAFE_INTEGER);
+  const exclude = validityChanged ? new Set<number>() : await targetUidsOfTargetFolder(db, args.pairId, args.targetPath);
+  const expected: Expected[] = withDigest.map((r) => ({ folderId: r.folder_id, sourceUid: r.source_uid, size: r.size, sha256: r.sha256! }));
+  const found = withDigest.length ? await findOnTarget(args.target, fromUid, expected, exclude, args.stallMs) : new Map<number, number>();
+
+  const indexOf = new Map(withDigest.map((r, i) => [r, i]));
+  let recovered = 0;
+  let requeued = 0;
+  await db.transaction().execute(async (trx) => {
+    for (const folder of folders) {
+      const mine = rows.filter((r) => r.folder_id === folder.id);
+      const matchedPending: { sourceUid: number; targetUid: number }[] = [];
+      const remapped: { sourceUid: number; targetUid: number }[] = [];
+      const lost: MessageRow[] = [];
+      for (const r of mine) {
+        const index = indexOf.get(r);
+        const uid = index === undefined ? undefined : found.get(index);
+        if (uid === undefined) lost.push(r);
+        else if (r.state === 'pending') matchedPending.push({ sourceUid: r.source_uid, targetUid: uid });
+        else remapped.push({ sourceUid: r.source_uid, targetUid: uid });
+      }
+      await markCopied(trx, folder.id, matchedPending);
+      await setTargetUids(trx, folder.id, remapped);
+      await forgetMessages(trx as unknown as Kysely<Database>, folder, lost);
+      recovered += matchedPending.length;
+      requeued += lost.filter((r) => r.state !== 'orphan').length;
+    }
+    await trx.updateTable('folder').set({ target_uidvalidity: args.uidValidity }).where('id', 'in', ids).execute();
+  });
+  args.log.info({ folder: args.targetPath, recovered, requeued }, 'journal reconciled with target');
+  return { recovered, requeued };
+}
