@@ -8,7 +8,6 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
-import pg from 'pg';
 import { type Dialect, migrationProvider } from './migrations.js';
 import type { Database } from './schema.js';
 
@@ -44,6 +43,8 @@ export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaul
     db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
     dialect = 'sqlite';
   } else if (/^postgres(ql)?:\/\//.test(url)) {
+    // Loaded only when used: most installations run on the embedded SQLite default.
+    const { default: pg } = await import('pg');
     // int8 columns (UIDs, sizes, timestamps) fit in a JS number: parse them as numbers.
     pg.types.setTypeParser(20, (v) => Number(v));
     const pool = new pg.Pool({ connectionString: url, max: 10 });
