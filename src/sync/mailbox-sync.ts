@@ -115,6 +115,8 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
     bytes: progress.copiedBytes,
     flagsUpdated: r.flagsUpdated,
     seconds: (Date.now() - started) / 1000,
+    // maxRSS is in kilobytes (getrusage ru_maxrss on Linux).
+    peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
     reconnects: progress.reconnects,
     dryRun: !!opts.dryRun,
     ...(opts.dryRun ? { toCopy: r.dryRunToCopy } : {}),

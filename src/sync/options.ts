@@ -64,6 +64,8 @@ export interface SyncSummary {
   /** Flag changes applied to existing target messages by this run. */
   flagsUpdated: number;
   seconds: number;
+  /** Peak resident memory of this process, MB (for the benchmark's memory goal). */
+  peakRssMb: number;
   reconnects: number;
   skippedItems: SkippedItem[];
   folderList: FolderSummary[];

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what mailferry's demo, tests and benchmark need on a fresh Debian machine:
+# Dovecot (the lab's real IMAP servers), mbsync (the benchmark's yardstick), and the npm
+# packages. Idempotent: installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need=()
+[ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
+command -v mbsync >/dev/null 2>&1 || need+=(isync)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  $SUDO apt-get update -qq
+  # The package's own service is not used (the lab starts private instances on free
+  # ports); policy-rc.d-less containers may print a warning about starting it.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund
+fi
+npm run --silent build
