@@ -1,0 +1,63 @@
+/** Folder mapping rules, without a server: separators, namespaces, special-use, excludes, UserRoot. */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { type FolderMapping, mapFolders, type ServerFolder, type ServerView } from '../src/sync/folder-map.js';
+
+function folder(path: string, delimiter: string, ...flags: string[]): ServerFolder {
+  return { path, delimiter, flags: new Set(flags) };
+}
+
+function view(delimiter: string, prefix: string, ...folders: ServerFolder[]): ServerView {
+  return { folders, prefix, delimiter };
+}
+
+const byTarget = (ms: FolderMapping[]) => Object.fromEntries(ms.map((m) => [m.sourcePath, m.targetPath]));
+
+describe('mapFolders', () => {
+  test('translates separators and keeps non-ASCII names', () => {
+    const src = view('.', '', folder('INBOX', '.'), folder('Archiv.2019.Ärger & Co', '.'), folder('日本語', '.'));
+    const tgt = view('/', '', folder('INBOX', '/'));
+    assert.deepEqual(byTarget(mapFolders(src, tgt)), { INBOX: 'INBOX', 'Archiv.2019.Ärger & Co': 'Archiv/2019/Ärger & Co', '日本語': '日本語' });
+  });
+
+  test('strips the source namespace prefix and adds the target one (Courier INBOX.)', () => {
+    const src = view('.', 'INBOX.', folder('INBOX', '.'), folder('INBOX.Reports.2020', '.'));
+    const tgt = view('/', '', folder('INBOX', '/'));
+    assert.deepEqual(byTarget(mapFolders(src, tgt)), { INBOX: 'INBOX', 'INBOX.Reports.2020': 'Reports/2020' });
+    const back = mapFolders(view('/', '', folder('INBOX', '/'), folder('Reports/2020', '/')), view('.', 'INBOX.', folder('INBOX', '.')));
+    assert.deepEqual(byTarget(back), { INBOX: 'INBOX', 'Reports/2020': 'INBOX.Reports.2020' });
+  });
+
+  test("maps special-use folders to the target's own, subfolders included", () => {
+    const src = view('/', '', folder('INBOX', '/'), { ...folder('Sent Items', '/'), specialUse: '\\Sent' }, folder('Sent Items/2019', '/'), folder('Deleted Items', '/', '\\Trash'));
+    const tgt = view('.', '', folder('INBOX', '.'), folder('Sent', '.', '\\Sent'), folder('Trash', '.', '\\Trash'));
+    const m = mapFolders(src, tgt);
+    assert.deepEqual(byTarget(m), { INBOX: 'INBOX', 'Sent Items': 'Sent', 'Sent Items/2019': 'Sent.2019', 'Deleted Items': 'Trash' });
+    assert.equal(m.find((x) => x.sourcePath === 'Sent Items')?.specialUse, '\\Sent');
+    assert.equal(m.find((x) => x.sourcePath === 'Sent Items')?.targetExists, true);
+    assert.equal(m.find((x) => x.sourcePath === 'Sent Items/2019')?.targetExists, false);
+  });
+
+  test("replaces the target's separator inside a name", () => {
+    const m = mapFolders(view('/', '', folder('Mr. Smith', '/')), view('.', '', folder('INBOX', '.')));
+    assert.equal(m[0]!.targetPath, 'Mr_ Smith');
+  });
+
+  test('excludes a folder with its subfolders, by name or alias, case-insensitively', () => {
+    const src = view('.', '', folder('INBOX', '.'), folder('Junk E-mail', '.', '\\Junk'), folder('Shared', '.'), folder('Shared.Team', '.'), folder('Shared Stuff', '.'));
+    const tgt = view('/', '', folder('INBOX', '/'));
+    assert.deepEqual(Object.keys(byTarget(mapFolders(src, tgt, { exclude: ['shared', '#JunkEmail#'] }))), ['INBOX', 'Shared Stuff']);
+    assert.deepEqual(Object.keys(byTarget(mapFolders(src, tgt, { include: ['#Inbox#', 'Shared'] }))), ['INBOX', 'Shared', 'Shared.Team']);
+  });
+
+  test('UserRoot maps the folders under it to the top of the target mailbox', () => {
+    const src = view('/', '', folder('INBOX', '/'), folder('users/alberta', '/'), folder('users/alberta/Sent', '/'), folder('users/alberta/Projects/X', '/'), folder('users/bob/Sent', '/'));
+    const tgt = view('.', '', folder('INBOX', '.'));
+    assert.deepEqual(byTarget(mapFolders(src, tgt, { userRoot: '/users/alberta' })), { 'users/alberta': 'INBOX', 'users/alberta/Sent': 'Sent', 'users/alberta/Projects/X': 'Projects.X' });
+  });
+
+  test('skips \\NonExistent entries and marks \\Noselect ones', () => {
+    const m = mapFolders(view('/', '', folder('Gone', '/', '\\NonExistent'), folder('Parent', '/', '\\Noselect'), folder('Parent/Child', '/')), view('/', '', folder('INBOX', '/')));
+    assert.deepEqual(m.map((x) => [x.sourcePath, x.selectable]), [['Parent', false], ['Parent/Child', true]]);
+  });
+});
