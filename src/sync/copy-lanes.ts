@@ -227,9 +227,17 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
           if (Number(mb.uidValidity) !== job.work.snapshot?.uidValidity) throw Object.assign(new Error(`source folder ${path} changed UIDVALIDITY during the run`), { retryable: true });
           selected = path;
         }
+        const t0 = performance.now();
         const { fetched, unreadable } = await fetchChunk(src, job, ctx.stallMs);
+        const t1 = performance.now();
         const { finish } = await journalAndSend(ctx, app, job, fetched, unreadable);
-        completions.push(finish.finally(() => ctx.budget.release(job.bytes)));
+        ctx.log.debug({ folder: path, messages: job.items.length, bytes: job.bytes, fetchMs: Math.round(t1 - t0), journalMs: Math.round(performance.now() - t1) }, 'chunk sent');
+        const completion = finish.finally(() => ctx.budget.release(job.bytes));
+        // Awaited below (which still throws), but it may reject while this lane awaits a
+        // fetch: without a handler attached now, Node would treat that as an unhandled
+        // rejection and kill the process on a dropped target connection.
+        completion.catch(() => undefined);
+        completions.push(completion);
         handedOff = true;
         // Fetch the next chunk while this one is being appended, but no further ahead.
         while (completions.length > 1) await completions.shift();

@@ -1,0 +1,982 @@
+/**
+ * A minimal hand-written IMAP client connection: transport (implicit TLS, STARTTLS or
+ * plaintext), greeting, CAPABILITY, LOGIN / AUTHENTICATE PLAIN, and a response reader that
+ * lets several commands be in flight at once.
+ *
+ * Why not imapflow here: imapflow (used for everything else in mailferry) runs one command
+ * at a time and waits for the `+` continuation on every literal over 4 KB, i.e. two round
+ * trips per APPEND. No maintained npm IMAP library pipelines APPEND with LITERAL+
+ * (RFC 7888), so the target-side bulk writer (append-pipeline.ts) sits on this small
+ * client instead. It deliberately knows nothing about mailboxes, FETCH or SEARCH.
+ *
+ * Secrets: the password is only ever written to the socket. It is never logged, never
+ * part of an error message (server texts are scrubbed of it too, in case a server echoes
+ * the command back).
+ */
+
+import net from 'node:net';
+import tls from 'node:tls';
+
+import type { ImapEndpoint, ImapLogin } from './endpoint.js';
+import {
+  ImapAuthError as SharedAuthError,
+  ImapConnectError as SharedConnectError,
+  ImapConnectionLostError as SharedConnectionLostError,
+} from './errors.js';
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+// The connect / auth / connection-lost classes extend the project-wide ones in errors.ts, so
+// `instanceof` and `isRetryable()` work the same for imapflow sessions and this client;
+// the subclasses add what this client knows (server text, `uncertain`).
+
+/** The connection could not be established: DNS, refused, timeout, TLS handshake or
+ * certificate, no STARTTLS offered, closed before the greeting. `cause` holds the
+ * underlying error when there is one. */
+export class ImapConnectError extends SharedConnectError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ImapConnectError';
+  }
+}
+
+/** The server greeted with `* BYE` (RFC 3501 §7.1.5): it refuses this connection
+ * (overloaded, blocked address, maintenance). A kind of {@link ImapConnectError}. */
+export class ImapGreetingByeError extends ImapConnectError {
+  constructor(
+    /** The server's text after `BYE`. */
+    readonly serverText: string,
+  ) {
+    super(`server refused the connection: BYE ${serverText}`);
+    this.name = 'ImapGreetingByeError';
+  }
+}
+
+/** LOGIN or AUTHENTICATE was refused. Carries the server's text, never the password. */
+export class ImapAuthError extends SharedAuthError {
+  constructor(
+    message: string,
+    /** The server's response text (already scrubbed of the password), if it answered. */
+    readonly serverText?: string,
+    /** The response code, e.g. `AUTHENTICATIONFAILED` (RFC 5530), upper-case. */
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = 'ImapAuthError';
+  }
+}
+
+/**
+ * The connection went away while a command was outstanding: the socket closed or errored,
+ * the server said BYE, or the idle watchdog gave up on a silent server.
+ *
+ * `uncertain` tells whether any byte of the failed command had reached the socket. When
+ * true the server may or may not have executed it (an APPEND may have been stored); when
+ * false it certainly was not.
+ */
+export class ImapConnectionLostError extends SharedConnectionLostError {
+  readonly uncertain: boolean;
+  constructor(message: string, options: { cause?: unknown; uncertain?: boolean } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'ImapConnectionLostError';
+    this.uncertain = options.uncertain ?? true;
+  }
+}
+
+/** A command that has to succeed for the session to be usable (CAPABILITY) got NO or BAD. */
+export class ImapCommandError extends Error {
+  constructor(
+    message: string,
+    readonly response: TaggedResponse,
+  ) {
+    super(message);
+    this.name = 'ImapCommandError';
+  }
+}
+
+/** The server sent something this client cannot parse; always wrapped as the `cause` of
+ * an {@link ImapConnectionLostError} because the connection is dropped. */
+export class ImapProtocolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ImapProtocolError';
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Responses and command parts
+// ---------------------------------------------------------------------------------------
+
+export type ResponseStatus = 'OK' | 'NO' | 'BAD';
+
+/** A tagged status response (RFC 3501 §7.1): `tag SP (OK|NO|BAD) SP [ "[" code "]" SP ] text`. */
+export interface TaggedResponse {
+  tag: string;
+  status: ResponseStatus;
+  /** Response code atom, upper-case (e.g. `APPENDUID`, `TRYCREATE`, `OVERQUOTA`). */
+  code?: string;
+  /** Whatever follows the code atom inside the brackets, e.g. `38505 3955` for APPENDUID. */
+  codeArgs?: string;
+  /** Human-readable text after the code. */
+  text: string;
+}
+
+/** An untagged server response (`* …`), with its literals. In `line`, each literal is left
+ * as its `{n}` announcement and its bytes are in `literals`, in order. */
+export interface UntaggedResponse {
+  line: string;
+  /** The response keyword, upper-case: `OK`, `BYE`, `CAPABILITY`, `EXISTS`, `FETCH`, … */
+  kind: string;
+  /** The leading number of `* 12 EXISTS` / `* 3 FETCH …`. */
+  number?: number;
+  /** Literal bytes; `null` for a literal larger than `maxCollectedLiteralBytes` (skipped). */
+  literals: Array<Buffer | null>;
+}
+
+/**
+ * One piece of a command after its tag. A `string` or `Buffer` is written as-is (the caller
+ * supplies separators and quoting). A `literal` is announced as `{n}` (synchronising: the
+ * client waits for `+` first), `{n+}` (non-synchronising, RFC 7888) or with a `~` prefix
+ * for a literal8 (RFC 3516). A `continuation` ends the line, waits for `+`, then writes the
+ * given line (a SASL response, RFC 3501 §6.2.2). The final CRLF is added by `send`.
+ */
+export type CommandPart =
+  | string
+  | Buffer
+  | { literal: Buffer; nonSync?: boolean; binary?: boolean }
+  | { continuation: string };
+
+/** What {@link RawConnection.send} returns. */
+export interface SentCommand {
+  tag: string;
+  /** Settles once the whole command is handed to the socket (and the socket has drained
+   * if it asked to), or the server refused it before its literal. */
+  sent: Promise<void>;
+  /** The tagged response. Rejects with {@link ImapConnectionLostError} if the connection
+   * is lost first. */
+  done: Promise<TaggedResponse>;
+}
+
+export interface RawConnectionOptions {
+  /** Limit for TCP connect + TLS handshake + greeting (+ STARTTLS). Default 30 s. */
+  connectTimeoutMs?: number;
+  /** While a command is outstanding, drop the connection when nothing has been received
+   * and no write has been flushed to the kernel for this long. Default 60 s; 0 disables.
+   * Flushed writes count as life because a server says nothing while it reads a big
+   * literal: a 35 MB message over a slow link must not trip the watchdog. A hung server
+   * stops reading, our writes stop flushing within one socket buffer, and the clock runs. */
+  idleTimeoutMs?: number;
+  /** Receives every untagged response (after the greeting). Must not throw. */
+  onUntagged?: (response: UntaggedResponse) => void;
+  /** A server line longer than this (without its literals) is a protocol error. Default 1 MiB. */
+  maxLineBytes?: number;
+  /** Literals in server responses up to this size are collected, larger ones skipped.
+   * Default 8 MiB. */
+  maxCollectedLiteralBytes?: number;
+}
+
+type SessionState = 'connecting' | 'not-authenticated' | 'authenticated' | 'logout' | 'closed';
+
+interface PendingCommand {
+  tag: string;
+  /** Some byte of this command has been handed to the socket. */
+  started: boolean;
+  /** AUTHENTICATE: an unexpected further `+` is answered with `*` (cancel). */
+  authenticate: boolean;
+  resolve: (r: TaggedResponse) => void;
+  reject: (e: Error) => void;
+}
+
+interface ContinuationWaiter {
+  cmd: PendingCommand;
+  /** true: `+` arrived, go on; false: the tagged response came instead (refused). */
+  resolve: (go: boolean) => void;
+  reject: (e: Error) => void;
+}
+
+const CRLF = Buffer.from('\r\n');
+const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
+const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+const DEFAULT_MAX_LINE_BYTES = 1024 * 1024;
+const DEFAULT_MAX_COLLECTED_LITERAL = 8 * 1024 * 1024;
+/** RFC 7888 §4: with LITERAL- only, a non-synchronising literal may carry at most 4096 octets. */
+export const LITERAL_MINUS_MAX = 4096;
+const noop = (): void => {};
+
+// ---------------------------------------------------------------------------------------
+// Small protocol helpers (exported for the appender and the tests)
+// ---------------------------------------------------------------------------------------
+
+/** Parse a space-separated capability list into an upper-case set (RFC 3501 §7.2.1:
+ * capability names are case-insensitive). */
+export function parseCapabilities(list: string): Set<string> {
+  const caps = new Set<string>();
+  for (const c of list.trim().split(/\s+/)) if (c) caps.add(c.toUpperCase());
+  return caps;
+}
+
+/** Split `[CODE args] text` (RFC 3501 §7.1 resp-text) into its parts. */
+export function parseRespText(s: string): { code?: string; codeArgs?: string; text: string } {
+  if (!s.startsWith('[')) return { text: s };
+  const close = s.indexOf(']');
+  if (close < 0) return { text: s };
+  const inner = s.slice(1, close);
+  const sp = inner.indexOf(' ');
+  const code = (sp < 0 ? inner : inner.slice(0, sp)).toUpperCase();
+  const codeArgs = sp < 0 ? undefined : inner.slice(sp + 1);
+  const text = s.slice(close + 1).replace(/^ /, '');
+  return codeArgs === undefined ? { code, text } : { code, codeArgs, text };
+}
+
+/**
+ * Encode a string as an IMAP quoted string (RFC 3501 §4.3) when it can be one, escaping
+ * `\` and `"`; otherwise return `null` (it needs a literal). The grammar allows any 7-bit
+ * char but CR, LF and NUL in a quoted string; other control characters go in a literal
+ * too, because some servers mishandle them.
+ */
+export function quoteString(s: string): string | null {
+  if (/[^\x20-\x7e]/.test(s)) return null;
+  return `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+}
+
+// ---------------------------------------------------------------------------------------
+// The connection
+// ---------------------------------------------------------------------------------------
+
+export class RawConnection {
+  private socket: net.Socket | null = null;
+  private state: SessionState = 'connecting';
+  private caps = new Set<string>();
+  private tagCounter = 0;
+  private readonly pending = new Map<string, PendingCommand>();
+  private contWaiter: ContinuationWaiter | null = null;
+  private writeTail: Promise<void> = Promise.resolve();
+  private readonly drainWaiters = new Set<{ resolve: () => void; reject: (e: Error) => void }>();
+  private readonly closeListeners: Array<(err: Error | null) => void> = [];
+  private greetingWaiter: { resolve: (r: UntaggedResponse) => void } | null = null;
+
+  // Reader state: the current line's pieces, the response assembled so far, literal progress.
+  private lineChunks: Buffer[] = [];
+  private lineBytes = 0;
+  private respLine = '';
+  private respLiterals: Array<Buffer | null> = [];
+  private literalRemaining = 0;
+  private literalChunks: Buffer[] | null = null;
+  /** Set when the reader must stop consuming this socket's bytes (STARTTLS switch). */
+  private readerDetached = false;
+  private startTlsTag: string | null = null;
+
+  // Closing / failure bookkeeping.
+  private closeError: Error | null = null;
+  private destroyCause: unknown = undefined;
+  private socketError: Error | undefined;
+  private byeText: string | undefined;
+  private connectFailure: Error | null = null;
+
+  // Idle watchdog.
+  private lastActivity = Date.now();
+  private watchdog: NodeJS.Timeout | null = null;
+  private readonly idleTimeoutMs: number;
+  private readonly maxLineBytes: number;
+  private readonly maxCollectedLiteral: number;
+
+  private _preauth = false;
+
+  private constructor(
+    readonly endpoint: ImapEndpoint,
+    private readonly opts: RawConnectionOptions,
+  ) {
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.maxLineBytes = opts.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
+    this.maxCollectedLiteral = opts.maxCollectedLiteralBytes ?? DEFAULT_MAX_COLLECTED_LITERAL;
+  }
+
+  /**
+   * Connect, read the greeting, negotiate STARTTLS when asked, and learn the capabilities.
+   * Rejects with {@link ImapConnectError} or {@link ImapGreetingByeError}.
+   */
+  static async connect(endpoint: ImapEndpoint, opts: RawConnectionOptions = {}): Promise<RawConnection> {
+    const conn = new RawConnection(endpoint, opts);
+    await conn.open();
+    return conn;
+  }
+
+  /** Upper-case capability names currently known (re-read after STARTTLS and login). */
+  get capabilities(): ReadonlySet<string> {
+    return this.caps;
+  }
+
+  /** The greeting was `* PREAUTH` (RFC 3501 §7.1.4): already authenticated, no login. */
+  get preauth(): boolean {
+    return this._preauth;
+  }
+
+  get authenticated(): boolean {
+    return this.state === 'authenticated';
+  }
+
+  /** The socket is gone (closed, lost, or destroyed). */
+  get closed(): boolean {
+    return this.state === 'closed';
+  }
+
+  /** Why the connection closed: `null` after an orderly LOGOUT/destroy, else the error. */
+  get closeReason(): Error | null {
+    return this.closeError;
+  }
+
+  /** Number of commands sent (or queued for writing) without a tagged response yet. */
+  get outstanding(): number {
+    return this.pending.size;
+  }
+
+  /** Called once when the socket closes: `null` when it was closed on purpose. */
+  onClose(listener: (err: Error | null) => void): void {
+    if (this.state === 'closed') queueMicrotask(() => listener(this.closeError));
+    else this.closeListeners.push(listener);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Connection set-up
+  // -------------------------------------------------------------------------------------
+
+  private describe(): string {
+    return `${this.endpoint.host}:${this.endpoint.port}`;
+  }
+
+  private async open(): Promise<void> {
+    const timeoutMs = this.opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const timer = setTimeout(() => {
+      this.connectFailure = new ImapConnectError(
+        `could not connect to ${this.describe()}: no greeting/handshake within ${timeoutMs} ms`,
+      );
+      this.destroy(this.connectFailure);
+    }, timeoutMs);
+    try {
+      await this.openSocket();
+      const greeting = await this.readGreeting();
+      if (greeting.kind === 'BYE') throw new ImapGreetingByeError(restAfterKind(greeting));
+      if (greeting.kind !== 'OK' && greeting.kind !== 'PREAUTH') {
+        throw new ImapConnectError(`${this.describe()} is not an IMAP server (greeting: ${truncate(greeting.line)})`);
+      }
+      this._preauth = greeting.kind === 'PREAUTH';
+      this.state = this._preauth ? 'authenticated' : 'not-authenticated';
+      // RFC 3501 §7.1: the greeting may carry [CAPABILITY …]; saves a round trip.
+      const rt = parseRespText(restAfterKind(greeting));
+      if (rt.code === 'CAPABILITY' && rt.codeArgs) this.caps = parseCapabilities(rt.codeArgs);
+
+      if (this.endpoint.tls === 'starttls') {
+        if (this._preauth) {
+          // RFC 3501 §6.2.1: STARTTLS is only valid in the not-authenticated state.
+          throw new ImapConnectError(`${this.describe()} sent PREAUTH, so STARTTLS is impossible`);
+        }
+        if (this.caps.size === 0) await this.capability();
+        if (!this.caps.has('STARTTLS')) {
+          throw new ImapConnectError(`${this.describe()} does not offer STARTTLS`);
+        }
+        await this.startTls();
+        // RFC 3501 §6.2.1 / RFC 2595 §3.1: forget everything learned before TLS and ask again.
+        this.caps = new Set();
+        await this.capability();
+      } else if (this.caps.size === 0) {
+        await this.capability();
+      }
+    } catch (err) {
+      this.destroy(err);
+      if (this.connectFailure) throw this.connectFailure;
+      if (err instanceof ImapConnectError || err instanceof ImapGreetingByeError) throw err;
+      throw new ImapConnectError(`could not connect to ${this.describe()}: ${describeError(err)}`, {
+        cause: err instanceof ImapConnectionLostError && err.cause !== undefined ? err.cause : err,
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private tlsOptions(): tls.ConnectionOptions {
+    const { host, acceptUntrustedCert } = this.endpoint;
+    return {
+      // SNI must not be an IP address (RFC 6066 §3).
+      ...(net.isIP(host) ? {} : { servername: host }),
+      rejectUnauthorized: !acceptUntrustedCert,
+    };
+  }
+
+  private openSocket(): Promise<void> {
+    const { host, port, tls: mode } = this.endpoint;
+    return new Promise<void>((resolve, reject) => {
+      let socket: net.Socket;
+      const onError = (err: Error): void => reject(err);
+      if (mode === 'implicit') {
+        socket = tls.connect({ host, port, ...this.tlsOptions() });
+        socket.once('secureConnect', () => {
+          socket.off('error', onError);
+          resolve();
+        });
+      } else {
+        socket = net.connect({ host, port });
+        socket.once('connect', () => {
+          socket.off('error', onError);
+          resolve();
+        });
+      }
+      socket.once('error', onError);
+      // Destroyed by the connect timeout: no 'error' follows, so settle here (no-op if done).
+      socket.once('close', () => reject(new Error('connection closed')));
+      // Small command lines follow each other closely when pipelining; Nagle + delayed ACK
+      // would add tens of ms per round. Writes are corked per command, so no tiny segments.
+      socket.setNoDelay(true);
+      this.attach(socket);
+    });
+  }
+
+  private attach(socket: net.Socket): void {
+    this.socket = socket;
+    this.readerDetached = false;
+    this.lineChunks = [];
+    this.lineBytes = 0;
+    this.respLine = '';
+    this.respLiterals = [];
+    this.literalRemaining = 0;
+    this.literalChunks = null;
+    socket.on('data', this.onData);
+    socket.on('error', this.onSocketError);
+    socket.on('close', this.onSocketClose);
+  }
+
+  private detach(socket: net.Socket): void {
+    socket.off('data', this.onData);
+    socket.off('error', this.onSocketError);
+    socket.off('close', this.onSocketClose);
+  }
+
+  private readGreeting(): Promise<UntaggedResponse> {
+    return new Promise<UntaggedResponse>((resolve, reject) => {
+      if (this.state === 'closed') {
+        reject(this.lostError(false));
+        return;
+      }
+      this.greetingWaiter = { resolve };
+      this.onClose((err) => reject(err ?? this.lostError(false)));
+    });
+  }
+
+  private async startTls(): Promise<void> {
+    const { tag, done } = this.send(['STARTTLS']);
+    this.startTlsTag = tag;
+    const r = await done;
+    if (r.status !== 'OK') {
+      throw new ImapConnectError(`${this.describe()} refused STARTTLS: ${r.status} ${r.text}`);
+    }
+    // The reader detached itself synchronously on the tagged OK (see dispatchTagged), so no
+    // plaintext byte that followed the OK can be taken as coming from the TLS session.
+    const raw = this.socket;
+    if (!raw) throw this.lostError(false);
+    this.detach(raw);
+    raw.on('error', noop); // the TLS socket reports errors from here on
+    await new Promise<void>((resolve, reject) => {
+      const secure = tls.connect({ socket: raw, ...this.tlsOptions() });
+      const onError = (err: Error): void => reject(err);
+      secure.once('error', onError);
+      secure.once('close', () => reject(new Error('connection closed during the TLS handshake')));
+      secure.once('secureConnect', () => {
+        secure.off('error', onError);
+        resolve();
+      });
+      this.attach(secure);
+    });
+  }
+
+  /** Ask for CAPABILITY (RFC 3501 §6.1.1); the untagged reply replaces the known set. */
+  async capability(): Promise<ReadonlySet<string>> {
+    const r = await this.send(['CAPABILITY']).done;
+    if (r.status !== 'OK') throw new ImapCommandError(`CAPABILITY failed: ${r.status} ${r.text}`, r);
+    return this.caps;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Login
+  // -------------------------------------------------------------------------------------
+
+  /**
+   * Authenticate, then re-read the capabilities (they usually change after login;
+   * RFC 3501 §6.2.3 / §7.2.1). A no-op after a PREAUTH greeting.
+   * Rejects with {@link ImapAuthError} (server refused) or {@link ImapConnectionLostError}.
+   */
+  async login(login: ImapLogin): Promise<void> {
+    if (this.state === 'authenticated') return;
+    if (this.state !== 'not-authenticated') throw this.lostError(false);
+    const password = login.password;
+    let parts: CommandPart[];
+    let authenticate = false;
+    const secrets = [password];
+    if (login.method === 'login') {
+      // RFC 3501 §6.2.3: a client MUST NOT send LOGIN when LOGINDISABLED is advertised.
+      if (this.caps.has('LOGINDISABLED')) {
+        throw new ImapAuthError(
+          `${this.describe()} advertises LOGINDISABLED; use TLS or AUTHENTICATE PLAIN`,
+        );
+      }
+      parts = ['LOGIN ', this.astring(login.username), ' ', this.astring(password)];
+    } else {
+      // RFC 4616 §2: message = [authzid] NUL authcid NUL passwd, UTF-8.
+      const msg = Buffer.from(`${login.authzid ?? ''}\0${login.authcid}\0${password}`, 'utf8').toString('base64');
+      authenticate = true;
+      secrets.push(msg);
+      parts = this.caps.has('SASL-IR')
+        ? // RFC 4959 §3: initial response on the command line ("=" would stand for empty).
+          [`AUTHENTICATE PLAIN ${msg || '='}`]
+        : // RFC 3501 §6.2.2: wait for the server's "+" (empty challenge), then send it.
+          ['AUTHENTICATE PLAIN', { continuation: msg }];
+    }
+    const r = await this.send(parts, { authenticate }).done;
+    if (r.status !== 'OK') {
+      const text = scrub(r.text, secrets);
+      throw new ImapAuthError(
+        `authentication failed at ${this.describe()}: ${r.status}${r.code ? ` [${r.code}]` : ''} ${text}`,
+        text,
+        r.code,
+      );
+    }
+    this.state = 'authenticated';
+    // RFC 3501 §7.1 / RFC 9051 §6.2.3: servers may put the new list in the tagged OK.
+    if (r.code === 'CAPABILITY' && r.codeArgs) this.caps = parseCapabilities(r.codeArgs);
+    else await this.capability();
+  }
+
+  /** A string argument: quoted if possible, else a literal (UTF-8 bytes), non-synchronising
+   * when LITERAL+ (or LITERAL- for ≤ 4096 bytes) is offered (RFC 7888). */
+  private astring(s: string): CommandPart {
+    const q = quoteString(s);
+    if (q !== null) return q;
+    const data = Buffer.from(s, 'utf8');
+    return { literal: data, nonSync: this.canNonSync(data.length) };
+  }
+
+  /** May a literal of this size be sent without waiting for `+`? (RFC 7888 §3, §4) */
+  canNonSync(size: number): boolean {
+    return this.caps.has('LITERAL+') || (this.caps.has('LITERAL-') && size <= LITERAL_MINUS_MAX);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Sending
+  // -------------------------------------------------------------------------------------
+
+  private nextTag(): string {
+    this.tagCounter += 1;
+    return `A${this.tagCounter}`;
+  }
+
+  /**
+   * Queue a command. Commands are written strictly in call order and never interleave;
+   * several can be outstanding at once (their tagged responses are matched by tag).
+   * A synchronising literal or a continuation holds back later commands until the server's
+   * `+` has arrived and the rest of this command is written (RFC 3501 §7.5).
+   */
+  send(parts: CommandPart[], opts: { authenticate?: boolean } = {}): SentCommand {
+    const tag = this.nextTag();
+    if (this.state === 'closed') {
+      const err = this.lostError(false);
+      const sent = Promise.reject(err);
+      const done = Promise.reject(err);
+      sent.catch(noop);
+      return { tag, sent, done };
+    }
+    let resolve!: (r: TaggedResponse) => void;
+    let reject!: (e: Error) => void;
+    const done = new Promise<TaggedResponse>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const cmd: PendingCommand = { tag, started: false, authenticate: opts.authenticate ?? false, resolve, reject };
+    if (this.pending.size === 0) this.lastActivity = Date.now(); // the silence clock starts now
+    this.pending.set(tag, cmd);
+    this.armWatchdog();
+    const sent = this.writeTail.then(() => this.writeCommand(cmd, parts));
+    this.writeTail = sent.catch(noop);
+    sent.catch(noop); // failures also surface through `done`
+    return { tag, sent, done };
+  }
+
+  private async writeCommand(cmd: PendingCommand, parts: CommandPart[]): Promise<void> {
+    if (this.state === 'closed') throw this.lostError(false);
+    if (!this.pending.has(cmd.tag)) return; // already answered (cannot normally happen)
+    let chunks: Buffer[] = [Buffer.from(`${cmd.tag} `, 'latin1')];
+    for (const part of parts) {
+      if (typeof part === 'string') {
+        chunks.push(Buffer.from(part, 'utf8'));
+      } else if (Buffer.isBuffer(part)) {
+        chunks.push(part);
+      } else if ('literal' in part) {
+        const n = part.literal.length;
+        chunks.push(Buffer.from(`${part.binary ? '~' : ''}{${n}${part.nonSync ? '+' : ''}}\r\n`, 'latin1'));
+        if (!part.nonSync) {
+          await this.flush(cmd, chunks);
+          chunks = [];
+          // The server may refuse here (e.g. too big) with a tagged NO instead of "+":
+          // then the literal is not sent and the command is over (RFC 3501 §7.5).
+          if (!(await this.waitContinuation(cmd))) return;
+        }
+        if (n > 0) chunks.push(part.literal);
+      } else {
+        chunks.push(CRLF);
+        await this.flush(cmd, chunks);
+        chunks = [];
+        if (!(await this.waitContinuation(cmd))) return;
+        chunks.push(Buffer.from(part.continuation, 'utf8'));
+      }
+    }
+    chunks.push(CRLF);
+    await this.flush(cmd, chunks);
+  }
+
+  /** Hand the chunks to the socket in one corked batch (a single writev, no copying of
+   * big literals); wait for `drain` when the socket's buffer is over its high-water mark. */
+  private async flush(cmd: PendingCommand, chunks: Buffer[]): Promise<void> {
+    const socket = this.socket;
+    if (this.state === 'closed' || !socket || socket.destroyed) throw this.lostError(cmd.started);
+    cmd.started = true;
+    socket.cork();
+    let ok = true;
+    const last = chunks.length - 1;
+    chunks.forEach((c, i) => {
+      // A flushed write means the peer's TCP stack is taking our bytes: the server is alive
+      // even though it has nothing to say until a big literal is complete.
+      ok = i === last ? socket.write(c, this.markActivity) : socket.write(c);
+    });
+    socket.uncork();
+    if (!ok) await this.waitDrain();
+  }
+
+  private readonly markActivity = (): void => {
+    this.lastActivity = Date.now();
+  };
+
+  private waitDrain(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const socket = this.socket;
+      if (!socket || this.state === 'closed') {
+        reject(this.lostError(true));
+        return;
+      }
+      const w = {
+        resolve: () => {
+          this.drainWaiters.delete(w);
+          socket.off('drain', w.resolve);
+          resolve();
+        },
+        reject,
+      };
+      this.drainWaiters.add(w);
+      socket.once('drain', w.resolve);
+    });
+  }
+
+  private waitContinuation(cmd: PendingCommand): Promise<boolean> {
+    return new Promise<boolean>((resolve, reject) => {
+      if (this.state === 'closed') {
+        reject(this.lostError(true));
+        return;
+      }
+      if (!this.pending.has(cmd.tag)) {
+        resolve(false);
+        return;
+      }
+      this.contWaiter = { cmd, resolve, reject };
+    });
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Reading
+  // -------------------------------------------------------------------------------------
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.lastActivity = Date.now();
+    try {
+      this.consume(chunk);
+    } catch (err) {
+      this.destroy(err);
+    }
+  };
+
+  /** Split server output into responses: CRLF-terminated lines, where a line ending in
+   * `{n}` (or `~{n}`, RFC 3516) is followed by n literal bytes and then continues
+   * (RFC 3501 §4.3, §7). */
+  private consume(chunk: Buffer): void {
+    let off = 0;
+    while (off < chunk.length && !this.readerDetached && this.state !== 'closed') {
+      if (this.literalRemaining > 0) {
+        const take = Math.min(this.literalRemaining, chunk.length - off);
+        this.literalChunks?.push(chunk.subarray(off, off + take));
+        off += take;
+        this.literalRemaining -= take;
+        if (this.literalRemaining === 0) {
+          this.respLiterals.push(this.literalChunks ? Buffer.concat(this.literalChunks) : null);
+          this.literalChunks = null;
+        }
+        continue;
+      }
+      const lf = chunk.indexOf(0x0a, off);
+      if (lf < 0) {
+        this.lineChunks.push(chunk.subarray(off));
+        this.lineBytes += chunk.length - off;
+        if (this.lineBytes > this.maxLineBytes) {
+          throw new ImapProtocolError(`server line longer than ${this.maxLineBytes} bytes`);
+        }
+        return;
+      }
+      this.lineChunks.push(chunk.subarray(off, lf + 1));
+      off = lf + 1;
+      const lineBuf = this.lineChunks.length === 1 ? this.lineChunks[0]! : Buffer.concat(this.lineChunks);
+      this.lineChunks = [];
+      this.lineBytes = 0;
+      // Lenient about a bare LF; RFC 3501 §2.2 says CRLF. resp-text may be UTF-8 (RFC 9051).
+      const end = lineBuf.length >= 2 && lineBuf[lineBuf.length - 2] === 0x0d ? 2 : 1;
+      const text = lineBuf.toString('utf8', 0, lineBuf.length - end);
+      this.respLine += text;
+      const lit = /~?\{(\d+)\}$/.exec(text);
+      if (lit) {
+        const n = Number(lit[1]);
+        if (!Number.isSafeInteger(n)) throw new ImapProtocolError('server literal size out of range');
+        if (n === 0) {
+          this.respLiterals.push(Buffer.alloc(0));
+        } else {
+          this.literalRemaining = n;
+          this.literalChunks = n <= this.maxCollectedLiteral ? [] : null;
+        }
+        continue;
+      }
+      const line = this.respLine;
+      const literals = this.respLiterals;
+      this.respLine = '';
+      this.respLiterals = [];
+      this.dispatch(line, literals);
+    }
+  }
+
+  private dispatch(line: string, literals: Array<Buffer | null>): void {
+    if (line.startsWith('+')) {
+      this.dispatchContinuation();
+      return;
+    }
+    const sp = line.indexOf(' ');
+    const tag = sp < 0 ? line : line.slice(0, sp);
+    if (tag === '*') {
+      this.dispatchUntagged(line, literals);
+      return;
+    }
+    this.dispatchTagged(tag, sp < 0 ? '' : line.slice(sp + 1));
+  }
+
+  private dispatchContinuation(): void {
+    const w = this.contWaiter;
+    if (w) {
+      this.contWaiter = null;
+      w.resolve(true);
+      return;
+    }
+    // A further challenge during AUTHENTICATE PLAIN (which has none): cancel the exchange
+    // with "*" (RFC 3501 §6.2.2) rather than leave the server waiting forever.
+    for (const cmd of this.pending.values()) {
+      if (cmd.authenticate && cmd.started) {
+        this.socket?.write('*\r\n');
+        return;
+      }
+    }
+    // Otherwise an unsolicited "+": nothing is waiting for it, ignore.
+  }
+
+  private dispatchUntagged(line: string, literals: Array<Buffer | null>): void {
+    const m = /^\* (?:(\d+) )?(\S+)/.exec(line);
+    const kind = (m?.[2] ?? '').toUpperCase();
+    const resp: UntaggedResponse = { line, kind, literals };
+    if (m?.[1] !== undefined) resp.number = Number(m[1]);
+    if (this.greetingWaiter) {
+      const g = this.greetingWaiter;
+      this.greetingWaiter = null;
+      g.resolve(resp);
+      return;
+    }
+    if (kind === 'CAPABILITY') {
+      this.caps = parseCapabilities(line.slice(m![0].length));
+    } else if (kind === 'OK' || kind === 'NO' || kind === 'BAD' || kind === 'BYE') {
+      const rt = parseRespText(restAfterKind(resp));
+      if (rt.code === 'CAPABILITY' && rt.codeArgs) this.caps = parseCapabilities(rt.codeArgs);
+      // RFC 3501 §7.1.5: BYE announces the close; keep its text for the lost-connection error.
+      if (kind === 'BYE') this.byeText = restAfterKind(resp);
+    }
+    const listener = this.opts.onUntagged;
+    if (listener) {
+      try {
+        listener(resp);
+      } catch (err) {
+        process.emitWarning(`mailferry: untagged-response listener threw: ${describeError(err)}`);
+      }
+    }
+  }
+
+  private dispatchTagged(tag: string, rest: string): void {
+    const cmd = this.pending.get(tag);
+    if (!cmd) return; // not ours (or already failed): ignore
+    this.pending.delete(tag);
+    const sp = rest.indexOf(' ');
+    const statusWord = (sp < 0 ? rest : rest.slice(0, sp)).toUpperCase();
+    const status: ResponseStatus = statusWord === 'OK' || statusWord === 'NO' ? statusWord : 'BAD';
+    const rt = parseRespText(sp < 0 ? '' : rest.slice(sp + 1));
+    const r: TaggedResponse = { tag, status, text: rt.text };
+    if (rt.code !== undefined) r.code = rt.code;
+    if (rt.codeArgs !== undefined) r.codeArgs = rt.codeArgs;
+    if (this.contWaiter?.cmd === cmd) {
+      const w = this.contWaiter;
+      this.contWaiter = null;
+      w.resolve(false);
+    }
+    if (tag === this.startTlsTag) {
+      this.startTlsTag = null;
+      // RFC 3501 §6.2.1 / RFC 2595: the TLS negotiation starts right after this CRLF; stop
+      // reading plaintext now. Anything the server (or an attacker) squeezed in after the
+      // OK is discarded, never interpreted (the STARTTLS command-injection attack).
+      if (status === 'OK') {
+        this.readerDetached = true;
+        this.socket?.pause();
+      }
+    }
+    cmd.resolve(r);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Watchdog, closing
+  // -------------------------------------------------------------------------------------
+
+  private armWatchdog(): void {
+    if (this.watchdog || !(this.idleTimeoutMs > 0) || !Number.isFinite(this.idleTimeoutMs)) return;
+    this.watchdog = setTimeout(this.checkIdle, this.idleTimeoutMs);
+    this.watchdog.unref();
+  }
+
+  private readonly checkIdle = (): void => {
+    this.watchdog = null;
+    if (this.state === 'closed' || this.pending.size === 0) return;
+    const idle = Date.now() - this.lastActivity;
+    if (idle >= this.idleTimeoutMs) {
+      this.destroy(new ImapConnectionLostError(`no response from ${this.describe()} for ${this.idleTimeoutMs} ms`));
+      return;
+    }
+    this.watchdog = setTimeout(this.checkIdle, this.idleTimeoutMs - idle);
+    this.watchdog.unref();
+  };
+
+  private readonly onSocketError = (err: Error): void => {
+    this.socketError ??= err;
+  };
+
+  private readonly onSocketClose = (): void => {
+    this.handleClosed();
+  };
+
+  /** The error a command gets when the connection is gone. */
+  private lostError(uncertain: boolean): ImapConnectionLostError {
+    const cause = this.destroyCause ?? this.socketError;
+    let why = '';
+    if (this.byeText !== undefined) why = `: server said BYE ${this.byeText}`;
+    else if (cause !== undefined) why = `: ${describeError(cause)}`;
+    return new ImapConnectionLostError(
+      `connection to ${this.describe()} lost${why}`,
+      cause === undefined ? { uncertain } : { cause, uncertain },
+    );
+  }
+
+  private handleClosed(): void {
+    if (this.state === 'closed') return;
+    const orderly = this.state === 'logout' || (this.destroyCause === null && this.pending.size === 0);
+    this.state = 'closed';
+    if (this.watchdog) {
+      clearTimeout(this.watchdog);
+      this.watchdog = null;
+    }
+    this.closeError = orderly ? null : this.lostError(true);
+    for (const cmd of this.pending.values()) cmd.reject(this.lostError(cmd.started));
+    this.pending.clear();
+    if (this.contWaiter) {
+      this.contWaiter.reject(this.lostError(true));
+      this.contWaiter = null;
+    }
+    for (const w of this.drainWaiters) w.reject(this.lostError(true));
+    this.drainWaiters.clear();
+    for (const l of this.closeListeners.splice(0)) l(this.closeError);
+  }
+
+  /**
+   * Drop the connection now. Outstanding commands reject with
+   * {@link ImapConnectionLostError}; `cause` (if given) becomes its cause.
+   */
+  destroy(cause?: unknown): void {
+    if (this.state === 'closed') return;
+    if (this.destroyCause === undefined) this.destroyCause = cause === undefined ? null : cause;
+    const socket = this.socket;
+    if (socket && !socket.destroyed) {
+      socket.destroy();
+      // 'close' is emitted asynchronously; settle everything now so callers see it at once.
+    }
+    this.handleClosed();
+  }
+
+  /**
+   * LOGOUT (RFC 3501 §6.1.3), best effort: waits at most `timeoutMs` for the tagged reply,
+   * then destroys the socket. Never rejects.
+   */
+  async logout(timeoutMs = 5000): Promise<void> {
+    if (this.state === 'closed') return;
+    if (this.state === 'connecting') {
+      this.destroy();
+      return;
+    }
+    const { done } = this.send(['LOGOUT']);
+    // From here on, BYE and the close that follows are expected, not failures.
+    this.state = 'logout';
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      done.catch(noop),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+        timer.unref();
+      }),
+    ]);
+    clearTimeout(timer);
+    this.destroy();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+/** The part of an untagged response after `* [n] KIND `. */
+function restAfterKind(r: UntaggedResponse): string {
+  const m = /^\* (?:\d+ )?\S+ ?/.exec(r.line);
+  return m ? r.line.slice(m[0].length) : r.line;
+}
+
+function truncate(s: string, n = 120): string {
+  return s.length > n ? `${s.slice(0, n)}…` : s;
+}
+
+function describeError(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code && !err.message.includes(code) ? `${code} ${err.message}` : err.message;
+  }
+  return String(err);
+}
+
+/** Remove the password (and the SASL blob that contains it) from a server text before it
+ * is shown, in case a server echoes the command. */
+function scrub(text: string, secrets: string[]): string {
+  let out = text;
+  for (const s of secrets) {
+    if (!s) continue;
+    out = out.split(s).join('***');
+    const b64 = Buffer.from(s, 'utf8').toString('base64').replace(/=+$/, '');
+    if (b64.length >= 4) out = out.split(b64).join('***');
+  }
+  return out;
+}

@@ -1,0 +1,714 @@
+/**
+ * Throwaway real Dovecot IMAP servers for tests, the benchmark and the demo.
+ *
+ * Each server lives entirely in a fresh temp dir (config, sockets, state, log, mail,
+ * TLS cert) and listens on free loopback ports, so any number can run at once, also
+ * from parallel test processes, and /etc/dovecot is never read or touched.
+ *
+ * Storage: the '.' server uses Maildir++ (`maildir:~/Maildir`), whose on-disk layout
+ * *is* the '.' hierarchy; the '/' server uses sdbox, whose default layout is a plain
+ * directory tree with '/' as separator. sdbox rather than `maildir:…:LAYOUT=fs` because
+ * it has no INBOX-vs-`cur/new/tmp` name clashes, stores any number of keywords (Maildir
+ * names keywords by letters a–z in file names, so only 26 per folder survive outside the
+ * index) and so the two lab servers also exercise two different storage backends.
+ *
+ * Lifecycle: Dovecot runs in the foreground (`-F`) under a tiny `sh` wrapper whose stdin
+ * is a pipe from this process. When that pipe reaches EOF — `stop()`, or this process
+ * dying in any way, even SIGKILL — the wrapper terminates Dovecot and deletes the temp
+ * dir. That is what makes "never leak a server" hold without relying on Node's exit hooks.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync, readFileSync, rmSync, chmodSync, chownSync, mkdirSync, accessSync, constants as fsConstants } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import net from 'node:net';
+import tls from 'node:tls';
+import os from 'node:os';
+import path from 'node:path';
+import type { ImapEndpoint } from '../imap/endpoint.js';
+
+export interface LabUser {
+  username: string;
+  password: string;
+}
+
+export type SpecialUseFlag = '\\Sent' | '\\Drafts' | '\\Trash' | '\\Junk' | '\\Archive';
+
+export interface DovecotOptions {
+  /** Used in the temp dir name and Dovecot's instance name, e.g. 'source' / 'target'. */
+  name: string;
+  /** Hierarchy separator of the personal namespace (prefix empty, inbox=yes). */
+  separator: '.' | '/';
+  /** Regular users (passwd-file passdb). */
+  users: LabUser[];
+  /** Master users: `user*master` LOGIN and SASL PLAIN authzid=user, authcid=master both work. */
+  masterUsers?: LabUser[];
+  /** Folders auto-created and subscribed, carrying that SPECIAL-USE flag (RFC 6154). */
+  specialUse?: Partial<Record<SpecialUseFlag, string>>;
+  /** APPENDs bigger than this many bytes get a tagged `NO [LIMIT]` (quota_max_mail_size). */
+  maxMailSize?: number;
+  /**
+   * Capabilities to stop advertising, e.g. ['CONDSTORE', 'UIDPLUS', 'LITERAL+'].
+   * Post-login capabilities are rewritten via `imap_capability` (which Dovecot then also
+   * shows in the greeting); 'AUTH=LOGIN' removes that SASL mechanism. 'AUTH=PLAIN' and
+   * 'STARTTLS' are refused (Dovecot's LOGIN command needs PLAIN; use tls 'none' for no
+   * STARTTLS); so are names Dovecot does not advertise. Removing CONDSTORE also removes
+   * QRESYNC (RFC 7162: QRESYNC implies CONDSTORE). Dovecot only stops *advertising*: it
+   * still accepts the commands and still puts APPENDUID/COPYUID codes into its answers
+   * without UIDPLUS — a client must itself ignore what was not advertised.
+   */
+  disableCapabilities?: string[];
+  /** 'selfsigned': implicit TLS on `sslPort`, STARTTLS on `port`. Default 'none'. */
+  tls?: 'none' | 'selfsigned';
+  /** Appended verbatim to dovecot.conf. */
+  extraConfig?: string;
+}
+
+export interface DovecotServer {
+  name: string;
+  host: '127.0.0.1';
+  /** Plain IMAP (STARTTLS offered when tls is 'selfsigned'). */
+  port: number;
+  /** Implicit-TLS IMAP, only when tls is 'selfsigned'. */
+  sslPort?: number;
+  /** PEM of the self-signed certificate (its own CA), only when tls is 'selfsigned'. */
+  certPath?: string;
+  /** The temp dir holding everything; removed by stop(). */
+  dir: string;
+  separator: '.' | '/';
+  logPath: string;
+  /** Endpoint for the given mode (default 'none'); TLS modes accept the self-signed cert. */
+  endpoint(tls?: 'none' | 'implicit' | 'starttls'): ImapEndpoint;
+  /** Stops Dovecot, waits for it, removes the temp dir. Idempotent. */
+  stop(): Promise<void>;
+}
+
+const HOST = '127.0.0.1' as const;
+const START_TIMEOUT_MS = 15_000;
+const STOP_TIMEOUT_MS = 10_000;
+const PORT_ATTEMPTS = 5;
+
+/**
+ * What Dovecot 2.3 advertises after login by default; used only if asking the installed
+ * `imap` binary fails (the live answer wins because plugins and versions change it).
+ */
+const DOVECOT_23_CAPABILITIES =
+  'IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES ' +
+  'THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN ' +
+  'NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES ' +
+  'WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW ' +
+  'STATUS=SIZE SAVEDATE LITERAL+ NOTIFY SPECIAL-USE';
+
+/** Path of the dovecot binary if installed (MAILFERRY_DOVECOT overrides), else null. */
+export function dovecotBinary(): string | null {
+  const candidates = [process.env.MAILFERRY_DOVECOT, '/usr/sbin/dovecot', '/usr/local/sbin/dovecot'];
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (dir) candidates.push(path.join(dir, 'dovecot'));
+  }
+  for (const c of candidates) {
+    if (!c) continue;
+    try {
+      accessSync(c, fsConstants.X_OK);
+      return c;
+    } catch {
+      // try the next one
+    }
+  }
+  return null;
+}
+
+/** The `imap` executable that the master runs after login; needed to ask its capabilities. */
+function imapBinary(dovecot: string): string | null {
+  const prefix = path.dirname(path.dirname(dovecot));
+  for (const c of [
+    path.join(prefix, 'lib/dovecot/imap'),
+    path.join(prefix, 'libexec/dovecot/imap'),
+    '/usr/lib/dovecot/imap',
+    '/usr/libexec/dovecot/imap',
+  ]) {
+    if (existsSync(c)) return c;
+  }
+  return null;
+}
+
+interface Account {
+  uid: number;
+  gid: number;
+  user: string;
+}
+
+/**
+ * Who owns the mail. As root: `nobody` (exists everywhere, so nothing in /etc/passwd
+ * has to be created — which would also race between parallel test processes), or
+ * MAILFERRY_LAB_MAIL_USER. Not as root: Dovecot runs "rootless" as the current user.
+ */
+function mailAccount(): Account {
+  const isRoot = process.getuid?.() === 0;
+  if (!isRoot) {
+    const info = os.userInfo();
+    return { uid: info.uid, gid: info.gid, user: info.username };
+  }
+  const name = process.env.MAILFERRY_LAB_MAIL_USER ?? 'nobody';
+  let entry: string;
+  try {
+    entry = execFileSync('getent', ['passwd', name], { encoding: 'utf8' }).trim();
+  } catch {
+    throw new Error(`lab: mail user '${name}' does not exist (set MAILFERRY_LAB_MAIL_USER to an unprivileged user)`);
+  }
+  const fields = entry.split(':');
+  const uid = Number(fields[2]);
+  const gid = Number(fields[3]);
+  if (!Number.isInteger(uid) || !Number.isInteger(gid) || uid === 0) {
+    throw new Error(`lab: mail user '${name}' is unusable (${entry})`);
+  }
+  return { uid, gid, user: name };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', reject);
+    srv.listen(0, HOST, () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Dovecot config string literal. */
+function q(s: string): string {
+  return `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+}
+
+function checkUser(u: LabUser, kind: string): void {
+  // ':' and newlines would break the passwd-file; '*' is the master separator; '/' and
+  // '%' would escape or be expanded in the home path that %u builds.
+  if (!u.username || /[:*/%\s\\"\x00-\x1f]/.test(u.username)) {
+    throw new Error(`lab: unusable ${kind} name ${JSON.stringify(u.username)}`);
+  }
+}
+
+function passwdFile(users: LabUser[]): string {
+  // BASE64 so that any password (also with ':' in it) survives the passwd-file format.
+  return users.map((u) => `${u.username}:{PLAIN.BASE64}${Buffer.from(u.password, 'utf8').toString('base64')}\n`).join('');
+}
+
+function tail(file: string, lines = 30): string {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-lines - 1).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** One attempt to read an IMAP greeting; resolves to the first line or null. */
+function readGreeting(port: number, useTls: boolean, timeoutMs = 1000): Promise<string | null> {
+  return new Promise((resolve) => {
+    let buf = '';
+    let done = false;
+    const sock: net.Socket = useTls
+      ? tls.connect({ host: HOST, port, rejectUnauthorized: false })
+      : net.connect({ host: HOST, port });
+    const finish = (v: string | null) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(v);
+    };
+    const timer = setTimeout(() => finish(null), timeoutMs);
+    sock.setEncoding('latin1');
+    sock.on('data', (d: string) => {
+      buf += d;
+      const nl = buf.indexOf('\r\n');
+      if (nl >= 0) finish(buf.slice(0, nl));
+    });
+    sock.on('error', () => finish(null));
+    sock.on('close', () => finish(null));
+  });
+}
+
+/**
+ * Asks the installed `imap` binary, in PREAUTH mode with this very config, what it
+ * advertises after login. Runs as the mail user (mail processes never run as root) in a
+ * scratch home that is thrown away.
+ */
+function probeCapabilities(dovecot: string, confPath: string, dir: string, acct: Account): Promise<string[]> {
+  const imap = imapBinary(dovecot);
+  if (!imap) return Promise.resolve(DOVECOT_23_CAPABILITIES.split(' '));
+  const home = path.join(dir, 'probe-home');
+  mkdirSync(home, { mode: 0o700 });
+  if (process.getuid?.() === 0) chownSync(home, acct.uid, acct.gid);
+  return new Promise((resolve) => {
+    const child = spawn(imap, ['-c', confPath], {
+      env: { USER: 'lab-capability-probe', HOME: home, PATH: process.env.PATH ?? '/usr/bin:/bin' },
+      uid: acct.uid,
+      gid: acct.gid,
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
+    let out = '';
+    const fallback = () => resolve(DOVECOT_23_CAPABILITIES.split(' '));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+    }, 5000);
+    child.stdout.setEncoding('latin1');
+    child.stdout.on('data', (d: string) => (out += d));
+    child.on('error', () => {
+      clearTimeout(timer);
+      fallback();
+    });
+    child.on('close', () => {
+      clearTimeout(timer);
+      rmSync(home, { recursive: true, force: true });
+      const m = /\[CAPABILITY ([^\]]+)\]/.exec(out);
+      if (m?.[1]) resolve(m[1].trim().split(/\s+/));
+      else fallback();
+    });
+    child.stdin.end('a LOGOUT\r\n');
+  });
+}
+
+function generateCert(dir: string): { cert: string; key: string } {
+  const cert = path.join(dir, 'tls-cert.pem');
+  const key = path.join(dir, 'tls-key.pem');
+  // EC P-256: generated in milliseconds, unlike RSA. SAN covers how tests connect.
+  execFileSync(
+    'openssl',
+    [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', key, '-out', cert, '-days', '3650', '-subj', '/CN=localhost',
+      '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  chmodSync(key, 0o600);
+  chmodSync(cert, 0o644);
+  return { cert, key };
+}
+
+interface ConfigInput {
+  opts: DovecotOptions;
+  dir: string;
+  acct: Account;
+  port: number;
+  sslPort: number | undefined;
+  certs: { cert: string; key: string } | undefined;
+  capabilities: string[] | undefined;
+  authMechanisms: string[];
+}
+
+function buildConfig(c: ConfigInput): string {
+  const { opts, dir, acct } = c;
+  const isRoot = process.getuid?.() === 0;
+  const home = path.join(dir, 'home');
+  const location = opts.separator === '.' ? 'maildir:~/Maildir' : 'sdbox:~/sdbox';
+  const L: string[] = [];
+  L.push(
+    '# Generated by mailferry src/lab/dovecot.ts: a throwaway test server.',
+    `instance_name = ${path.basename(dir)}`,
+    `base_dir = ${dir}/run`,
+    `state_dir = ${dir}/state`,
+    `log_path = ${dir}/dovecot.log`,
+    'protocols = imap',
+    `listen = ${HOST}`,
+    // Lets the readiness check tell our server from whatever else might hold the port.
+    `login_greeting = ${greetingOf(dir)}`,
+    // Test clients use LOGIN over plaintext loopback connections.
+    'disable_plaintext_auth = no',
+    `auth_mechanisms = ${c.authMechanisms.join(' ')}`,
+    'auth_master_user_separator = *',
+    'auth_cache_size = 1M',
+    // Negative caching would make a "wrong password, then right one" test flaky.
+    'auth_cache_negative_ttl = 0',
+    // Failed logins are part of the tests; don't make them wait seconds. (Dovecot 2.3
+    // still answers a failure only at its next 500 ms failure-queue tick; the passdb
+    // 'nodelay' field that would avoid that is dropped when the passdb fails.)
+    'auth_failure_delay = 0',
+    'auth_verbose = yes',
+    `mail_location = ${location}`,
+    `mail_uid = ${acct.uid}`,
+    `mail_gid = ${acct.gid}`,
+    'first_valid_uid = 1',
+    'first_valid_gid = 1',
+    // Speed over durability: the lab's mail is thrown away anyway.
+    'mail_fsync = never',
+    'maildir_very_dirty_syncs = yes',
+    // The benchmark opens many parallel sessions for one user from one IP.
+    'mail_max_userip_connections = 200',
+    'default_process_limit = 500',
+    'default_client_limit = 5000',
+    // Big messages (tens of MB) must not hit the default 256M address-space cap.
+    'default_vsz_limit = 1G',
+  );
+  if (c.certs) {
+    L.push('ssl = yes', `ssl_cert = <${c.certs.cert}`, `ssl_key = <${c.certs.key}`, 'ssl_min_protocol = TLSv1.2');
+  } else {
+    L.push('ssl = no');
+  }
+  if (!isRoot) {
+    // Rootless Dovecot: every process runs as the invoking user, no chroots.
+    const me = os.userInfo().username;
+    L.push(`default_internal_user = ${me}`, `default_login_user = ${me}`);
+    let group = String(acct.gid);
+    try {
+      group = execFileSync('id', ['-gn'], { encoding: 'utf8' }).trim() || group;
+    } catch {
+      // keep the numeric gid
+    }
+    L.push(`default_internal_group = ${group}`);
+  }
+  if (opts.maxMailSize !== undefined) {
+    // The quota plugin checks quota_max_mail_size against the APPEND literal's size
+    // before reading it, so the refusal is a tagged NO [LIMIT] (sent instead of the "+"
+    // continuation for a synchronizing literal). No quota rule: storage is unlimited.
+    L.push(
+      'mail_plugins = $mail_plugins quota',
+      'plugin {',
+      '  quota = count:User quota',
+      '  quota_vsizes = yes',
+      `  quota_max_mail_size = ${Math.floor(opts.maxMailSize)}`,
+      '}',
+    );
+  }
+  if (c.capabilities) {
+    L.push(`imap_capability = ${c.capabilities.join(' ')}`);
+  }
+  if (opts.masterUsers?.length) {
+    // pass = yes: after the master's password matched, the regular passdb must still
+    // know the target user.
+    L.push(
+      'passdb {',
+      '  driver = passwd-file',
+      `  args = ${dir}/master-users`,
+      '  master = yes',
+      '  pass = yes',
+      '}',
+    );
+  }
+  L.push(
+    'passdb {',
+    '  driver = passwd-file',
+    `  args = ${dir}/users`,
+    '}',
+    'userdb {',
+    '  driver = static',
+    `  args = uid=${acct.uid} gid=${acct.gid} home=${home}/%u allow_all_users=yes`,
+    '}',
+    'namespace inbox {',
+    '  inbox = yes',
+    `  separator = ${opts.separator}`,
+    '  prefix =',
+  );
+  for (const [flag, name] of Object.entries(opts.specialUse ?? {})) {
+    if (!name) continue;
+    L.push(`  mailbox ${q(name)} {`, `    special_use = ${flag}`, '    auto = subscribe', '  }');
+  }
+  L.push('}');
+  L.push(
+    'service imap-login {',
+    '  inet_listener imap {',
+    `    address = ${HOST}`,
+    `    port = ${c.port}`,
+    '  }',
+    '  inet_listener imaps {',
+    `    address = ${HOST}`,
+    `    port = ${c.sslPort ?? 0}`,
+    ...(c.sslPort ? ['    ssl = yes'] : []),
+    '  }',
+    // High-performance mode: long-lived login processes instead of one fork per login.
+    // With TLS they also carry every session's traffic, so keep one per core (up to 4).
+    '  service_count = 0',
+    `  process_min_avail = ${Math.max(1, Math.min(4, os.availableParallelism?.() ?? os.cpus().length))}`,
+    ...(isRoot ? [] : ['  chroot =']),
+    '}',
+    // An unanswered anvil-auth-penalty socket switches Dovecot's per-IP auth penalty off;
+    // otherwise every failed login from 127.0.0.1 slows the next one down by up to 15 s.
+    'service anvil {',
+    ...(isRoot ? [] : ['  chroot =']),
+    '  unix_listener anvil-auth-penalty {',
+    '    mode = 0',
+    '  }',
+    '}',
+  );
+  if (opts.extraConfig) L.push(opts.extraConfig);
+  return L.join('\n') + '\n';
+}
+
+function greetingOf(dir: string): string {
+  return `mailferry lab ${path.basename(dir)} ready`;
+}
+
+/** Post-login capability list with the disabled ones (and what they imply) removed. */
+function filterCapabilities(all: string[], disabled: string[]): string[] {
+  const known = new Set(all.map((c) => c.toUpperCase()));
+  // A typo would otherwise leave the capability on and the test silently testing nothing.
+  const unknown = disabled.filter((d) => !known.has(d.toUpperCase()));
+  if (unknown.length) throw new Error(`lab: cannot disable ${unknown.join(', ')}: not advertised by this Dovecot (${all.join(' ')})`);
+  const off = new Set(disabled.map((d) => d.toUpperCase()));
+  if (off.has('CONDSTORE')) off.add('QRESYNC');
+  if (off.has('LITERAL+')) off.add('LITERAL-');
+  return all.filter((cap) => !off.has(cap.toUpperCase()));
+}
+
+/*
+ * The wrapper. $1 dovecot, $2 config, $3 temp dir.
+ * - fd 3 keeps our stdin (the pipe from Node) for the watchdog; background jobs of a
+ *   non-interactive shell would otherwise get /dev/null as stdin.
+ * - The watchdog's `cat` returns at EOF: Node called stop() or died. It leaves a marker
+ *   so the wrapper knows to delete the temp dir (but not after a failed start, whose log
+ *   Node still wants to read and whose dir it reuses for the next port attempt).
+ * - Dovecot stays our child until we `wait` for it, so its pid cannot be reused while
+ *   Node might still signal it.
+ */
+const WRAPPER = `
+exec 3<&0 </dev/null
+"$1" -F -c "$2" >>"$3/startup.log" 2>&1 3<&- &
+pid=$!
+echo "$pid"
+( cat <&3 >/dev/null 2>&1; : >"$3/.stopping" 2>/dev/null; kill -TERM "$pid" 2>/dev/null ) &
+watchdog=$!
+exec 3<&-
+wait "$pid"
+status=$?
+kill "$watchdog" 2>/dev/null
+if [ -e "$3/.stopping" ] && [ -z "$MAILFERRY_LAB_KEEP" ]; then
+  rm -rf "$3" 2>/dev/null || { sleep 0.3; rm -rf "$3"; }
+fi
+exit $status
+`;
+
+interface Running {
+  child: ChildProcess;
+  pid: number;
+  dir: string;
+  exited: Promise<number | null>;
+  hasExited: boolean;
+}
+
+/** Servers not yet stopped, for the process 'exit' hook. */
+const live = new Set<Running>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // Belt and braces: the kernel closes the wrapper's stdin when we exit anyway, which
+  // already stops Dovecot; this only makes it happen before Node's last breath.
+  process.on('exit', () => {
+    for (const r of live) {
+      if (r.hasExited) {
+        // Dovecot died on its own (so the wrapper did not clean up) and nobody called stop().
+        if (!process.env.MAILFERRY_LAB_KEEP) rmSync(r.dir, { recursive: true, force: true });
+        continue;
+      }
+      try {
+        writeFileSync(path.join(r.dir, '.stopping'), '');
+      } catch {
+        // dir already gone
+      }
+      try {
+        process.kill(r.pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+    }
+  });
+}
+
+function launch(dovecot: string, confPath: string, dir: string): Promise<Running> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', WRAPPER, 'mailferry-lab-dovecot', dovecot, confPath, dir], {
+      stdio: ['pipe', 'pipe', 'ignore'],
+      env: { ...process.env, PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+    });
+    const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+    let out = '';
+    child.once('error', reject);
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (d: string) => {
+      out += d;
+      const nl = out.indexOf('\n');
+      if (nl < 0) return;
+      const pid = Number(out.slice(0, nl));
+      child.stdout!.removeAllListeners('data');
+      child.stdout!.destroy();
+      if (!Number.isInteger(pid) || pid <= 0) {
+        reject(new Error(`lab: unexpected wrapper output ${JSON.stringify(out)}`));
+        return;
+      }
+      // A forgotten stop() must not keep the test process alive; the pipe's EOF at exit
+      // still stops the server.
+      child.unref();
+      (child.stdin as unknown as net.Socket).unref?.();
+      const run: Running = { child, pid, dir, exited, hasExited: false };
+      void exited.then(() => {
+        run.hasExited = true;
+      });
+      resolve(run);
+    });
+    void exited.then(() => reject(new Error('lab: dovecot wrapper exited before starting dovecot')));
+  });
+}
+
+/** Waits for the `* OK` greeting (and the TLS port). Returns null on success, else why not. */
+async function waitReady(run: Running, port: number, sslPort: number | undefined): Promise<string | null> {
+  const ours = (g: string | null) => !!g && g.startsWith('* OK') && g.endsWith(greetingOf(run.dir));
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (run.hasExited) return 'dovecot exited during startup';
+    const greeting = await readGreeting(port, false);
+    if (ours(greeting)) {
+      if (sslPort === undefined) return null;
+      if (ours(await readGreeting(sslPort, true))) return null;
+    }
+    await sleep(50);
+  }
+  return run.hasExited ? 'dovecot exited during startup' : `no IMAP greeting within ${START_TIMEOUT_MS} ms`;
+}
+
+/** Resolves true when `p` settles within `ms`, false otherwise; leaves no timer behind. */
+function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    void p.then(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+async function terminate(run: Running): Promise<void> {
+  // Keep the loop alive while we wait, although the child was unref'd at start.
+  run.child.ref();
+  run.child.stdin?.end();
+  if (!(await within(run.exited, STOP_TIMEOUT_MS))) {
+    // The wrapper has not reaped Dovecot yet (it exits right after), so the pid is still ours.
+    try {
+      process.kill(run.pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+    await within(run.exited, 5000);
+  }
+  run.child.stdin?.destroy();
+}
+
+export async function startDovecot(opts: DovecotOptions): Promise<DovecotServer> {
+  const dovecot = dovecotBinary();
+  if (!dovecot) throw new Error('lab: dovecot is not installed (apt-get install dovecot-imapd)');
+  if (!/^[A-Za-z0-9_-]+$/.test(opts.name)) throw new Error(`lab: server name must be [A-Za-z0-9_-]+, got ${JSON.stringify(opts.name)}`);
+  if (opts.separator !== '.' && opts.separator !== '/') throw new Error(`lab: separator must be '.' or '/'`);
+  for (const u of opts.users) checkUser(u, 'user');
+  for (const u of opts.masterUsers ?? []) checkUser(u, 'master user');
+  for (const name of Object.values(opts.specialUse ?? {})) {
+    if (name !== undefined && (!name || /[\x00-\x1f]/.test(name))) throw new Error(`lab: bad special-use folder name ${JSON.stringify(name)}`);
+  }
+
+  const acct = mailAccount();
+  const isRoot = process.getuid?.() === 0;
+  const dir = mkdtempSync(path.join(os.tmpdir(), `mailferry-lab-${opts.name}-`));
+  // Paths go unquoted into dovecot.conf (`ssl_cert = <path` cannot be quoted).
+  if (!/^[A-Za-z0-9_./-]+$/.test(dir)) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`lab: temp dir path ${dir} has characters dovecot.conf cannot take; set TMPDIR`);
+  }
+  try {
+    // Traversable for the unprivileged mail user, not listable by others.
+    chmodSync(dir, 0o711);
+    const home = path.join(dir, 'home');
+    mkdirSync(home, { mode: 0o700 });
+    if (isRoot) chownSync(home, acct.uid, acct.gid);
+    // Read by the auth process, which runs as Dovecot's internal user, not root.
+    // Throwaway lab credentials on a loopback server: world-readable is acceptable.
+    writeFileSync(path.join(dir, 'users'), passwdFile(opts.users), { mode: 0o644 });
+    if (opts.masterUsers?.length) writeFileSync(path.join(dir, 'master-users'), passwdFile(opts.masterUsers), { mode: 0o644 });
+    const certs = opts.tls === 'selfsigned' ? generateCert(dir) : undefined;
+
+    const disabled = (opts.disableCapabilities ?? []).map((c) => c.toUpperCase());
+    // Dovecot runs the LOGIN command through its PLAIN mechanism: without it LOGIN fails.
+    if (disabled.includes('AUTH=PLAIN')) throw new Error('lab: AUTH=PLAIN cannot be disabled (Dovecot LOGIN needs it)');
+    if (disabled.includes('STARTTLS')) throw new Error('lab: STARTTLS cannot be disabled (use tls: none)');
+    const authMechanisms = disabled.includes('AUTH=LOGIN') ? ['plain'] : ['plain', 'login'];
+    const capDisabled = disabled.filter((c) => !c.startsWith('AUTH='));
+    const confPath = path.join(dir, 'dovecot.conf');
+
+    let capabilities: string[] | undefined;
+    let lastError = '';
+    for (let attempt = 1; attempt <= PORT_ATTEMPTS; attempt++) {
+      const port = await freePort();
+      const sslPort = certs ? await freePort() : undefined;
+      const input: ConfigInput = { opts, dir, acct, port, sslPort, certs, capabilities: undefined, authMechanisms };
+      if (capDisabled.length && !capabilities) {
+        writeFileSync(confPath, buildConfig(input), { mode: 0o644 });
+        capabilities = filterCapabilities(await probeCapabilities(dovecot, confPath, dir, acct), capDisabled);
+      }
+      writeFileSync(confPath, buildConfig({ ...input, capabilities }), { mode: 0o644 });
+      // A stale master.pid whose pid got reused would make Dovecot think it is running.
+      rmSync(path.join(dir, 'run'), { recursive: true, force: true });
+      rmSync(path.join(dir, '.stopping'), { force: true });
+
+      const run = await launch(dovecot, confPath, dir);
+      live.add(run);
+      installExitHook();
+      const problem = await waitReady(run, port, sslPort);
+      if (problem === null) {
+        return makeServer(opts, dir, run, port, sslPort, certs?.cert);
+      }
+      // Read the logs first: stopping a still-running Dovecot also deletes the dir.
+      const logs = `${tail(path.join(dir, 'startup.log'))}\n${tail(path.join(dir, 'dovecot.log'))}`.trim();
+      lastError = `${problem}\n${logs}`;
+      live.delete(run);
+      await terminate(run);
+      // Another process may have grabbed a port between our probe and Dovecot's bind.
+      if (!/Address already in use/i.test(logs)) break;
+    }
+    throw new Error(`lab: dovecot '${opts.name}' failed to start: ${lastError}`);
+  } catch (err) {
+    if (!process.env.MAILFERRY_LAB_KEEP) rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+function makeServer(
+  opts: DovecotOptions,
+  dir: string,
+  run: Running,
+  port: number,
+  sslPort: number | undefined,
+  certPath: string | undefined,
+): DovecotServer {
+  let stopping: Promise<void> | null = null;
+  const server: DovecotServer = {
+    name: opts.name,
+    host: HOST,
+    port,
+    dir,
+    separator: opts.separator,
+    logPath: path.join(dir, 'dovecot.log'),
+    endpoint(mode = 'none') {
+      if (mode !== 'none' && !certPath) throw new Error(`lab: server '${opts.name}' was started without tls`);
+      return {
+        host: HOST,
+        port: mode === 'implicit' ? sslPort! : port,
+        tls: mode,
+        acceptUntrustedCert: mode !== 'none',
+      };
+    },
+    stop() {
+      stopping ??= (async () => {
+        await terminate(run);
+        live.delete(run);
+        if (!process.env.MAILFERRY_LAB_KEEP) await rm(dir, { recursive: true, force: true });
+      })();
+      return stopping;
+    },
+  };
+  if (sslPort !== undefined) server.sslPort = sslPort;
+  if (certPath !== undefined) server.certPath = certPath;
+  return server;
+}
