@@ -16,7 +16,7 @@ import { ImapFlow } from 'imapflow';
 import { generateCorpus, loadCorpus } from '../src/lab/corpus.js';
 import { startDovecot } from '../src/lab/dovecot.js';
 
-const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../mailferry.mjs', import.meta.url));
 const argIndex = process.argv.indexOf('--messages');
 const messages = argIndex > 0 ? Number(process.argv[argIndex + 1]) : 1500;
 

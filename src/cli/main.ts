@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { ImapAuthError, ImapConnectError } from '../imap/errors.js';
 import { StoreUrlError } from '../store/open.js';
 import { EXIT, UsageError } from './exit-codes.js';
+import { registerEndpointCommands } from './endpoint-command.js';
 import { registerSyncCommands } from './sync-command.js';
 
 async function run(fn: () => Promise<number>): Promise<void> {
@@ -30,6 +31,7 @@ program
   .exitOverride()
   .showHelpAfterError();
 registerSyncCommands(program, run);
+registerEndpointCommands(program, run);
 
 try {
   await program.parseAsync(process.argv);

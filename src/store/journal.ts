@@ -3,7 +3,7 @@
  * and after each APPEND so that a crash at any moment can be resolved without loss or
  * duplicate (see sync/recovery.ts). Queries only; the engine decides.
  */
-import type { Kysely, Transaction } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import type { Database, FolderRow, MessageRow, NewMessageRow, SkipKind } from './schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -88,13 +88,20 @@ export async function insertMessages(db: Db, rows: readonly NewMessageRow[]): Pr
   }
 }
 
+/**
+ * One UPDATE per 500 messages (a CASE maps each source UID to its target UID): this runs
+ * for every copied chunk, and a statement per message cost more than the copy itself.
+ */
 export async function markCopied(db: Db, folderId: number, copies: readonly { sourceUid: number; targetUid: number | null }[]): Promise<void> {
-  for (const c of copies) {
+  for (let i = 0; i < copies.length; i += INSERT_CHUNK) {
+    const part = copies.slice(i, i + INSERT_CHUNK);
+    // The explicit cast lets PostgreSQL type the parameters; SQLite accepts it as is.
+    const mapping = sql.join(part.map((c) => sql`when ${c.sourceUid} then cast(${c.targetUid} as bigint)`), sql` `);
     await db
       .updateTable('message')
-      .set({ state: 'copied', target_uid: c.targetUid, uid_floor: null, skip_kind: null, reason: null })
+      .set({ state: 'copied', uid_floor: null, skip_kind: null, reason: null, target_uid: sql<number | null>`case source_uid ${mapping} end` })
       .where('folder_id', '=', folderId)
-      .where('source_uid', '=', c.sourceUid)
+      .where('source_uid', 'in', part.map((c) => c.sourceUid))
       .execute();
   }
 }

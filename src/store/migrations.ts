@@ -56,6 +56,31 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await sql`select 1`.execute(db);
       },
     },
+    '0002_endpoints': {
+      async up(db: Kysely<unknown>) {
+        // Source endpoints (SPEC §3) and migration targets, one table: they share every
+        // connection field; `role` tells them apart and target-only fields stay null.
+        await db.schema
+          .createTable('endpoint')
+          .addColumn('id', idType, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+          .addColumn('role', 'text', (c) => c.notNull())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('host', 'text', (c) => c.notNull())
+          .addColumn('port', bigint, (c) => c.notNull())
+          .addColumn('tls', 'text', (c) => c.notNull())
+          .addColumn('auth', 'text', (c) => c.notNull())
+          .addColumn('accept_untrusted_cert', bigint, (c) => c.notNull())
+          .addColumn('max_concurrent_migrations', bigint, (c) => c.notNull())
+          .addColumn('max_concurrent_incremental_syncs', bigint, (c) => c.notNull())
+          .addColumn('admin_user', 'text')
+          .addColumn('impersonation', 'text')
+          .addColumn('separator', 'text')
+          .addColumn('password_enc', 'text')
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addUniqueConstraint('endpoint_role_name', ['role', 'name'])
+          .execute();
+      },
+    },
   };
 }
 

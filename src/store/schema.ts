@@ -67,12 +67,39 @@ export interface MessageTable {
   subject: string | null;
 }
 
+/** `source`: a migration endpoint (SPEC §3); `target`: where mailboxes go, with its admin login. */
+export type EndpointRole = 'source' | 'target';
+
+export interface EndpointTable {
+  id: Generated<number>;
+  role: EndpointRole;
+  name: string;
+  host: string;
+  port: number;
+  tls: 'implicit' | 'starttls' | 'none';
+  auth: 'plain' | 'login';
+  /** 0 or 1 (portable boolean). */
+  accept_untrusted_cert: number;
+  max_concurrent_migrations: number;
+  max_concurrent_incremental_syncs: number;
+  /** Target only: the admin (master) login, and how it acts as each user. */
+  admin_user: string | null;
+  impersonation: 'sasl' | 'separator' | null;
+  separator: string | null;
+  /** AES-256-GCM ciphertext (src/secrets); never the password itself. */
+  password_enc: string | null;
+  created_at: ColumnType<number, number, never>;
+}
+
 export interface Database {
+  endpoint: EndpointTable;
   mailbox_pair: MailboxPairTable;
   folder: FolderTable;
   message: MessageTable;
 }
 
 export type FolderRow = Selectable<FolderTable>;
+export type EndpointRow = Selectable<EndpointTable>;
+export type NewEndpointRow = Insertable<EndpointTable>;
 export type MessageRow = Selectable<MessageTable>;
 export type NewMessageRow = Insertable<MessageTable>;

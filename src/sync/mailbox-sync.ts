@@ -61,6 +61,8 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 
 interface AttemptResult {
   mappings: FolderMapping[];
+  /** Source message count per source folder, from LIST-STATUS. */
+  counts: Map<string, number>;
   found: number;
   flagsUpdated: number;
   dryRunToCopy: number;
@@ -128,7 +130,7 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
       size: s.size,
       reason: s.reason ?? '',
     })),
-    folderList: r.mappings.map((m) => ({ source: m.sourcePath, target: m.targetPath, found: 0 })),
+    folderList: r.mappings.map((m) => ({ source: m.sourcePath, target: m.targetPath, found: r.counts.get(m.sourcePath) ?? 0 })),
   };
 }
 
@@ -173,10 +175,11 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const srcStatus = new Map(srcList.map((f) => [f.path, f.status]));
     const selectable = mappings.filter((m) => m.selectable && srcStatus.get(m.sourcePath));
     progress.foldersTotal = selectable.length;
-    const found = selectable.reduce((n, m) => n + (srcStatus.get(m.sourcePath)?.messages ?? 0), 0);
+    const counts = new Map(selectable.map((m) => [m.sourcePath, srcStatus.get(m.sourcePath)?.messages ?? 0]));
+    const found = [...counts.values()].reduce((a, b) => a + b, 0);
 
     if (opts.dryRun) {
-      return { mappings, found, flagsUpdated: 0, dryRunToCopy: await dryRunCount(db, pairId, selectable, srcStatus) };
+      return { mappings, counts, found, flagsUpdated: 0, dryRunToCopy: await dryRunCount(db, pairId, selectable, srcStatus) };
     }
     const pid = pairId!;
     await createMissingFolders(tgt, mappings, tgtView, stallMs);
@@ -202,7 +205,11 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
       const group = [...rows.values()].filter((r) => r.target_path === tf.path);
       if (!group.some((r) => pendingFolders.has(r.id) || (r.target_uidvalidity !== null && r.target_uidvalidity !== tf.uidValidity))) continue;
       await withWatchdog(tgt, stallMs, `opening ${tf.path} on the target`, () => tgt!.mailboxOpen(tf.path, { readOnly: true }));
-      await reconcileTargetFolder({ db, pairId: pid, target: tgt, targetPath: tf.path, uidValidity: tf.uidValidity, folders: group, stallMs, log });
+      const { recovered } = await reconcileTargetFolder({ db, pairId: pid, target: tgt, targetPath: tf.path, uidValidity: tf.uidValidity, folders: group, stallMs, log });
+      // APPENDs whose answer was lost with the connection are found on the target here; they
+      // were copied all the same, so `copied` must count them (else a first run that had a
+      // dropped connection reports fewer copied than it put on the target).
+      progress.copied += recovered;
       reconciled = true;
     }
     if (reconciled) rows = new Map((await listFolders(db, pid)).map((r) => [r.source_path, r]));
@@ -244,7 +251,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     progress.phase = 'copying';
     const jobs = planJobs(works, opts.chunkBytes ?? 4 * 1024 * 1024);
     progress.toCopy = progress.copied + jobs.reduce((n, j) => n + j.items.length, 0);
-    progress.toCopyBytes = progress.copiedBytes + jobs.reduce((n, j) => n + j.bytes, 0);
+    progress.toCopyBytes = progress.copiedBytes + jobs.reduce((n, j) => n + j.items.reduce((b, i) => b + i.size, 0), 0);
     emit();
     await runCopyLanes(
       { db, source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? 32 * 1024 * 1024), progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) },
@@ -271,7 +278,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
         last_synced_at: now,
       });
     }
-    return { mappings, found, flagsUpdated, dryRunToCopy: 0 };
+    return { mappings, counts, found, flagsUpdated, dryRunToCopy: 0 };
   } finally {
     await Promise.allSettled([src.logout(), tgt?.logout()]);
   }

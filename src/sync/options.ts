@@ -70,4 +70,6 @@ export interface SyncSummary {
   skippedItems: SkippedItem[];
   folderList: FolderSummary[];
   dryRun: boolean;
+  /** With dryRun: how many messages a real run would copy. */
+  toCopy?: number;
 }

@@ -3,7 +3,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { DovecotServer } from '../../src/lab/dovecot.js';
 
-export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+/** The shipped entry point (the bundle `npm run build` makes), as `bin.mailferry` names it. */
+export const CLI = fileURLToPath(new URL('../../mailferry.mjs', import.meta.url));
 
 export interface CliResult {
   status: number | null;

@@ -1,0 +1,26 @@
+/** Stored migration endpoints and targets (SPEC §3): queries only. */
+import type { Kysely } from 'kysely';
+import type { Database, EndpointRole, EndpointRow, NewEndpointRow } from './schema.js';
+
+export class EndpointExistsError extends Error {
+  override name = 'EndpointExistsError';
+}
+
+export async function findEndpoint(db: Kysely<Database>, role: EndpointRole, name: string): Promise<EndpointRow | undefined> {
+  return db.selectFrom('endpoint').selectAll().where('role', '=', role).where('name', '=', name).executeTakeFirst();
+}
+
+export async function listEndpoints(db: Kysely<Database>, role: EndpointRole): Promise<EndpointRow[]> {
+  return db.selectFrom('endpoint').selectAll().where('role', '=', role).orderBy('name').execute();
+}
+
+export async function insertEndpoint(db: Kysely<Database>, row: NewEndpointRow): Promise<EndpointRow> {
+  if (await findEndpoint(db, row.role, row.name)) throw new EndpointExistsError(`a ${row.role === 'source' ? 'migration endpoint' : 'target'} named "${row.name}" already exists`);
+  await db.insertInto('endpoint').values(row).execute();
+  return (await findEndpoint(db, row.role, row.name))!;
+}
+
+export async function deleteEndpoint(db: Kysely<Database>, role: EndpointRole, name: string): Promise<boolean> {
+  const r = await db.deleteFrom('endpoint').where('role', '=', role).where('name', '=', name).executeTakeFirst();
+  return Number(r.numDeletedRows) > 0;
+}
