@@ -149,14 +149,15 @@ describe('dovecot lab', { skip: noDovecot, concurrency: true }, () => {
     }
   });
 
-  test('wrong password is refused, quickly', async () => {
+  test('wrong password is refused, without the growing per-IP penalty', async () => {
     const t0 = Date.now();
-    for (let i = 0; i < 2; i++) {
+    for (let i = 0; i < 4; i++) {
       await assert.rejects(connect({ port: source.port, auth: { user: ALICE.username, pass: 'nope' } }));
     }
-    // Each failure takes ~0.5 s (Dovecot's failure queue tick); the per-IP auth penalty,
-    // if it were on, would add 2 s to the second attempt.
-    assert.ok(Date.now() - t0 < 2000, `failed logins took ${Date.now() - t0} ms`);
+    // Each failure takes ~0.5 s (Dovecot's failure queue tick). The per-IP auth penalty,
+    // if it were on, would double the wait on every attempt (2 + 4 + 8 s here): the bound
+    // separates the two cases by a wide margin, so a loaded machine does not matter.
+    assert.ok(Date.now() - t0 < 10_000, `failed logins took ${Date.now() - t0} ms`);
   });
 
   test('master user: user*master LOGIN and SASL PLAIN authzid land in the user mailbox', async () => {
