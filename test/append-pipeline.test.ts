@@ -5,8 +5,9 @@
  * Part 1 talks to a scripted fake server (net.createServer) to pin down protocol details
  * that a real server will not show on demand: split packets, literals inside responses,
  * what is sent before which `+`, connection drops mid-window, the idle watchdog, STARTTLS
- * injection. Part 2 runs against a real Dovecot from src/lab/dovecot.ts and checks the
- * results with imapflow; it also prints (does not assert) throughput figures.
+ * injection, streamed literals whose source misbehaves. Part 2 runs against a real Dovecot
+ * from src/lab/dovecot.ts and checks the results with imapflow; it also prints (does not
+ * assert) throughput figures and the memory a 40 MB streamed APPEND costs.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,6 +18,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 
 import { ImapFlow } from 'imapflow';
 
@@ -28,7 +31,9 @@ import {
   flagList,
   imapDateTime,
   InvalidAppendRequestError,
+  LiteralStreamError,
   PipelinedAppender,
+  type StreamedBody,
 } from '../src/imap/append-pipeline.js';
 import {
   ImapAuthError,
@@ -89,6 +94,9 @@ class FakeConn {
   /** Bytes the client sent while we were deciding about a synchronising literal. */
   bytesBeforeContinuation = 0;
   uid = 0;
+  /** Every byte the client sent, as received. */
+  readonly rawIn: Buffer[] = [];
+  rawBytes = 0;
 
   constructor(
     public socket: net.Socket,
@@ -120,6 +128,8 @@ class FakeConn {
   }
 
   private onData(d: Buffer): void {
+    this.rawIn.push(d);
+    this.rawBytes += d.length;
     if (this.syncWaitSince) this.bytesBeforeContinuation += d.length;
     this.buf = Buffer.concat([this.buf, d]);
     for (;;) {
@@ -737,6 +747,371 @@ describe('pipelined appender against a fake server', () => {
   });
 });
 
+// ---------------------------------------------------------------------------------------
+// Streamed bodies (StreamedBody) against the fake server
+// ---------------------------------------------------------------------------------------
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Resolves once `cond()` holds (polled), or fails the test after `ms`. */
+async function until(cond: () => boolean, what: string, ms = 3000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) assert.fail(`timed out waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
+interface StreamProbe {
+  /** The generator's body started running. */
+  started: boolean;
+  /** Its `finally` ran (it ended or `return()` was called on it). */
+  finished: boolean;
+  /** Chunks handed out so far. */
+  yielded: number;
+}
+
+/**
+ * A StreamedBody yielding `parts` lazily (announcing `size`, default their total). `before(i)`
+ * runs before part i is yielded; `after()` runs after the last one (it may throw, like a
+ * digest check would).
+ */
+function streamOf(
+  parts: Buffer[],
+  opts: { size?: number; before?: (i: number) => Promise<void> | void; after?: () => Promise<void> | void; binary?: boolean } = {},
+): { body: StreamedBody; probe: StreamProbe } {
+  const probe: StreamProbe = { started: false, finished: false, yielded: 0 };
+  async function* gen(): AsyncGenerator<Buffer> {
+    probe.started = true;
+    try {
+      for (let i = 0; i < parts.length; i++) {
+        await opts.before?.(i);
+        probe.yielded++;
+        yield parts[i]!;
+      }
+      await opts.after?.();
+    } finally {
+      probe.finished = true;
+    }
+  }
+  const size = opts.size ?? parts.reduce((n, p) => n + p.length, 0);
+  const body: StreamedBody = { size, chunks: gen(), ...(opts.binary !== undefined ? { binary: opts.binary } : {}) };
+  return { body, probe };
+}
+
+/** The bytes a fake connection received from the first occurrence of `from` up to (not
+ * including) the first occurrence of `to` after it. */
+function wireBetween(c: FakeConn, from: string, to: string): Buffer {
+  const all = Buffer.concat(c.rawIn);
+  const a = all.indexOf(from);
+  assert.ok(a >= 0, `${from} on the wire`);
+  const b = all.indexOf(to, a + 1);
+  assert.ok(b > a, `${to} on the wire`);
+  return all.subarray(a, b);
+}
+
+describe('streamed bodies against a fake server', () => {
+  it('writes {n+} CRLF, then each chunk as it arrives, then CRLF: exactly those bytes', async () => {
+    await withFake({}, async (s) => {
+      const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+      const parts = [msg(1000, 'head'), Buffer.alloc(70_000, 'b'), Buffer.from('tail\r')];
+      const { body, probe } = streamOf(parts, {
+        before: async (i) => {
+          // Each chunk must be on the wire before the one after next is produced (one
+          // chunk of read-ahead at most): the message is never gathered in memory.
+          if (i >= 2) await until(() => s.conns[0]!.rawBytes >= 40 + parts[0]!.length, 'the first chunk on the wire');
+        },
+      });
+      const r = await app.append({ mailbox: 'INBOX', flags: ['\\Seen'], internalDate: new Date(Date.UTC(2020, 0, 2, 3, 4, 5)), raw: body });
+      assert.deepEqual(r, { ok: true, uidValidity: 77, uid: 1 });
+      assert.equal(probe.finished, true);
+      await app.close();
+      const c = s.conns[0]!;
+      assert.deepEqual(
+        wireBetween(c, 'A2 APPEND', 'A3 LOGOUT'),
+        Buffer.concat([
+          Buffer.from(`A2 APPEND "INBOX" (\\Seen) "02-Jan-2020 03:04:05 +0000" {71005+}\r\n`),
+          ...parts,
+          Buffer.from('\r\n'),
+        ]),
+      );
+      // A zero-size stream is a zero-length literal.
+    });
+    await withFake({}, async (s) => {
+      const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+      assert.equal((await app.append(req(Buffer.alloc(0), { raw: streamOf([Buffer.alloc(0)]).body }))).ok, true);
+      await app.close();
+      assert.deepEqual(wireBetween(s.conns[0]!, 'A2 APPEND', 'A3 LOGOUT').toString(), 'A2 APPEND "INBOX" {0+}\r\n\r\n');
+    });
+  });
+
+  it('Buffers before a stream keep pipelining; one queued behind it goes after its last byte, not after its answer', async () => {
+    await withFake(
+      {
+        handler: (cmd, c, next) => {
+          if (cmd.name !== 'APPEND') return next();
+          const appends = c.commands.filter((x) => x.name === 'APPEND');
+          // Answer nothing until all three are in: the stream did not wait for the Buffer
+          // before it, and the Buffer behind it did not wait for the stream's answer.
+          if (appends.length === 3) for (const a of appends) defaultHandler(a, c);
+        },
+      },
+      async (s) => {
+        const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+        const before = msg(500, 'before');
+        const behind = msg(600, 'behind');
+        const parts = [Buffer.alloc(3000, 'x'), Buffer.alloc(3000, 'y'), Buffer.alloc(3000, 'z')];
+        let readyDuringStream: boolean | undefined;
+        const seen: Array<{ queued: number; inFlight: number }> = [];
+        let readyResolved = false;
+        const { body } = streamOf(parts, {
+          before: async (i) => {
+            await sleep(30);
+            seen.push({ queued: app.queued, inFlight: app.inFlightCount });
+            if (i === 2) readyDuringStream = readyResolved;
+          },
+        });
+        const p0 = app.append(req(before));
+        const p1 = app.append(req(Buffer.alloc(0), { raw: body }));
+        void app.ready().then(() => (readyResolved = true));
+        const p2 = app.append(req(behind));
+        const results = await Promise.all([p0, p1, p2]);
+        assert.deepEqual(results.map((r) => r.ok && r.uid), [1, 2, 3]);
+        // While the literal was being written the Buffer behind it stayed queued, and
+        // ready() did not resolve (the window counts as full).
+        assert.deepEqual(seen, [
+          { queued: 1, inFlight: 2 },
+          { queued: 1, inFlight: 2 },
+          { queued: 1, inFlight: 2 },
+        ]);
+        assert.equal(readyDuringStream, false);
+        const appends = s.appends();
+        assert.deepEqual(appends.map((a) => a.literals[0]!), [before, Buffer.concat(parts), behind]);
+        await app.close();
+      },
+    );
+  });
+
+  it('at most one stream in flight: the next one starts only after the answer to the previous', async () => {
+    const answeredAt: Record<string, number> = {};
+    const answeredBeforeArrival: Record<string, string[]> = {};
+    await withFake(
+      {
+        handler: (cmd, c, next) => {
+          if (cmd.name !== 'APPEND') return next();
+          const id = cmd.literals[0]!.subarray(0, 2).toString();
+          answeredBeforeArrival[id] = Object.keys(answeredAt);
+          // Answer every APPEND 80 ms late.
+          setTimeout(() => {
+            answeredAt[id] = Date.now();
+            next();
+          }, 80);
+        },
+      },
+      async (s) => {
+        const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+        const startedAt: Record<string, number> = {};
+        const mk = (id: string): StreamedBody =>
+          streamOf([Buffer.from(id), Buffer.alloc(5000, id)], { before: (i) => void (i === 0 && (startedAt[id] = Date.now())) }).body;
+        const rs = await Promise.all([
+          app.append(req(Buffer.alloc(0), { raw: mk('S1') })),
+          app.append(req(Buffer.from('B1 a buffer'))),
+          app.append(req(Buffer.alloc(0), { raw: mk('S2') })),
+        ]);
+        assert.deepEqual(rs.map((r) => r.ok && r.uid), [1, 2, 3]);
+        assert.deepEqual(s.appends().map((a) => a.literals[0]!.subarray(0, 2).toString()), ['S1', 'B1', 'S2']);
+        // The Buffer went right after S1's bytes; S2's source was not even started before
+        // S1 was answered.
+        assert.deepEqual(answeredBeforeArrival.B1, [], 'B1 did not wait for the answer to S1');
+        assert.ok(startedAt.S2! >= answeredAt.S1!, 'S2 started after S1 was answered');
+        await app.close();
+      },
+    );
+  });
+
+  it('a short stream: its request rejects (not uncertain), the connection is dropped after the answers already due', async () => {
+    await withFake(
+      {
+        handler: (cmd, c, next) => {
+          if (cmd.name !== 'APPEND') return next();
+          setTimeout(next, 50); // answered while the client is already tearing down
+        },
+      },
+      async (s) => {
+        const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+        const { body, probe } = streamOf([Buffer.alloc(4000, 's')], { size: 10_000 });
+        const p0 = app.append(req(msg(300, 'first')));
+        const p1 = app.append(req(Buffer.alloc(0), { raw: body }));
+        const p2 = app.append(req(msg(300, 'behind')));
+        const [r0, r1, r2] = await Promise.allSettled([p0, p1, p2]);
+        assert.deepEqual(r0, { status: 'fulfilled', value: { ok: true, uidValidity: 77, uid: 1 } }, 'answered in the grace period');
+        assert.equal(r1.status, 'rejected');
+        const err = (r1 as PromiseRejectedResult).reason as LiteralStreamError;
+        assert.ok(err instanceof LiteralStreamError, String(err));
+        assert.equal(err.reason, 'size-mismatch');
+        assert.equal(err.uncertain, false);
+        assert.equal(err.retryable, false);
+        assert.match(err.message, /literal of 10000 bytes .* abandoned after 4000 bytes: the source ended early/);
+        assert.equal(r2.status, 'rejected');
+        const lost = (r2 as PromiseRejectedResult).reason as ImapConnectionLostError;
+        assert.ok(lost instanceof ImapConnectionLostError, String(lost));
+        assert.equal(lost.uncertain, false, 'never sent');
+        assert.equal(probe.finished, true);
+        assert.equal(app.closed, true);
+        assert.equal((await rejectsWith(app.append(req(msg(10))), ImapConnectionLostError)).uncertain, false);
+        await app.close();
+        // On the wire: the announcement and 4000 bytes, then nothing: the server never got
+        // a complete command.
+        const c = s.conns[0]!;
+        await until(() => c.socket.destroyed || c.socket.readableEnded, 'the server to see the close');
+        const all = Buffer.concat(c.rawIn);
+        const at = all.indexOf('A3 APPEND "INBOX" {10000+}\r\n');
+        assert.ok(at > 0);
+        assert.equal(all.length - at, 'A3 APPEND "INBOX" {10000+}\r\n'.length + 4000);
+        assert.equal(s.appends().length, 1);
+      },
+    );
+  });
+
+  it('a stream that yields too much never completes its literal; a failure before the first byte keeps the connection', async () => {
+    // Too much: 4 + 6 bytes of 10 are fine, but the held-back 6 are never written once an
+    // eleventh byte shows up.
+    await withFake({}, async (s) => {
+      const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+      const { body, probe } = streamOf([Buffer.from('1234'), Buffer.from('567890'), Buffer.from('!'), Buffer.from('never')], { size: 10 });
+      const err = await rejectsWith(app.append(req(Buffer.alloc(0), { raw: body })), LiteralStreamError);
+      assert.equal(err.reason, 'size-mismatch');
+      assert.match(err.message, /more than 10 bytes/);
+      assert.equal(probe.yielded, 3, 'the iterator was closed, not drained');
+      await until(() => probe.finished, 'return() on the generator');
+      assert.equal(app.closed, true);
+      const c = s.conns[0]!;
+      await until(() => c.socket.destroyed || c.socket.readableEnded, 'the server to see the close');
+      assert.equal(Buffer.concat(c.rawIn).subarray(-('{10+}\r\n1234'.length)).toString(), '{10+}\r\n1234');
+    });
+    // Fails after its last chunk (like a digest check) while nothing of the command has
+    // been written: that request is rejected, the session goes on.
+    await withFake({}, async (s) => {
+      const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+      const digest = Object.assign(new Error('message 7 changed between two reads'), { retryable: true });
+      const { body } = streamOf([Buffer.from('0123456789')], {
+        after: () => {
+          throw digest;
+        },
+      });
+      const [r1, r2] = await Promise.allSettled([app.append(req(Buffer.alloc(0), { raw: body })), app.append(req(msg(100, 'next')))]);
+      const err = (r1 as PromiseRejectedResult).reason as LiteralStreamError;
+      assert.ok(err instanceof LiteralStreamError, String(err));
+      assert.equal(err.reason, 'source-error');
+      assert.equal(err.cause, digest);
+      assert.equal(err.retryable, true, 'the cause is retryable');
+      assert.ok(isRetryable(err));
+      assert.match(err.message, /the source failed: message 7 changed between two reads/);
+      assert.deepEqual(r2, { status: 'fulfilled', value: { ok: true, uidValidity: 77, uid: 1 } });
+      assert.equal(app.closed, false);
+      assert.ok(!Buffer.concat(s.conns[0]!.rawIn).includes('{10+}'), 'nothing of it was written');
+      // A chunk that is not bytes.
+      const bad = { size: 3, chunks: (async function* () { yield 'abc' as unknown as Buffer; })() };
+      assert.equal((await rejectsWith(app.append(req(Buffer.alloc(0), { raw: bad })), LiteralStreamError)).reason, 'bad-chunk');
+      assert.equal((await app.append(req(msg(100, 'after')))).ok, true);
+      await app.close();
+    });
+  });
+
+  it('a source that produces nothing for idleTimeoutMs is a stall; a slow but steady one is fine', async () => {
+    await withFake({}, async (s) => {
+      const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE, idleTimeoutMs: 300 });
+      // Steady: a chunk every 150 ms for 1.2 s, the server silent all along.
+      const slow = streamOf(Array.from({ length: 8 }, (_, i) => Buffer.alloc(1000, 48 + i)), { before: () => sleep(150) });
+      assert.equal((await app.append(req(Buffer.alloc(0), { raw: slow.body }))).ok, true);
+      // Stalled after its first chunk.
+      const t0 = Date.now();
+      const stalled = streamOf([Buffer.alloc(1000, 'a'), Buffer.alloc(1000, 'b')], { before: (i) => (i === 1 ? new Promise<void>(() => {}) : undefined) });
+      const err = await rejectsWith(app.append(req(Buffer.alloc(0), { raw: stalled.body })), LiteralStreamError);
+      const took = Date.now() - t0;
+      assert.equal(err.reason, 'source-stalled');
+      assert.equal(err.uncertain, false);
+      assert.equal(err.retryable, true);
+      assert.match(err.message, /produced no data for 300 ms/);
+      assert.ok(took >= 280 && took < 3000, `took ${took} ms`);
+      await until(() => app.closed, 'the connection to be dropped');
+    });
+  });
+
+  it('the connection dropping mid-literal: that request is not uncertain', async () => {
+    await withFake({}, async (s) => {
+      const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+      const { body, probe } = streamOf([Buffer.alloc(2000, 'a'), Buffer.alloc(2000, 'b'), Buffer.alloc(2000, 'c')], {
+        before: async (i) => {
+          if (i !== 2) return;
+          await until(() => s.conns[0]!.rawBytes > 2000, 'the first chunk on the wire');
+          s.conns[0]!.socket.destroy();
+          // Only once the client has seen it: had the last chunk been handed to the socket
+          // first, the command would rightly count as uncertain.
+          await until(() => app.closed, 'the client to see the close');
+        },
+      });
+      const err = await rejectsWith(app.append(req(Buffer.alloc(0), { raw: body })), ImapConnectionLostError);
+      assert.equal(err.uncertain, false, 'the literal was incomplete');
+      await until(() => probe.finished, 'return() on the generator');
+      assert.equal(app.closed, true);
+    });
+  });
+
+  it('without LITERAL+: {n}, then the chunks after "+"; refused before "+" leaves the source untouched', async () => {
+    await withFake(
+      { postCaps: 'IMAP4rev1 UIDPLUS', onSyncLiteral: (_p, size) => (size === 7777 ? 'NO [TOOBIG] Message too large' : undefined) },
+      async (s) => {
+        const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+        const ok = streamOf([Buffer.alloc(2500, 'p'), Buffer.alloc(2500, 'q')]);
+        const refused = streamOf([Buffer.alloc(7777, 'r')]);
+        const [a, b, c] = await Promise.all([
+          app.append(req(Buffer.alloc(0), { raw: ok.body })),
+          app.append(req(Buffer.alloc(0), { raw: refused.body })),
+          app.append(req(msg(100))),
+        ]);
+        assert.equal(a.ok, true);
+        assert.deepEqual(b, { ok: false, status: 'NO', code: 'TOOBIG', text: 'Message too large' });
+        assert.equal(c.ok, true);
+        assert.equal(refused.probe.started, false, 'the refused stream was never read');
+        assert.deepEqual(s.appends().map((x) => x.line.replace(/^\S+ /, '')), ['APPEND "INBOX" {5000}', 'APPEND "INBOX" {100}']);
+        assert.ok(s.appends()[0]!.literals[0]!.equals(Buffer.concat([Buffer.alloc(2500, 'p'), Buffer.alloc(2500, 'q')])));
+        for (const conn of s.conns) assert.equal(conn.bytesBeforeContinuation, 0, 'no literal byte before "+"');
+        await app.close();
+      },
+    );
+  });
+
+  it('literal8 only when the caller says binary; APPENDLIMIT applies; a malformed body is invalid', async () => {
+    await withFake({ postCaps: 'IMAP4rev1 LITERAL+ BINARY APPENDLIMIT=1000' }, async (s) => {
+      const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+      const nul = Buffer.from('Subject: x\r\n\r\na\0b\r\n');
+      const over = streamOf([Buffer.alloc(1001)]);
+      const [a, b, c] = await Promise.all([
+        app.append(req(Buffer.alloc(0), { raw: streamOf([nul], { binary: true }).body })),
+        app.append(req(Buffer.alloc(0), { raw: streamOf([msg(50)]).body })),
+        app.append(req(Buffer.alloc(0), { raw: over.body })),
+      ]);
+      assert.equal(a.ok && b.ok, true);
+      assert.deepEqual(c, { ok: false, status: 'NO', code: 'TOOBIG', text: "not sent: 1001 bytes is over the server's APPENDLIMIT of 1000" });
+      assert.equal(over.probe.started, false);
+      assert.deepEqual(s.appends().map((x) => /.\{\d+\+\}$/.exec(x.line)?.[0]), [`~{${nul.length}+}`, ' {50+}']);
+      assert.ok(s.appends()[0]!.literals[0]!.equals(nul));
+      for (const raw of [
+        { size: -1, chunks: streamOf([]).body.chunks },
+        { size: 1.5, chunks: streamOf([]).body.chunks },
+        { size: 3, chunks: [Buffer.from('abc')] },
+        { chunks: streamOf([]).body.chunks },
+        'text',
+      ]) {
+        await rejectsWith(app.append(req(Buffer.alloc(0), { raw: raw as unknown as StreamedBody })), InvalidAppendRequestError);
+      }
+      assert.equal(s.appends().length, 2);
+      await app.close();
+    });
+  });
+});
+
 describe('raw connection: connect and login against a fake server', () => {
   it('greeting BYE gives ImapGreetingByeError', async () => {
     await withFake({ greeting: '* BYE Too many connections from your IP\r\n' }, async (s) => {
@@ -935,6 +1310,71 @@ function makeMessage(size: number, id: string, rand: () => number): Buffer {
   return out;
 }
 
+/**
+ * A CRLF message of exactly `size` bytes produced lazily in `chunkSize` chunks (fresh
+ * Buffers, never reused: the appender may still be writing one when it asks for the next),
+ * hashed as it is produced. Body lines are 76 bytes of 8-bit text copied from a random
+ * table at a per-line offset (fast to make, lines differ), each followed by CRLF; an X-Pad
+ * header makes the body a whole number of lines.
+ */
+function lazyMessage(size: number, chunkSize: number, seed: number): { body: StreamedBody; digest: () => string; produced: () => number; onChunk?: () => void } {
+  const rand = rng(seed);
+  const table = Buffer.alloc(65_536);
+  for (let i = 0; i < table.length; i++) {
+    const r = Math.floor(rand() * 190);
+    table[i] = r < 95 ? 0x20 + r : 0xa0 + (r - 95);
+  }
+  const LINE = 78;
+  const headOf = (pad: number): Buffer =>
+    Buffer.from(`Message-ID: <lazy${seed}@mailferry.test>\r\nSubject: lazy ${seed}\r\nX-Pad: ${'p'.repeat(pad)}\r\n\r\n`);
+  const head0 = headOf(1);
+  const head = headOf(1 + ((((size - head0.length) % LINE) + LINE) % LINE));
+  assert.equal((size - head.length) % LINE, 0);
+  const hash = createHash('sha256');
+  let pos = 0;
+  const out = { body: undefined as unknown as StreamedBody, digest: () => hash.copy().digest('hex'), produced: () => pos, onChunk: undefined as (() => void) | undefined };
+  const fill = (b: Buffer, start: number): void => {
+    for (let j = 0; j < b.length; ) {
+      const p = start + j;
+      if (p < head.length) {
+        j += head.copy(b, j, p);
+        continue;
+      }
+      const line = Math.floor((p - head.length) / LINE);
+      const k = (p - head.length) % LINE;
+      if (k >= 76) {
+        b[j++] = k === 76 ? 0x0d : 0x0a;
+        continue;
+      }
+      const off = (Math.imul(line + seed, 2654435761) >>> 0) % (table.length - LINE);
+      j += table.copy(b, j, off + k, off + 76);
+    }
+  };
+  async function* chunks(): AsyncGenerator<Buffer> {
+    while (pos < size) {
+      const b = Buffer.allocUnsafe(Math.min(chunkSize, size - pos));
+      fill(b, pos);
+      pos += b.length;
+      hash.update(b);
+      out.onChunk?.();
+      yield b;
+    }
+  }
+  out.body = { size, chunks: chunks() };
+  return out;
+}
+
+/** `global.gc` without `--expose-gc` on the command line (the test runner's), or undefined. */
+function exposeGc(): (() => void) | undefined {
+  try {
+    v8.setFlagsFromString('--expose-gc');
+    const gc: unknown = vm.runInNewContext('gc');
+    return typeof gc === 'function' ? (gc as () => void) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function sha(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
 }
@@ -969,10 +1409,67 @@ describe('pipelined appender against Dovecot', { skip: haveDovecot ? false : 'do
     await srv?.stop();
   });
 
+  it('a 40 MB message streamed in 1 MB chunks lands byte-identical, and RSS grows far less than its size', async () => {
+    const SIZE = 40 * 1024 * 1024;
+    const big = lazyMessage(SIZE, 1024 * 1024, 11);
+    await flow(srv, alice.username, alice.password, (c) => c.mailboxCreate('Streamed'));
+    const app = await PipelinedAppender.connect({ endpoint: srv.endpoint(), login: { method: 'login', ...alice } });
+    // Measure what is live, not how lazily V8 collects garbage: each sample (one per chunk
+    // produced) follows a full GC, so a 1 MB chunk nobody holds any more is gone, while
+    // chunks the appender (wrongly) kept would show up in full. `arrayBuffers` (live Buffer
+    // memory) is the precise figure; RSS also carries allocator slack (~5-10 MB here), so
+    // its bound is half the message: holding it whole (40 MB, let alone twice) fails
+    // clearly. Without a way to GC, the figures are printed but not judged. This test runs
+    // first in its suite, before bigger tests leave freed memory the allocator could reuse.
+    const gc = exposeGc();
+    gc?.();
+    const mem0 = process.memoryUsage();
+    let peakRss = mem0.rss;
+    let peakBuffers = mem0.arrayBuffers;
+    const sample = (): void => {
+      gc?.();
+      const m = process.memoryUsage();
+      peakRss = Math.max(peakRss, m.rss);
+      peakBuffers = Math.max(peakBuffers, m.arrayBuffers);
+    };
+    big.onChunk = sample;
+    const t0 = Date.now();
+    const r = await app.append({ mailbox: 'Streamed', flags: ['\\Seen'], internalDate: new Date(Date.UTC(2024, 4, 5, 6, 7, 8)), raw: big.body });
+    const secs = (Date.now() - t0) / 1000;
+    sample();
+    const rssGrowth = peakRss - mem0.rss;
+    const bufferGrowth = peakBuffers - mem0.arrayBuffers;
+    await app.close();
+    const mb = (n: number): string => `${(n / 1048576).toFixed(1)} MB`;
+    console.log(
+      `streamed APPEND of 40 MB in 1 MB chunks: ${secs.toFixed(2)} s, peak growth: RSS ${mb(rssGrowth)}, ` +
+        `live Buffers ${mb(bufferGrowth)}${gc ? '' : ' (no GC available: not asserted)'}`,
+    );
+    assert.ok(r.ok && r.uid !== undefined, JSON.stringify(r));
+    assert.equal(big.produced(), SIZE);
+    if (gc) {
+      assert.ok(bufferGrowth < SIZE / 4, `live Buffers grew by ${bufferGrowth} bytes while streaming ${SIZE}`);
+      assert.ok(rssGrowth < SIZE / 2, `RSS grew by ${rssGrowth} bytes while streaming ${SIZE}`);
+    }
+    await flow(srv, alice.username, alice.password, async (c) => {
+      const lock = await c.getMailboxLock('Streamed');
+      try {
+        const m = await c.fetchOne(String(r.ok ? r.uid : 0), { source: true, flags: true, internalDate: true }, { uid: true });
+        assert.ok(m && m.source);
+        assert.equal(m.source.length, SIZE);
+        assert.equal(sha(m.source), big.digest(), 'byte-identical');
+        assert.deepEqual([...(m.flags ?? [])].filter((f) => f !== '\\Recent'), ['\\Seen']);
+        assert.equal(new Date(m.internalDate!).getTime(), Date.UTC(2024, 4, 5, 6, 7, 8));
+      } finally {
+        lock.release();
+      }
+    });
+  });
+
   it('500 pipelined appends of 1 KB – 2 MB land exactly once, byte-identical, with flags and dates', async () => {
     const rand = rng(42);
     const flagChoices = [[], ['\\Seen'], ['\\Seen', '$Forwarded'], ['\\Flagged', '\\Answered'], ['\\Draft'], ['\\Seen', 'NonJunk', '$Label1']];
-    const reqs: AppendRequest[] = [];
+    const reqs: Array<AppendRequest & { raw: Buffer }> = [];
     for (let i = 0; i < 500; i++) {
       // Log-uniform 1 KiB … 256 KiB, plus every 50th message exactly 2 MiB.
       const size = i % 50 === 7 ? 2 * 1024 * 1024 : Math.round(1024 * Math.pow(256, rand()));
@@ -1147,6 +1644,58 @@ describe('pipelined appender against Dovecot', { skip: haveDovecot ? false : 'do
     } finally {
       await plain.stop();
     }
+  });
+
+  it('a stream failing part-way (or after its last chunk) stores nothing; Buffers around it are unaffected', async () => {
+    const box = 'StreamFail';
+    await flow(srv, alice.username, alice.password, (c) => c.mailboxCreate(box));
+    const rand = rng(12);
+    const before = makeMessage(20_000, 'sf-before', rand);
+    const whole = makeMessage(3 * 1024 * 1024, 'sf-big', rand);
+    const slices = (b: Buffer): Buffer[] => Array.from({ length: Math.ceil(b.length / 1048576) }, (_, i) => b.subarray(i * 1048576, (i + 1) * 1048576));
+
+    // 1. The source dies after 2 of 3 MB: the connection is dropped, the Buffer before it
+    //    still gets its answer in the grace period.
+    let app = await PipelinedAppender.connect({ endpoint: srv.endpoint(), login: { method: 'login', ...alice } });
+    const dies = streamOf(slices(whole), {
+      before: (i) => {
+        if (i === 2) throw Object.assign(new Error('source connection lost'), { code: 'ECONNRESET' });
+      },
+    });
+    const [r0, r1] = await Promise.allSettled([app.append({ mailbox: box, flags: [], raw: before }), app.append({ mailbox: box, flags: [], raw: dies.body })]);
+    assert.equal(r0.status === 'fulfilled' && r0.value.ok, true);
+    const e1 = (r1 as PromiseRejectedResult).reason as LiteralStreamError;
+    assert.ok(e1 instanceof LiteralStreamError, String(e1));
+    assert.equal(e1.reason, 'source-error');
+    assert.equal(e1.retryable, true, 'ECONNRESET at the source is retryable');
+    await until(() => app.closed, 'the connection to be dropped');
+
+    // 2. All bytes produced, then the source's own check fails: the held-back last chunk
+    //    is never written.
+    app = await PipelinedAppender.connect({ endpoint: srv.endpoint(), login: { method: 'login', ...alice } });
+    const late = streamOf(slices(whole), {
+      after: () => {
+        throw new Error('digest mismatch');
+      },
+    });
+    const e2 = await rejectsWith(app.append({ mailbox: box, flags: [], raw: late.body }), LiteralStreamError);
+    assert.equal(e2.reason, 'source-error');
+    await until(() => app.closed, 'the connection to be dropped');
+
+    // 3. The retry on a fresh connection lands, once.
+    app = await PipelinedAppender.connect({ endpoint: srv.endpoint(), login: { method: 'login', ...alice } });
+    const ok = await app.append({ mailbox: box, flags: [], raw: streamOf(slices(whole)).body });
+    assert.equal(ok.ok, true);
+    await app.close();
+    await flow(srv, alice.username, alice.password, async (c) => {
+      const lock = await c.getMailboxLock(box);
+      try {
+        const got = (await c.fetchAll('1:*', { source: true })).map((m) => sha(m.source!));
+        assert.deepEqual(got, [sha(before), sha(whole)], 'nothing of the failed attempts was stored');
+      } finally {
+        lock.release();
+      }
+    });
   });
 
   it('throughput: 2,000 × 30 KB on one connection (printed, not asserted)', async () => {

@@ -20,6 +20,19 @@
  * every request without a tagged response rejects with {@link ImapConnectionLostError}:
  * its `uncertain` is true when the command had (partly) been written, so the message may
  * or may not be stored; false when it was never written.
+ *
+ * Streamed messages: `raw` may be a {@link StreamedBody} instead of a Buffer, so a large
+ * message never has to be held whole (peak RSS must stay bounded whatever the message
+ * sizes). Its literal is announced with the given size and its chunks are written as the
+ * iterator yields them, with socket backpressure. Because nothing else can be written
+ * while a literal is open (RFC 3501 §4.3: the literal's octets follow the announcement
+ * with nothing in between), the window treats a stream specially (see `pump`): at most one
+ * streamed request per connection is in flight, nothing is admitted behind it until its
+ * last byte is written, and its bytes do not count in `maxInFlightBytes`, since the
+ * appender holds at most two of its chunks, never its size. Buffer appends pipeline before
+ * and after it. If the source fails, the request rejects with {@link LiteralStreamError}
+ * (`uncertain` false: the literal was never completed, so nothing was stored); see
+ * raw-connection.ts for when that costs the connection.
  */
 
 import iconv from 'iconv-lite';
@@ -29,9 +42,40 @@ import {
   type CommandPart,
   ImapConnectionLostError,
   LITERAL_MINUS_MAX,
+  LiteralStreamError,
   RawConnection,
   type TaggedResponse,
 } from './raw-connection.js';
+
+export { LiteralStreamError, type LiteralStreamFailure } from './raw-connection.js';
+
+/**
+ * A message whose bytes arrive in pieces (e.g. partial FETCHes of the source,
+ * `BODY.PEEK[]<offset.length>`, RFC 3501 §6.4.5), written into the APPEND literal as they
+ * come. The iterator is started only when the command's turn comes, and is iterated once.
+ * - `chunks` must yield exactly `size` bytes in total (empty chunks are skipped). Fewer,
+ *   more, a non-Uint8Array chunk, an iterator that throws, or one that yields nothing for
+ *   `idleTimeoutMs`: the request rejects with {@link LiteralStreamError}.
+ * - A chunk must not be modified or reused after it was yielded: the socket may still be
+ *   writing it while the next one is requested (one chunk of read-ahead).
+ * - The last chunk is written only after the iterator has ended, so a check the source
+ *   makes after its last chunk (a digest) can still stop the message from being stored.
+ * - If the request is rejected before its literal starts (invalid, over APPENDLIMIT,
+ *   connection lost first, or refused by the server before `+` without LITERAL+) the
+ *   iterator is not started or gets `return()`: a lazy generator fetches nothing.
+ */
+export interface StreamedBody {
+  /** Total bytes; announced up front as the literal's length. */
+  size: number;
+  chunks: AsyncIterable<Uint8Array>;
+  /**
+   * Set when the message contains NUL bytes (or may): the appender cannot scan a stream
+   * ahead of time the way it scans a Buffer. With BINARY (RFC 3516 §4.4) it then goes as a
+   * literal8 `~{n}`; without BINARY, or when unset, as a normal literal, exactly like a
+   * Buffer without NUL bytes (the server decides what to do with a NUL).
+   */
+  binary?: boolean;
+}
 
 export interface AppendRequest {
   /** Full mailbox name in UTF-8, already using the server's hierarchy separator. */
@@ -40,8 +84,8 @@ export interface AppendRequest {
   flags: string[];
   /** The internal (arrival) date; the server uses "now" when absent. */
   internalDate?: Date;
-  /** The message, byte for byte. */
-  raw: Buffer;
+  /** The message, byte for byte: whole, or streamed (see {@link StreamedBody}). */
+  raw: Buffer | StreamedBody;
 }
 
 export type AppendResult =
@@ -57,7 +101,8 @@ export interface AppenderOptions {
   /** APPEND commands in flight. Default 64. */
   maxInFlightCommands?: number;
   /** Drop the connection when the server is silent this long with commands outstanding.
-   * Default 60 s. */
+   * Also the longest a {@link StreamedBody} may take to yield its next chunk: longer is a
+   * stalled source ({@link LiteralStreamError} `source-stalled`). Default 60 s. */
   idleTimeoutMs?: number;
   /** TCP connect + TLS + greeting limit. Default 30 s. */
   connectTimeoutMs?: number;
@@ -77,7 +122,9 @@ const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', '
 
 interface Job {
   parts: CommandPart[];
-  size: number;
+  /** Bytes this job counts in the byte window: the message size, 0 for a stream. */
+  windowBytes: number;
+  stream: boolean;
   resolve: (r: AppendResult) => void;
   reject: (e: Error) => void;
 }
@@ -101,6 +148,10 @@ export class PipelinedAppender {
   private readonly queue: Job[] = [];
   private inFlight = 0;
   private inFlightBytes = 0;
+  /** A streamed request is in flight (admitted, no tagged response yet). */
+  private streamInFlight = false;
+  /** …and its literal is still being written: nothing else may be admitted. */
+  private streamWriting = false;
   private closing = false;
   private lost: Error | null = null;
   private closePromise: Promise<void> | null = null;
@@ -166,8 +217,9 @@ export class PipelinedAppender {
    * window full, have several appends outstanding, e.g. `await appender.ready()` before
    * each `append()` and collect the promises.
    *
-   * Rejects with {@link InvalidAppendRequestError} (nothing sent) or
-   * {@link ImapConnectionLostError}.
+   * Rejects with {@link InvalidAppendRequestError} (nothing sent),
+   * {@link ImapConnectionLostError}, or, for a streamed body whose source failed,
+   * {@link LiteralStreamError} (never stored).
    */
   append(req: AppendRequest): Promise<AppendResult> {
     if (this.lost) return Promise.reject(this.notSentError());
@@ -180,7 +232,8 @@ export class PipelinedAppender {
     } catch (err) {
       return Promise.reject(err);
     }
-    const size = req.raw.length;
+    const stream = !Buffer.isBuffer(req.raw);
+    const size = Buffer.isBuffer(req.raw) ? req.raw.length : req.raw.size;
     if (this.appendLimit !== undefined && size > this.appendLimit) {
       // RFC 7889 §3: the client should not send a message over the announced limit; the
       // server would refuse it anyway, after we had pushed all of its bytes.
@@ -192,7 +245,7 @@ export class PipelinedAppender {
       });
     }
     return new Promise<AppendResult>((resolve, reject) => {
-      this.queue.push({ parts, size, resolve, reject });
+      this.queue.push({ parts, windowBytes: stream ? 0 : size, stream, resolve, reject });
       this.pump();
     });
   }
@@ -224,23 +277,55 @@ export class PipelinedAppender {
   // -------------------------------------------------------------------------------------
 
   private hasRoom(): boolean {
-    return this.queue.length === 0 && this.inFlight < this.maxCommands && this.inFlightBytes < this.maxBytes;
+    return (
+      this.queue.length === 0 &&
+      !this.streamWriting &&
+      this.inFlight < this.maxCommands &&
+      this.inFlightBytes < this.maxBytes
+    );
   }
 
-  /** Move queued jobs into flight while the window allows: at most `maxCommands`, and at
+  /**
+   * Move queued jobs into flight while the window allows: at most `maxCommands`, and at
    * most `maxBytes` of message data, except that a message larger than the whole window
-   * goes when nothing else is in flight. Strict FIFO, so UIDs follow call order. */
+   * goes when nothing else is in flight. Strict FIFO, so UIDs follow call order.
+   *
+   * Streams: while a streamed literal is being written the window counts as full (nothing
+   * is admitted and `ready()` waits): nothing could be written before it ends anyway, and
+   * this keeps the producer from piling up Buffers behind a source that may be slow. A
+   * stream itself waits only for the previous stream's tagged response (so at most one
+   * big literal per connection, and its source is not started early), not for the Buffer
+   * appends in flight before it, and it adds 0 to `inFlightBytes`: the appender holds at
+   * most two of its chunks (raw-connection.ts), never its size. Once its last byte is
+   * handed to the socket, Buffer appends behind it go without waiting for its answer.
+   */
   private pump(): void {
     while (this.queue.length > 0 && !this.lost) {
       const job = this.queue[0]!;
-      if (this.inFlight >= this.maxCommands) break;
-      if (this.inFlight > 0 && this.inFlightBytes + job.size > this.maxBytes) break;
+      if (this.inFlight >= this.maxCommands || this.streamWriting) break;
+      if (job.stream && this.streamInFlight) break;
+      if (!job.stream && this.inFlight > 0 && this.inFlightBytes + job.windowBytes > this.maxBytes) break;
       this.queue.shift();
       this.inFlight += 1;
-      this.inFlightBytes += job.size;
-      this.conn.send(job.parts).done.then(
+      this.inFlightBytes += job.windowBytes;
+      const cmd = this.conn.send(job.parts);
+      if (job.stream) {
+        this.streamInFlight = true;
+        this.streamWriting = true;
+        const written = (): void => {
+          this.streamWriting = false;
+          this.pump();
+        };
+        cmd.sent.then(written, written);
+      }
+      cmd.done.then(
         (r) => this.finish(job, () => job.resolve(toResult(r))),
-        (err: Error) => this.finish(job, () => job.reject(err)),
+        (err: Error) => {
+          // A stream abandoned mid-literal dooms the connection (raw-connection.ts drops it
+          // after a grace period for the answers already due): stop admitting right away.
+          if (err instanceof LiteralStreamError && !this.conn.writable) this.abandon(err);
+          this.finish(job, () => job.reject(err));
+        },
       );
     }
     if (this.hasRoom()) {
@@ -253,7 +338,8 @@ export class PipelinedAppender {
 
   private finish(job: Job, settle: () => void): void {
     this.inFlight -= 1;
-    this.inFlightBytes -= job.size;
+    this.inFlightBytes -= job.windowBytes;
+    if (job.stream) this.streamInFlight = false;
     // Drop the message bytes now: the caller may hold the promise for a while.
     job.parts = [];
     settle();
@@ -261,7 +347,7 @@ export class PipelinedAppender {
   }
 
   private idle(): Promise<void> {
-    if ((this.queue.length === 0 && this.inFlight === 0) || this.lost) return Promise.resolve();
+    if ((this.queue.length === 0 && this.inFlight === 0) || this.conn.closed) return Promise.resolve();
     return new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -277,8 +363,16 @@ export class PipelinedAppender {
     for (const w of this.readyWaiters.splice(0)) w.reject(err);
   }
 
+  /** The connection can take no more commands (it is about to close): fail what is queued,
+   * as never sent. Requests in flight settle through the connection. */
+  private abandon(err: Error): void {
+    this.lost ??= err;
+    for (const job of this.queue.splice(0)) job.reject(this.notSentError());
+    this.rejectReadyWaiters(this.notSentError());
+  }
+
   private connectionClosed(err: Error | null): void {
-    this.lost = err ?? new ImapConnectionLostError('connection closed');
+    this.lost ??= err ?? new ImapConnectionLostError('connection closed');
     // In-flight jobs are rejected by the connection itself (with `uncertain` set per
     // command). Queued jobs never reached the socket: certainly not stored.
     for (const job of this.queue.splice(0)) job.reject(this.notSentError());
@@ -288,20 +382,30 @@ export class PipelinedAppender {
 
   /** `APPEND mailbox [flag-list] [date-time] literal` (RFC 3501 §6.3.11). */
   private buildCommand(req: AppendRequest): CommandPart[] {
-    if (!Buffer.isBuffer(req.raw)) throw new InvalidAppendRequestError('raw must be a Buffer');
+    const raw: unknown = req.raw;
+    if (!Buffer.isBuffer(raw) && !isStreamedBody(raw)) {
+      throw new InvalidAppendRequestError('raw must be a Buffer or a StreamedBody { size, chunks: AsyncIterable }');
+    }
     let cmd = `APPEND ${this.encodeMailbox(req.mailbox)}`;
     const flags = flagList(req.flags);
     if (flags) cmd += ` ${flags}`;
     if (req.internalDate !== undefined) cmd += ` "${imapDateTime(req.internalDate)}"`;
     cmd += ' ';
-    const size = req.raw.length;
     const caps = this.conn.capabilities;
+    if (!Buffer.isBuffer(raw)) {
+      // A stream cannot be scanned for NUL bytes ahead of time: the caller says (`binary`).
+      const { size } = raw;
+      const binary = caps.has('BINARY') && raw.binary === true;
+      const nonSync = caps.has('LITERAL+') || (caps.has('LITERAL-') && size <= LITERAL_MINUS_MAX);
+      return [cmd, { literalStream: raw.chunks, size, nonSync, binary }];
+    }
+    const size = raw.length;
     // RFC 3516 §4.4: a message with NUL bytes cannot be a plain literal (CHAR8 excludes
     // NUL); with BINARY it can go as literal8 "~{n}", keeping it byte-exact. Without
     // BINARY it is sent as is and the server decides.
-    const binary = caps.has('BINARY') && req.raw.includes(0);
+    const binary = caps.has('BINARY') && raw.includes(0);
     const nonSync = caps.has('LITERAL+') || (caps.has('LITERAL-') && size <= LITERAL_MINUS_MAX);
-    return [cmd, { literal: req.raw, nonSync, binary }];
+    return [cmd, { literal: raw, nonSync, binary }];
   }
 
   /**
@@ -375,6 +479,21 @@ export function flagList(flags: readonly string[]): string {
     out.push(f);
   }
   return out.length ? `(${out.join(' ')})` : '';
+}
+
+function isStreamedBody(v: unknown): v is StreamedBody {
+  if (typeof v !== 'object' || v === null) return false;
+  const b = v as Partial<StreamedBody>;
+  // A literal's length is a non-negative number of octets (RFC 3501 §4.3, §9); whether it
+  // is too big is for APPENDLIMIT / the server's TOOBIG to say.
+  return (
+    typeof b.size === 'number' &&
+    Number.isSafeInteger(b.size) &&
+    b.size >= 0 &&
+    typeof b.chunks === 'object' &&
+    b.chunks !== null &&
+    typeof (b.chunks as Partial<AsyncIterable<Uint8Array>>)[Symbol.asyncIterator] === 'function'
+  );
 }
 
 function toResult(r: TaggedResponse): AppendResult {

@@ -22,6 +22,7 @@ import {
   ImapAuthError as SharedAuthError,
   ImapConnectError as SharedConnectError,
   ImapConnectionLostError as SharedConnectionLostError,
+  isRetryable,
 } from './errors.js';
 
 // ---------------------------------------------------------------------------------------
@@ -95,6 +96,51 @@ export class ImapCommandError extends Error {
   }
 }
 
+/** Why a streamed literal (see {@link CommandPart}) was abandoned. */
+export type LiteralStreamFailure =
+  /** The chunk iterator threw (or rejected); `cause` holds what it threw. */
+  | 'source-error'
+  /** The iterator produced no chunk for `idleTimeoutMs`. */
+  | 'source-stalled'
+  /** The iterator yielded more or fewer bytes in total than the announced size. */
+  | 'size-mismatch'
+  /** The iterator yielded something that is not a Buffer / Uint8Array. */
+  | 'bad-chunk';
+
+/**
+ * A command with a streamed literal was abandoned because its byte source failed. The
+ * literal was never completed on the wire: fewer than its announced `size` bytes were
+ * written (the last chunk is only written once the iterator has ended, see
+ * `writeLiteralStream`), and a server cannot execute a command before it has read the
+ * whole literal and the rest of the command line (RFC 3501 §4.3: a literal is exactly
+ * that many octets). So the command certainly did not take effect: `uncertain` is always
+ * false, unlike a plain {@link ImapConnectionLostError}.
+ *
+ * A literal cannot be cancelled half-way (RFC 3501 has no such thing; padding it would
+ * store a corrupt message), so when some of its bytes were already written the connection
+ * is dropped: commands written before it get their answers if the server sends them
+ * within a short grace period, the rest reject with {@link ImapConnectionLostError}
+ * (cause: this error). When nothing of the command had been written yet (the source
+ * failed before its first chunk with LITERAL+), the connection stays usable.
+ *
+ * `retryable` (read by `isRetryable()` in errors.ts): true for a stall and for a source
+ * error that is itself retryable (e.g. the source connection dropped); false for a size
+ * mismatch or a bad chunk, which a retry would most likely repeat.
+ */
+export class LiteralStreamError extends Error {
+  readonly uncertain = false;
+  readonly retryable: boolean;
+  constructor(
+    readonly reason: LiteralStreamFailure,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'LiteralStreamError';
+    this.retryable = reason === 'source-stalled' || (reason === 'source-error' && isRetryable(options?.cause));
+  }
+}
+
 /** The server sent something this client cannot parse; always wrapped as the `cause` of
  * an {@link ImapConnectionLostError} because the connection is dropped. */
 export class ImapProtocolError extends Error {
@@ -138,13 +184,17 @@ export interface UntaggedResponse {
  * One piece of a command after its tag. A `string` or `Buffer` is written as-is (the caller
  * supplies separators and quoting). A `literal` is announced as `{n}` (synchronising: the
  * client waits for `+` first), `{n+}` (non-synchronising, RFC 7888) or with a `~` prefix
- * for a literal8 (RFC 3516). A `continuation` ends the line, waits for `+`, then writes the
- * given line (a SASL response, RFC 3501 §6.2.2). The final CRLF is added by `send`.
+ * for a literal8 (RFC 3516). A `literalStream` is the same with its `size` bytes taken
+ * from an async iterator as they come (see `writeLiteralStream`); a source failure rejects
+ * the command with {@link LiteralStreamError}. A `continuation` ends the line, waits for
+ * `+`, then writes the given line (a SASL response, RFC 3501 §6.2.2). The final CRLF is
+ * added by `send`.
  */
 export type CommandPart =
   | string
   | Buffer
   | { literal: Buffer; nonSync?: boolean; binary?: boolean }
+  | { literalStream: AsyncIterable<Uint8Array>; size: number; nonSync?: boolean; binary?: boolean }
   | { continuation: string };
 
 /** What {@link RawConnection.send} returns. */
@@ -165,7 +215,9 @@ export interface RawConnectionOptions {
    * and no write has been flushed to the kernel for this long. Default 60 s; 0 disables.
    * Flushed writes count as life because a server says nothing while it reads a big
    * literal: a 35 MB message over a slow link must not trip the watchdog. A hung server
-   * stops reading, our writes stop flushing within one socket buffer, and the clock runs. */
+   * stops reading, our writes stop flushing within one socket buffer, and the clock runs.
+   * While a streamed literal waits for its source's next chunk, the server is waiting for
+   * us: its silence does not count then, instead the source gets this long per chunk. */
   idleTimeoutMs?: number;
   /** Receives every untagged response (after the greeting). Must not throw. */
   onUntagged?: (response: UntaggedResponse) => void;
@@ -182,6 +234,9 @@ interface PendingCommand {
   tag: string;
   /** Some byte of this command has been handed to the socket. */
   started: boolean;
+  /** A streamed literal of this command is partly written: the server cannot have
+   * executed the command, so losing the connection now is not `uncertain`. */
+  literalIncomplete?: boolean;
   /** AUTHENTICATE: an unexpected further `+` is answered with `*` (cancel). */
   authenticate: boolean;
   resolve: (r: TaggedResponse) => void;
@@ -200,6 +255,9 @@ const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
 const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 const DEFAULT_MAX_LINE_BYTES = 1024 * 1024;
 const DEFAULT_MAX_COLLECTED_LITERAL = 8 * 1024 * 1024;
+/** After a streamed literal is abandoned, how long to wait at most for the answers to the
+ * commands written before it before the connection is dropped (capped by idleTimeoutMs). */
+const ABORT_GRACE_MS = 5000;
 /** RFC 7888 §4: with LITERAL- only, a non-synchronising literal may carry at most 4096 octets. */
 export const LITERAL_MINUS_MAX = 4096;
 const noop = (): void => {};
@@ -283,6 +341,14 @@ export class RawConnection {
 
   private _preauth = false;
 
+  // Streamed literals (see writeLiteralStream).
+  /** Set while a streamed literal waits for its source's next chunk. */
+  private sourceWait: { since: number; stop: (why: 'stalled' | 'closed') => void } | null = null;
+  /** A streamed literal was abandoned part-way: nothing more is written, and the socket is
+   * dropped once the commands written before it are answered or the grace period ends. */
+  private aborting: LiteralStreamError | null = null;
+  private abortTimer: NodeJS.Timeout | null = null;
+
   private constructor(
     readonly endpoint: ImapEndpoint,
     private readonly opts: RawConnectionOptions,
@@ -324,6 +390,12 @@ export class RawConnection {
   /** Why the connection closed: `null` after an orderly LOGOUT/destroy, else the error. */
   get closeReason(): Error | null {
     return this.closeError;
+  }
+
+  /** Commands are accepted: false once closed, and while the connection is being torn down
+   * after an abandoned streamed literal (see {@link LiteralStreamError}). */
+  get writable(): boolean {
+    return this.state !== 'closed' && this.aborting === null;
   }
 
   /** Number of commands sent (or queued for writing) without a tagged response yet. */
@@ -576,7 +648,7 @@ export class RawConnection {
    */
   send(parts: CommandPart[], opts: { authenticate?: boolean } = {}): SentCommand {
     const tag = this.nextTag();
-    if (this.state === 'closed') {
+    if (this.state === 'closed' || this.aborting) {
       const err = this.lostError(false);
       const sent = Promise.reject(err);
       const done = Promise.reject(err);
@@ -600,7 +672,7 @@ export class RawConnection {
   }
 
   private async writeCommand(cmd: PendingCommand, parts: CommandPart[]): Promise<void> {
-    if (this.state === 'closed') throw this.lostError(false);
+    if (this.state === 'closed' || this.aborting) throw this.lostError(false);
     if (!this.pending.has(cmd.tag)) return; // already answered (cannot normally happen)
     let chunks: Buffer[] = [Buffer.from(`${cmd.tag} `, 'latin1')];
     for (const part of parts) {
@@ -619,6 +691,10 @@ export class RawConnection {
           if (!(await this.waitContinuation(cmd))) return;
         }
         if (n > 0) chunks.push(part.literal);
+      } else if ('literalStream' in part) {
+        const rest = await this.writeLiteralStream(cmd, part, chunks);
+        if (rest === null) return;
+        chunks = rest;
       } else {
         chunks.push(CRLF);
         await this.flush(cmd, chunks);
@@ -629,6 +705,183 @@ export class RawConnection {
     }
     chunks.push(CRLF);
     await this.flush(cmd, chunks);
+  }
+
+  /**
+   * Write a streamed literal: its announcement, then each chunk as the iterator yields it.
+   * `chunks` holds this command's bytes not written yet (its line so far). Returns what is
+   * still to be written before the rest of the command (the literal's last chunk), or
+   * `null` when the command is over: refused before its literal (RFC 3501 §7.5), or
+   * abandoned (see {@link LiteralStreamError}).
+   *
+   * - Backpressure: each chunk is handed to the socket, and the next one is written only
+   *   after 'drain'. The next chunk is requested before that wait (one chunk of
+   *   read-ahead), so the source's latency overlaps the socket's: at most two chunks are
+   *   held, the one being written and the one being produced.
+   * - The chunk that completes the literal is held back until the iterator has reported
+   *   its end. A source that fails or yields extra bytes at that point (a digest check
+   *   after the last chunk, say) still leaves the literal incomplete, so the server cannot
+   *   have stored anything. For the same reason a zero-size literal's iterator is drained
+   *   before anything is announced.
+   * - Nothing else is written meanwhile (writes are queued on `writeTail`), so no other
+   *   command's bytes can land inside the literal.
+   * - Stall: if the iterator yields nothing for `idleTimeoutMs`, the literal is abandoned
+   *   (`source-stalled`). While we owe the server bytes its silence is expected, so the
+   *   server-silence clock is paused during that wait and restarts with each chunk.
+   * - An iterator that is left before its end (failure, refusal) gets `return()` called,
+   *   so a generator's `finally` runs or a Readable is destroyed.
+   */
+  private async writeLiteralStream(
+    cmd: PendingCommand,
+    part: { literalStream: AsyncIterable<Uint8Array>; size: number; nonSync?: boolean; binary?: boolean },
+    chunks: Buffer[],
+  ): Promise<Buffer[] | null> {
+    const { size } = part;
+    const nonSync = part.nonSync ?? false;
+    let it: AsyncIterator<Uint8Array> | undefined;
+    let next: Promise<IteratorResult<Uint8Array>> = Promise.resolve({ done: true, value: undefined });
+    let written = 0;
+    let ended = false;
+    const pull = (): void => {
+      try {
+        next = Promise.resolve(it!.next());
+      } catch (err) {
+        next = Promise.reject(err);
+      }
+      next.catch(noop); // read through waitSource; never an unhandled rejection
+    };
+    const fail = (reason: LiteralStreamFailure, what: string, cause?: unknown): LiteralStreamError =>
+      new LiteralStreamError(
+        reason,
+        `streamed literal of ${size} bytes to ${this.describe()} abandoned after ${written} bytes: ${what}; ` +
+          'the command was not executed (its literal was never completed)',
+        cause === undefined ? undefined : { cause },
+      );
+    /** The next non-empty chunk, or null at the end of the iterator. */
+    const nextChunk = async (): Promise<Buffer | null> => {
+      for (;;) {
+        const got = await this.waitSource(next);
+        if ('stalled' in got) throw fail('source-stalled', `the source produced no data for ${this.idleTimeoutMs} ms`);
+        if ('error' in got) throw fail('source-error', `the source failed: ${describeError(got.error)}`, got.error);
+        if (got.result.done) {
+          ended = true;
+          return null;
+        }
+        const v: unknown = got.result.value;
+        if (!(v instanceof Uint8Array)) throw fail('bad-chunk', `the source yielded a ${typeof v}, not a Buffer`);
+        if (v.length > 0) return Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+        pull();
+      }
+    };
+    cmd.literalIncomplete = true;
+    try {
+      try {
+        it = part.literalStream[Symbol.asyncIterator]();
+      } catch (err) {
+        throw fail('source-error', `the source failed: ${describeError(err)}`, err);
+      }
+      if (size === 0) {
+        pull();
+        if ((await nextChunk()) !== null) throw fail('size-mismatch', 'the source yielded more bytes than announced');
+      }
+      chunks.push(Buffer.from(`${part.binary ? '~' : ''}{${size}${nonSync ? '+' : ''}}\r\n`, 'latin1'));
+      if (!nonSync) {
+        await this.flush(cmd, chunks);
+        chunks = [];
+        if (!(await this.waitContinuation(cmd))) {
+          cmd.literalIncomplete = false;
+          if (!ended) closeIterator(it);
+          return null;
+        }
+      }
+      if (size > 0) pull();
+      while (written < size) {
+        const chunk = await nextChunk();
+        if (chunk === null) throw fail('size-mismatch', 'the source ended early');
+        if (written + chunk.length > size) throw fail('size-mismatch', `the source yielded more than ${size} bytes`);
+        written += chunk.length;
+        chunks.push(chunk);
+        pull();
+        if (written === size) break; // held back until the end is confirmed, below
+        await this.flush(cmd, chunks);
+        chunks = [];
+      }
+      if (size > 0 && (await nextChunk()) !== null) throw fail('size-mismatch', `the source yielded more than ${size} bytes`);
+      cmd.literalIncomplete = false;
+      return chunks;
+    } catch (err) {
+      if (it && !ended) closeIterator(it);
+      // Anything else is the connection failing under us; `done` is settled by handleClosed.
+      if (!(err instanceof LiteralStreamError)) throw err;
+      this.abandonLiteral(cmd, err);
+      return null;
+    }
+  }
+
+  /** Wait for the source's next chunk, unless the connection closes or the watchdog finds
+   * the source stalled first (see checkIdle). */
+  private waitSource(
+    next: Promise<IteratorResult<Uint8Array>>,
+  ): Promise<{ result: IteratorResult<Uint8Array> } | { error: unknown } | { stalled: true }> {
+    return new Promise((resolve, reject) => {
+      if (this.state === 'closed') {
+        reject(this.lostError(false));
+        return;
+      }
+      const w = {
+        since: Date.now(),
+        stop: (why: 'stalled' | 'closed'): void => {
+          if (this.sourceWait !== w) return;
+          this.sourceWait = null;
+          if (why === 'stalled') resolve({ stalled: true });
+          else reject(this.lostError(false));
+        },
+      };
+      this.sourceWait = w;
+      next.then(
+        (result) => {
+          if (this.sourceWait !== w) return;
+          this.sourceWait = null;
+          // A chunk is life: the server's silence clock restarts with it.
+          this.lastActivity = Date.now();
+          resolve({ result });
+        },
+        (error: unknown) => {
+          if (this.sourceWait !== w) return;
+          this.sourceWait = null;
+          resolve({ error });
+        },
+      );
+    });
+  }
+
+  /**
+   * A streamed literal failed at its source. The command is rejected with `err` (never
+   * `uncertain`, see {@link LiteralStreamError}). If none of its bytes reached the socket
+   * the session goes on as if it had never been sent. Otherwise the server is waiting for
+   * the rest of a literal it will never get: stop writing, fail what is queued behind it
+   * (never sent), give the commands written before it a short grace period to get their
+   * answers (so they do not end up `uncertain` needlessly), then drop the connection.
+   */
+  private abandonLiteral(cmd: PendingCommand, err: LiteralStreamError): void {
+    if (this.state === 'closed') return;
+    if (this.pending.delete(cmd.tag)) cmd.reject(err);
+    if (!cmd.started) return;
+    this.aborting = err;
+    this.destroyCause ??= err;
+    this.lastActivity = Date.now();
+    for (const c of [...this.pending.values()]) {
+      if (c.started) continue;
+      this.pending.delete(c.tag);
+      c.reject(this.lostError(false));
+    }
+    if (this.pending.size === 0) {
+      this.destroy(err);
+      return;
+    }
+    const grace = this.idleTimeoutMs > 0 ? Math.min(this.idleTimeoutMs, ABORT_GRACE_MS) : ABORT_GRACE_MS;
+    this.abortTimer = setTimeout(() => this.destroy(err), grace);
+    this.abortTimer.unref();
   }
 
   /** Hand the chunks to the socket in one corked batch (a single writev, no copying of
@@ -843,6 +1096,7 @@ export class RawConnection {
       }
     }
     cmd.resolve(r);
+    if (this.aborting && this.pending.size === 0) this.destroy(this.aborting);
   }
 
   // -------------------------------------------------------------------------------------
@@ -858,12 +1112,28 @@ export class RawConnection {
   private readonly checkIdle = (): void => {
     this.watchdog = null;
     if (this.state === 'closed' || this.pending.size === 0) return;
-    const idle = Date.now() - this.lastActivity;
-    if (idle >= this.idleTimeoutMs) {
-      this.destroy(new ImapConnectionLostError(`no response from ${this.describe()} for ${this.idleTimeoutMs} ms`));
-      return;
+    const now = Date.now();
+    let due: number;
+    const sw = this.sourceWait;
+    if (sw) {
+      // Waiting for a streamed literal's source: the server is waiting for us, so only the
+      // source's clock runs. A stall abandons the literal (writeLiteralStream).
+      if (now - sw.since >= this.idleTimeoutMs) {
+        this.lastActivity = now;
+        sw.stop('stalled');
+        due = now + this.idleTimeoutMs;
+      } else {
+        due = sw.since + this.idleTimeoutMs;
+      }
+    } else {
+      const idle = now - this.lastActivity;
+      if (idle >= this.idleTimeoutMs) {
+        this.destroy(new ImapConnectionLostError(`no response from ${this.describe()} for ${this.idleTimeoutMs} ms`));
+        return;
+      }
+      due = this.lastActivity + this.idleTimeoutMs;
     }
-    this.watchdog = setTimeout(this.checkIdle, this.idleTimeoutMs - idle);
+    this.watchdog = setTimeout(this.checkIdle, Math.max(1, due - now));
     this.watchdog.unref();
   };
 
@@ -895,9 +1165,15 @@ export class RawConnection {
       clearTimeout(this.watchdog);
       this.watchdog = null;
     }
+    if (this.abortTimer) {
+      clearTimeout(this.abortTimer);
+      this.abortTimer = null;
+    }
     this.closeError = orderly ? null : this.lostError(true);
-    for (const cmd of this.pending.values()) cmd.reject(this.lostError(cmd.started));
+    // A command whose streamed literal is incomplete cannot have been executed.
+    for (const cmd of this.pending.values()) cmd.reject(this.lostError(cmd.started && !cmd.literalIncomplete));
     this.pending.clear();
+    this.sourceWait?.stop('closed');
     if (this.contWaiter) {
       this.contWaiter.reject(this.lostError(true));
       this.contWaiter = null;
@@ -928,6 +1204,12 @@ export class RawConnection {
    */
   async logout(timeoutMs = 5000): Promise<void> {
     if (this.state === 'closed') return;
+    if (this.aborting) {
+      // Tearing down after an abandoned literal: nothing more can be written; the socket
+      // goes within the grace period.
+      await new Promise<void>((resolve) => this.onClose(() => resolve()));
+      return;
+    }
     if (this.state === 'connecting') {
       this.destroy();
       return;
@@ -949,6 +1231,17 @@ export class RawConnection {
 }
 
 // ---------------------------------------------------------------------------------------
+
+/** Let an iterator that is abandoned before its end clean up (a generator's `finally`, a
+ * Readable's destroy). Not awaited: a source that hangs must not hang us. */
+function closeIterator(it: AsyncIterator<unknown>): void {
+  try {
+    const r = it.return?.();
+    if (r) Promise.resolve(r).catch(noop);
+  } catch {
+    // The source's own clean-up failed; nothing to do about it here.
+  }
+}
 
 /** The part of an untagged response after `* [n] KIND `. */
 function restAfterKind(r: UntaggedResponse): string {

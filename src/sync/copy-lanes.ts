@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
-import { PipelinedAppender } from '../imap/append-pipeline.js';
+import { PipelinedAppender, type StreamedBody } from '../imap/append-pipeline.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
 import { insertMessages, markCopied, markSkipped } from '../store/journal.js';
 import type { Database, NewMessageRow } from '../store/schema.js';
@@ -50,6 +50,11 @@ export function planJobs(works: readonly FolderWork[], chunkBytes: number, chunk
     const items = [...work.toCopy].sort((a, b) => a.uid - b.uid);
     let current: CopyJob | null = null;
     for (const item of items) {
+      if (item.size > STREAM_THRESHOLD) {
+        // Streamed in slices: it holds about two slices of memory, not its size.
+        jobs.push({ work, items: [item], bytes: 2 * SLICE_BYTES });
+        continue;
+      }
       if (!current || (current.items.length > 0 && (current.bytes + item.size > chunkBytes || current.items.length >= chunkCount))) {
         current = { work, items: [], bytes: 0 };
         jobs.push(current);
@@ -92,65 +97,135 @@ function isImapNo(err: unknown): boolean {
   return !!e && (e.responseStatus === 'NO' || e.responseStatus === 'BAD');
 }
 
+/** Bodies larger than this are streamed in slices instead of held whole (see readLarge). */
+export const STREAM_THRESHOLD = 2 * 1024 * 1024;
+const SLICE_BYTES = 1024 * 1024;
+const HEAD_BYTES = 64 * 1024;
+
+/** A source message ready to be journaled and appended. */
+interface SourceMessage {
+  uid: number;
+  sha256: string;
+  flags: string[];
+  internalDate: Date;
+  body: Buffer | StreamedBody;
+  /** The start of the message, for naming it (Subject) if the target refuses it. */
+  head: Buffer;
+}
+
+function bodySize(body: Buffer | StreamedBody): number {
+  return Buffer.isBuffer(body) ? body.length : body.size;
+}
+
 const FETCH_QUERY = { uid: true, flags: true, internalDate: true, size: true, source: true } as const;
 
+function toSourceMessage(m: FetchMessageObject): SourceMessage | null {
+  if (!m.source) return null;
+  return {
+    uid: m.uid,
+    sha256: createHash('sha256').update(m.source).digest('hex'),
+    flags: normalizeFlags(m.flags),
+    internalDate: m.internalDate ? new Date(m.internalDate) : new Date(),
+    body: m.source,
+    head: m.source.subarray(0, HEAD_BYTES),
+  };
+}
+
+type Unreadable = { uid: number; reason: string };
+
 /** Fetches a chunk; a message the source cannot deliver (tagged NO) is isolated and reported. */
-async function fetchChunk(src: ImapFlow, job: CopyJob, stallMs: number): Promise<{ fetched: FetchMessageObject[]; unreadable: { uid: number; reason: string }[] }> {
+async function fetchChunk(src: ImapFlow, job: CopyJob, stallMs: number): Promise<{ messages: SourceMessage[]; unreadable: Unreadable[] }> {
   const uids = job.items.map((i) => i.uid);
   const path = job.work.mapping.sourcePath;
+  const convert = (list: FetchMessageObject[]) => list.map(toSourceMessage).filter((m): m is SourceMessage => m !== null);
   try {
-    const fetched = await withWatchdog(src, stallMs, `reading messages in ${path}`, () => src.fetchAll(uidSet(uids), FETCH_QUERY, { uid: true }));
-    return { fetched, unreadable: [] };
+    return { messages: convert(await withWatchdog(src, stallMs, `reading messages in ${path}`, () => src.fetchAll(uidSet(uids), FETCH_QUERY, { uid: true }))), unreadable: [] };
   } catch (err) {
-    if (!isImapNo(err) || uids.length === 1) {
-      if (isImapNo(err)) return { fetched: [], unreadable: [{ uid: uids[0]!, reason: `source could not deliver it: ${(err as Error).message}` }] };
-      throw err;
-    }
+    if (!isImapNo(err)) throw err;
   }
-  const fetched: FetchMessageObject[] = [];
-  const unreadable: { uid: number; reason: string }[] = [];
+  const messages: SourceMessage[] = [];
+  const unreadable: Unreadable[] = [];
   for (const uid of uids) {
     try {
-      fetched.push(...(await withWatchdog(src, stallMs, `reading message ${uid} in ${path}`, () => src.fetchAll(String(uid), FETCH_QUERY, { uid: true }))));
+      messages.push(...convert(await withWatchdog(src, stallMs, `reading message ${uid} in ${path}`, () => src.fetchAll(String(uid), FETCH_QUERY, { uid: true }))));
     } catch (err) {
       if (!isImapNo(err)) throw err;
       unreadable.push({ uid, reason: `source could not deliver it: ${(err as Error).message}` });
     }
   }
-  return { fetched, unreadable };
+  return { messages, unreadable };
 }
 
-interface Prepared {
-  uid: number;
-  raw: Buffer;
-  flags: string[];
-  internalDate: Date;
+/**
+ * A large message is never held whole: it is read twice in 1 MB slices (partial FETCH,
+ * RFC 3501 §6.4.5 `BODY.PEEK[]<offset.length>`), once to hash it for the journal (the
+ * digest must be recorded before the APPEND starts, so a crash mid-way can be resolved),
+ * and once streamed into the APPEND literal. Messages are immutable (RFC 3501 §2.3.1.1),
+ * so both reads yield the same bytes; the second read is hashed again to make sure.
+ */
+async function readLarge(src: ImapFlow, job: CopyJob, stallMs: number): Promise<{ messages: SourceMessage[]; unreadable: Unreadable[] }> {
+  const uid = job.items[0]!.uid;
+  const path = job.work.mapping.sourcePath;
+  let meta: FetchMessageObject | undefined;
+  try {
+    meta = (await withWatchdog(src, stallMs, `reading message ${uid} in ${path}`, () => src.fetchAll(String(uid), { uid: true, flags: true, internalDate: true, size: true }, { uid: true })))[0];
+  } catch (err) {
+    if (!isImapNo(err)) throw err;
+    return { messages: [], unreadable: [{ uid, reason: `source could not deliver it: ${(err as Error).message}` }] };
+  }
+  if (!meta) return { messages: [], unreadable: [] }; // expunged meanwhile
+  const size = meta.size ?? 0;
+  const slice = async (start: number): Promise<Buffer> => {
+    const got = await withWatchdog(src, stallMs, `reading message ${uid} in ${path}`, () => src.fetchAll(String(uid), { uid: true, source: { start, maxLength: SLICE_BYTES } }, { uid: true }));
+    const buf = got[0]?.source;
+    if (!buf || (buf.length === 0 && start < size)) throw Object.assign(new Error(`source returned no data for message ${uid} in ${path} at offset ${start}`), { retryable: true });
+    return buf;
+  };
+  const hash = createHash('sha256');
+  let head = Buffer.alloc(0);
+  for (let offset = 0; offset < size; ) {
+    const buf = await slice(offset);
+    if (offset === 0) head = Buffer.from(buf.subarray(0, HEAD_BYTES));
+    hash.update(buf);
+    offset += buf.length;
+  }
+  const sha256 = hash.digest('hex');
+  async function* chunks(): AsyncGenerator<Buffer> {
+    const again = createHash('sha256');
+    for (let offset = 0; offset < size; ) {
+      const buf = await slice(offset);
+      again.update(buf);
+      offset += buf.length;
+      yield buf;
+    }
+    if (again.digest('hex') !== sha256) throw new Error(`message ${uid} in ${path} changed between two reads`);
+  }
+  return {
+    messages: [{ uid, sha256, flags: normalizeFlags(meta.flags), internalDate: meta.internalDate ? new Date(meta.internalDate) : new Date(), body: { size, chunks: chunks() }, head }],
+    unreadable: [],
+  };
 }
 
 /** Journals the chunk, writes its APPENDs, and returns a promise for the recorded outcome. */
-async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: CopyJob, fetched: FetchMessageObject[], unreadable: { uid: number; reason: string }[]): Promise<{ finish: Promise<void> }> {
+async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: CopyJob, messages: SourceMessage[], unreadable: Unreadable[]): Promise<{ finish: Promise<void> }> {
   const { work } = job;
   const tf = work.target;
   const folderId = work.row.id;
   const pending: NewMessageRow[] = [];
-  const prepared: Prepared[] = [];
+  const prepared: SourceMessage[] = [];
   const adopted: { row: NewMessageRow; orphanUid: number }[] = [];
-  for (const m of fetched.sort((a, b) => a.uid - b.uid)) {
-    if (!m.source) continue;
-    const sha256 = createHash('sha256').update(m.source).digest('hex');
-    const flags = normalizeFlags(m.flags);
-    const internalDate = m.internalDate ? new Date(m.internalDate) : new Date();
-    const base = { folder_id: folderId, source_uid: m.uid, size: m.source.length, internal_date: internalDate.getTime(), sha256, skip_kind: null, reason: null, subject: null };
-    const orphan = work.orphans.get(sha256)?.shift();
+  for (const m of messages.sort((a, b) => a.uid - b.uid)) {
+    const base = { folder_id: folderId, source_uid: m.uid, size: bodySize(m.body), internal_date: m.internalDate.getTime(), sha256: m.sha256, skip_kind: null, reason: null, subject: null };
+    const orphan = work.orphans.get(m.sha256)?.shift();
     if (orphan) {
       // The same content was copied under the folder's old UIDVALIDITY: link, don't copy.
       adopted.push({ row: { ...base, state: 'copied', flags: orphan.flags, target_uid: orphan.target_uid, uid_floor: null }, orphanUid: orphan.source_uid });
-      const after = flagsKey(flags);
+      const after = flagsKey(m.flags);
       if (orphan.target_uid !== null && after !== orphan.flags) work.flagChanges.push({ sourceUid: m.uid, targetUid: orphan.target_uid, before: orphan.flags, after });
       continue;
     }
-    pending.push({ ...base, state: 'pending', flags: flagsKey(flags), target_uid: null, uid_floor: tf.floor });
-    prepared.push({ uid: m.uid, raw: m.source, flags, internalDate });
+    pending.push({ ...base, state: 'pending', flags: flagsKey(m.flags), target_uid: null, uid_floor: tf.floor });
+    prepared.push(m);
   }
   await ctx.db.transaction().execute(async (trx) => {
     await insertMessages(trx, pending);
@@ -163,9 +238,12 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
     );
   });
   ctx.progress.failed += unreadable.length;
-  ctx.progress.copied += adopted.length;
+  // Adopted messages were on the target already: this run did not copy them (`copied`
+  // must stay 0 after a source folder is recreated), so they leave the to-do instead.
+  ctx.progress.toCopy -= adopted.length;
+  ctx.progress.toCopyBytes -= adopted.reduce((n, a) => n + a.row.size, 0);
 
-  const sends = prepared.map((p) => app.append({ mailbox: tf.path, flags: p.flags, internalDate: p.internalDate, raw: p.raw }));
+  const sends = prepared.map((p) => app.append({ mailbox: tf.path, flags: p.flags, internalDate: p.internalDate, raw: p.body }));
   const finish = (async () => {
     const settled = await Promise.allSettled(sends);
     const copied: { sourceUid: number; targetUid: number | null }[] = [];
@@ -180,17 +258,17 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       }
       const r = s.value;
       if (!r.ok) {
-        refused.push({ uid: p.uid, reason: `target refused it: ${r.code ? `[${r.code}] ` : ''}${r.text}`, subject: subjectOf(p.raw) });
+        refused.push({ uid: p.uid, reason: `target refused it: ${r.code ? `[${r.code}] ` : ''}${r.text}`, subject: subjectOf(p.head) });
         return;
       }
       if (r.uid !== undefined && r.uidValidity !== undefined && r.uidValidity !== tf.uidValidity) {
         // The target folder was recreated under us; recovery will sort it out.
-        lost ??= new Error(`target folder ${tf.path} changed UIDVALIDITY during the run`);
+        lost ??= Object.assign(new Error(`target folder ${tf.path} changed UIDVALIDITY during the run`), { retryable: true });
         return;
       }
       if (r.uid !== undefined) tf.noteAppended(r.uid);
       copied.push({ sourceUid: p.uid, targetUid: r.uid ?? null });
-      bytes += p.raw.length;
+      bytes += bodySize(p.body);
     });
     await ctx.db.transaction().execute(async (trx) => {
       await markCopied(trx, folderId, copied);
@@ -228,9 +306,10 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
           selected = path;
         }
         const t0 = performance.now();
-        const { fetched, unreadable } = await fetchChunk(src, job, ctx.stallMs);
+        const streamed = job.items.length === 1 && job.items[0]!.size > STREAM_THRESHOLD;
+        const { messages, unreadable } = streamed ? await readLarge(src, job, ctx.stallMs) : await fetchChunk(src, job, ctx.stallMs);
         const t1 = performance.now();
-        const { finish } = await journalAndSend(ctx, app, job, fetched, unreadable);
+        const { finish } = await journalAndSend(ctx, app, job, messages, unreadable);
         ctx.log.debug({ folder: path, messages: job.items.length, bytes: job.bytes, fetchMs: Math.round(t1 - t0), journalMs: Math.round(performance.now() - t1) }, 'chunk sent');
         const completion = finish.finally(() => ctx.budget.release(job.bytes));
         // Awaited below (which still throws), but it may reject while this lane awaits a
