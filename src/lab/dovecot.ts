@@ -61,6 +61,41 @@ export interface DovecotOptions {
   tls?: 'none' | 'selfsigned';
   /** Appended verbatim to dovecot.conf. */
   extraConfig?: string;
+  /**
+   * A `checkpassword` passdb (the qmail interface Dovecot 2.3 implements): `script` is
+   * written into the temp dir as an executable and run for each login with
+   * `user NUL password NUL` on fd 3; it exits 1 to refuse, or execs its first argument
+   * (Dovecot's checkpassword-reply) after exporting `USER=<name>` to log the session in as
+   * that user. Tried before the passwd-file users, so it can emulate servers with their
+   * own admin-login syntax (Exchange `Domain/Admin/User`, Mirapoint `#user@domain#admin#`).
+   * Setting it also allows any character in user names (`auth_username_chars` empty):
+   * those syntaxes need `/` and `#`, which Dovecot's default list refuses before any
+   * passdb runs. Default: no checkpassword passdb.
+   */
+  checkpassword?: { script: string };
+  /**
+   * Other users' mailboxes, each under `<prefix><user><separator>` (Dovecot
+   * `type = shared` namespace, RFC 2342's "other users' namespace"), e.g. prefix 'users/'
+   * gives `users/alberta` (alberta's INBOX) and `users/alberta/Sent`. Uses the ACL plugin:
+   * a user sees another's folders once the owner granted rights with SETACL (RFC 4314),
+   * which also records them in the shared-mailbox dictionary that LIST needs to find
+   * them. Default: no such namespace, no ACL plugin.
+   */
+  sharedNamespace?: { prefix: string };
+  /**
+   * Public folders under `prefix` (Dovecot `type = public` namespace, RFC 2342's "shared
+   * namespace", like Courier's `#shared.`), stored once in the temp dir and open to every
+   * user. The prefix must end with the separator. Together with `sharedNamespace` the
+   * ACL plugin applies to it too, and nobody has rights on public folders. Default: none.
+   */
+  publicNamespace?: { prefix: string };
+  /**
+   * Each user's home (where the mail is), relative to the lab's home root, as a Dovecot
+   * variable template. Default '%u'. E.g. `%{if;%{master_user};eq;;%u;%{master_user}}`
+   * puts master-user sessions into the master's own mailbox, emulating a server that
+   * ignores the requested user.
+   */
+  homeTemplate?: string;
 }
 
 export interface DovecotServer {
@@ -330,6 +365,9 @@ function buildConfig(c: ConfigInput): string {
     // 'nodelay' field that would avoid that is dropped when the passdb fails.)
     'auth_failure_delay = 0',
     'auth_verbose = yes',
+    // Admin-login syntaxes (`Domain/Admin/User`, `#user@domain#admin#`) carry characters
+    // the default list refuses before the checkpassword script could see them.
+    ...(opts.checkpassword ? ['auth_username_chars ='] : []),
     `mail_location = ${location}`,
     `mail_uid = ${acct.uid}`,
     `mail_gid = ${acct.gid}`,
@@ -390,6 +428,14 @@ function buildConfig(c: ConfigInput): string {
       '}',
     );
   }
+  if (opts.checkpassword) {
+    L.push(
+      'passdb {',
+      '  driver = checkpassword',
+      `  args = ${dir}/checkpassword`,
+      '}',
+    );
+  }
   L.push(
     'passdb {',
     '  driver = passwd-file',
@@ -397,7 +443,7 @@ function buildConfig(c: ConfigInput): string {
     '}',
     'userdb {',
     '  driver = static',
-    `  args = uid=${acct.uid} gid=${acct.gid} home=${home}/%u allow_all_users=yes`,
+    `  args = uid=${acct.uid} gid=${acct.gid} home=${home}/${opts.homeTemplate ?? '%u'} allow_all_users=yes`,
     '}',
     'namespace inbox {',
     '  inbox = yes',
@@ -409,6 +455,42 @@ function buildConfig(c: ConfigInput): string {
     L.push(`  mailbox ${q(name)} {`, `    special_use = ${flag}`, '    auto = subscribe', '  }');
   }
   L.push('}');
+  if (opts.sharedNamespace) {
+    // %%u / %%h: the *other* user's name and home, expanded when their folders are opened.
+    L.push(
+      'mail_plugins = $mail_plugins acl',
+      'protocol imap {',
+      '  mail_plugins = $mail_plugins imap_acl',
+      '}',
+      'plugin {',
+      '  acl = vfile',
+      // LIST finds other users' folders only through this dictionary, which SETACL fills.
+      `  acl_shared_dict = file:${dir}/acl-shared/shared-mailboxes.db`,
+      '}',
+      'namespace shared {',
+      '  type = shared',
+      `  separator = ${opts.separator}`,
+      `  prefix = ${q(`${opts.sharedNamespace.prefix}%%u${opts.separator}`)}`,
+      `  location = ${location.replace('~', '%%h')}`,
+      '  subscriptions = no',
+      '  list = children',
+      '}',
+    );
+  }
+  if (opts.publicNamespace) {
+    const storage = opts.separator === '.' ? 'maildir' : 'sdbox';
+    L.push(
+      'namespace public {',
+      '  type = public',
+      `  separator = ${opts.separator}`,
+      // Quoted: a prefix such as Courier's `#shared.` would otherwise start a comment.
+      `  prefix = ${q(opts.publicNamespace.prefix)}`,
+      `  location = ${storage}:${dir}/public`,
+      '  subscriptions = no',
+      '  list = yes',
+      '}',
+    );
+  }
   L.push(
     'service imap-login {',
     '  inet_listener imap {',
@@ -605,6 +687,12 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotServer>
   if (opts.separator !== '.' && opts.separator !== '/') throw new Error(`lab: separator must be '.' or '/'`);
   for (const u of opts.users) checkUser(u, 'user');
   for (const u of opts.masterUsers ?? []) checkUser(u, 'master user');
+  for (const ns of [opts.sharedNamespace, opts.publicNamespace]) {
+    // '%' would be expanded; quotes, backslashes, braces and blanks are not worth escaping.
+    if (ns && !/^[^\s%"\\{}]+$/.test(ns.prefix)) throw new Error(`lab: bad namespace prefix ${JSON.stringify(ns.prefix)}`);
+  }
+  if (opts.publicNamespace && !opts.publicNamespace.prefix.endsWith(opts.separator)) throw new Error(`lab: the public namespace prefix must end with '${opts.separator}'`);
+  if (opts.homeTemplate !== undefined && !/^[^\s/"\\]+$/.test(opts.homeTemplate)) throw new Error(`lab: bad home template ${JSON.stringify(opts.homeTemplate)}`);
   for (const name of Object.values(opts.specialUse ?? {})) {
     if (name !== undefined && (!name || /[\x00-\x1f]/.test(name))) throw new Error(`lab: bad special-use folder name ${JSON.stringify(name)}`);
   }
@@ -627,6 +715,14 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotServer>
     // Throwaway lab credentials on a loopback server: world-readable is acceptable.
     writeFileSync(path.join(dir, 'users'), passwdFile(opts.users), { mode: 0o644 });
     if (opts.masterUsers?.length) writeFileSync(path.join(dir, 'master-users'), passwdFile(opts.masterUsers), { mode: 0o644 });
+    // Run by the auth process (Dovecot's internal user when we are root): world-executable.
+    if (opts.checkpassword) writeFileSync(path.join(dir, 'checkpassword'), opts.checkpassword.script, { mode: 0o755 });
+    // Written by the mail processes (the mail user), not by us.
+    for (const sub of [opts.sharedNamespace ? 'acl-shared' : null, opts.publicNamespace ? 'public' : null]) {
+      if (!sub) continue;
+      mkdirSync(path.join(dir, sub), { mode: 0o700 });
+      if (isRoot) chownSync(path.join(dir, sub), acct.uid, acct.gid);
+    }
     const certs = opts.tls === 'selfsigned' ? generateCert(dir) : undefined;
 
     const disabled = (opts.disableCapabilities ?? []).map((c) => c.toUpperCase());

@@ -174,20 +174,26 @@ async function readLarge(src: ImapFlow, job: CopyJob, stallMs: number): Promise<
     return { messages: [], unreadable: [{ uid, reason: `source could not deliver it: ${(err as Error).message}` }] };
   }
   if (!meta) return { messages: [], unreadable: [] }; // expunged meanwhile
-  const size = meta.size ?? 0;
   const slice = async (start: number): Promise<Buffer> => {
     const got = await withWatchdog(src, stallMs, `reading message ${uid} in ${path}`, () => src.fetchAll(String(uid), { uid: true, source: { start, maxLength: SLICE_BYTES } }, { uid: true }));
-    const buf = got[0]?.source;
-    if (!buf || (buf.length === 0 && start < size)) throw Object.assign(new Error(`source returned no data for message ${uid} in ${path} at offset ${start}`), { retryable: true });
-    return buf;
+    if (!got[0]) throw Object.assign(new Error(`source returned nothing for message ${uid} in ${path} at offset ${start}`), { retryable: true });
+    // Past the end a server answers with an empty string, which imapflow may leave unset.
+    return got[0].source ?? Buffer.alloc(0);
   };
+  // The real length is counted, not taken from RFC822.SIZE: some servers (Exchange among
+  // them) report a size that differs from the bytes they deliver, and the APPEND literal
+  // must announce exactly what will be sent (RFC 3501 §4.3). A short slice is the end.
   const hash = createHash('sha256');
   let head = Buffer.alloc(0);
-  for (let offset = 0; offset < size; ) {
-    const buf = await slice(offset);
-    if (offset === 0) head = Buffer.from(buf.subarray(0, HEAD_BYTES));
+  let size = 0;
+  let binary = false;
+  for (;;) {
+    const buf = await slice(size);
+    if (size === 0) head = Buffer.from(buf.subarray(0, HEAD_BYTES));
     hash.update(buf);
-    offset += buf.length;
+    binary ||= buf.includes(0);
+    size += buf.length;
+    if (buf.length < SLICE_BYTES) break;
   }
   const sha256 = hash.digest('hex');
   async function* chunks(): AsyncGenerator<Buffer> {
@@ -196,12 +202,14 @@ async function readLarge(src: ImapFlow, job: CopyJob, stallMs: number): Promise<
       const buf = await slice(offset);
       again.update(buf);
       offset += buf.length;
+      if (buf.length === 0) break;
       yield buf;
     }
+    // Thrown before the appender writes the last chunk, so a changed message is never stored.
     if (again.digest('hex') !== sha256) throw new Error(`message ${uid} in ${path} changed between two reads`);
   }
   return {
-    messages: [{ uid, sha256, flags: normalizeFlags(meta.flags), internalDate: meta.internalDate ? new Date(meta.internalDate) : new Date(), body: { size, chunks: chunks() }, head }],
+    messages: [{ uid, sha256, flags: normalizeFlags(meta.flags), internalDate: meta.internalDate ? new Date(meta.internalDate) : new Date(), body: { size, chunks: chunks(), binary }, head }],
     unreadable: [],
   };
 }
