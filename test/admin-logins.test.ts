@@ -529,7 +529,7 @@ describe('admin logins against Dovecot', { skip: noDovecot }, () => {
     assert.deepEqual(problems, []);
   });
 
-  test('CLI: `sync` refuses a session that is the admin’s own mailbox', { todo: 'the CLI does not call resolveSourceLogin yet' }, async () => {
+  test('CLI: `sync` refuses a session that is the admin’s own mailbox', async () => {
     const r = await cliSync(ignoring, 'alice*admin', 't-cli-ignoring', 'cli-ignoring.sqlite');
     assert.equal(r.status, 3, r.stderr);
     assert.match(r.stderr, /admin's own mailbox/);

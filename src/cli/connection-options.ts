@@ -4,7 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { loginFor } from '../auth/source-login.js';
+import type { Logger } from 'pino';
+import { type AuthPreference, loginFor, resolveSourceLogin } from '../auth/source-login.js';
 import { defaultPort, type ImapEndpoint, type TlsMode } from '../imap/endpoint.js';
 import type { MailboxSide } from '../sync/options.js';
 import { UsageError } from './exit-codes.js';
@@ -14,7 +15,7 @@ export interface ConnectionFlags {
   sourceUser: string;
   sourceTls: TlsMode;
   sourcePasswordFile?: string;
-  sourceAuth: 'login' | 'plain';
+  sourceAuth: string;
   target: string;
   targetUser: string;
   targetTls: TlsMode;
@@ -35,7 +36,7 @@ export function addConnectionOptions(cmd: Command): Command {
     .requiredOption('--source-user <name>', 'login on the source (env MAILFERRY_SOURCE_PASSWORD or --source-password-file gives its password)')
     .option('--source-tls <mode>', 'implicit | starttls | none', 'implicit')
     .option('--source-password-file <file>', 'file holding the source password')
-    .option('--source-auth <method>', 'login | plain (SASL PLAIN, RFC 4616)', 'login')
+    .option('--source-auth <method>', 'auto | login | plain (SASL PLAIN, RFC 4616); auto picks by the user name form (SPEC §2)', 'auto')
     .requiredOption('--target <host[:port]>', 'target IMAP server')
     .requiredOption('--target-user <name>', 'login on the target (env MAILFERRY_TARGET_PASSWORD or --target-password-file gives its password)')
     .option('--target-tls <mode>', 'implicit | starttls | none', 'implicit')
@@ -74,17 +75,33 @@ function password(envName: string, file: string | undefined, side: string): stri
   return v;
 }
 
-export function sidesFrom(flags: ConnectionFlags): { source: MailboxSide & { userRoot?: string }; target: MailboxSide } {
-  const side = (which: 'source' | 'target'): MailboxSide => {
-    const tls = tlsMode(which === 'source' ? flags.sourceTls : flags.targetTls, `--${which}-tls`);
-    const { host, port } = parseHostPort(which === 'source' ? flags.source : flags.target, tls, `--${which}`);
-    const auth = which === 'source' ? flags.sourceAuth : flags.targetAuth;
-    if (auth !== 'login' && auth !== 'plain') throw new UsageError(`--${which}-auth must be login or plain`);
-    const pw = password(which === 'source' ? 'MAILFERRY_SOURCE_PASSWORD' : 'MAILFERRY_TARGET_PASSWORD', which === 'source' ? flags.sourcePasswordFile : flags.targetPasswordFile, which);
-    return {
-      endpoint: { host, port, tls, acceptUntrustedCert: !!flags.insecure },
-      login: loginFor(which === 'source' ? flags.sourceUser : flags.targetUser, pw, auth),
-    };
+function endpointOf(flags: ConnectionFlags, which: 'source' | 'target'): MailboxSide['endpoint'] {
+  const tls = tlsMode(which === 'source' ? flags.sourceTls : flags.targetTls, `--${which}-tls`);
+  const { host, port } = parseHostPort(which === 'source' ? flags.source : flags.target, tls, `--${which}`);
+  return { host, port, tls, acceptUntrustedCert: !!flags.insecure };
+}
+
+/**
+ * Both sides, logged in as an admin would expect: the source user name may be any admin
+ * form of SPEC §2 (`user*admin`, `Domain/Admin/User`, `#user@domain#admin#`, or the
+ * admin's own name with --user-root); resolveSourceLogin picks the login and makes sure
+ * the session is the user's. The target login is used verbatim.
+ */
+export async function resolveSides(flags: ConnectionFlags, logger: Logger): Promise<{ source: MailboxSide & { userRoot?: string }; target: MailboxSide }> {
+  const sourceAuth = flags.sourceAuth;
+  if (sourceAuth !== 'auto' && sourceAuth !== 'login' && sourceAuth !== 'plain') throw new UsageError('--source-auth must be auto, login or plain');
+  if (flags.targetAuth !== 'login' && flags.targetAuth !== 'plain') throw new UsageError('--target-auth must be login or plain');
+  const sourcePassword = password('MAILFERRY_SOURCE_PASSWORD', flags.sourcePasswordFile, 'source');
+  const targetPassword = password('MAILFERRY_TARGET_PASSWORD', flags.targetPasswordFile, 'target');
+  const sourceEndpoint = endpointOf(flags, 'source');
+  const targetEndpoint = endpointOf(flags, 'target');
+  const resolved = await resolveSourceLogin(sourceEndpoint, flags.sourceUser, sourcePassword, { userRoot: flags.userRoot, auth: sourceAuth as AuthPreference, logger });
+  // Never log `resolved` itself: its login carries the password.
+  if (resolved.check === 'both-empty') logger.warn({ user: resolved.mailboxUser }, 'impersonation could not be confirmed: the user and admin mailboxes are both empty');
+  else logger.info({ user: resolved.mailboxUser, method: resolved.method, check: resolved.check }, 'source login resolved');
+  const userRoot = resolved.userRoot ?? flags.userRoot;
+  return {
+    source: { endpoint: sourceEndpoint, login: resolved.login, mailboxUser: resolved.mailboxUser, ...(userRoot ? { userRoot } : {}) },
+    target: { endpoint: targetEndpoint, login: loginFor(flags.targetUser, targetPassword, flags.targetAuth) },
   };
-  return { source: { ...side('source'), ...(flags.userRoot ? { userRoot: flags.userRoot } : {}) }, target: side('target') };
 }

@@ -4,7 +4,7 @@ import { openStore } from '../store/open.js';
 import { syncMailbox } from '../sync/mailbox-sync.js';
 import { DEFAULT_MAX_MESSAGE_SIZE, type SyncSummary } from '../sync/options.js';
 import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
-import { addConnectionOptions, type ConnectionFlags, sidesFrom } from './connection-options.js';
+import { addConnectionOptions, type ConnectionFlags, resolveSides } from './connection-options.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { cliLogger } from './logger.js';
 import { progressView } from './progress-bar.js';
@@ -53,8 +53,8 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
     .option('--json', 'print a JSON summary as the last line of stdout')
     .action((flags: SyncFlags) =>
       run(async () => {
-        const sides = sidesFrom(flags);
         const logger = cliLogger(flags.logLevel);
+        const sides = await resolveSides(flags, logger);
         const store = await openStore(flags.db);
         const bar = progressView(!flags.json && !!process.stderr.isTTY);
         const stop = new AbortController();
@@ -88,8 +88,9 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
     .option('--json', 'print a JSON result as the last line of stdout')
     .action((flags: ConnectionFlags & { content?: boolean; json?: boolean }) =>
       run(async () => {
-        const sides = sidesFrom(flags);
-        const result: VerifyResult = await verifyMailbox({ ...sides, exclude: flags.exclude, content: !!flags.content, logger: cliLogger(flags.logLevel) });
+        const logger = cliLogger(flags.logLevel);
+        const sides = await resolveSides(flags, logger);
+        const result: VerifyResult = await verifyMailbox({ ...sides, exclude: flags.exclude, content: !!flags.content, logger });
         for (const f of result.folders) {
           const mark = f.missing === 0 ? 'ok     ' : 'MISSING';
           process.stderr.write(`${mark} ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}${f.missing ? `, ${f.missing} missing` : ''}${f.extra ? `, ${f.extra} extra on target` : ''}${f.flagDifferences ? `, ${f.flagDifferences} with other flags` : ''}\n`);

@@ -36,7 +36,8 @@ function mailboxUser(login: ImapLogin): string {
 }
 
 export function pairKeys(opts: Pick<SyncOptions, 'source' | 'target'>): { sourceKey: string; targetKey: string } {
-  const key = (side: { endpoint: { host: string; port: number }; login: ImapLogin }) => `imap://${encodeURIComponent(mailboxUser(side.login))}@${side.endpoint.host.toLowerCase()}:${side.endpoint.port}`;
+  const key = (side: { endpoint: { host: string; port: number }; login: ImapLogin; mailboxUser?: string }) =>
+    `imap://${encodeURIComponent(side.mailboxUser ?? mailboxUser(side.login))}@${side.endpoint.host.toLowerCase()}:${side.endpoint.port}`;
   return {
     sourceKey: key(opts.source) + (opts.source.userRoot ? `#${opts.source.userRoot}` : ''),
     targetKey: key(opts.target),
@@ -77,7 +78,12 @@ export async function syncMailbox(store: Store, opts: SyncOptions): Promise<Sync
   const pairId = opts.dryRun ? await findPair(db, sourceKey, targetKey) : await ensurePair(db, sourceKey, targetKey);
   const maxAttempts = opts.maxAttempts ?? 6;
   let result: AttemptResult | undefined;
+  // Failed attempts in a row that copied nothing. Counting every failure of the run instead
+  // made a long migration over a flaky link give up after its sixth drop even though each
+  // attempt got further; a server that stays unreachable still ends the run.
+  let failures = 0;
   for (let attempt = 1; ; attempt++) {
+    const copiedBefore = progress.copied;
     try {
       result = await runAttempt(db, pairId, opts, progress, emit);
       break;
@@ -85,9 +91,10 @@ export async function syncMailbox(store: Store, opts: SyncOptions): Promise<Sync
       const firstContact = attempt === 1 && progress.phase === 'connecting';
       if (firstContact && err instanceof ImapConnectError) throw err;
       if (!isRetryable(err) && !(err instanceof ImapConnectError)) throw err;
-      if (attempt >= maxAttempts || opts.signal?.aborted) throw err;
+      failures = progress.copied > copiedBefore ? 1 : failures + 1;
+      if (failures >= maxAttempts || opts.signal?.aborted) throw err;
       progress.reconnects++;
-      const wait = Math.min(30_000, 500 * 2 ** (attempt - 1));
+      const wait = Math.min(30_000, 500 * 2 ** (failures - 1));
       opts.logger.warn({ err: (err as Error).message, attempt, retryInMs: wait }, 'connection lost; resuming');
       emit();
       await sleep(wait, opts.signal);

@@ -8,6 +8,12 @@ export const DEFAULT_MAX_MESSAGE_SIZE = 35 * 1024 * 1024;
 export interface MailboxSide {
   endpoint: ImapEndpoint;
   login: ImapLogin;
+  /**
+   * Whose mailbox this is, when the login name does not say it plainly (admin logins):
+   * the journal is keyed by it, so switching between `user*admin` over LOGIN and SASL
+   * PLAIN with authzid does not look like a new mailbox and copy everything again.
+   */
+  mailboxUser?: string;
 }
 
 export interface SyncOptions {
@@ -23,7 +29,7 @@ export interface SyncOptions {
   memoryBudget?: number;
   /** Largest batch of messages fetched from the source with one command (default 4 MiB). */
   chunkBytes?: number;
-  /** How often a lost connection is reopened before the run gives up (default 6). */
+  /** Attempts in a row that copy nothing before the run gives up on a lost connection (default 6). */
   maxAttempts?: number;
   /** Close a connection whose command makes no progress for this long (default 120 s). */
   stallMs?: number;
