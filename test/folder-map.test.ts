@@ -56,6 +56,13 @@ describe('mapFolders', () => {
     assert.deepEqual(byTarget(mapFolders(src, tgt, { userRoot: '/users/alberta' })), { 'users/alberta': 'INBOX', 'users/alberta/Sent': 'Sent', 'users/alberta/Projects/X': 'Projects.X' });
   });
 
+  test("does not migrate other users' shared mailboxes, unless UserRoot points there", () => {
+    const src: ServerView = { ...view('/', '', folder('INBOX', '/'), folder('Work', '/'), folder('users/bob', '/', '\\Noselect'), folder('users/bob/INBOX', '/'), folder('Public/News', '/')), otherUsersPrefixes: ['users/'] };
+    const tgt = view('/', '', folder('INBOX', '/'));
+    assert.deepEqual(Object.keys(byTarget(mapFolders(src, tgt))), ['INBOX', 'Work', 'Public/News']);
+    assert.deepEqual(byTarget(mapFolders(src, tgt, { userRoot: 'users/bob' })), { 'users/bob': 'INBOX', 'users/bob/INBOX': 'INBOX' });
+  });
+
   test('skips \\NonExistent entries and marks \\Noselect ones', () => {
     const m = mapFolders(view('/', '', folder('Gone', '/', '\\NonExistent'), folder('Parent', '/', '\\Noselect'), folder('Parent/Child', '/')), view('/', '', folder('INBOX', '/')));
     assert.deepEqual(m.map((x) => [x.sourcePath, x.selectable]), [['Parent', false], ['Parent/Child', true]]);

@@ -42,6 +42,13 @@ export interface ServerView {
   /** Personal namespace prefix, e.g. '' or 'INBOX.'. */
   prefix: string;
   delimiter: string | null;
+  /**
+   * Prefixes of the "other users" namespaces (RFC 2342 §5), e.g. Dovecot's `users/`: other
+   * people's mailboxes shared with this user. They are not this user's mail, so they are
+   * not migrated (unless a UserRoot points into them). Shared/public namespaces are, as
+   * SPEC §4 expects: the admin excludes them (e.g. Exchange public folders) per batch.
+   */
+  otherUsersPrefixes?: readonly string[];
 }
 
 export interface FolderMapping {
@@ -119,8 +126,10 @@ function claimSpecialUses(folders: readonly { folder: ServerFolder; segs: string
 export function mapFolders(source: ServerView, target: ServerView, opts: MapOptions = {}): FolderMapping[] {
   const root = opts.userRoot ? patternSegments(opts.userRoot, source.delimiter) : null;
   const candidates: { folder: ServerFolder; segs: string[] }[] = [];
+  const otherUsers = root ? [] : (source.otherUsersPrefixes ?? []);
   for (const folder of source.folders) {
     if (folder.flags.has('\\NonExistent')) continue;
+    if (otherUsers.some((p) => folder.path.startsWith(p) || `${folder.path}${source.delimiter ?? ''}` === p)) continue;
     let segs = splitPath(folder.path, source);
     if (root) {
       // Under UserRoot the namespace prefix is part of the written root, so match the full path.

@@ -27,6 +27,7 @@ import type { FolderWork } from './folder-work.js';
 import { DEFAULT_MAX_MESSAGE_SIZE, type SyncOptions, type SyncSummary } from './options.js';
 import { emptyProgress, type SyncProgress } from './progress.js';
 import { reconcileTargetFolder } from './recovery.js';
+import { serverView } from './server-view.js';
 import { isRetryable as isRetryableSkip, scanFolder } from './scan.js';
 import { TargetFolder } from './target-folder.js';
 
@@ -41,16 +42,6 @@ export function pairKeys(opts: Pick<SyncOptions, 'source' | 'target'>): { source
   return {
     sourceKey: key(opts.source) + (opts.source.userRoot ? `#${opts.source.userRoot}` : ''),
     targetKey: key(opts.target),
-  };
-}
-
-function view(client: ImapFlow, folders: ListResponse[]): ServerView {
-  const ns = client.namespace;
-  const inbox = folders.find((f) => f.path.toUpperCase() === 'INBOX');
-  return {
-    folders: folders.map((f) => ({ path: f.path, delimiter: f.delimiter ?? null, flags: f.flags, specialUse: f.specialUse })),
-    prefix: ns?.prefix ?? '',
-    delimiter: ns?.delimiter ?? inbox?.delimiter ?? folders.find((f) => f.delimiter)?.delimiter ?? null,
   };
 }
 
@@ -176,8 +167,8 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
       withWatchdog(src, stallMs, 'listing source folders', () => src.list({ statusQuery: { messages: true, uidNext: true, uidValidity: true, highestModseq: true } })),
       withWatchdog(tgt, stallMs, 'listing target folders', () => tgt!.list({ statusQuery: { uidNext: true, uidValidity: true } })),
     ]);
-    const srcView = view(src, srcList);
-    const tgtView = view(tgt, tgtList);
+    const srcView = serverView(src, srcList);
+    const tgtView = serverView(tgt, tgtList);
     const mappings = mapFolders(srcView, tgtView, { ...(opts.exclude ? { exclude: opts.exclude } : {}), ...(opts.include ? { include: opts.include } : {}), ...(opts.source.userRoot ? { userRoot: opts.source.userRoot } : {}) });
     const srcStatus = new Map(srcList.map((f) => [f.path, f.status]));
     const selectable = mappings.filter((m) => m.selectable && srcStatus.get(m.sourcePath));

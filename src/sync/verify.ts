@@ -13,7 +13,8 @@ import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Logger } from 'pino';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
 import { flagsKey } from './flags.js';
-import { mapFolders, type ServerView } from './folder-map.js';
+import { mapFolders } from './folder-map.js';
+import { serverView } from './server-view.js';
 import type { MailboxSide } from './options.js';
 
 export interface VerifyOptions {
@@ -55,15 +56,6 @@ export interface VerifyResult {
 
 const MISSING_LIST_CAP = 50;
 
-function viewOf(client: ImapFlow, folders: Awaited<ReturnType<ImapFlow['list']>>): ServerView {
-  const inbox = folders.find((f) => f.path.toUpperCase() === 'INBOX');
-  return {
-    folders: folders.map((f) => ({ path: f.path, delimiter: f.delimiter ?? null, flags: f.flags, specialUse: f.specialUse })),
-    prefix: client.namespace?.prefix ?? '',
-    delimiter: client.namespace?.delimiter ?? inbox?.delimiter ?? null,
-  };
-}
-
 function messageId(headers: Buffer | undefined): string {
   if (!headers) return '';
   const m = /^message-id:\s*(.*(?:\r?\n[ \t].*)*)/im.exec(headers.toString('utf8'));
@@ -104,7 +96,7 @@ export async function verifyMailbox(opts: VerifyOptions): Promise<VerifyResult> 
     tgt = await openSession({ endpoint: opts.target.endpoint, login: opts.target.login, logger: opts.logger, stallMs });
     const [srcList, tgtList] = await Promise.all([src.list(), tgt.list()]);
     const tgtPaths = new Set(tgtList.map((f) => (f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path)));
-    const mappings = mapFolders(viewOf(src, srcList), viewOf(tgt, tgtList), {
+    const mappings = mapFolders(serverView(src, srcList), serverView(tgt, tgtList), {
       ...(opts.exclude ? { exclude: opts.exclude } : {}),
       ...(opts.include ? { include: opts.include } : {}),
       ...(opts.source.userRoot ? { userRoot: opts.source.userRoot } : {}),
