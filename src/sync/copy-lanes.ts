@@ -229,7 +229,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       // The same content was copied under the folder's old UIDVALIDITY: link, don't copy.
       adopted.push({ row: { ...base, state: 'copied', flags: orphan.flags, target_uid: orphan.target_uid, uid_floor: null }, orphanUid: orphan.source_uid });
       const after = flagsKey(m.flags);
-      if (orphan.target_uid !== null && after !== orphan.flags) work.flagChanges.push({ sourceUid: m.uid, targetUid: orphan.target_uid, before: orphan.flags, after });
+      if (after !== orphan.flags) work.flagChanges.push({ sourceUid: m.uid, targetUid: orphan.target_uid, before: orphan.flags, after });
       continue;
     }
     pending.push({ ...base, state: 'pending', flags: flagsKey(m.flags), target_uid: null, uid_floor: tf.floor });

@@ -7,11 +7,51 @@ import type { ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { withWatchdog } from '../imap/imapflow-session.js';
-import { setFlags } from '../store/journal.js';
+import { setFlags, setTargetUids, targetUidsOfTargetFolder } from '../store/journal.js';
 import type { Database } from '../store/schema.js';
 import { diffFlags } from './flags.js';
-import type { FolderWork } from './folder-work.js';
+import type { FlagChange, FolderWork } from './folder-work.js';
+import { type Expected, findOnTarget } from './recovery.js';
 import { uidSet } from './uid-set.js';
+
+/**
+ * A target without UIDPLUS (RFC 4315) never says which UID a copy got, so the journal has
+ * none. Find those messages by content (only target messages of the same size are read),
+ * once: the UIDs found are journaled. `target` has `path` selected.
+ */
+async function resolveTargetUids(db: Kysely<Database>, target: ImapFlow, path: string, group: readonly FolderWork[], stallMs: number, log: Logger): Promise<void> {
+  const owners: FlagChange[] = [];
+  const expected: Expected[] = [];
+  for (const w of group) {
+    const unmapped = w.flagChanges.filter((c) => c.targetUid === null);
+    if (!unmapped.length) continue;
+    const bySourceUid = new Map<number, { size: number; sha256: string | null }>();
+    for (let i = 0; i < unmapped.length; i += 500) {
+      const uids = unmapped.slice(i, i + 500).map((c) => c.sourceUid);
+      for (const r of await db.selectFrom('message').select(['source_uid', 'size', 'sha256']).where('folder_id', '=', w.row.id).where('source_uid', 'in', uids).execute()) bySourceUid.set(r.source_uid, r);
+    }
+    for (const c of unmapped) {
+      const r = bySourceUid.get(c.sourceUid);
+      if (!r?.sha256) continue;
+      owners.push(c);
+      expected.push({ folderId: w.row.id, sourceUid: c.sourceUid, size: r.size, sha256: r.sha256 });
+    }
+  }
+  if (!expected.length) return;
+  const exclude = await targetUidsOfTargetFolder(db, group[0]!.row.pair_id, path);
+  const found = await findOnTarget(target, 1, expected, exclude, stallMs);
+  const byFolder = new Map<number, { sourceUid: number; targetUid: number }[]>();
+  expected.forEach((e, i) => {
+    const uid = found.get(i);
+    if (uid === undefined) return;
+    owners[i]!.targetUid = uid;
+    byFolder.set(e.folderId, [...(byFolder.get(e.folderId) ?? []), { sourceUid: e.sourceUid, targetUid: uid }]);
+  });
+  await db.transaction().execute(async (trx) => {
+    for (const [folderId, list] of byFolder) await setTargetUids(trx, folderId, list);
+  });
+  if (found.size < expected.length) log.warn({ folder: path, missing: expected.length - found.size }, 'messages to update flags on are no longer on the target');
+}
 
 export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, works: readonly FolderWork[], stallMs: number, log: Logger): Promise<number> {
   let applied = 0;
@@ -23,12 +63,13 @@ export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, w
       log.warn({ folder: path }, 'target UIDVALIDITY changed; flag changes wait for the next run');
       continue;
     }
+    if (group.some((w) => w.flagChanges.some((c) => c.targetUid === null))) await resolveTargetUids(db, target, path, group, stallMs, log);
     // Group identical changes so one STORE covers many messages.
     const batches = new Map<string, { add: string[]; remove: string[]; uids: number[] }>();
     for (const w of group) {
       for (const c of w.flagChanges) {
         const diff = diffFlags(c.before, c.after);
-        if (!diff) continue;
+        if (!diff || c.targetUid === null) continue;
         const key = `${diff.add.join(' ')}|${diff.remove.join(' ')}`;
         const b = batches.get(key) ?? { ...diff, uids: [] };
         b.uids.push(c.targetUid);
@@ -42,7 +83,8 @@ export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, w
       applied += b.uids.length;
     }
     await db.transaction().execute(async (trx) => {
-      for (const w of group) await setFlags(trx, w.row.id, w.flagChanges.map((c) => ({ sourceUid: c.sourceUid, flags: c.after })));
+      // Not found on the target (targetUid still null): its journaled flags stay as they were.
+      for (const w of group) await setFlags(trx, w.row.id, w.flagChanges.filter((c) => c.targetUid !== null).map((c) => ({ sourceUid: c.sourceUid, flags: c.after })));
     });
   }
   return applied;

@@ -18,7 +18,8 @@ export interface SourceSnapshot {
 
 export interface FlagChange {
   sourceUid: number;
-  targetUid: number;
+  /** null: copied without an APPENDUID (target without UIDPLUS); flag-sync.ts finds it by content. */
+  targetUid: number | null;
   before: string;
   after: string;
 }

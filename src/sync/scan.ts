@@ -117,7 +117,9 @@ export async function scanFolder(ctx: ScanContext, src: ImapFlow, work: FolderWo
       const flags = await withWatchdog(src, ctx.stallMs, `reading flags in ${path}`, () => src.fetchAll(`1:${watermark - 1}`, { uid: true, flags: true }, fetchOpts));
       for (const m of flags) {
         const k = known.get(m.uid);
-        if (!k || k.state !== 'copied' || k.target_uid === null) continue;
+        // A null target_uid (copied without UIDPLUS) is still a flag change to mirror:
+        // skipping it here made such messages' flags never follow the source.
+        if (!k || k.state !== 'copied') continue;
         const after = flagsKey(m.flags);
         if (diffFlags(k.flags, after)) work.flagChanges.push({ sourceUid: m.uid, targetUid: k.target_uid, before: k.flags, after });
       }

@@ -1,0 +1,95 @@
+/**
+ * A small TCP relay for fault tests, next to the lab's TcpProxy: it counts what the client
+ * sends, can hold the server's answers back (so that a drop loses answers to commands
+ * the server has already carried out), and can rewrite the server's lines.
+ */
+import net from 'node:net';
+
+export interface Relay {
+  port: number;
+  /** Bytes the clients sent to the server so far. */
+  bytesUp(): number;
+  /** While on, the server's data is kept back (not forwarded); off forwards what was kept. */
+  hold(on: boolean): void;
+  /** Stops holding and forgets what was kept: those answers never reach the client. */
+  discard(): void;
+  /** The server data kept back since hold(true), as latin1 text. */
+  heldText(): string;
+  stop(): Promise<void>;
+}
+
+export interface RelayOptions {
+  /**
+   * Rewrites complete server lines (everything up to the last CRLF of what has arrived;
+   * the rest waits for more). Only for tests whose message literals cannot match.
+   */
+  rewrite?: (text: string) => string;
+}
+
+export async function startRelay(targetPort: number, opts: RelayOptions = {}): Promise<Relay> {
+  let up = 0;
+  let holding = false;
+  let held = '';
+  const conns = new Set<{ client: net.Socket; upstream: net.Socket; kept: Buffer[] }>();
+  const srv = net.createServer((client) => {
+    const upstream = net.connect({ host: '127.0.0.1', port: targetPort });
+    const conn = { client, upstream, kept: [] as Buffer[] };
+    conns.add(conn);
+    client.on('data', (d: Buffer) => {
+      up += d.length;
+      upstream.write(d);
+    });
+    let partial = '';
+    upstream.on('data', (d: Buffer) => {
+      let out = d;
+      if (opts.rewrite) {
+        const text = partial + d.toString('latin1');
+        const cut = text.lastIndexOf('\r\n') + 2;
+        partial = text.slice(cut);
+        out = Buffer.from(opts.rewrite(text.slice(0, cut)), 'latin1');
+      }
+      if (out.length === 0) return;
+      if (holding) {
+        conn.kept.push(out);
+        held += out.toString('latin1');
+      } else {
+        client.write(out);
+      }
+    });
+    const end = () => {
+      conns.delete(conn);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    port: (srv.address() as net.AddressInfo).port,
+    bytesUp: () => up,
+    hold(on) {
+      holding = on;
+      if (on) {
+        held = '';
+        return;
+      }
+      for (const c of conns) {
+        for (const b of c.kept.splice(0)) if (!c.client.destroyed) c.client.write(b);
+      }
+    },
+    discard() {
+      holding = false;
+      for (const c of conns) c.kept.length = 0;
+    },
+    heldText: () => held,
+    stop: () =>
+      new Promise<void>((r) => {
+        for (const c of conns) {
+          c.client.destroy();
+          c.upstream.destroy();
+        }
+        srv.close(() => r());
+      }),
+  };
+}

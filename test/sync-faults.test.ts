@@ -1,0 +1,329 @@
+/**
+ * Faults a real migration meets, against real Dovecot servers and the real CLI: connections
+ * dropped mid-copy (reopened with backoff, still exact), a message over --max-message-size
+ * (skipped and listed, copied once the limit allows), a message the target refuses (skipped
+ * with the server's reason, retried each run, never duplicated), and login / connection
+ * failures (exit 3 with a clear message and no password in the output; exit 2 without one).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { generateCorpus, loadCorpus } from '../src/lab/corpus.js';
+import { TcpProxy } from '../src/lab/proxy.js';
+import { CLI, type CliResult, env, lastJson, runCli, syncArgs } from './helpers/cli.js';
+import { journalCounts } from './helpers/journal.js';
+import { type Relay, startRelay } from './helpers/relay.js';
+import { expectedTargetPath, type LabPair, startPair } from './helpers/lab-pair.js';
+import { compareMailboxes, connect, type MailboxSnapshot, snapshot } from './helpers/mailbox-snapshot.js';
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+function count(s: MailboxSnapshot): number {
+  return [...s.values()].reduce((n, m) => n + m.length, 0);
+}
+
+/** The CLI as a child whose stderr can be watched while it runs. */
+function startCli(args: string[], environment: NodeJS.ProcessEnv): { stderr: () => string; done: () => boolean; kill: () => void; result: Promise<CliResult> } {
+  const child = spawn(process.execPath, [CLI, ...args], { env: environment, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  let finished = false;
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+  const result = new Promise<CliResult>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      finished = true;
+      resolve({ status, stdout, stderr, json: lastJson(stdout) });
+    });
+  });
+  return { stderr: () => stderr, done: () => finished, kill: () => void (finished || child.kill('SIGKILL')), result };
+}
+
+/** A loopback port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+/** Source snapshot without the given messages (by folder and content), for comparisons. */
+function without(src: MailboxSnapshot, folder: string, sha256s: readonly string[]): MailboxSnapshot {
+  const out: MailboxSnapshot = new Map(src);
+  out.set(folder, src.get(folder)!.filter((m) => !sha256s.includes(m.sha256)));
+  return out;
+}
+
+describe('sync: dropped connections', () => {
+  let lab: LabPair;
+  let total = 0;
+  const proxies: TcpProxy[] = [];
+  let relay: Relay | undefined;
+
+  before(async () => {
+    lab = await startPair();
+    const corpus = generateCorpus({ seed: 4242, messages: 400, averageSize: 16_000, maxSize: 400_000 });
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    total = (await loadCorpus(c, corpus, { separator: '.' })).appended;
+    await c.logout();
+  });
+  after(async () => {
+    await relay?.stop();
+    await Promise.allSettled(proxies.map((p) => p.stop()));
+    await lab?.stop();
+  });
+
+  test('connections dropped while copying are reopened and the run still ends exact', async () => {
+    // A small delay keeps APPENDs in flight long enough for the drops to land mid-copy.
+    const srcProxy = await TcpProxy.start({ targetHost: '127.0.0.1', targetPort: lab.source.port, delayMs: 3 });
+    const tgtProxy = await TcpProxy.start({ targetHost: '127.0.0.1', targetPort: lab.target.port, delayMs: 3 });
+    proxies.push(srcProxy, tgtProxy);
+    // mailferry -> relay -> TcpProxy -> target: the relay can hold the target's answers back.
+    relay = await startRelay(tgtProxy.port);
+    const endpoints = { sourcePort: srcProxy.port, targetPort: relay.port };
+    const run = startCli(['sync', ...syncArgs(lab, lab.db, ['--json', '--connections', '3', '--log-level', 'info'], endpoints)], env(lab));
+
+    // Drop the target's connections, then the source's, then both, twice over: each time
+    // once the current attempt has copied something and has APPENDs in flight. Six drops are
+    // more than the six attempts a run gets when it makes no progress at all.
+    const resumed = () => (run.stderr().match(/connection lost; resuming/g) ?? []).length;
+    const drops: { side: string; copied: number; pending: number }[] = [];
+    let unanswered = 0;
+    let copiedBefore = 0; // the journal's count when the run noticed the last drop
+    try {
+      for (const side of ['target', 'source', 'both', 'target', 'source', 'both'] as const) {
+        await waitFor(`copying after ${drops.length} drops`, () => {
+          if (run.done()) return true;
+          const j = journalCounts(lab.db);
+          return resumed() === drops.length && j.pending > 0 && j.copied > copiedBefore;
+        }, 30_000);
+        if (run.done()) break;
+        if (drops.length === 0) {
+          // First let the target store a few APPENDs whose answers never reach mailferry:
+          // after the drop, recovery must find those on the target rather than send them again.
+          relay.hold(true);
+          const stored = () => (relay!.heldText().match(/ OK \[APPENDUID /g) ?? []).length;
+          await waitFor('APPENDs stored on the target with their answers held back', () => run.done() || stored() >= 3, 30_000);
+          unanswered = stored();
+        }
+        const j = journalCounts(lab.db);
+        relay.discard(); // the held answers are lost with the connection
+        if (side !== 'source') tgtProxy.dropAll();
+        if (side !== 'target') srcProxy.dropAll();
+        drops.push({ side, copied: j.copied, pending: j.pending });
+        await waitFor(`the run to notice drop ${drops.length}`, () => run.done() || resumed() === drops.length, 30_000);
+        copiedBefore = journalCounts(lab.db).copied;
+      }
+    } catch (err) {
+      run.kill();
+      throw err;
+    }
+    const r = await run.result;
+    // What recovery did after the drops (the run's info log lines).
+    const recovered = r.stderr
+      .split('\n')
+      .filter((l) => l.includes('journal reconciled with target'))
+      .reduce((n, l) => n + (JSON.parse(l) as { recovered: number }).recovered, 0);
+    assert.equal(drops.length, 6, `all six drops landed while copying (${JSON.stringify(drops)}), stderr: ${r.stderr}`);
+    assert.ok(drops[0]!.copied < total, 'the first drop came before everything was copied');
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.reconnects, drops.length, 'every drop cost exactly one reconnect');
+    assert.equal(r.json?.skipped, 0);
+    assert.equal(r.json?.failed, 0);
+    assert.equal(journalCounts(lab.db).pending, 0, 'no APPEND left unresolved');
+
+    const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.deepEqual(compareMailboxes(src, tgt, (p) => expectedTargetPath(p)), []);
+    assert.equal(count(tgt), total, 'no message lost or duplicated');
+    const log = r.stderr.split('\n').filter((l) => /reconciled|resuming/.test(l)).join('\n');
+    assert.ok(unanswered >= 3 && recovered >= unanswered, `the ${unanswered} APPENDs stored without an answer were found on the target (recovered ${recovered}):\n${log}\n${relay.heldText()}`);
+    assert.equal(r.json?.copied, total, 'copied counts every message this run put on the target, also those recovery found');
+
+    // And the journal agrees with the target: a re-run has nothing left to do. (Through the
+    // same addresses: the journal keys a mailbox pair by host:port.)
+    const again = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'], endpoints)], env(lab));
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal(again.json?.copied, 0);
+    assert.equal(again.json?.reconnects, 0);
+  });
+});
+
+describe('sync: a message over --max-message-size', () => {
+  let lab: LabPair;
+  let total = 0;
+  const BIG = 300_000;
+  let big: { sha256: string; subject: string; date: string };
+
+  before(async () => {
+    lab = await startPair();
+    // Regular messages stay under 100 KB; one extra message of exactly BIG bytes in INBOX.
+    const corpus = generateCorpus({ seed: 31, messages: 120, averageSize: 8_000, maxSize: 100_000, extraLarge: [BIG] });
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    total = (await loadCorpus(c, corpus, { separator: '.' })).appended;
+    await c.mailboxOpen('INBOX', { readOnly: true });
+    const [m, ...more] = (await c.fetchAll('1:*', { uid: true, size: true, envelope: true, internalDate: true, source: true })).filter((x) => (x.size ?? 0) > 200_000);
+    assert.equal(more.length, 0, 'exactly one big message');
+    big = { sha256: createHash('sha256').update(m!.source!).digest('hex'), subject: m!.envelope!.subject!, date: new Date(m!.internalDate!).toISOString() };
+    assert.ok(big.subject.length > 0, 'the big message has a subject to report');
+    await c.logout();
+  });
+  after(async () => lab?.stop());
+
+  test('is skipped, counted and listed with folder, date, subject and reason; the rest is copied', async () => {
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json', '--max-message-size', '200000'])], env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.json?.skipped, 1);
+    assert.equal(r.json?.failed, 0);
+    assert.equal(r.json?.copied, total - 1);
+    const items = r.json?.skippedItems as { folder: string; date: string; subject: string; reason: string; size: number }[];
+    assert.equal(items.length, 1);
+    assert.equal(items[0]!.folder, 'INBOX');
+    assert.equal(items[0]!.subject, big.subject);
+    assert.equal(items[0]!.date, big.date);
+    assert.equal(items[0]!.size, BIG);
+    assert.match(items[0]!.reason, /over the .* limit/);
+    assert.ok(r.stderr.includes(big.subject), 'the human summary lists it too');
+
+    const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.deepEqual(compareMailboxes(without(src, 'INBOX', [big.sha256]), tgt, (p) => expectedTargetPath(p)), []);
+    assert.equal(count(tgt), total - 1);
+  });
+
+  test('a re-run with the same limit does not copy it either and still exits 1', async () => {
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json', '--max-message-size', '200000'])], env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.json?.copied, 0);
+    assert.equal(r.json?.skipped, 1);
+    assert.equal((r.json?.skippedItems as unknown[]).length, 1);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.equal(count(tgt), total - 1);
+    assert.ok(!tgt.get('INBOX')!.some((m) => m.sha256 === big.sha256));
+  });
+
+  test('a later run with a larger limit copies it', async () => {
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json', '--max-message-size', String(BIG)])], env(lab));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.copied, 1);
+    assert.equal(r.json?.skipped, 0);
+    assert.deepEqual(r.json?.skippedItems, []);
+    const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.deepEqual(compareMailboxes(src, tgt, (p) => expectedTargetPath(p)), []);
+    assert.equal(count(tgt), total);
+  });
+});
+
+describe('sync: a message the target refuses, and login failures', () => {
+  let lab: LabPair;
+  let total = 0;
+  const LIMIT = 200_000;
+  let big: { sha256: string; subject: string };
+  // Every run goes through this relay (the journal keys a mailbox pair by host:port).
+  let relay: Relay;
+  const args = (extra: string[] = []) => ['sync', ...syncArgs(lab, lab.db, ['--json', ...extra], { targetPort: relay.port })];
+
+  before(async () => {
+    lab = await startPair({ target: { maxMailSize: LIMIT } });
+    relay = await startRelay(lab.target.port);
+    const corpus = generateCorpus({ seed: 77, messages: 120, averageSize: 8_000, maxSize: 100_000, extraLarge: [250_000] });
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    total = (await loadCorpus(c, corpus, { separator: '.' })).appended;
+    await c.mailboxOpen('INBOX', { readOnly: true });
+    const [m] = (await c.fetchAll('1:*', { uid: true, size: true, envelope: true, source: true })).filter((x) => (x.size ?? 0) > LIMIT);
+    big = { sha256: createHash('sha256').update(m!.source!).digest('hex'), subject: m!.envelope!.subject! };
+    await c.logout();
+  });
+  after(async () => {
+    await relay?.stop();
+    await lab?.stop();
+  });
+
+  test('is skipped with the server’s reason; everything else is exact', async () => {
+    const r = await runCli(args(), env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.json?.skipped, 1);
+    assert.equal(r.json?.failed, 0);
+    assert.equal(r.json?.copied, total - 1);
+    const items = r.json?.skippedItems as { folder: string; subject: string; reason: string; date: string }[];
+    assert.equal(items.length, 1);
+    assert.equal(items[0]!.folder, 'INBOX');
+    assert.equal(items[0]!.subject, big.subject);
+    assert.ok(items[0]!.date, 'the date is listed');
+    // Dovecot's own words: "NO [LIMIT] Mail size is larger than the maximum size allowed…".
+    assert.match(items[0]!.reason, /target refused it: \[LIMIT\] Mail size is larger than the maximum size/);
+
+    const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.deepEqual(compareMailboxes(without(src, 'INBOX', [big.sha256]), tgt, (p) => expectedTargetPath(p)), []);
+    assert.equal(count(tgt), total - 1);
+  });
+
+  test('the next run sends it again: still refused, still one skipped item, no duplicates', async () => {
+    const sentBefore = relay.bytesUp();
+    const r = await runCli(args(), env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.json?.copied, 0);
+    assert.equal(r.json?.skipped, 1);
+    const items = r.json?.skippedItems as { reason: string }[];
+    assert.equal(items.length, 1);
+    assert.match(items[0]!.reason, /\[LIMIT\]/);
+    const sent = relay.bytesUp() - sentBefore;
+    assert.ok(sent > 250_000 && sent < 400_000, `the refused message, and only it, was sent to the target again (${sent} bytes sent)`);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.equal(count(tgt), total - 1);
+    assert.equal(journalCounts(lab.db).pending, 0);
+  });
+
+  test('a wrong source or target password exits 3, names server and user, never prints the password', async () => {
+    for (const side of ['source', 'target'] as const) {
+      const wrong = `Wr0ng-${side}-pw-7c1e`;
+      const environment = { ...env(lab), [side === 'source' ? 'MAILFERRY_SOURCE_PASSWORD' : 'MAILFERRY_TARGET_PASSWORD']: wrong };
+      const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], environment);
+      assert.equal(r.status, 3, `${side}: ${r.stderr}`);
+      const port = side === 'source' ? lab.source.port : lab.target.port;
+      // Clear: says it is a login problem, and names the user and the server.
+      assert.match(r.stderr, /log ?in|authenticat/i, `${side}: ${r.stderr}`);
+      assert.match(r.stderr, /\balice\b/, `${side}: ${r.stderr}`);
+      assert.ok(r.stderr.includes(`127.0.0.1:${port}`), `${side}: ${r.stderr}`);
+      for (const secret of [wrong, lab.sourcePass, lab.targetPass]) {
+        assert.ok(!r.stdout.includes(secret) && !r.stderr.includes(secret), `${side}: a password appears in the output`);
+      }
+    }
+  });
+
+  test('a closed port exits 3 quickly; a missing password exits 2', async () => {
+    const port = await closedPort();
+    for (const side of ['source', 'target'] as const) {
+      const started = Date.now();
+      const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'], side === 'source' ? { sourcePort: port } : { targetPort: port })], env(lab));
+      const seconds = (Date.now() - started) / 1000;
+      assert.equal(r.status, 3, `${side}: ${r.stderr}`);
+      assert.ok(r.stderr.includes(`127.0.0.1:${port}`), `${side}: names the server: ${r.stderr}`);
+      assert.match(r.stderr, /ECONNREFUSED|refused/i, `${side}: ${r.stderr}`);
+      assert.ok(seconds < 5, `${side}: gave up after ${seconds} s`);
+    }
+    for (const name of ['MAILFERRY_SOURCE_PASSWORD', 'MAILFERRY_TARGET_PASSWORD']) {
+      const environment = env(lab);
+      delete environment[name];
+      const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], environment);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, new RegExp(name));
+    }
+  });
+});
