@@ -644,7 +644,8 @@ export class RawConnection {
    * Queue a command. Commands are written strictly in call order and never interleave;
    * several can be outstanding at once (their tagged responses are matched by tag).
    * A synchronising literal or a continuation holds back later commands until the server's
-   * `+` has arrived and the rest of this command is written (RFC 3501 §7.5).
+   * `+` has arrived and the rest of this command is written (RFC 3501 §7.5); a streamed
+   * literal holds them back until its source has delivered its last chunk.
    */
   send(parts: CommandPart[], opts: { authenticate?: boolean } = {}): SentCommand {
     const tag = this.nextTag();
