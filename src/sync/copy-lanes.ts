@@ -70,20 +70,49 @@ export function planJobs(works: readonly FolderWork[], chunkBytes: number, chunk
  * Hands out jobs with folder affinity: a lane keeps to the folder it has selected, then
  * takes a folder no other lane is working on, and only then helps with a busy folder.
  * This keeps each folder's messages mostly in source order on the target.
+ *
+ * Jobs arrive while the source is still being scanned (`add`), so copying starts with the
+ * first changed folder instead of after the last one: at a 20 ms round trip, scanning a
+ * few dozen folders one SELECT and FETCH at a time takes seconds.
  */
-class JobQueue {
+export class JobQueue {
+  private readonly jobs: CopyJob[] = [];
   private readonly busy = new Map<string, number>();
-  constructor(private readonly jobs: CopyJob[]) {}
+  private closed = false;
+  private waiters: (() => void)[] = [];
 
-  take(prefer: string | null): CopyJob | undefined {
-    let i = prefer === null ? -1 : this.jobs.findIndex((j) => j.work.mapping.sourcePath === prefer);
-    if (i < 0) i = this.jobs.findIndex((j) => !this.busy.get(j.work.mapping.sourcePath));
-    if (i < 0) i = this.jobs.length ? 0 : -1;
-    if (i < 0) return undefined;
-    const [job] = this.jobs.splice(i, 1);
-    const path = job!.work.mapping.sourcePath;
-    this.busy.set(path, (this.busy.get(path) ?? 0) + 1);
-    return job;
+  add(jobs: readonly CopyJob[]): void {
+    this.jobs.push(...jobs);
+    this.wake();
+  }
+
+  /** No more jobs will come: lanes finish what is queued, then stop. */
+  close(): void {
+    this.closed = true;
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  async take(prefer: string | null, stop: () => boolean): Promise<CopyJob | undefined> {
+    for (;;) {
+      if (stop()) return undefined;
+      let i = prefer === null ? -1 : this.jobs.findIndex((j) => j.work.mapping.sourcePath === prefer);
+      if (i < 0) i = this.jobs.findIndex((j) => !this.busy.get(j.work.mapping.sourcePath));
+      if (i < 0 && this.jobs.length) i = 0;
+      if (i >= 0) {
+        const [job] = this.jobs.splice(i, 1);
+        const path = job!.work.mapping.sourcePath;
+        this.busy.set(path, (this.busy.get(path) ?? 0) + 1);
+        return job;
+      }
+      if (this.closed) return undefined;
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
   }
 
   done(job: CopyJob): void {
@@ -300,14 +329,16 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
     app = await PipelinedAppender.connect({ endpoint: ctx.target.endpoint, login: ctx.target.login, idleTimeoutMs: ctx.stallMs });
     let selected: string | null = null;
     for (;;) {
-      if (state.failure || ctx.signal?.aborted) break;
-      const job = queue.take(selected);
+      const job = await queue.take(selected, () => !!state.failure || !!ctx.signal?.aborted);
       if (!job) break;
       await ctx.budget.acquire(job.bytes);
       let handedOff = false;
       try {
         const path = job.work.mapping.sourcePath;
         if (selected !== path) {
+          // A streamed message still reads its slices through this session (by UID, in
+          // the selected folder): let those finish before selecting another folder.
+          while (completions.length) await completions.shift();
           selected = null;
           const mb = await withWatchdog(src, ctx.stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
           if (Number(mb.uidValidity) !== job.work.snapshot?.uidValidity) throw Object.assign(new Error(`source folder ${path} changed UIDVALIDITY during the run`), { retryable: true });
@@ -344,13 +375,23 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
   }
 }
 
-/** Runs the jobs on `lanes` lanes; the first lane error stops the others and is thrown. */
-export async function runCopyLanes(ctx: CopyContext, jobs: CopyJob[], lanes: number): Promise<void> {
-  if (jobs.length === 0) return;
-  const queue = new JobQueue(jobs);
+/**
+ * Runs `lanes` lanes over the queue until it is closed and drained; the first lane error
+ * stops the others and is thrown. `wake` is called when a lane fails, so the producer
+ * filling the queue can stop early.
+ */
+export async function runCopyLanes(ctx: CopyContext, queue: JobQueue, lanes: number, onFailure: () => void = () => undefined): Promise<void> {
   const state: { failure: unknown } = { failure: null };
-  const count = Math.max(1, Math.min(lanes, jobs.length));
-  const results = await Promise.allSettled(Array.from({ length: count }, () => runLane(ctx, queue, state)));
+  const results = await Promise.allSettled(
+    Array.from({ length: Math.max(1, lanes) }, () =>
+      runLane(ctx, queue, state).catch((err: unknown) => {
+        state.failure ??= err;
+        onFailure();
+        queue.close();
+        throw err;
+      }),
+    ),
+  );
   const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
   if (failed) throw state.failure ?? failed.reason;
 }

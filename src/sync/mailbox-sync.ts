@@ -20,11 +20,11 @@ import { ensureFolder, ensurePair, findPair, listFolders, updateFolder } from '.
 import type { Store } from '../store/open.js';
 import type { Database, FolderRow } from '../store/schema.js';
 import { ByteBudget } from './byte-budget.js';
-import { planJobs, runCopyLanes } from './copy-lanes.js';
+import { JobQueue, planJobs, runCopyLanes } from './copy-lanes.js';
 import { applyFlagChanges } from './flag-sync.js';
 import { type FolderMapping, mapFolders, type ServerView } from './folder-map.js';
 import type { FolderWork } from './folder-work.js';
-import { DEFAULT_MAX_MESSAGE_SIZE, type SyncOptions, type SyncSummary } from './options.js';
+import { DEFAULT_CHUNK_BYTES, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type SyncOptions, type SyncSummary } from './options.js';
 import { emptyProgress, type SyncProgress } from './progress.js';
 import { reconcileTargetFolder } from './recovery.js';
 import { serverView } from './server-view.js';
@@ -222,40 +222,61 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
             .map((r) => r.folder_id)
         : [],
     );
+    // Copy lanes start with the first folder that has something to copy, while the rest
+    // is still being scanned; an unchanged mailbox never opens a lane at all.
+    const queue = new JobQueue();
+    const copyCtx = { db, source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) };
+    let lanes: Promise<void> | null = null;
+    let laneFailed = false;
     const works: FolderWork[] = [];
-    for (const m of selectable) {
-      const row = rows.get(m.sourcePath)!;
-      const st = srcStatus.get(m.sourcePath)!;
-      const tf = targets.get(m.targetPath)!;
-      const unchanged =
-        st.uidValidity !== undefined &&
-        row.source_uidvalidity === Number(st.uidValidity) &&
-        row.synced_uidnext === st.uidNext &&
-        row.source_messages === st.messages &&
-        st.highestModseq !== undefined &&
-        row.source_highestmodseq === st.highestModseq.toString() &&
-        row.target_uidvalidity === tf.uidValidity &&
-        !retryFolders.has(row.id);
-      if (!unchanged) {
-        const work: FolderWork = { row, mapping: m, target: tf, toCopy: [], flagChanges: [], orphans: new Map() };
-        await scanFolder({ db, maxMessageSize, stallMs, dryRun: false }, src, work);
-        works.push(work);
+    // Counted afresh by each attempt's scan.
+    progress.toCopy = progress.copied;
+    progress.toCopyBytes = progress.copiedBytes;
+    progress.foldersScanned = 0;
+    try {
+      for (const m of selectable) {
+        if (laneFailed) break;
+        const row = rows.get(m.sourcePath)!;
+        const st = srcStatus.get(m.sourcePath)!;
+        const tf = targets.get(m.targetPath)!;
+        const unchanged =
+          st.uidValidity !== undefined &&
+          row.source_uidvalidity === Number(st.uidValidity) &&
+          row.synced_uidnext === st.uidNext &&
+          row.source_messages === st.messages &&
+          st.highestModseq !== undefined &&
+          row.source_highestmodseq === st.highestModseq.toString() &&
+          row.target_uidvalidity === tf.uidValidity &&
+          !retryFolders.has(row.id);
+        if (!unchanged) {
+          const work: FolderWork = { row, mapping: m, target: tf, toCopy: [], flagChanges: [], orphans: new Map() };
+          await scanFolder({ db, maxMessageSize, stallMs, dryRun: false }, src, work);
+          works.push(work);
+          const jobs = planJobs([work], opts.chunkBytes ?? DEFAULT_CHUNK_BYTES);
+          if (jobs.length) {
+            progress.toCopy += jobs.reduce((n, j) => n + j.items.length, 0);
+            progress.toCopyBytes += jobs.reduce((n, j) => n + j.items.reduce((b, i) => b + i.size, 0), 0);
+            queue.add(jobs);
+            if (!lanes) {
+              lanes = runCopyLanes(copyCtx, queue, opts.connections ?? 4, () => (laneFailed = true));
+              // Awaited after the scan; until then a lane failure must not count as unhandled.
+              lanes.catch(() => undefined);
+            }
+          }
+        }
+        progress.foldersScanned++;
+        emit();
       }
-      progress.foldersScanned++;
-      emit();
+    } catch (err) {
+      // The lanes finish what is queued; their own errors are secondary to this one.
+      queue.close();
+      if (lanes) await (lanes as Promise<void>).catch(() => undefined);
+      throw err;
     }
-
-    // Copy.
+    queue.close();
     progress.phase = 'copying';
-    const jobs = planJobs(works, opts.chunkBytes ?? 4 * 1024 * 1024);
-    progress.toCopy = progress.copied + jobs.reduce((n, j) => n + j.items.length, 0);
-    progress.toCopyBytes = progress.copiedBytes + jobs.reduce((n, j) => n + j.items.reduce((b, i) => b + i.size, 0), 0);
     emit();
-    await runCopyLanes(
-      { db, source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? 32 * 1024 * 1024), progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) },
-      jobs,
-      opts.connections ?? 4,
-    );
+    if (lanes) await lanes;
     if (opts.signal?.aborted) throw Object.assign(new Error('sync stopped'), { stopped: true });
 
     // Flags, then record what this pass saw so the next run can skip unchanged folders.

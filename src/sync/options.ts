@@ -4,6 +4,10 @@ import type { ImapEndpoint, ImapLogin } from '../imap/endpoint.js';
 import type { SyncProgress } from './progress.js';
 
 export const DEFAULT_MAX_MESSAGE_SIZE = 35 * 1024 * 1024;
+/** Message bytes held at once across all lanes; with the process itself (~65 MB) this keeps one mailbox under 150 MB. */
+export const DEFAULT_MEMORY_BUDGET = 16 * 1024 * 1024;
+/** Largest batch of messages fetched with one UID FETCH. */
+export const DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024;
 
 export interface MailboxSide {
   endpoint: ImapEndpoint;
@@ -25,9 +29,9 @@ export interface SyncOptions {
   maxMessageSize?: number;
   /** Parallel copy lanes, each one source and one target connection (default 4). */
   connections?: number;
-  /** Message bytes held in memory at once across all lanes (default 32 MiB). */
+  /** Message bytes held in memory at once across all lanes (default 16 MiB). */
   memoryBudget?: number;
-  /** Largest batch of messages fetched from the source with one command (default 4 MiB). */
+  /** Largest batch of messages fetched from the source with one command (default 2 MiB). */
   chunkBytes?: number;
   /** Attempts in a row that copy nothing before the run gives up on a lost connection (default 6). */
   maxAttempts?: number;
