@@ -4,6 +4,7 @@
  * incremental runs copy only what is new and mirror flag changes.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { generateCorpus, loadCorpus } from '../src/lab/corpus.js';
 import { env, runCli, syncArgs } from './helpers/cli.js';
@@ -50,11 +51,16 @@ describe('sync: exactness', () => {
     assert.ok(duplicatesSeen > 0, 'the corpus must contain identical messages');
   });
 
-  test('a second run copies nothing', async () => {
-    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+  test('a second run copies nothing, and even its debug log holds no password', async () => {
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json', '--log-level', 'debug'])], env(lab));
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.json?.copied, 0);
     assert.equal(r.json?.flagsUpdated, 0);
+    assert.match(r.stderr, /"level":20/, 'debug lines were logged');
+    for (const secret of [lab.sourcePass, lab.targetPass]) {
+      assert.ok(!r.stdout.includes(secret) && !r.stderr.includes(secret), 'a password appears in the output or log');
+      assert.ok(!readFileSync(lab.db).includes(Buffer.from(secret)), 'a password appears in the state database');
+    }
   });
 
   test('an incremental run copies only new messages and mirrors flag changes, keeping target-side flags', async () => {
