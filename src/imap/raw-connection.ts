@@ -310,6 +310,8 @@ export class RawConnection {
   private readonly pending = new Map<string, PendingCommand>();
   private contWaiter: ContinuationWaiter | null = null;
   private writeTail: Promise<void> = Promise.resolve();
+  /** The socket corked by `corkUntilNextTick`, until its uncork runs. */
+  private corked: net.Socket | null = null;
   private readonly drainWaiters = new Set<{ resolve: () => void; reject: (e: Error) => void }>();
   private readonly closeListeners: Array<(err: Error | null) => void> = [];
   private greetingWaiter: { resolve: (r: UntaggedResponse) => void } | null = null;
@@ -320,7 +322,8 @@ export class RawConnection {
   private respLine = '';
   private respLiterals: Array<Buffer | null> = [];
   private literalRemaining = 0;
-  private literalChunks: Buffer[] | null = null;
+  /** The literal being read (its size known from `{n}`), or null when it is skipped. */
+  private literalBuf: Buffer | null = null;
   /** Set when the reader must stop consuming this socket's bytes (STARTTLS switch). */
   private readerDetached = false;
   private startTlsTag: string | null = null;
@@ -511,7 +514,7 @@ export class RawConnection {
     this.respLine = '';
     this.respLiterals = [];
     this.literalRemaining = 0;
-    this.literalChunks = null;
+    this.literalBuf = null;
     socket.on('data', this.onData);
     socket.on('error', this.onSocketError);
     socket.on('close', this.onSocketClose);
@@ -885,23 +888,50 @@ export class RawConnection {
     this.abortTimer.unref();
   }
 
-  /** Hand the chunks to the socket in one corked batch (a single writev, no copying of
-   * big literals); wait for `drain` when the socket's buffer is over its high-water mark. */
+  /**
+   * Hand the chunks to the socket; wait for `drain` when the socket's buffer is over its
+   * high-water mark. The socket stays corked until the next tick (see `corkUntilNextTick`),
+   * so this command's pieces (line, literal, CRLF) and those of the commands queued right
+   * behind it leave in one writev: the Buffers are passed as they are, never copied.
+   */
   private async flush(cmd: PendingCommand, chunks: Buffer[]): Promise<void> {
     const socket = this.socket;
     if (this.state === 'closed' || !socket || socket.destroyed) throw this.lostError(cmd.started);
     cmd.started = true;
-    socket.cork();
+    this.corkUntilNextTick(socket);
     let ok = true;
     const last = chunks.length - 1;
-    chunks.forEach((c, i) => {
+    for (let i = 0; i <= last; i++) {
       // A flushed write means the peer's TCP stack is taking our bytes: the server is alive
       // even though it has nothing to say until a big literal is complete.
-      ok = i === last ? socket.write(c, this.markActivity) : socket.write(c);
-    });
-    socket.uncork();
+      ok = i === last ? socket.write(chunks[i]!, this.markActivity) : socket.write(chunks[i]!);
+    }
     if (!ok) await this.waitDrain();
   }
+
+  /**
+   * Cork the socket once per tick and uncork it on `process.nextTick`. The writer chain
+   * (`writeTail`) runs the queued commands one after the other in promise microtasks, and
+   * Node runs the nextTick queue only after the microtask queue is empty, so everything
+   * a pipelined burst writes in that turn (e.g. a dozen small APPENDs, RFC 7888 LITERAL+)
+   * becomes a single writev syscall instead of one per command. Waiting for `drain` or for
+   * a `+` continuation (RFC 3501 §7.5) yields to the event loop, and the uncork happens
+   * before that wait can end, so corking never delays bytes the server is waiting for.
+   */
+  private corkUntilNextTick(socket: net.Socket): void {
+    if (this.corked === socket) return;
+    if (this.corked) this.uncorkNow(); // a different socket (before STARTTLS): flush it now
+    socket.cork();
+    this.corked = socket;
+    process.nextTick(this.uncorkNow);
+  }
+
+  /** Undo `corkUntilNextTick`: exactly one uncork per cork, whichever runs first. */
+  private readonly uncorkNow = (): void => {
+    const socket = this.corked;
+    this.corked = null;
+    if (socket && !socket.destroyed) socket.uncork();
+  };
 
   private readonly markActivity = (): void => {
     this.lastActivity = Date.now();
@@ -962,12 +992,16 @@ export class RawConnection {
     while (off < chunk.length && !this.readerDetached && this.state !== 'closed') {
       if (this.literalRemaining > 0) {
         const take = Math.min(this.literalRemaining, chunk.length - off);
-        this.literalChunks?.push(chunk.subarray(off, off + take));
+        const lit = this.literalBuf;
+        // Copied straight into the literal's own buffer: one allocation and one copy per
+        // literal, however many socket chunks it spans, and the socket's read buffers are
+        // not kept alive by the message.
+        if (lit) chunk.copy(lit, lit.length - this.literalRemaining, off, off + take);
         off += take;
         this.literalRemaining -= take;
         if (this.literalRemaining === 0) {
-          this.respLiterals.push(this.literalChunks ? Buffer.concat(this.literalChunks) : null);
-          this.literalChunks = null;
+          this.respLiterals.push(lit);
+          this.literalBuf = null;
         }
         continue;
       }
@@ -997,7 +1031,8 @@ export class RawConnection {
           this.respLiterals.push(Buffer.alloc(0));
         } else {
           this.literalRemaining = n;
-          this.literalChunks = n <= this.maxCollectedLiteral ? [] : null;
+          // allocUnsafe: every byte is overwritten from the socket before it is handed out.
+          this.literalBuf = n <= this.maxCollectedLiteral ? Buffer.allocUnsafe(n) : null;
         }
         continue;
       }
@@ -1193,6 +1228,10 @@ export class RawConnection {
     if (this.destroyCause === undefined) this.destroyCause = cause === undefined ? null : cause;
     const socket = this.socket;
     if (socket && !socket.destroyed) {
+      // Hand what is still corked (see corkUntilNextTick) to the kernel first: destroy()
+      // would discard it, and e.g. an abandoned literal's partial bytes must still go out
+      // the way they were written, for the record (they can never complete the command).
+      this.uncorkNow();
       socket.destroy();
       // 'close' is emitted asynchronously; settle everything now so callers see it at once.
     }
