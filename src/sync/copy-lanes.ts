@@ -19,6 +19,7 @@ import { openSession, withWatchdog } from '../imap/imapflow-session.js';
 import { insertMessages, markCopied, markSkipped } from '../store/journal.js';
 import type { Database, NewMessageRow } from '../store/schema.js';
 import type { ByteBudget } from './byte-budget.js';
+import type { MemoryReclaimer } from './reclaim.js';
 import { flagsKey, normalizeFlags } from './flags.js';
 import type { FolderWork, MessageMeta } from './folder-work.js';
 import { subjectOf } from './message-headers.js';
@@ -42,6 +43,7 @@ export interface CopyContext {
   log: Logger;
   stallMs: number;
   signal?: AbortSignal;
+  reclaimer: MemoryReclaimer;
 }
 
 /** Splits each folder's messages into fetch chunks of at most `chunkBytes` / `chunkCount`. */
@@ -379,7 +381,11 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
         const t1 = performance.now();
         const { finish } = await journalAndSend(ctx, app, job, read.messages, read.unreadable);
         ctx.log.debug({ folder: path, messages: job.items.length, bytes: job.bytes, fetchMs: Math.round(t1 - t0), journalMs: Math.round(performance.now() - t1) }, 'chunk sent');
-        const completion = finish.finally(() => ctx.budget.release(job.bytes));
+        const completion = finish.finally(() => {
+          ctx.budget.release(job.bytes);
+          // A streamed message holds little at once but churns its whole size in slices.
+          ctx.reclaimer.released(job.items.reduce((n, i) => n + i.size, 0));
+        });
         // Awaited below (which still throws), but it may reject while this lane awaits a
         // fetch: without a handler attached now, Node would treat that as an unhandled
         // rejection and kill the process on a dropped target connection.

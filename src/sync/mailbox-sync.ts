@@ -20,6 +20,7 @@ import { ensureFolder, ensurePair, findPair, listFolders, updateFolder } from '.
 import type { Store } from '../store/open.js';
 import type { Database, FolderRow } from '../store/schema.js';
 import { ByteBudget } from './byte-budget.js';
+import { MemoryReclaimer } from './reclaim.js';
 import { JobQueue, planJobs, runCopyLanes } from './copy-lanes.js';
 import { applyFlagChanges } from './flag-sync.js';
 import { type FolderMapping, mapFolders, type ServerView } from './folder-map.js';
@@ -225,7 +226,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     // Copy lanes start with the first folder that has something to copy, while the rest
     // is still being scanned; an unchanged mailbox never opens a lane at all.
     const queue = new JobQueue();
-    const copyCtx = { db, source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) };
+    const copyCtx = { db, source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), reclaimer: new MemoryReclaimer(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) };
     let lanes: Promise<void> | null = null;
     let laneFailed = false;
     const works: FolderWork[] = [];
