@@ -7,6 +7,8 @@ import { StoreUrlError } from '../store/open.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { registerCsvCommands } from './csv-command.js';
 import { registerEndpointCommands } from './endpoint-command.js';
+import { registerBatchCommands } from './batch-command.js';
+import { registerServeCommands } from './serve-command.js';
 import { registerSyncCommands } from './sync-command.js';
 
 async function run(fn: () => Promise<number>): Promise<void> {
@@ -35,6 +37,8 @@ program
 registerSyncCommands(program, run);
 registerEndpointCommands(program, run);
 registerCsvCommands(program, run);
+registerBatchCommands(program, run);
+registerServeCommands(program, run);
 
 try {
   await program.parseAsync(process.argv);

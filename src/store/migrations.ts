@@ -81,6 +81,91 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0003_batches': {
+      async up(db: Kysely<unknown>) {
+        // Batches, their mailboxes and the history of their syncs (SPEC §4). Workers
+        // coordinate only through these rows: see src/worker/lease.ts.
+        await db.schema
+          .createTable('batch')
+          .addColumn('id', idType, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+          .addColumn('name', 'text', (c) => c.notNull().unique())
+          .addColumn('endpoint_id', bigint, (c) => c.notNull().references('endpoint.id'))
+          .addColumn('target_id', bigint, (c) => c.notNull().references('endpoint.id'))
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('exclude_json', 'text', (c) => c.notNull())
+          .addColumn('include_json', 'text')
+          .addColumn('notify_json', 'text', (c) => c.notNull())
+          .addColumn('received_after', bigint)
+          .addColumn('bad_item_limit', bigint)
+          .addColumn('start_at', bigint)
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addColumn('started_at', bigint)
+          .addColumn('initial_synced_at', bigint)
+          .addColumn('last_incremental_at', bigint)
+          .addColumn('stopped_at', bigint)
+          .execute();
+        await db.schema
+          .createTable('batch_mailbox')
+          .addColumn('id', idType, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+          .addColumn('batch_id', bigint, (c) => c.notNull().references('batch.id').onDelete('cascade'))
+          .addColumn('line', bigint, (c) => c.notNull())
+          .addColumn('email_address', 'text', (c) => c.notNull())
+          // Unique across batches: the database itself refuses an address in two batches,
+          // even when two `batch create` run at once.
+          .addColumn('email_key', 'text', (c) => c.notNull().unique())
+          .addColumn('user_name', 'text', (c) => c.notNull())
+          .addColumn('password_enc', 'text', (c) => c.notNull())
+          .addColumn('user_root', 'text')
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('pair_id', bigint)
+          .addColumn('folders', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('found', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('copied', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('skipped', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('failed', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('bytes', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('sync_ms', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('last_duration_ms', bigint)
+          .addColumn('skipped_items_json', 'text')
+          .addColumn('initial_synced_at', bigint)
+          .addColumn('last_sync_at', bigint)
+          .addColumn('next_sync_at', bigint)
+          .addColumn('sync_requested', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('last_error', 'text')
+          .addColumn('attempts', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('lease_owner', 'text')
+          .addColumn('lease_kind', 'text')
+          .addColumn('lease_started_at', bigint)
+          .addColumn('lease_expires_at', bigint)
+          .addColumn('progress_phase', 'text')
+          .addColumn('progress_copied', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('progress_to_copy', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('progress_bytes', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('progress_to_copy_bytes', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('progress_at', bigint)
+          .execute();
+        // Status counts per batch, and the claim's search for due mailboxes.
+        await db.schema.createIndex('batch_mailbox_batch_status').on('batch_mailbox').columns(['batch_id', 'status']).execute();
+        await db.schema.createIndex('batch_mailbox_due').on('batch_mailbox').columns(['next_sync_at']).execute();
+        // Live leases per kind, counted against the endpoints' limits inside every claim.
+        await db.schema.createIndex('batch_mailbox_lease').on('batch_mailbox').columns(['lease_kind', 'lease_expires_at']).execute();
+        await db.schema
+          .createTable('sync_run')
+          .addColumn('id', idType, (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
+          .addColumn('batch_id', bigint, (c) => c.notNull().references('batch.id').onDelete('cascade'))
+          .addColumn('mailbox_id', bigint, (c) => c.notNull().references('batch_mailbox.id').onDelete('cascade'))
+          .addColumn('owner', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('started_at', bigint, (c) => c.notNull())
+          .addColumn('ended_at', bigint)
+          .addColumn('outcome', 'text')
+          .addColumn('copied', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('bytes', bigint, (c) => c.notNull().defaultTo(0))
+          .addColumn('error', 'text')
+          .execute();
+        await db.schema.createIndex('sync_run_mailbox').on('sync_run').columns(['mailbox_id', 'ended_at']).execute();
+      },
+    },
   };
 }
 

@@ -91,11 +91,150 @@ export interface EndpointTable {
   created_at: ColumnType<number, number, never>;
 }
 
+/**
+ * What the admin last asked of a batch (SPEC §4). The status shown (`BatchStatus`) is
+ * derived from this and the mailboxes' statuses (src/batch/status.ts), never stored, so it
+ * cannot disagree with them:
+ * - `Created`: not started yet (by hand, or automatically at `start_at`);
+ * - `Running`: started; shown as Syncing / Synced / SyncedWithErrors;
+ * - `Stopped`: stopped by the admin; workers abandon its syncs at their next heartbeat;
+ * - `Removing`: being deleted; workers abandon its syncs, and rows go as leases end.
+ */
+export type BatchState = 'Created' | 'Running' | 'Stopped' | 'Removing';
+
+/**
+ * One mailbox's status (SPEC §4):
+ * - `Queued`: its initial sync has not finished and no worker holds it (due at next_sync_at);
+ * - `Syncing`: a worker holds it for its initial sync (or held it and crashed: the lease
+ *   then expires and another worker resumes it);
+ * - `Synced`: the last sync succeeded; the next one is due at next_sync_at;
+ * - `IncrementalSyncing`: a worker holds it for an incremental sync;
+ * - `Failed`: the last sync failed (last_error); retried at next_sync_at, after a backoff;
+ * - `Stopped`: its batch is stopped.
+ */
+export type MailboxStatus = 'Queued' | 'Syncing' | 'Synced' | 'IncrementalSyncing' | 'Failed' | 'Stopped';
+
+/** An initial sync copies a whole mailbox; an incremental one what changed since. Endpoint limits differ by kind. */
+export type SyncKind = 'initial' | 'incremental';
+
+/** A migration batch: one CSV, one source endpoint, one target, options (SPEC §4). */
+export interface BatchTable {
+  id: Generated<number>;
+  /** Letters, digits, '-', '_'; at most 64; unique. */
+  name: string;
+  endpoint_id: number;
+  target_id: number;
+  state: BatchState;
+  /** JSON array of folder names to leave out. */
+  exclude_json: string;
+  /** JSON array of the only folders to migrate (aliases like #Inbox# allowed), or null for all. */
+  include_json: string | null;
+  /** JSON array of extra report recipients (the admin always gets reports). */
+  notify_json: string;
+  /** Only messages received after this (ms since the epoch), or null. */
+  received_after: number | null;
+  /** More skipped/failed messages than this turn a mailbox Failed; null: never. */
+  bad_item_limit: number | null;
+  /** While Created: start automatically at this time (ms); --autostart starts at once instead. */
+  start_at: number | null;
+  created_at: ColumnType<number, number, never>;
+  /** When it was first started. */
+  started_at: number | null;
+  /** When every mailbox had first finished its initial sync (or failed it): the 72-hour clock starts here. */
+  initial_synced_at: number | null;
+  /** When an incremental sync of one of its mailboxes last succeeded. */
+  last_incremental_at: number | null;
+  stopped_at: number | null;
+}
+
+/** One CSV row of a batch: a source mailbox, its target address, and its sync state. */
+export interface BatchMailboxTable {
+  id: Generated<number>;
+  batch_id: number;
+  /** The CSV line the row came from. */
+  line: number;
+  /** The target mailbox and its login there (through the target's admin credential). */
+  email_address: string;
+  /** Lower-cased email_address; unique across all batches (no address in two batches at once). */
+  email_key: string;
+  /** The source login, or a SPEC §2 admin-credential string. */
+  user_name: string;
+  /** AES-256-GCM ciphertext (src/secrets) of the CSV password; never the password itself. */
+  password_enc: string;
+  user_root: string | null;
+  status: MailboxStatus;
+  /** The journal's mailbox_pair, once a sync created it: copied/bytes are counted from there. */
+  pair_id: number | null;
+  folders: number;
+  found: number;
+  /** Messages on the target from this mailbox (the journal's count, all runs). */
+  copied: number;
+  skipped: number;
+  failed: number;
+  /** Bytes of the copied messages. */
+  bytes: number;
+  /** Time spent syncing, all runs (for throughput). */
+  sync_ms: number;
+  /** Duration of the last finished run. */
+  last_duration_ms: number | null;
+  /** JSON array of SkippedItem (src/sync/options.ts), capped; null until a sync finished. */
+  skipped_items_json: string | null;
+  /** When its first sync succeeded; null while the initial sync is still to do. */
+  initial_synced_at: number | null;
+  /** When its last sync succeeded. */
+  last_sync_at: number | null;
+  /** When a worker should take it next (ms); null while its batch is Created. A failure's backoff is expressed here. */
+  next_sync_at: number | null;
+  /** `sync-now`: due at once, whatever next_sync_at says (cleared when a worker claims it). 0 or 1. */
+  sync_requested: number;
+  /** Why the last sync failed (never a password); cleared by a success. */
+  last_error: string | null;
+  /** Consecutive failures, for the backoff. */
+  attempts: number;
+  /** The lease: which worker holds the mailbox, since when, until when, for which kind of sync. All null or all set. */
+  lease_owner: string | null;
+  lease_kind: SyncKind | null;
+  lease_started_at: number | null;
+  lease_expires_at: number | null;
+  /** Live progress of the run holding the lease, written with each heartbeat. */
+  progress_phase: string | null;
+  progress_copied: number;
+  progress_to_copy: number;
+  progress_bytes: number;
+  progress_to_copy_bytes: number;
+  progress_at: number | null;
+}
+
+/**
+ * How a run ended: `synced`, `failed`, `stopped` (batch stopped or deleted), `interrupted`
+ * (the worker shut down), `abandoned` (the worker vanished; closed by the next claimer).
+ */
+export type RunOutcome = 'synced' | 'failed' | 'stopped' | 'interrupted' | 'abandoned';
+
+/** One sync of one mailbox by one worker: the history behind reports and overlap checks. */
+export interface SyncRunTable {
+  id: Generated<number>;
+  batch_id: number;
+  mailbox_id: number;
+  owner: string;
+  kind: SyncKind;
+  started_at: number;
+  /** Null while running. */
+  ended_at: number | null;
+  outcome: RunOutcome | null;
+  copied: number;
+  bytes: number;
+  error: string | null;
+}
+
 export interface Database {
   endpoint: EndpointTable;
   mailbox_pair: MailboxPairTable;
   folder: FolderTable;
   message: MessageTable;
+  batch: BatchTable;
+  batch_mailbox: BatchMailboxTable;
+  sync_run: SyncRunTable;
 }
 
 export type FolderRow = Selectable<FolderTable>;
@@ -103,3 +242,7 @@ export type EndpointRow = Selectable<EndpointTable>;
 export type NewEndpointRow = Insertable<EndpointTable>;
 export type MessageRow = Selectable<MessageTable>;
 export type NewMessageRow = Insertable<MessageTable>;
+export type BatchRow = Selectable<BatchTable>;
+export type BatchMailboxRow = Selectable<BatchMailboxTable>;
+export type NewBatchMailboxRow = Insertable<BatchMailboxTable>;
+export type SyncRunRow = Selectable<SyncRunTable>;

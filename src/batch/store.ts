@@ -1,0 +1,48 @@
+/** Batch and batch-mailbox queries that several modules share. Queries only; lifecycle.ts decides. */
+import type { Kysely } from 'kysely';
+import type { BatchRow, Database } from '../store/schema.js';
+import { BatchError } from './errors.js';
+import { emptyCounts, MAILBOX_STATUSES, type StatusCounts } from './status.js';
+
+type Db = Kysely<Database>;
+
+export function findBatch(db: Db, name: string): Promise<BatchRow | undefined> {
+  return db.selectFrom('batch').selectAll().where('name', '=', name).executeTakeFirst();
+}
+
+export async function requireBatch(db: Db, name: string): Promise<BatchRow> {
+  const b = await findBatch(db, name);
+  if (!b) throw new BatchError(`no batch named "${name}"`);
+  return b;
+}
+
+export function listBatches(db: Db): Promise<BatchRow[]> {
+  return db.selectFrom('batch').selectAll().orderBy('name').execute();
+}
+
+export async function statusCounts(db: Db, batchId: number): Promise<StatusCounts> {
+  const rows = await db.selectFrom('batch_mailbox').select(['status', db.fn.countAll<number>().as('n')]).where('batch_id', '=', batchId).groupBy('status').execute();
+  const counts = emptyCounts();
+  for (const r of rows) if (MAILBOX_STATUSES.includes(r.status)) counts[r.status] = Number(r.n);
+  return counts;
+}
+
+/** Chunks keep each IN list under SQLite's bound-parameter limit. */
+const CHUNK = 500;
+
+/** Of these addresses, those already in some batch (every batch that exists is active until deleted). */
+export async function addressesInBatches(db: Db, addresses: readonly string[]): Promise<Set<string>> {
+  const found = new Set<string>();
+  const byKey = new Map(addresses.map((a) => [a.toLowerCase(), a]));
+  const keys = [...byKey.keys()];
+  for (let i = 0; i < keys.length; i += CHUNK) {
+    const rows = await db.selectFrom('batch_mailbox').select('email_key').where('email_key', 'in', keys.slice(i, i + CHUNK)).execute();
+    for (const r of rows) found.add(byKey.get(r.email_key)!);
+  }
+  return found;
+}
+
+/** A lease is live while unexpired; an expired one belongs to a worker that stopped heart-beating. */
+export function leaseIsLive(m: { lease_owner: string | null; lease_expires_at: number | null }, now: number): boolean {
+  return m.lease_owner !== null && m.lease_expires_at !== null && m.lease_expires_at >= now;
+}

@@ -1,0 +1,230 @@
+/**
+ * What `batch status`, `batch list`, reports and the HTTP API show: plain JSON-ready
+ * objects, derived from the rows at the moment of asking. Never a password.
+ *
+ * Throughput and time left (SPEC §6): a syncing mailbox's rate is what it copied since its
+ * run started, over the time since; the batch's rate is the sum over its syncing mailboxes,
+ * and its time left is what they still have to copy, plus an estimate for the mailboxes
+ * still queued (the average size of those done so far), over that rate.
+ */
+import type { Kysely } from 'kysely';
+import type { BatchMailboxRow, BatchRow, Database, MailboxStatus, SyncKind } from '../store/schema.js';
+import type { SkippedItem } from '../sync/options.js';
+import { deleteWarning } from './lifecycle.js';
+import { type BatchStatus, deriveBatchStatus, emptyCounts, type StatusCounts } from './status.js';
+import { leaseIsLive } from './store.js';
+
+const MB = 1024 * 1024;
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+const round = (x: number, digits = 1): number => Math.round(x * 10 ** digits) / 10 ** digits;
+
+export interface LiveSync {
+  kind: SyncKind;
+  worker: string;
+  startedAt: string;
+  phase: string | null;
+  copied: number;
+  /** Known once the mailbox has been scanned; 0 before. */
+  toCopy: number;
+  bytes: number;
+  toCopyBytes: number;
+  messagesPerSecond: number;
+  megabytesPerSecond: number;
+  /** Null until the scan tells how much there is to copy. */
+  etaSeconds: number | null;
+  /** The worker stopped pulsing (crashed?): another one resumes the mailbox once the lease expires. */
+  stale: boolean;
+}
+
+export interface MailboxView {
+  line: number;
+  emailAddress: string;
+  userName: string;
+  userRoot: string | null;
+  status: MailboxStatus;
+  folders: number;
+  found: number;
+  copied: number;
+  skipped: number;
+  failed: number;
+  bytes: number;
+  /** Time spent syncing, all runs. */
+  syncSeconds: number;
+  lastDurationSeconds: number | null;
+  /** Averages over the time spent syncing. */
+  messagesPerSecond: number;
+  megabytesPerSecond: number;
+  initialSyncedAt: string | null;
+  lastSyncAt: string | null;
+  nextSyncAt: string | null;
+  syncRequested: boolean;
+  lastError: string | null;
+  attempts: number;
+  syncing: LiveSync | null;
+}
+
+export interface BatchView {
+  name: string;
+  status: BatchStatus;
+  endpoint: string;
+  target: string;
+  mailboxes: number;
+  counts: StatusCounts;
+  totals: { folders: number; found: number; copied: number; skipped: number; failed: number; bytes: number };
+  /** Live, over the mailboxes syncing now. */
+  messagesPerSecond: number;
+  megabytesPerSecond: number;
+  /** Estimated time until the mailboxes syncing or queued now are done; null when there is nothing to estimate from. */
+  etaSeconds: number | null;
+  options: { exclude: string[]; include: string[] | null; notify: string[]; receivedAfter: string | null; badItemLimit: number | null };
+  createdAt: string;
+  startAt: string | null;
+  startedAt: string | null;
+  initialSyncedAt: string | null;
+  lastIncrementalAt: string | null;
+  stoppedAt: string | null;
+  /** Why deleting it now would be early (SPEC §4: 72 hours after the initial sync), or null. */
+  deleteWarning: string | null;
+}
+
+export function mailboxView(m: BatchMailboxRow, now: number): MailboxView {
+  const syncSeconds = m.sync_ms / 1000;
+  let syncing: LiveSync | null = null;
+  if (m.lease_owner !== null && m.lease_started_at !== null && m.lease_kind !== null) {
+    const at = m.progress_at ?? now;
+    const elapsed = Math.max(0.001, (at - m.lease_started_at) / 1000);
+    const rate = m.progress_copied / elapsed;
+    const left = Math.max(0, m.progress_to_copy - m.progress_copied);
+    syncing = {
+      kind: m.lease_kind,
+      worker: m.lease_owner,
+      startedAt: iso(m.lease_started_at)!,
+      phase: m.progress_phase,
+      copied: m.progress_copied,
+      toCopy: m.progress_to_copy,
+      bytes: m.progress_bytes,
+      toCopyBytes: m.progress_to_copy_bytes,
+      messagesPerSecond: round(rate),
+      megabytesPerSecond: round(m.progress_bytes / MB / elapsed, 2),
+      etaSeconds: m.progress_to_copy > 0 && (left === 0 || rate > 0) ? Math.round(left / Math.max(rate, 1e-9)) : null,
+      stale: !leaseIsLive(m, now),
+    };
+  }
+  return {
+    line: m.line,
+    emailAddress: m.email_address,
+    userName: m.user_name,
+    userRoot: m.user_root,
+    status: m.status,
+    folders: m.folders,
+    found: m.found,
+    copied: m.copied,
+    skipped: m.skipped,
+    failed: m.failed,
+    bytes: m.bytes,
+    syncSeconds: round(syncSeconds),
+    lastDurationSeconds: m.last_duration_ms === null ? null : round(m.last_duration_ms / 1000),
+    messagesPerSecond: syncSeconds > 0 ? round(m.copied / syncSeconds) : 0,
+    megabytesPerSecond: syncSeconds > 0 ? round(m.bytes / MB / syncSeconds, 2) : 0,
+    initialSyncedAt: iso(m.initial_synced_at),
+    lastSyncAt: iso(m.last_sync_at),
+    nextSyncAt: iso(m.next_sync_at),
+    syncRequested: m.sync_requested === 1,
+    lastError: m.last_error,
+    attempts: m.attempts,
+    syncing,
+  };
+}
+
+function parseList(json: string | null): string[] | null {
+  if (json === null) return null;
+  const v = JSON.parse(json) as unknown;
+  return Array.isArray(v) ? v.map(String) : null;
+}
+
+export function batchView(b: BatchRow, names: { endpoint: string; target: string }, mailboxes: readonly MailboxView[], now: number): BatchView {
+  const counts = emptyCounts();
+  const totals = { folders: 0, found: 0, copied: 0, skipped: 0, failed: 0, bytes: 0 };
+  let rate = 0;
+  let byteRate = 0;
+  let left = 0;
+  let unknown = 0;
+  let doneFound = 0;
+  let doneCount = 0;
+  for (const m of mailboxes) {
+    counts[m.status]++;
+    for (const k of Object.keys(totals) as (keyof typeof totals)[]) totals[k] += m[k];
+    if (m.syncing && !m.syncing.stale) {
+      rate += m.syncing.messagesPerSecond;
+      byteRate += m.syncing.megabytesPerSecond;
+      if (m.syncing.toCopy > 0) left += Math.max(0, m.syncing.toCopy - m.syncing.copied);
+      else if (m.syncing.kind === 'initial') unknown++;
+    } else if (m.status === 'Queued' || (m.status === 'Syncing' && m.syncing?.stale)) {
+      unknown++;
+    }
+    if (m.initialSyncedAt !== null) {
+      doneFound += m.found;
+      doneCount++;
+    }
+  }
+  if (unknown > 0 && doneCount > 0) {
+    left += (doneFound / doneCount) * unknown;
+    unknown = 0;
+  }
+  const running = b.state === 'Running';
+  return {
+    name: b.name,
+    status: deriveBatchStatus(b.state, counts),
+    endpoint: names.endpoint,
+    target: names.target,
+    mailboxes: mailboxes.length,
+    counts,
+    totals,
+    messagesPerSecond: round(rate),
+    megabytesPerSecond: round(byteRate, 2),
+    etaSeconds: !running || unknown > 0 ? null : left === 0 ? 0 : rate > 0 ? Math.round(left / rate) : null,
+    options: {
+      exclude: parseList(b.exclude_json) ?? [],
+      include: parseList(b.include_json),
+      notify: parseList(b.notify_json) ?? [],
+      receivedAfter: iso(b.received_after),
+      badItemLimit: b.bad_item_limit,
+    },
+    createdAt: iso(b.created_at)!,
+    startAt: iso(b.start_at),
+    startedAt: iso(b.started_at),
+    initialSyncedAt: iso(b.initial_synced_at),
+    lastIncrementalAt: iso(b.last_incremental_at),
+    stoppedAt: iso(b.stopped_at),
+    deleteWarning: deleteWarning(b, now),
+  };
+}
+
+export interface BatchDetail {
+  batch: BatchView;
+  mailboxes: MailboxView[];
+}
+
+async function endpointNames(db: Kysely<Database>): Promise<Map<number, string>> {
+  return new Map((await db.selectFrom('endpoint').select(['id', 'name']).execute()).map((e) => [e.id, e.name]));
+}
+
+export async function loadBatchDetail(db: Kysely<Database>, b: BatchRow, now = Date.now()): Promise<BatchDetail> {
+  const rows = await db.selectFrom('batch_mailbox').selectAll().where('batch_id', '=', b.id).orderBy('line').execute();
+  const names = await endpointNames(db);
+  const mailboxes = rows.map((r) => mailboxView(r, now));
+  return { batch: batchView(b, { endpoint: names.get(b.endpoint_id) ?? '?', target: names.get(b.target_id) ?? '?' }, mailboxes, now), mailboxes };
+}
+
+export async function loadBatchList(db: Kysely<Database>, now = Date.now()): Promise<BatchView[]> {
+  const out: BatchView[] = [];
+  for (const b of await db.selectFrom('batch').selectAll().orderBy('name').execute()) out.push((await loadBatchDetail(db, b, now)).batch);
+  return out;
+}
+
+/** A mailbox's skipped items as the last sync listed them (capped; see lease.ts). */
+export function skippedItemsOf(m: Pick<BatchMailboxRow, 'skipped_items_json'>): SkippedItem[] {
+  if (!m.skipped_items_json) return [];
+  const v = JSON.parse(m.skipped_items_json) as unknown;
+  return Array.isArray(v) ? (v as SkippedItem[]) : [];
+}

@@ -1,0 +1,134 @@
+/**
+ * `mailferry serve` (scheduler, workers and, with --listen, the status API, in one process)
+ * and `mailferry worker` (workers only, for more machines sharing one PostgreSQL).
+ * SIGTERM or SIGINT stops them gracefully: running syncs are abandoned (what they copied
+ * stays copied) and their mailboxes given back for the next worker; a second signal exits
+ * at once, which is as safe as a crash — the leases expire and the journal resumes.
+ */
+import type { Command } from 'commander';
+import { startStatusApi } from '../batch/http-api.js';
+import { parseDuration } from '../batch/duration.js';
+import { loadSecretKey, SecretKeyError } from '../secrets/index.js';
+import { openStore } from '../store/open.js';
+import { engineRunner } from '../worker/run-mailbox.js';
+import { workerOwnerId } from '../worker/owner.js';
+import { Scheduler } from '../worker/scheduler.js';
+import { Worker } from '../worker/worker.js';
+import { EXIT, UsageError } from './exit-codes.js';
+import { cliLogger } from './logger.js';
+
+type Run = (fn: () => Promise<number>) => Promise<void>;
+
+interface ServiceFlags {
+  incrementalEvery: string;
+  concurrency: string;
+  connections: string;
+  leaseTtl: string;
+  db?: string;
+  logLevel: string;
+  listen?: string;
+}
+
+/** How long a graceful stop waits for syncs to wind down before exiting anyway. */
+const STOP_GRACE_MS = 20_000;
+
+function duration(v: string, flag: string, minMs: number): number {
+  const ms = parseDuration(v);
+  if (ms === null) throw new UsageError(`${flag} must be a duration like 2s, 10m, 24h or 1d, not "${v}"`);
+  if (ms < minMs) throw new UsageError(`${flag} must be at least ${minMs / 1000} s`);
+  return ms;
+}
+
+function whole(v: string, flag: string, max: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new UsageError(`${flag} must be a whole number from 1 to ${max}, not "${v}"`);
+  return n;
+}
+
+/** Only `HOST:PORT` (IPv6 in brackets); the port may be 0 for any free one. */
+export function parseListen(v: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new UsageError(`--listen must be HOST:PORT, e.g. 127.0.0.1:8080, not "${v}"`);
+  return { host: m[1] ?? m[2]!, port };
+}
+
+async function runService(f: ServiceFlags, role: 'serve' | 'worker'): Promise<number> {
+  const incrementalEveryMs = duration(f.incrementalEvery, '--incremental-every', 1000);
+  const leaseTtlMs = duration(f.leaseTtl, '--lease-ttl', 1000);
+  const concurrency = whole(f.concurrency, '--concurrency', 1000);
+  const connections = whole(f.connections, '--connections', 32);
+  const listen = f.listen !== undefined ? parseListen(f.listen) : undefined;
+  let key;
+  try {
+    // `serve` may be the first command on a fresh machine; a `worker` joins an existing
+    // installation and must use its key, so it never makes one of its own.
+    key = loadSecretKey({ create: role === 'serve' });
+  } catch (err) {
+    if (err instanceof SecretKeyError) throw new UsageError(err.message);
+    throw err;
+  }
+  const logger = cliLogger(f.logLevel);
+  const store = await openStore(f.db);
+  const owner = workerOwnerId();
+  const worker = new Worker(store, {
+    owner,
+    concurrency,
+    incrementalEveryMs,
+    leaseTtlMs,
+    runner: engineRunner({ store, secretKey: key, logger, connections }),
+    logger,
+  });
+  const scheduler = role === 'serve' ? new Scheduler(store, logger) : undefined;
+  const api = listen ? await startStatusApi(store, listen.host, listen.port) : undefined;
+  if (api) process.stderr.write(`mailferry: status API at ${api.url}/api/batches (the full HTTP API and web page are not available yet)\n`);
+
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      logger.warn({ signal: sig }, 'second signal: exiting now');
+      process.exit(130);
+    }
+    logger.info({ signal: sig, running: worker.busy }, 'stopping: abandoning running syncs and giving their mailboxes back');
+    worker.stop();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  logger.info({ owner, role, db: store.displayUrl, concurrency, incrementalEveryMs, leaseTtlMs }, `${role} started`);
+  process.stderr.write(`mailferry: ${role} running as ${owner} on ${store.displayUrl} (Ctrl-C to stop)\n`);
+  scheduler?.start();
+  const done = worker.run();
+  await done;
+  // Once stopping, wind down within the grace period or give up (leases then expire on their own).
+  await Promise.race([Promise.all([scheduler?.stop(), api?.close()]), new Promise((r) => setTimeout(r, STOP_GRACE_MS).unref())]);
+  await store.close();
+  process.off('SIGTERM', onSignal);
+  process.off('SIGINT', onSignal);
+  logger.info(`${role} stopped`);
+  // Sockets of abandoned IMAP sessions may still be closing; nothing else is left to do.
+  setTimeout(() => process.exit(), 1000).unref();
+  return EXIT.ok;
+}
+
+function addServiceOptions(cmd: Command): Command {
+  return cmd
+    .option('--incremental-every <duration>', 'time between incremental syncs of each mailbox after its initial sync', '24h')
+    .option('--concurrency <n>', 'mailboxes this process syncs at once (the endpoints\' limits hold on top, across all workers)', '20')
+    .option('--connections <n>', 'copy lanes per mailbox, each one source and one target connection', '2')
+    .option('--lease-ttl <duration>', 'a worker that stops heart-beating loses its mailboxes to others after this long', '60s')
+    .option('--db <url>', 'state database (default MAILFERRY_DB or ~/.mailferry/mailferry.sqlite); PostgreSQL to share with other machines')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info');
+}
+
+export function registerServeCommands(program: Command, run: Run): void {
+  addServiceOptions(
+    program
+      .command('serve')
+      .description('Run the service: scheduler and workers (and, with --listen, the status API). Syncs every started batch until stopped.')
+      .option('--listen <host:port>', 'serve the status API (GET /api/batches) on this address, e.g. 127.0.0.1:8080'),
+  ).action((f: ServiceFlags) => run(() => runService(f, 'serve')));
+  addServiceOptions(program.command('worker').description('Run workers only, e.g. on more machines sharing one PostgreSQL database with a `serve`.')).action((f: ServiceFlags) =>
+    run(() => runService(f, 'worker')),
+  );
+}

@@ -1,0 +1,185 @@
+/**
+ * A worker process's sync slots: claim a due mailbox, sync it while pulsing its lease,
+ * record the outcome, release; up to `concurrency` at once. Workers in other processes
+ * and on other machines do the same against the same database and never need to talk.
+ *
+ * Safety of "never two syncs of one mailbox at once" rests on the lease: the holder pulses
+ * every `pulseMs`, and besides stops on its own as soon as it has gone `leaseTtlMs` (less
+ * a margin) without a successful pulse, before anyone else may take the mailbox.
+ */
+import type { Logger } from 'pino';
+import type { Store } from '../store/open.js';
+import type { SyncProgress } from '../sync/progress.js';
+import { type BackoffPolicy, DEFAULT_BACKOFF } from './backoff.js';
+import { type Claim, claimNext, pulse, release, type RunResult } from './lease.js';
+import { judge } from './outcome.js';
+import { loadJob, type MailboxRunner } from './run-mailbox.js';
+
+export interface WorkerOptions {
+  /** This process's name in leases (see owner.ts). */
+  owner: string;
+  /** Mailboxes synced at once by this process (endpoint limits apply on top, across all workers). */
+  concurrency: number;
+  /** Time between a mailbox's successful syncs (SPEC §4: 24 hours). */
+  incrementalEveryMs: number;
+  /** A lease not pulsed for this long is free to take. Default 60 s. */
+  leaseTtlMs?: number;
+  /** How often a running sync pulses its lease and writes progress. Default min(2 s, ttl/3). */
+  pulseMs?: number;
+  /** How often an idle worker looks for due mailboxes. Default 1 s. */
+  pollMs?: number;
+  backoff?: BackoffPolicy;
+  runner: MailboxRunner;
+  logger: Logger;
+}
+
+type Interruption = Extract<RunResult, { kind: 'interrupted' }>['why'];
+
+export class Worker {
+  private readonly running = new Set<Promise<void>>();
+  private readonly controllers = new Set<AbortController>();
+  private stopping = false;
+  private wake: (() => void) | undefined;
+  private readonly ttl: number;
+  private readonly pulseEvery: number;
+  private readonly poll: number;
+
+  constructor(
+    private readonly store: Store,
+    private readonly opts: WorkerOptions,
+  ) {
+    this.ttl = opts.leaseTtlMs ?? 60_000;
+    this.pulseEvery = opts.pulseMs ?? Math.min(2000, Math.floor(this.ttl / 3));
+    this.poll = opts.pollMs ?? 1000;
+  }
+
+  /** Runs until stop(); resolves once every sync in progress has been given back. */
+  async run(): Promise<void> {
+    const log = this.opts.logger;
+    while (!this.stopping) {
+      if (this.running.size >= this.opts.concurrency) {
+        await this.idle(this.poll * 10);
+        continue;
+      }
+      let claim: Claim | null;
+      try {
+        claim = await claimNext(this.store, { owner: this.opts.owner, ttlMs: this.ttl });
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'claiming a mailbox failed; retrying');
+        await this.idle(this.poll);
+        continue;
+      }
+      if (!claim) {
+        await this.idle(this.poll);
+        continue;
+      }
+      if (this.stopping) {
+        // Stopped between the claim and now: give it straight back.
+        await this.give(claim, { kind: 'interrupted', why: 'shutdown', pairId: null }, undefined);
+        break;
+      }
+      const p: Promise<void> = this.execute(claim).finally(() => {
+        this.running.delete(p);
+        this.wake?.();
+      });
+      this.running.add(p);
+    }
+    await Promise.allSettled([...this.running]);
+  }
+
+  /** Aborts every sync in progress; run() resolves once they are released. */
+  stop(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    for (const c of this.controllers) c.abort('shutdown' satisfies Interruption);
+    this.wake?.();
+  }
+
+  get busy(): number {
+    return this.running.size;
+  }
+
+  private idle(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  private async execute(claim: Claim): Promise<void> {
+    const log = this.opts.logger.child({ mailboxId: claim.mailboxId, kind: claim.kind });
+    const controller = new AbortController();
+    this.controllers.add(controller);
+    const abort = (why: Interruption) => {
+      if (!controller.signal.aborted) controller.abort(why);
+    };
+    let progress: SyncProgress | undefined;
+    // Until when this worker may consider the mailbox its own, by its own clock.
+    let ownedUntil = claim.expiresAt;
+    const margin = Math.min(this.pulseEvery, Math.floor(this.ttl / 6));
+    let pulsing = false;
+    const timer = setInterval(() => {
+      if (pulsing) return;
+      pulsing = true;
+      const sentAt = Date.now();
+      if (sentAt > ownedUntil - margin) {
+        log.warn('lease about to expire without a successful heartbeat; abandoning the sync');
+        abort('lease-lost');
+      }
+      pulse(this.store, claim, progress, { ttlMs: this.ttl, now: sentAt })
+        .then((r) => {
+          if (!r.owned) abort('lease-lost');
+          else ownedUntil = sentAt + this.ttl;
+          if (r.batchState === 'Stopped') abort('stopped');
+          else if (r.batchState === 'Removing' || r.batchState === null) abort('removed');
+        })
+        // A failed pulse is not yet a lost lease: the local deadline above decides.
+        .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'heartbeat failed'))
+        .finally(() => (pulsing = false));
+    }, this.pulseEvery);
+
+    let result: RunResult;
+    try {
+      const job = await loadJob(this.store, claim);
+      if (!job) {
+        result = { kind: 'interrupted', why: 'removed', pairId: null };
+      } else {
+        log.info({ batch: job.batch.name, mailbox: job.mailbox.email_address }, `${claim.kind} sync starting`);
+        const { summary, pairId } = await this.opts.runner(job, { signal: controller.signal, onProgress: (p) => (progress = { ...p }) });
+        result = judge(summary, pairId, job.batch.bad_item_limit);
+        log.info({ batch: job.batch.name, mailbox: job.mailbox.email_address, copied: summary.copied, found: summary.found, seconds: summary.seconds, outcome: result.kind }, `${claim.kind} sync finished`);
+      }
+    } catch (err) {
+      if (controller.signal.aborted) {
+        result = { kind: 'interrupted', why: controller.signal.reason as Interruption, pairId: null };
+        log.info({ why: result.why }, 'sync interrupted');
+      } else {
+        result = { kind: 'failed', error: (err as Error)?.message ?? String(err), pairId: null };
+        log.warn({ err: result.error }, 'sync failed');
+      }
+    } finally {
+      clearInterval(timer);
+      this.controllers.delete(controller);
+    }
+    await this.give(claim, result, progress);
+  }
+
+  private async give(claim: Claim, result: RunResult, progress: SyncProgress | undefined): Promise<void> {
+    // A lost lease is someone else's now: release() writes nothing then, but trying is harmless.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await release(this.store, claim, result, progress, { incrementalEveryMs: this.opts.incrementalEveryMs, backoff: this.opts.backoff ?? DEFAULT_BACKOFF });
+        return;
+      } catch (err) {
+        this.opts.logger.error({ err: (err as Error).message, mailboxId: claim.mailboxId, attempt }, 'recording a sync outcome failed');
+        // Unrecorded, the lease expires on its own and the mailbox is synced again: safe, only slower.
+        if (attempt >= 3 || this.stopping) return;
+        await new Promise((r) => setTimeout(r, 1000 * attempt));
+      }
+    }
+  }
+}

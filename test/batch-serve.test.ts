@@ -1,0 +1,270 @@
+/**
+ * Batches under `mailferry serve`, against real Dovecot servers, on SQLite and on
+ * PostgreSQL: a batch with one wrong password ends SyncedWithErrors with the right
+ * per-mailbox statuses; later incremental syncs copy only new mail; a `kill -9` of the
+ * service in the middle of a batch, then a restart, still ends with every mailbox exact.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { after, before, describe, test } from 'node:test';
+import { findBatch } from '../src/batch/store.js';
+import { type BatchDetail, loadBatchDetail } from '../src/batch/view.js';
+import type { Store } from '../src/store/open.js';
+import { CLI, runCli } from './helpers/cli.js';
+import { type BatchLab, type DialectName, type LabUser, loadMailbox, postgresUnavailable, startBatchLab, until } from './helpers/batch-lab.js';
+import { expectedTargetPath } from './helpers/lab-pair.js';
+import { compareMailboxes, connect, snapshot } from './helpers/mailbox-snapshot.js';
+
+interface Service {
+  child: ChildProcess;
+  output(): string;
+  /** Resolves with the exit code (or signal name). */
+  exited: Promise<number | string | null>;
+}
+
+function startService(args: string[], env: NodeJS.ProcessEnv): Service {
+  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | string | null>((resolve) => child.on('close', (code, signal) => resolve(code ?? signal)));
+  return { child, output: () => out, exited };
+}
+
+async function exact(lab: BatchLab, u: LabUser): Promise<{ problems: string[]; sourceCount: number; targetCount: number }> {
+  const src = await snapshot(lab.source.endpoint(), u.user, u.password);
+  const tgt = await snapshot(lab.target.endpoint(), u.address, 'unused-Target-Pw1');
+  const count = (s: Map<string, unknown[]>) => [...s.values()].reduce((n, m) => n + m.length, 0);
+  return { problems: compareMailboxes(src, tgt, (p) => expectedTargetPath(p)), sourceCount: count(src), targetCount: count(tgt) };
+}
+
+for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
+  describe(`batches under serve (${dialect})`, async () => {
+    const skip = dialect === 'postgres' ? await postgresUnavailable() : null;
+    if (skip) process.stderr.write(`# skipping PostgreSQL batch tests: ${skip}\n`);
+    let lab: BatchLab;
+    let store: Store;
+    let loaded: number[] = [];
+    const services: Service[] = [];
+    const serve = (extra: string[]) => {
+      const s = startService(['serve', '--lease-ttl', '3s', '--log-level', 'warn', ...extra], lab.env);
+      services.push(s);
+      return s;
+    };
+    const detail = async (name: string): Promise<BatchDetail> => {
+      const b = await findBatch(store.db, name);
+      assert.ok(b, `batch ${name} exists`);
+      return loadBatchDetail(store.db, b);
+    };
+
+    before(async () => {
+      if (skip) return;
+      lab = await startBatchLab({ dialect, users: 8 });
+      // users 1–4: the lifecycle batch (user4's CSV password is wrong); 5–8: the crash batch, larger.
+      loaded = await Promise.all(lab.users.map((u, i) => loadMailbox(lab, u, i < 4 ? 100 : 600, 1000 + i)));
+      store = await lab.db.open();
+    });
+    after(async () => {
+      for (const s of services) if (s.child.exitCode === null) s.child.kill('SIGKILL');
+      await store?.close();
+      await lab?.stop();
+    });
+
+    test('create checks the name, the endpoints and the migration file', { skip: skip ?? false }, async () => {
+      const ok = lab.csv(lab.users.slice(0, 4).map((u, i) => ({ user: u, ...(i === 3 ? { password: 'Wrong-Pass-1' } : {}) })));
+      const badName = await runCli(['batch', 'create', 'bad name', '--csv', ok, '--endpoint', 'src', '--target', 'tgt'], lab.env);
+      assert.equal(badName.status, 2);
+      assert.match(badName.stderr, /letters, digits/);
+      const noEndpoint = await runCli(['batch', 'create', 'x', '--csv', ok, '--endpoint', 'nope', '--target', 'tgt'], lab.env);
+      assert.equal(noEndpoint.status, 2);
+      assert.match(noEndpoint.stderr, /no migration endpoint named "nope"/);
+      const both = await runCli(['batch', 'create', 'x', '--csv', ok, '--endpoint', 'src', '--target', 'tgt', '--autostart', '--start-at', '+1h'], lab.env);
+      assert.equal(both.status, 2);
+
+      const created = await runCli(['batch', 'create', 'first', '--csv', ok, '--endpoint', 'src', '--target', 'tgt', '--exclude', 'Nothing', '--notify', 'boss@example.org', '--json'], lab.env);
+      assert.equal(created.status, 0, created.stderr);
+      assert.equal(created.json?.status, 'Created');
+      assert.equal(created.json?.mailboxes, 4);
+      const again = await runCli(['batch', 'create', 'second', '--csv', lab.csv([{ user: lab.users[0]! }]), '--endpoint', 'src', '--target', 'tgt', '--json'], lab.env);
+      assert.equal(again.status, 2);
+      assert.match(again.stderr, /already in another active batch \[in-active-batch\]/);
+      assert.equal((again.json?.errors as { line: number }[])[0]!.line, 2);
+      // Passwords are stored encrypted, and shown nowhere.
+      const row = await store.db.selectFrom('batch_mailbox').select('password_enc').where('email_key', '=', 'user4@example.org').executeTakeFirstOrThrow();
+      assert.ok(!row.password_enc.includes('Wrong-Pass-1'));
+    });
+
+    test('check-logins names the mailbox whose password is wrong', { skip: skip ?? false }, async () => {
+      const r = await runCli(['batch', 'check-logins', 'first', '--json'], lab.env);
+      assert.equal(r.status, 3, r.stderr);
+      const boxes = r.json?.mailboxes as { emailAddress: string; source: { ok: boolean; error?: string }; target: { ok: boolean } }[];
+      assert.deepEqual(boxes.map((b) => [b.emailAddress, b.source.ok, b.target.ok]), [
+        ['user1@example.org', true, true],
+        ['user2@example.org', true, true],
+        ['user3@example.org', true, true],
+        ['user4@example.org', false, true],
+      ]);
+      assert.match(boxes[3]!.source.error!, /user4/);
+      assert.ok(!(r.stdout + r.stderr).includes('Wrong-Pass-1'));
+    });
+
+    test('serve runs the batch to SyncedWithErrors, each mailbox with its own status', { skip: skip ?? false }, async () => {
+      const service = serve(['--incremental-every', '2s', '--listen', '127.0.0.1:0']);
+      const start = await runCli(['batch', 'start', 'first'], lab.env);
+      assert.equal(start.status, 0, start.stderr);
+      const d = await until('batch "first" to finish its initial sync', 120_000, async () => {
+        const x = await detail('first');
+        return x.batch.status === 'SyncedWithErrors' && x;
+      });
+      assert.ok(d.batch.initialSyncedAt);
+      const by = new Map(d.mailboxes.map((m) => [m.emailAddress, m]));
+      for (const [i, u] of lab.users.slice(0, 3).entries()) {
+        const m = by.get(u.address)!;
+        assert.ok(m.status === 'Synced' || m.status === 'IncrementalSyncing', `${u.address}: ${m.status}`);
+        assert.equal(m.copied, loaded[i], `${u.address} copied`);
+        assert.equal(m.found, loaded[i]);
+        assert.equal(m.lastError, null);
+        assert.ok(m.lastSyncAt);
+        const e = await exact(lab, u);
+        assert.deepEqual(e.problems, [], `${u.address} is exact`);
+      }
+      const bad = by.get('user4@example.org')!;
+      assert.equal(bad.status, 'Failed');
+      assert.match(bad.lastError!, /user4/);
+      assert.match(bad.lastError!, /fail|refused|invalid/i);
+      assert.equal(bad.copied, 0);
+      assert.ok(bad.nextSyncAt, 'a failed mailbox is retried after a backoff');
+
+      const status = await runCli(['batch', 'status', 'first'], lab.env);
+      assert.equal(status.status, 0, status.stderr);
+      assert.match(status.stdout, /first: SyncedWithErrors/);
+      assert.match(status.stdout, /user4@example\.org\tFailed/);
+      const report = await runCli(['batch', 'report', 'first', '--csv'], lab.env);
+      assert.equal(report.status, 0, report.stderr);
+      assert.match(report.stdout, /^Type,EmailAddress,Status/);
+      assert.match(report.stdout, /mailbox,user4@example\.org,Failed/);
+      for (const u of lab.users) assert.ok(!(status.stdout + report.stdout).includes(u.password));
+      assert.ok(!(status.stdout + report.stdout + service.output()).includes('Wrong-Pass-1'));
+
+      const url = /status API at (http:\/\/\S+)\/api\/batches/.exec(service.output())?.[1];
+      assert.ok(url, service.output());
+      const api = (await (await fetch(`${url}/api/batches/first`)).json()) as BatchDetail;
+      assert.equal(api.batch.status, 'SyncedWithErrors');
+    });
+
+    test('a later incremental sync copies only the new mail', { skip: skip ?? false }, async () => {
+      const u = lab.users[0]!;
+      const before = (await detail('first')).mailboxes.find((m) => m.emailAddress === u.address)!;
+      const c = await connect(lab.source.endpoint(), u.user, u.password);
+      await c.append('INBOX', Buffer.from('From: a@example.org\r\nSubject: after the initial sync\r\nMessage-ID: <inc1@x>\r\n\r\nnew\r\n'), ['\\Seen'], new Date('2025-01-02T03:04:05Z'));
+      await c.append('INBOX', Buffer.from('From: a@example.org\r\nSubject: and another\r\nMessage-ID: <inc2@x>\r\n\r\nnew too\r\n'), [], new Date('2025-01-02T03:05:05Z'));
+      await c.logout();
+      const appendedAt = Date.now();
+      await until(`${u.address} to copy the 2 new messages`, 60_000, async () => {
+        const m = (await detail('first')).mailboxes.find((x) => x.emailAddress === u.address)!;
+        return m.copied === before.copied + 2 && m.lastSyncAt !== null && Date.parse(m.lastSyncAt) > appendedAt;
+      });
+      const mailboxId = (await store.db.selectFrom('batch_mailbox').select('id').where('email_key', '=', u.address).executeTakeFirstOrThrow()).id;
+      // Let at least one more incremental sync pass (every 2 s), which must copy nothing.
+      await until('another incremental sync', 30_000, async () => {
+        const runs = await store.db.selectFrom('sync_run').selectAll().where('mailbox_id', '=', mailboxId).where('outcome', '=', 'synced').orderBy('id').execute();
+        const afterNew = runs.findIndex((r) => r.copied === 2);
+        return afterNew >= 0 && runs.length > afterNew + 1;
+      });
+      const runs = await store.db.selectFrom('sync_run').selectAll().where('mailbox_id', '=', mailboxId).where('outcome', '=', 'synced').orderBy('id').execute();
+      assert.equal(runs[0]!.kind, 'initial');
+      assert.equal(runs[0]!.copied, loaded[0]);
+      assert.ok(runs.length >= 3);
+      assert.deepEqual(runs.slice(1).map((r) => r.kind), runs.slice(1).map(() => 'incremental'));
+      assert.deepEqual(runs.slice(1).map((r) => r.copied).sort(), [...runs.slice(1).map(() => 0).slice(1), 2].sort(), 'only the new mail was copied, once');
+      assert.deepEqual((await exact(lab, u)).problems, []);
+      const d = await detail('first');
+      assert.ok(d.batch.lastIncrementalAt);
+      // Runs of one mailbox never overlap.
+      const all = await store.db.selectFrom('sync_run').selectAll().orderBy('started_at').execute();
+      const byMailbox = new Map<number, typeof all>();
+      for (const r of all) byMailbox.set(r.mailbox_id, [...(byMailbox.get(r.mailbox_id) ?? []), r]);
+      for (const rs of byMailbox.values()) for (let i = 1; i < rs.length; i++) assert.ok(rs[i]!.started_at >= rs[i - 1]!.ended_at!, 'runs of one mailbox overlap');
+    });
+
+    test('stop and delete: warned and refused without --force, then removed', { skip: skip ?? false }, async () => {
+      const stop = await runCli(['batch', 'stop', 'first'], lab.env);
+      assert.equal(stop.status, 0, stop.stderr);
+      await until('every mailbox of "first" to be Stopped', 20_000, async () => (await detail('first')).mailboxes.every((m) => m.status === 'Stopped'));
+      assert.equal((await detail('first')).batch.status, 'Stopped');
+      const early = await runCli(['batch', 'delete', 'first'], lab.env);
+      assert.equal(early.status, 2);
+      assert.match(early.stderr, /warning: .*less than 72 hours.*--force/s);
+      const del = await runCli(['batch', 'delete', 'first', '--force'], lab.env);
+      assert.equal(del.status, 0, del.stderr);
+      assert.match(del.stderr, /deleted/);
+      const list = await runCli(['batch', 'list', '--json'], lab.env);
+      assert.deepEqual(list.json, [] as unknown);
+      // SIGTERM: a graceful stop.
+      const s = services.at(-1)!;
+      s.child.kill('SIGTERM');
+      assert.equal(await s.exited, 0, s.output());
+    });
+
+    test('SIGTERM, then kill -9 of serve in the middle of a batch, then a restart: every mailbox exact', { skip: skip ?? false }, async () => {
+      const users = lab.users.slice(4);
+      const total = loaded.slice(4).reduce((a, b) => a + b, 0);
+      // Progress as the journal records it, chunk by chunk (the status columns only move with heartbeats).
+      const journalCopied = async () => {
+        const r = await store.db
+          .selectFrom('message')
+          .innerJoin('folder', 'folder.id', 'message.folder_id')
+          .innerJoin('mailbox_pair', 'mailbox_pair.id', 'folder.pair_id')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('message.state', '=', 'copied')
+          .where('mailbox_pair.target_key', 'in', users.map((u) => `imap://${encodeURIComponent(u.address)}@127.0.0.1:${lab.target.port}`))
+          .executeTakeFirstOrThrow();
+        return Number(r.n);
+      };
+      const file = lab.csv(users.map((u) => ({ user: u })));
+      const created = await runCli(['batch', 'create', 'crash', '--csv', file, '--endpoint', 'src', '--target', 'tgt', '--autostart'], lab.env);
+      assert.equal(created.status, 0, created.stderr);
+      let copied = 0;
+      for (let round = 0; round < 2; round++) {
+        const victim = serve(['--concurrency', '4', '--connections', '1']);
+        // Stop it once another quarter of what is left is copied: syncs are running then.
+        const threshold = copied + Math.ceil((total - copied) / 4);
+        await until('the batch to be well under way', 120_000, async () => (await journalCopied()) >= threshold, 5);
+        const mid = await detail('crash');
+        if (round === 0) {
+          // First a graceful stop: syncs abandoned, mailboxes given back at once, no lease left.
+          const t = Date.now();
+          victim.child.kill('SIGTERM');
+          assert.equal(await victim.exited, 0, victim.output());
+          const took = Date.now() - t;
+          process.stderr.write(`# graceful stop of serve mid-batch took ${took} ms\n`);
+          assert.ok(took < 15_000, `stopped within seconds (${took} ms)`);
+          const rows = await store.db.selectFrom('batch_mailbox').select(['status', 'lease_owner']).where('email_key', 'in', users.map((u) => u.address)).execute();
+          assert.ok(rows.every((r) => r.lease_owner === null && r.status !== 'Syncing'), JSON.stringify(rows));
+        } else {
+          victim.child.kill('SIGKILL');
+          await victim.exited;
+        }
+        copied = await journalCopied();
+        assert.ok(copied < total, `stopped before the end (${copied} of ${total} copied): the test needs larger mailboxes`);
+        assert.ok(mid.mailboxes.some((m) => m.status === 'Syncing'), 'stopped mid-sync');
+      }
+      const after = serve(['--concurrency', '4']);
+      const d = await until('batch "crash" to be Synced after the restarts', 180_000, async () => {
+        const x = await detail('crash');
+        return x.batch.status === 'Synced' && x;
+      });
+      for (const [i, u] of users.entries()) {
+        const e = await exact(lab, u);
+        assert.deepEqual(e.problems, [], `${u.address} is exact`);
+        assert.equal(e.targetCount, loaded[4 + i], `${u.address}: no message lost or duplicated`);
+        assert.equal(d.mailboxes.find((m) => m.emailAddress === u.address)!.copied, loaded[4 + i]);
+      }
+      const runs = await store.db.selectFrom('sync_run').selectAll().where('batch_id', '=', (await findBatch(store.db, 'crash'))!.id).execute();
+      assert.ok(runs.some((r) => r.outcome === 'interrupted'), 'the gracefully stopped runs were recorded as interrupted');
+      assert.ok(runs.some((r) => r.outcome === 'abandoned'), 'the killed runs were closed as abandoned');
+      after.child.kill('SIGTERM');
+      assert.equal(await after.exited, 0, after.output());
+    });
+  });
+}

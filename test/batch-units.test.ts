@@ -1,0 +1,65 @@
+/** The small pure pieces of batches: durations, names, status derivation, backoff, the report's CSV. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { formatDuration, parseDuration } from '../src/batch/duration.js';
+import { deleteWarning } from '../src/batch/lifecycle.js';
+import { type BatchReport, reportCsv } from '../src/batch/report.js';
+import { batchNameProblem, deriveBatchStatus, emptyCounts } from '../src/batch/status.js';
+import { backoffMs } from '../src/worker/backoff.js';
+
+test('durations as admins write them', () => {
+  assert.equal(parseDuration('2s'), 2000);
+  assert.equal(parseDuration('10m'), 600_000);
+  assert.equal(parseDuration('24h'), 86_400_000);
+  assert.equal(parseDuration('1d'), 86_400_000);
+  assert.equal(parseDuration('1h30m'), 5_400_000);
+  assert.equal(parseDuration('500ms'), 500);
+  assert.equal(parseDuration(' 1.5s '), 1500);
+  for (const bad of ['', '10', 'h', '10x', '1h 30m', '-2s', '2s!']) assert.equal(parseDuration(bad), null, bad);
+  assert.equal(formatDuration(90_000), '1m30s');
+  assert.equal(formatDuration(3 * 86_400_000 + 3_600_000), '3d1h');
+});
+
+test('batch names: letters, digits, - and _, at most 64', () => {
+  assert.equal(batchNameProblem('Finance_2025-a'), null);
+  assert.equal(batchNameProblem('x'.repeat(64)), null);
+  assert.match(batchNameProblem('x'.repeat(65))!, /64/);
+  for (const bad of ['', 'has space', 'dots.no', 'ümlaut', 'semi;colon']) assert.ok(batchNameProblem(bad), bad);
+});
+
+test('the batch status is derived from what the admin asked and the mailboxes', () => {
+  const c = (x: Partial<ReturnType<typeof emptyCounts>>) => ({ ...emptyCounts(), ...x });
+  assert.equal(deriveBatchStatus('Created', c({ Queued: 3 })), 'Created');
+  assert.equal(deriveBatchStatus('Running', c({ Queued: 1, Synced: 2 })), 'Syncing');
+  assert.equal(deriveBatchStatus('Running', c({ Syncing: 1, Failed: 2 })), 'Syncing');
+  assert.equal(deriveBatchStatus('Running', c({ Synced: 2, IncrementalSyncing: 1 })), 'Synced');
+  assert.equal(deriveBatchStatus('Running', c({ Synced: 2, Failed: 1 })), 'SyncedWithErrors');
+  assert.equal(deriveBatchStatus('Stopped', c({ Stopped: 3 })), 'Stopped');
+  assert.equal(deriveBatchStatus('Removing', c({ Synced: 1 })), 'Removing');
+});
+
+test('backoff doubles up to its cap', () => {
+  assert.deepEqual([1, 2, 3, 7, 8, 100].map((n) => backoffMs(n)), [60_000, 120_000, 240_000, 3_600_000, 3_600_000, 3_600_000]);
+});
+
+test('deleting warns until 72 hours after the initial sync', () => {
+  const h = 3_600_000;
+  assert.equal(deleteWarning({ name: 'b', started_at: null, initial_synced_at: null }, 0), null, 'never started: nothing migrated');
+  assert.match(deleteWarning({ name: 'b', started_at: 1, initial_synced_at: null }, 2)!, /not finished its initial sync/);
+  assert.match(deleteWarning({ name: 'b', started_at: 1, initial_synced_at: 0 }, 71 * h)!, /2d23h ago, less than 72 hours.*1h to go/);
+  assert.equal(deleteWarning({ name: 'b', started_at: 1, initial_synced_at: 0 }, 72 * h), null);
+});
+
+test('report CSV: RFC 4180 quoting, and no formula from a subject', () => {
+  const m = {
+    line: 2, emailAddress: 'a@example.org', userName: 'a', userRoot: null, status: 'Synced' as const, folders: 1, found: 2, copied: 1, skipped: 1, failed: 0, bytes: 10,
+    syncSeconds: 1, lastDurationSeconds: 1, messagesPerSecond: 1, megabytesPerSecond: 0, initialSyncedAt: null, lastSyncAt: null, nextSyncAt: null, syncRequested: false,
+    lastError: 'a, "quoted"\nerror', attempts: 0, syncing: null,
+    skippedItems: [{ folder: 'INBOX', uid: 1, date: '2024-01-01T00:00:00.000Z', subject: '=HYPERLINK("x")', size: 5, reason: 'too large' }],
+  };
+  const csv = reportCsv({ generatedAt: '', batch: {} as BatchReport['batch'], mailboxes: [m] });
+  const lines = csv.split('\r\n');
+  assert.match(lines[1]!, /,"a, ""quoted""\nerror",/);
+  assert.match(csv, /,"'=HYPERLINK\(""x""\)",/);
+  assert.equal(lines.at(-1), '');
+});

@@ -1,0 +1,314 @@
+/**
+ * Leases, lifecycle and the worker loop against the database alone (no IMAP: a stand-in
+ * runner), on SQLite and on PostgreSQL: claims never hand out a held mailbox, endpoint
+ * limits hold across workers, expired leases are taken over, outcomes and lifecycle
+ * commands move mailboxes and batches through their statuses as SPEC §4 says.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { pino } from 'pino';
+import { createBatch, type StartPlan } from '../src/batch/create.js';
+import { DeleteTooEarlyError } from '../src/batch/errors.js';
+import { deleteBatch, retryMailboxes, startBatch, stopBatch, syncNow } from '../src/batch/lifecycle.js';
+import { findBatch } from '../src/batch/store.js';
+import { loadBatchDetail } from '../src/batch/view.js';
+import { generateSecretKeyText, loadSecretKey } from '../src/secrets/index.js';
+import { insertEndpoint } from '../src/store/endpoints.js';
+import type { Store } from '../src/store/open.js';
+import type { BatchRow } from '../src/store/schema.js';
+import type { SyncSummary } from '../src/sync/options.js';
+import { DEFAULT_BACKOFF } from '../src/worker/backoff.js';
+import { claimNext, pulse, release } from '../src/worker/lease.js';
+import type { MailboxRunner } from '../src/worker/run-mailbox.js';
+import { Worker } from '../src/worker/worker.js';
+import { type DialectName, freshDb, postgresUnavailable, type TestDb } from './helpers/batch-lab.js';
+
+const key = loadSecretKey({ env: { MAILFERRY_SECRET_KEY: generateSecretKeyText() } });
+const silent = pino({ level: 'silent' });
+const TTL = 10_000;
+const DAY = 86_400_000;
+
+function summary(copied: number, extra: Partial<SyncSummary> = {}): SyncSummary {
+  return { folders: 3, found: copied, copied, skipped: 0, failed: 0, bytes: copied * 1000, flagsUpdated: 0, seconds: 0.1, peakRssMb: 0, reconnects: 0, skippedItems: [], folderList: [], dryRun: false, ...extra };
+}
+
+for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
+  describe(`leases and lifecycle (${dialect})`, async () => {
+    const skip = dialect === 'postgres' ? await postgresUnavailable() : null;
+    if (skip) process.stderr.write(`# skipping PostgreSQL lease tests: ${skip}\n`);
+    let dir: string;
+    let db: TestDb;
+    let store: Store;
+    let n = 0;
+
+    /** A started batch of `rows` mailboxes on a fresh source endpoint with these limits. */
+    async function batchOf(rows: number, limits: { migrations?: number; incremental?: number } = {}, start: StartPlan = { kind: 'now' }, badItemLimit: number | null = null): Promise<BatchRow> {
+      const id = ++n;
+      // Earlier tests' batches would compete for claims: each test works on its own batch.
+      await store.db.updateTable('batch').set({ state: 'Stopped' }).where('state', '=', 'Running').execute();
+      await insertEndpoint(store.db, {
+        role: 'source', name: `src${id}`, host: '127.0.0.1', port: 1, tls: 'none', auth: 'login', accept_untrusted_cert: 0,
+        max_concurrent_migrations: limits.migrations ?? 20, max_concurrent_incremental_syncs: limits.incremental ?? 10,
+        admin_user: null, impersonation: null, separator: null, password_enc: null, created_at: Date.now(),
+      });
+      const csv = ['EmailAddress,UserName,Password', ...Array.from({ length: rows }, (_, i) => `u${id}-${i}@example.org,u${id}-${i},pw-${i}`)].join('\n');
+      const r = await createBatch(store, { name: `b${id}`, csv: Buffer.from(csv), endpoint: `src${id}`, target: 'tgt', exclude: ['Junk'], include: [], notify: [], receivedAfter: null, badItemLimit, start }, key);
+      assert.ok(r.created, JSON.stringify(r));
+      return r.batch;
+    }
+    const detail = async (b: BatchRow) => loadBatchDetail(store.db, (await findBatch(store.db, b.name))!);
+
+    before(async () => {
+      if (skip) return;
+      dir = mkdtempSync(join(tmpdir(), 'mailferry-lease-'));
+      db = await freshDb(dialect, dir);
+      store = await db.open();
+      await insertEndpoint(store.db, {
+        role: 'target', name: 'tgt', host: '127.0.0.1', port: 1, tls: 'none', auth: 'plain', accept_untrusted_cert: 0,
+        max_concurrent_migrations: 100, max_concurrent_incremental_syncs: 100, admin_user: 'admin', impersonation: 'sasl', separator: null, password_enc: null, created_at: Date.now(),
+      });
+    });
+    after(async () => {
+      if (skip) return;
+      await store?.close();
+      await db?.drop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    test('a claim takes one due mailbox, never a held one, within the endpoint limit', { skip: skip ?? false }, async () => {
+      const b = await batchOf(4, { migrations: 2 });
+      const now = Date.now();
+      const a = await claimNext(store, { owner: 'A', ttlMs: TTL, now });
+      const c = await claimNext(store, { owner: 'B', ttlMs: TTL, now });
+      assert.ok(a && c);
+      assert.notEqual(a.mailboxId, c.mailboxId);
+      assert.equal(a.kind, 'initial');
+      // Two initial syncs from this endpoint are live: the limit is reached.
+      assert.equal(await claimNext(store, { owner: 'C', ttlMs: TTL, now }), null);
+      const d = await detail(b);
+      assert.equal(d.batch.status, 'Syncing');
+      assert.equal(d.mailboxes.filter((m) => m.status === 'Syncing').length, 2);
+      assert.deepEqual(new Set(d.mailboxes.filter((m) => m.syncing).map((m) => m.syncing!.worker)), new Set(['A', 'B']));
+      // Releasing one frees a place.
+      assert.ok(await release(store, a, { kind: 'synced', summary: summary(5), pairId: null }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF, now }));
+      const e = await claimNext(store, { owner: 'C', ttlMs: TTL, now });
+      assert.ok(e);
+      assert.ok(![a.mailboxId, c.mailboxId].includes(e.mailboxId));
+    });
+
+    test('an expired lease is taken over; the old holder then changes nothing', { skip: skip ?? false }, async () => {
+      const b = await batchOf(1);
+      const t0 = Date.now();
+      const first = (await claimNext(store, { owner: 'dead', ttlMs: TTL, now: t0 }))!;
+      assert.equal(first.batchId, b.id);
+      assert.equal(await claimNext(store, { owner: 'other', ttlMs: TTL, now: t0 + TTL - 1 }).then((c) => c?.batchId === b.id), false, 'a live lease is not taken');
+      const second = (await claimNext(store, { owner: 'other', ttlMs: TTL, now: t0 + TTL + 1 }))!;
+      assert.equal(second.mailboxId, first.mailboxId);
+      const p = await pulse(store, first, undefined, { ttlMs: TTL, now: t0 + TTL + 2 });
+      assert.equal(p.owned, false);
+      assert.equal(await release(store, first, { kind: 'synced', summary: summary(1), pairId: null }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF }), false);
+      const runs = await store.db.selectFrom('sync_run').selectAll().where('mailbox_id', '=', first.mailboxId).orderBy('id').execute();
+      assert.deepEqual(runs.map((r) => [r.owner, r.outcome]), [['dead', 'abandoned'], ['other', null]]);
+      assert.equal(runs[0]!.ended_at, first.expiresAt, 'the abandoned run ended when its lease expired');
+      assert.ok(await pulse(store, second, undefined, { ttlMs: TTL }).then((r) => r.owned));
+    });
+
+    test('outcomes: synced, failed with backoff, bad-item limit; the batch status follows', { skip: skip ?? false }, async () => {
+      const b = await batchOf(3);
+      const now = Date.now();
+      const claims = [await claimNext(store, { owner: 'W', ttlMs: TTL, now }), await claimNext(store, { owner: 'W', ttlMs: TTL, now }), await claimNext(store, { owner: 'W', ttlMs: TTL, now })];
+      const mine = claims.filter((c) => c?.batchId === b.id);
+      assert.equal(mine.length, 3);
+      const policy = { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF, now: now + 1000 };
+      await release(store, mine[0]!, { kind: 'synced', summary: summary(7, { skippedItems: [{ folder: 'INBOX', uid: 3, date: '2024-01-01T00:00:00.000Z', subject: 'big', size: 9e7, reason: 'too large' }], skipped: 1 }), pairId: null }, undefined, policy);
+      assert.equal((await detail(b)).batch.status, 'Syncing');
+      await release(store, mine[1]!, { kind: 'synced', summary: summary(3), pairId: null }, undefined, policy);
+      await release(store, mine[2]!, { kind: 'failed', error: 'login failed for u at h: [AUTHENTICATIONFAILED] Authentication failed.', pairId: null }, undefined, policy);
+      const d = await detail(b);
+      assert.equal(d.batch.status, 'SyncedWithErrors');
+      assert.ok(d.batch.initialSyncedAt);
+      const byId = new Map((await store.db.selectFrom('batch_mailbox').selectAll().where('batch_id', '=', b.id).execute()).map((m) => [m.id, m]));
+      const ok = byId.get(mine[0]!.mailboxId)!;
+      assert.equal(ok.status, 'Synced');
+      assert.equal(ok.next_sync_at, now + 1000 + DAY);
+      assert.equal(ok.skipped, 1);
+      assert.match(ok.skipped_items_json ?? '', /too large/);
+      const bad = byId.get(mine[2]!.mailboxId)!;
+      assert.equal(bad.status, 'Failed');
+      assert.equal(bad.attempts, 1);
+      assert.equal(bad.next_sync_at, now + 1000 + DEFAULT_BACKOFF.baseMs);
+      assert.match(bad.last_error!, /Authentication failed/);
+      assert.equal(bad.lease_owner, null);
+
+      // The failed one comes back after its backoff, not before; a second failure doubles it.
+      assert.equal(await claimNext(store, { owner: 'W', ttlMs: TTL, now: now + 1000 + DEFAULT_BACKOFF.baseMs - 1 }).then((c) => c?.batchId === b.id), false);
+      const again = (await claimNext(store, { owner: 'W', ttlMs: TTL, now: now + 1000 + DEFAULT_BACKOFF.baseMs }))!;
+      assert.equal(again.mailboxId, bad.id);
+      await release(store, again, { kind: 'failed', error: 'still wrong', pairId: null }, undefined, { ...policy, now: now + 100_000 });
+      const bad2 = await store.db.selectFrom('batch_mailbox').selectAll().where('id', '=', bad.id).executeTakeFirstOrThrow();
+      assert.equal(bad2.attempts, 2);
+      assert.equal(bad2.next_sync_at, now + 100_000 + 2 * DEFAULT_BACKOFF.baseMs);
+      // `retry` makes it due now and resets the backoff; success clears the error.
+      assert.deepEqual((await retryMailboxes(store, b.name)).map((r) => r.status), ['Failed']);
+      const r3 = (await claimNext(store, { owner: 'W', ttlMs: TTL, now: now + 100_001 }))!;
+      assert.equal(r3.mailboxId, bad.id);
+      assert.equal(r3.kind, 'initial');
+      await release(store, r3, { kind: 'synced', summary: summary(2), pairId: null }, undefined, { ...policy, now: now + 100_002 });
+      assert.equal((await detail(b)).batch.status, 'Synced');
+
+      // Next syncs are incremental; their limit is separate.
+      const inc = (await claimNext(store, { owner: 'W', ttlMs: TTL, now: now + 1000 + DAY }))!;
+      assert.equal(inc.kind, 'incremental');
+      const m = await store.db.selectFrom('batch_mailbox').select('status').where('id', '=', inc.mailboxId).executeTakeFirstOrThrow();
+      assert.equal(m.status, 'IncrementalSyncing');
+      assert.equal((await detail(b)).batch.status, 'Synced', 'an incremental sync does not make the batch Syncing again');
+    });
+
+    test('stop, start, sync-now, delete', { skip: skip ?? false }, async () => {
+      const b = await batchOf(3, {}, { kind: 'manual' });
+      assert.equal((await detail(b)).batch.status, 'Created');
+      assert.equal(await claimNext(store, { owner: 'W', ttlMs: TTL }).then((c) => c?.batchId === b.id), false, 'a batch not started is not synced');
+      assert.deepEqual(await startBatch(store, b.name), { started: true, mailboxes: 3 });
+      const held = (await claimNext(store, { owner: 'W', ttlMs: TTL }))!;
+      assert.equal(held.batchId, b.id);
+      const stop = await stopBatch(store, b.name);
+      assert.deepEqual(stop, { stopped: true, stillSyncing: 1 });
+      assert.equal((await pulse(store, held, undefined, { ttlMs: TTL })).batchState, 'Stopped');
+      assert.equal(await claimNext(store, { owner: 'W', ttlMs: TTL }).then((c) => c?.batchId === b.id), false);
+      await release(store, held, { kind: 'interrupted', why: 'stopped', pairId: null }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF });
+      let d = await detail(b);
+      assert.equal(d.batch.status, 'Stopped');
+      assert.deepEqual(d.mailboxes.map((m) => m.status), ['Stopped', 'Stopped', 'Stopped']);
+
+      await startBatch(store, b.name);
+      d = await detail(b);
+      assert.equal(d.batch.status, 'Syncing');
+      assert.deepEqual(d.mailboxes.map((m) => m.status), ['Queued', 'Queued', 'Queued']);
+      // Sync everything once, then sync-now makes them due again before the interval.
+      const now = Date.now();
+      for (let i = 0; i < 3; i++) {
+        const c = (await claimNext(store, { owner: 'W', ttlMs: TTL, now }))!;
+        await release(store, c, { kind: 'synced', summary: summary(1), pairId: null }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF, now });
+      }
+      assert.equal((await detail(b)).batch.status, 'Synced');
+      assert.equal(await claimNext(store, { owner: 'W', ttlMs: TTL, now: now + 1 }).then((c) => c?.batchId === b.id), false);
+      assert.equal(await syncNow(store, b.name), 3);
+      const due = (await claimNext(store, { owner: 'W', ttlMs: TTL, now: now + 1 }))!;
+      assert.equal(due.batchId, b.id);
+      assert.equal(due.kind, 'incremental');
+
+      // Deleting within 72 hours of the initial sync needs force; a held mailbox goes when its worker lets go.
+      await assert.rejects(deleteBatch(store, b.name), DeleteTooEarlyError);
+      const del = await deleteBatch(store, b.name, { force: true });
+      assert.deepEqual({ removed: del.removed, remaining: del.remaining }, { removed: false, remaining: 1 });
+      assert.equal((await pulse(store, due, undefined, { ttlMs: TTL })).batchState, 'Removing');
+      await release(store, due, { kind: 'interrupted', why: 'removed', pairId: null }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF });
+      assert.equal(await findBatch(store.db, b.name), undefined);
+      assert.equal((await store.db.selectFrom('batch_mailbox').select('id').where('batch_id', '=', b.id).execute()).length, 0);
+      assert.equal((await store.db.selectFrom('sync_run').select('id').where('batch_id', '=', b.id).execute()).length, 0);
+      // The addresses are free for a new batch again.
+      assert.equal((await store.db.selectFrom('batch_mailbox').select('id').where('email_key', 'like', `u${n}-%`).execute()).length, 0);
+    });
+
+    test('a never-started batch is deleted without --force; a Created batch starts at --start-at', { skip: skip ?? false }, async () => {
+      const b = await batchOf(2, {}, { kind: 'manual' });
+      assert.deepEqual((({ removed, remaining }) => ({ removed, remaining }))(await deleteBatch(store, b.name)), { removed: true, remaining: 0 });
+      const { startScheduledBatches } = await import('../src/batch/lifecycle.js');
+      const at = Date.now() + 60_000;
+      const s = await batchOf(1, {}, { kind: 'at', at });
+      assert.deepEqual(await startScheduledBatches(store, at - 1), []);
+      assert.deepEqual(await startScheduledBatches(store, at), [s.name]);
+      assert.equal((await detail(s)).batch.status, 'Syncing');
+    });
+
+    test('a running sync is abandoned when its batch stops, or when another worker took its lease over', { skip: skip ?? false }, async () => {
+      const b = await batchOf(2);
+      const aborted: { mailbox: string; reason: unknown; at: number }[] = [];
+      const started = new Map<number, number>();
+      const runner: MailboxRunner = (job, control) =>
+        new Promise((_, reject) => {
+          started.set(job.mailbox.id, Date.now());
+          control.signal.addEventListener('abort', () => {
+            aborted.push({ mailbox: job.mailbox.email_address, reason: control.signal.reason, at: Date.now() });
+            reject(new Error('sync stopped'));
+          });
+        });
+      const w = new Worker(store, { owner: 'W1', concurrency: 2, incrementalEveryMs: DAY, leaseTtlMs: 3000, pulseMs: 200, pollMs: 20, runner, logger: silent });
+      const running = w.run();
+      try {
+        const ids = (await store.db.selectFrom('batch_mailbox').select('id').where('batch_id', '=', b.id).orderBy('id').execute()).map((r) => r.id);
+        const wait = async (what: string, ok: () => boolean | Promise<boolean>) => {
+          for (const end = Date.now() + 5000; !(await ok()); await new Promise((r) => setTimeout(r, 20))) if (Date.now() > end) assert.fail(`timed out: ${what}`);
+        };
+        await wait('both syncs to start', () => started.size === 2);
+
+        // Another worker takes the first mailbox over (as a claim does once W1 stalled past its lease).
+        const now = Date.now();
+        await store.db.updateTable('batch_mailbox').set({ lease_owner: 'W2', lease_started_at: now, lease_expires_at: now + TTL }).where('id', '=', ids[0]!).execute();
+        await wait('W1 to give up the taken mailbox', () => aborted.length === 1);
+        assert.equal(aborted[0]!.reason, 'lease-lost');
+        await new Promise((r) => setTimeout(r, 100));
+        const taken = await store.db.selectFrom('batch_mailbox').selectAll().where('id', '=', ids[0]!).executeTakeFirstOrThrow();
+        assert.equal(taken.lease_owner, 'W2', 'the worker that lost the lease wrote nothing');
+        assert.equal(taken.status, 'Syncing');
+
+        // Stopping the batch stops the other within a heartbeat.
+        await stopBatch(store, b.name);
+        await wait('W1 to abandon the stopped batch', () => aborted.length === 2);
+        assert.equal(aborted[1]!.reason, 'stopped');
+        await wait('the mailbox to be given back as Stopped', async () => (await store.db.selectFrom('batch_mailbox').select('status').where('id', '=', ids[1]!).executeTakeFirstOrThrow()).status === 'Stopped');
+        const run = await store.db.selectFrom('sync_run').selectAll().where('mailbox_id', '=', ids[1]!).executeTakeFirstOrThrow();
+        assert.equal(run.outcome, 'stopped');
+        await release(store, { mailboxId: ids[0]!, batchId: b.id, owner: 'W2', kind: 'initial', startedAt: now, expiresAt: now + TTL, runId: -1 }, { kind: 'interrupted', why: 'shutdown', pairId: null }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF });
+      } finally {
+        w.stop();
+        await running;
+      }
+    });
+
+    test('workers in several processes never sync one mailbox twice at once, and keep the endpoint limit', { skip: skip ?? false }, async () => {
+      const LIMIT = 3;
+      const b = await batchOf(12, { migrations: LIMIT });
+      // PostgreSQL: separate pools, as separate processes have. SQLite: one connection, as in
+      // one process (better-sqlite3 is synchronous: a second connection in the same process
+      // waiting on the write lock would block the event loop that holds it; separate
+      // processes on SQLite are what the serve tests run).
+      const stores = dialect === 'postgres' ? await Promise.all([db.open(), db.open(), db.open()]) : [store, store, store];
+      const active = new Map<number, string>();
+      let peak = 0;
+      const overlaps: string[] = [];
+      const syncs = new Map<number, number>();
+      const runner = (owner: string): MailboxRunner => async (job) => {
+        if (job.batch.id !== b.id) return { summary: summary(0), pairId: null };
+        const id = job.mailbox.id;
+        if (active.has(id)) overlaps.push(`${job.mailbox.email_address}: ${active.get(id)} and ${owner}`);
+        active.set(id, owner);
+        const mine = [...active.keys()].length;
+        peak = Math.max(peak, mine);
+        // Long enough for claims (serialised on the endpoint row) to keep all slots busy under load.
+        await new Promise((r) => setTimeout(r, 250 + Math.random() * 250));
+        active.delete(id);
+        syncs.set(id, (syncs.get(id) ?? 0) + 1);
+        return { summary: summary(1), pairId: null };
+      };
+      const workers = stores.map((s, i) => new Worker(s, { owner: `w${i}`, concurrency: 4, incrementalEveryMs: DAY, leaseTtlMs: 5000, pollMs: 20, runner: runner(`w${i}`), logger: silent }));
+      const runs = workers.map((w) => w.run());
+      const deadline = Date.now() + 60_000;
+      while ((await detail(b)).batch.status !== 'Synced' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      for (const w of workers) w.stop();
+      await Promise.all(runs);
+      if (dialect === 'postgres') await Promise.all(stores.map((s) => s.close()));
+      assert.equal((await detail(b)).batch.status, 'Synced');
+      assert.deepEqual(overlaps, []);
+      assert.ok(peak <= LIMIT, `at most ${LIMIT} at once, saw ${peak}`);
+      assert.equal(peak, LIMIT, 'the limit was reached (the test exercised it)');
+      assert.equal(syncs.size, 12);
+      assert.ok([...syncs.values()].every((v) => v === 1), 'each mailbox synced once');
+      const owners = await store.db.selectFrom('sync_run').select('owner').distinct().where('batch_id', '=', b.id).execute();
+      assert.ok(owners.length >= 2, `several workers took part (${owners.map((o) => o.owner).join(', ')})`);
+    });
+  });
+}
