@@ -85,6 +85,9 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       assert.equal(created.status, 0, created.stderr);
       assert.equal(created.json?.status, 'Created');
       assert.equal(created.json?.mailboxes, 4);
+      const inUse = await runCli(['endpoint', 'delete', 'src'], lab.env);
+      assert.equal(inUse.status, 2, inUse.stderr);
+      assert.match(inUse.stderr, /used by batch "first"/);
       const again = await runCli(['batch', 'create', 'second', '--csv', lab.csv([{ user: lab.users[0]! }]), '--endpoint', 'src', '--target', 'tgt', '--json'], lab.env);
       assert.equal(again.status, 2);
       assert.match(again.stderr, /already in another active batch \[in-active-batch\]/);

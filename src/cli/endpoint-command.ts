@@ -9,7 +9,7 @@ import { probeEndpoint, type ProbeResult } from '../endpoint/index.js';
 import { type Impersonation, targetLogin } from '../endpoint/target-login.js';
 import { defaultPort, type ImapLogin, type TlsMode } from '../imap/endpoint.js';
 import { encryptSecret, loadSecretKey } from '../secrets/index.js';
-import { deleteEndpoint, findEndpoint, insertEndpoint, listEndpoints } from '../store/endpoints.js';
+import { deleteEndpoint, EndpointInUseError, findEndpoint, insertEndpoint, listEndpoints } from '../store/endpoints.js';
 import { openStore } from '../store/open.js';
 import type { EndpointRole, EndpointRow } from '../store/schema.js';
 import { EXIT, UsageError } from './exit-codes.js';
@@ -231,7 +231,12 @@ function register(program: Command, role: EndpointRole, run: Run): void {
       run(async () => {
         const store = await openStore(f.db);
         try {
-          if (!(await deleteEndpoint(store.db, role, name))) throw new UsageError(`no ${noun} named "${name}"`);
+          try {
+            if (!(await deleteEndpoint(store.db, role, name))) throw new UsageError(`no ${noun} named "${name}"`);
+          } catch (err) {
+            if (err instanceof EndpointInUseError) throw new UsageError(err.message);
+            throw err;
+          }
           process.stderr.write(`${noun} ${name} deleted.\n`);
           return EXIT.ok;
         } finally {

@@ -20,7 +20,16 @@ export async function insertEndpoint(db: Kysely<Database>, row: NewEndpointRow):
   return (await findEndpoint(db, row.role, row.name))!;
 }
 
+export class EndpointInUseError extends Error {
+  override name = 'EndpointInUseError';
+}
+
 export async function deleteEndpoint(db: Kysely<Database>, role: EndpointRole, name: string): Promise<boolean> {
+  const row = await findEndpoint(db, role, name);
+  if (!row) return false;
+  // Batches reference their endpoint and target: say which, rather than a foreign-key error.
+  const users = await db.selectFrom('batch').select('name').where((eb) => eb.or([eb('endpoint_id', '=', row.id), eb('target_id', '=', row.id)])).execute();
+  if (users.length) throw new EndpointInUseError(`${role === 'source' ? 'migration endpoint' : 'target'} "${name}" is used by batch ${users.map((u) => `"${u.name}"`).join(', ')}: delete the batch first`);
   const r = await db.deleteFrom('endpoint').where('role', '=', role).where('name', '=', name).executeTakeFirst();
   return Number(r.numDeletedRows) > 0;
 }
