@@ -9,7 +9,7 @@ import type { Store } from '../store/open.js';
 import type { BatchRow, NewBatchMailboxRow } from '../store/schema.js';
 import { BatchError } from './errors.js';
 import { batchNameProblem } from './status.js';
-import { addressesInBatches, findBatch } from './store.js';
+import { addressesInBatches, findBatch, NO_LEASE } from './store.js';
 import { writeTx } from './tx.js';
 
 /** When the batch starts: later by hand (`batch start`), at once, or at a set time. */
@@ -120,15 +120,6 @@ function freshMailbox(due: number | null): Omit<NewBatchMailboxRow, 'batch_id' |
     sync_requested: 0,
     last_error: null,
     attempts: 0,
-    lease_owner: null,
-    lease_kind: null,
-    lease_started_at: null,
-    lease_expires_at: null,
-    progress_phase: null,
-    progress_copied: 0,
-    progress_to_copy: 0,
-    progress_bytes: 0,
-    progress_to_copy_bytes: 0,
-    progress_at: null,
+    ...NO_LEASE,
   };
 }

@@ -46,3 +46,17 @@ export async function addressesInBatches(db: Db, addresses: readonly string[]): 
 export function leaseIsLive(m: { lease_owner: string | null; lease_expires_at: number | null }, now: number): boolean {
   return m.lease_owner !== null && m.lease_expires_at !== null && m.lease_expires_at >= now;
 }
+
+/** A mailbox row with no lease and no live progress: how it is created and left after a run. */
+export const NO_LEASE = {
+  lease_owner: null,
+  lease_kind: null,
+  lease_started_at: null,
+  lease_expires_at: null,
+  progress_phase: null,
+  progress_copied: 0,
+  progress_to_copy: 0,
+  progress_bytes: 0,
+  progress_to_copy_bytes: 0,
+  progress_at: null,
+} as const;

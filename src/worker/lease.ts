@@ -22,6 +22,7 @@ import type { BatchState, EndpointRow, MailboxStatus, RunOutcome, SyncKind } fro
 import type { SyncProgress } from '../sync/progress.js';
 import type { SyncSummary } from '../sync/options.js';
 import { INITIAL_PENDING, restingStatus } from '../batch/status.js';
+import { NO_LEASE } from '../batch/store.js';
 import { type Tx, writeTx } from '../batch/tx.js';
 import { backoffMs, type BackoffPolicy } from './backoff.js';
 
@@ -245,16 +246,7 @@ export function release(store: Store, claim: Claim, result: RunResult, progress:
     const pairId = result.pairId ?? m.pair_id;
     const totals = pairId !== null ? await journalTotals(tx, pairId) : { copied: m.copied, bytes: m.bytes };
     const common = {
-      lease_owner: null,
-      lease_kind: null,
-      lease_started_at: null,
-      lease_expires_at: null,
-      progress_phase: null,
-      progress_copied: 0,
-      progress_to_copy: 0,
-      progress_bytes: 0,
-      progress_to_copy_bytes: 0,
-      progress_at: null,
+      ...NO_LEASE,
       pair_id: pairId,
       copied: totals.copied,
       bytes: totals.bytes,
