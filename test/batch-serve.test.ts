@@ -1,8 +1,10 @@
 /**
  * Batches under `mailferry serve`, against real Dovecot servers, on SQLite and on
  * PostgreSQL: a batch with one wrong password ends SyncedWithErrors with the right
- * per-mailbox statuses; later incremental syncs copy only new mail; a `kill -9` of the
- * service in the middle of a batch, then a restart, still ends with every mailbox exact.
+ * per-mailbox statuses, and its report e-mail arrives at a real SMTP listener; `batch
+ * verify` finds a message missing on the target; later incremental syncs copy only new
+ * mail, and the report after them says so; a `kill -9` of the service in the middle of a
+ * batch, then a restart, still ends with every mailbox exact.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -14,6 +16,7 @@ import { CLI, runCli } from './helpers/cli.js';
 import { type BatchLab, type DialectName, type LabUser, loadMailbox, postgresUnavailable, startBatchLab, until } from './helpers/batch-lab.js';
 import { expectedTargetPath } from './helpers/lab-pair.js';
 import { compareMailboxes, connect, snapshot } from './helpers/mailbox-snapshot.js';
+import { type CapturedMail, type SmtpCapture, startSmtpCapture } from './helpers/smtp-capture.js';
 
 interface Service {
   child: ChildProcess;
@@ -45,6 +48,7 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
     let lab: BatchLab;
     let store: Store;
     let loaded: number[] = [];
+    let smtp: SmtpCapture;
     const services: Service[] = [];
     const serve = (extra: string[]) => {
       const s = startService(['serve', '--lease-ttl', '3s', '--log-level', 'warn', ...extra], lab.env);
@@ -63,9 +67,12 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       // users 1–4: the lifecycle batch (user4's CSV password is wrong); 5–8: the crash batch, larger.
       loaded = await Promise.all(lab.users.map((u, i) => loadMailbox(lab, u, i < 4 ? 100 : 600, 1000 + i)));
       store = await lab.db.open();
+      smtp = await startSmtpCapture();
+      Object.assign(lab.env, { MAILFERRY_SMTP_URL: smtp.url, MAILFERRY_ADMIN_EMAIL: 'admin@example.org', MAILFERRY_REPORT_FROM: 'Migration <mailferry@example.org>' });
     });
     after(async () => {
       for (const s of services) if (s.child.exitCode === null) s.child.kill('SIGKILL');
+      await smtp?.stop();
       await store?.close();
       await lab?.stop();
     });
@@ -149,10 +156,84 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       for (const u of lab.users) assert.ok(!(status.stdout + report.stdout).includes(u.password));
       assert.ok(!(status.stdout + report.stdout + service.output()).includes('Wrong-Pass-1'));
 
+      // The report of the initial sync, e-mailed to the admin and the batch's --notify address.
+      assert.match(service.output(), /report e-mail through smtp:\/\/127\.0\.0\.1:\d+/);
+      const mail = await smtp.waitFor('the initial-sync report of "first"', (m) => /batch first: initial sync finished/.test(m.parsed.subject ?? ''));
+      assert.match(mail.parsed.subject!, /SyncedWithErrors \(1 mailbox failed\)/);
+      assert.deepEqual(mail.rcptTo.sort(), ['admin@example.org', 'boss@example.org']);
+      assert.equal(mail.mailFrom, 'mailferry@example.org');
+      const text = mail.parsed.text ?? '';
+      assert.match(text, /Failed mailboxes \(1\)[\s\S]*user4@example\.org\s+.*user4/);
+      for (const [i, u] of lab.users.slice(0, 3).entries()) assert.match(text, new RegExp(`${u.address.replace('.', '\\.')}\\s+Synced\\s+${loaded[i]}\\s+${loaded[i]}\\s`));
+      assert.match(mail.parsed.html || '', /<td>user4@example\.org<\/td><td>Failed<\/td>/);
+      const csv = mail.parsed.attachments.find((a) => a.filename?.endsWith('.csv'));
+      assert.ok(csv, 'the CSV report is attached');
+      const csvText = csv.content.toString('utf8');
+      assert.equal(csvText.split('\r\n').filter((l) => l.startsWith('mailbox,')).length, 4);
+      const json = JSON.parse(mail.parsed.attachments.find((a) => a.filename?.endsWith('.json'))!.content.toString('utf8')) as { batch: { status: string } };
+      assert.equal(json.batch.status, 'SyncedWithErrors');
+      for (const u of lab.users) assert.ok(!mail.raw.includes(u.password), 'no password in the report e-mail');
+      assert.ok(!mail.raw.includes('Wrong-Pass-1') && !mail.raw.includes('unused-Target-Pw1'));
+      const sent = await detail('first');
+      assert.ok(sent.batch.reports.initialSentAt, 'the report is recorded as sent');
+      assert.equal(sent.batch.reports.error, null);
+
       const url = /status API at (http:\/\/\S+)\/api\/batches/.exec(service.output())?.[1];
       assert.ok(url, service.output());
       const api = (await (await fetch(`${url}/api/batches/first`)).json()) as BatchDetail;
       assert.equal(api.batch.status, 'SyncedWithErrors');
+    });
+
+    test('batch verify: in sync, a message missing on the target, and a mailbox that cannot log in', { skip: skip ?? false }, async () => {
+      const all = await runCli(['batch', 'verify', 'first', '--json'], lab.env);
+      assert.equal(all.status, 1, all.stderr);
+      type Row = { emailAddress: string; kind: 'verified' | 'error'; result?: { inSync: boolean; sourceMessages: number; missing: number }; error?: string };
+      const rows = (all.json as { verified: boolean; mailboxes: Row[] }).mailboxes;
+      assert.equal((all.json as { verified: boolean }).verified, false);
+      for (const [i, u] of lab.users.slice(0, 3).entries()) {
+        const r = rows.find((x) => x.emailAddress === u.address)!;
+        assert.equal(r.kind, 'verified', JSON.stringify(r));
+        assert.equal(r.result!.inSync, true);
+        assert.equal(r.result!.sourceMessages, loaded[i]);
+      }
+      const bad = rows.find((x) => x.emailAddress === 'user4@example.org')!;
+      assert.equal(bad.kind, 'error');
+      assert.match(bad.error!, /user4/);
+      assert.ok(!(all.stdout + all.stderr).includes('Wrong-Pass-1'));
+
+      // A message lost on the target (deleted there by someone) is found missing, in its folder.
+      const u = lab.users[1]!;
+      const c = await connect(lab.target.endpoint(), u.address, 'unused-Target-Pw1');
+      await c.mailboxOpen('INBOX');
+      const victim = (await c.search({ all: true }, { uid: true })) as number[];
+      assert.ok(victim.length > 0);
+      await c.messageDelete(String(victim[0]), { uid: true });
+      await c.logout();
+      const one = await runCli(['batch', 'verify', 'first', '--user', u.address.toUpperCase()], lab.env);
+      assert.equal(one.status, 1, one.stderr);
+      assert.match(one.stderr, new RegExp(`MISSING line \\d+ ${u.address.replace('.', '\\.')}: ${loaded[1]} source messages, ${loaded[1]! - 1} on the target, 1 missing`));
+      assert.match(one.stderr, /INBOX -> INBOX: source \d+, target \d+, 1 missing/);
+      const good = await runCli(['batch', 'verify', 'first', '--user', lab.users[0]!.address], lab.env);
+      assert.equal(good.status, 0, good.stderr);
+      assert.match(good.stderr, /verified: all 1 mailboxes are in sync/);
+      // Kept for status and reports.
+      const d = await detail('first');
+      const v = (addr: string) => d.mailboxes.find((m) => m.emailAddress === addr)!.verification;
+      assert.deepEqual([v(lab.users[0]!.address)?.inSync, v(u.address)?.inSync, v(u.address)?.missing, v('user4@example.org')?.inSync], [true, false, 1, false]);
+      assert.match(v('user4@example.org')!.error!, /user4/);
+      const status = await runCli(['batch', 'status', 'first'], lab.env);
+      assert.match(status.stdout, new RegExp(`${u.address.replace('.', '\\.')}\\t.*\\t1 missing `));
+      // The message copied and then lost is not copied again (the journal has it): put it back by hand.
+      const src = await connect(lab.source.endpoint(), u.user, u.password);
+      await src.mailboxOpen('INBOX', { readOnly: true });
+      const first = await src.fetchOne('1', { source: true, flags: true, internalDate: true });
+      await src.logout();
+      assert.ok(first && first.source);
+      const tgt = await connect(lab.target.endpoint(), u.address, 'unused-Target-Pw1');
+      await tgt.append('INBOX', first.source, [...(first.flags ?? [])], first.internalDate);
+      await tgt.logout();
+      const fixed = await runCli(['batch', 'verify', 'first', '--user', u.address], lab.env);
+      assert.equal(fixed.status, 0, fixed.stderr);
     });
 
     test('a later incremental sync copies only the new mail', { skip: skip ?? false }, async () => {
@@ -188,6 +269,11 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       const byMailbox = new Map<number, typeof all>();
       for (const r of all) byMailbox.set(r.mailbox_id, [...(byMailbox.get(r.mailbox_id) ?? []), r]);
       for (const rs of byMailbox.values()) for (let i = 1; i < rs.length; i++) assert.ok(rs[i]!.started_at >= rs[i - 1]!.ended_at!, 'runs of one mailbox overlap');
+      // After a round of incremental syncs, a report says what it copied.
+      const isDaily = (m: CapturedMail) => /batch first: incremental syncs/.test(m.parsed.subject ?? '');
+      const daily = await smtp.waitFor('a report after incremental syncs that copied the 2 new messages', (m) => isDaily(m) && /Since the last report .*: 2 new messages copied/.test(m.parsed.text ?? ''));
+      assert.match(daily.parsed.text ?? '', new RegExp(`${u.address.replace('.', '\\.')}\\s+(Synced|IncrementalSyncing)\\s+${loaded[0]! + 2}\\s+${loaded[0]! + 2}\\s+0\\s+\\S+ MB\\s+2\\s`));
+      assert.ok(smtp.mails.filter((m) => /batch first: initial sync finished/.test(m.parsed.subject ?? '')).length === 1, 'the initial report is sent once');
     });
 
     test('stop and delete: warned and refused without --force, then removed', { skip: skip ?? false }, async () => {

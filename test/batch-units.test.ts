@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { formatDuration, parseDuration } from '../src/batch/duration.js';
 import { deleteWarning } from '../src/batch/lifecycle.js';
-import { type BatchReport, reportCsv } from '../src/batch/report.js';
+import { type BatchReport, reportCsv } from '../src/report/batch-report.js';
 import { batchNameProblem, deriveBatchStatus, emptyCounts } from '../src/batch/status.js';
 import { backoffMs } from '../src/worker/backoff.js';
 
@@ -54,10 +54,10 @@ test('report CSV: RFC 4180 quoting, and no formula from a subject', () => {
   const m = {
     line: 2, emailAddress: 'a@example.org', userName: 'a', userRoot: null, status: 'Synced' as const, folders: 1, found: 2, copied: 1, skipped: 1, failed: 0, bytes: 10,
     syncSeconds: 1, lastDurationSeconds: 1, messagesPerSecond: 1, megabytesPerSecond: 0, initialSyncedAt: null, lastSyncAt: null, nextSyncAt: null, syncRequested: false,
-    lastError: 'a, "quoted"\nerror', attempts: 0, syncing: null,
+    lastError: 'a, "quoted"\nerror', attempts: 0, syncing: null, verification: null, period: null,
     skippedItems: [{ folder: 'INBOX', uid: 1, date: '2024-01-01T00:00:00.000Z', subject: '=HYPERLINK("x")', size: 5, reason: 'too large' }],
   };
-  const csv = reportCsv({ generatedAt: '', batch: {} as BatchReport['batch'], mailboxes: [m] });
+  const csv = reportCsv({ generatedAt: '', period: null, batch: {} as BatchReport['batch'], mailboxes: [m] });
   const lines = csv.split('\r\n');
   assert.match(lines[1]!, /,"a, ""quoted""\nerror",/);
   assert.match(csv, /,"'=HYPERLINK\(""x""\)",/);

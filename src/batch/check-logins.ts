@@ -11,8 +11,9 @@ import { openSession } from '../imap/imapflow-session.js';
 import { decryptSecret, type SecretKey } from '../secrets/index.js';
 import type { Store } from '../store/open.js';
 import type { BatchRow } from '../store/schema.js';
-import { imapEndpointOf, impersonationOf } from '../worker/run-mailbox.js';
+import { imapEndpointOf, impersonationOf } from '../worker/mailbox-sides.js';
 import { BatchError } from './errors.js';
+import { pooled } from './pooled.js';
 
 export type SideCheck = { ok: true; detail: string } | { ok: false; error: string };
 
@@ -21,21 +22,6 @@ export interface LoginCheck {
   emailAddress: string;
   source: SideCheck;
   target: SideCheck;
-}
-
-/** Runs `fn` over `items`, at most `limit` at a time, keeping the order of results. */
-async function pooled<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array<R>(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        out[i] = await fn(items[i]!);
-      }
-    }),
-  );
-  return out;
 }
 
 export async function checkLogins(store: Store, batch: BatchRow, opts: { key: SecretKey; logger?: Logger; concurrency?: number }): Promise<LoginCheck[]> {

@@ -77,6 +77,11 @@ export async function createBatch(store: Store, input: NewBatch, key: SecretKey,
           initial_synced_at: null,
           last_incremental_at: null,
           stopped_at: null,
+          initial_report_at: null,
+          last_report_at: null,
+          report_claim_until: null,
+          report_error: null,
+          report_failures: 0,
         })
         .returning('id')
         .executeTakeFirstOrThrow();
@@ -120,6 +125,10 @@ function freshMailbox(due: number | null): Omit<NewBatchMailboxRow, 'batch_id' |
     sync_requested: 0,
     last_error: null,
     attempts: 0,
+    verified_at: null,
+    verify_in_sync: null,
+    verify_missing: null,
+    verify_json: null,
     ...NO_LEASE,
   };
 }

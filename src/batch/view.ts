@@ -61,6 +61,26 @@ export interface MailboxView {
   lastError: string | null;
   attempts: number;
   syncing: LiveSync | null;
+  /** The last `batch verify` (SPEC §6), or null if it was never verified. */
+  verification: Verification | null;
+}
+
+/** What the last `batch verify` found for one mailbox. */
+export interface Verification {
+  at: string;
+  /** Every source message is on the target. */
+  inSync: boolean;
+  /** Source messages not found on the target (0 when it could not be checked). */
+  missing: number;
+  /** Why the mailbox could not be checked (never a password), or null. */
+  error: string | null;
+}
+
+function verificationOf(m: BatchMailboxRow): Verification | null {
+  if (m.verified_at === null) return null;
+  const stored = m.verify_json ? (JSON.parse(m.verify_json) as unknown) : null;
+  const error = stored && !Array.isArray(stored) && typeof stored === 'object' ? String((stored as { error?: unknown }).error ?? '') : null;
+  return { at: iso(m.verified_at)!, inSync: m.verify_in_sync === 1, missing: m.verify_missing ?? 0, error: error || null };
 }
 
 export interface BatchView {
@@ -85,6 +105,8 @@ export interface BatchView {
   stoppedAt: string | null;
   /** Why deleting it now would be early (SPEC §4: 72 hours after the initial sync), or null. */
   deleteWarning: string | null;
+  /** Report e-mails (src/report): when the last went out, and why the last attempt failed, if it did. */
+  reports: { initialSentAt: string | null; lastSentAt: string | null; error: string | null };
 }
 
 export function mailboxView(m: BatchMailboxRow, now: number): MailboxView {
@@ -133,6 +155,7 @@ export function mailboxView(m: BatchMailboxRow, now: number): MailboxView {
     lastError: m.last_error,
     attempts: m.attempts,
     syncing,
+    verification: verificationOf(m),
   };
 }
 
@@ -197,6 +220,7 @@ export function batchView(b: BatchRow, names: { endpoint: string; target: string
     lastIncrementalAt: iso(b.last_incremental_at),
     stoppedAt: iso(b.stopped_at),
     deleteWarning: deleteWarning(b, now),
+    reports: { initialSentAt: iso(b.initial_report_at), lastSentAt: iso(b.last_report_at), error: b.report_error },
   };
 }
 

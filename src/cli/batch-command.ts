@@ -11,9 +11,11 @@ import { createBatch, type StartPlan } from '../batch/create.js';
 import { parseDuration, formatDuration } from '../batch/duration.js';
 import { BatchError, DeleteTooEarlyError } from '../batch/errors.js';
 import { continueRemoval, deleteBatch, retryMailboxes, startBatch, stopBatch, syncNow } from '../batch/lifecycle.js';
-import { buildReport, reportCsv } from '../batch/report.js';
+import { buildReport, reportCsv } from '../report/batch-report.js';
 import { requireBatch } from '../batch/store.js';
+import { type MailboxVerification, verifyBatch } from '../batch/verify.js';
 import { type BatchView, loadBatchDetail, loadBatchList, type MailboxView } from '../batch/view.js';
+import { addressProblem } from '../csv/address.js';
 import { fileTooLarge, MAX_FILE_BYTES, type Problem } from '../csv/index.js';
 import { loadSecretKey, SecretKeyError } from '../secrets/index.js';
 import { openStore, type Store } from '../store/open.js';
@@ -84,6 +86,12 @@ function batchLine(b: BatchView): string {
   return `${b.name}: ${b.status} (${b.endpoint} -> ${b.target}), ${b.mailboxes} mailbox${b.mailboxes === 1 ? '' : 'es'}${counts ? `: ${counts}` : ''}`;
 }
 
+function verifiedText(m: MailboxView): string {
+  const v = m.verification;
+  if (!v) return '-';
+  return `${v.inSync ? 'in sync' : v.error ? 'could not check' : `${v.missing} missing`} ${when(v.at)}`;
+}
+
 function printStatus(b: BatchView, mailboxes: readonly MailboxView[]): void {
   const out: string[] = [batchLine(b)];
   const facts = [
@@ -94,11 +102,13 @@ function printStatus(b: BatchView, mailboxes: readonly MailboxView[]): void {
     `${b.totals.copied}/${b.totals.found} messages copied (${mb(b.totals.bytes)} MB), ${b.totals.skipped} skipped, ${b.totals.failed} failed`,
     b.messagesPerSecond > 0 ? `now ${b.messagesPerSecond} msg/s, ${b.megabytesPerSecond} MB/s` : null,
     b.etaSeconds !== null && b.etaSeconds > 0 ? `about ${formatDuration(b.etaSeconds * 1000)} left` : null,
+    b.reports.lastSentAt ? `last report ${when(b.reports.lastSentAt)}` : null,
+    b.reports.error ? `report e-mail: ${b.reports.error}` : null,
   ].filter(Boolean);
   out.push(`  ${facts.join('; ')}`);
-  out.push(['LINE', 'MAILBOX', 'STATUS', 'FOLDERS', 'FOUND', 'COPIED', 'SKIPPED', 'FAILED', 'MB', 'LAST SYNC', 'NEXT SYNC'].join('\t'));
+  out.push(['LINE', 'MAILBOX', 'STATUS', 'FOLDERS', 'FOUND', 'COPIED', 'SKIPPED', 'FAILED', 'MB', 'LAST SYNC', 'NEXT SYNC', 'VERIFIED'].join('\t'));
   for (const m of mailboxes) {
-    out.push([m.line, m.emailAddress, m.status, m.folders, m.found, m.copied, m.skipped, m.failed, mb(m.bytes), when(m.lastSyncAt), when(m.nextSyncAt)].join('\t'));
+    out.push([m.line, m.emailAddress, m.status, m.folders, m.found, m.copied, m.skipped, m.failed, mb(m.bytes), when(m.lastSyncAt), when(m.nextSyncAt), verifiedText(m)].join('\t'));
     if (m.syncing) {
       const s = m.syncing;
       const eta = s.etaSeconds !== null ? `, about ${formatDuration(s.etaSeconds * 1000)} left` : '';
@@ -107,6 +117,19 @@ function printStatus(b: BatchView, mailboxes: readonly MailboxView[]): void {
     if (m.lastError) out.push(`\t  last error: ${m.lastError}`);
   }
   process.stdout.write(out.join('\n') + '\n');
+}
+
+/** One mailbox's verification as the admin reads it: a line, then the folders that are short. */
+function verificationLines(v: MailboxVerification): string {
+  if (v.kind === 'error') return `FAIL   line ${v.line} ${v.emailAddress}: could not verify: ${v.error}\n`;
+  const r = v.result;
+  const out = [
+    `${r.inSync ? 'ok    ' : 'MISSING'} line ${v.line} ${v.emailAddress}: ${r.sourceMessages} source messages, ${r.targetMessages} on the target${r.missing ? `, ${r.missing} missing` : ''}${v.syncing ? ' (a sync was running meanwhile)' : ''}`,
+  ];
+  for (const f of r.folders.filter((x) => x.missing > 0)) {
+    out.push(`         ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}, ${f.missing} missing`);
+  }
+  return out.join('\n') + '\n';
 }
 
 export function registerBatchCommands(program: Command, run: Run): void {
@@ -144,7 +167,10 @@ export function registerBatchCommands(program: Command, run: Run): void {
           const exclude = f.exclude ?? [];
           const include = f.include ?? [];
           const notify = f.notify ?? [];
-          for (const a of notify) if (!/^[^\s@]+@[^\s@]+$/.test(a)) throw new UsageError(`--notify "${a}" is not an email address`);
+          for (const a of notify) {
+            const problem = addressProblem(a);
+            if (problem) throw new UsageError(`--notify "${a}" is not an e-mail address: it ${problem}`);
+          }
           const receivedAfter = f.receivedAfter !== undefined ? parseTime(f.receivedAfter, '--received-after') : null;
           const file = await readCsv(f.csv);
           if (!Buffer.isBuffer(file)) {
@@ -162,8 +188,6 @@ export function registerBatchCommands(program: Command, run: Run): void {
             }
             const detail = await loadBatchDetail(store.db, r.batch);
             process.stderr.write(`batch ${name} created with ${r.mailboxes} mailbox${r.mailboxes === 1 ? '' : 'es'}: ${detail.batch.status}${detail.batch.startAt ? `, starts at ${when(detail.batch.startAt)}` : start.kind === 'manual' ? ` (start it with: mailferry batch start ${name})` : ''}\n`);
-            // Stored with the batch, so nothing is lost when the engine learns to filter by date.
-            if (receivedAfter !== null) process.stderr.write('note: --received-after is stored but not applied yet: the sync engine still copies every message\n');
             if (f.json) process.stdout.write(JSON.stringify(detail.batch) + '\n');
             return EXIT.ok;
           });
@@ -188,6 +212,44 @@ export function registerBatchCommands(program: Command, run: Run): void {
           process.stderr.write(failed.length ? `${failed.length} of ${results.length} mailboxes cannot log in\n` : `all ${results.length} mailboxes can log in\n`);
           if (f.json) process.stdout.write(JSON.stringify({ ok: failed.length === 0, mailboxes: results }) + '\n');
           return failed.length ? EXIT.connect : EXIT.ok;
+        }),
+      ),
+    );
+
+  batch
+    .command('verify <name>')
+    .description(
+      'Compare each mailbox folder by folder, source against target (size, date and Message-ID; --content: full contents). ' +
+        'A mailbox is verified when every source message is on the target. The result is kept for status and reports. ' +
+        'Exit 0 every mailbox verified, 1 some not (or could not be checked).',
+    )
+    .option(...dbOption)
+    .option('--user <address>', 'only this mailbox')
+    .option('--content', 'compare SHA-256 of full message contents (downloads every message from both servers)')
+    .option('--concurrency <n>', "mailboxes verified at once (default: the endpoint's incremental-sync limit, at most 10)")
+    .option('--json', 'print the results as JSON on the last line of stdout')
+    .action((name: string, f: { db?: string; user?: string; content?: boolean; concurrency?: string; json?: boolean }) =>
+      run(() =>
+        withStore(f.db, async (store) => {
+          const b = await requireBatch(store.db, name);
+          let concurrency: number | undefined;
+          if (f.concurrency !== undefined) {
+            concurrency = Number(f.concurrency);
+            if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 100) throw new UsageError(`--concurrency must be a whole number from 1 to 100, not "${f.concurrency}"`);
+          }
+          const results = await verifyBatch(store, b, {
+            key: loadSecretKey({ create: false }),
+            logger: cliLogger('silent'),
+            ...(f.user !== undefined ? { user: f.user } : {}),
+            ...(concurrency !== undefined ? { concurrency } : {}),
+            content: !!f.content,
+            onMailbox: (v) => process.stderr.write(verificationLines(v)),
+          });
+          if (f.user !== undefined && results.length === 0) throw new UsageError(`batch "${name}" has no mailbox ${f.user}`);
+          const verified = results.filter((r) => r.kind === 'verified' && r.result.inSync).length;
+          process.stderr.write(verified === results.length ? `verified: all ${results.length} mailboxes are in sync\n` : `NOT verified: ${results.length - verified} of ${results.length} mailboxes are not in sync or could not be checked\n`);
+          if (f.json) process.stdout.write(JSON.stringify({ verified: verified === results.length, mailboxes: results }) + '\n');
+          return verified === results.length ? EXIT.ok : EXIT.incomplete;
         }),
       ),
     );

@@ -8,6 +8,8 @@
 import type { Command } from 'commander';
 import { startStatusApi } from '../batch/http-api.js';
 import { parseDuration } from '../batch/duration.js';
+import { ReportMailConfigError, reportMailSetting } from '../report/mail-config.js';
+import { ReportSender } from '../report/sender.js';
 import { loadSecretKey, SecretKeyError } from '../secrets/index.js';
 import { openStore } from '../store/open.js';
 import { engineRunner } from '../worker/run-mailbox.js';
@@ -68,6 +70,13 @@ async function runService(f: ServiceFlags, role: 'serve' | 'worker'): Promise<nu
     if (err instanceof SecretKeyError) throw new UsageError(err.message);
     throw err;
   }
+  let mail;
+  try {
+    mail = role === 'serve' ? reportMailSetting() : undefined;
+  } catch (err) {
+    if (err instanceof ReportMailConfigError) throw new UsageError(err.message);
+    throw err;
+  }
   const logger = cliLogger(f.logLevel);
   const store = await openStore(f.db);
   const owner = workerOwnerId();
@@ -79,7 +88,10 @@ async function runService(f: ServiceFlags, role: 'serve' | 'worker'): Promise<nu
     runner: engineRunner({ store, secretKey: key, logger, connections }),
     logger,
   });
-  const scheduler = role === 'serve' ? new Scheduler(store, logger) : undefined;
+  const reports = mail?.kind === 'on' ? new ReportSender({ store, config: mail.config, incrementalEveryMs, logger }) : undefined;
+  if (mail?.kind === 'on') process.stderr.write(`mailferry: report e-mail through ${mail.config.display}${mail.config.admins.length ? ` to ${mail.config.admins.join(', ')} and` : ' to'} each batch's --notify addresses\n`);
+  if (mail?.kind === 'off') process.stderr.write(`mailferry: report e-mail is off (${mail.why}); \`mailferry batch report\` shows reports\n`);
+  const scheduler = role === 'serve' ? new Scheduler(store, logger, reports) : undefined;
   const api = listen ? await startStatusApi(store, listen.host, listen.port) : undefined;
   if (api) process.stderr.write(`mailferry: status API at ${api.url}/api/batches (the full HTTP API and web page are not available yet)\n`);
 

@@ -166,6 +166,30 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('sync_run_mailbox').on('sync_run').columns(['mailbox_id', 'ended_at']).execute();
       },
     },
+    '0004_reports_and_verification': {
+      async up(db: Kysely<unknown>) {
+        // Report e-mail bookkeeping (src/report/schedule.ts). One statement per column:
+        // SQLite's ALTER TABLE adds one at a time.
+        for (const [column, type] of [
+          ['initial_report_at', bigint],
+          ['last_report_at', bigint],
+          ['report_claim_until', bigint],
+          ['report_error', 'text'],
+        ] as const) {
+          await db.schema.alterTable('batch').addColumn(column, type).execute();
+        }
+        await db.schema.alterTable('batch').addColumn('report_failures', bigint, (c) => c.notNull().defaultTo(0)).execute();
+        // The last `batch verify` of each mailbox (src/batch/verify.ts).
+        for (const [column, type] of [
+          ['verified_at', bigint],
+          ['verify_in_sync', bigint],
+          ['verify_missing', bigint],
+          ['verify_json', 'text'],
+        ] as const) {
+          await db.schema.alterTable('batch_mailbox').addColumn(column, type).execute();
+        }
+      },
+    },
   };
 }
 

@@ -145,6 +145,19 @@ export interface BatchTable {
   /** When an incremental sync of one of its mailboxes last succeeded. */
   last_incremental_at: number | null;
   stopped_at: number | null;
+  /** When the report of the initial sync went out (SPEC §6); null until then. */
+  initial_report_at: number | null;
+  /** When the last report went out: the next daily report covers the syncs since. */
+  last_report_at: number | null;
+  /**
+   * A sender holds the due report until then (a crashed sender's claim expires and another
+   * one sends it); after a failed attempt, the wait before the next one.
+   */
+  report_claim_until: number | null;
+  /** Why the last report could not be sent (never a password); cleared once one goes out. */
+  report_error: string | null;
+  /** Failed attempts in a row, for the retry backoff. */
+  report_failures: number;
 }
 
 /** One CSV row of a batch: a source mailbox, its target address, and its sync state. */
@@ -203,6 +216,12 @@ export interface BatchMailboxTable {
   progress_bytes: number;
   progress_to_copy_bytes: number;
   progress_at: number | null;
+  /** The last `batch verify` of this mailbox: when, whether every source message was on the target, how many were not. */
+  verified_at: number | null;
+  verify_in_sync: number | null;
+  verify_missing: number | null;
+  /** JSON array of that verification's per-folder counts (FolderCounts in src/batch/verify.ts). */
+  verify_json: string | null;
 }
 
 /**

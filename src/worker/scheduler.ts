@@ -1,11 +1,12 @@
 /**
  * What happens by the clock rather than by a mailbox falling due: batches created with
- * `--start-at` start, and deletions whose last mailboxes were held by a vanished worker
- * finish once those leases expire. Every step is an idempotent transaction, so any number
- * of schedulers may run (one per `serve`).
+ * `--start-at` start, deletions whose last mailboxes were held by a vanished worker
+ * finish once those leases expire, and due report e-mails go out. Every step is an
+ * idempotent transaction or a claim, so any number of schedulers may run (one per `serve`).
  */
 import type { Logger } from 'pino';
 import { finishRemovals, startScheduledBatches } from '../batch/lifecycle.js';
+import type { ReportSender } from '../report/sender.js';
 import type { Store } from '../store/open.js';
 
 export class Scheduler {
@@ -15,6 +16,7 @@ export class Scheduler {
   constructor(
     private readonly store: Store,
     private readonly logger: Logger,
+    private readonly reports?: ReportSender,
     private readonly everyMs = 1000,
   ) {}
 
@@ -30,6 +32,7 @@ export class Scheduler {
   async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.ticking;
+    this.reports?.close();
   }
 
   async tick(now = Date.now()): Promise<void> {
@@ -39,6 +42,12 @@ export class Scheduler {
       if (removed) this.logger.info({ removed }, 'deleted batches removed');
     } catch (err) {
       this.logger.error({ err: (err as Error).message }, 'scheduler step failed; retrying');
+    }
+    // Apart, so that a database hiccup in one step does not hold back the other.
+    try {
+      await this.reports?.tick(now);
+    } catch (err) {
+      this.logger.error({ err: (err as Error).message }, 'looking for due reports failed; retrying');
     }
   }
 }

@@ -1,0 +1,91 @@
+/**
+ * `batch verify` (SPEC §6): each mailbox of a batch compared folder by folder, source
+ * against target (src/sync/verify.ts); a mailbox is verified when every source message is
+ * on the target. The outcome is stored with the mailbox, so status, reports and the API
+ * show when it was last verified and what was missing.
+ *
+ * It logs in like the workers do (src/worker/mailbox-sides.ts) and runs beside them: a
+ * mailbox syncing at that moment may show messages missing that are on their way, which
+ * the output says.
+ */
+import type { Logger } from 'pino';
+import { scrubSecrets } from '../auth/errors.js';
+import type { Store } from '../store/open.js';
+import type { BatchMailboxRow, BatchRow } from '../store/schema.js';
+import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
+import { batchScope, mailboxSecrets, mailboxSides, SourceLoginCache } from '../worker/mailbox-sides.js';
+import type { SecretKey } from '../secrets/index.js';
+import { pooled } from './pooled.js';
+import { leaseIsLive } from './store.js';
+
+/** Per folder, what `batch_mailbox.verify_json` keeps: the counts, not the message lists. */
+export interface FolderCounts {
+  target: string;
+  sources: string[];
+  sourceCount: number;
+  targetCount: number;
+  missing: number;
+  extra: number;
+}
+
+export type MailboxVerification =
+  | { line: number; emailAddress: string; kind: 'verified'; result: VerifyResult; syncing: boolean }
+  | { line: number; emailAddress: string; kind: 'error'; error: string };
+
+export interface VerifyBatchOptions {
+  key: SecretKey;
+  logger: Logger;
+  /** Only this mailbox (its address, any case). */
+  user?: string;
+  /** Compare SHA-256 of full contents instead of size, date and Message-ID. */
+  content?: boolean;
+  /** Mailboxes verified at once (each holds one source and one target connection). */
+  concurrency?: number;
+  onMailbox?: (v: MailboxVerification) => void;
+  now?: () => number;
+}
+
+async function record(store: Store, mailboxId: number, at: number, v: MailboxVerification): Promise<void> {
+  const patch =
+    v.kind === 'verified'
+      ? {
+          verified_at: at,
+          verify_in_sync: v.result.inSync ? 1 : 0,
+          verify_missing: v.result.missing,
+          verify_json: JSON.stringify(
+            v.result.folders.map((f): FolderCounts => ({ target: f.target, sources: f.sources, sourceCount: f.sourceCount, targetCount: f.targetCount, missing: f.missing, extra: f.extra })),
+          ),
+        }
+      : { verified_at: at, verify_in_sync: 0, verify_missing: null, verify_json: JSON.stringify({ error: v.error }) };
+  await store.db.updateTable('batch_mailbox').set(patch).where('id', '=', mailboxId).execute();
+}
+
+export async function verifyBatch(store: Store, batch: BatchRow, opts: VerifyBatchOptions): Promise<MailboxVerification[]> {
+  const now = opts.now ?? Date.now;
+  const source = await store.db.selectFrom('endpoint').selectAll().where('id', '=', batch.endpoint_id).executeTakeFirstOrThrow();
+  const target = await store.db.selectFrom('endpoint').selectAll().where('id', '=', batch.target_id).executeTakeFirstOrThrow();
+  let q = store.db.selectFrom('batch_mailbox').selectAll().where('batch_id', '=', batch.id).orderBy('line');
+  if (opts.user !== undefined) q = q.where('email_key', '=', opts.user.toLowerCase());
+  const rows: BatchMailboxRow[] = await q.execute();
+  const ctx = { source, target, key: opts.key, loginCache: new SourceLoginCache(), logger: opts.logger };
+  const scope = batchScope(batch);
+  // Verification opens sessions on the source like an incremental sync does: stay within that limit.
+  const limit = opts.concurrency ?? Math.max(1, Math.min(source.max_concurrent_incremental_syncs, 10));
+  return pooled(rows, limit, async (m) => {
+    let v: MailboxVerification;
+    let secrets: string[] = [];
+    try {
+      const known = mailboxSecrets(ctx, m);
+      secrets = [known.password, known.adminPassword];
+      const sides = await mailboxSides(ctx, m);
+      const result = await verifyMailbox({ source: sides.source, target: sides.target, ...scope, content: !!opts.content, logger: opts.logger });
+      const fresh = await store.db.selectFrom('batch_mailbox').select(['lease_owner', 'lease_expires_at']).where('id', '=', m.id).executeTakeFirst();
+      v = { line: m.line, emailAddress: m.email_address, kind: 'verified', result, syncing: leaseIsLive(m, now()) || (!!fresh && leaseIsLive(fresh, now())) };
+    } catch (err) {
+      v = { line: m.line, emailAddress: m.email_address, kind: 'error', error: scrubSecrets((err as Error)?.message ?? String(err), secrets) };
+    }
+    await record(store, m.id, now(), v);
+    opts.onMailbox?.(v);
+    return v;
+  });
+}

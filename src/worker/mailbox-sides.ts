@@ -1,0 +1,89 @@
+/**
+ * A batch's mailbox turned into the two sides the engine works on: the source login
+ * resolved and checked by src/auth (SPEC §2, admin credential forms included), and the
+ * target reached through its admin credential acting as the mailbox's address. Shared by
+ * the workers' syncs and `batch verify`, so both log in exactly the same way.
+ */
+import type { Logger } from 'pino';
+import { resolveSourceLogin, SourceLoginCache } from '../auth/source-login.js';
+import { type Impersonation, targetLogin } from '../endpoint/target-login.js';
+import type { ImapEndpoint } from '../imap/endpoint.js';
+import { decryptSecret, type SecretKey } from '../secrets/index.js';
+import type { BatchMailboxRow, BatchRow, EndpointRow } from '../store/schema.js';
+import type { MailboxSide } from '../sync/options.js';
+
+export function imapEndpointOf(row: EndpointRow): ImapEndpoint {
+  return { host: row.host, port: row.port, tls: row.tls, acceptUntrustedCert: row.accept_untrusted_cert === 1 };
+}
+
+export function impersonationOf(row: Pick<EndpointRow, 'impersonation' | 'separator'>): Impersonation {
+  return row.impersonation === 'separator' ? { kind: 'separator', separator: row.separator ?? '*' } : { kind: 'sasl' };
+}
+
+/** Thrown for a mailbox that cannot be reached: the message is safe to store and show (no password). */
+export class MailboxSyncError extends Error {
+  override name = 'MailboxSyncError';
+}
+
+export interface MailboxSides {
+  source: MailboxSide & { userRoot?: string };
+  target: MailboxSide;
+  /** The passwords involved, for scrubbing error messages (src/auth/errors.ts scrubSecrets). */
+  secrets: string[];
+}
+
+export interface SideContext {
+  source: EndpointRow;
+  target: EndpointRow;
+  key: SecretKey;
+  /** Capability probes and admin fingerprints shared by a batch's mailboxes (see src/auth/resolve.ts). */
+  loginCache: SourceLoginCache;
+  logger: Logger;
+  stallMs?: number;
+}
+
+/** The stored passwords, decrypted; the target without an admin login is a configuration error. */
+export function mailboxSecrets(ctx: Pick<SideContext, 'target' | 'key'>, mailbox: Pick<BatchMailboxRow, 'password_enc'>): { password: string; adminUser: string; adminPassword: string } {
+  const { target, key } = ctx;
+  if (target.password_enc === null || target.admin_user === null) throw new MailboxSyncError(`target "${target.name}" has no stored admin login`);
+  return { password: decryptSecret(key, mailbox.password_enc), adminUser: target.admin_user, adminPassword: decryptSecret(key, target.password_enc) };
+}
+
+/** Logs in to the source (checking the session is really the user's) and prepares the target side. */
+export async function mailboxSides(ctx: SideContext, mailbox: Pick<BatchMailboxRow, 'user_name' | 'password_enc' | 'user_root' | 'email_address'>): Promise<MailboxSides> {
+  const { password, adminUser, adminPassword } = mailboxSecrets(ctx, mailbox);
+  const sourceEndpoint = imapEndpointOf(ctx.source);
+  const resolved = await resolveSourceLogin(sourceEndpoint, mailbox.user_name, password, {
+    userRoot: mailbox.user_root ?? undefined,
+    // The endpoint's `plain` forces SASL PLAIN; its default `login` leaves the choice to
+    // SPEC §2 (LOGIN, or PLAIN with an authorization identity for `user*admin`).
+    auth: ctx.source.auth === 'plain' ? 'plain' : 'auto',
+    cache: ctx.loginCache,
+    logger: ctx.logger,
+    ...(ctx.stallMs ? { stallMs: ctx.stallMs } : {}),
+  });
+  return {
+    source: { endpoint: sourceEndpoint, login: resolved.login, ...(resolved.userRoot ? { userRoot: resolved.userRoot } : {}) },
+    target: { endpoint: imapEndpointOf(ctx.target), login: targetLogin(adminUser, adminPassword, impersonationOf(ctx.target), mailbox.email_address) },
+    secrets: [password, adminPassword],
+  };
+}
+
+function parseList(json: string | null): string[] | undefined {
+  if (json === null) return undefined;
+  const v = JSON.parse(json) as unknown;
+  return Array.isArray(v) ? v.map(String) : undefined;
+}
+
+/** The batch's folder and date options, in the engine's terms (empty lists left out). */
+export function batchScope(batch: Pick<BatchRow, 'exclude_json' | 'include_json' | 'received_after'>): { exclude?: string[]; include?: string[]; receivedAfter?: number } {
+  const exclude = parseList(batch.exclude_json);
+  const include = parseList(batch.include_json);
+  return {
+    ...(exclude?.length ? { exclude } : {}),
+    ...(include?.length ? { include } : {}),
+    ...(batch.received_after !== null ? { receivedAfter: batch.received_after } : {}),
+  };
+}
+
+export { SourceLoginCache };

@@ -1,0 +1,88 @@
+/** The report e-mail's pure pieces: the SMTP settings from the environment, the composed message, the retry waits. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { BatchView } from '../src/batch/view.js';
+import type { BatchReport, ReportMailbox } from '../src/report/batch-report.js';
+import { composeReportEmail } from '../src/report/compose.js';
+import { hideUrlPassword, reportMailSetting } from '../src/report/mail-config.js';
+import { reportRetryMs } from '../src/report/schedule.js';
+
+test('SMTP settings: off without a URL, refused when they cannot be right, never showing the password', () => {
+  assert.deepEqual(reportMailSetting({}), { kind: 'off', why: 'MAILFERRY_SMTP_URL is not set' });
+  const on = reportMailSetting({ MAILFERRY_SMTP_URL: 'smtps://relay:S3cret%21@mail.example.org:465', MAILFERRY_ADMIN_EMAIL: 'a@example.org, b@example.org', MAILFERRY_REPORT_FROM: 'Migrations <m@example.org>' });
+  assert.equal(on.kind, 'on');
+  if (on.kind !== 'on') return;
+  assert.deepEqual(on.config.admins, ['a@example.org', 'b@example.org']);
+  assert.equal(on.config.from, 'Migrations <m@example.org>');
+  assert.equal(on.config.display, 'smtps://relay:***@mail.example.org:465');
+  assert.ok(!on.config.display.includes('S3cret'));
+  assert.throws(() => reportMailSetting({ MAILFERRY_SMTP_URL: 'http://x' }), /smtp:\/\/ or smtps:\/\//);
+  assert.throws(() => reportMailSetting({ MAILFERRY_SMTP_URL: 'not a url' }), /must be a URL/);
+  assert.throws(() => reportMailSetting({ MAILFERRY_SMTP_URL: 'smtp://h', MAILFERRY_ADMIN_EMAIL: 'admin' }), /MAILFERRY_ADMIN_EMAIL: "admin" is not an e-mail address/);
+  assert.throws(() => reportMailSetting({ MAILFERRY_SMTP_URL: 'smtp://h', MAILFERRY_REPORT_FROM: 'Name <nope>' }), /MAILFERRY_REPORT_FROM/);
+  assert.equal(hideUrlPassword('smtp://h:25'), 'smtp://h:25');
+});
+
+test('report retries back off from a minute to an hour', () => {
+  assert.deepEqual([1, 2, 3, 7, 50].map(reportRetryMs), [60_000, 120_000, 240_000, 3_600_000, 3_600_000]);
+});
+
+function mailbox(over: Partial<ReportMailbox>): ReportMailbox {
+  return {
+    line: 2, emailAddress: 'a@example.org', userName: 'a', userRoot: null, status: 'Synced', folders: 3, found: 10, copied: 10, skipped: 0, failed: 0, bytes: 2 * 1048576,
+    syncSeconds: 4, lastDurationSeconds: 4, messagesPerSecond: 2.5, megabytesPerSecond: 0.5, initialSyncedAt: '2026-01-01T10:00:00.000Z', lastSyncAt: '2026-01-01T10:00:00.000Z',
+    nextSyncAt: null, syncRequested: false, lastError: null, attempts: 0, syncing: null, verification: null, skippedItems: [], period: null,
+    ...over,
+  };
+}
+
+function report(mailboxes: ReportMailbox[], status: BatchView['status']): BatchReport {
+  const counts = { Queued: 0, Syncing: 0, Synced: 0, IncrementalSyncing: 0, Failed: 0, Stopped: 0 };
+  for (const m of mailboxes) counts[m.status]++;
+  const batch = {
+    name: 'pilot', status, endpoint: 'old', target: 'new', mailboxes: mailboxes.length, counts,
+    totals: { folders: 6, found: 20, copied: 15, skipped: 1, failed: 0, bytes: 4 * 1048576 }, messagesPerSecond: 0, megabytesPerSecond: 0, etaSeconds: null,
+    options: { exclude: [], include: null, notify: [], receivedAfter: null, badItemLimit: null }, createdAt: '2026-01-01T09:00:00.000Z', startAt: null,
+    startedAt: '2026-01-01T09:00:00.000Z', initialSyncedAt: '2026-01-01T10:00:00.000Z', lastIncrementalAt: null, stoppedAt: null,
+    deleteWarning: 'it finished its initial sync 1h ago, less than 72 hours', reports: { initialSentAt: null, lastSentAt: null, error: null },
+  } satisfies BatchView;
+  return { generatedAt: '2026-01-01T10:00:05.000Z', period: { since: null, until: '2026-01-01T10:00:05.000Z' }, batch, mailboxes };
+}
+
+test('the initial report: outcome in the subject, failures and skipped messages first, HTML escaped, full report attached', () => {
+  const r = report(
+    [
+      mailbox({ skipped: 1, skippedItems: [{ folder: 'Archiv/2019', uid: 7, date: '2019-05-01T08:00:00.000Z', subject: 'Scan <big> & "huge"', size: 40 * 1048576, reason: 'over the 35 MB limit' }] }),
+      mailbox({ line: 3, emailAddress: 'b@example.org', status: 'Failed', copied: 0, found: 0, lastError: 'source login failed for b: authentication failed' }),
+    ],
+    'SyncedWithErrors',
+  );
+  const mail = composeReportEmail(r, 'initial');
+  assert.equal(mail.subject, '[mailferry] batch pilot: initial sync finished, SyncedWithErrors (1 mailbox failed)');
+  const failed = mail.text.indexOf('Failed mailboxes (1)');
+  const skipped = mail.text.indexOf('Skipped messages (1)');
+  const all = mail.text.indexOf('\nMailboxes\n');
+  assert.ok(failed > 0 && skipped > failed && all > skipped, mail.text);
+  assert.match(mail.text, /b@example\.org\s+source login failed for b: authentication failed/);
+  assert.match(mail.text, /a@example\.org\s+Archiv\/2019\s+2019-05-01\s+Scan <big> & "huge"\s+40\.0 MB\s+over the 35 MB limit/);
+  assert.match(mail.text, /less than 72 hours/);
+  assert.ok(mail.html.includes('Scan &#60;big&#62; &#38; &#34;huge&#34;'));
+  assert.ok(!mail.html.includes('<big>'));
+  assert.deepEqual(mail.attachments.map((a) => a.filename), ['mailferry-pilot-202601011000.csv', 'mailferry-pilot-202601011000.json']);
+  assert.match(mail.attachments[0]!.content, /^Type,EmailAddress,Status/);
+  assert.equal((JSON.parse(mail.attachments[1]!.content) as BatchReport).batch.name, 'pilot');
+});
+
+test('a daily report says what the round copied, per mailbox', () => {
+  const r = report(
+    [mailbox({ period: { synced: 1, failed: 0, copied: 3, bytes: 3000 } }), mailbox({ line: 3, emailAddress: 'b@example.org', period: { synced: 1, failed: 0, copied: 0, bytes: 0 } })],
+    'Synced',
+  );
+  r.period = { since: '2026-01-01T10:00:05.000Z', until: '2026-01-02T10:00:05.000Z' };
+  const mail = composeReportEmail(r, 'daily');
+  assert.equal(mail.subject, '[mailferry] batch pilot: incremental syncs, Synced (2 mailboxes in sync)');
+  assert.match(mail.text, /Since the last report \(2026-01-01 10:00Z\): 3 new messages copied/);
+  assert.match(mail.text, /New/);
+  assert.match(mail.text, /a@example\.org\s+Synced\s+10\s+10\s+0\s+2\.0 MB\s+3\s/);
+  assert.doesNotMatch(mail.text, /Failed mailboxes|Skipped messages/);
+});
