@@ -9,11 +9,10 @@
  * the output says.
  */
 import type { Logger } from 'pino';
-import { scrubSecrets } from '../auth/errors.js';
 import type { Store } from '../store/open.js';
 import type { BatchMailboxRow, BatchRow } from '../store/schema.js';
 import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
-import { batchScope, mailboxSecrets, mailboxSides, SourceLoginCache } from '../worker/mailbox-sides.js';
+import { batchScope, SourceLoginCache, withMailboxSides } from '../worker/mailbox-sides.js';
 import type { SecretKey } from '../secrets/index.js';
 import { pooled } from './pooled.js';
 import { leaseIsLive } from './store.js';
@@ -73,16 +72,13 @@ export async function verifyBatch(store: Store, batch: BatchRow, opts: VerifyBat
   const limit = opts.concurrency ?? Math.max(1, Math.min(source.max_concurrent_incremental_syncs, 10));
   return pooled(rows, limit, async (m) => {
     let v: MailboxVerification;
-    let secrets: string[] = [];
     try {
-      const known = mailboxSecrets(ctx, m);
-      secrets = [known.password, known.adminPassword];
-      const sides = await mailboxSides(ctx, m);
-      const result = await verifyMailbox({ source: sides.source, target: sides.target, ...scope, content: !!opts.content, logger: opts.logger });
+      const result = await withMailboxSides(ctx, m, (sides) => verifyMailbox({ ...sides, ...scope, content: !!opts.content, logger: opts.logger }));
       const fresh = await store.db.selectFrom('batch_mailbox').select(['lease_owner', 'lease_expires_at']).where('id', '=', m.id).executeTakeFirst();
       v = { line: m.line, emailAddress: m.email_address, kind: 'verified', result, syncing: leaseIsLive(m, now()) || (!!fresh && leaseIsLive(fresh, now())) };
     } catch (err) {
-      v = { line: m.line, emailAddress: m.email_address, kind: 'error', error: scrubSecrets((err as Error)?.message ?? String(err), secrets) };
+      // withMailboxSides's errors hold no password.
+      v = { line: m.line, emailAddress: m.email_address, kind: 'error', error: (err as Error)?.message ?? String(err) };
     }
     await record(store, m.id, now(), v);
     opts.onMailbox?.(v);

@@ -4,12 +4,17 @@ import { openStore } from '../store/open.js';
 import { syncMailbox } from '../sync/mailbox-sync.js';
 import { DEFAULT_MAX_MESSAGE_SIZE, type SyncSummary } from '../sync/options.js';
 import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
+import { parseTime } from './batch-command.js';
 import { addConnectionOptions, type ConnectionFlags, resolveSides } from './connection-options.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { cliLogger } from './logger.js';
 import { progressView } from './progress-bar.js';
 
-interface SyncFlags extends ConnectionFlags {
+interface DateScopeFlags {
+  receivedAfter?: string;
+}
+
+interface SyncFlags extends ConnectionFlags, DateScopeFlags {
   maxMessageSize: string;
   connections: string;
   dryRun?: boolean;
@@ -22,11 +27,22 @@ function positiveInt(v: string, flag: string): number {
   return n;
 }
 
-function printSummary(s: SyncSummary): void {
+/** SPEC §4's "only messages received after a date", for one mailbox: the same option and parsing as `batch create`. */
+const RECEIVED_AFTER_HELP = 'only messages that arrived (IMAP internal date) at or after this date: 2025-03-01 (midnight UTC) or 2025-03-01T18:00 (local time; add Z or +01:00)';
+
+function receivedAfterOf(flags: DateScopeFlags): { receivedAfter?: number } {
+  return flags.receivedAfter === undefined ? {} : { receivedAfter: parseTime(flags.receivedAfter, '--received-after') };
+}
+
+function scopeText(receivedAfter: number | undefined): string {
+  return receivedAfter === undefined ? '' : ` received after ${new Date(receivedAfter).toISOString()}`;
+}
+
+function printSummary(s: SyncSummary, receivedAfter: number | undefined): void {
   const mb = (s.bytes / 1048576).toFixed(1);
   const rate = s.seconds > 0 ? (s.copied / s.seconds).toFixed(0) : '0';
   process.stderr.write(
-    `${s.dryRun ? 'dry run: ' : ''}${s.folders} folders, ${s.found} messages found, ${s.copied} copied (${mb} MB, ${rate} msg/s), ` +
+    `${s.dryRun ? 'dry run: ' : ''}${s.folders} folders, ${s.found} messages found${scopeText(receivedAfter)}, ${s.copied} copied (${mb} MB, ${rate} msg/s), ` +
       `${s.skipped} skipped, ${s.failed} failed, ${s.flagsUpdated} flag updates, ${s.seconds.toFixed(2)} s` +
       (s.reconnects ? `, ${s.reconnects} reconnects` : '') +
       '\n',
@@ -49,11 +65,14 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
   )
     .option('--max-message-size <bytes>', 'skip and list messages larger than this', String(DEFAULT_MAX_MESSAGE_SIZE))
     .option('--connections <n>', 'parallel copy lanes (each one source and one target connection)', '4')
+    .option('--received-after <date>', RECEIVED_AFTER_HELP)
     .option('--dry-run', 'show what would be copied; change nothing')
     .option('--json', 'print a JSON summary as the last line of stdout')
     .action((flags: SyncFlags) =>
       run(async () => {
         const logger = cliLogger(flags.logLevel);
+        // Parsed before anything connects: a bad date is a usage error (exit 2), not a failed sync.
+        const scope = receivedAfterOf(flags);
         const sides = await resolveSides(flags, logger);
         const store = await openStore(flags.db);
         const bar = progressView(!flags.json && !!process.stderr.isTTY);
@@ -64,6 +83,7 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
           const summary = await syncMailbox(store, {
             ...sides,
             exclude: flags.exclude,
+            ...scope,
             maxMessageSize: positiveInt(flags.maxMessageSize, '--max-message-size'),
             connections: positiveInt(flags.connections, '--connections'),
             dryRun: !!flags.dryRun,
@@ -72,7 +92,7 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
             signal: stop.signal,
           });
           bar.stop();
-          printSummary(summary);
+          printSummary(summary, scope.receivedAfter);
           if (flags.json) process.stdout.write(JSON.stringify(summary) + '\n');
           return summary.skipped > 0 || summary.failed > 0 ? EXIT.incomplete : EXIT.ok;
         } finally {
@@ -85,18 +105,21 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
 
   addConnectionOptions(program.command('verify').description('Compare source and target folder by folder; "in sync" only when every source message is on the target. Exit 0 in sync, 1 not.'))
     .option('--content', 'compare full message contents (SHA-256) instead of size, date and Message-ID')
+    .option('--received-after <date>', `${RECEIVED_AFTER_HELP}; older source messages are not expected on the target`)
     .option('--json', 'print a JSON result as the last line of stdout')
-    .action((flags: ConnectionFlags & { content?: boolean; json?: boolean }) =>
+    .action((flags: ConnectionFlags & DateScopeFlags & { content?: boolean; json?: boolean }) =>
       run(async () => {
         const logger = cliLogger(flags.logLevel);
+        const scope = receivedAfterOf(flags);
         const sides = await resolveSides(flags, logger);
-        const result: VerifyResult = await verifyMailbox({ ...sides, exclude: flags.exclude, content: !!flags.content, logger });
+        const result: VerifyResult = await verifyMailbox({ ...sides, exclude: flags.exclude, ...scope, content: !!flags.content, logger });
         for (const f of result.folders) {
           const mark = f.missing === 0 ? 'ok     ' : 'MISSING';
           process.stderr.write(`${mark} ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}${f.missing ? `, ${f.missing} missing` : ''}${f.extra ? `, ${f.extra} extra on target` : ''}${f.flagDifferences ? `, ${f.flagDifferences} with other flags` : ''}\n`);
           for (const m of f.missingItems) process.stderr.write(`        missing: ${m.folder} uid ${m.uid} (${m.size} bytes, ${m.date})\n`);
         }
-        process.stderr.write(result.inSync ? `in sync: all ${result.sourceMessages} source messages are on the target\n` : `NOT in sync: ${result.missing} of ${result.sourceMessages} source messages are missing on the target\n`);
+        const scoped = scopeText(scope.receivedAfter);
+        process.stderr.write(result.inSync ? `in sync: all ${result.sourceMessages} source messages${scoped} are on the target\n` : `NOT in sync: ${result.missing} of ${result.sourceMessages} source messages${scoped} are missing on the target\n`);
         if (flags.json) process.stdout.write(JSON.stringify(result) + '\n');
         return result.inSync ? EXIT.ok : EXIT.incomplete;
       }),

@@ -190,6 +190,12 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         }
       },
     },
+    '0005_folder_cut_off': {
+      async up(db: Kysely<unknown>) {
+        // Null for every existing folder: they were all scanned without a cut-off.
+        await db.schema.alterTable('folder').addColumn('covered_from', bigint).execute();
+      },
+    },
   };
 }
 

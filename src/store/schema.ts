@@ -33,6 +33,12 @@ export interface FolderTable {
   /** UIDVALIDITY of the target folder the message rows' target_uid values belong to. */
   target_uidvalidity: number | null;
   last_synced_at: number | null;
+  /**
+   * The `receivedAfter` cut-off (ms) the watermark was reached under: below synced_uidnext,
+   * every message received at or after it was handled; older ones may have been passed
+   * over. Null: every message. A later run with an earlier cut-off, or none, rescans.
+   */
+  covered_from: ColumnType<number | null, number | null | undefined, number | null>;
 }
 
 /**

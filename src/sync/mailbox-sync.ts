@@ -9,7 +9,8 @@
  *
  * A folder whose LIST-STATUS (RFC 5819) answer matches what the last run recorded
  * (UIDVALIDITY, UIDNEXT, MESSAGES and, with CONDSTORE, HIGHESTMODSEQ) is not even opened:
- * a sync of an unchanged mailbox costs two logins and two LIST commands.
+ * a sync of an unchanged mailbox costs two logins and two LIST commands. A `receivedAfter`
+ * cut-off keeps that: `found` then comes from the journal, not from the servers.
  */
 import type { ImapFlow, ListResponse } from 'imapflow';
 import type { Kysely } from 'kysely';
@@ -18,7 +19,7 @@ import { ImapConnectError, isRetryable } from '../imap/errors.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
 import { ensureFolder, ensurePair, findPair, listFolders, updateFolder } from '../store/journal.js';
 import type { Store } from '../store/open.js';
-import type { Database, FolderRow } from '../store/schema.js';
+import type { Database, FolderRow, MessageState } from '../store/schema.js';
 import { ByteBudget } from './byte-budget.js';
 import { MemoryReclaimer } from './reclaim.js';
 import { JobQueue, planJobs, runCopyLanes } from './copy-lanes.js';
@@ -29,7 +30,7 @@ import { DEFAULT_CHUNK_BYTES, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, t
 import { emptyProgress, type SyncProgress } from './progress.js';
 import { reconcileTargetFolder } from './recovery.js';
 import { serverView } from './server-view.js';
-import { isRetryable as isRetryableSkip, scanFolder } from './scan.js';
+import { countNewInScope, isRetryable as isRetryableSkip, rowInScope, scanFolder } from './scan.js';
 import { TargetFolder } from './target-folder.js';
 
 /** The mailbox a login lands in: the impersonated user, not the admin who logs in. */
@@ -54,7 +55,7 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 
 interface AttemptResult {
   mappings: FolderMapping[];
-  /** Source message count per source folder, from LIST-STATUS. */
+  /** Messages in scope per source folder: LIST-STATUS MESSAGES, or inScopeCounts with a cut-off. */
   counts: Map<string, number>;
   found: number;
   flagsUpdated: number;
@@ -104,9 +105,12 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
     const wanted = new Set(r.mappings.map((m) => m.sourcePath));
     for (const f of rows) if (wanted.has(f.source_path)) folderIds.set(f.id, f.source_path);
   }
-  const skippedRows = folderIds.size
-    ? await db.selectFrom('message').selectAll().where('folder_id', 'in', [...folderIds.keys()]).where('state', '=', 'skipped').orderBy('folder_id').orderBy('source_uid').execute()
-    : [];
+  // Skipped rows older than the cut-off (from a run without it) are outside the migration.
+  const skippedRows = (
+    folderIds.size
+      ? await db.selectFrom('message').selectAll().where('folder_id', 'in', [...folderIds.keys()]).where('state', '=', 'skipped').orderBy('folder_id').orderBy('source_uid').execute()
+      : []
+  ).filter((row) => rowInScope(row, opts.receivedAfter));
   return {
     folders: r.mappings.length,
     found: r.found,
@@ -174,11 +178,14 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const srcStatus = new Map(srcList.map((f) => [f.path, f.status]));
     const selectable = mappings.filter((m) => m.selectable && srcStatus.get(m.sourcePath));
     progress.foldersTotal = selectable.length;
-    const counts = new Map(selectable.map((m) => [m.sourcePath, srcStatus.get(m.sourcePath)?.messages ?? 0]));
-    const found = [...counts.values()].reduce((a, b) => a + b, 0);
+    const statusCounts = new Map(selectable.map((m) => [m.sourcePath, srcStatus.get(m.sourcePath)?.messages ?? 0]));
 
     if (opts.dryRun) {
-      return { mappings, counts, found, flagsUpdated: 0, dryRunToCopy: await dryRunCount(db, pairId, selectable, srcStatus) };
+      if (opts.receivedAfter !== undefined) {
+        const plan = await dryRunInScope(db, pairId, src, selectable, srcStatus, opts.receivedAfter, stallMs);
+        return { mappings, counts: plan.counts, found: sum(plan.counts), flagsUpdated: 0, dryRunToCopy: plan.toCopy };
+      }
+      return { mappings, counts: statusCounts, found: sum(statusCounts), flagsUpdated: 0, dryRunToCopy: await dryRunCount(db, pairId, selectable, srcStatus) };
     }
     const pid = pairId!;
     await createMissingFolders(tgt, mappings, tgtView, stallMs);
@@ -218,8 +225,10 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     emit();
     const retryFolders = new Set(
       ids.length
-        ? (await db.selectFrom('message').select(['folder_id', 'skip_kind', 'size', 'state']).where('folder_id', 'in', ids).where('state', 'in', ['skipped', 'orphan']).execute())
-            .filter((r) => r.state === 'orphan' || isRetryableSkip(r, maxMessageSize))
+        ? (await db.selectFrom('message').select(['folder_id', 'skip_kind', 'size', 'state', 'internal_date']).where('folder_id', 'in', ids).where('state', 'in', ['skipped', 'orphan']).execute())
+            // An out-of-scope skipped message is not retried (scan.ts), so it must not make
+            // the folder miss the fast path on every run either.
+            .filter((r) => r.state === 'orphan' || (isRetryableSkip(r, maxMessageSize) && rowInScope(r, opts.receivedAfter)))
             .map((r) => r.folder_id)
         : [],
     );
@@ -237,10 +246,16 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     try {
       for (const m of selectable) {
         if (laneFailed) break;
-        const row = rows.get(m.sourcePath)!;
+        let row = rows.get(m.sourcePath)!;
         const st = srcStatus.get(m.sourcePath)!;
         const tf = targets.get(m.targetPath)!;
+        // An earlier run under a later cut-off passed older messages by; this run wants some
+        // of them: list the folder from its first UID again (the journal keeps what was
+        // copied from being copied twice).
+        const widened = row.covered_from !== null && (opts.receivedAfter === undefined || opts.receivedAfter < row.covered_from);
+        if (widened) row = { ...row, synced_uidnext: 1 };
         const unchanged =
+          !widened &&
           st.uidValidity !== undefined &&
           row.source_uidvalidity === Number(st.uidValidity) &&
           row.synced_uidnext === st.uidNext &&
@@ -251,7 +266,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
           !retryFolders.has(row.id);
         if (!unchanged) {
           const work: FolderWork = { row, mapping: m, target: tf, toCopy: [], flagChanges: [], orphans: new Map() };
-          await scanFolder({ db, maxMessageSize, stallMs, dryRun: false }, src, work);
+          await scanFolder({ db, maxMessageSize, stallMs, dryRun: false, ...(opts.receivedAfter !== undefined ? { receivedAfter: opts.receivedAfter } : {}) }, src, work);
           works.push(work);
           const jobs = planJobs([work], opts.chunkBytes ?? DEFAULT_CHUNK_BYTES);
           if (jobs.length) {
@@ -296,12 +311,79 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
         source_highestmodseq: s.highestModseq,
         target_uidvalidity: w.target.uidValidity,
         last_synced_at: now,
+        // The scan handled every message at or after this run's cut-off, whatever earlier runs used.
+        covered_from: opts.receivedAfter ?? null,
       });
     }
-    return { mappings, counts, found, flagsUpdated, dryRunToCopy: 0 };
+    const counts = opts.receivedAfter === undefined ? statusCounts : await inScopeCounts(db, selectable.map((m) => rows.get(m.sourcePath)!), opts.receivedAfter);
+    return { mappings, counts, found: sum(counts), flagsUpdated, dryRunToCopy: 0 };
   } finally {
     await Promise.allSettled([src.logout(), tgt?.logout()]);
   }
+}
+
+const sum = (counts: ReadonlyMap<string, number>): number => [...counts.values()].reduce((a, b) => a + b, 0);
+
+/** Journal states of messages the engine took in: on the target, on their way, or skipped/failed. */
+const TAKEN_IN: MessageState[] = ['copied', 'pending', 'skipped'];
+
+/**
+ * `found` with a cut-off: LIST-STATUS MESSAGES counts old messages too, and a folder on the
+ * fast path is never opened, so the in-scope count comes from the journal. Every in-scope
+ * message below the watermark has a row (copied, skipped, or pending), and after the scan
+ * nothing in scope is above it; rows older than the cut-off (from a run without it) are
+ * left out, unknown dates (0) are kept. One difference from the count without a cut-off:
+ * messages deleted on the source since they were copied are still counted, as they are
+ * in `copied` (the journal's, all runs), so found >= copied + skipped + failed holds.
+ */
+async function inScopeCounts(db: Kysely<Database>, folders: readonly FolderRow[], receivedAfter: number): Promise<Map<string, number>> {
+  const counts = new Map(folders.map((f) => [f.source_path, 0]));
+  if (!folders.length) return counts;
+  const byId = new Map(folders.map((f) => [f.id, f.source_path]));
+  const rows = await db
+    .selectFrom('message')
+    .select((eb) => ['folder_id', eb.fn.countAll<number | string>().as('n')])
+    .where('folder_id', 'in', [...byId.keys()])
+    // Orphans carry negated UIDs (scan.ts); they are counted once adopted under a new UID.
+    .where('source_uid', '>', 0)
+    .where('state', 'in', TAKEN_IN)
+    .where((eb) => eb.or([eb('internal_date', '>=', receivedAfter), eb('internal_date', '=', 0)]))
+    .groupBy('folder_id')
+    .execute();
+  // PostgreSQL returns COUNT(*) as a bigint string.
+  for (const r of rows) counts.set(byId.get(r.folder_id)!, Number(r.n));
+  return counts;
+}
+
+/**
+ * A dry run with a cut-off: the LIST-STATUS arithmetic of dryRunCount cannot tell old
+ * messages from new, so each folder with messages beyond its watermark is opened read-only
+ * and its new messages' INTERNALDATEs compared. `counts` is then what a real run would
+ * report as found: the journal's in-scope messages plus the new ones.
+ */
+async function dryRunInScope(
+  db: Kysely<Database>,
+  pairId: number | undefined,
+  src: ImapFlow,
+  selectable: readonly FolderMapping[],
+  status: Map<string, ListResponse['status']>,
+  receivedAfter: number,
+  stallMs: number,
+): Promise<{ counts: Map<string, number>; toCopy: number }> {
+  const rows = pairId === undefined ? [] : await listFolders(db, pairId);
+  // Rows under another source UIDVALIDITY describe old UIDs: that folder is listed anew.
+  const current = (m: FolderMapping) => rows.find((r) => r.source_path === m.sourcePath && r.source_uidvalidity === Number(status.get(m.sourcePath)?.uidValidity));
+  const known = await inScopeCounts(db, selectable.map(current).filter((r): r is FolderRow => r !== undefined), receivedAfter);
+  const counts = new Map<string, number>();
+  let toCopy = 0;
+  for (const m of selectable) {
+    const st = status.get(m.sourcePath);
+    const from = current(m)?.synced_uidnext ?? 1;
+    const fresh = (st?.messages ?? 0) > 0 && (st?.uidNext === undefined || st.uidNext > from) ? await countNewInScope(src, m.sourcePath, from, receivedAfter, stallMs) : 0;
+    counts.set(m.sourcePath, (known.get(m.sourcePath) ?? 0) + fresh);
+    toCopy += fresh;
+  }
+  return { counts, toCopy };
 }
 
 /** Without touching anything: how many messages a real run would copy (by UIDNEXT). */

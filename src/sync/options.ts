@@ -37,6 +37,17 @@ export interface SyncOptions {
   maxAttempts?: number;
   /** Close a connection whose command makes no progress for this long (default 120 s). */
   stallMs?: number;
+  /**
+   * Only messages received at or after this instant (ms since the epoch) are in scope
+   * (SPEC §4, a batch's `--received-after`): "received" is the INTERNALDATE, the arrival
+   * date the source server keeps (RFC 3501 §2.3.3), not the Date header the sender wrote.
+   * Older messages are not copied, not counted in `found`, and not skipped or failed: they
+   * are simply outside the migration. The watermark still moves past them, so later runs do
+   * not list them again; a later run with an earlier cut-off, or none, sees from the
+   * folder's recorded cut-off (`folder.covered_from`) that they were passed over and lists
+   * the folder again from its first UID.
+   */
+  receivedAfter?: number;
   /** Plan only: list what would be copied, change nothing. */
   dryRun?: boolean;
   logger: Logger;
@@ -61,7 +72,11 @@ export interface FolderSummary {
 
 export interface SyncSummary {
   folders: number;
-  /** Messages in the migrated source folders. */
+  /**
+   * Messages in scope in the migrated source folders: all of them (LIST-STATUS MESSAGES),
+   * or with `receivedAfter` those the journal knows at or after the cut-off (see
+   * mailbox-sync.ts, `inScopeCounts`).
+   */
   found: number;
   /** Copied by this run. */
   copied: number;

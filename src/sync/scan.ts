@@ -2,6 +2,11 @@
  * Scans one source folder: what is new since the watermark, what is to be retried, which
  * flags changed (CHANGEDSINCE, RFC 7162 §3.1.4, when the server has CONDSTORE; a full
  * UID FLAGS listing otherwise), and what is too large to copy.
+ *
+ * With a `receivedAfter` cut-off, messages that arrived before it (INTERNALDATE, RFC 3501
+ * §2.3.3) are left out of the listing: never journaled, copied, skipped or counted. The
+ * watermark still moves past them (mailbox-sync.ts records the folder's UIDNEXT), so an
+ * incremental run does not list them again.
  */
 import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
@@ -17,6 +22,56 @@ export interface ScanContext {
   maxMessageSize: number;
   stallMs: number;
   dryRun: boolean;
+  /** Only messages received at or after this (ms since the epoch); see SyncOptions. */
+  receivedAfter?: number;
+}
+
+/** An INTERNALDATE as imapflow gives it (a Date, or the raw text it could not parse), in ms; undefined when absent or unreadable. */
+export function internalDateMs(date: Date | string | undefined): number | undefined {
+  if (date === undefined) return undefined;
+  const ms = (typeof date === 'string' ? new Date(date) : date).getTime();
+  return Number.isNaN(ms) ? undefined : ms;
+}
+
+/**
+ * Whether a message is inside the migration's date scope. "After DATE" includes DATE
+ * itself, as SEARCH SINCE does (RFC 3501 §6.4.4), so `--received-after 2024-03-01` takes
+ * mail from midnight on. A message whose arrival date is unknown stays in scope: one
+ * message too many on the target is visible and harmless, one silently left behind is not.
+ */
+export function receivedInScope(date: number | undefined, receivedAfter: number | undefined): boolean {
+  return receivedAfter === undefined || date === undefined || date >= receivedAfter;
+}
+
+/** The same for a journal row, whose internal_date is 0 when it was never read (unreadable messages). */
+export function rowInScope(row: Pick<MessageRow, 'internal_date'>, receivedAfter: number | undefined): boolean {
+  return receivedInScope(row.internal_date === 0 ? undefined : row.internal_date, receivedAfter);
+}
+
+/**
+ * What the listing fetches: UID and size, plus INTERNALDATE only when there is a cut-off
+ * to compare with. The date comes in the same FETCH rather than from UID SEARCH SINCE,
+ * which compares dates without time and zone (RFC 3501 §6.4.4) and would need an exact
+ * check of the boundary day anyway.
+ */
+function listingQuery(receivedAfter: number | undefined): { uid: true; size: true; internalDate?: true } {
+  return receivedAfter === undefined ? { uid: true, size: true } : { uid: true, size: true, internalDate: true };
+}
+
+function listedInScope(m: FetchMessageObject, receivedAfter: number | undefined): boolean {
+  return receivedInScope(internalDateMs(m.internalDate), receivedAfter);
+}
+
+/**
+ * For a dry run with a cut-off: how many messages at or above `fromUid` are in scope. Opens
+ * the folder read-only (EXAMINE) and changes nothing.
+ */
+export async function countNewInScope(src: ImapFlow, path: string, fromUid: number, receivedAfter: number, stallMs: number): Promise<number> {
+  const mailbox = await withWatchdog(src, stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
+  if (mailbox.exists === 0) return 0;
+  const listed = await withWatchdog(src, stallMs, `listing ${path}`, () => src.fetchAll(`${fromUid}:*`, listingQuery(receivedAfter), { uid: true }));
+  // `n:*` includes the highest message even below n (RFC 3501 §6.4.8).
+  return listed.filter((m) => m.uid >= fromUid && listedInScope(m, receivedAfter)).length;
 }
 
 function sizeText(bytes: number): string {
@@ -27,6 +82,18 @@ function sizeText(bytes: number): string {
 export function isRetryable(row: Pick<MessageRow, 'state' | 'skip_kind' | 'size'>, maxMessageSize: number): boolean {
   if (row.state !== 'skipped') return false;
   return row.skip_kind !== 'too-large' || row.size <= maxMessageSize;
+}
+
+/**
+ * A message skipped by a run without the cut-off (or with an earlier one) that is now out
+ * of scope is not retried; its row goes, as if it had never been listed, so it is neither
+ * counted as skipped or failed nor makes every later run rescan the folder. Only `skipped`
+ * rows: those messages are not on the target, so nothing there is left unaccounted for.
+ */
+async function forgetOutOfScope(ctx: ScanContext, folderId: number, listed: readonly FetchMessageObject[], known: ReadonlyMap<number, Pick<MessageRow, 'state'>>): Promise<void> {
+  if (ctx.dryRun || ctx.receivedAfter === undefined) return;
+  const gone = listed.filter((m) => !listedInScope(m, ctx.receivedAfter) && known.get(m.uid)?.state === 'skipped').map((m) => m.uid);
+  if (gone.length) await ctx.db.deleteFrom('message').where('folder_id', '=', folderId).where('source_uid', 'in', gone).where('state', '=', 'skipped').execute();
 }
 
 export async function scanFolder(ctx: ScanContext, src: ImapFlow, work: FolderWork): Promise<void> {
@@ -66,15 +133,19 @@ export async function scanFolder(ctx: ScanContext, src: ImapFlow, work: FolderWo
   const known = await knownMessages(db, row.id);
   const watermark = row.synced_uidnext;
   const listed: FetchMessageObject[] = [];
+  const query = listingQuery(ctx.receivedAfter);
   // `n:*` always includes the highest message even when its UID is below n (RFC 3501
-  // §6.4.8), hence the filter.
+  // §6.4.8), hence the UID filter. Messages older than the cut-off are dropped here, and
+  // only here: everything below decides among in-scope messages.
   if (snapshot.uidNext > watermark || row.source_messages === null) {
-    const fresh = await withWatchdog(src, ctx.stallMs, `listing ${path}`, () => src.fetchAll(`${watermark}:*`, { uid: true, size: true }, { uid: true }));
-    listed.push(...fresh.filter((m) => m.uid >= watermark));
+    const fresh = await withWatchdog(src, ctx.stallMs, `listing ${path}`, () => src.fetchAll(`${watermark}:*`, query, { uid: true }));
+    listed.push(...fresh.filter((m) => m.uid >= watermark && listedInScope(m, ctx.receivedAfter)));
   }
   const retry = [...known].filter(([uid, r]) => uid < watermark && isRetryable(r, ctx.maxMessageSize)).map(([uid]) => uid);
   if (retry.length) {
-    listed.push(...(await withWatchdog(src, ctx.stallMs, `listing ${path}`, () => src.fetchAll(uidSet(retry), { uid: true, size: true }, { uid: true }))));
+    const again = await withWatchdog(src, ctx.stallMs, `listing ${path}`, () => src.fetchAll(uidSet(retry), query, { uid: true }));
+    listed.push(...again.filter((m) => listedInScope(m, ctx.receivedAfter)));
+    await forgetOutOfScope(ctx, row.id, again, known);
   }
 
   const tooLarge: number[] = [];
@@ -97,7 +168,7 @@ export async function scanFolder(ctx: ScanContext, src: ImapFlow, work: FolderWo
         source_uid: m.uid,
         state: 'skipped' as const,
         size: m.size ?? 0,
-        internal_date: m.internalDate ? new Date(m.internalDate).getTime() : 0,
+        internal_date: internalDateMs(m.internalDate) ?? 0,
         sha256: null,
         flags: flagsKey(m.flags),
         target_uid: null,

@@ -7,6 +7,11 @@
  * Identity: by default size + internal date + Message-ID, read with one FETCH per folder
  * on each side, cheap enough to run on a whole batch; with `content`, the SHA-256 of the
  * full message, which downloads everything twice but proves byte-exactness.
+ *
+ * With `receivedAfter`, source messages that arrived before the cut-off (INTERNALDATE,
+ * RFC 3501 §2.3.3) are not expected on the target, exactly as the sync leaves them out;
+ * the counts reported are of in-scope source messages. Target messages are all read: one
+ * an earlier run without the cut-off copied is simply an extra.
  */
 import { createHash } from 'node:crypto';
 import type { FetchMessageObject, ImapFlow } from 'imapflow';
@@ -16,6 +21,7 @@ import { flagsKey } from './flags.js';
 import { mapFolders } from './folder-map.js';
 import { serverView } from './server-view.js';
 import type { MailboxSide } from './options.js';
+import { internalDateMs, receivedInScope } from './scan.js';
 
 export interface VerifyOptions {
   source: MailboxSide & { userRoot?: string };
@@ -23,6 +29,8 @@ export interface VerifyOptions {
   exclude?: readonly string[];
   include?: readonly string[];
   content?: boolean;
+  /** Only source messages received at or after this (ms since the epoch) must be on the target; see SyncOptions. */
+  receivedAfter?: number;
   stallMs?: number;
   logger: Logger;
 }
@@ -70,13 +78,15 @@ interface Entry {
   flags: string;
 }
 
-async function readFolder(client: ImapFlow, path: string, content: boolean, stallMs: number): Promise<Entry[]> {
+async function readFolder(client: ImapFlow, path: string, content: boolean, stallMs: number, receivedAfter?: number): Promise<Entry[]> {
   const mb = await withWatchdog(client, stallMs, `opening ${path}`, () => client.mailboxOpen(path, { readOnly: true }));
   if (mb.exists === 0) return [];
   const query = content ? { uid: true, size: true, internalDate: true, flags: true, source: true } : { uid: true, size: true, internalDate: true, flags: true, headers: ['message-id'] };
   const out: Entry[] = [];
   const take = (m: FetchMessageObject) => {
-    const date = m.internalDate ? new Date(m.internalDate) : new Date(0);
+    const ms = internalDateMs(m.internalDate);
+    if (!receivedInScope(ms, receivedAfter)) return;
+    const date = new Date(ms ?? 0);
     const seconds = Math.floor(date.getTime() / 1000);
     const key = content ? createHash('sha256').update(m.source ?? Buffer.alloc(0)).digest('hex') : `${m.size}|${seconds}|${messageId(m.headers)}`;
     out.push({ key, uid: m.uid, size: m.size ?? 0, date: date.toISOString(), flags: flagsKey(m.flags) });
@@ -108,7 +118,7 @@ export async function verifyMailbox(opts: VerifyOptions): Promise<VerifyResult> 
     const folders: FolderVerdict[] = [];
     for (const [target, sources] of byTarget) {
       const sourceEntries: (Entry & { folder: string })[] = [];
-      for (const s of sources) for (const e of await readFolder(src, s, !!opts.content, stallMs)) sourceEntries.push({ ...e, folder: s });
+      for (const s of sources) for (const e of await readFolder(src, s, !!opts.content, stallMs, opts.receivedAfter)) sourceEntries.push({ ...e, folder: s });
       const targetEntries = tgtPaths.has(target) ? await readFolder(tgt, target, !!opts.content, stallMs) : [];
       const pool = new Map<string, Entry[]>();
       for (const e of targetEntries) pool.set(e.key, [...(pool.get(e.key) ?? []), e]);

@@ -5,6 +5,7 @@
  * the workers' syncs and `batch verify`, so both log in exactly the same way.
  */
 import type { Logger } from 'pino';
+import { scrubSecrets } from '../auth/errors.js';
 import { resolveSourceLogin, SourceLoginCache } from '../auth/source-login.js';
 import { type Impersonation, targetLogin } from '../endpoint/target-login.js';
 import type { ImapEndpoint } from '../imap/endpoint.js';
@@ -28,8 +29,6 @@ export class MailboxSyncError extends Error {
 export interface MailboxSides {
   source: MailboxSide & { userRoot?: string };
   target: MailboxSide;
-  /** The passwords involved, for scrubbing error messages (src/auth/errors.ts scrubSecrets). */
-  secrets: string[];
 }
 
 export interface SideContext {
@@ -42,16 +41,26 @@ export interface SideContext {
   stallMs?: number;
 }
 
-/** The stored passwords, decrypted; the target without an admin login is a configuration error. */
-export function mailboxSecrets(ctx: Pick<SideContext, 'target' | 'key'>, mailbox: Pick<BatchMailboxRow, 'password_enc'>): { password: string; adminUser: string; adminPassword: string } {
+type MailboxLogin = Pick<BatchMailboxRow, 'user_name' | 'password_enc' | 'user_root' | 'email_address'>;
+
+/**
+ * Logs in to the source (checking the session is really the user's), prepares the target
+ * side, and runs `fn` with both. Whatever fails, in the login or in `fn`, leaves as a
+ * MailboxSyncError whose message holds neither password.
+ */
+export async function withMailboxSides<T>(ctx: SideContext, mailbox: MailboxLogin, fn: (sides: MailboxSides) => Promise<T>): Promise<T> {
   const { target, key } = ctx;
   if (target.password_enc === null || target.admin_user === null) throw new MailboxSyncError(`target "${target.name}" has no stored admin login`);
-  return { password: decryptSecret(key, mailbox.password_enc), adminUser: target.admin_user, adminPassword: decryptSecret(key, target.password_enc) };
+  const password = decryptSecret(key, mailbox.password_enc);
+  const adminPassword = decryptSecret(key, target.password_enc);
+  try {
+    return await fn(await mailboxSides(ctx, mailbox, password, target.admin_user, adminPassword));
+  } catch (err) {
+    throw Object.assign(new MailboxSyncError(scrubSecrets((err as Error)?.message ?? String(err), [password, adminPassword])), { cause: err });
+  }
 }
 
-/** Logs in to the source (checking the session is really the user's) and prepares the target side. */
-export async function mailboxSides(ctx: SideContext, mailbox: Pick<BatchMailboxRow, 'user_name' | 'password_enc' | 'user_root' | 'email_address'>): Promise<MailboxSides> {
-  const { password, adminUser, adminPassword } = mailboxSecrets(ctx, mailbox);
+async function mailboxSides(ctx: SideContext, mailbox: MailboxLogin, password: string, adminUser: string, adminPassword: string): Promise<MailboxSides> {
   const sourceEndpoint = imapEndpointOf(ctx.source);
   const resolved = await resolveSourceLogin(sourceEndpoint, mailbox.user_name, password, {
     userRoot: mailbox.user_root ?? undefined,
@@ -65,7 +74,6 @@ export async function mailboxSides(ctx: SideContext, mailbox: Pick<BatchMailboxR
   return {
     source: { endpoint: sourceEndpoint, login: resolved.login, ...(resolved.userRoot ? { userRoot: resolved.userRoot } : {}) },
     target: { endpoint: imapEndpointOf(ctx.target), login: targetLogin(adminUser, adminPassword, impersonationOf(ctx.target), mailbox.email_address) },
-    secrets: [password, adminPassword],
   };
 }
 
