@@ -245,7 +245,8 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     progress.foldersScanned = 0;
     try {
       for (const m of selectable) {
-        if (laneFailed) break;
+        // A stop (batch stopped, worker shutting down) also ends a long scan of many folders.
+        if (laneFailed || opts.signal?.aborted) break;
         let row = rows.get(m.sourcePath)!;
         const st = srcStatus.get(m.sourcePath)!;
         const tf = targets.get(m.targetPath)!;
