@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what mailferry's demo, tests and benchmark need on a fresh Debian machine:
-# Dovecot (the lab's real IMAP servers), mbsync (the benchmark's yardstick), and the npm
-# packages. Idempotent: installs only what is missing.
+# Dovecot (the lab's real IMAP servers), Cyrus and Courier (unpacked into .lab/, see
+# scripts/lab-servers.sh), mbsync (the benchmark's yardstick), and the npm packages.
+# Idempotent: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,11 @@ if [ "${#need[@]}" -gt 0 ]; then
   # ports); policy-rc.d-less containers may print a warning about starting it.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# Cyrus and Courier for test/other-servers.test.ts, unpacked into .lab/ (they conflict
+# with dovecot-imapd as installed packages). Never fails the set-up: without them those
+# tests skip and say why.
+bash scripts/lab-servers.sh || echo "setup: lab-servers.sh failed; Cyrus/Courier tests will be skipped"
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"

@@ -16,6 +16,7 @@ import { ImapAuthError } from '../imap/errors.js';
 import { openSession } from '../imap/imapflow-session.js';
 import { RawConnection } from '../imap/raw-connection.js';
 import { mapFolders, type ServerView } from '../sync/folder-map.js';
+import { listMailboxFolders, personalNamespace } from '../sync/server-view.js';
 import {
   type AuthPreference,
   type LoginAttempt,
@@ -249,13 +250,14 @@ function describeNamespaces(ns: Namespaces | undefined): string {
  */
 async function checkUserRoot(session: ImapFlow, cred: Extract<SourceCredential, { kind: 'user-root' }>, where: string): Promise<{ folders: string[]; delimiter: string | null }> {
   const ns = session.namespaces as Namespaces | undefined;
-  const listed = await session.list();
+  // Not only `LIST "" "*"`: Courier leaves its `#shared.` virtual shared folders out of it.
+  const listed = await listMailboxFolders(session, {}, cred.userRoot);
   const inbox = listed.find((f) => f.path.toUpperCase() === 'INBOX');
   // The same view the engine builds (mailbox-sync.ts), so the decision cannot differ.
   const view: ServerView = {
     folders: listed.map((f) => ({ path: f.path, delimiter: f.delimiter ?? null, flags: f.flags, specialUse: f.specialUse })),
-    prefix: session.namespace?.prefix ?? '',
-    delimiter: session.namespace?.delimiter ?? inbox?.delimiter ?? listed.find((f) => f.delimiter)?.delimiter ?? null,
+    prefix: personalNamespace(session)?.prefix ?? '',
+    delimiter: personalNamespace(session)?.delimiter ?? inbox?.delimiter ?? listed.find((f) => f.delimiter)?.delimiter ?? null,
   };
   const mapped = mapFolders(view, { folders: [], prefix: '', delimiter: '/' }, { userRoot: cred.userRoot });
   const found = mapped.filter((m) => m.selectable).map((m) => m.sourcePath);

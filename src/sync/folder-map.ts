@@ -104,6 +104,18 @@ function patternSegments(pattern: string, sourceDelimiter: string | null): strin
   return segs.filter((s) => s !== '');
 }
 
+/**
+ * A UserRoot as a mailbox name on the source (its segments joined with the source's
+ * separator, e.g. `#shared.alberta` for `/#shared/alberta` on Courier), for listing it by
+ * name; null when it names no folder. The same segments mapFolders matches.
+ */
+export function userRootPattern(userRoot: string, sourceDelimiter: string | null): string | null {
+  const segs = patternSegments(userRoot, sourceDelimiter);
+  if (segs.length === 0) return null;
+  if (!sourceDelimiter) return segs.length === 1 ? segs[0]! : null;
+  return segs.join(sourceDelimiter);
+}
+
 function startsWithSegments(path: readonly string[], prefix: readonly string[]): boolean {
   if (prefix.length === 0 || prefix.length > path.length) return false;
   return prefix.every((seg, i) => seg.toLowerCase() === path[i]!.toLowerCase());

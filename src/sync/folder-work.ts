@@ -29,6 +29,8 @@ export interface FolderWork {
   mapping: FolderMapping;
   target: TargetFolder;
   snapshot?: SourceSnapshot;
+  /** UIDNEXT from the folder listing's STATUS, for servers whose SELECT/EXAMINE leaves it out (scan.ts). */
+  listedUidNext?: number;
   toCopy: MessageMeta[];
   flagChanges: FlagChange[];
   /** Rows copied under an earlier source UIDVALIDITY, by digest, waiting to be adopted. */

@@ -29,7 +29,7 @@ import type { FolderWork } from './folder-work.js';
 import { DEFAULT_CHUNK_BYTES, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type SyncOptions, type SyncSummary } from './options.js';
 import { emptyProgress, type SyncProgress } from './progress.js';
 import { reconcileTargetFolder } from './recovery.js';
-import { serverView } from './server-view.js';
+import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
 import { countNewInScope, isRetryable as isRetryableSkip, rowInScope, scanFolder } from './scan.js';
 import { TargetFolder } from './target-folder.js';
 
@@ -163,13 +163,14 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
   progress.phase = 'connecting';
   emit();
   const src = await openSession({ endpoint: opts.source.endpoint, login: opts.source.login, logger: log, stallMs });
+  if (opts.source.userRoot) useFullNames(src);
   let tgt: ImapFlow | undefined;
   try {
     tgt = await openSession({ endpoint: opts.target.endpoint, login: opts.target.login, logger: log, stallMs });
     progress.phase = 'listing';
     emit();
     const [srcList, tgtList] = await Promise.all([
-      withWatchdog(src, stallMs, 'listing source folders', () => src.list({ statusQuery: { messages: true, uidNext: true, uidValidity: true, highestModseq: true } })),
+      withWatchdog(src, stallMs, 'listing source folders', () => listMailboxFolders(src, { statusQuery: { messages: true, uidNext: true, uidValidity: true, highestModseq: true } }, opts.source.userRoot)),
       withWatchdog(tgt, stallMs, 'listing target folders', () => tgt!.list({ statusQuery: { uidNext: true, uidValidity: true } })),
     ]);
     const srcView = serverView(src, srcList);
@@ -266,7 +267,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
           row.target_uidvalidity === tf.uidValidity &&
           !retryFolders.has(row.id);
         if (!unchanged) {
-          const work: FolderWork = { row, mapping: m, target: tf, toCopy: [], flagChanges: [], orphans: new Map() };
+          const work: FolderWork = { row, mapping: m, target: tf, toCopy: [], flagChanges: [], orphans: new Map(), ...(st.uidNext !== undefined ? { listedUidNext: st.uidNext } : {}) };
           await scanFolder({ db, maxMessageSize, stallMs, dryRun: false, ...(opts.receivedAfter !== undefined ? { receivedAfter: opts.receivedAfter } : {}) }, src, work);
           works.push(work);
           const jobs = planJobs([work], opts.chunkBytes ?? DEFAULT_CHUNK_BYTES);
@@ -275,6 +276,9 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
             progress.toCopyBytes += jobs.reduce((n, j) => n + j.items.reduce((b, i) => b + i.size, 0), 0);
             queue.add(jobs);
             if (!lanes) {
+              // Copying from here on, while the scan of the remaining folders goes on
+              // (foldersScanned/foldersTotal tell how far that is).
+              progress.phase = 'copying';
               lanes = runCopyLanes(copyCtx, queue, opts.connections ?? 4, () => (laneFailed = true));
               // Awaited after the scan; until then a lane failure must not count as unhandled.
               lanes.catch(() => undefined);

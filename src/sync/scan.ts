@@ -100,9 +100,14 @@ export async function scanFolder(ctx: ScanContext, src: ImapFlow, work: FolderWo
   const { db } = ctx;
   const path = work.mapping.sourcePath;
   const mailbox = await withWatchdog(src, ctx.stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
+  // RFC 3501 §7.3.1 makes UIDNEXT part of the answer to SELECT/EXAMINE, but Courier sends
+  // none. Then the value STATUS gave in the folder listing (read before the folder was
+  // opened, so a message arriving in between is left for the next run), else one past the
+  // highest UID listed below.
+  const announcedUidNext: number | undefined = mailbox.uidNext ?? work.listedUidNext;
   const snapshot = {
     uidValidity: Number(mailbox.uidValidity),
-    uidNext: mailbox.uidNext,
+    uidNext: announcedUidNext ?? work.row.synced_uidnext,
     messages: mailbox.exists,
     highestModseq: mailbox.highestModseq !== undefined && !mailbox.noModseq ? mailbox.highestModseq.toString() : null,
   };
@@ -137,9 +142,11 @@ export async function scanFolder(ctx: ScanContext, src: ImapFlow, work: FolderWo
   // `n:*` always includes the highest message even when its UID is below n (RFC 3501
   // §6.4.8), hence the UID filter. Messages older than the cut-off are dropped here, and
   // only here: everything below decides among in-scope messages.
-  if (snapshot.uidNext > watermark || row.source_messages === null) {
+  if (announcedUidNext === undefined) snapshot.uidNext = watermark;
+  if (announcedUidNext === undefined || snapshot.uidNext > watermark || row.source_messages === null) {
     const fresh = await withWatchdog(src, ctx.stallMs, `listing ${path}`, () => src.fetchAll(`${watermark}:*`, query, { uid: true }));
     listed.push(...fresh.filter((m) => m.uid >= watermark && listedInScope(m, ctx.receivedAfter)));
+    if (announcedUidNext === undefined) snapshot.uidNext = fresh.reduce((next, m) => Math.max(next, m.uid + 1), snapshot.uidNext);
   }
   const retry = [...known].filter(([uid, r]) => uid < watermark && isRetryable(r, ctx.maxMessageSize)).map(([uid]) => uid);
   if (retry.length) {

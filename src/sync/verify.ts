@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
 import { flagsKey } from './flags.js';
 import { mapFolders } from './folder-map.js';
-import { serverView } from './server-view.js';
+import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
 import type { MailboxSide } from './options.js';
 import { internalDateMs, receivedInScope } from './scan.js';
 
@@ -101,10 +101,11 @@ async function readFolder(client: ImapFlow, path: string, content: boolean, stal
 export async function verifyMailbox(opts: VerifyOptions): Promise<VerifyResult> {
   const stallMs = opts.stallMs ?? 120_000;
   const src = await openSession({ endpoint: opts.source.endpoint, login: opts.source.login, logger: opts.logger, stallMs });
+  if (opts.source.userRoot) useFullNames(src);
   let tgt: ImapFlow | undefined;
   try {
     tgt = await openSession({ endpoint: opts.target.endpoint, login: opts.target.login, logger: opts.logger, stallMs });
-    const [srcList, tgtList] = await Promise.all([src.list(), tgt.list()]);
+    const [srcList, tgtList] = await Promise.all([listMailboxFolders(src, {}, opts.source.userRoot), tgt.list()]);
     const tgtPaths = new Set(tgtList.map((f) => (f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path)));
     const mappings = mapFolders(serverView(src, srcList), serverView(tgt, tgtList), {
       ...(opts.exclude ? { exclude: opts.exclude } : {}),
