@@ -301,7 +301,16 @@ interface SyncRun {
   wallSeconds: number;
   /** CPU seconds the mailferry process used (user + system). */
   cpuSeconds: number | null;
+  /**
+   * Peak RSS of the mailferry process itself: VmHWM from /proc/self/status, written by a
+   * preloaded probe at exit (see RSS_PROBE). Not the CLI's own `peakRssMb`: that is
+   * getrusage's ru_maxrss, which Linux carries over fork and exec, so a child spawned by
+   * this (large: it holds the pre-generated corpus) bench process reported the bench's RSS
+   * at fork time (~240 MB) rather than its own (~150 MB then).
+   */
   peakRssMb: number;
+  /** The CLI's own figure (ru_maxrss; see peakRssMb), for reference. */
+  cliPeakRssMb: number;
   reconnects: number;
   exitStatus: number | null;
   msgsPerSec: number;
@@ -325,8 +334,16 @@ interface Exactness extends Counted {
   exactWithoutXTuid: number;
 }
 
+/**
+ * Preloaded into every mailferry child (`node --require`): prints the process's own peak
+ * RSS (VmHWM, /proc/self/status, reset by exec unlike ru_maxrss) on stderr at exit.
+ */
+const RSS_PROBE = `process.on('exit', () => { try { const m = /VmHWM:\\s*(\\d+) kB/.exec(require('fs').readFileSync('/proc/self/status', 'utf8')); if (m) require('fs').writeSync(2, '\\nmailferry-bench-vmhwm-kb ' + m[1] + '\\n'); } catch {} });\n`;
+let rssProbeFile: string | null = null;
+
 async function runMailferry(o: BenchOptions, sourcePort: number, targetPort: number, db: string, cpuProfDir?: string): Promise<SyncRun> {
   const nodeArgs = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
+  if (rssProbeFile) nodeArgs.push('--require', rssProbeFile);
   const args = [
     ...nodeArgs,
     CLI,
@@ -354,6 +371,8 @@ async function runMailferry(o: BenchOptions, sourcePort: number, targetPort: num
   const copied = num('copied');
   const bytes = num('bytes');
   const seconds = num('seconds');
+  const hwm = /mailferry-bench-vmhwm-kb (\d+)/.exec(res.stderr);
+  const vmHwmKb = hwm ? Number(hwm[1]) : null;
   if (res.status !== 0) process.stdout.write(`  ! mailferry exited ${res.status}: ${tailOf(res.stderr, 5)}\n`);
   return {
     copied,
@@ -364,7 +383,8 @@ async function runMailferry(o: BenchOptions, sourcePort: number, targetPort: num
     seconds: r3(seconds),
     wallSeconds: r3(res.wallSeconds),
     cpuSeconds: res.cpuSeconds === null ? null : r2(res.cpuSeconds),
-    peakRssMb: r1(num('peakRssMb')),
+    peakRssMb: vmHwmKb !== null ? r1(vmHwmKb / 1024) : r1(num('peakRssMb')),
+    cliPeakRssMb: r1(num('peakRssMb')),
     reconnects: num('reconnects'),
     exitStatus: res.status,
     msgsPerSec: seconds > 0 ? r1(copied / seconds) : 0,
@@ -555,6 +575,10 @@ async function main(): Promise<void> {
   }
   const work = mkdtempSync(path.join(os.tmpdir(), 'mailferry-bench-'));
   track({ stop: async () => rmSync(work, { recursive: true, force: true }) });
+  if (existsSync('/proc/self/status')) {
+    rssProbeFile = path.join(work, 'rss-probe.cjs');
+    writeFileSync(rssProbeFile, RSS_PROBE);
+  }
   const startedAt = new Date();
   const loadAtStart = os.loadavg().map(r2);
   const mbsync = o.skipMbsync ? null : mbsyncVersion();
@@ -746,7 +770,7 @@ async function main(): Promise<void> {
   row('mailferry loopback (wall)', failed(loop) ?? `${loop.wallSeconds} s, ${loop.msgsPerSecWall} msg/s, ${loop.mbPerSecWall} MB/s${rep(loopRuns.map((r) => r.wallSeconds))}`);
   const crashed = (r: SyncRun, text: string): string => (r.error ? `${text} (crashed run)` : text);
   row('mailferry CPU', `${crashed(loop, cpuText(loop.cpuSeconds))} loopback, ${crashed(rttRun, cpuText(rttRun.cpuSeconds))} at ${o.rttMs} ms (user+sys of the sync process)`);
-  row('mailferry peak RSS', `${loop.error ? 'n/a' : `${loop.peakRssMb} MB`} (loopback), ${rttRun.error ? 'n/a' : `${rttRun.peakRssMb} MB`} (${o.rttMs} ms)`);
+  row('mailferry peak RSS', `${loop.error ? 'n/a' : `${loop.peakRssMb} MB`} (loopback), ${rttRun.error ? 'n/a' : `${rttRun.peakRssMb} MB`} (${o.rttMs} ms) (VmHWM of the sync process; the CLI's ru_maxrss, inherited over fork: ${loop.cliPeakRssMb} / ${rttRun.cliPeakRssMb} MB)`);
   row('mailferry ÷ limit', `${ratios.mailferryOverLimit ?? 'n/a'} in-process, ${ratios.mailferryWallOverLimit ?? 'n/a'} wall (goal ≤ 1.1)`);
   row('mailferry exact (loopback)', `${loopCheck.targetMessages}/${expected} on target, sample ${loopCheck.exact}/${loopCheck.sampled} byte-exact`);
   row('no-op re-run', failed(noop) ?? `copied ${noop.copied}, in-process ${noop.seconds} s, whole command ${noop.wallSeconds} s${rep(noopRuns.map((r) => r.wallSeconds))}`);

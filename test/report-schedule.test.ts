@@ -3,7 +3,7 @@
  * database alone, on SQLite and on PostgreSQL: the initial report once the initial sync is
  * over, claimed by exactly one of two senders, retried after a failed send; a daily report
  * once every mailbox that is not failing has synced again, or when overdue; none for a
- * stopped batch.
+ * stopped batch; one per interval for a batch whose every mailbox fails.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createBatch } from '../src/batch/create.js';
-import { stopBatch } from '../src/batch/lifecycle.js';
+import { stopBatch, syncNow } from '../src/batch/lifecycle.js';
 import { claimReport, dueReports, recordReportFailed, recordReportSent, reportRetryMs } from '../src/report/schedule.js';
 import { generateSecretKeyText, loadSecretKey } from '../src/secrets/index.js';
 import { insertEndpoint } from '../src/store/endpoints.js';
@@ -135,6 +135,27 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       assert.equal((await dueReports(store, b.last_report_at! + DAY + 5000, DAY)).length, 1);
       await stopBatch(store, 'rep');
       assert.deepEqual(await dueReports(store, b.last_report_at! + DAY + 5000, DAY), []);
+    });
+
+    test('a batch whose every mailbox fails gets one report per interval, not one per retry', { skip: skip ?? false }, async () => {
+      const csv = ['EmailAddress,UserName,Password', 'dead@example.org,dead,pw'].join('\n');
+      const r = await createBatch(store, { name: 'dead', csv: Buffer.from(csv), endpoint: 'source', target: 'target', exclude: [], include: [], notify: [], receivedAfter: null, badItemLimit: null, start: { kind: 'now' } }, key);
+      assert.ok(r.created);
+      const t = Date.now() + 1000;
+      await runAll(t, () => 'failed');
+      const initial = await dueReports(store, t + 2000, DAY);
+      assert.deepEqual(initial.map((d) => [d.batch.name, d.kind]), [['dead', 'initial']]);
+      assert.ok(await claimReport(store, initial[0]!, t + 2000));
+      await recordReportSent(store, initial[0]!, t + 2000, null);
+      // Retries (here forced with sync-now) fail again and again: no report until an interval has passed.
+      for (const at of [t + HOUR, t + 13 * HOUR]) {
+        await syncNow(store, 'dead');
+        await runAll(at, () => 'failed');
+        assert.deepEqual(await dueReports(store, at + 5000, DAY), [], `no report after the retry at +${(at - t) / HOUR} h`);
+      }
+      await syncNow(store, 'dead');
+      await runAll(t + DAY, () => 'failed');
+      assert.deepEqual((await dueReports(store, t + DAY + 5000, DAY)).map((d) => [d.kind, d.since]), [['daily', t + 2000]]);
     });
   });
 }

@@ -14,13 +14,15 @@ test('SMTP settings: off without a URL, refused when they cannot be right, never
   if (on.kind !== 'on') return;
   assert.deepEqual(on.config.admins, ['a@example.org', 'b@example.org']);
   assert.equal(on.config.from, 'Migrations <m@example.org>');
-  assert.equal(on.config.display, 'smtps://relay:***@mail.example.org:465');
+  assert.equal(on.config.display, 'smtps://mail.example.org:465');
+  assert.equal(hideUrlPassword('smtp://token:token@h:587/?auth.pass=x'), 'smtp://h:587');
   assert.ok(!on.config.display.includes('S3cret'));
   assert.throws(() => reportMailSetting({ MAILFERRY_SMTP_URL: 'http://x' }), /smtp:\/\/ or smtps:\/\//);
   assert.throws(() => reportMailSetting({ MAILFERRY_SMTP_URL: 'not a url' }), /must be a URL/);
   assert.throws(() => reportMailSetting({ MAILFERRY_SMTP_URL: 'smtp://h', MAILFERRY_ADMIN_EMAIL: 'admin' }), /MAILFERRY_ADMIN_EMAIL: "admin" is not an e-mail address/);
   assert.throws(() => reportMailSetting({ MAILFERRY_SMTP_URL: 'smtp://h', MAILFERRY_REPORT_FROM: 'Name <nope>' }), /MAILFERRY_REPORT_FROM/);
   assert.equal(hideUrlPassword('smtp://h:25'), 'smtp://h:25');
+  assert.equal(hideUrlPassword('::'), '(an unparsable URL)');
 });
 
 test('report retries back off from a minute to an hour', () => {

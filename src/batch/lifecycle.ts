@@ -55,6 +55,12 @@ async function startLocked(tx: Tx, batch: BatchRow, now: number): Promise<StartR
   const failed = await base.set({ ...NO_LEASE, status: 'Failed', next_sync_at: now, attempts: 0 }).where('initial_synced_at', 'is not', null).where('last_error', 'is not', null).executeTakeFirst();
   await base.set({ next_sync_at: now }).where('initial_synced_at', 'is not', null).where('last_error', 'is', null).where('next_sync_at', 'is', null).execute();
   const synced = await base.set({ ...NO_LEASE, status: 'Synced' }).where('initial_synced_at', 'is not', null).where('last_error', 'is', null).executeTakeFirst();
+  if (batch.initial_synced_at === null) {
+    // Stopped just as its last initial syncs finished: release() records the end of the
+    // initial sync only for a running batch, so it is recorded here (reports, 72-hour clock).
+    const pending = await tx.selectFrom('batch_mailbox').select((eb) => eb.fn.countAll<number>().as('n')).where('batch_id', '=', batch.id).where('initial_synced_at', 'is', null).executeTakeFirstOrThrow();
+    if (Number(pending.n) === 0) await tx.updateTable('batch').set({ initial_synced_at: now }).where('id', '=', batch.id).execute();
+  }
   return { started: true, mailboxes: Number(queued.numUpdatedRows) + Number(failed.numUpdatedRows) + Number(synced.numUpdatedRows) };
 }
 

@@ -68,7 +68,8 @@ export async function verifyBatch(store: Store, batch: BatchRow, opts: VerifyBat
   const rows: BatchMailboxRow[] = await q.execute();
   const ctx = { source, target, key: opts.key, loginCache: new SourceLoginCache(), logger: opts.logger };
   const scope = batchScope(batch);
-  // Verification opens sessions on the source like an incremental sync does: stay within that limit.
+  // Each mailbox verified holds a source session, like an incremental sync, on top of the
+  // workers' own: by default no more of them than the endpoint allows incremental syncs.
   const limit = opts.concurrency ?? Math.max(1, Math.min(source.max_concurrent_incremental_syncs, 10));
   return pooled(rows, limit, async (m) => {
     let v: MailboxVerification;

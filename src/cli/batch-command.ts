@@ -221,7 +221,7 @@ export function registerBatchCommands(program: Command, run: Run): void {
     .description(
       'Compare each mailbox folder by folder, source against target (size, date and Message-ID; --content: full contents). ' +
         'A mailbox is verified when every source message is on the target. The result is kept for status and reports. ' +
-        'Exit 0 every mailbox verified, 1 some not (or could not be checked).',
+        'Exit 0 every mailbox verified, 1 some not in sync, 3 some could not be reached or logged in to.',
     )
     .option(...dbOption)
     .option('--user <address>', 'only this mailbox')
@@ -247,9 +247,15 @@ export function registerBatchCommands(program: Command, run: Run): void {
           });
           if (f.user !== undefined && results.length === 0) throw new UsageError(`batch "${name}" has no mailbox ${f.user}`);
           const verified = results.filter((r) => r.kind === 'verified' && r.result.inSync).length;
-          process.stderr.write(verified === results.length ? `verified: all ${results.length} mailboxes are in sync\n` : `NOT verified: ${results.length - verified} of ${results.length} mailboxes are not in sync or could not be checked\n`);
+          const unchecked = results.filter((r) => r.kind === 'error').length;
+          process.stderr.write(
+            verified === results.length
+              ? `verified: all ${results.length} mailboxes are in sync\n`
+              : `NOT verified: ${results.length - verified - unchecked} of ${results.length} mailboxes are not in sync${unchecked ? `, ${unchecked} could not be checked` : ''}\n`,
+          );
           if (f.json) process.stdout.write(JSON.stringify({ verified: verified === results.length, mailboxes: results }) + '\n');
-          return verified === results.length ? EXIT.ok : EXIT.incomplete;
+          // SPEC §8: 3 when a mailbox could not be reached or logged in to (as check-logins), else 1 when one is not in sync.
+          return unchecked ? EXIT.connect : verified === results.length ? EXIT.ok : EXIT.incomplete;
         }),
       ),
     );

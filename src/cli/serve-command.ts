@@ -91,7 +91,7 @@ async function runService(f: ServiceFlags, role: 'serve' | 'worker'): Promise<nu
   const reports = mail?.kind === 'on' ? new ReportSender({ store, config: mail.config, incrementalEveryMs, logger }) : undefined;
   if (mail?.kind === 'on') process.stderr.write(`mailferry: report e-mail through ${mail.config.display}${mail.config.admins.length ? ` to ${mail.config.admins.join(', ')} and` : ' to'} each batch's --notify addresses\n`);
   if (mail?.kind === 'off') process.stderr.write(`mailferry: report e-mail is off (${mail.why}); \`mailferry batch report\` shows reports\n`);
-  const scheduler = role === 'serve' ? new Scheduler(store, logger, reports) : undefined;
+  const scheduler = role === 'serve' ? new Scheduler(store, logger) : undefined;
   const api = listen ? await startStatusApi(store, listen.host, listen.port) : undefined;
   if (api) process.stderr.write(`mailferry: status API at ${api.url}/api/batches (the full HTTP API and web page are not available yet)\n`);
 
@@ -110,9 +110,11 @@ async function runService(f: ServiceFlags, role: 'serve' | 'worker'): Promise<nu
   logger.info({ owner, role, db: store.displayUrl, concurrency, incrementalEveryMs, leaseTtlMs }, `${role} started`);
   process.stderr.write(`mailferry: ${role} running as ${owner} on ${store.displayUrl} (Ctrl-C to stop)\n`);
   scheduler?.start();
+  reports?.start();
   const done = worker.run();
   await done;
   // Once stopping, wind down within the grace period or give up (leases then expire on their own).
+  reports?.stop();
   await Promise.race([Promise.all([scheduler?.stop(), api?.close()]), new Promise((r) => setTimeout(r, STOP_GRACE_MS).unref())]);
   await store.close();
   process.off('SIGTERM', onSignal);

@@ -35,7 +35,6 @@
  * raw-connection.ts for when that costs the connection.
  */
 
-import iconv from 'iconv-lite';
 
 import type { ImapEndpoint, ImapLogin } from './endpoint.js';
 import {
@@ -408,20 +407,16 @@ export class PipelinedAppender {
     return [cmd, { literal: raw, nonSync, binary }];
   }
 
-  /**
-   * Mailbox name as a quoted string in modified UTF-7 (RFC 3501 §5.1.3), never raw UTF-8
-   * (we do not ENABLE UTF8=ACCEPT, RFC 6855). INBOX is case-insensitive (RFC 3501 §5.1)
-   * and sent as "INBOX".
-   */
+  /** The connection's quoted mailbox name (UTF-8 or modified UTF-7, see RawConnection.mailboxName), cached. */
   private encodeMailbox(name: string): string {
     const cached = this.mailboxCache.get(name);
     if (cached !== undefined) return cached;
-    if (typeof name !== 'string' || name.length === 0) throw new InvalidAppendRequestError('empty mailbox name');
-    if (/[\x00-\x1f\x7f]/.test(name)) {
-      throw new InvalidAppendRequestError(`mailbox name contains a control character: ${JSON.stringify(name)}`);
+    let quoted: string;
+    try {
+      quoted = this.conn.mailboxName(name);
+    } catch (err) {
+      throw new InvalidAppendRequestError((err as Error).message);
     }
-    const encoded = name.toUpperCase() === 'INBOX' ? 'INBOX' : encodeModifiedUtf7(name);
-    const quoted = `"${encoded.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
     if (this.mailboxCache.size > 1000) this.mailboxCache.clear();
     this.mailboxCache.set(name, quoted);
     return quoted;
@@ -432,11 +427,6 @@ export class PipelinedAppender {
 // Helpers (exported for tests)
 // ---------------------------------------------------------------------------------------
 
-/** UTF-8 → modified UTF-7 (RFC 3501 §5.1.3): `&` becomes `&-`, non-ASCII runs become
- * `&…-` modified BASE64 of UTF-16. */
-export function encodeModifiedUtf7(name: string): string {
-  return iconv.encode(name, 'utf-7-imap').toString('latin1');
-}
 
 /**
  * RFC 3501 §9: `date-time = DQUOTE date-day-fixed "-" date-month "-" date-year SP time SP

@@ -14,6 +14,7 @@
  * the command back).
  */
 
+import iconv from 'iconv-lite';
 import net from 'node:net';
 import tls from 'node:tls';
 
@@ -196,6 +197,9 @@ export type CommandPart =
   | { literal: Buffer; nonSync?: boolean; binary?: boolean }
   | { literalStream: AsyncIterable<Uint8Array>; size: number; nonSync?: boolean; binary?: boolean }
   | { continuation: string };
+// A `literalStream` chunk is referenced by the connection until it has been written to the
+// kernel, which has happened by the time the iterator is asked for the chunk after the
+// next one: from then on its memory may be reused by the source.
 
 /** What {@link RawConnection.send} returns. */
 export interface SentCommand {
@@ -207,6 +211,18 @@ export interface SentCommand {
    * is lost first. */
   done: Promise<TaggedResponse>;
 }
+
+/**
+ * Where the bytes of a server literal go, as decided by {@link RawConnection.literalHandler}
+ * when its `{n}` announcement arrives:
+ * - `{ buffer }`: read into this Buffer (exactly `size` bytes long, e.g. a view into a
+ *   reused arena), which then appears in the response's `literals`;
+ * - `{ write, end }`: streamed: `write` gets each piece as it arrives, as a view of the
+ *   connection's read buffer that is only valid during the call (copy what you keep), and
+ *   `end` is called after the last byte; the response's `literals` get a zero-length Buffer
+ *   in its place. Pair with {@link RawConnection.pauseReading} for backpressure.
+ */
+export type LiteralTarget = { buffer: Buffer } | { write: (piece: Buffer) => void; end: () => void };
 
 export interface RawConnectionOptions {
   /** Limit for TCP connect + TLS handshake + greeting (+ STARTTLS). Default 30 s. */
@@ -255,12 +271,14 @@ const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
 const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 const DEFAULT_MAX_LINE_BYTES = 1024 * 1024;
 const DEFAULT_MAX_COLLECTED_LITERAL = 8 * 1024 * 1024;
+const READ_BUFFER_BYTES = 64 * 1024;
 /** After a streamed literal is abandoned, how long to wait at most for the answers to the
  * commands written before it before the connection is dropped (capped by idleTimeoutMs). */
 const ABORT_GRACE_MS = 5000;
 /** RFC 7888 §4: with LITERAL- only, a non-synchronising literal may carry at most 4096 octets. */
 export const LITERAL_MINUS_MAX = 4096;
 const noop = (): void => {};
+const EMPTY = Buffer.alloc(0);
 
 // ---------------------------------------------------------------------------------------
 // Small protocol helpers (exported for the appender and the tests)
@@ -293,6 +311,12 @@ export function parseRespText(s: string): { code?: string; codeArgs?: string; te
  * char but CR, LF and NUL in a quoted string; other control characters go in a literal
  * too, because some servers mishandle them.
  */
+/** UTF-8 → modified UTF-7 (RFC 3501 §5.1.3): `&` becomes `&-`, non-ASCII runs become
+ * `&…-` modified BASE64 of UTF-16. */
+export function encodeModifiedUtf7(name: string): string {
+  return iconv.encode(name, 'utf-7-imap').toString('latin1');
+}
+
 export function quoteString(s: string): string | null {
   if (/[^\x20-\x7e]/.test(s)) return null;
   return `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
@@ -306,6 +330,7 @@ export class RawConnection {
   private socket: net.Socket | null = null;
   private state: SessionState = 'connecting';
   private caps = new Set<string>();
+  private utf8 = false;
   private tagCounter = 0;
   private readonly pending = new Map<string, PendingCommand>();
   private contWaiter: ContinuationWaiter | null = null;
@@ -324,6 +349,23 @@ export class RawConnection {
   private literalRemaining = 0;
   /** The literal being read (its size known from `{n}`), or null when it is skipped. */
   private literalBuf: Buffer | null = null;
+  /** The literal being streamed to a {@link LiteralTarget} `write`, instead. */
+  private literalStreamTo: { write: (piece: Buffer) => void; end: () => void } | null = null;
+  /**
+   * Consulted for every server literal that would be collected: see {@link LiteralTarget}.
+   * Returns undefined for the default (a fresh Buffer of the literal's size). Set by the
+   * one user of the connection (raw-fetch.ts) around the command whose literals it wants.
+   */
+  literalHandler: ((size: number, lineSoFar: string) => LiteralTarget | undefined) | null = null;
+  /** Reading is paused by {@link pauseReading}: the server's silence is ours, not its own. */
+  private readPaused = false;
+  /**
+   * Plain TCP sockets read into this one reused buffer (net `onread`) instead of a fresh
+   * 64 KiB Buffer per read: a migration reads the whole mailbox through here, and those
+   * short-lived Buffers (memory outside the V8 heap) piled up between collections. Nothing
+   * may keep a reference into it past `consume` (see there).
+   */
+  private readBuffer: Buffer | null = null;
   /** Set when the reader must stop consuming this socket's bytes (STARTTLS switch). */
   private readerDetached = false;
   private startTlsTag: string | null = null;
@@ -489,8 +531,27 @@ export class RawConnection {
           socket.off('error', onError);
           resolve();
         });
-      } else {
+      } else if (mode === 'starttls') {
+        // Not with `onread`: the TLS layer takes this socket's handle over after STARTTLS.
         socket = net.connect({ host, port });
+        socket.once('connect', () => {
+          socket.off('error', onError);
+          resolve();
+        });
+      } else {
+        this.readBuffer ??= Buffer.allocUnsafe(READ_BUFFER_BYTES);
+        socket = net.connect({
+          host,
+          port,
+          onread: {
+            buffer: this.readBuffer,
+            callback: (n: number, buf: Uint8Array): boolean => {
+              this.onData((buf as Buffer).subarray(0, n));
+              // false pauses the socket (pauseReading); resume() restarts it.
+              return !this.readPaused;
+            },
+          },
+        });
         socket.once('connect', () => {
           socket.off('error', onError);
           resolve();
@@ -515,6 +576,7 @@ export class RawConnection {
     this.respLiterals = [];
     this.literalRemaining = 0;
     this.literalBuf = null;
+    this.literalStreamTo = null;
     socket.on('data', this.onData);
     socket.on('error', this.onSocketError);
     socket.on('close', this.onSocketClose);
@@ -618,6 +680,38 @@ export class RawConnection {
     // RFC 3501 §7.1 / RFC 9051 §6.2.3: servers may put the new list in the tagged OK.
     if (r.code === 'CAPABILITY' && r.codeArgs) this.caps = parseCapabilities(r.codeArgs);
     else await this.capability();
+    await this.enableUtf8();
+  }
+
+  /**
+   * RFC 6855 §3: where the server offers UTF8=ACCEPT, ENABLE it and send mailbox names as
+   * UTF-8 from then on (mailboxName()). Modified UTF-7 (RFC 3501 §5.1.3) is the fallback,
+   * but some servers refuse its surrogate pairs: Courier answers NO to `&2D7d,g-` (🧾)
+   * and accepts the UTF-8 name. imapflow does the same on its sessions, so both kinds of
+   * connection name a folder alike.
+   */
+  private async enableUtf8(): Promise<void> {
+    if (!this.caps.has('UTF8=ACCEPT') && !this.caps.has('UTF8=ONLY')) return;
+    const r = await this.send(['ENABLE UTF8=ACCEPT']).done;
+    // A refusal only means modified UTF-7 names, as without the capability.
+    if (r.status !== 'OK') this.utf8 = false;
+  }
+
+  /** Whether mailbox names go as UTF-8 on this connection (ENABLE UTF8=ACCEPT took effect). */
+  get utf8Names(): boolean {
+    return this.utf8;
+  }
+
+  /**
+   * A mailbox name as a quoted string: UTF-8 once UTF8=ACCEPT is enabled (RFC 6855 §3),
+   * else modified UTF-7 (RFC 3501 §5.1.3). INBOX is case-insensitive (§5.1) and sent as
+   * "INBOX".
+   */
+  mailboxName(name: string): string {
+    if (name.length === 0) throw new TypeError('empty mailbox name');
+    if (/[\x00-\x1f\x7f]/.test(name)) throw new TypeError(`mailbox name contains a control character: ${JSON.stringify(name)}`);
+    const encoded = name.toUpperCase() === 'INBOX' ? 'INBOX' : this.utf8 ? name : encodeModifiedUtf7(name);
+    return `"${encoded.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
   }
 
   /** A string argument: quoted if possible, else a literal (UTF-8 bytes), non-synchronising
@@ -799,15 +893,22 @@ export class RawConnection {
         }
       }
       if (size > 0) pull();
+      // Settles once the chunk before the one being written has left for the kernel: the
+      // next chunk is only asked for then, so a source may reuse a chunk's memory once it
+      // has been asked for the chunk after the next one (see CommandPart).
+      let previousWritten: Promise<void> = Promise.resolve();
       while (written < size) {
         const chunk = await nextChunk();
         if (chunk === null) throw fail('size-mismatch', 'the source ended early');
         if (written + chunk.length > size) throw fail('size-mismatch', `the source yielded more than ${size} bytes`);
         written += chunk.length;
         chunks.push(chunk);
+        await previousWritten;
         pull();
         if (written === size) break; // held back until the end is confirmed, below
-        await this.flush(cmd, chunks);
+        const flushed = this.flush(cmd, chunks, true);
+        previousWritten = this.lastWrite; // set synchronously by flush
+        await flushed;
         chunks = [];
       }
       if (size > 0 && (await nextChunk()) !== null) throw fail('size-mismatch', `the source yielded more than ${size} bytes`);
@@ -894,20 +995,39 @@ export class RawConnection {
    * so this command's pieces (line, literal, CRLF) and those of the commands queued right
    * behind it leave in one writev: the Buffers are passed as they are, never copied.
    */
-  private async flush(cmd: PendingCommand, chunks: Buffer[]): Promise<void> {
+  private async flush(cmd: PendingCommand, chunks: Buffer[], track = false): Promise<void> {
     const socket = this.socket;
     if (this.state === 'closed' || !socket || socket.destroyed) throw this.lostError(cmd.started);
     cmd.started = true;
     this.corkUntilNextTick(socket);
     let ok = true;
     const last = chunks.length - 1;
+    let written: (() => void) | undefined;
+    if (track) {
+      // Resolved by the write's callback (also called, with an error, when the socket is
+      // destroyed first), or when the connection closes.
+      this.lastWrite = new Promise<void>((resolve) => {
+        const done = (): void => {
+          this.writeWaiters.delete(done);
+          resolve();
+        };
+        written = done;
+        this.writeWaiters.add(done);
+      });
+    }
     for (let i = 0; i <= last; i++) {
       // A flushed write means the peer's TCP stack is taking our bytes: the server is alive
       // even though it has nothing to say until a big literal is complete.
-      ok = i === last ? socket.write(chunks[i]!, this.markActivity) : socket.write(chunks[i]!);
+      ok = i === last
+        ? socket.write(chunks[i]!, written ? () => (this.markActivity(), written!()) : this.markActivity)
+        : socket.write(chunks[i]!);
     }
     if (!ok) await this.waitDrain();
   }
+
+  /** The write callback of the last tracked flush (see writeLiteralStream). */
+  private lastWrite: Promise<void> = Promise.resolve();
+  private readonly writeWaiters = new Set<() => void>();
 
   /**
    * Cork the socket once per tick and uncork it on `process.nextTick`. The writer chain
@@ -988,26 +1108,37 @@ export class RawConnection {
    * `{n}` (or `~{n}`, RFC 3516) is followed by n literal bytes and then continues
    * (RFC 3501 §4.3, §7). */
   private consume(chunk: Buffer): void {
+    // `chunk` may be a view of the reused read buffer (plain TCP): nothing below keeps a
+    // reference to it after this call; partial lines and literal bytes are copied out.
     let off = 0;
     while (off < chunk.length && !this.readerDetached && this.state !== 'closed') {
       if (this.literalRemaining > 0) {
         const take = Math.min(this.literalRemaining, chunk.length - off);
         const lit = this.literalBuf;
+        const sink = this.literalStreamTo;
         // Copied straight into the literal's own buffer: one allocation and one copy per
         // literal, however many socket chunks it spans, and the socket's read buffers are
         // not kept alive by the message.
         if (lit) chunk.copy(lit, lit.length - this.literalRemaining, off, off + take);
+        else if (sink) sink.write(chunk.subarray(off, off + take));
         off += take;
         this.literalRemaining -= take;
         if (this.literalRemaining === 0) {
-          this.respLiterals.push(lit);
+          if (sink) {
+            this.literalStreamTo = null;
+            this.respLiterals.push(EMPTY);
+            sink.end();
+          } else {
+            this.respLiterals.push(lit);
+          }
           this.literalBuf = null;
         }
         continue;
       }
       const lf = chunk.indexOf(0x0a, off);
       if (lf < 0) {
-        this.lineChunks.push(chunk.subarray(off));
+        // Kept past this call: copied, the read buffer is reused.
+        this.lineChunks.push(Buffer.from(chunk.subarray(off)));
         this.lineBytes += chunk.length - off;
         if (this.lineBytes > this.maxLineBytes) {
           throw new ImapProtocolError(`server line longer than ${this.maxLineBytes} bytes`);
@@ -1023,16 +1154,29 @@ export class RawConnection {
       const end = lineBuf.length >= 2 && lineBuf[lineBuf.length - 2] === 0x0d ? 2 : 1;
       const text = lineBuf.toString('utf8', 0, lineBuf.length - end);
       this.respLine += text;
-      const lit = /~?\{(\d+)\}$/.exec(text);
+      // Only a line ending in '}' can announce a literal: skip the regex for the others.
+      const lit = text.charCodeAt(text.length - 1) === 0x7d ? /~?\{(\d+)\}$/.exec(text) : null;
       if (lit) {
         const n = Number(lit[1]);
         if (!Number.isSafeInteger(n)) throw new ImapProtocolError('server literal size out of range');
+        const target = n <= this.maxCollectedLiteral && this.literalHandler ? this.literalHandler(n, this.respLine) : undefined;
+        if (target && 'write' in target) {
+          if (n === 0) {
+            this.respLiterals.push(EMPTY);
+            target.end();
+          } else {
+            this.literalRemaining = n;
+            this.literalStreamTo = target;
+          }
+          continue;
+        }
+        if (target && target.buffer.length !== n) throw new ImapProtocolError('literal buffer of the wrong size');
         if (n === 0) {
           this.respLiterals.push(Buffer.alloc(0));
         } else {
           this.literalRemaining = n;
           // allocUnsafe: every byte is overwritten from the socket before it is handed out.
-          this.literalBuf = n <= this.maxCollectedLiteral ? Buffer.allocUnsafe(n) : null;
+          this.literalBuf = target ? target.buffer : n <= this.maxCollectedLiteral ? Buffer.allocUnsafe(n) : null;
         }
         continue;
       }
@@ -1042,6 +1186,24 @@ export class RawConnection {
       this.respLiterals = [];
       this.dispatch(line, literals);
     }
+  }
+
+  /**
+   * Stop reading from the server until {@link resumeReading} (backpressure for a streamed
+   * literal whose consumer is slower than the server). What was already read is still
+   * delivered. The idle watchdog does not count the time paused.
+   */
+  pauseReading(): void {
+    if (this.readPaused) return;
+    this.readPaused = true;
+    this.socket?.pause();
+  }
+
+  resumeReading(): void {
+    if (!this.readPaused) return;
+    this.readPaused = false;
+    this.lastActivity = Date.now();
+    if (this.socket && !this.socket.destroyed && !this.readerDetached) this.socket.resume();
   }
 
   private dispatch(line: string, literals: Array<Buffer | null>): void {
@@ -1089,6 +1251,9 @@ export class RawConnection {
     }
     if (kind === 'CAPABILITY') {
       this.caps = parseCapabilities(line.slice(m![0].length));
+    } else if (kind === 'ENABLED') {
+      // RFC 5161 §3.2: what the server actually turned on.
+      if (/(^|\s)UTF8=ACCEPT(\s|$)/i.test(line.slice(m![0].length))) this.utf8 = true;
     } else if (kind === 'OK' || kind === 'NO' || kind === 'BAD' || kind === 'BYE') {
       const rt = parseRespText(restAfterKind(resp));
       if (rt.code === 'CAPABILITY' && rt.codeArgs) this.caps = parseCapabilities(rt.codeArgs);
@@ -1161,6 +1326,9 @@ export class RawConnection {
       } else {
         due = sw.since + this.idleTimeoutMs;
       }
+    } else if (this.readPaused) {
+      this.lastActivity = now;
+      due = now + this.idleTimeoutMs;
     } else {
       const idle = now - this.lastActivity;
       if (idle >= this.idleTimeoutMs) {
@@ -1216,6 +1384,7 @@ export class RawConnection {
     }
     for (const w of this.drainWaiters) w.reject(this.lostError(true));
     this.drainWaiters.clear();
+    for (const w of [...this.writeWaiters]) w();
     for (const l of this.closeListeners.splice(0)) l(this.closeError);
   }
 

@@ -16,8 +16,7 @@
  */
 
 import type { ImapEndpoint, ImapLogin } from './endpoint.js';
-import { encodeModifiedUtf7 } from './append-pipeline.js';
-import { RawConnection, type TaggedResponse, type UntaggedResponse } from './raw-connection.js';
+import { type LiteralTarget, RawConnection, type TaggedResponse, type UntaggedResponse } from './raw-connection.js';
 
 export { ImapConnectionLostError } from './raw-connection.js';
 
@@ -37,6 +36,30 @@ export interface RawFetchResult {
   /** Messages the server answered without their bytes: `BODY[] NIL`, or a literal bigger
    * than `maxMessageBytes` (not read into memory). Not in `messages`. */
   unreadable: Array<{ uid: number; reason: string }>;
+}
+
+/** Options of one {@link RawFetcher.fetch}. */
+export interface FetchOptions {
+  /**
+   * Where to read a message of `size` bytes: a Buffer of exactly that length (e.g. a view
+   * into a reused arena, so message bytes make no garbage), or null for a fresh Buffer.
+   */
+  alloc?: (size: number) => Buffer | null;
+}
+
+/** A message's metadata (no bytes): {@link RawFetcher.fetchMeta}. */
+export interface MessageMeta {
+  uid: number;
+  flags: string[];
+  internalDate: Date;
+}
+
+/** What {@link RawFetcher.fetchStream} tells its `onStart` when the message's literal is announced. */
+export interface StreamStart {
+  /** The exact length of the message (the literal's announced size). */
+  size: number;
+  /** The server sent a literal8 (`~{n}`, RFC 3516): the message may contain NUL bytes. */
+  literal8: boolean;
 }
 
 export interface RawFetcherOptions {
@@ -81,6 +104,8 @@ export class RawFetchParseError extends Error {
 }
 
 const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024 * 1024;
+/** The start of a FETCH response, as the literal handler sees it (the line so far). */
+const FETCH_LINE = /^\* \d+ FETCH \(/i;
 
 /** What one message's FETCH responses said so far. A server may split one message's
  * attributes over several FETCH responses (RFC 3501 §7.4.2 allows any grouping), and may
@@ -96,7 +121,7 @@ interface FetchParts {
   rawWhy?: string;
 }
 
-type Collector = { kind: 'fetch'; bySeq: Map<number, FetchParts>; error: Error | null } | {
+type Collector = { kind: 'fetch'; bySeq: Map<number, FetchParts>; error: Error | null } | { kind: 'stream'; uid: number | undefined; streamed: boolean } | {
   kind: 'examine';
   uidValidity?: number;
   uidNext?: number;
@@ -166,18 +191,82 @@ export class RawFetcher {
    * connection loss with ImapConnectionLostError; a response that cannot be parsed with
    * {@link RawFetchParseError} (after the tagged response, so the session stays in step).
    */
-  fetch(uids: string): Promise<RawFetchResult> {
+  fetch(uids: string, opts: FetchOptions = {}): Promise<RawFetchResult> {
     // sequence-set syntax only (RFC 3501 §9): anything else could smuggle in a command.
     if (!/^(\d+|\*)(:(\d+|\*))?(,(\d+|\*)(:(\d+|\*))?)*$/.test(uids)) {
       return Promise.reject(new TypeError(`not a UID set: ${JSON.stringify(uids)}`));
     }
+    const alloc = opts.alloc;
     return this.serial(async () => {
       const col: Collector = { kind: 'fetch', bySeq: new Map(), error: null };
-      const r = await this.run(col, [`UID FETCH ${uids} (UID FLAGS INTERNALDATE BODY.PEEK[])`]);
+      // Only the literals of FETCH responses (the BODY[] of a message) go to `alloc`.
+      const handler = alloc
+        ? (size: number, line: string): LiteralTarget | undefined => {
+            if (!FETCH_LINE.test(line)) return undefined;
+            const buffer = alloc(size);
+            return buffer ? { buffer } : undefined;
+          }
+        : null;
+      const r = await this.run(col, [`UID FETCH ${uids} (UID FLAGS INTERNALDATE BODY.PEEK[])`], handler);
       if (r.status !== 'OK') throw new RawFetchCommandError(`UID FETCH ${uids}`, r);
       if (col.error) throw col.error;
       return collect(col.bySeq);
     });
+  }
+
+  /** `UID FETCH uid (UID FLAGS INTERNALDATE)`: null if the message does not exist (any more). */
+  fetchMeta(uid: number): Promise<MessageMeta | null> {
+    if (!Number.isSafeInteger(uid) || uid < 1) return Promise.reject(new TypeError(`not a UID: ${uid}`));
+    return this.serial(async () => {
+      const col: Collector = { kind: 'fetch', bySeq: new Map(), error: null };
+      const r = await this.run(col, [`UID FETCH ${uid} (UID FLAGS INTERNALDATE)`]);
+      if (r.status !== 'OK') throw new RawFetchCommandError(`UID FETCH ${uid}`, r);
+      if (col.error) throw col.error;
+      for (const p of col.bySeq.values()) {
+        if (p.uid !== uid || !p.internalDate) continue;
+        return { uid, flags: p.flags ?? [], internalDate: p.internalDate };
+      }
+      return null;
+    });
+  }
+
+  /**
+   * `UID FETCH uid (UID BODY.PEEK[])` with the message's bytes streamed instead of held:
+   * when its literal is announced, `onStart` is called (synchronously, from the socket
+   * reader) with its exact size and returns where the bytes go: `write` gets each piece as
+   * a view that is only valid during the call (copy what you keep; pause with
+   * {@link pauseReading} when you cannot keep up), `end` follows the last byte. Resolves
+   * `true` when the tagged OK has come and the literal was the requested UID's, `false`
+   * when the message does not exist (then `onStart` was never called). A tagged NO/BAD
+   * rejects with {@link RawFetchCommandError}, a lost connection with
+   * ImapConnectionLostError, after `write`/`end` if the literal had started.
+   */
+  fetchStream(uid: number, onStart: (s: StreamStart) => { write: (piece: Buffer) => void; end: () => void }): Promise<boolean> {
+    if (!Number.isSafeInteger(uid) || uid < 1) return Promise.reject(new TypeError(`not a UID: ${uid}`));
+    return this.serial(async () => {
+      const col: Collector = { kind: 'stream', uid: undefined, streamed: false };
+      const handler = (size: number, line: string): LiteralTarget | undefined => {
+        // Only the BODY[] literal of a FETCH response; nothing else of ours has literals.
+        if (col.streamed || !FETCH_LINE.test(line) || !/BODY\[\](<0>)? ~?\{\d+\}$/i.test(line)) return undefined;
+        col.streamed = true;
+        return onStart({ size, literal8: /~\{\d+\}$/.test(line) });
+      };
+      const r = await this.run(col, [`UID FETCH ${uid} (UID BODY.PEEK[])`], handler);
+      if (r.status !== 'OK') throw new RawFetchCommandError(`UID FETCH ${uid}`, r);
+      if (col.streamed && col.uid !== undefined && col.uid !== uid) {
+        throw new RawFetchParseError(`asked for UID ${uid}, the server sent the message of UID ${col.uid}`);
+      }
+      return col.streamed;
+    });
+  }
+
+  /** Stop reading the server's output for now (backpressure); see RawConnection. */
+  pauseReading(): void {
+    this.conn.pauseReading();
+  }
+
+  resumeReading(): void {
+    this.conn.resumeReading();
   }
 
   /** LOGOUT (best effort, bounded) and close the socket. Never rejects. */
@@ -194,18 +283,28 @@ export class RawFetcher {
     return p;
   }
 
-  private async run(col: Collector, parts: string[]): Promise<TaggedResponse> {
+  private async run(col: Collector, parts: string[], handler: RawConnection['literalHandler'] = null): Promise<TaggedResponse> {
     this.current = col;
+    this.conn.literalHandler = handler;
     try {
       return await this.conn.send(parts).done;
     } finally {
       this.current = null;
+      this.conn.literalHandler = null;
+      this.conn.resumeReading();
     }
   }
 
   private onUntagged(r: UntaggedResponse): void {
     const col = this.current;
     if (!col) return;
+    if (col.kind === 'stream') {
+      // The response that carried the streamed literal: note its UID (checked at the end).
+      if (r.kind !== 'FETCH' || !col.streamed || col.uid !== undefined) return;
+      const m = /[( ]UID (\d+)/i.exec(r.line);
+      if (m && /BODY\[\]/i.test(r.line)) col.uid = Number(m[1]);
+      return;
+    }
     if (col.kind === 'fetch') {
       if (r.kind !== 'FETCH' || r.number === undefined || col.error) return;
       try {
@@ -228,15 +327,11 @@ export class RawFetcher {
     }
   }
 
-  /** Quoted modified UTF-7 (RFC 3501 §5.1.3), INBOX case-insensitive (§5.1), like
-   * append-pipeline.ts encodes it. */
+  /** The connection's quoted mailbox name (UTF-8 or modified UTF-7, see RawConnection.mailboxName), cached. */
   private encodeMailbox(name: string): string {
     const cached = this.mailboxCache.get(name);
     if (cached !== undefined) return cached;
-    if (typeof name !== 'string' || name.length === 0) throw new TypeError('empty mailbox name');
-    if (/[\x00-\x1f\x7f]/.test(name)) throw new TypeError(`mailbox name contains a control character: ${JSON.stringify(name)}`);
-    const encoded = name.toUpperCase() === 'INBOX' ? 'INBOX' : encodeModifiedUtf7(name);
-    const quoted = `"${encoded.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+    const quoted = this.conn.mailboxName(name);
     if (this.mailboxCache.size > 1000) this.mailboxCache.clear();
     this.mailboxCache.set(name, quoted);
     return quoted;

@@ -13,8 +13,9 @@
  * `couriertcpd` → `imaplogin` → `imapd` on a free loopback port; mail is Maildir++ in the
  * temp dir, owned by `nobody` (or MAILFERRY_LAB_MAIL_USER). When the namespace's first
  * process dies every process in it dies with it (the kernel kills a PID namespace with
- * its init), so nothing outlives the server; the wrapper of cyrus.ts stops it when
- * `stop()` is called or this process dies, and removes the temp dir.
+ * its init), so nothing outlives the server; the wrapper of server-process.ts stops it
+ * (SIGKILL to `unshare`) when `stop()` is called or this process dies, and removes the
+ * temp dir.
  *
  * Namespaces as Courier serves them: personal `INBOX.` with separator '.', no SPECIAL-USE,
  * CONDSTORE or LITERAL+. `admins` get the account option `group=administrators`, which
@@ -31,25 +32,8 @@ import { createHash } from 'node:crypto';
 import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { LabUser } from './dovecot.js';
-import {
-  LAB_HOST,
-  LabServerUnavailable,
-  type LabServerHandle,
-  checkLabUserName,
-  freePort,
-  imapQuote,
-  isExecutable,
-  labAccount,
-  labPackageRoot,
-  launchWrapped,
-  libraryPath,
-  makeServerDir,
-  serverHandle,
-  tailFile,
-  terminateWrapped,
-  waitForGreeting,
-  imapScript,
-} from './cyrus.js';
+import { checkLabAccounts, imapQuote, imapScript, isExecutable, labPackageRoot, libraryPath, makeServerDir } from './cyrus.js';
+import { LAB_HOST, LabServerUnavailable, type LabServerHandle, labAccount, serverHandle, setUpOrStop, startWrapped } from './server-process.js';
 
 export interface CourierOptions {
   /** Used in the temp dir name, e.g. 'source'. [A-Za-z0-9_-]+ */
@@ -93,6 +77,8 @@ function findCourier(): CourierInstall | string {
   }
   return { root };
 }
+
+const PORT_ATTEMPTS = 3;
 
 let namespaceVerdict: string | null | undefined;
 
@@ -159,12 +145,7 @@ export async function startCourier(opts: CourierOptions): Promise<CourierServer>
   const unavailable = courierUnavailableReason();
   if (unavailable) throw new LabServerUnavailable(`lab: ${unavailable}`);
   const inst = findCourier() as CourierInstall;
-  if (!/^[A-Za-z0-9_-]+$/.test(opts.name)) throw new Error(`lab: server name must be [A-Za-z0-9_-]+, got ${JSON.stringify(opts.name)}`);
-  const admins = opts.admins ?? [];
-  for (const u of opts.users) checkLabUserName(u, 'user');
-  for (const u of admins) checkLabUserName(u, 'admin');
-  const all = [...opts.users, ...admins];
-  if (new Set(all.map((u) => u.username)).size !== all.length) throw new Error('lab: user and admin names must be unique');
+  const { admins, all } = checkLabAccounts(opts);
   for (const [k, v] of Object.entries(opts.imapdEnv ?? {})) {
     if (!/^[A-Z_][A-Z0-9_]*$/.test(k) || /['\n\r]/.test(v)) throw new Error(`lab: bad imapd setting ${k}`);
   }
@@ -233,45 +214,39 @@ export async function startCourier(opts: CourierOptions): Promise<CourierServer>
       LD_LIBRARY_PATH: libraryPath(inst.root),
       ...(process.env.MAILFERRY_LAB_KEEP ? { MAILFERRY_LAB_KEEP: '1' } : {}),
     };
-    let lastError = '';
-    for (let attempt = 1; attempt <= 3; attempt++) {
-      const port = await freePort();
-      rmSync(path.join(dir, '.stopping'), { force: true });
-      const command = ['unshare', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child', '--mount-proc', '/bin/sh', path.join(dir, 'inside.sh'), inst.root, dir, String(port)];
-      // unshare blocks SIGTERM while it waits; SIGKILL makes the kernel kill its child, the
-      // namespace's init, and with it every process in the namespace.
-      const run = await launchWrapped(dir, command, spawnEnv, 'SIGKILL');
-      const problem = await waitForGreeting(run, port, (g) => g.startsWith('* OK') && g.includes('Courier-IMAP'), 'courier');
-      if (problem === null) {
-        const handle = serverHandle(run, port);
-        const server: CourierServer = {
-          ...handle,
-          name: opts.name,
-          separator: '.',
-          prefix: 'INBOX.',
-          sharedRoot: (user) => `#shared.${user}`,
-          users: opts.users.map((u) => ({ ...u })),
-          admins: admins.map((u) => ({ ...u })),
-          logPath: path.join(dir, 'courier.log'),
-        };
-        try {
-          if (opts.folders?.length) {
-            for (const u of opts.users) {
-              await imapScript(port, [`LOGIN ${imapQuote(u.username)} ${imapQuote(u.password)}`, ...opts.folders.map((f) => `CREATE ${imapQuote(`INBOX.${f.join('.')}`)}`)]);
-            }
-          }
-        } catch (err) {
-          await server.stop();
-          throw err;
-        }
-        return server;
+    const { run, port } = await startWrapped({
+      what: 'courier',
+      name: opts.name,
+      dir,
+      attempts: PORT_ATTEMPTS,
+      prepare: (port) => ({
+        command: ['unshare', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child', '--mount-proc', '/bin/sh', path.join(dir, 'inside.sh'), inst.root, dir, String(port)],
+        env: spawnEnv,
+        // unshare blocks SIGTERM while it waits; SIGKILL makes the kernel kill its child, the
+        // namespace's init, and with it every process in the namespace.
+        stopSignal: 'SIGKILL',
+      }),
+      ours: (g) => g.startsWith('* OK') && g.includes('Courier-IMAP'),
+      logs: ['courier.log'],
+      retryOn: /Address already in use|nothing answered/i,
+    });
+    const server: CourierServer = {
+      ...serverHandle(run, port),
+      name: opts.name,
+      separator: '.',
+      prefix: 'INBOX.',
+      sharedRoot: (user) => `#shared.${user}`,
+      users: opts.users.map((u) => ({ ...u })),
+      admins: admins.map((u) => ({ ...u })),
+      logPath: path.join(dir, 'courier.log'),
+    };
+    const folders = opts.folders ?? [];
+    return await setUpOrStop(server, async () => {
+      if (!folders.length) return;
+      for (const u of opts.users) {
+        await imapScript(port, [`LOGIN ${imapQuote(u.username)} ${imapQuote(u.password)}`, ...folders.map((f) => `CREATE ${imapQuote(`INBOX.${f.join('.')}`)}`)]);
       }
-      const logs = `${tailFile(path.join(dir, 'startup.log'))}\n${tailFile(path.join(dir, 'courier.log'))}`.trim();
-      lastError = `${problem}${logs ? `\n${logs}` : ''}`;
-      await terminateWrapped(run);
-      if (!/Address already in use|nothing answered/i.test(lastError)) break;
-    }
-    throw new Error(`lab: courier '${opts.name}' failed to start: ${lastError}`);
+    });
   } catch (err) {
     if (!process.env.MAILFERRY_LAB_KEEP) rmSync(dir, { recursive: true, force: true });
     throw err;

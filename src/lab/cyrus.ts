@@ -19,48 +19,30 @@
  *   personal folders at the top level (Cyrus 3's own defaults are both on).
  * - `munge8bit` is off unless asked for: Cyrus's default (on) rewrites every 8-bit byte
  *   in an APPENDed message's header to `X`, which byte-exact tests cannot use.
- * - Lifecycle as in dovecot.ts: a `sh` wrapper whose stdin is a pipe from this process
- *   stops Cyrus and removes the temp dir at `stop()` or when this process dies (also
- *   SIGKILL). Cyrus's master stops its imapd children on SIGTERM.
+ * - Lifecycle as in dovecot.ts (server-process.ts): a `sh` wrapper whose stdin is a pipe
+ *   from this process stops Cyrus and removes the temp dir at `stop()` or when this
+ *   process dies (also SIGKILL). Cyrus's master stops its imapd children on SIGTERM.
  *
  * Cyrus logs only to syslog (usually absent in containers), so a failed start reports
  * what it can: the wrapper's output and whether anything answered on the port.
  *
- * Also exports the small pieces courier.ts shares: finding `.lab/root`, the wrapper,
- * `LabServerUnavailable`, and a minimal IMAP command runner for setting servers up.
+ * Also exports the small pieces courier.ts shares: finding `.lab/root`, the temp dir,
+ * the account checks, and a minimal IMAP command runner for setting servers up.
  */
-import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
-import { accessSync, chownSync, chmodSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { accessSync, chownSync, chmodSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ImapEndpoint } from '../imap/endpoint.js';
 import type { LabUser, SpecialUseFlag } from './dovecot.js';
+import { LAB_HOST, LabServerUnavailable, type Account, type LabServerHandle, checkServerName, labAccount, serverHandle, setUpOrStop, startWrapped } from './server-process.js';
 
 export type { LabUser, SpecialUseFlag } from './dovecot.js';
 
 // ---------------------------------------------------------------------------------------
 // Shared with courier.ts
 // ---------------------------------------------------------------------------------------
-
-/**
- * The server cannot run on this machine (not unpacked, not root, no mount namespaces…).
- * Tests catch exactly this to skip *with the reason printed*; any other error at start is
- * a failure.
- */
-export class LabServerUnavailable extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'LabServerUnavailable';
-  }
-}
-
-export const LAB_HOST = '127.0.0.1' as const;
-const START_TIMEOUT_MS = 15_000;
-const STOP_TIMEOUT_MS = 10_000;
-const PORT_ATTEMPTS = 4;
 
 /**
  * The folder scripts/lab-servers.sh unpacks the packages into: MAILFERRY_LAB_ROOT, else
@@ -99,30 +81,6 @@ export function isExecutable(p: string): boolean {
   }
 }
 
-export interface Account {
-  uid: number;
-  gid: number;
-  user: string;
-}
-
-/** Who runs the server's processes: as root `nobody` (or MAILFERRY_LAB_MAIL_USER), else ourselves. */
-export function labAccount(): Account {
-  if (process.getuid?.() !== 0) {
-    const info = os.userInfo();
-    return { uid: info.uid, gid: info.gid, user: info.username };
-  }
-  const name = process.env.MAILFERRY_LAB_MAIL_USER ?? 'nobody';
-  let entry: string;
-  try {
-    entry = execFileSync('getent', ['passwd', name], { encoding: 'utf8' }).trim();
-  } catch {
-    throw new LabServerUnavailable(`lab: mail user '${name}' does not exist (set MAILFERRY_LAB_MAIL_USER to an unprivileged user)`);
-  }
-  const [, , uid, gid] = entry.split(':').map(Number);
-  if (!Number.isInteger(uid) || !Number.isInteger(gid) || uid === 0) throw new LabServerUnavailable(`lab: mail user '${name}' is unusable (${entry})`);
-  return { uid: uid!, gid: gid!, user: name };
-}
-
 /** A fresh private dir for one server, on tmpfs when there is one (fsync is free there). */
 export function makeServerDir(kind: string, name: string): string {
   const bases = [process.env.MAILFERRY_LAB_TMP, '/dev/shm', os.tmpdir()].filter((b): b is string => !!b);
@@ -144,223 +102,21 @@ export function makeServerDir(kind: string, name: string): string {
   throw new Error(`lab: cannot create a temp dir for ${kind} '${name}' (tried ${bases.join(', ')})`);
 }
 
-export function checkLabUserName(u: LabUser, kind: string): void {
+function checkLabUserName(u: LabUser, kind: string): void {
   // Plain names only: they become Cyrus mailbox names and Courier userdb keys.
   if (!/^[a-z0-9][a-z0-9_-]*$/.test(u.username)) throw new Error(`lab: unusable ${kind} name ${JSON.stringify(u.username)} (use [a-z0-9_-])`);
   if (!u.password || /[\x00-\x1f\s]/.test(u.password)) throw new Error(`lab: the password of ${u.username} must be non-empty without blanks or control characters`);
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, LAB_HOST, () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-export function tailFile(file: string, lines = 30): string {
-  try {
-    return readFileSync(file, 'utf8').split('\n').slice(-lines - 1).join('\n');
-  } catch {
-    return '';
-  }
-}
-
-/** One attempt to read an IMAP greeting; resolves to the first line or null. */
-export function readGreeting(port: number, timeoutMs = 1000): Promise<string | null> {
-  return new Promise((resolve) => {
-    let buf = '';
-    let done = false;
-    const sock = net.connect({ host: LAB_HOST, port });
-    const finish = (v: string | null) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(v);
-    };
-    const timer = setTimeout(() => finish(null), timeoutMs);
-    sock.setEncoding('latin1');
-    sock.on('data', (d: string) => {
-      buf += d;
-      const nl = buf.indexOf('\r\n');
-      if (nl >= 0) finish(buf.slice(0, nl));
-    });
-    sock.on('error', () => finish(null));
-    sock.on('close', () => finish(null));
-  });
-}
-
-/*
- * The wrapper: `sh -c WRAPPER name DIR SIGNAL cmd args…`. As in dovecot.ts: fd 3 keeps the
- * pipe from Node; a watchdog `cat` sees its EOF (stop(), or Node died), marks the dir and
- * sends the server SIGNAL (TERM; KILL for `unshare`, which blocks TERM), and the wrapper then deletes the dir. The server stays the
- * wrapper's child until reaped, so its pid cannot be reused while Node may signal it.
- */
-const WRAPPER = `
-dir=$1; sig=$2; shift 2
-exec 3<&0 </dev/null
-"$@" >>"$dir/startup.log" 2>&1 3<&- &
-pid=$!
-echo "$pid"
-( cat <&3 >/dev/null 2>&1; : >"$dir/.stopping" 2>/dev/null; kill -"$sig" "$pid" 2>/dev/null ) &
-watchdog=$!
-exec 3<&-
-wait "$pid"
-status=$?
-kill "$watchdog" 2>/dev/null
-if [ -e "$dir/.stopping" ] && [ -z "$MAILFERRY_LAB_KEEP" ]; then
-  rm -rf "$dir" 2>/dev/null || { sleep 0.3; rm -rf "$dir"; }
-fi
-exit $status
-`;
-
-export interface Running {
-  child: ChildProcess;
-  pid: number;
-  dir: string;
-  exited: Promise<number | null>;
-  hasExited: boolean;
-  stopSignal: 'SIGTERM' | 'SIGKILL';
-}
-
-const live = new Set<Running>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // The pipe's EOF at exit stops the servers anyway; this only makes it happen sooner.
-  process.on('exit', () => {
-    for (const r of live) {
-      if (r.hasExited) {
-        if (!process.env.MAILFERRY_LAB_KEEP) rmSync(r.dir, { recursive: true, force: true });
-        continue;
-      }
-      try {
-        writeFileSync(path.join(r.dir, '.stopping'), '');
-      } catch {
-        // dir already gone
-      }
-      try {
-        process.kill(r.pid, r.stopSignal);
-      } catch {
-        // already gone
-      }
-    }
-  });
-}
-
-/**
- * Starts `command` under the wrapper; resolves once the wrapper reported its pid.
- * `stopSignal` stops it (SIGKILL for a process that ignores SIGTERM and whose death
- * alone tears everything down, like `unshare --pid --fork --kill-child`).
- */
-export function launchWrapped(dir: string, command: string[], env: NodeJS.ProcessEnv, stopSignal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<Running> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', WRAPPER, 'mailferry-lab', dir, stopSignal.slice(3), ...command], { stdio: ['pipe', 'pipe', 'ignore'], env });
-    const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
-    let out = '';
-    child.once('error', reject);
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (d: string) => {
-      out += d;
-      const nl = out.indexOf('\n');
-      if (nl < 0) return;
-      const pid = Number(out.slice(0, nl));
-      child.stdout!.removeAllListeners('data');
-      child.stdout!.destroy();
-      if (!Number.isInteger(pid) || pid <= 0) {
-        reject(new Error(`lab: unexpected wrapper output ${JSON.stringify(out)}`));
-        return;
-      }
-      child.unref();
-      (child.stdin as unknown as net.Socket).unref?.();
-      const run: Running = { child, pid, dir, exited, hasExited: false, stopSignal };
-      void exited.then(() => {
-        run.hasExited = true;
-      });
-      live.add(run);
-      installExitHook();
-      resolve(run);
-    });
-    void exited.then(() => reject(new Error('lab: wrapper exited before starting the server')));
-  });
-}
-
-function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    void p.then(() => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
-}
-
-/** Stops the wrapped server (SIGTERM via the pipe, SIGKILL after a grace period). */
-export async function terminateWrapped(run: Running): Promise<void> {
-  run.child.ref();
-  run.child.stdin?.end();
-  if (!(await within(run.exited, STOP_TIMEOUT_MS))) {
-    try {
-      process.kill(run.pid, 'SIGKILL');
-    } catch {
-      // gone meanwhile
-    }
-    await within(run.exited, 5000);
-  }
-  run.child.stdin?.destroy();
-  live.delete(run);
-}
-
-/** Waits for a greeting that `ours` recognises. Null when ready, else why not. */
-export async function waitForGreeting(run: Running, port: number, ours: (greeting: string) => boolean, what: string): Promise<string | null> {
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  let last: string | null = null;
-  while (Date.now() < deadline) {
-    if (run.hasExited) return `${what} exited during startup`;
-    last = await readGreeting(port);
-    if (last !== null && ours(last)) return null;
-    await sleep(40);
-  }
-  if (run.hasExited) return `${what} exited during startup`;
-  return last === null ? `nothing answered on port ${port} within ${START_TIMEOUT_MS} ms` : `port ${port} answered with someone else's greeting: ${last}`;
-}
-
-export interface LabServerHandle {
-  host: typeof LAB_HOST;
-  port: number;
-  dir: string;
-  endpoint(): ImapEndpoint;
-  stop(): Promise<void>;
-}
-
-/** endpoint() and an idempotent stop() that waits for the server and removes its dir. */
-export function serverHandle(run: Running, port: number): LabServerHandle {
-  let stopping: Promise<void> | null = null;
-  return {
-    host: LAB_HOST,
-    port,
-    dir: run.dir,
-    endpoint: () => ({ host: LAB_HOST, port, tls: 'none', acceptUntrustedCert: false }),
-    stop() {
-      stopping ??= (async () => {
-        await terminateWrapped(run);
-        if (!process.env.MAILFERRY_LAB_KEEP) await rm(run.dir, { recursive: true, force: true });
-      })();
-      return stopping;
-    },
-  };
+/** Checks a Cyrus or Courier server's name, users and admins; returns the admins and everyone. */
+export function checkLabAccounts(opts: { name: string; users: LabUser[]; admins?: LabUser[] }): { admins: LabUser[]; all: LabUser[] } {
+  checkServerName(opts.name);
+  const admins = opts.admins ?? [];
+  for (const u of opts.users) checkLabUserName(u, 'user');
+  for (const u of admins) checkLabUserName(u, 'admin');
+  const all = [...opts.users, ...admins];
+  if (new Set(all.map((u) => u.username)).size !== all.length) throw new Error('lab: user and admin names must be unique');
+  return { admins, all };
 }
 
 /** An IMAP quoted string (lab names and passwords never hold CR, LF or NUL). */
@@ -435,6 +191,8 @@ export function imapScript(port: number, commands: (string | { command: string; 
 // ---------------------------------------------------------------------------------------
 // Cyrus
 // ---------------------------------------------------------------------------------------
+
+const PORT_ATTEMPTS = 4;
 
 export interface CyrusOptions {
   /** Used in the temp dir name, e.g. 'source' / 'target'. [A-Za-z0-9_-]+ */
@@ -523,12 +281,7 @@ function saslpasswd(inst: CyrusInstall, acct: Account, sasldb: string, realm: st
 export async function startCyrus(opts: CyrusOptions): Promise<CyrusServer> {
   const inst = findCyrus();
   if (typeof inst === 'string') throw new LabServerUnavailable(`lab: ${inst}`);
-  if (!/^[A-Za-z0-9_-]+$/.test(opts.name)) throw new Error(`lab: server name must be [A-Za-z0-9_-]+, got ${JSON.stringify(opts.name)}`);
-  const admins = opts.admins ?? [];
-  for (const u of opts.users) checkLabUserName(u, 'user');
-  for (const u of admins) checkLabUserName(u, 'admin');
-  const all = [...opts.users, ...admins];
-  if (new Set(all.map((u) => u.username)).size !== all.length) throw new Error('lab: user and admin names must be unique');
+  const { admins, all } = checkLabAccounts(opts);
   for (const cap of opts.suppressCapabilities ?? []) if (!/^[A-Z0-9=+-]+$/i.test(cap)) throw new Error(`lab: bad capability ${JSON.stringify(cap)}`);
   const sep = opts.separator ?? '.';
   const alt = opts.altNamespace ?? false;
@@ -596,46 +349,37 @@ export async function startCyrus(opts: CyrusOptions): Promise<CyrusServer> {
     const masterCmd = [inst.master, '-C', imapdConf, '-M', cyrusConf, '-p', path.join(dir, 'run', 'master.pid'), '-D'];
     const command = isRoot ? ['setpriv', `--reuid=${acct.uid}`, `--regid=${acct.gid}`, '--clear-groups', '--', ...masterCmd] : masterCmd;
 
-    let lastError = '';
-    for (let attempt = 1; attempt <= PORT_ATTEMPTS; attempt++) {
-      const port = await freePort();
-      writeConfig(port);
-      rmSync(path.join(dir, '.stopping'), { force: true });
-      const run = await launchWrapped(dir, command, env);
-      let greeting = '';
-      const problem = await waitForGreeting(run, port, (g) => {
+    let greeting = '';
+    const { run, port } = await startWrapped({
+      what: 'cyrus',
+      name: opts.name,
+      dir,
+      attempts: PORT_ATTEMPTS,
+      prepare: (port) => {
+        writeConfig(port);
+        return { command, env };
+      },
+      ours: (g) => {
         greeting = g;
         return g.startsWith('* OK') && g.includes(` ${serverName} `);
-      }, 'cyrus master');
-      if (problem === null) {
-        const handle = serverHandle(run, port);
-        const server: CyrusServer = {
-          ...handle,
-          name: opts.name,
-          separator: sep,
-          prefix: alt ? '' : `INBOX${sep}`,
-          userMailbox: (user) => `user${sep}${user}`,
-          folderPath: (segs) => (segs.length === 1 && segs[0]!.toUpperCase() === 'INBOX' ? 'INBOX' : segs[0]!.toUpperCase() === 'INBOX' ? segs.join(sep) : (alt ? '' : `INBOX${sep}`) + segs.join(sep)),
-          users: opts.users.map((u) => ({ ...u })),
-          admins: admins.map((u) => ({ ...u })),
-          version: /(Cyrus IMAP [^ ]+)/.exec(greeting)?.[1] ?? 'Cyrus IMAP',
-          logPath: path.join(dir, 'startup.log'),
-        };
-        try {
-          await createMailboxes(server, setup, opts);
-        } catch (err) {
-          await server.stop();
-          throw err;
-        }
-        return server;
-      }
-      const logs = tailFile(path.join(dir, 'startup.log'));
-      lastError = `${problem}${logs ? `\n${logs}` : ''}`;
-      await terminateWrapped(run);
+      },
       // Only a port taken between our probe and master's bind is worth another attempt.
-      if (!/someone else's greeting|nothing answered/.test(problem)) break;
-    }
-    throw new Error(`lab: cyrus '${opts.name}' failed to start (Cyrus logs only to syslog): ${lastError}`);
+      retryOn: /someone else's greeting|nothing answered/,
+      note: '(Cyrus logs only to syslog)',
+    });
+    const server: CyrusServer = {
+      ...serverHandle(run, port),
+      name: opts.name,
+      separator: sep,
+      prefix: alt ? '' : `INBOX${sep}`,
+      userMailbox: (user) => `user${sep}${user}`,
+      folderPath: (segs) => (segs.length === 1 && segs[0]!.toUpperCase() === 'INBOX' ? 'INBOX' : segs[0]!.toUpperCase() === 'INBOX' ? segs.join(sep) : (alt ? '' : `INBOX${sep}`) + segs.join(sep)),
+      users: opts.users.map((u) => ({ ...u })),
+      admins: admins.map((u) => ({ ...u })),
+      version: /(Cyrus IMAP [^ ]+)/.exec(greeting)?.[1] ?? 'Cyrus IMAP',
+      logPath: path.join(dir, 'startup.log'),
+    };
+    return await setUpOrStop(server, () => createMailboxes(server, setup, opts));
   } catch (err) {
     if (!process.env.MAILFERRY_LAB_KEEP) rmSync(dir, { recursive: true, force: true });
     throw err;

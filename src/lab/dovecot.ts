@@ -14,17 +14,17 @@
  *
  * Lifecycle: Dovecot runs in the foreground (`-F`) under a tiny `sh` wrapper whose stdin
  * is a pipe from this process. When that pipe reaches EOF — `stop()`, or this process
- * dying in any way, even SIGKILL — the wrapper terminates Dovecot and deletes the temp
- * dir. That is what makes "never leak a server" hold without relying on Node's exit hooks.
+ * dying in any way, even SIGKILL — the wrapper terminates Dovecot (SIGTERM) and deletes
+ * the temp dir. That is what makes "never leak a server" hold without relying on Node's
+ * exit hooks. The wrapper, starting and stopping are server-process.ts's, shared with the
+ * Cyrus and Courier labs. Not as root, Dovecot runs "rootless" as the current user.
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync, readFileSync, rmSync, chmodSync, chownSync, mkdirSync, accessSync, constants as fsConstants } from 'node:fs';
-import { rm } from 'node:fs/promises';
-import net from 'node:net';
-import tls from 'node:tls';
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync, rmSync, chmodSync, chownSync, mkdirSync, accessSync, constants as fsConstants } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ImapEndpoint } from '../imap/endpoint.js';
+import { LAB_HOST, type Account, type Running, checkServerName, freePort, labAccount, startWrapped, stopOnce } from './server-process.js';
 
 export interface LabUser {
   username: string;
@@ -117,9 +117,6 @@ export interface DovecotServer {
   stop(): Promise<void>;
 }
 
-const HOST = '127.0.0.1' as const;
-const START_TIMEOUT_MS = 15_000;
-const STOP_TIMEOUT_MS = 10_000;
 const PORT_ATTEMPTS = 5;
 
 /**
@@ -165,52 +162,6 @@ function imapBinary(dovecot: string): string | null {
   return null;
 }
 
-interface Account {
-  uid: number;
-  gid: number;
-  user: string;
-}
-
-/**
- * Who owns the mail. As root: `nobody` (exists everywhere, so nothing in /etc/passwd
- * has to be created — which would also race between parallel test processes), or
- * MAILFERRY_LAB_MAIL_USER. Not as root: Dovecot runs "rootless" as the current user.
- */
-function mailAccount(): Account {
-  const isRoot = process.getuid?.() === 0;
-  if (!isRoot) {
-    const info = os.userInfo();
-    return { uid: info.uid, gid: info.gid, user: info.username };
-  }
-  const name = process.env.MAILFERRY_LAB_MAIL_USER ?? 'nobody';
-  let entry: string;
-  try {
-    entry = execFileSync('getent', ['passwd', name], { encoding: 'utf8' }).trim();
-  } catch {
-    throw new Error(`lab: mail user '${name}' does not exist (set MAILFERRY_LAB_MAIL_USER to an unprivileged user)`);
-  }
-  const fields = entry.split(':');
-  const uid = Number(fields[2]);
-  const gid = Number(fields[3]);
-  if (!Number.isInteger(uid) || !Number.isInteger(gid) || uid === 0) {
-    throw new Error(`lab: mail user '${name}' is unusable (${entry})`);
-  }
-  return { uid, gid, user: name };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, HOST, () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 /** Dovecot config string literal. */
 function q(s: string): string {
   return `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
@@ -227,45 +178,6 @@ function checkUser(u: LabUser, kind: string): void {
 function passwdFile(users: LabUser[]): string {
   // BASE64 so that any password (also with ':' in it) survives the passwd-file format.
   return users.map((u) => `${u.username}:{PLAIN.BASE64}${Buffer.from(u.password, 'utf8').toString('base64')}\n`).join('');
-}
-
-function tail(file: string, lines = 30): string {
-  try {
-    return readFileSync(file, 'utf8').split('\n').slice(-lines - 1).join('\n');
-  } catch {
-    return '';
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/** One attempt to read an IMAP greeting; resolves to the first line or null. */
-function readGreeting(port: number, useTls: boolean, timeoutMs = 1000): Promise<string | null> {
-  return new Promise((resolve) => {
-    let buf = '';
-    let done = false;
-    const sock: net.Socket = useTls
-      ? tls.connect({ host: HOST, port, rejectUnauthorized: false })
-      : net.connect({ host: HOST, port });
-    const finish = (v: string | null) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(v);
-    };
-    const timer = setTimeout(() => finish(null), timeoutMs);
-    sock.setEncoding('latin1');
-    sock.on('data', (d: string) => {
-      buf += d;
-      const nl = buf.indexOf('\r\n');
-      if (nl >= 0) finish(buf.slice(0, nl));
-    });
-    sock.on('error', () => finish(null));
-    sock.on('close', () => finish(null));
-  });
 }
 
 /**
@@ -350,7 +262,7 @@ function buildConfig(c: ConfigInput): string {
     `state_dir = ${dir}/state`,
     `log_path = ${dir}/dovecot.log`,
     'protocols = imap',
-    `listen = ${HOST}`,
+    `listen = ${LAB_HOST}`,
     // Lets the readiness check tell our server from whatever else might hold the port.
     `login_greeting = ${greetingOf(dir)}`,
     // Test clients use LOGIN over plaintext loopback connections.
@@ -494,11 +406,11 @@ function buildConfig(c: ConfigInput): string {
   L.push(
     'service imap-login {',
     '  inet_listener imap {',
-    `    address = ${HOST}`,
+    `    address = ${LAB_HOST}`,
     `    port = ${c.port}`,
     '  }',
     '  inet_listener imaps {',
-    `    address = ${HOST}`,
+    `    address = ${LAB_HOST}`,
     `    port = ${c.sslPort ?? 0}`,
     ...(c.sslPort ? ['    ssl = yes'] : []),
     '  }',
@@ -537,153 +449,10 @@ function filterCapabilities(all: string[], disabled: string[]): string[] {
   return all.filter((cap) => !off.has(cap.toUpperCase()));
 }
 
-/*
- * The wrapper. $1 dovecot, $2 config, $3 temp dir.
- * - fd 3 keeps our stdin (the pipe from Node) for the watchdog; background jobs of a
- *   non-interactive shell would otherwise get /dev/null as stdin.
- * - The watchdog's `cat` returns at EOF: Node called stop() or died. It leaves a marker
- *   so the wrapper knows to delete the temp dir (but not after a failed start, whose log
- *   Node still wants to read and whose dir it reuses for the next port attempt).
- * - Dovecot stays our child until we `wait` for it, so its pid cannot be reused while
- *   Node might still signal it.
- */
-const WRAPPER = `
-exec 3<&0 </dev/null
-"$1" -F -c "$2" >>"$3/startup.log" 2>&1 3<&- &
-pid=$!
-echo "$pid"
-( cat <&3 >/dev/null 2>&1; : >"$3/.stopping" 2>/dev/null; kill -TERM "$pid" 2>/dev/null ) &
-watchdog=$!
-exec 3<&-
-wait "$pid"
-status=$?
-kill "$watchdog" 2>/dev/null
-if [ -e "$3/.stopping" ] && [ -z "$MAILFERRY_LAB_KEEP" ]; then
-  rm -rf "$3" 2>/dev/null || { sleep 0.3; rm -rf "$3"; }
-fi
-exit $status
-`;
-
-interface Running {
-  child: ChildProcess;
-  pid: number;
-  dir: string;
-  exited: Promise<number | null>;
-  hasExited: boolean;
-}
-
-/** Servers not yet stopped, for the process 'exit' hook. */
-const live = new Set<Running>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // Belt and braces: the kernel closes the wrapper's stdin when we exit anyway, which
-  // already stops Dovecot; this only makes it happen before Node's last breath.
-  process.on('exit', () => {
-    for (const r of live) {
-      if (r.hasExited) {
-        // Dovecot died on its own (so the wrapper did not clean up) and nobody called stop().
-        if (!process.env.MAILFERRY_LAB_KEEP) rmSync(r.dir, { recursive: true, force: true });
-        continue;
-      }
-      try {
-        writeFileSync(path.join(r.dir, '.stopping'), '');
-      } catch {
-        // dir already gone
-      }
-      try {
-        process.kill(r.pid, 'SIGTERM');
-      } catch {
-        // already gone
-      }
-    }
-  });
-}
-
-function launch(dovecot: string, confPath: string, dir: string): Promise<Running> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', WRAPPER, 'mailferry-lab-dovecot', dovecot, confPath, dir], {
-      stdio: ['pipe', 'pipe', 'ignore'],
-      env: { ...process.env, PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
-    });
-    const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
-    let out = '';
-    child.once('error', reject);
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (d: string) => {
-      out += d;
-      const nl = out.indexOf('\n');
-      if (nl < 0) return;
-      const pid = Number(out.slice(0, nl));
-      child.stdout!.removeAllListeners('data');
-      child.stdout!.destroy();
-      if (!Number.isInteger(pid) || pid <= 0) {
-        reject(new Error(`lab: unexpected wrapper output ${JSON.stringify(out)}`));
-        return;
-      }
-      // A forgotten stop() must not keep the test process alive; the pipe's EOF at exit
-      // still stops the server.
-      child.unref();
-      (child.stdin as unknown as net.Socket).unref?.();
-      const run: Running = { child, pid, dir, exited, hasExited: false };
-      void exited.then(() => {
-        run.hasExited = true;
-      });
-      resolve(run);
-    });
-    void exited.then(() => reject(new Error('lab: dovecot wrapper exited before starting dovecot')));
-  });
-}
-
-/** Waits for the `* OK` greeting (and the TLS port). Returns null on success, else why not. */
-async function waitReady(run: Running, port: number, sslPort: number | undefined): Promise<string | null> {
-  const ours = (g: string | null) => !!g && g.startsWith('* OK') && g.endsWith(greetingOf(run.dir));
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (run.hasExited) return 'dovecot exited during startup';
-    const greeting = await readGreeting(port, false);
-    if (ours(greeting)) {
-      if (sslPort === undefined) return null;
-      if (ours(await readGreeting(sslPort, true))) return null;
-    }
-    await sleep(50);
-  }
-  return run.hasExited ? 'dovecot exited during startup' : `no IMAP greeting within ${START_TIMEOUT_MS} ms`;
-}
-
-/** Resolves true when `p` settles within `ms`, false otherwise; leaves no timer behind. */
-function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    void p.then(() => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
-}
-
-async function terminate(run: Running): Promise<void> {
-  // Keep the loop alive while we wait, although the child was unref'd at start.
-  run.child.ref();
-  run.child.stdin?.end();
-  if (!(await within(run.exited, STOP_TIMEOUT_MS))) {
-    // The wrapper has not reaped Dovecot yet (it exits right after), so the pid is still ours.
-    try {
-      process.kill(run.pid, 'SIGKILL');
-    } catch {
-      // gone meanwhile
-    }
-    await within(run.exited, 5000);
-  }
-  run.child.stdin?.destroy();
-}
-
 export async function startDovecot(opts: DovecotOptions): Promise<DovecotServer> {
   const dovecot = dovecotBinary();
   if (!dovecot) throw new Error('lab: dovecot is not installed (apt-get install dovecot-imapd)');
-  if (!/^[A-Za-z0-9_-]+$/.test(opts.name)) throw new Error(`lab: server name must be [A-Za-z0-9_-]+, got ${JSON.stringify(opts.name)}`);
+  checkServerName(opts.name);
   if (opts.separator !== '.' && opts.separator !== '/') throw new Error(`lab: separator must be '.' or '/'`);
   for (const u of opts.users) checkUser(u, 'user');
   for (const u of opts.masterUsers ?? []) checkUser(u, 'master user');
@@ -697,7 +466,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotServer>
     if (name !== undefined && (!name || /[\x00-\x1f]/.test(name))) throw new Error(`lab: bad special-use folder name ${JSON.stringify(name)}`);
   }
 
-  const acct = mailAccount();
+  const acct = labAccount();
   const isRoot = process.getuid?.() === 0;
   const dir = mkdtempSync(path.join(os.tmpdir(), `mailferry-lab-${opts.name}-`));
   // Paths go unquoted into dovecot.conf (`ssl_cert = <path` cannot be quoted).
@@ -734,36 +503,33 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotServer>
     const confPath = path.join(dir, 'dovecot.conf');
 
     let capabilities: string[] | undefined;
-    let lastError = '';
-    for (let attempt = 1; attempt <= PORT_ATTEMPTS; attempt++) {
-      const port = await freePort();
-      const sslPort = certs ? await freePort() : undefined;
-      const input: ConfigInput = { opts, dir, acct, port, sslPort, certs, capabilities: undefined, authMechanisms };
-      if (capDisabled.length && !capabilities) {
-        writeFileSync(confPath, buildConfig(input), { mode: 0o644 });
-        capabilities = filterCapabilities(await probeCapabilities(dovecot, confPath, dir, acct), capDisabled);
-      }
-      writeFileSync(confPath, buildConfig({ ...input, capabilities }), { mode: 0o644 });
-      // A stale master.pid whose pid got reused would make Dovecot think it is running.
-      rmSync(path.join(dir, 'run'), { recursive: true, force: true });
-      rmSync(path.join(dir, '.stopping'), { force: true });
-
-      const run = await launch(dovecot, confPath, dir);
-      live.add(run);
-      installExitHook();
-      const problem = await waitReady(run, port, sslPort);
-      if (problem === null) {
-        return makeServer(opts, dir, run, port, sslPort, certs?.cert);
-      }
-      // Read the logs first: stopping a still-running Dovecot also deletes the dir.
-      const logs = `${tail(path.join(dir, 'startup.log'))}\n${tail(path.join(dir, 'dovecot.log'))}`.trim();
-      lastError = `${problem}\n${logs}`;
-      live.delete(run);
-      await terminate(run);
+    const { run, port, spec } = await startWrapped({
+      what: 'dovecot',
+      name: opts.name,
+      dir,
+      attempts: PORT_ATTEMPTS,
+      prepare: async (port) => {
+        const sslPort = certs ? await freePort() : undefined;
+        const input: ConfigInput = { opts, dir, acct, port, sslPort, certs, capabilities: undefined, authMechanisms };
+        if (capDisabled.length && !capabilities) {
+          writeFileSync(confPath, buildConfig(input), { mode: 0o644 });
+          capabilities = filterCapabilities(await probeCapabilities(dovecot, confPath, dir, acct), capDisabled);
+        }
+        writeFileSync(confPath, buildConfig({ ...input, capabilities }), { mode: 0o644 });
+        // A stale master.pid whose pid got reused would make Dovecot think it is running.
+        rmSync(path.join(dir, 'run'), { recursive: true, force: true });
+        return {
+          command: [dovecot, '-F', '-c', confPath],
+          env: { ...process.env, PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+          tlsPort: sslPort,
+        };
+      },
+      ours: (g) => g.startsWith('* OK') && g.endsWith(greetingOf(dir)),
+      logs: ['dovecot.log'],
       // Another process may have grabbed a port between our probe and Dovecot's bind.
-      if (!/Address already in use/i.test(logs)) break;
-    }
-    throw new Error(`lab: dovecot '${opts.name}' failed to start: ${lastError}`);
+      retryOn: /Address already in use/i,
+    });
+    return makeServer(opts, dir, run, port, spec.tlsPort, certs?.cert);
   } catch (err) {
     if (!process.env.MAILFERRY_LAB_KEEP) rmSync(dir, { recursive: true, force: true });
     throw err;
@@ -778,10 +544,9 @@ function makeServer(
   sslPort: number | undefined,
   certPath: string | undefined,
 ): DovecotServer {
-  let stopping: Promise<void> | null = null;
   const server: DovecotServer = {
     name: opts.name,
-    host: HOST,
+    host: LAB_HOST,
     port,
     dir,
     separator: opts.separator,
@@ -789,20 +554,13 @@ function makeServer(
     endpoint(mode = 'none') {
       if (mode !== 'none' && !certPath) throw new Error(`lab: server '${opts.name}' was started without tls`);
       return {
-        host: HOST,
+        host: LAB_HOST,
         port: mode === 'implicit' ? sslPort! : port,
         tls: mode,
         acceptUntrustedCert: mode !== 'none',
       };
     },
-    stop() {
-      stopping ??= (async () => {
-        await terminate(run);
-        live.delete(run);
-        if (!process.env.MAILFERRY_LAB_KEEP) await rm(dir, { recursive: true, force: true });
-      })();
-      return stopping;
-    },
+    stop: stopOnce(run),
   };
   if (sslPort !== undefined) server.sslPort = sslPort;
   if (certPath !== undefined) server.certPath = certPath;

@@ -62,7 +62,7 @@ function sections(r: BatchReport, kind: ReportKind): Section[] {
     const p = r.mailboxes.reduce((a, m) => ({ copied: a.copied + (m.period?.copied ?? 0), bytes: a.bytes + (m.period?.bytes ?? 0) }), { copied: 0, bytes: 0 });
     summary.push(`Since the last report (${when(r.period.since)}): ${plural(p.copied, 'new message')} copied (${mb(p.bytes)}).`);
   }
-  if (b.deleteWarning) summary.push(`Before deleting the batch: ${b.deleteWarning}.`);
+  if (b.deleteWarning) summary.push(`Before deleting the batch: ${b.deleteWarning.replace(/\.$/, '')}.`);
   else if (b.initialSyncedAt) summary.push('The batch has run 72 hours since its initial sync: once MX points at the target and a sync ran since, it can be deleted.');
   out.push({ title: 'Summary', lines: summary });
 

@@ -17,7 +17,7 @@ const isAddress = (a: string) => addressProblem(a) === undefined;
 export interface ReportMailConfig {
   /** The transport URL as given: it may hold the SMTP password, so it is never shown. */
   url: string;
-  /** The same without credentials, for logs and messages. */
+  /** Scheme, host and port only, for logs and messages. */
   display: string;
   from: string;
   /** Recipients of every batch's reports. */
@@ -30,12 +30,15 @@ export class ReportMailConfigError extends Error {
   override name = 'ReportMailConfigError';
 }
 
-/** `smtp://user:pass@host` → `smtp://user:***@host`. */
+/**
+ * The URL as logs and messages may show it: scheme, host and port only. The user name is
+ * left out too (some relays use an API token as both), and so is the query, which can
+ * hold `auth.pass`.
+ */
 export function hideUrlPassword(url: string): string {
   try {
     const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
+    return `${u.protocol}//${u.host}`;
   } catch {
     return '(an unparsable URL)';
   }

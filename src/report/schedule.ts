@@ -6,11 +6,12 @@
  *   synced or failed: `batch.initial_synced_at`).
  * - A **daily** report is due once a round of incremental syncs is over: every mailbox of a
  *   running batch, except those failing (a wrong password must not hold every report
- *   back; the report lists it), has finished a sync since the last report, and at least
- *   one of those was an incremental sync. Mailboxes sync on their own clocks (24 hours
- *   after their own last sync), so a round ends about a day after the last one; should a
- *   mailbox never finish (a sync that runs for days), the report goes anyway once 1.5
- *   intervals have passed.
+ *   back; the report lists it), has finished a sync since the last report. Mailboxes
+ *   sync on their own clocks (24 hours after their own last sync), so a round ends about
+ *   a day after the last one; should a mailbox never finish (a sync that runs for days),
+ *   the report goes anyway once 1.5 intervals have passed. Never more often than every
+ *   half interval (a `sync-now` round right after a report waits), and when every mailbox
+ *   is failing, once per interval (their hourly retries are no round).
  *
  * Sending is claimed like a lease, so several `serve` processes on one PostgreSQL send
  * each report once: a conditional UPDATE sets `report_claim_until`; the claimer sends and
@@ -38,34 +39,46 @@ export interface DueReport {
   since: number | null;
 }
 
-/** Mailboxes (not failing) with no finished run since `since`. */
-async function mailboxesBehind(store: Store, batchId: number, since: number): Promise<number> {
+/** Of the mailboxes that are not failing: how many, and how many have not finished a run since `since`. */
+async function healthyMailboxes(store: Store, batchId: number, since: number): Promise<{ healthy: number; behind: number }> {
   const r = await store.db
     .selectFrom('batch_mailbox as m')
-    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .select((eb) => [
+      eb.fn.countAll<number>().as('healthy'),
+      eb.fn
+        .sum<number>(
+          eb
+            .case()
+            .when(
+              eb.not(
+                eb.exists(
+                  eb
+                    .selectFrom('sync_run as r')
+                    .select(sql`1`.as('one'))
+                    .whereRef('r.mailbox_id', '=', 'm.id')
+                    .where('r.ended_at', '>', since)
+                    .where('r.outcome', 'in', ['synced', 'failed']),
+                ),
+              ),
+            )
+            .then(1)
+            .else(0)
+            .end(),
+        )
+        .as('behind'),
+    ])
     .where('m.batch_id', '=', batchId)
     .where('m.status', '!=', 'Failed')
-    .where(({ not, exists, selectFrom }) =>
-      not(
-        exists(
-          selectFrom('sync_run as r')
-            .select(sql`1`.as('one'))
-            .whereRef('r.mailbox_id', '=', 'm.id')
-            .where('r.ended_at', '>', since)
-            .where('r.outcome', 'in', ['synced', 'failed']),
-        ),
-      ),
-    )
     .executeTakeFirstOrThrow();
-  return Number(r.n);
+  return { healthy: Number(r.healthy), behind: Number(r.behind ?? 0) };
 }
 
-async function incrementalRunsSince(store: Store, batchId: number, since: number): Promise<number> {
+/** Runs of the batch's mailboxes that finished (synced or failed) since `since`. */
+async function runsSince(store: Store, batchId: number, since: number): Promise<number> {
   const r = await store.db
     .selectFrom('sync_run')
     .select((eb) => eb.fn.countAll<number>().as('n'))
     .where('batch_id', '=', batchId)
-    .where('kind', '=', 'incremental')
     .where('ended_at', '>', since)
     .where('outcome', 'in', ['synced', 'failed'])
     .executeTakeFirstOrThrow();
@@ -88,9 +101,13 @@ export async function dueReports(store: Store, now: number, incrementalEveryMs: 
     }
     if (b.state !== 'Running') continue;
     const since = b.last_report_at ?? b.initial_report_at;
-    if ((await incrementalRunsSince(store, b.id, since)) === 0) continue;
-    const overdue = now - since >= 1.5 * incrementalEveryMs;
-    if (overdue || (await mailboxesBehind(store, b.id, since)) === 0) due.push({ batch: b, kind: 'daily', since });
+    if (now - since < incrementalEveryMs / 2) continue;
+    if ((await runsSince(store, b.id, since)) === 0) continue;
+    const { healthy, behind } = await healthyMailboxes(store, b.id, since);
+    // Every mailbox failing (say, the source accounts were closed after the switch): their
+    // retries every hour are no round; one report per interval says they still fail.
+    const roundOver = healthy > 0 ? behind === 0 : now - since >= incrementalEveryMs;
+    if (roundOver || now - since >= 1.5 * incrementalEveryMs) due.push({ batch: b, kind: 'daily', since });
   }
   return due;
 }

@@ -179,6 +179,11 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           await db.schema.alterTable('batch').addColumn(column, type).execute();
         }
         await db.schema.alterTable('batch').addColumn('report_failures', bigint, (c) => c.notNull().defaultTo(0)).execute();
+        // Batches that finished their initial sync before reports existed: no belated
+        // "initial sync finished" mail; their daily reports start from here.
+        await sql`update batch set initial_report_at = initial_synced_at, last_report_at = initial_synced_at where initial_synced_at is not null`.execute(db);
+        // dueReports (src/report/schedule.ts) asks for a batch's runs since the last report.
+        await db.schema.createIndex('sync_run_batch_ended').on('sync_run').columns(['batch_id', 'ended_at']).execute();
         // The last `batch verify` of each mailbox (src/batch/verify.ts).
         for (const [column, type] of [
           ['verified_at', bigint],

@@ -1,22 +1,34 @@
 /**
- * Copies messages with several lanes in parallel. A lane is one source session (imapflow:
- * one UID FETCH per chunk of messages, streamed by the server) and one target connection
- * with pipelined APPENDs (imap/append-pipeline.ts), so neither side waits for a round trip
- * per message. Every message is journaled as `pending` (with its digest and the target
- * UID floor) before its APPEND is written, and marked `copied` from the APPENDUID answer:
- * a crash anywhere leaves a journal that recovery.ts can resolve exactly.
+ * Copies messages with several lanes in parallel. A lane is one source connection
+ * (imap/raw-fetch.ts: one UID FETCH per chunk of messages) and one target connection with
+ * pipelined APPENDs (imap/append-pipeline.ts), so neither side waits for a round trip per
+ * message. Every message is journaled as `pending` (with the target UID floor) before its
+ * APPEND is written, and marked `copied` from the APPENDUID answer: a crash anywhere leaves
+ * a journal that recovery.ts can resolve exactly.
+ *
+ * The digest rule that makes that exact: a message the target may have stored always has
+ * its SHA-256 in its pending row. A chunk message is hashed before its APPEND starts. A
+ * large message is streamed from the source FETCH straight into the APPEND literal
+ * (readLarge) and hashed on the way: its pending row is written without a digest before
+ * the APPEND, and the digest is written once the last byte has been read, before the last
+ * byte of the literal goes out (the appender holds the literal's final chunk back until
+ * the source iterator has ended, see append-pipeline.ts StreamedBody). A server stores
+ * nothing before it has the whole literal (RFC 3501 §4.3), so a pending row without a
+ * digest is a message that cannot be on the target, and recovery forgets it (it is copied
+ * again); one with a digest is looked for by content as before.
  *
  * Memory is bounded by a shared byte budget over all lanes (fetched but not yet
- * acknowledged bytes), not by a message count, so large messages cannot pile up.
+ * acknowledged bytes), not by a message count, so large messages cannot pile up; chunk
+ * messages are read into reused slabs (arena.ts), large ones only pass through.
  */
-import { createHash } from 'node:crypto';
-import type { FetchMessageObject, ImapFlow } from 'imapflow';
+import * as nodeCrypto from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { PipelinedAppender, type StreamedBody } from '../imap/append-pipeline.js';
+import { LiteralPipe } from '../imap/literal-pipe.js';
 import { type FetchedMessage, RawFetcher } from '../imap/raw-fetch.js';
-import { openSession, withWatchdog } from '../imap/imapflow-session.js';
-import { insertMessages, markCopied, markSkipped } from '../store/journal.js';
+import { insertMessages, markCopied, markSkipped, setDigest } from '../store/journal.js';
+import { type Slab, SlabPool } from './arena.js';
 import type { Database, NewMessageRow } from '../store/schema.js';
 import type { ByteBudget } from './byte-budget.js';
 import type { MemoryReclaimer } from './reclaim.js';
@@ -129,10 +141,20 @@ function isImapNo(err: unknown): boolean {
   return !!e && (e.responseStatus === 'NO' || e.responseStatus === 'BAD');
 }
 
-/** Bodies larger than this are streamed in slices instead of held whole (see readLarge). */
+/** Bodies larger than this are streamed from source to target instead of held whole (see readLarge). */
 export const STREAM_THRESHOLD = 2 * 1024 * 1024;
+/** What a streamed message holds at once (LiteralPipe's high-water mark, with slack). */
 const SLICE_BYTES = 1024 * 1024;
 const HEAD_BYTES = 64 * 1024;
+/** A chunk's messages are read into one slab of this size (arena.ts); chunks are at most 2 MiB. */
+const SLAB_BYTES = STREAM_THRESHOLD;
+/**
+ * Large messages found to contain NUL bytes although the source sent them as a plain
+ * literal (`folderId:uid`): the next attempt hashes them first, so the APPEND can be
+ * announced as binary (literal8, RFC 3516) from the start. Rare: a compliant server sends
+ * such a message as a literal8 itself.
+ */
+const needsBinary = new Set<string>();
 /**
  * A chunk message is read whole; its size was announced small by RFC822.SIZE, but a server
  * may misreport. Above this it is listed as unreadable rather than held in memory.
@@ -142,12 +164,17 @@ const MAX_CHUNK_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** A source message ready to be journaled and appended. */
 interface SourceMessage {
   uid: number;
-  sha256: string;
+  /** Null for a large message streamed without a first pass: see readLarge. */
+  sha256: string | null;
   flags: string[];
   internalDate: Date;
   body: Buffer | StreamedBody;
   /** The start of the message, for naming it (Subject) if the target refuses it. */
-  head: Buffer;
+  head: () => Buffer;
+  /** Settles when the source has delivered all of the message (streamed ones). */
+  delivered?: Promise<unknown>;
+  /** The APPEND is over (answered or failed): streamed ones stop reading the source. */
+  onSettled?: () => void;
 }
 
 function bodySize(body: Buffer | StreamedBody): number {
@@ -156,14 +183,20 @@ function bodySize(body: Buffer | StreamedBody): number {
 
 type Unreadable = { uid: number; reason: string };
 
+const { createHash } = nodeCrypto;
+/** One-shot `crypto.hash` where Node has it (≥ 20.12): no Hash object per message. */
+const sha256Hex: (b: Buffer) => string =
+  typeof nodeCrypto.hash === 'function' ? (b) => nodeCrypto.hash('sha256', b, 'hex') : (b) => createHash('sha256').update(b).digest('hex');
+
 function fromFetched(m: FetchedMessage): SourceMessage {
+  const raw = m.raw;
   return {
     uid: m.uid,
-    sha256: createHash('sha256').update(m.raw).digest('hex'),
+    sha256: sha256Hex(raw),
     flags: normalizeFlags(m.flags),
     internalDate: m.internalDate,
-    body: m.raw,
-    head: m.raw.subarray(0, HEAD_BYTES),
+    body: raw,
+    head: () => raw.subarray(0, HEAD_BYTES),
   };
 }
 
@@ -172,10 +205,11 @@ function fromFetched(m: FetchedMessage): SourceMessage {
  * message than imapflow's generic parser, which matters on a machine shared with the IMAP
  * servers). A message the source cannot deliver (tagged NO) is isolated and reported.
  */
-async function fetchChunk(fetcher: RawFetcher, job: CopyJob): Promise<{ messages: SourceMessage[]; unreadable: Unreadable[] }> {
+async function fetchChunk(fetcher: RawFetcher, job: CopyJob, slab: Slab): Promise<{ messages: SourceMessage[]; unreadable: Unreadable[] }> {
   const uids = job.items.map((i) => i.uid);
+  const alloc = (size: number) => slab.alloc(size);
   try {
-    const r = await fetcher.fetch(uidSet(uids));
+    const r = await fetcher.fetch(uidSet(uids), { alloc });
     return { messages: r.messages.map(fromFetched), unreadable: r.unreadable };
   } catch (err) {
     if (!isImapNo(err)) throw err;
@@ -184,7 +218,7 @@ async function fetchChunk(fetcher: RawFetcher, job: CopyJob): Promise<{ messages
   const unreadable: Unreadable[] = [];
   for (const uid of uids) {
     try {
-      const r = await fetcher.fetch(String(uid));
+      const r = await fetcher.fetch(String(uid), { alloc });
       messages.push(...r.messages.map(fromFetched));
       unreadable.push(...r.unreadable);
     } catch (err) {
@@ -196,61 +230,147 @@ async function fetchChunk(fetcher: RawFetcher, job: CopyJob): Promise<{ messages
 }
 
 /**
- * A large message is never held whole: it is read twice in 1 MB slices (partial FETCH,
- * RFC 3501 §6.4.5 `BODY.PEEK[]<offset.length>`), once to hash it for the journal (the
- * digest must be recorded before the APPEND starts, so a crash mid-way can be resolved),
- * and once streamed into the APPEND literal. Messages are immutable (RFC 3501 §2.3.1.1),
- * so both reads yield the same bytes; the second read is hashed again to make sure.
+ * A large message is never held whole: its FETCH literal is streamed into its APPEND
+ * literal through a LiteralPipe (about 1 MiB in flight, the source connection paused
+ * when the target is slower), hashed on the way. The APPEND is announced with the
+ * literal's exact size (from `{n}`, not RFC822.SIZE, which some servers misreport).
+ *
+ * The digest is journaled between the last byte read and the last byte written (see the
+ * top of this file), unless it is needed before the APPEND: when the folder has orphans
+ * (copied under an old source UIDVALIDITY, adopted by content instead of copied again) or
+ * the message needs a binary literal (needsBinary). Then a first pass reads and hashes it
+ * without keeping anything, and the second, streamed pass must yield the same digest
+ * (messages are immutable, RFC 3501 §2.3.1.1), or its literal is abandoned before its
+ * last byte.
  */
-async function readLarge(src: ImapFlow, job: CopyJob, stallMs: number): Promise<{ messages: SourceMessage[]; unreadable: Unreadable[] }> {
+async function readLarge(ctx: CopyContext, fetcher: RawFetcher, app: PipelinedAppender, job: CopyJob): Promise<{ messages: SourceMessage[]; unreadable: Unreadable[] }> {
   const uid = job.items[0]!.uid;
   const path = job.work.mapping.sourcePath;
-  let meta: FetchMessageObject | undefined;
+  const folderId = job.work.row.id;
+  const key = `${folderId}:${uid}`;
+  let meta;
   try {
-    meta = (await withWatchdog(src, stallMs, `reading message ${uid} in ${path}`, () => src.fetchAll(String(uid), { uid: true, flags: true, internalDate: true, size: true }, { uid: true })))[0];
+    meta = await fetcher.fetchMeta(uid);
   } catch (err) {
     if (!isImapNo(err)) throw err;
     return { messages: [], unreadable: [{ uid, reason: `source could not deliver it: ${(err as Error).message}` }] };
   }
   if (!meta) return { messages: [], unreadable: [] }; // expunged meanwhile
-  const slice = async (start: number): Promise<Buffer> => {
-    const got = await withWatchdog(src, stallMs, `reading message ${uid} in ${path}`, () => src.fetchAll(String(uid), { uid: true, source: { start, maxLength: SLICE_BYTES } }, { uid: true }));
-    if (!got[0]) throw Object.assign(new Error(`source returned nothing for message ${uid} in ${path} at offset ${start}`), { retryable: true });
-    // Past the end a server answers with an empty string, which imapflow may leave unset.
-    return got[0].source ?? Buffer.alloc(0);
-  };
-  // The real length is counted, not taken from RFC822.SIZE: some servers (Exchange among
-  // them) report a size that differs from the bytes they deliver, and the APPEND literal
-  // must announce exactly what will be sent (RFC 3501 §4.3). A short slice is the end.
-  const hash = createHash('sha256');
-  let head = Buffer.alloc(0);
-  let size = 0;
-  let binary = false;
-  for (;;) {
-    const buf = await slice(size);
-    if (size === 0) head = Buffer.from(buf.subarray(0, HEAD_BYTES));
-    hash.update(buf);
-    binary ||= buf.includes(0);
-    size += buf.length;
-    if (buf.length < SLICE_BYTES) break;
-  }
-  const sha256 = hash.digest('hex');
-  async function* chunks(): AsyncGenerator<Buffer> {
-    const again = createHash('sha256');
-    for (let offset = 0; offset < size; ) {
-      const buf = await slice(offset);
-      again.update(buf);
-      offset += buf.length;
-      if (buf.length === 0) break;
-      yield buf;
+  const flags = normalizeFlags(meta.flags);
+
+  // The first pass, when the digest is needed up front: hashed straight from the socket.
+  let known: { sha256: string; size: number; binary: boolean; head: Buffer } | null = null;
+  if (job.work.orphans.size > 0 || needsBinary.has(key)) {
+    const hash = createHash('sha256');
+    let size = 0;
+    let binary = false;
+    const headParts: Buffer[] = [];
+    let headBytes = 0;
+    let found: boolean;
+    try {
+      found = await fetcher.fetchStream(uid, () => ({
+        write: (piece) => {
+          hash.update(piece);
+          binary ||= piece.includes(0);
+          if (headBytes < HEAD_BYTES) {
+            const part = Buffer.from(piece.subarray(0, HEAD_BYTES - headBytes));
+            headParts.push(part);
+            headBytes += part.length;
+          }
+          size += piece.length;
+        },
+        end: () => undefined,
+      }));
+    } catch (err) {
+      if (!isImapNo(err)) throw err;
+      return { messages: [], unreadable: [{ uid, reason: `source could not deliver it: ${(err as Error).message}` }] };
     }
-    // Thrown before the appender writes the last chunk, so a changed message is never stored.
-    if (again.digest('hex') !== sha256) throw new Error(`message ${uid} in ${path} changed between two reads`);
+    if (!found) return { messages: [], unreadable: [] };
+    known = { sha256: hash.digest('hex'), size, binary, head: Buffer.concat(headParts) };
+    if (job.work.orphans.get(known.sha256)?.length) {
+      // Adopted by journalAndSend without an APPEND: the body is never read.
+      const k = known;
+      // Should another lane adopt that orphan first, this message must be read again.
+      const retry = (async function* (): AsyncGenerator<Buffer> {
+        throw Object.assign(new Error(`message ${uid} in ${path}: its orphan was adopted by another message`), { retryable: true });
+      })();
+      return { messages: [{ uid, sha256: k.sha256, flags, internalDate: meta.internalDate, body: { size: k.size, chunks: retry }, head: () => k.head }], unreadable: [] };
+    }
   }
-  return {
-    messages: [{ uid, sha256, flags: normalizeFlags(meta.flags), internalDate: meta.internalDate ? new Date(meta.internalDate) : new Date(), body: { size, chunks: chunks(), binary }, head }],
-    unreadable: [],
+
+  // The streamed pass.
+  const pipe = new LiteralPipe({ pause: () => fetcher.pauseReading(), resume: () => fetcher.resumeReading(), highWater: SLICE_BYTES });
+  const headParts: Buffer[] = [];
+  let headBytes = 0;
+  let started: ((s: { size: number; literal8: boolean }) => void) | undefined;
+  const start = new Promise<{ size: number; literal8: boolean }>((resolve) => (started = resolve));
+  const delivered = fetcher.fetchStream(uid, (s) => {
+    started!(s);
+    return {
+      write: (piece) => {
+        if (headBytes < HEAD_BYTES) {
+          const part = Buffer.from(piece.subarray(0, HEAD_BYTES - headBytes));
+          headParts.push(part);
+          headBytes += part.length;
+        }
+        pipe.write(piece);
+      },
+      end: () => pipe.end(),
+    };
+  });
+  delivered.catch((err: unknown) => pipe.fail(err instanceof Error ? err : new Error(String(err))));
+  let info: { size: number; literal8: boolean } | null;
+  try {
+    // onStart runs before the tagged response, so `start` wins whenever a literal came.
+    info = await Promise.race([start, delivered.then(() => null)]);
+  } catch (err) {
+    if (!isImapNo(err)) throw err;
+    return { messages: [], unreadable: [{ uid, reason: `source could not deliver it: ${(err as Error).message}` }] };
+  }
+  if (!info) return { messages: [], unreadable: [] }; // expunged meanwhile
+  const { size } = info;
+  if (known && known.size !== size) {
+    pipe.discard();
+    await delivered.catch(() => undefined);
+    throw new Error(`message ${uid} in ${path} changed between two reads (${known.size} then ${size} bytes)`);
+  }
+  const binary = info.literal8 || (known?.binary ?? false);
+  // A NUL in a plain literal could only be stored exactly as a literal8: see needsBinary.
+  const watchNul = !binary && app.capabilities.has('BINARY');
+  const message: SourceMessage = {
+    uid,
+    sha256: known?.sha256 ?? null,
+    flags,
+    internalDate: meta.internalDate,
+    body: { size, binary, chunks: streamed() },
+    head: () => (headParts.length === 1 ? headParts[0]! : Buffer.concat(headParts)),
+    delivered,
+    onSettled: () => pipe.discard(),
   };
+  async function* streamed(): AsyncGenerator<Buffer> {
+    const hash = createHash('sha256');
+    let nul = false;
+    for await (const chunk of pipe) {
+      hash.update(chunk);
+      if (watchNul && !nul) nul = chunk.includes(0);
+      yield chunk;
+    }
+    // Every byte is read; the last one is not written yet. The FETCH must have completed
+    // (a tagged OK, for the UID asked for) before anything is stored.
+    if (!(await delivered)) throw new Error(`message ${uid} in ${path} vanished while it was read`);
+    if (nul) {
+      needsBinary.add(key);
+      throw Object.assign(new Error(`message ${uid} in ${path} contains NUL bytes: it is sent again as binary`), { retryable: true });
+    }
+    const sha256 = hash.digest('hex');
+    if (known) {
+      if (sha256 !== known.sha256) throw new Error(`message ${uid} in ${path} changed between two reads`);
+    } else {
+      await setDigest(ctx.db, folderId, uid, sha256);
+      message.sha256 = sha256;
+    }
+  }
+  return { messages: [message], unreadable: [] };
 }
 
 /** Journals the chunk, writes its APPENDs, and returns a promise for the recorded outcome. */
@@ -263,7 +383,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
   const adopted: { row: NewMessageRow; orphanUid: number }[] = [];
   for (const m of messages.sort((a, b) => a.uid - b.uid)) {
     const base = { folder_id: folderId, source_uid: m.uid, size: bodySize(m.body), internal_date: m.internalDate.getTime(), sha256: m.sha256, skip_kind: null, reason: null, subject: null };
-    const orphan = work.orphans.get(m.sha256)?.shift();
+    const orphan = m.sha256 === null ? undefined : work.orphans.get(m.sha256)?.shift();
     if (orphan) {
       // The same content was copied under the folder's old UIDVALIDITY: link, don't copy.
       adopted.push({ row: { ...base, state: 'copied', flags: orphan.flags, target_uid: orphan.target_uid, uid_floor: null }, orphanUid: orphan.source_uid });
@@ -290,9 +410,16 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
   ctx.progress.toCopy -= adopted.length;
   ctx.progress.toCopyBytes -= adopted.reduce((n, a) => n + a.row.size, 0);
 
-  const sends = prepared.map((p) => app.append({ mailbox: tf.path, flags: p.flags, internalDate: p.internalDate, raw: p.body }));
+  const sends = prepared.map((p) => {
+    const sent = app.append({ mailbox: tf.path, flags: p.flags, internalDate: p.internalDate, raw: p.body });
+    if (p.onSettled) void sent.then(p.onSettled, p.onSettled);
+    return sent;
+  });
   const finish = (async () => {
     const settled = await Promise.allSettled(sends);
+    // A streamed message's source command must be over before its connection is reused
+    // (and before its head, for the Subject of a refusal, is complete).
+    for (const p of prepared) if (p.delivered) await p.delivered.catch(() => undefined);
     const copied: { sourceUid: number; targetUid: number | null }[] = [];
     const refused: { uid: number; reason: string; subject: string }[] = [];
     let lost: unknown = null;
@@ -305,7 +432,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       }
       const r = s.value;
       if (!r.ok) {
-        refused.push({ uid: p.uid, reason: `target refused it: ${r.code ? `[${r.code}] ` : ''}${r.text}`, subject: subjectOf(p.head) });
+        refused.push({ uid: p.uid, reason: `target refused it: ${r.code ? `[${r.code}] ` : ''}${r.text}`, subject: subjectOf(p.head()) });
         return;
       }
       if (r.uid !== undefined && r.uidValidity !== undefined && r.uidValidity !== tf.uidValidity) {
@@ -332,19 +459,16 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
 }
 
 /**
- * One lane: a RawFetcher for chunks, a pipelined appender, and (opened only when a large
- * message comes along) an imapflow session for partial fetches. Each source connection
- * keeps its own selected folder.
+ * One lane: a RawFetcher (chunks, and large messages streamed) and a pipelined appender.
+ * Each source connection keeps its own selected folder.
  */
-async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unknown }): Promise<void> {
+async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unknown }, pool: SlabPool): Promise<void> {
   const fetcher = await RawFetcher.connect({ endpoint: ctx.source.endpoint, login: ctx.source.login, idleTimeoutMs: ctx.stallMs, maxMessageBytes: MAX_CHUNK_MESSAGE_BYTES });
-  let slicer: ImapFlow | undefined;
   let app: PipelinedAppender | undefined;
   const completions: Promise<void>[] = [];
   try {
     app = await PipelinedAppender.connect({ endpoint: ctx.target.endpoint, login: ctx.target.login, idleTimeoutMs: ctx.stallMs });
     let fetcherFolder: string | null = null;
-    let slicerFolder: string | null = null;
     const checkValidity = (job: CopyJob, uidValidity: number) => {
       if (uidValidity !== job.work.snapshot?.uidValidity) throw Object.assign(new Error(`source folder ${job.work.mapping.sourcePath} changed UIDVALIDITY during the run`), { retryable: true });
     };
@@ -353,37 +477,26 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
       if (!job) break;
       await ctx.budget.acquire(job.bytes);
       let handedOff = false;
+      const streamed = job.items.length === 1 && job.items[0]!.size > STREAM_THRESHOLD;
+      const slab = streamed ? null : pool.take(job.bytes);
       try {
         const path = job.work.mapping.sourcePath;
         const t0 = performance.now();
-        const streamed = job.items.length === 1 && job.items[0]!.size > STREAM_THRESHOLD;
-        let read: { messages: SourceMessage[]; unreadable: Unreadable[] };
-        if (streamed) {
-          slicer ??= await openSession({ endpoint: ctx.source.endpoint, login: ctx.source.login, logger: ctx.log, stallMs: ctx.stallMs });
-          if (slicerFolder !== path) {
-            // A streamed message still reads its slices through this session (by UID, in
-            // the selected folder): let those finish before selecting another folder.
-            while (completions.length) await completions.shift();
-            slicerFolder = null;
-            const mb = await withWatchdog(slicer, ctx.stallMs, `opening ${path}`, () => slicer!.mailboxOpen(path, { readOnly: true }));
-            checkValidity(job, Number(mb.uidValidity));
-            slicerFolder = path;
-          }
-          read = await readLarge(slicer, job, ctx.stallMs);
-        } else {
-          if (fetcherFolder !== path) {
-            fetcherFolder = null;
-            checkValidity(job, (await fetcher.examine(path)).uidValidity);
-            fetcherFolder = path;
-          }
-          read = await fetchChunk(fetcher, job);
+        if (fetcherFolder !== path) {
+          fetcherFolder = null;
+          checkValidity(job, (await fetcher.examine(path)).uidValidity);
+          fetcherFolder = path;
         }
+        const read = slab ? await fetchChunk(fetcher, job, slab) : await readLarge(ctx, fetcher, app, job);
         const t1 = performance.now();
         const { finish } = await journalAndSend(ctx, app, job, read.messages, read.unreadable);
         ctx.log.debug({ folder: path, messages: job.items.length, bytes: job.bytes, fetchMs: Math.round(t1 - t0), journalMs: Math.round(performance.now() - t1) }, 'chunk sent');
         const completion = finish.finally(() => {
+          slab?.release();
           ctx.budget.release(job.bytes);
-          // A streamed message holds little at once but churns its whole size in slices.
+          // Message bytes now live in reused slabs and pipe blocks, but each chunk's
+          // objects (promises, parsed lines, rows) outlive young-generation collections and
+          // pile up in the old generation until V8 gets to a full collection: see reclaim.ts.
           ctx.reclaimer.released(job.items.reduce((n, i) => n + i.size, 0));
         });
         // Awaited below (which still throws), but it may reject while this lane awaits a
@@ -396,7 +509,11 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
         while (completions.length > 1) await completions.shift();
       } finally {
         queue.done(job);
-        if (!handedOff) ctx.budget.release(job.bytes);
+        if (!handedOff) {
+          // Nothing of this job reached the appender: no socket can read the slab.
+          slab?.release();
+          ctx.budget.release(job.bytes);
+        }
       }
     }
     while (completions.length) await completions.shift();
@@ -407,7 +524,6 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
   } finally {
     await app?.close().catch(() => undefined);
     await fetcher.close().catch(() => undefined);
-    if (slicer) await slicer.logout().catch(() => slicer!.close());
   }
 }
 
@@ -418,9 +534,12 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
  */
 export async function runCopyLanes(ctx: CopyContext, queue: JobQueue, lanes: number, onFailure: () => void = () => undefined): Promise<void> {
   const state: { failure: unknown } = { failure: null };
+  // As many reusable slabs as the byte budget holds full chunks; with more lanes than
+  // that, the extra chunks get one-off buffers of their own size (see SlabPool.take).
+  const pool = new SlabPool(SLAB_BYTES, Math.max(1, Math.ceil(ctx.budget.capacity / SLAB_BYTES)));
   const results = await Promise.allSettled(
     Array.from({ length: Math.max(1, lanes) }, () =>
-      runLane(ctx, queue, state).catch((err: unknown) => {
+      runLane(ctx, queue, state, pool).catch((err: unknown) => {
         state.failure ??= err;
         onFailure();
         queue.close();

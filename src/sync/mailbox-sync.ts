@@ -12,6 +12,7 @@
  * a sync of an unchanged mailbox costs two logins and two LIST commands. A `receivedAfter`
  * cut-off keeps that: `found` then comes from the journal, not from the servers.
  */
+import { readFileSync } from 'node:fs';
 import type { ImapFlow, ListResponse } from 'imapflow';
 import type { Kysely } from 'kysely';
 import { type ImapLogin } from '../imap/endpoint.js';
@@ -120,8 +121,7 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
     bytes: progress.copiedBytes,
     flagsUpdated: r.flagsUpdated,
     seconds: (Date.now() - started) / 1000,
-    // maxRSS is in kilobytes (getrusage ru_maxrss on Linux).
-    peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
+    peakRssMb: peakRssMb(),
     reconnects: progress.reconnects,
     dryRun: !!opts.dryRun,
     ...(opts.dryRun ? { toCopy: r.dryRunToCopy } : {}),
@@ -308,7 +308,12 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     for (const w of works) {
       const s = w.snapshot;
       if (!s) continue;
-      await db.deleteFrom('message').where('folder_id', '=', w.row.id).where('state', '=', 'orphan').execute();
+      // Orphans this pass could not adopt are gone from the source. With a cut-off, only
+      // those in scope: an older one was not listed, and a later run without the cut-off
+      // must still find it to adopt (or it would copy that message again).
+      let orphans = db.deleteFrom('message').where('folder_id', '=', w.row.id).where('state', '=', 'orphan');
+      if (opts.receivedAfter !== undefined) orphans = orphans.where((eb) => eb.or([eb('internal_date', '>=', opts.receivedAfter!), eb('internal_date', '=', 0)]));
+      await orphans.execute();
       await updateFolder(db, w.row.id, {
         source_uidvalidity: s.uidValidity,
         synced_uidnext: Math.max(w.row.synced_uidnext, s.uidNext),
@@ -325,6 +330,21 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
   } finally {
     await Promise.allSettled([src.logout(), tgt?.logout()]);
   }
+}
+
+/**
+ * This process's peak resident memory in MB. VmHWM from /proc where there is one:
+ * getrusage's maxRSS (the fallback, in kilobytes) survives fork and exec on Linux, so a
+ * sync started by a big parent (a benchmark holding its corpus) would report the parent's.
+ */
+function peakRssMb(): number {
+  try {
+    const hwm = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (hwm) return Math.round(Number(hwm[1]) / 1024);
+  } catch {
+    // not Linux
+  }
+  return Math.round(process.resourceUsage().maxRSS / 1024);
 }
 
 const sum = (counts: ReadonlyMap<string, number>): number => [...counts.values()].reduce((a, b) => a + b, 0);

@@ -109,7 +109,12 @@ export async function reconcileTargetFolder(args: {
   }
   if (validityChanged) args.log.warn({ folder: args.targetPath }, 'target folder UIDVALIDITY changed: matching copied messages by content');
 
-  // A pending row without a digest cannot have been sent (digests are journaled first).
+  // A pending row without a digest cannot be on the target: a chunk message is journaled
+  // with its digest before its APPEND starts, and a streamed large message
+  // (copy-lanes.ts readLarge) gets its digest journaled after its last byte was read
+  // from the source but before the last byte of its APPEND literal is written; a server
+  // stores nothing before it has read the whole literal (RFC 3501 §4.3). Such rows are
+  // forgotten below (copied again).
   const withDigest = rows.filter((r) => r.sha256 !== null);
   const fromUid = validityChanged ? 1 : Math.min(...withDigest.map((r) => r.uid_floor ?? 1), Number.MAX_SAFE_INTEGER);
   const exclude = validityChanged ? new Set<number>() : await targetUidsOfTargetFolder(db, args.pairId, args.targetPath);

@@ -84,18 +84,6 @@ export function isRetryable(row: Pick<MessageRow, 'state' | 'skip_kind' | 'size'
   return row.skip_kind !== 'too-large' || row.size <= maxMessageSize;
 }
 
-/**
- * A message skipped by a run without the cut-off (or with an earlier one) that is now out
- * of scope is not retried; its row goes, as if it had never been listed, so it is neither
- * counted as skipped or failed nor makes every later run rescan the folder. Only `skipped`
- * rows: those messages are not on the target, so nothing there is left unaccounted for.
- */
-async function forgetOutOfScope(ctx: ScanContext, folderId: number, listed: readonly FetchMessageObject[], known: ReadonlyMap<number, Pick<MessageRow, 'state'>>): Promise<void> {
-  if (ctx.dryRun || ctx.receivedAfter === undefined) return;
-  const gone = listed.filter((m) => !listedInScope(m, ctx.receivedAfter) && known.get(m.uid)?.state === 'skipped').map((m) => m.uid);
-  if (gone.length) await ctx.db.deleteFrom('message').where('folder_id', '=', folderId).where('source_uid', 'in', gone).where('state', '=', 'skipped').execute();
-}
-
 export async function scanFolder(ctx: ScanContext, src: ImapFlow, work: FolderWork): Promise<void> {
   const { db } = ctx;
   const path = work.mapping.sourcePath;
@@ -152,7 +140,6 @@ export async function scanFolder(ctx: ScanContext, src: ImapFlow, work: FolderWo
   if (retry.length) {
     const again = await withWatchdog(src, ctx.stallMs, `listing ${path}`, () => src.fetchAll(uidSet(retry), query, { uid: true }));
     listed.push(...again.filter((m) => listedInScope(m, ctx.receivedAfter)));
-    await forgetOutOfScope(ctx, row.id, again, known);
   }
 
   const tooLarge: number[] = [];

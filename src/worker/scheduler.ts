@@ -1,12 +1,12 @@
 /**
  * What happens by the clock rather than by a mailbox falling due: batches created with
- * `--start-at` start, deletions whose last mailboxes were held by a vanished worker
- * finish once those leases expire, and due report e-mails go out. Every step is an
- * idempotent transaction or a claim, so any number of schedulers may run (one per `serve`).
+ * `--start-at` start, and deletions whose last mailboxes were held by a vanished worker
+ * finish once those leases expire. Every step is an idempotent transaction, so any number
+ * of schedulers may run (one per `serve`). Report e-mails have a timer of their own
+ * (src/report/sender.ts).
  */
 import type { Logger } from 'pino';
 import { finishRemovals, startScheduledBatches } from '../batch/lifecycle.js';
-import type { ReportSender } from '../report/sender.js';
 import type { Store } from '../store/open.js';
 
 export class Scheduler {
@@ -16,7 +16,6 @@ export class Scheduler {
   constructor(
     private readonly store: Store,
     private readonly logger: Logger,
-    private readonly reports?: ReportSender,
     private readonly everyMs = 1000,
   ) {}
 
@@ -32,7 +31,6 @@ export class Scheduler {
   async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.ticking;
-    this.reports?.close();
   }
 
   async tick(now = Date.now()): Promise<void> {
@@ -42,12 +40,6 @@ export class Scheduler {
       if (removed) this.logger.info({ removed }, 'deleted batches removed');
     } catch (err) {
       this.logger.error({ err: (err as Error).message }, 'scheduler step failed; retrying');
-    }
-    // Apart, so that a database hiccup in one step does not hold back the other.
-    try {
-      await this.reports?.tick(now);
-    } catch (err) {
-      this.logger.error({ err: (err as Error).message }, 'looking for due reports failed; retrying');
     }
   }
 }
