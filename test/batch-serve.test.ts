@@ -130,7 +130,7 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       const by = new Map(d.mailboxes.map((m) => [m.emailAddress, m]));
       for (const [i, u] of lab.users.slice(0, 3).entries()) {
         const m = by.get(u.address)!;
-        assert.ok(m.status === 'Synced' || m.status === 'IncrementalSyncing', `${u.address}: ${m.status}`);
+        assert.ok(m.status === 'Synced' || m.status === 'IncrementalSyncing', `${u.address}: ${m.status} ${m.lastError ?? ''}`);
         assert.equal(m.copied, loaded[i], `${u.address} copied`);
         assert.equal(m.found, loaded[i]);
         assert.equal(m.lastError, null);

@@ -5,11 +5,31 @@ import { CredentialFormatError, ImpersonationError, UserRootError } from '../aut
 import { ImapAuthError, ImapConnectError } from '../imap/errors.js';
 import { StoreUrlError } from '../store/open.js';
 import { EXIT, UsageError } from './exit-codes.js';
-import { registerCsvCommands } from './csv-command.js';
-import { registerEndpointCommands } from './endpoint-command.js';
-import { registerBatchCommands } from './batch-command.js';
-import { registerServeCommands } from './serve-command.js';
-import { registerSyncCommands } from './sync-command.js';
+
+type Run = (fn: () => Promise<number>) => Promise<void>;
+type Register = (program: Command, run: Run) => void;
+
+/**
+ * Each group of commands, loaded only when asked for. Why: evaluating every command's
+ * modules (the service's scheduler, HTTP API and report mailer, batch and CSV handling…)
+ * cost every `mailferry sync` start-up time and CPU it never used; the bundle
+ * (scripts/bundle.mjs) turns these dynamic imports into lazy initialisers, so only the
+ * group named on the command line is evaluated (sync-command.ts still imports
+ * batch-command.ts for parseTime, so `sync` evaluates the batch modules too). Help and
+ * unknown commands load them all, in this order (the order of the help text).
+ */
+const GROUPS: { commands: readonly string[]; load: () => Promise<Register> }[] = [
+  { commands: ['sync', 'verify'], load: async () => (await import('./sync-command.js')).registerSyncCommands },
+  { commands: ['endpoint', 'target'], load: async () => (await import('./endpoint-command.js')).registerEndpointCommands },
+  { commands: ['csv'], load: async () => (await import('./csv-command.js')).registerCsvCommands },
+  { commands: ['batch'], load: async () => (await import('./batch-command.js')).registerBatchCommands },
+  { commands: ['serve', 'worker'], load: async () => (await import('./serve-command.js')).registerServeCommands },
+];
+
+/** The command word: the first argument that is not an option (the program has none of its own but -h). */
+function commandWord(argv: readonly string[]): string | undefined {
+  return argv.slice(2).find((a) => !a.startsWith('-'));
+}
 
 async function run(fn: () => Promise<number>): Promise<void> {
   try {
@@ -34,18 +54,25 @@ program
   .description('Migrate whole mailboxes between IMAP servers, exactly once, and keep them in sync until the cut-over.')
   .exitOverride()
   .showHelpAfterError();
-registerSyncCommands(program, run);
-registerEndpointCommands(program, run);
-registerCsvCommands(program, run);
-registerBatchCommands(program, run);
-registerServeCommands(program, run);
-
-try {
-  await program.parseAsync(process.argv);
-} catch (err) {
-  if (err instanceof CommanderError) {
-    process.exitCode = err.exitCode === 0 ? 0 : EXIT.usage;
-  } else {
-    throw err;
+/** No top-level await: the bundle is a classic script (scripts/bundle.mjs, for V8's code cache). */
+async function main(): Promise<void> {
+  const word = commandWord(process.argv);
+  const named = GROUPS.find((g) => word !== undefined && g.commands.includes(word));
+  for (const g of named ? [named] : GROUPS) (await g.load())(program, run);
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? 0 : EXIT.usage;
+    } else {
+      throw err;
+    }
   }
 }
+
+// As a top-level await would: anything else that escapes is an uncaught exception.
+main().catch((err: unknown) => {
+  process.nextTick(() => {
+    throw err;
+  });
+});

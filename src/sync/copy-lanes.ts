@@ -29,7 +29,7 @@ import { LiteralPipe } from '../imap/literal-pipe.js';
 import { type FetchedMessage, RawFetcher } from '../imap/raw-fetch.js';
 import { insertMessages, markCopied, markSkipped, setDigest } from '../store/journal.js';
 import { type Slab, SlabPool } from './arena.js';
-import type { Database, NewMessageRow } from '../store/schema.js';
+import type { Database, MessageRow, NewMessageRow } from '../store/schema.js';
 import type { ByteBudget } from './byte-budget.js';
 import type { MemoryReclaimer } from './reclaim.js';
 import { flagsKey, normalizeFlags } from './flags.js';
@@ -373,6 +373,16 @@ async function readLarge(ctx: CopyContext, fetcher: RawFetcher, app: PipelinedAp
   return { messages: [message], unreadable: [] };
 }
 
+/**
+ * An orphan with this content to adopt, preferring one with the same internal date (to the
+ * second): two identical messages filed on different days each keep their own copy.
+ */
+function takeOrphan(list: MessageRow[] | undefined, internalDate: number): MessageRow | undefined {
+  if (!list?.length) return undefined;
+  const at = list.findIndex((o) => Math.floor(o.internal_date / 1000) === Math.floor(internalDate / 1000));
+  return list.splice(Math.max(0, at), 1)[0];
+}
+
 /** Journals the chunk, writes its APPENDs, and returns a promise for the recorded outcome. */
 async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: CopyJob, messages: SourceMessage[], unreadable: Unreadable[]): Promise<{ finish: Promise<void> }> {
   const { work } = job;
@@ -383,7 +393,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
   const adopted: { row: NewMessageRow; orphanUid: number }[] = [];
   for (const m of messages.sort((a, b) => a.uid - b.uid)) {
     const base = { folder_id: folderId, source_uid: m.uid, size: bodySize(m.body), internal_date: m.internalDate.getTime(), sha256: m.sha256, skip_kind: null, reason: null, subject: null };
-    const orphan = m.sha256 === null ? undefined : work.orphans.get(m.sha256)?.shift();
+    const orphan = m.sha256 === null ? undefined : takeOrphan(work.orphans.get(m.sha256), base.internal_date);
     if (orphan) {
       // The same content was copied under the folder's old UIDVALIDITY: link, don't copy.
       adopted.push({ row: { ...base, state: 'copied', flags: orphan.flags, target_uid: orphan.target_uid, uid_floor: null }, orphanUid: orphan.source_uid });

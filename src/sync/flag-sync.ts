@@ -25,16 +25,16 @@ async function resolveTargetUids(db: Kysely<Database>, target: ImapFlow, path: s
   for (const w of group) {
     const unmapped = w.flagChanges.filter((c) => c.targetUid === null);
     if (!unmapped.length) continue;
-    const bySourceUid = new Map<number, { size: number; sha256: string | null }>();
+    const bySourceUid = new Map<number, { size: number; sha256: string | null; internal_date: number; flags: string }>();
     for (let i = 0; i < unmapped.length; i += 500) {
       const uids = unmapped.slice(i, i + 500).map((c) => c.sourceUid);
-      for (const r of await db.selectFrom('message').select(['source_uid', 'size', 'sha256']).where('folder_id', '=', w.row.id).where('source_uid', 'in', uids).execute()) bySourceUid.set(r.source_uid, r);
+      for (const r of await db.selectFrom('message').select(['source_uid', 'size', 'sha256', 'internal_date', 'flags']).where('folder_id', '=', w.row.id).where('source_uid', 'in', uids).execute()) bySourceUid.set(r.source_uid, r);
     }
     for (const c of unmapped) {
       const r = bySourceUid.get(c.sourceUid);
       if (!r?.sha256) continue;
       owners.push(c);
-      expected.push({ folderId: w.row.id, sourceUid: c.sourceUid, size: r.size, sha256: r.sha256 });
+      expected.push({ folderId: w.row.id, sourceUid: c.sourceUid, size: r.size, sha256: r.sha256, internalDate: r.internal_date, flags: r.flags });
     }
   }
   if (!expected.length) return;

@@ -21,6 +21,7 @@ import type { Logger } from 'pino';
 import { withWatchdog } from '../imap/imapflow-session.js';
 import { deleteMessages, markCopied, setTargetUids, targetUidsOfTargetFolder } from '../store/journal.js';
 import type { Database, FolderRow, MessageRow } from '../store/schema.js';
+import { flagsKey } from './flags.js';
 import { uidSet } from './uid-set.js';
 
 const HASH_CHUNK_BYTES = 8 * 1024 * 1024;
@@ -30,14 +31,29 @@ export interface Expected {
   sourceUid: number;
   size: number;
   sha256: string;
+  /** The INTERNALDATE the APPEND gave it (ms; 0 when unknown). */
+  internalDate: number;
+  /** The flags the APPEND gave it (flagsKey). */
+  flags: string;
 }
 
-/** Finds each expected message on the target (UID >= fromUid, not in `exclude`); returns target UIDs by index. */
+/** INTERNALDATE has whole seconds (RFC 3501 §9, date-time). */
+const seconds = (ms: number) => Math.floor(ms / 1000);
+
+/**
+ * Finds each expected message on the target (UID >= fromUid, not in `exclude`); returns
+ * target UIDs by index. Two identical messages filed twice (on other days, or one read and
+ * one not) are told apart by what the APPEND set, so each row takes its own copy: first
+ * content + internal date + flags, then content + date, then content alone (a server that
+ * does not keep the date exactly, or flags someone changed since).
+ */
 export async function findOnTarget(target: ImapFlow, fromUid: number, expected: readonly Expected[], exclude: ReadonlySet<number>, stallMs: number): Promise<Map<number, number>> {
   const found = new Map<number, number>();
   if (expected.length === 0) return found;
   const sizes = new Set(expected.map((e) => e.size));
-  const listed = await withWatchdog(target, stallMs, 'listing target messages', () => target.fetchAll(`${fromUid}:*`, { uid: true, size: true }, { uid: true }));
+  const listed = await withWatchdog(target, stallMs, 'listing target messages', () => target.fetchAll(`${fromUid}:*`, { uid: true, size: true, internalDate: true, flags: true }, { uid: true }));
+  const dateOf = new Map(listed.map((m) => [m.uid, m.internalDate ? seconds(new Date(m.internalDate).getTime()) : -1]));
+  const flagsOf = new Map(listed.map((m) => [m.uid, flagsKey(m.flags)]));
   const candidates = listed.filter((m) => m.uid >= fromUid && !exclude.has(m.uid) && sizes.has(m.size ?? -1)).sort((a, b) => a.uid - b.uid);
   const byDigest = new Map<string, number[]>();
   for (let i = 0; i < candidates.length; ) {
@@ -58,11 +74,17 @@ export async function findOnTarget(target: ImapFlow, fromUid: number, expected: 
     }
   }
   for (const list of byDigest.values()) list.sort((a, b) => a - b);
-  expected.forEach((e, index) => {
-    const list = byDigest.get(e.sha256);
-    const uid = list?.shift();
-    if (uid !== undefined) found.set(index, uid);
-  });
+  const sameDate = (e: Expected, uid: number) => e.internalDate > 0 && dateOf.get(uid) === seconds(e.internalDate);
+  const take = (fits: (e: Expected, uid: number) => boolean) =>
+    expected.forEach((e, index) => {
+      if (found.has(index)) return;
+      const list = byDigest.get(e.sha256);
+      const at = list ? list.findIndex((uid) => fits(e, uid)) : -1;
+      if (at >= 0) found.set(index, list!.splice(at, 1)[0]!);
+    });
+  take((e, uid) => sameDate(e, uid) && flagsOf.get(uid) === e.flags);
+  take(sameDate);
+  take(() => true);
   return found;
 }
 
@@ -118,7 +140,7 @@ export async function reconcileTargetFolder(args: {
   const withDigest = rows.filter((r) => r.sha256 !== null);
   const fromUid = validityChanged ? 1 : Math.min(...withDigest.map((r) => r.uid_floor ?? 1), Number.MAX_SAFE_INTEGER);
   const exclude = validityChanged ? new Set<number>() : await targetUidsOfTargetFolder(db, args.pairId, args.targetPath);
-  const expected: Expected[] = withDigest.map((r) => ({ folderId: r.folder_id, sourceUid: r.source_uid, size: r.size, sha256: r.sha256! }));
+  const expected: Expected[] = withDigest.map((r) => ({ folderId: r.folder_id, sourceUid: r.source_uid, size: r.size, sha256: r.sha256!, internalDate: r.internal_date, flags: r.flags }));
   const found = withDigest.length ? await findOnTarget(args.target, fromUid, expected, exclude, args.stallMs) : new Map<number, number>();
 
   const indexOf = new Map(withDigest.map((r, i) => [r, i]));
