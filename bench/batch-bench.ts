@@ -52,7 +52,6 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { findBatch } from '../src/batch/store.js';
 import { type BatchDetail, loadBatchDetail } from '../src/batch/view.js';
@@ -65,22 +64,8 @@ import type { Store } from '../src/store/open.js';
 import { ADMIN_PASSWORD, type DialectName, freshDb, PG_BASE, postgresUnavailable, type TestDb } from '../test/helpers/batch-lab.js';
 import { type CliResult, lastJson } from '../test/helpers/cli.js';
 import { expectedTargetPath, TARGET_SPECIAL_USE } from '../test/helpers/lab-pair.js';
+import { children, CLK_TCK, load1, median, r1, r2, release, releaseAll, releaseAllBut, resolveCli, say, tailOf, track } from './common.js';
 
-/**
- * The CLI as an admin runs it: package.json's `bin.mailferry` (the bundle), else the
- * unbundled entry point. Resolved from the repository root (this file is dist/bench/…).
- */
-function resolveCli(): string {
-  const root = fileURLToPath(new URL('../../', import.meta.url));
-  try {
-    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { bin?: string | Record<string, string> };
-    const bin = typeof pkg.bin === 'string' ? pkg.bin : pkg.bin?.mailferry;
-    if (bin && existsSync(path.join(root, bin))) return path.join(root, bin);
-  } catch {
-    // fall back below
-  }
-  return fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-}
 let CLI = resolveCli();
 const MiB = 1024 * 1024;
 const BATCH = 'bench';
@@ -191,42 +176,16 @@ function reproduceCommand(o: BenchOptions): string {
 // error or Ctrl-C. (Dovecots also die with this process on their own: src/lab/dovecot.ts.)
 // ---------------------------------------------------------------------------------------
 
-const resources = new Set<{ stop(): Promise<void> }>();
-const children = new Set<ChildProcess>();
 
-function track<T extends { stop(): Promise<void> }>(r: T): T {
-  resources.add(r);
-  return r;
-}
 
-async function release(r: { stop(): Promise<void> } | undefined): Promise<void> {
-  if (!r) return;
-  resources.delete(r);
-  await r.stop();
-}
 
-async function releaseAll(): Promise<void> {
-  for (const c of children) c.kill('SIGKILL');
-  const all = [...resources].reverse();
-  resources.clear();
-  await Promise.allSettled(all.map((r) => r.stop()));
-}
 
 // ---------------------------------------------------------------------------------------
 // Measurements
 // ---------------------------------------------------------------------------------------
 
-const load1 = (): number => Number((os.loadavg()[0] ?? 0).toFixed(2));
-const r1 = (n: number): number => Math.round(n * 10) / 10;
-const r2 = (n: number): number => Math.round(n * 100) / 100;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Clock ticks per second for /proc times (`getconf CLK_TCK`; 100 on Linux in practice). */
-const CLK_TCK = (() => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return Number.isInteger(n) && n > 0 ? n : 100;
-})();
 
 /** CPU seconds (utime + stime) of a live process, from /proc/PID/stat; null if gone. */
 function processCpuSeconds(pid: number): number | null {
@@ -272,20 +231,8 @@ function busyPercent(a: { busy: number; total: number }, b: { busy: number; tota
   return total > 0 ? r1((100 * (b.busy - a.busy)) / total) : null;
 }
 
-function median(xs: number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
-function say(line: string): void {
-  process.stdout.write(`${line}\n`);
-}
 
-function tailOf(s: string, lines = 15): string {
-  return s.trim().split('\n').slice(-lines).join('\n');
-}
 
 // ---------------------------------------------------------------------------------------
 // The CLI and the service as child processes
@@ -750,7 +697,7 @@ async function runOne(o: BenchOptions, dialect: DialectName, source: DovecotServ
     if (result.log.notices.length) say(`  serve said: ${result.log.notices.join(' | ')}`);
     if (result.log.nonJson.length) say(`  ! serve log, not JSON: ${result.log.nonJson.join(' | ')}`);
     await release(svc);
-    for (const r of [...resources].reverse()) if (r !== source) await release(r);
+    await releaseAllBut(source);
     rmSync(dir, { recursive: true, force: true });
   }
   return result;

@@ -29,12 +29,11 @@
  * MB here are MiB (2^20 bytes), like the CLI's summary. The machine is shared and small:
  * the 1-minute load average is recorded before every measurement.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { ImapFlow } from 'imapflow';
 import type { ImapEndpoint, ImapLogin } from '../src/imap/endpoint.js';
@@ -43,22 +42,8 @@ import { type CorpusMessage, generateCorpus } from '../src/lab/corpus.js';
 import { type DovecotServer, startDovecot } from '../src/lab/dovecot.js';
 import { type FastLoadCorpus, loadCorpusFast } from '../src/lab/fast-load.js';
 import { TcpProxy } from '../src/lab/proxy.js';
+import { children, CLK_TCK, load1, median, r1, r2, release, releaseAll, resolveCli, say, tailOf, track } from './common.js';
 
-/**
- * The CLI as an admin runs it: package.json's `bin.mailferry` (e.g. a bundle), else the
- * unbundled entry point. Resolved from the repository root (this file is dist/bench/…).
- */
-function resolveCli(): string {
-  const root = fileURLToPath(new URL('../../', import.meta.url));
-  try {
-    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { bin?: string | Record<string, string> };
-    const bin = typeof pkg.bin === 'string' ? pkg.bin : pkg.bin?.mailferry;
-    if (bin && existsSync(path.join(root, bin))) return path.join(root, bin);
-  } catch {
-    // fall back below
-  }
-  return fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-}
 let CLI = resolveCli();
 const MBSYNC = '/usr/bin/mbsync';
 const MiB = 1024 * 1024;
@@ -170,26 +155,9 @@ function reproduceCommand(o: BenchOptions): string {
 // or Ctrl-C. (Dovecots also die with this process on their own: see src/lab/dovecot.ts.)
 // ---------------------------------------------------------------------------------------
 
-const resources = new Set<{ stop(): Promise<void> }>();
-const children = new Set<ChildProcess>();
 
-function track<T extends { stop(): Promise<void> }>(r: T): T {
-  resources.add(r);
-  return r;
-}
 
-async function release(r: { stop(): Promise<void> } | undefined): Promise<void> {
-  if (!r) return;
-  resources.delete(r);
-  await r.stop();
-}
 
-async function releaseAll(): Promise<void> {
-  for (const c of children) c.kill('SIGKILL');
-  const all = [...resources].reverse();
-  resources.clear();
-  await Promise.allSettled(all.map((r) => r.stop()));
-}
 
 function startSource(): Promise<DovecotServer> {
   return startDovecot({ name: 'bench-source', separator: '.', users: [SOURCE] }).then(track);
@@ -220,12 +188,6 @@ interface ChildResult {
   cpuSeconds: number | null;
 }
 
-/** Clock ticks per second for /proc times (`getconf CLK_TCK`; 100 on Linux in practice). */
-const CLK_TCK = (() => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return Number.isInteger(n) && n > 0 ? n : 100;
-})();
 
 /**
  * CPU seconds (user + system) of this process's waited-for children so far, from
@@ -276,17 +238,11 @@ function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<
   });
 }
 
-function tailOf(s: string, lines = 15): string {
-  return s.trim().split('\n').slice(-lines).join('\n');
-}
 
 // ---------------------------------------------------------------------------------------
 // Measurements
 // ---------------------------------------------------------------------------------------
 
-const load1 = (): number => Number((os.loadavg()[0] ?? 0).toFixed(2));
-const r1 = (n: number): number => Math.round(n * 10) / 10;
-const r2 = (n: number): number => Math.round(n * 100) / 100;
 const r3 = (n: number): number => Math.round(n * 1000) / 1000;
 
 interface SyncRun {
@@ -543,11 +499,6 @@ async function checkTarget(endpoint: ImapEndpoint, hashes: ReadonlyMap<string, n
   return { targetMessages: total, complete: total === expected, sampled, exact, exactWithoutXTuid };
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 /** The run whose `key` is the median (for an even count: the lower middle). */
 function medianRun<T>(runs: T[], key: (r: T) => number): T {
@@ -563,9 +514,6 @@ function cpuText(s: number | null): string {
   return s === null ? 'n/a' : `${s.toFixed(2)} s`;
 }
 
-function say(line: string): void {
-  process.stdout.write(`${line}\n`);
-}
 
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
