@@ -161,6 +161,21 @@ describe('sync: dropped connections', () => {
     assert.equal(again.json?.copied, 0);
     assert.equal(again.json?.reconnects, 0);
   });
+
+  test('verify whose source connection drops tries again on fresh sessions and says in sync', async () => {
+    // A delay keeps the verification busy folder after folder while the drop lands.
+    const srcProxy = await TcpProxy.start({ targetHost: '127.0.0.1', targetPort: lab.source.port, delayMs: 25 });
+    proxies.push(srcProxy);
+    const run = startCli(['verify', ...syncArgs(lab, lab.db, ['--json', '--log-level', 'warn'], { sourcePort: srcProxy.port, targetPort: lab.target.port })], env(lab));
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.ok(!run.done(), 'the verification was still running when its connection dropped');
+    srcProxy.dropAll();
+    const r = await run.result;
+    assert.match(r.stderr, /verification lost its connection; trying again/);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.inSync, true);
+    assert.equal(r.json?.sourceMessages, total);
+  });
 });
 
 describe('sync: a message over --max-message-size', () => {

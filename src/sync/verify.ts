@@ -16,6 +16,7 @@
 import { createHash } from 'node:crypto';
 import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Logger } from 'pino';
+import { isRetryable } from '../imap/errors.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
 import { flagsKey } from './flags.js';
 import { mapFolders } from './folder-map.js';
@@ -98,7 +99,27 @@ async function readFolder(client: ImapFlow, path: string, content: boolean, stal
   return out;
 }
 
+/** Attempts at verifying one mailbox when its connection drops (each on fresh sessions). */
+const VERIFY_ATTEMPTS = 3;
+
+/**
+ * Compares one mailbox. A dropped connection (server restart, a proxy's idle cut, a busy
+ * server closing sessions) is tried again on fresh sessions, as a sync would be: a
+ * verification is read-only, so trying again is always safe.
+ */
 export async function verifyMailbox(opts: VerifyOptions): Promise<VerifyResult> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await verifyOnce(opts);
+    } catch (err) {
+      if (attempt >= VERIFY_ATTEMPTS || !isRetryable(err)) throw err;
+      opts.logger.warn({ err: (err as Error).message, attempt }, 'verification lost its connection; trying again');
+      await new Promise((r) => setTimeout(r, 1000 * attempt));
+    }
+  }
+}
+
+async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
   const stallMs = opts.stallMs ?? 120_000;
   const src = await openSession({ endpoint: opts.source.endpoint, login: opts.source.login, logger: opts.logger, stallMs });
   if (opts.source.userRoot) useFullNames(src);
