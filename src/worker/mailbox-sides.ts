@@ -9,6 +9,7 @@ import { scrubSecrets } from '../auth/errors.js';
 import { resolveSourceLogin, SourceLoginCache } from '../auth/source-login.js';
 import { type Impersonation, targetLogin } from '../endpoint/target-login.js';
 import type { ImapEndpoint } from '../imap/endpoint.js';
+import { isRetryable } from '../imap/errors.js';
 import { decryptSecret, type SecretKey } from '../secrets/index.js';
 import type { BatchMailboxRow, BatchRow, EndpointRow } from '../store/schema.js';
 import type { MailboxSide } from '../sync/options.js';
@@ -60,9 +61,33 @@ export async function withMailboxSides<T>(ctx: SideContext, mailbox: MailboxLogi
   }
 }
 
+/** Tries at resolving the source login when the connection, not the login, fails. */
+const LOGIN_ATTEMPTS = 3;
+
 async function mailboxSides(ctx: SideContext, mailbox: MailboxLogin, password: string, adminUser: string, adminPassword: string): Promise<MailboxSides> {
   const sourceEndpoint = imapEndpointOf(ctx.source);
-  const resolved = await resolveSourceLogin(sourceEndpoint, mailbox.user_name, password, {
+  // A connection that drops or is refused while logging in (a busy source, a restart) is
+  // tried again at once: failing the mailbox would park it for a backoff. A refused
+  // password is not (isRetryable is false for it): trying again could lock the account.
+  let resolved;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      resolved = await resolveLogin(ctx, sourceEndpoint, mailbox, password);
+      break;
+    } catch (err) {
+      if (attempt >= LOGIN_ATTEMPTS || !isRetryable(err)) throw err;
+      ctx.logger.warn({ err: (err as Error).message, attempt }, 'source login lost its connection; trying again');
+      await new Promise((r) => setTimeout(r, 1000 * attempt));
+    }
+  }
+  return {
+    source: { endpoint: sourceEndpoint, login: resolved.login, ...(resolved.userRoot ? { userRoot: resolved.userRoot } : {}) },
+    target: { endpoint: imapEndpointOf(ctx.target), login: targetLogin(adminUser, adminPassword, impersonationOf(ctx.target), mailbox.email_address) },
+  };
+}
+
+function resolveLogin(ctx: SideContext, sourceEndpoint: ImapEndpoint, mailbox: MailboxLogin, password: string) {
+  return resolveSourceLogin(sourceEndpoint, mailbox.user_name, password, {
     userRoot: mailbox.user_root ?? undefined,
     // The endpoint's `plain` forces SASL PLAIN; its default `login` leaves the choice to
     // SPEC §2 (LOGIN, or PLAIN with an authorization identity for `user*admin`).
@@ -71,10 +96,6 @@ async function mailboxSides(ctx: SideContext, mailbox: MailboxLogin, password: s
     logger: ctx.logger,
     ...(ctx.stallMs ? { stallMs: ctx.stallMs } : {}),
   });
-  return {
-    source: { endpoint: sourceEndpoint, login: resolved.login, ...(resolved.userRoot ? { userRoot: resolved.userRoot } : {}) },
-    target: { endpoint: imapEndpointOf(ctx.target), login: targetLogin(adminUser, adminPassword, impersonationOf(ctx.target), mailbox.email_address) },
-  };
 }
 
 function parseList(json: string | null): string[] | undefined {
