@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { openStore } from '../store/open.js';
 import { syncMailbox } from '../sync/mailbox-sync.js';
-import { DEFAULT_MAX_MESSAGE_SIZE, type SyncSummary } from '../sync/options.js';
+import { DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type SyncSummary } from '../sync/options.js';
 import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
 import { parseTime } from './batch-command.js';
 import { addConnectionOptions, type ConnectionFlags, resolveSides } from './connection-options.js';
@@ -17,6 +17,7 @@ interface DateScopeFlags {
 interface SyncFlags extends ConnectionFlags, DateScopeFlags {
   maxMessageSize: string;
   connections: string;
+  memoryBudget: string;
   dryRun?: boolean;
   json?: boolean;
 }
@@ -66,6 +67,7 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
     .option('--max-message-size <bytes>', 'skip and list messages larger than this', String(DEFAULT_MAX_MESSAGE_SIZE))
     .option('--connections <n>', 'parallel copy lanes (each one source and one target connection)', '4')
     .option('--received-after <date>', RECEIVED_AFTER_HELP)
+    .option('--memory-budget <MB>', 'message bytes held in memory at once across all lanes (MiB); lower it on a small machine', String(DEFAULT_MEMORY_BUDGET / 1024 / 1024))
     .option('--dry-run', 'show what would be copied; change nothing')
     .option('--json', 'print a JSON summary as the last line of stdout')
     .action((flags: SyncFlags) =>
@@ -86,6 +88,7 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
             ...scope,
             maxMessageSize: positiveInt(flags.maxMessageSize, '--max-message-size'),
             connections: positiveInt(flags.connections, '--connections'),
+            memoryBudget: positiveInt(flags.memoryBudget, '--memory-budget') * 1024 * 1024,
             dryRun: !!flags.dryRun,
             logger,
             onProgress: (p) => bar.update(p),
