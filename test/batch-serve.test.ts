@@ -174,8 +174,11 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       assert.equal(json.batch.status, 'SyncedWithErrors');
       for (const u of lab.users) assert.ok(!mail.raw.includes(u.password), 'no password in the report e-mail');
       assert.ok(!mail.raw.includes('Wrong-Pass-1') && !mail.raw.includes('unused-Target-Pw1'));
-      const sent = await detail('first');
-      assert.ok(sent.batch.reports.initialSentAt, 'the report is recorded as sent');
+      // Recorded once the SMTP server has said 250, a moment after the listener has the mail.
+      const sent = await until('the report to be recorded as sent', 15_000, async () => {
+        const x = await detail('first');
+        return x.batch.reports.initialSentAt !== null && x;
+      });
       assert.equal(sent.batch.reports.error, null);
 
       const url = /status API at (http:\/\/\S+)\/api\/batches/.exec(service.output())?.[1];
