@@ -64,7 +64,7 @@ import type { Store } from '../src/store/open.js';
 import { ADMIN_PASSWORD, type DialectName, freshDb, PG_BASE, postgresUnavailable, type TestDb } from '../test/helpers/batch-lab.js';
 import { type CliResult, lastJson } from '../test/helpers/cli.js';
 import { expectedTargetPath, TARGET_SPECIAL_USE } from '../test/helpers/lab-pair.js';
-import { children, CLK_TCK, load1, median, r1, r2, release, releaseAll, releaseAllBut, resolveCli, say, tailOf, track } from './common.js';
+import { children, CLK_TCK, load1, median, r1, r2, release, releaseAll, releaseAllBut, resolveCli, say, tailOf, track, wholeNumber } from './common.js';
 
 let CLI = resolveCli();
 const MiB = 1024 * 1024;
@@ -127,11 +127,7 @@ function parseOptions(argv: string[]): BenchOptions {
     usage((err as Error).message);
   }
   if (values.help) usage('help');
-  const int = (name: string, v: string, min: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) usage(`--${name} must be a whole number >= ${min}, not "${v}"`);
-    return n;
-  };
+  const int = (name: string, v: string, min: number): number => wholeNumber(name, v, min, usage);
   const db = values.db;
   if (db !== 'sqlite' && db !== 'postgres' && db !== 'both') usage(`--db must be sqlite, postgres or both, not "${db}"`);
   return {

@@ -74,3 +74,10 @@ export function say(line: string): void {
 export function tailOf(s: string, lines = 15): string {
   return s.trim().split('\n').slice(-lines).join('\n');
 }
+
+/** A whole-number option, or a usage error (`fail` prints it and exits). */
+export function wholeNumber(name: string, v: string, min: number, fail: (msg: string) => never): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) fail(`--${name} must be a whole number >= ${min}, not "${v}"`);
+  return n;
+}

@@ -42,7 +42,7 @@ import { type CorpusMessage, generateCorpus } from '../src/lab/corpus.js';
 import { type DovecotServer, startDovecot } from '../src/lab/dovecot.js';
 import { type FastLoadCorpus, loadCorpusFast } from '../src/lab/fast-load.js';
 import { TcpProxy } from '../src/lab/proxy.js';
-import { children, CLK_TCK, load1, median, r1, r2, release, releaseAll, resolveCli, say, tailOf, track } from './common.js';
+import { children, CLK_TCK, load1, median, r1, r2, release, releaseAll, resolveCli, say, tailOf, track, wholeNumber } from './common.js';
 
 let CLI = resolveCli();
 const MBSYNC = '/usr/bin/mbsync';
@@ -109,11 +109,7 @@ function parseOptions(argv: string[]): BenchOptions {
     usage((err as Error).message);
   }
   if (values.help) usage('help');
-  const int = (name: string, v: string, min: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) usage(`--${name} must be a whole number >= ${min}, not "${v}"`);
-    return n;
-  };
+  const int = (name: string, v: string, min: number): number => wholeNumber(name, v, min, usage);
   const large = Number(values.large);
   if (!(large >= 0)) usage(`--large must be a number of MB >= 0, not "${values.large}"`);
   return {
