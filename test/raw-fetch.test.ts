@@ -59,9 +59,14 @@ async function fakeServer(onFetch: FetchScript): Promise<Fake> {
             case 'LOGIN':
               sock.write(`${tag} OK [CAPABILITY IMAP4rev1 LITERAL+] logged in\r\n`);
               break;
-            case 'EXAMINE':
-              sock.write(`* 3 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 1234567] ok\r\n* OK [UIDNEXT 42] ok\r\n${tag} OK [READ-ONLY] examined\r\n`);
+            case 'EXAMINE': {
+              // RFC 7162 §3.1.2: HIGHESTMODSEQ once CONDSTORE is enabled, NOMODSEQ for a
+              // mailbox named "NoModseq" (no persistent mod-sequences).
+              const condstore = line.endsWith(' (CONDSTORE)');
+              const modseq = !condstore ? '' : line.includes('NoModseq') ? '* OK [NOMODSEQ] none\r\n' : '* OK [HIGHESTMODSEQ 0715194045007] ok\r\n';
+              sock.write(`* 3 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 1234567] ok\r\n* OK [UIDNEXT 42] ok\r\n${modseq}${tag} OK [READ-ONLY] examined\r\n`);
               break;
+            }
             case 'UID':
               await onFetch(tag, rest[1] ?? '', sock);
               break;
@@ -114,10 +119,39 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 describe('RawFetcher against a scripted server', () => {
   it('EXAMINE sends modified UTF-7 and reads UIDVALIDITY, UIDNEXT, EXISTS', async () => {
     await withFetcher(() => {}, async (f, fake) => {
-      assert.deepEqual(await f.examine('Archive/Ärger & Co'), { uidValidity: 1234567, uidNext: 42, exists: 3 });
-      assert.deepEqual(await f.examine('inbox'), { uidValidity: 1234567, uidNext: 42, exists: 3 });
+      assert.deepEqual(await f.examine('Archive/Ärger & Co'), { uidValidity: 1234567, uidNext: 42, exists: 3, highestModseq: null });
+      assert.deepEqual(await f.examine('inbox'), { uidValidity: 1234567, uidNext: 42, exists: 3, highestModseq: null });
       assert.ok(fake.commands.some((c) => c.endsWith('EXAMINE "Archive/&AMQ-rger &- Co"')), fake.commands.join('\n'));
       assert.ok(fake.commands.some((c) => c.endsWith('EXAMINE "INBOX"')));
+    });
+  });
+
+  it('EXAMINE with CONDSTORE reads HIGHESTMODSEQ (as a decimal string) and NOMODSEQ', async () => {
+    await withFetcher(() => {}, async (f, fake) => {
+      assert.deepEqual(await f.examine('INBOX', { condstore: true }), { uidValidity: 1234567, uidNext: 42, exists: 3, highestModseq: '715194045007' });
+      assert.equal((await f.examine('NoModseq', { condstore: true })).highestModseq, null);
+      assert.ok(fake.commands.some((c) => c.endsWith('EXAMINE "INBOX" (CONDSTORE)')), fake.commands.join('\n'));
+    });
+  });
+
+  it('list: UID, RFC822.SIZE, FLAGS, INTERNALDATE in any order, split responses, CHANGEDSINCE', async () => {
+    await withFetcher((tag, uids, sock) => {
+      if (uids === '7:*') {
+        sock.write('* 1 FETCH (RFC822.SIZE 1200 UID 7)\r\n');
+        // One message's attributes over two responses, and an unsolicited update without UID.
+        sock.write('* 2 FETCH (UID 9)\r\n* 5 FETCH (FLAGS (\\Deleted))\r\n* 2 FETCH (RFC822.SIZE 88 UID 9)\r\n');
+        sock.write(`${tag} OK done\r\n`);
+      } else {
+        sock.write('* 2 FETCH (UID 9 MODSEQ (12) FLAGS (\\Seen $Forwarded))\r\n* 1 FETCH (FLAGS () UID 7 MODSEQ (11))\r\n');
+        sock.write(`${tag} OK done\r\n`);
+      }
+    }, async (f, fake) => {
+      assert.deepEqual(await f.list('7:*', { size: true }), [{ uid: 7, size: 1200 }, { uid: 9, size: 88 }]);
+      assert.deepEqual(await f.list('1:9', { flags: true, changedSince: '10' }), [{ uid: 7, flags: [] }, { uid: 9, flags: ['\\Seen', '$Forwarded'] }]);
+      assert.ok(fake.commands.some((c) => c.endsWith('UID FETCH 7:* (UID RFC822.SIZE)')), fake.commands.join('\n'));
+      assert.ok(fake.commands.some((c) => c.endsWith('UID FETCH 1:9 (UID FLAGS) (CHANGEDSINCE 10)')), fake.commands.join('\n'));
+      await assert.rejects(f.list('1:9 (UID) X', {}), TypeError);
+      await assert.rejects(f.list('1', { changedSince: '1) X' }), TypeError);
     });
   });
 

@@ -95,7 +95,11 @@ describe('sync: dropped connections', () => {
     // mailferry -> relay -> TcpProxy -> target: the relay can hold the target's answers back.
     relay = await startRelay(tgtProxy.port);
     const endpoints = { sourcePort: srcProxy.port, targetPort: relay.port };
-    const run = startCli(['sync', ...syncArgs(lab, lab.db, ['--json', '--connections', '3', '--log-level', 'info'], endpoints)], env(lab));
+    // A 1 MiB memory budget keeps the lanes reading the source only a chunk ahead of what
+    // the target has acknowledged: with the default 16 MiB, all 400 messages can be read
+    // before the source drop lands, and a drop of connections with nothing left to read is
+    // rightly never noticed.
+    const run = startCli(['sync', ...syncArgs(lab, lab.db, ['--json', '--connections', '3', '--memory-budget', '1', '--log-level', 'debug'], endpoints)], env(lab));
 
     // Drop the target's connections, then the source's, then both, twice over: each time
     // once the current attempt has copied something and has APPENDs in flight. Six drops are
@@ -109,7 +113,11 @@ describe('sync: dropped connections', () => {
         await waitFor(`copying after ${drops.length} drops`, () => {
           if (run.done()) return true;
           const j = journalCounts(lab.db);
-          return resumed() === drops.length && j.pending > 0 && j.copied > copiedBefore;
+          // Pending rows alone could be the last attempt's, waiting for recovery: the lanes
+          // of this attempt must have sent a chunk (a debug line), or a source drop could
+          // land while only the idle listing session is open, and nothing would notice it.
+          const thisAttempt = run.stderr().split('connection lost; resuming').at(-1) ?? '';
+          return resumed() === drops.length && thisAttempt.includes('"chunk sent"') && j.pending > 0 && j.copied > copiedBefore;
         }, 30_000);
         if (run.done()) break;
         if (drops.length === 0) {

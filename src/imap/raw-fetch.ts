@@ -54,6 +54,35 @@ export interface MessageMeta {
   internalDate: Date;
 }
 
+/** What {@link RawFetcher.list} asks for besides the UID. */
+export interface ListQuery {
+  /** RFC822.SIZE (RFC 3501 §6.4.5). */
+  size?: boolean;
+  flags?: boolean;
+  internalDate?: boolean;
+  /** Only messages whose mod-sequence is above this (CHANGEDSINCE, RFC 7162 §3.1.4). */
+  changedSince?: string;
+}
+
+/** One message of a {@link RawFetcher.list}: the attributes asked for, where the server sent them. */
+export interface ListedMessage {
+  uid: number;
+  size?: number;
+  flags?: string[];
+  internalDate?: Date;
+}
+
+/** What {@link RawFetcher.examine} learnt about the mailbox (RFC 3501 §6.3.1, RFC 7162 §3.1.2). */
+export interface ExaminedMailbox {
+  uidValidity: number;
+  /** 0 when the server sent no UIDNEXT (Courier). */
+  uidNext: number;
+  exists: number;
+  /** HIGHESTMODSEQ as a decimal string (a 63-bit value, RFC 7162 §7); null without
+   * CONDSTORE or for a mailbox without persistent mod-sequences (`NOMODSEQ`, §3.1.2.2). */
+  highestModseq: string | null;
+}
+
 /** What {@link RawFetcher.fetchStream} tells its `onStart` when the message's literal is announced. */
 export interface StreamStart {
   /** The exact length of the message (the literal's announced size). */
@@ -104,6 +133,8 @@ export class RawFetchParseError extends Error {
 }
 
 const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024 * 1024;
+/** sequence-set syntax only (RFC 3501 §9): anything else could smuggle in a command. */
+const UID_SET = /^(\d+|\*)(:(\d+|\*))?(,(\d+|\*)(:(\d+|\*))?)*$/;
 /** The start of a FETCH response, as the literal handler sees it (the line so far). */
 const FETCH_LINE = /^\* \d+ FETCH \(/i;
 
@@ -114,6 +145,7 @@ const FETCH_LINE = /^\* \d+ FETCH \(/i;
  * must not be sent while one is answered (§7.4.1). Later values win. */
 interface FetchParts {
   uid?: number;
+  size?: number;
   flags?: string[];
   internalDate?: Date;
   /** Buffer, or `null` for NIL / skipped; absent when no BODY[] came. */
@@ -126,6 +158,8 @@ type Collector = { kind: 'fetch'; bySeq: Map<number, FetchParts>; error: Error |
   uidValidity?: number;
   uidNext?: number;
   exists?: number;
+  highestModseq?: string;
+  noModseq?: boolean;
 };
 
 export class RawFetcher {
@@ -171,17 +205,53 @@ export class RawFetcher {
    * with the server's separator; it is sent in modified UTF-7 (§5.1.3), like the appender.
    * `uidNext` is 0 if the server did not send it (RFC 3501 §6.3.1 requires it, but some
    * old servers omit it); a missing UIDVALIDITY rejects, since UIDs mean nothing without it.
+   * With `condstore` (only where the server offers CONDSTORE) the EXAMINE carries the
+   * CONDSTORE parameter, which makes the server report HIGHESTMODSEQ (RFC 7162 §3.1.8).
    */
-  examine(mailbox: string): Promise<{ uidValidity: number; uidNext: number; exists: number }> {
+  examine(mailbox: string, opts: { condstore?: boolean } = {}): Promise<ExaminedMailbox> {
     return this.serial(async () => {
       const col: Collector = { kind: 'examine' };
-      const r = await this.run(col, ['EXAMINE ', this.encodeMailbox(mailbox)]);
+      const r = await this.run(col, ['EXAMINE ', this.encodeMailbox(mailbox), opts.condstore ? ' (CONDSTORE)' : '']);
       if (r.status !== 'OK') throw new RawFetchCommandError(`EXAMINE ${mailbox}`, r);
       if (col.uidValidity === undefined) {
         // RFC 3501 §6.3.1: UIDVALIDITY is REQUIRED; without it UIDs mean nothing.
         throw new RawFetchParseError(`EXAMINE ${mailbox}: the server sent no UIDVALIDITY`);
       }
-      return { uidValidity: col.uidValidity, uidNext: col.uidNext ?? 0, exists: col.exists ?? 0 };
+      const highestModseq = opts.condstore && !col.noModseq ? (col.highestModseq ?? null) : null;
+      return { uidValidity: col.uidValidity, uidNext: col.uidNext ?? 0, exists: col.exists ?? 0, highestModseq };
+    });
+  }
+
+  /**
+   * `UID FETCH uids (UID [RFC822.SIZE] [FLAGS] [INTERNALDATE]) [(CHANGEDSINCE n)]` in the
+   * mailbox last examined: a folder's listing without bodies (scan.ts). Ascending UIDs;
+   * note that `n:*` includes the highest message even below n (RFC 3501 §6.4.8), which
+   * the caller filters. Errors as {@link fetch}.
+   */
+  list(uids: string, query: ListQuery): Promise<ListedMessage[]> {
+    if (!UID_SET.test(uids)) return Promise.reject(new TypeError(`not a UID set: ${JSON.stringify(uids)}`));
+    if (query.changedSince !== undefined && !/^\d+$/.test(query.changedSince)) return Promise.reject(new TypeError(`not a mod-sequence: ${query.changedSince}`));
+    const atts = ['UID', ...(query.size ? ['RFC822.SIZE'] : []), ...(query.flags ? ['FLAGS'] : []), ...(query.internalDate ? ['INTERNALDATE'] : [])];
+    const command = `UID FETCH ${uids} (${atts.join(' ')})${query.changedSince !== undefined ? ` (CHANGEDSINCE ${query.changedSince})` : ''}`;
+    return this.serial(async () => {
+      const col: Collector = { kind: 'fetch', bySeq: new Map(), error: null };
+      const r = await this.run(col, [command]);
+      if (r.status !== 'OK') throw new RawFetchCommandError(command, r);
+      if (col.error) throw col.error;
+      const out: ListedMessage[] = [];
+      for (const p of col.bySeq.values()) {
+        // Without UID it is an unsolicited update for another message (RFC 3501 §6.4.8).
+        if (p.uid === undefined) continue;
+        const m: ListedMessage = { uid: p.uid };
+        if (query.size) {
+          if (p.size === undefined) throw new RawFetchParseError(`the server sent no RFC822.SIZE for UID ${p.uid}`);
+          m.size = p.size;
+        }
+        if (query.flags) m.flags = p.flags ?? [];
+        if (query.internalDate && p.internalDate) m.internalDate = p.internalDate;
+        out.push(m);
+      }
+      return out.sort((a, b) => a.uid - b.uid);
     });
   }
 
@@ -192,8 +262,7 @@ export class RawFetcher {
    * {@link RawFetchParseError} (after the tagged response, so the session stays in step).
    */
   fetch(uids: string, opts: FetchOptions = {}): Promise<RawFetchResult> {
-    // sequence-set syntax only (RFC 3501 §9): anything else could smuggle in a command.
-    if (!/^(\d+|\*)(:(\d+|\*))?(,(\d+|\*)(:(\d+|\*))?)*$/.test(uids)) {
+    if (!UID_SET.test(uids)) {
       return Promise.reject(new TypeError(`not a UID set: ${JSON.stringify(uids)}`));
     }
     const alloc = opts.alloc;
@@ -318,12 +387,15 @@ export class RawFetcher {
     if (r.kind === 'EXISTS' && r.number !== undefined) {
       col.exists = r.number;
     } else if (r.kind === 'OK') {
-      // RFC 3501 §7.1: `* OK [UIDVALIDITY n]`, `* OK [UIDNEXT n]` (§6.3.1).
-      const m = /^\* OK \[(UIDVALIDITY|UIDNEXT) (\d+)\]/i.exec(r.line);
-      if (m) {
-        if (m[1]!.toUpperCase() === 'UIDVALIDITY') col.uidValidity = Number(m[2]);
-        else col.uidNext = Number(m[2]);
-      }
+      // RFC 3501 §7.1: `* OK [UIDVALIDITY n]`, `* OK [UIDNEXT n]` (§6.3.1); RFC 7162
+      // §3.1.2.1 `* OK [HIGHESTMODSEQ n]`, §3.1.2.2 `* OK [NOMODSEQ]`.
+      const m = /^\* OK \[(UIDVALIDITY|UIDNEXT|HIGHESTMODSEQ|NOMODSEQ)(?: (\d+))?\]/i.exec(r.line);
+      const name = m?.[1]!.toUpperCase();
+      if (name === 'NOMODSEQ') col.noModseq = true;
+      else if (m?.[2] === undefined) return;
+      else if (name === 'UIDVALIDITY') col.uidValidity = Number(m[2]);
+      else if (name === 'UIDNEXT') col.uidNext = Number(m[2]);
+      else col.highestModseq = m[2].replace(/^0+(?=\d)/, '');
     }
   }
 
@@ -506,6 +578,9 @@ export function mergeFetch(bySeq: Map<number, FetchParts>, seq: number, line: st
       case 'UID':
         got.uid = c.number();
         break;
+      case 'RFC822.SIZE':
+        got.size = c.number();
+        break;
       case 'FLAGS':
         got.flags = c.flagList();
         break;
@@ -537,6 +612,7 @@ export function mergeFetch(bySeq: Map<number, FetchParts>, seq: number, line: st
     bySeq.set(seq, p);
   }
   if (got.uid !== undefined) p.uid = got.uid;
+  if (got.size !== undefined) p.size = got.size;
   if (got.flags !== undefined) p.flags = got.flags;
   if (got.internalDate !== undefined) p.internalDate = got.internalDate;
   if ('raw' in got) {

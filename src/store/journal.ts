@@ -3,7 +3,8 @@
  * and after each APPEND so that a crash at any moment can be resolved without loss or
  * duplicate (see sync/recovery.ts). Queries only; the engine decides.
  */
-import { type Kysely, sql, SqliteAdapter, type Transaction } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
+import { withSqlite } from './sqlite-handle.js';
 import type { Database, FolderRow, MessageRow, NewMessageRow, SkipKind } from './schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -63,43 +64,26 @@ export async function knownMessages(db: Db, folderId: number): Promise<Map<numbe
   return new Map(rows.map((r) => [r.source_uid, r]));
 }
 
-/**
- * SQLite: the rows go as one JSON parameter, unpacked by json_each (SQLite's JSON1, built
- * into better-sqlite3). The copy path journals every chunk twice (pending, then copied):
- * building a 12-column × n-row statement with Kysely and preparing it anew each time cost
- * more CPU than the journal's own work, and made garbage per message; this statement's
- * text is the same every time. PostgreSQL keeps the portable Kysely form below.
- */
-function isSqlite(db: Db): boolean {
-  return db.getExecutor().adapter instanceof SqliteAdapter;
-}
-
 const MESSAGE_COLUMNS = ['folder_id', 'source_uid', 'state', 'size', 'internal_date', 'sha256', 'flags', 'target_uid', 'uid_floor', 'skip_kind', 'reason', 'subject'] as const;
 
-// `where true`: SQLite's grammar needs it between a SELECT and its upsert clause.
-const SQLITE_INSERT_HEAD = sql.raw(
-  `insert into message (${MESSAGE_COLUMNS.join(', ')}) select ${MESSAGE_COLUMNS.map((_, i) => `json_extract(value, '$[${i}]')`).join(', ')} from json_each(`,
-);
-const SQLITE_INSERT_TAIL = sql.raw(`) where true on conflict (folder_id, source_uid) do update set ${MESSAGE_COLUMNS.slice(2).map((c) => `${c} = excluded.${c}`).join(', ')}`);
-// An upsert rather than UPDATE … FROM json_each: SQLite's planner put the folder's own
-// rows in the outer loop there (a scan of the folder per chunk); this way the chunk is the
-// outer loop and each row is one primary-key lookup. Rows that do not exist are left
-// out (`exists`), so like an UPDATE it never inserts.
-const SQLITE_COPIED_HEAD = sql.raw(
-  "insert into message (folder_id, source_uid, state, size, internal_date, flags, target_uid) select m.folder_id, m.source_uid, 'copied', 0, 0, '', json_extract(j.value, '$[1]') from json_each(",
-);
-const SQLITE_COPIED_MID = sql.raw(") as j cross join message as m on m.folder_id = "); // cross join: j is the outer loop
-const SQLITE_COPIED_END = sql.raw(
-  " and m.source_uid = json_extract(j.value, '$[0]') where true on conflict (folder_id, source_uid) do update set state = 'copied', uid_floor = null, skip_kind = null, reason = null, target_uid = excluded.target_uid",
-);
+// The copy path journals every chunk twice (pending, then copied). On SQLite that is one
+// cached statement run per message inside the caller's transaction (sqlite-handle.ts):
+// a fraction of the CPU of building, compiling and preparing a multi-row statement per
+// chunk. PostgreSQL, where each statement is a round trip, keeps multi-row statements.
+const SQLITE_UPSERT = `insert into message (${MESSAGE_COLUMNS.join(', ')}) values (${MESSAGE_COLUMNS.map(() => '?').join(', ')}) on conflict (folder_id, source_uid) do update set ${MESSAGE_COLUMNS.slice(2)
+  .map((c) => `${c} = excluded.${c}`)
+  .join(', ')}`;
+const SQLITE_COPIED = "update message set state = 'copied', uid_floor = null, skip_kind = null, reason = null, target_uid = ? where folder_id = ? and source_uid = ?";
 
 export async function insertMessages(db: Db, rows: readonly NewMessageRow[]): Promise<void> {
   if (rows.length === 0) return;
-  if (isSqlite(db)) {
-    const json = JSON.stringify(rows.map((r) => MESSAGE_COLUMNS.map((c) => r[c] ?? null)));
-    await sql`${SQLITE_INSERT_HEAD}${json}${SQLITE_INSERT_TAIL}`.execute(db);
-    return;
-  }
+  const direct = withSqlite(db, (s) => {
+    const upsert = s.get(SQLITE_UPSERT);
+    for (const r of rows) {
+      upsert.run(r.folder_id, r.source_uid, r.state, r.size, r.internal_date, r.sha256, r.flags, r.target_uid, r.uid_floor, r.skip_kind, r.reason, r.subject);
+    }
+  });
+  if (direct) return direct;
   for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
     const part = rows.slice(i, i + INSERT_CHUNK);
     // A row may exist from an earlier attempt (e.g. a skipped message retried): replace it.
@@ -125,17 +109,17 @@ export async function insertMessages(db: Db, rows: readonly NewMessageRow[]): Pr
 }
 
 /**
- * One UPDATE per 500 messages (a CASE maps each source UID to its target UID): this runs
- * for every copied chunk, and a statement per message cost more than the copy itself.
+ * Marks a chunk's messages copied, with their target UIDs. SQLite: one cached UPDATE run
+ * per message (see SQLITE_UPSERT). PostgreSQL: one UPDATE per 500 messages (a CASE maps
+ * each source UID to its target UID), as a statement per message there is a round trip.
  */
 export async function markCopied(db: Db, folderId: number, copies: readonly { sourceUid: number; targetUid: number | null }[]): Promise<void> {
   if (copies.length === 0) return;
-  if (isSqlite(db)) {
-    // As insertMessages: one JSON parameter, one statement text.
-    const json = JSON.stringify(copies.map((c) => [c.sourceUid, c.targetUid]));
-    await sql`${SQLITE_COPIED_HEAD}${json}${SQLITE_COPIED_MID}${folderId}${SQLITE_COPIED_END}`.execute(db);
-    return;
-  }
+  const direct = withSqlite(db, (s) => {
+    const update = s.get(SQLITE_COPIED);
+    for (const c of copies) update.run(c.targetUid, folderId, c.sourceUid);
+  });
+  if (direct) return direct;
   for (let i = 0; i < copies.length; i += INSERT_CHUNK) {
     const part = copies.slice(i, i + INSERT_CHUNK);
     // The explicit cast lets PostgreSQL type the parameters; SQLite accepts it as is.

@@ -7,8 +7,9 @@ import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
+import { Kysely, Migrator, PostgresDialect } from 'kysely';
 import { type Dialect, migrationProvider } from './migrations.js';
+import { sqliteDialect } from './sqlite-handle.js';
 import type { Database } from './schema.js';
 
 export interface Store {
@@ -40,7 +41,7 @@ export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaul
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('busy_timeout = 10000');
     sqlite.pragma('foreign_keys = ON');
-    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    db = new Kysely<Database>({ dialect: sqliteDialect(sqlite) });
     dialect = 'sqlite';
   } else if (/^postgres(ql)?:\/\//.test(url)) {
     // Loaded only when used: most installations run on the embedded SQLite default.

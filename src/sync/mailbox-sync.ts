@@ -18,6 +18,7 @@ import type { Kysely } from 'kysely';
 import { type ImapLogin } from '../imap/endpoint.js';
 import { ImapConnectError, isRetryable } from '../imap/errors.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
+import { RawFetcher } from '../imap/raw-fetch.js';
 import { ensureFolder, ensurePair, findPair, listFolders, updateFolder } from '../store/journal.js';
 import type { Store } from '../store/open.js';
 import type { Database, FolderRow, MessageState } from '../store/schema.js';
@@ -165,6 +166,9 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
   const src = await openSession({ endpoint: opts.source.endpoint, login: opts.source.login, logger: log, stallMs });
   if (opts.source.userRoot) useFullNames(src);
   let tgt: ImapFlow | undefined;
+  // The scan's own source connection (scan.ts), opened when a folder needs scanning: an
+  // unchanged mailbox never logs in a third time.
+  let lister: RawFetcher | undefined;
   try {
     tgt = await openSession({ endpoint: opts.target.endpoint, login: opts.target.login, logger: log, stallMs });
     progress.phase = 'listing';
@@ -268,7 +272,8 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
           !retryFolders.has(row.id);
         if (!unchanged) {
           const work: FolderWork = { row, mapping: m, target: tf, toCopy: [], flagChanges: [], orphans: new Map(), ...(st.uidNext !== undefined ? { listedUidNext: st.uidNext } : {}) };
-          await scanFolder({ db, maxMessageSize, stallMs, dryRun: false, ...(opts.receivedAfter !== undefined ? { receivedAfter: opts.receivedAfter } : {}) }, src, work);
+          lister ??= await RawFetcher.connect({ endpoint: opts.source.endpoint, login: opts.source.login, idleTimeoutMs: stallMs });
+          await scanFolder({ db, maxMessageSize, stallMs, dryRun: false, ...(opts.receivedAfter !== undefined ? { receivedAfter: opts.receivedAfter } : {}) }, { lister, session: src }, work);
           works.push(work);
           const jobs = planJobs([work], opts.chunkBytes ?? DEFAULT_CHUNK_BYTES);
           if (jobs.length) {
@@ -328,7 +333,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const counts = opts.receivedAfter === undefined ? statusCounts : await inScopeCounts(db, selectable.map((m) => rows.get(m.sourcePath)!), opts.receivedAfter);
     return { mappings, counts, found: sum(counts), flagsUpdated, dryRunToCopy: 0 };
   } finally {
-    await Promise.allSettled([src.logout(), tgt?.logout()]);
+    await Promise.allSettled([src.logout(), tgt?.logout(), lister?.close()]);
   }
 }
 
