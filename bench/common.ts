@@ -56,6 +56,35 @@ export const CLK_TCK = (() => {
   return Number.isInteger(n) && n > 0 ? n : 100;
 })();
 
+/**
+ * Starts measuring the whole machine's CPU time (all processes: the IMAP servers too, and
+ * the kernel) from /proc/stat; the returned function gives the busy CPU-seconds so far
+ * and the capacity (wall time × CPUs). On a small machine this tells whether a run was
+ * bound by CPU (busy ≈ capacity) or by waiting. Null where /proc/stat is missing.
+ */
+export function machineCpu(): () => { busy: number; capacity: number } | null {
+  const read = (): { busy: number; all: number } | null => {
+    try {
+      const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+      const all = f.slice(0, 8).reduce((a, b) => a + b, 0); // user … steal; guest is inside user
+      return { busy: all - f[3]! - f[4]!, all }; // idle and iowait are not busy
+    } catch {
+      return null;
+    }
+  };
+  const start = read();
+  return () => {
+    const end = read();
+    if (!start || !end) return null;
+    return { busy: r2((end.busy - start.busy) / CLK_TCK), capacity: r2((end.all - start.all) / CLK_TCK) };
+  };
+}
+
+/** `machineCpu()`'s figure as text: "machine busy 4.2 of 4.8 CPU-s (88%)". */
+export function busyText(m: { busy: number; capacity: number } | null): string {
+  return m ? `machine busy ${m.busy} of ${m.capacity} CPU-s (${Math.round((100 * m.busy) / Math.max(m.capacity, 0.01))}%)` : 'machine CPU n/a';
+}
+
 export const load1 = (): number => Number((os.loadavg()[0] ?? 0).toFixed(2));
 export const r1 = (n: number): number => Math.round(n * 10) / 10;
 export const r2 = (n: number): number => Math.round(n * 100) / 100;

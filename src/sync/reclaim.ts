@@ -1,21 +1,32 @@
 /**
  * Keeps the process's memory close to what it holds, for the peak-RSS goal (issue 2).
  *
- * Message bytes no longer make garbage (copy-lanes.ts reads them into reused slabs,
- * arena.ts, and streams large ones through reused blocks), but each chunk's JS objects
- * (parsed lines, promises, journal rows, Buffer views) live as long as the chunk's
- * fetch, journal and APPENDs, long enough to be promoted to the old generation, where V8
- * collects only when its heap limit heuristics say so: without help the heap grew from
- * ~20 to ~60 MB over a 5,000-message migration (peak RSS ~153 MB, measured with
- * bench/sync-bench.ts). A full collection after every `everyBytes` copied (the copy
- * budget, 16 MiB) keeps it near 135 MB for ~0.2 s of CPU over that run (a collection of
- * this small heap takes a few ms). Bytes outside the slabs, if any, are freed by the same
- * collections.
+ * Message bytes make no garbage (copy-lanes.ts reads them into reused slabs, arena.ts, and
+ * streams large ones through reused blocks), but each chunk's JS objects (parsed lines,
+ * promises, journal rows) live as long as the chunk's fetch, journal and APPENDs, long
+ * enough to be promoted to the old generation, which V8 collects only when its own
+ * heuristics say so.
+ *
+ * A full collection after every 16 MiB copied kept a 5,000-message migration's peak RSS
+ * at ~118 MB, but cost ~0.5 s of its ~2.3 s of CPU (bench/sync-bench.ts, mail stores on
+ * tmpfs) on a machine whose cores the IMAP servers need too. Without any, the same run
+ * peaks at ~136 MB with ~36 MB of heap in use. So the collection is now a safety net:
+ * after every `everyBytes` released, the used heap is looked at (cheap), and only when it
+ * has grown past {@link HEAP_CEILING} (or past what the last collection left plus
+ * {@link HEAP_GROWTH}, when that much is really live: a huge folder's journal map) is a
+ * full collection forced. One check serves all the mailboxes of a process (`serve` runs
+ * many), so they do not each force collections of the shared heap.
  */
-import { setFlagsFromString } from 'node:v8';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 type Gc = () => void;
+
+const MiB = 1024 * 1024;
+/** Used heap above which a collection is forced. */
+const HEAP_CEILING = 40 * MiB;
+/** Room above what the last forced collection left, when more than the ceiling is live. */
+const HEAP_GROWTH = 24 * MiB;
 
 function loadGc(): Gc | null {
   const g = (globalThis as { gc?: Gc }).gc;
@@ -29,17 +40,28 @@ function loadGc(): Gc | null {
   }
 }
 
+let gc: Gc | null | undefined;
+let limit = HEAP_CEILING;
+
+/** Collects when the used heap is past the limit; returns whether it did. */
+function collectIfGrown(): boolean {
+  gc ??= loadGc();
+  if (!gc || getHeapStatistics().used_heap_size < limit) return false;
+  gc();
+  limit = Math.max(HEAP_CEILING, getHeapStatistics().used_heap_size + HEAP_GROWTH);
+  return true;
+}
+
 export class MemoryReclaimer {
   private sinceLast = 0;
-  private readonly gc: Gc | null = loadGc();
 
   constructor(private readonly everyBytes: number) {}
 
-  /** Notes `bytes` of message data released; collects when enough has accumulated. */
+  /** Notes `bytes` of message data released; looks at the heap when enough has accumulated. */
   released(bytes: number): void {
     this.sinceLast += bytes;
-    if (this.sinceLast < this.everyBytes || !this.gc) return;
+    if (this.sinceLast < this.everyBytes) return;
     this.sinceLast = 0;
-    this.gc();
+    collectIfGrown();
   }
 }
