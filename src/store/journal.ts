@@ -33,17 +33,34 @@ export function listFolders(db: Db, pairId: number): Promise<FolderRow[]> {
   return db.selectFrom('folder').selectAll().where('pair_id', '=', pairId).orderBy('id').execute();
 }
 
-export async function ensureFolder(db: Db, pairId: number, sourcePath: string, targetPath: string): Promise<FolderRow> {
-  const existing = await db.selectFrom('folder').selectAll().where('pair_id', '=', pairId).where('source_path', '=', sourcePath).executeTakeFirst();
-  if (existing) {
-    if (existing.target_path === targetPath) return existing;
-    // The mapping changed (e.g. the target gained a special-use folder). Messages already
-    // copied stay where they are; new ones follow the new mapping.
-    await db.updateTable('folder').set({ target_path: targetPath, target_uidvalidity: null }).where('id', '=', existing.id).execute();
-    return { ...existing, target_path: targetPath, target_uidvalidity: null };
-  }
-  await db.insertInto('folder').values({ pair_id: pairId, source_path: sourcePath, target_path: targetPath, synced_uidnext: 1, source_uidvalidity: null, source_highestmodseq: null, source_messages: null, target_uidvalidity: null, last_synced_at: null }).execute();
-  return db.selectFrom('folder').selectAll().where('pair_id', '=', pairId).where('source_path', '=', sourcePath).executeTakeFirstOrThrow();
+/**
+ * The journal rows of a mailbox pair's folders, created where missing, by source path.
+ * One read of the pair's folders and one transaction for what is new (a first run has
+ * every folder to create: a query or two per folder added tens of ms to every sync).
+ */
+export async function ensureFolders(db: Kysely<Database>, pairId: number, mappings: readonly { sourcePath: string; targetPath: string }[]): Promise<Map<string, FolderRow>> {
+  const rows = new Map((await listFolders(db, pairId)).map((r) => [r.source_path, r]));
+  const missing = mappings.filter((m) => !rows.has(m.sourcePath));
+  const moved = mappings.filter((m) => {
+    const r = rows.get(m.sourcePath);
+    return r !== undefined && r.target_path !== m.targetPath;
+  });
+  if (missing.length === 0 && moved.length === 0) return rows;
+  await db.transaction().execute(async (trx) => {
+    for (const m of moved) {
+      // The mapping changed (e.g. the target gained a special-use folder). Messages already
+      // copied stay where they are; new ones follow the new mapping.
+      await trx.updateTable('folder').set({ target_path: m.targetPath, target_uidvalidity: null }).where('id', '=', rows.get(m.sourcePath)!.id).execute();
+    }
+    for (let i = 0; i < missing.length; i += INSERT_CHUNK) {
+      await trx
+        .insertInto('folder')
+        .values(missing.slice(i, i + INSERT_CHUNK).map((m) => ({ pair_id: pairId, source_path: m.sourcePath, target_path: m.targetPath, synced_uidnext: 1, source_uidvalidity: null, source_highestmodseq: null, source_messages: null, target_uidvalidity: null, last_synced_at: null })))
+        .onConflict((oc) => oc.columns(['pair_id', 'source_path']).doNothing())
+        .execute();
+    }
+  });
+  return new Map((await listFolders(db, pairId)).map((r) => [r.source_path, r]));
 }
 
 export async function updateFolder(db: Db, id: number, patch: Partial<Omit<FolderRow, 'id' | 'pair_id'>>): Promise<void> {

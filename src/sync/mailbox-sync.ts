@@ -19,7 +19,7 @@ import { type ImapLogin } from '../imap/endpoint.js';
 import { ImapConnectError, isRetryable } from '../imap/errors.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
 import { RawFetcher } from '../imap/raw-fetch.js';
-import { ensureFolder, ensurePair, findPair, listFolders, updateFolder } from '../store/journal.js';
+import { ensureFolders, ensurePair, findPair, listFolders, updateFolder } from '../store/journal.js';
 import type { Store } from '../store/open.js';
 import type { Database, FolderRow, MessageState } from '../store/schema.js';
 import { ByteBudget } from './byte-budget.js';
@@ -163,19 +163,28 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
   const maxMessageSize = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
   progress.phase = 'connecting';
   emit();
-  const src = await openSession({ endpoint: opts.source.endpoint, login: opts.source.login, logger: log, stallMs });
+  // Both sessions at once: each login is a few round trips. The source's failure is the one
+  // reported when both fail (it names the mailbox the admin is migrating).
+  const [srcOpen, tgtOpen] = await Promise.allSettled([
+    openSession({ endpoint: opts.source.endpoint, login: opts.source.login, logger: log, stallMs }),
+    openSession({ endpoint: opts.target.endpoint, login: opts.target.login, logger: log, stallMs }),
+  ]);
+  if (srcOpen.status === 'rejected' || tgtOpen.status === 'rejected') {
+    await Promise.allSettled([srcOpen, tgtOpen].map((r) => (r.status === 'fulfilled' ? r.value.logout() : undefined)));
+    throw srcOpen.status === 'rejected' ? srcOpen.reason : (tgtOpen as PromiseRejectedResult).reason;
+  }
+  const src = srcOpen.value;
   if (opts.source.userRoot) useFullNames(src);
-  let tgt: ImapFlow | undefined;
+  const tgt: ImapFlow = tgtOpen.value;
   // The scan's own source connection (scan.ts), opened when a folder needs scanning: an
   // unchanged mailbox never logs in a third time.
   let lister: RawFetcher | undefined;
   try {
-    tgt = await openSession({ endpoint: opts.target.endpoint, login: opts.target.login, logger: log, stallMs });
     progress.phase = 'listing';
     emit();
     const [srcList, tgtList] = await Promise.all([
       withWatchdog(src, stallMs, 'listing source folders', () => listMailboxFolders(src, { statusQuery: { messages: true, uidNext: true, uidValidity: true, highestModseq: true } }, opts.source.userRoot)),
-      withWatchdog(tgt, stallMs, 'listing target folders', () => tgt!.list({ statusQuery: { uidNext: true, uidValidity: true } })),
+      withWatchdog(tgt, stallMs, 'listing target folders', () => tgt.list({ statusQuery: { uidNext: true, uidValidity: true } })),
     ]);
     const srcView = serverView(src, srcList);
     const tgtView = serverView(tgt, tgtList);
@@ -199,12 +208,12 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     for (const m of selectable) {
       if (targets.has(m.targetPath)) continue;
       let st = tgtStatus.get(m.targetPath) || undefined;
-      if (!st?.uidValidity || !st.uidNext) st = (await withWatchdog(tgt, stallMs, `status of ${m.targetPath}`, () => tgt!.status(m.targetPath, { uidNext: true, uidValidity: true }))) || undefined;
+      if (!st?.uidValidity || !st.uidNext) st = (await withWatchdog(tgt, stallMs, `status of ${m.targetPath}`, () => tgt.status(m.targetPath, { uidNext: true, uidValidity: true }))) || undefined;
       if (!st?.uidValidity) throw new Error(`target folder ${m.targetPath} reports no UIDVALIDITY`);
       targets.set(m.targetPath, new TargetFolder(m.targetPath, Number(st.uidValidity), st.uidNext ?? 1));
     }
-    let rows = new Map<string, FolderRow>();
-    for (const m of selectable) rows.set(m.sourcePath, await ensureFolder(db, pid, m.sourcePath, m.targetPath));
+    const allRows = await ensureFolders(db, pid, selectable);
+    let rows = new Map<string, FolderRow>(selectable.map((m) => [m.sourcePath, allRows.get(m.sourcePath)!]));
 
     // Recovery: pending rows from an interrupted run, or a target UIDVALIDITY change.
     progress.phase = 'recovering';
@@ -215,7 +224,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     for (const tf of targets.values()) {
       const group = [...rows.values()].filter((r) => r.target_path === tf.path);
       if (!group.some((r) => pendingFolders.has(r.id) || (r.target_uidvalidity !== null && r.target_uidvalidity !== tf.uidValidity))) continue;
-      await withWatchdog(tgt, stallMs, `opening ${tf.path} on the target`, () => tgt!.mailboxOpen(tf.path, { readOnly: true }));
+      await withWatchdog(tgt, stallMs, `opening ${tf.path} on the target`, () => tgt.mailboxOpen(tf.path, { readOnly: true }));
       const { recovered } = await reconcileTargetFolder({ db, pairId: pid, target: tgt, targetPath: tf.path, uidValidity: tf.uidValidity, folders: group, stallMs, log });
       // APPENDs whose answer was lost with the connection are found on the target here; they
       // were copied all the same, so `copied` must count them (else a first run that had a
@@ -243,6 +252,12 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const copyCtx = { db, source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), reclaimer: new MemoryReclaimer(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) };
     let lanes: Promise<void> | null = null;
     let laneFailed = false;
+    const startLanes = (): void => {
+      if (lanes) return;
+      lanes = runCopyLanes(copyCtx, queue, opts.connections ?? 4, () => (laneFailed = true));
+      // Awaited after the scan; until then a lane failure must not count as unhandled.
+      lanes.catch(() => undefined);
+    };
     const works: FolderWork[] = [];
     // Counted afresh by each attempt's scan.
     progress.toCopy = progress.copied;
@@ -271,6 +286,9 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
           row.target_uidvalidity === tf.uidValidity &&
           !retryFolders.has(row.id);
         if (!unchanged) {
+          // STATUS says new messages arrived (or the folder was never synced): connect the
+          // lanes now, while this folder is scanned, not after (a lane is two logins).
+          if ((st.messages ?? 0) > 0 && (st.uidNext === undefined || st.uidNext > row.synced_uidnext || row.source_uidvalidity !== Number(st.uidValidity))) startLanes();
           const work: FolderWork = { row, mapping: m, target: tf, toCopy: [], flagChanges: [], orphans: new Map(), ...(st.uidNext !== undefined ? { listedUidNext: st.uidNext } : {}) };
           lister ??= await RawFetcher.connect({ endpoint: opts.source.endpoint, login: opts.source.login, idleTimeoutMs: stallMs });
           await scanFolder({ db, maxMessageSize, stallMs, dryRun: false, ...(opts.receivedAfter !== undefined ? { receivedAfter: opts.receivedAfter } : {}) }, { lister, session: src }, work);
@@ -280,14 +298,10 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
             progress.toCopy += jobs.reduce((n, j) => n + j.items.length, 0);
             progress.toCopyBytes += jobs.reduce((n, j) => n + j.items.reduce((b, i) => b + i.size, 0), 0);
             queue.add(jobs);
-            if (!lanes) {
-              // Copying from here on, while the scan of the remaining folders goes on
-              // (foldersScanned/foldersTotal tell how far that is).
-              progress.phase = 'copying';
-              lanes = runCopyLanes(copyCtx, queue, opts.connections ?? 4, () => (laneFailed = true));
-              // Awaited after the scan; until then a lane failure must not count as unhandled.
-              lanes.catch(() => undefined);
-            }
+            // Copying from here on, while the scan of the remaining folders goes on
+            // (foldersScanned/foldersTotal tell how far that is).
+            progress.phase = 'copying';
+            startLanes();
           }
         }
         progress.foldersScanned++;
@@ -302,6 +316,10 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     queue.close();
     progress.phase = 'copying';
     emit();
+    // The listing connection is done: servers limit connections per user (Dovecot's
+    // mail_max_userip_connections is 10 by default), so it is not kept beside the lanes.
+    await lister?.close();
+    lister = undefined;
     if (lanes) await lanes;
     if (opts.signal?.aborted) throw Object.assign(new Error('sync stopped'), { stopped: true });
 
@@ -333,7 +351,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const counts = opts.receivedAfter === undefined ? statusCounts : await inScopeCounts(db, selectable.map((m) => rows.get(m.sourcePath)!), opts.receivedAfter);
     return { mappings, counts, found: sum(counts), flagsUpdated, dryRunToCopy: 0 };
   } finally {
-    await Promise.allSettled([src.logout(), tgt?.logout(), lister?.close()]);
+    await Promise.allSettled([src.logout(), tgt.logout(), lister?.close()]);
   }
 }
 

@@ -18,7 +18,9 @@ export type MailboxSnapshot = Map<string, SnapshotMessage[]>;
 
 export async function connect(endpoint: ImapEndpoint, user: string, pass: string): Promise<ImapFlow> {
   const c = new ImapFlow({ host: endpoint.host, port: endpoint.port, secure: endpoint.tls === 'implicit', doSTARTTLS: endpoint.tls === 'starttls' ? true : false, tls: { rejectUnauthorized: false }, auth: { user, pass }, logger: false, disableAutoIdle: true });
-  c.on('error', () => undefined);
+  // Not thrown from here (the pending command rejects), but said: when a test session's
+  // connection goes away, the reason is otherwise lost ("Connection not available").
+  c.on('error', (err: Error & { code?: string }) => process.stderr.write(`test IMAP session to ${endpoint.host}:${endpoint.port} (${user}): ${err.code ?? ''} ${err.message}\n`));
   await c.connect();
   return c;
 }
