@@ -51,6 +51,7 @@ const loader = `#!/usr/bin/env node
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import v8 from 'node:v8';
 import vm from 'node:vm';
 
 const app = fileURLToPath(new URL('./mailferry-app.cjs', import.meta.url));
@@ -78,6 +79,26 @@ if (cachedData === undefined || script.cachedDataRejected) {
     }
   });
 }
+// A command that ran more of the app than the cache holds (a sync's copy path is compiled
+// lazily, after start-up) leaves a bigger cache at exit, so the next run reads that code
+// back instead of parsing and compiling it again (~0.1 s of a 5,000-message sync's CPU).
+// Only with V8's flags as they were at start (a changed flag set would make V8 reject
+// the cache), and only when it grew by a tenth, so a cache that covers what runs stops
+// being rewritten.
+const versionTag = v8.cachedDataVersionTag();
+const cachedSize = cachedData?.length ?? 0;
+process.once('exit', () => {
+  if (v8.cachedDataVersionTag() !== versionTag) return;
+  const tmp = cache + '.' + process.pid;
+  try {
+    const data = script.createCachedData();
+    if (data.length < cachedSize * 1.1 + 4096) return;
+    writeFileSync(tmp, data);
+    renameSync(tmp, cache);
+  } catch {
+    try { rmSync(tmp, { force: true }); } catch { /* best effort */ }
+  }
+});
 const module = { exports: {} };
 script.runInThisContext()(module.exports, createRequire(app), module, app, fileURLToPath(new URL('.', import.meta.url)));
 `;

@@ -75,8 +75,14 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
         const logger = cliLogger(flags.logLevel);
         // Parsed before anything connects: a bad date is a usage error (exit 2), not a failed sync.
         const scope = receivedAfterOf(flags);
-        const sides = await resolveSides(flags, logger);
-        const store = await openStore(flags.db);
+        // The database opens while the source login is checked (that waits on the network).
+        const [sidesResult, storeResult] = await Promise.allSettled([resolveSides(flags, logger), openStore(flags.db)]);
+        if (sidesResult.status === 'rejected' || storeResult.status === 'rejected') {
+          if (storeResult.status === 'fulfilled') await storeResult.value.close();
+          throw sidesResult.status === 'rejected' ? sidesResult.reason : (storeResult as PromiseRejectedResult).reason;
+        }
+        const sides = sidesResult.value;
+        const store = storeResult.value;
         const bar = progressView(!flags.json && !!process.stderr.isTTY);
         const stop = new AbortController();
         const onSignal = () => stop.abort();

@@ -18,6 +18,7 @@ import type { Kysely } from 'kysely';
 import { type ImapLogin } from '../imap/endpoint.js';
 import { ImapConnectError, isRetryable } from '../imap/errors.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
+import { type CreatedFolder, createFolders } from '../imap/create-folders.js';
 import { RawFetcher } from '../imap/raw-fetch.js';
 import { ensureFolders, ensurePair, findPair, listFolders, updateFolder } from '../store/journal.js';
 import type { Store } from '../store/open.js';
@@ -28,7 +29,7 @@ import { JobQueue, planJobs, runCopyLanes } from './copy-lanes.js';
 import { applyFlagChanges } from './flag-sync.js';
 import { type FolderMapping, mapFolders, type ServerView } from './folder-map.js';
 import type { FolderWork } from './folder-work.js';
-import { DEFAULT_CHUNK_BYTES, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type SyncOptions, type SyncSummary } from './options.js';
+import { DEFAULT_CHUNK_BYTES, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type MailboxSide, type SyncOptions, type SyncSummary } from './options.js';
 import { emptyProgress, type SyncProgress } from './progress.js';
 import { reconcileTargetFolder } from './recovery.js';
 import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
@@ -138,23 +139,24 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
   };
 }
 
-async function createMissingFolders(tgt: ImapFlow, mappings: FolderMapping[], tgtView: ServerView, stallMs: number): Promise<void> {
+/**
+ * Creates the target folders the mappings need and the target lacks, parents first (not
+ * every server creates intermediate levels itself), pipelined (imap/create-folders.ts),
+ * and returns their STATUS.
+ */
+function createMissingFolders(target: MailboxSide, mappings: FolderMapping[], tgtView: ServerView, stallMs: number): Promise<Map<string, CreatedFolder>> {
   const existing = new Set(tgtView.folders.map((f) => (f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path)));
   const wanted: string[] = [];
   const d = tgtView.delimiter;
   for (const m of mappings) {
     if (existing.has(m.targetPath)) continue;
-    // Create parents first: not every server creates intermediate levels itself.
     const segs = d ? m.targetPath.slice(tgtView.prefix.length).split(d) : [m.targetPath];
     for (let i = 1; i <= segs.length; i++) {
       const p = tgtView.prefix + segs.slice(0, i).join(d ?? '');
       if (!existing.has(p) && !wanted.includes(p)) wanted.push(p);
     }
   }
-  for (const path of wanted) {
-    await withWatchdog(tgt, stallMs, `creating ${path} on the target`, () => tgt.mailboxCreate(path));
-    existing.add(path);
-  }
+  return createFolders(target.endpoint, target.login, wanted, { idleTimeoutMs: stallMs });
 }
 
 async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts: SyncOptions, progress: SyncProgress, emit: () => void): Promise<AttemptResult> {
@@ -202,8 +204,9 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
       return { mappings, counts: statusCounts, found: sum(statusCounts), flagsUpdated: 0, dryRunToCopy: await dryRunCount(db, pairId, selectable, srcStatus) };
     }
     const pid = pairId!;
-    await createMissingFolders(tgt, mappings, tgtView, stallMs);
-    const tgtStatus = new Map(tgtList.map((f) => [f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path, f.status]));
+    const created = await createMissingFolders(opts.target, mappings, tgtView, stallMs);
+    const tgtStatus = new Map<string, { uidValidity?: number | bigint; uidNext?: number } | undefined>(tgtList.map((f) => [f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path, f.status]));
+    for (const [path, st] of created) tgtStatus.set(path, st);
     const targets = new Map<string, TargetFolder>();
     for (const m of selectable) {
       if (targets.has(m.targetPath)) continue;

@@ -45,8 +45,11 @@ let limit = HEAP_CEILING;
 
 /** Collects when the used heap is past the limit; returns whether it did. */
 function collectIfGrown(): boolean {
+  if (getHeapStatistics().used_heap_size < limit) return false;
+  // Only now: changing V8's flags makes it reject the code cache the CLI writes at exit
+  // (scripts/bundle.mjs), so a run that never needs a collection leaves them alone.
   gc ??= loadGc();
-  if (!gc || getHeapStatistics().used_heap_size < limit) return false;
+  if (!gc) return false;
   gc();
   limit = Math.max(HEAP_CEILING, getHeapStatistics().used_heap_size + HEAP_GROWTH);
   return true;

@@ -1,0 +1,75 @@
+/**
+ * Creates folders on a server, all commands pipelined on one connection: `CREATE`, then
+ * `SUBSCRIBE`, then `STATUS (UIDVALIDITY UIDNEXT)` for each (RFC 3501 §6.3.3, §6.3.6,
+ * §6.3.10), written back to back and answered in order. The STATUS answers are what the
+ * sync needs of a new folder before appending to it.
+ *
+ * Why not imapflow's mailboxCreate: it runs CREATE and then SUBSCRIBE one at a time, two
+ * round trips per folder. A first sync of a mailbox with 25 folders spent 50 round trips
+ * on that before copying anything: 1 s at a 20 ms round trip, ~35 ms even on loopback.
+ *
+ * Order matters only for parents and children, and it holds: a server executes one
+ * connection's commands in the order sent unless it can prove the outcome is the same
+ * (RFC 3501 §5.5), and callers list parents first. A folder that exists already
+ * (`NO [ALREADYEXISTS]`, RFC 5530 §3) is fine; SUBSCRIBE failures are ignored (a server may
+ * not support subscriptions for every folder; the folder itself is what matters).
+ */
+import type { ImapEndpoint, ImapLogin } from './endpoint.js';
+import { RawConnection, type UntaggedResponse } from './raw-connection.js';
+
+/** A created folder's STATUS (RFC 3501 §7.2.4); absent values were not sent. */
+export interface CreatedFolder {
+  uidValidity?: number;
+  uidNext?: number;
+}
+
+/** The server refused to create a folder (tagged NO/BAD other than ALREADYEXISTS). */
+export class CreateFolderError extends Error {
+  override name = 'CreateFolderError';
+}
+
+export async function createFolders(endpoint: ImapEndpoint, login: ImapLogin, paths: readonly string[], opts: { idleTimeoutMs?: number } = {}): Promise<Map<string, CreatedFolder>> {
+  const out = new Map<string, CreatedFolder>();
+  if (paths.length === 0) return out;
+  // Each STATUS command gets exactly one untagged STATUS before its tagged answer, and
+  // answers come in command order: the next untagged STATUS belongs to the oldest STATUS
+  // command that has not had one yet (no need to parse the mailbox name back).
+  const statusOrder: string[] = [];
+  let nextStatus = 0;
+  const onUntagged = (r: UntaggedResponse): void => {
+    if (r.kind !== 'STATUS' || nextStatus >= statusOrder.length) return;
+    const items = /\(([^()]*)\)\s*$/.exec(r.line)?.[1] ?? '';
+    const st: CreatedFolder = {};
+    const v = /UIDVALIDITY (\d+)/i.exec(items);
+    const n = /UIDNEXT (\d+)/i.exec(items);
+    if (v) st.uidValidity = Number(v[1]);
+    if (n) st.uidNext = Number(n[1]);
+    out.set(statusOrder[nextStatus++]!, st);
+  };
+  const conn = await RawConnection.connect(endpoint, { onUntagged, ...(opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: opts.idleTimeoutMs } : {}) });
+  try {
+    await conn.login(login);
+    const sent = paths.map((path) => {
+      const name = conn.mailboxName(path);
+      const create = conn.send([`CREATE ${name}`]).done;
+      const subscribe = conn.send([`SUBSCRIBE ${name}`]).done;
+      statusOrder.push(path);
+      const status = conn.send([`STATUS ${name} (UIDVALIDITY UIDNEXT)`]).done;
+      // Awaited below; never an unhandled rejection if the connection drops first.
+      subscribe.catch(() => undefined);
+      status.catch(() => undefined);
+      return { path, create, subscribe, status };
+    });
+    for (const s of sent) {
+      const r = await s.create;
+      if (r.status !== 'OK' && r.code !== 'ALREADYEXISTS') {
+        throw new CreateFolderError(`creating ${s.path} on the target failed: ${r.status}${r.code ? ` [${r.code}]` : ''} ${r.text}`);
+      }
+    }
+    await Promise.all(sent.map((s) => s.status));
+    await Promise.allSettled(sent.map((s) => s.subscribe));
+    return out;
+  } finally {
+    await conn.logout();
+  }
+}
