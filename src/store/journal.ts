@@ -4,7 +4,7 @@
  * duplicate (see sync/recovery.ts). Queries only; the engine decides.
  */
 import { type Kysely, sql, type Transaction } from 'kysely';
-import { withSqlite } from './sqlite-handle.js';
+import { type StatementCache, withSqlite } from './sqlite-handle.js';
 import type { Database, FolderRow, MessageRow, NewMessageRow, SkipKind } from './schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -91,15 +91,66 @@ const SQLITE_UPSERT = `insert into message (${MESSAGE_COLUMNS.join(', ')}) value
   .map((c) => `${c} = excluded.${c}`)
   .join(', ')}`;
 const SQLITE_COPIED = "update message set state = 'copied', uid_floor = null, skip_kind = null, reason = null, target_uid = ? where folder_id = ? and source_uid = ?";
+const SQLITE_SKIPPED = 'update message set state = ?, skip_kind = ?, reason = ?, subject = ?, uid_floor = null, target_uid = null where folder_id = ? and source_uid = ?';
+const SQLITE_DELETE = 'delete from message where folder_id = ? and source_uid = ?';
+
+/**
+ * What the copy path journals before a chunk's APPENDs, in one transaction: the pending
+ * rows, orphans adopted in place of a copy (their old row goes, the new one is copied),
+ * and the messages the source could not deliver. On SQLite all of it runs as cached
+ * statements (no query building per chunk); PostgreSQL uses the portable forms.
+ */
+export async function journalChunk(
+  db: Kysely<Database>,
+  folderId: number,
+  chunk: { pending: readonly NewMessageRow[]; adopted: readonly { row: NewMessageRow; orphanUid: number }[]; skipped: readonly NewMessageRow[] },
+): Promise<void> {
+  const direct = withSqlite(db, (s) => {
+    upsertRows(s, chunk.pending);
+    const del = s.get(SQLITE_DELETE);
+    for (const a of chunk.adopted) del.run(folderId, a.orphanUid);
+    upsertRows(s, chunk.adopted.map((a) => a.row));
+    upsertRows(s, chunk.skipped);
+  });
+  if (direct) return direct;
+  await db.transaction().execute(async (trx) => {
+    await insertMessages(trx, chunk.pending);
+    for (const a of chunk.adopted) await trx.deleteFrom('message').where('folder_id', '=', folderId).where('source_uid', '=', a.orphanUid).execute();
+    await insertMessages(trx, [...chunk.adopted.map((a) => a.row), ...chunk.skipped]);
+  });
+}
+
+/** What the target said to a chunk's APPENDs, in one transaction: copied (with target UIDs) and refused. */
+export async function recordChunkOutcome(
+  db: Kysely<Database>,
+  folderId: number,
+  copied: readonly { sourceUid: number; targetUid: number | null }[],
+  refused: readonly { uid: number; kind: SkipKind; reason: string; subject: string | null }[],
+): Promise<void> {
+  const direct = withSqlite(db, (s) => {
+    const update = s.get(SQLITE_COPIED);
+    for (const c of copied) update.run(c.targetUid, folderId, c.sourceUid);
+    const skip = s.get(SQLITE_SKIPPED);
+    for (const r of refused) skip.run('skipped', r.kind, r.reason, r.subject, folderId, r.uid);
+  });
+  if (direct) return direct;
+  await db.transaction().execute(async (trx) => {
+    await markCopied(trx, folderId, copied);
+    for (const r of refused) await markSkipped(trx, folderId, r.uid, r.kind, r.reason, r.subject);
+  });
+}
+
+function upsertRows(s: StatementCache, rows: readonly NewMessageRow[]): void {
+  if (rows.length === 0) return;
+  const upsert = s.get(SQLITE_UPSERT);
+  for (const r of rows) {
+    upsert.run(r.folder_id, r.source_uid, r.state, r.size, r.internal_date, r.sha256, r.flags, r.target_uid, r.uid_floor, r.skip_kind, r.reason, r.subject);
+  }
+}
 
 export async function insertMessages(db: Db, rows: readonly NewMessageRow[]): Promise<void> {
   if (rows.length === 0) return;
-  const direct = withSqlite(db, (s) => {
-    const upsert = s.get(SQLITE_UPSERT);
-    for (const r of rows) {
-      upsert.run(r.folder_id, r.source_uid, r.state, r.size, r.internal_date, r.sha256, r.flags, r.target_uid, r.uid_floor, r.skip_kind, r.reason, r.subject);
-    }
-  });
+  const direct = withSqlite(db, (s) => upsertRows(s, rows));
   if (direct) return direct;
   for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
     const part = rows.slice(i, i + INSERT_CHUNK);

@@ -27,7 +27,7 @@ import type { Logger } from 'pino';
 import { PipelinedAppender, type StreamedBody } from '../imap/append-pipeline.js';
 import { LiteralPipe } from '../imap/literal-pipe.js';
 import { type FetchedMessage, RawFetcher } from '../imap/raw-fetch.js';
-import { insertMessages, markCopied, markSkipped, setDigest } from '../store/journal.js';
+import { journalChunk, recordChunkOutcome, setDigest } from '../store/journal.js';
 import { type Slab, SlabPool } from './arena.js';
 import type { Database, MessageRow, NewMessageRow } from '../store/schema.js';
 import type { ByteBudget } from './byte-budget.js';
@@ -411,15 +411,10 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
     pending.push({ ...base, state: 'pending', flags: flagsKey(m.flags), target_uid: null, uid_floor: tf.floor });
     prepared.push(m);
   }
-  await ctx.db.transaction().execute(async (trx) => {
-    await insertMessages(trx, pending);
-    for (const a of adopted) {
-      await trx.deleteFrom('message').where('folder_id', '=', folderId).where('source_uid', '=', a.orphanUid).execute();
-    }
-    await insertMessages(
-      trx,
-      [...adopted.map((a) => a.row), ...unreadable.map((u) => ({ folder_id: folderId, source_uid: u.uid, state: 'skipped' as const, size: job.items.find((i) => i.uid === u.uid)?.size ?? 0, internal_date: 0, sha256: null, flags: '', target_uid: null, uid_floor: null, skip_kind: 'unreadable' as const, reason: u.reason, subject: null }))],
-    );
+  await journalChunk(ctx.db, folderId, {
+    pending,
+    adopted,
+    skipped: unreadable.map((u) => ({ folder_id: folderId, source_uid: u.uid, state: 'skipped' as const, size: job.items.find((i) => i.uid === u.uid)?.size ?? 0, internal_date: 0, sha256: null, flags: '', target_uid: null, uid_floor: null, skip_kind: 'unreadable' as const, reason: u.reason, subject: null })),
   });
   ctx.progress.failed += unreadable.length;
   // Adopted messages were on the target already: this run did not copy them (`copied`
@@ -461,10 +456,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       copied.push({ sourceUid: p.uid, targetUid: r.uid ?? null });
       bytes += bodySize(p.body);
     });
-    await ctx.db.transaction().execute(async (trx) => {
-      await markCopied(trx, folderId, copied);
-      for (const r of refused) await markSkipped(trx, folderId, r.uid, 'refused', r.reason, r.subject);
-    });
+    await recordChunkOutcome(ctx.db, folderId, copied, refused.map((r) => ({ ...r, kind: 'refused' as const })));
     ctx.progress.copied += copied.length;
     ctx.progress.copiedBytes += bytes;
     ctx.progress.skipped += refused.length;
