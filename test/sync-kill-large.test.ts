@@ -675,14 +675,18 @@ describe('sync: crash safety while messages over 2 MiB are streamed', () => {
       // longer after attempts that copied nothing (mailbox-sync.ts), which only costs time.
       for (const step of plan) {
         let ok: boolean;
+        // The journal as it was when the drop was decided: for a hashless drop, the very poll
+        // that saw the digest missing (read again afterwards, a stream finishing in between
+        // would show its digest, and the drop would be recorded as the wrong kind).
+        let atDrop: PendingRow[] = [];
         if (step.when === 'stored') {
           stored = await holdUntilStored(run, relay, target, db, armed);
           ok = stored !== null;
+          atDrop = pendingRows(db);
         } else {
-          ok = await until(run, () => armed() && hashlessLarge(pendingRows(db)).length > 0);
+          ok = await until(run, () => armed() && hashlessLarge((atDrop = pendingRows(db))).length > 0);
         }
         if (!ok) break;
-        const atDrop = pendingRows(db);
         relay.discard(); // answers held back are lost with the connection
         if (step.side !== 'source') tgtProxy.dropAll();
         if (step.side !== 'target') srcProxy.dropAll();

@@ -45,6 +45,12 @@ export interface ResolveSourceLoginOptions {
   cache?: SourceLoginCache;
   /** Close a connection whose command makes no progress for this long (ms). */
   stallMs?: number;
+  /**
+   * Hand the checked session over (`ResolvedSourceLogin.session`) instead of logging it
+   * out: a sync that starts right after can use it as its first source session and save a
+   * whole login (connect, greeting, capabilities, authentication: several round trips).
+   */
+  keepSession?: boolean;
 }
 
 /** How the session was confirmed to be the right one. */
@@ -66,6 +72,8 @@ export interface ResolvedSourceLogin {
   /** UserRoot only: the root as given, and the source folders found under it. */
   userRoot?: string;
   userRootFolders?: string[];
+  /** With `keepSession`: the authenticated session the check used; the caller logs it out. */
+  session?: ImapFlow;
 }
 
 /**
@@ -110,12 +118,18 @@ async function capabilitiesOf(endpoint: ImapEndpoint): Promise<ReadonlySet<strin
   }
 }
 
-async function withSession<T>(endpoint: ImapEndpoint, login: ImapLogin, opts: ResolveSourceLoginOptions, fn: (s: ImapFlow) => Promise<T>): Promise<T> {
+async function withSession<T>(endpoint: ImapEndpoint, login: ImapLogin, opts: ResolveSourceLoginOptions, fn: (s: ImapFlow) => Promise<T>, keep?: (s: ImapFlow) => void): Promise<T> {
   const session = await openSession({ endpoint, login, ...(opts.logger ? { logger: opts.logger } : {}), ...(opts.stallMs ? { stallMs: opts.stallMs } : {}) });
+  let kept = false;
   try {
-    return await fn(session);
+    const value = await fn(session);
+    if (keep) {
+      keep(session);
+      kept = true;
+    }
+    return value;
   } finally {
-    await session.logout().catch(() => session.close());
+    if (!kept) await session.logout().catch(() => session.close());
   }
 }
 
@@ -163,6 +177,7 @@ export async function resolveSourceLogin(
   }
 
   const failures: string[] = [];
+  let kept: ImapFlow | undefined;
   for (const attempt of plan) {
     let result: ResolvedSourceLogin;
     try {
@@ -176,7 +191,7 @@ export async function resolveSourceLogin(
         }
         const check = await checkNotAdminsOwn(session, cred, attempt, endpoint, password, opts);
         return { ...base, check };
-      });
+      }, opts.keepSession ? (session) => (kept = session) : undefined);
     } catch (err) {
       // Refused credentials: try the next attempt. Everything else (connection, the
       // checks' own errors) is final.
@@ -186,7 +201,7 @@ export async function resolveSourceLogin(
       continue;
     }
     log?.debug({ method: result.method, check: result.check }, 'source login resolved');
-    return result;
+    return kept ? { ...result, session: kept } : result;
   }
   const text = scrubSecrets(failures.join('; '), [password]);
   const admin = adminOf(cred);

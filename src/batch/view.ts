@@ -233,8 +233,12 @@ async function endpointNames(db: Kysely<Database>): Promise<Map<number, string>>
   return new Map((await db.selectFrom('endpoint').select(['id', 'name']).execute()).map((e) => [e.id, e.name]));
 }
 
-export async function loadBatchDetail(db: Kysely<Database>, b: BatchRow, now = Date.now()): Promise<BatchDetail> {
-  const rows = await db.selectFrom('batch_mailbox').selectAll().where('batch_id', '=', b.id).orderBy('line').execute();
+export async function loadBatchDetail(db: Kysely<Database>, given: BatchRow, now = Date.now()): Promise<BatchDetail> {
+  const rows = await db.selectFrom('batch_mailbox').selectAll().where('batch_id', '=', given.id).orderBy('line').execute();
+  // The batch row again, read after its mailboxes: a worker stamps `initial_synced_at` in
+  // the same transaction as the last mailbox's outcome, so a batch row read before the
+  // mailboxes could show a finished initial sync (derived from them) without its time.
+  const b = (await db.selectFrom('batch').selectAll().where('id', '=', given.id).executeTakeFirst()) ?? given;
   const names = await endpointNames(db);
   const mailboxes = rows.map((r) => mailboxView(r, now));
   return { batch: batchView(b, { endpoint: names.get(b.endpoint_id) ?? '?', target: names.get(b.target_id) ?? '?' }, mailboxes, now), mailboxes };

@@ -2,6 +2,7 @@
  * The source/target options `sync` and `verify` share. Passwords never come from the
  * command line (visible in `ps` and shell history): only from the environment or a file.
  */
+import type { ImapFlow } from 'imapflow';
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { Logger } from 'pino';
@@ -87,7 +88,11 @@ function endpointOf(flags: ConnectionFlags, which: 'source' | 'target'): Mailbox
  * admin's own name with --user-root); resolveSourceLogin picks the login and makes sure
  * the session is the user's. The target login is used verbatim.
  */
-export async function resolveSides(flags: ConnectionFlags, logger: Logger): Promise<{ source: MailboxSide & { userRoot?: string }; target: MailboxSide }> {
+export async function resolveSides(
+  flags: ConnectionFlags,
+  logger: Logger,
+  opts: { keepSourceSession?: boolean } = {},
+): Promise<{ source: MailboxSide & { userRoot?: string }; target: MailboxSide; sourceSession?: ImapFlow }> {
   const sourceAuth = flags.sourceAuth;
   if (sourceAuth !== 'auto' && sourceAuth !== 'login' && sourceAuth !== 'plain') throw new UsageError('--source-auth must be auto, login or plain');
   if (flags.targetAuth !== 'login' && flags.targetAuth !== 'plain') throw new UsageError('--target-auth must be login or plain');
@@ -95,7 +100,7 @@ export async function resolveSides(flags: ConnectionFlags, logger: Logger): Prom
   const targetPassword = password('MAILFERRY_TARGET_PASSWORD', flags.targetPasswordFile, 'target');
   const sourceEndpoint = endpointOf(flags, 'source');
   const targetEndpoint = endpointOf(flags, 'target');
-  const resolved = await resolveSourceLogin(sourceEndpoint, flags.sourceUser, sourcePassword, { userRoot: flags.userRoot, auth: sourceAuth as AuthPreference, logger });
+  const resolved = await resolveSourceLogin(sourceEndpoint, flags.sourceUser, sourcePassword, { userRoot: flags.userRoot, auth: sourceAuth as AuthPreference, logger, ...(opts.keepSourceSession ? { keepSession: true } : {}) });
   // Never log `resolved` itself: its login carries the password.
   if (resolved.check === 'both-empty') logger.warn({ user: resolved.mailboxUser }, 'impersonation could not be confirmed: the user and admin mailboxes are both empty');
   else logger.info({ user: resolved.mailboxUser, method: resolved.method, check: resolved.check }, 'source login resolved');
@@ -103,5 +108,6 @@ export async function resolveSides(flags: ConnectionFlags, logger: Logger): Prom
   return {
     source: { endpoint: sourceEndpoint, login: resolved.login, mailboxUser: resolved.mailboxUser, ...(userRoot ? { userRoot } : {}) },
     target: { endpoint: targetEndpoint, login: loginFor(flags.targetUser, targetPassword, flags.targetAuth) },
+    ...(resolved.session ? { sourceSession: resolved.session } : {}),
   };
 }

@@ -75,10 +75,17 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
         const logger = cliLogger(flags.logLevel);
         // Parsed before anything connects: a bad date is a usage error (exit 2), not a failed sync.
         const scope = receivedAfterOf(flags);
+        const limits = {
+          maxMessageSize: positiveInt(flags.maxMessageSize, '--max-message-size'),
+          connections: positiveInt(flags.connections, '--connections'),
+          memoryBudget: positiveInt(flags.memoryBudget, '--memory-budget') * 1024 * 1024,
+        };
         // The database opens while the source login is checked (that waits on the network).
-        const [sidesResult, storeResult] = await Promise.allSettled([resolveSides(flags, logger), openStore(flags.db)]);
+        // The login check's session becomes the sync's first source session (one login less).
+        const [sidesResult, storeResult] = await Promise.allSettled([resolveSides(flags, logger, { keepSourceSession: true }), openStore(flags.db)]);
         if (sidesResult.status === 'rejected' || storeResult.status === 'rejected') {
           if (storeResult.status === 'fulfilled') await storeResult.value.close();
+          if (sidesResult.status === 'fulfilled') await sidesResult.value.sourceSession?.logout().catch(() => undefined);
           throw sidesResult.status === 'rejected' ? sidesResult.reason : (storeResult as PromiseRejectedResult).reason;
         }
         const sides = sidesResult.value;
@@ -92,9 +99,7 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
             ...sides,
             exclude: flags.exclude,
             ...scope,
-            maxMessageSize: positiveInt(flags.maxMessageSize, '--max-message-size'),
-            connections: positiveInt(flags.connections, '--connections'),
-            memoryBudget: positiveInt(flags.memoryBudget, '--memory-budget') * 1024 * 1024,
+            ...limits,
             dryRun: !!flags.dryRun,
             logger,
             onProgress: (p) => bar.update(p),

@@ -70,6 +70,30 @@ export async function syncMailbox(store: Store, opts: SyncOptions): Promise<Sync
   const progress = emptyProgress();
   const emit = () => opts.onProgress?.(progress);
   const { sourceKey, targetKey } = pairKeys(opts);
+  // The login check's session goes to the first attempt only (a later attempt after a lost
+  // connection logs in anew); whatever happens, it is logged out.
+  let handedOver = opts.sourceSession;
+  try {
+    return await syncAttempts(store, opts, progress, emit, sourceKey, targetKey, started, () => {
+      const s = handedOver;
+      handedOver = undefined;
+      return s;
+    });
+  } finally {
+    if (handedOver) await handedOver.logout().catch(() => handedOver?.close());
+  }
+}
+
+async function syncAttempts(
+  store: Store,
+  opts: SyncOptions,
+  progress: SyncProgress,
+  emit: () => void,
+  sourceKey: string,
+  targetKey: string,
+  started: number,
+  takeSession: () => ImapFlow | undefined,
+): Promise<SyncSummary> {
   const db = store.db;
   const pairId = opts.dryRun ? await findPair(db, sourceKey, targetKey) : await ensurePair(db, sourceKey, targetKey);
   const maxAttempts = opts.maxAttempts ?? 6;
@@ -81,7 +105,7 @@ export async function syncMailbox(store: Store, opts: SyncOptions): Promise<Sync
   for (let attempt = 1; ; attempt++) {
     const copiedBefore = progress.copied;
     try {
-      result = await runAttempt(db, pairId, opts, progress, emit);
+      result = await runAttempt(db, pairId, opts, progress, emit, takeSession());
       break;
     } catch (err) {
       const firstContact = attempt === 1 && progress.phase === 'connecting';
@@ -159,7 +183,8 @@ function createMissingFolders(target: MailboxSide, mappings: FolderMapping[], tg
   return createFolders(target.endpoint, target.login, wanted, { idleTimeoutMs: stallMs });
 }
 
-async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts: SyncOptions, progress: SyncProgress, emit: () => void): Promise<AttemptResult> {
+/** `handedOver`: the login check's source session (SyncOptions.sourceSession), for the first attempt; logged out like its own. */
+async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts: SyncOptions, progress: SyncProgress, emit: () => void, handedOver?: ImapFlow): Promise<AttemptResult> {
   const log = opts.logger;
   const stallMs = opts.stallMs ?? 120_000;
   const maxMessageSize = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
@@ -167,8 +192,9 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
   emit();
   // Both sessions at once: each login is a few round trips. The source's failure is the one
   // reported when both fail (it names the mailbox the admin is migrating).
+  if (handedOver && !handedOver.usable) handedOver.close();
   const [srcOpen, tgtOpen] = await Promise.allSettled([
-    openSession({ endpoint: opts.source.endpoint, login: opts.source.login, logger: log, stallMs }),
+    handedOver?.usable ? handedOver : openSession({ endpoint: opts.source.endpoint, login: opts.source.login, logger: log, stallMs }),
     openSession({ endpoint: opts.target.endpoint, login: opts.target.login, logger: log, stallMs }),
   ]);
   if (srcOpen.status === 'rejected' || tgtOpen.status === 'rejected') {

@@ -1,4 +1,5 @@
 /** What one mailbox sync needs to know, and what it reports at the end. */
+import type { ImapFlow } from 'imapflow';
 import type { Logger } from 'pino';
 import type { ImapEndpoint, ImapLogin } from '../imap/endpoint.js';
 import type { SyncProgress } from './progress.js';
@@ -50,6 +51,12 @@ export interface SyncOptions {
   receivedAfter?: number;
   /** Plan only: list what would be copied, change nothing. */
   dryRun?: boolean;
+  /**
+   * An authenticated session of `source`'s login (the one the login check used,
+   * auth/resolve.ts `keepSession`): the first attempt uses it instead of logging in again.
+   * The sync logs it out.
+   */
+  sourceSession?: ImapFlow;
   logger: Logger;
   onProgress?: (p: Readonly<SyncProgress>) => void;
   signal?: AbortSignal;

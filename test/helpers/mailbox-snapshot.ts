@@ -17,7 +17,11 @@ export interface SnapshotMessage {
 export type MailboxSnapshot = Map<string, SnapshotMessage[]>;
 
 export async function connect(endpoint: ImapEndpoint, user: string, pass: string): Promise<ImapFlow> {
-  const c = new ImapFlow({ host: endpoint.host, port: endpoint.port, secure: endpoint.tls === 'implicit', doSTARTTLS: endpoint.tls === 'starttls' ? true : false, tls: { rejectUnauthorized: false }, auth: { user, pass }, logger: false, disableAutoIdle: true });
+  const log = (level: string) => (o: Record<string, unknown>) => {
+    if (process.env.MAILFERRY_TEST_IMAP_LOG) process.stderr.write(`imapflow ${level} ${endpoint.port} ${JSON.stringify(o)}\n`);
+  };
+  const logger = { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
+  const c = new ImapFlow({ host: endpoint.host, port: endpoint.port, secure: endpoint.tls === 'implicit', doSTARTTLS: endpoint.tls === 'starttls' ? true : false, tls: { rejectUnauthorized: false }, auth: { user, pass }, logger, disableAutoIdle: true });
   // Not thrown from here (the pending command rejects), but said: when a test session's
   // connection goes away, the reason is otherwise lost ("Connection not available").
   c.on('error', (err: Error & { code?: string }) => process.stderr.write(`test IMAP session to ${endpoint.host}:${endpoint.port} (${user}): ${err.code ?? ''} ${err.message}\n`));
