@@ -5,6 +5,7 @@ import { CredentialFormatError, ImpersonationError, UserRootError } from '../aut
 import { ImapAuthError, ImapConnectError } from '../imap/errors.js';
 import { StoreUrlError } from '../store/open.js';
 import { EXIT, UsageError } from './exit-codes.js';
+import { packageVersion } from './version.js';
 
 type Run = (fn: () => Promise<number>) => Promise<void>;
 type Register = (program: Command, run: Run) => void;
@@ -26,7 +27,7 @@ const GROUPS: { commands: readonly string[]; load: () => Promise<Register> }[] =
   { commands: ['serve', 'worker'], load: async () => (await import('./serve-command.js')).registerServeCommands },
 ];
 
-/** The command word: the first argument that is not an option (the program has none of its own but -h). */
+/** The command word: the first argument that is not an option (the program has none of its own but -h and -V). */
 function commandWord(argv: readonly string[]): string | undefined {
   return argv.slice(2).find((a) => !a.startsWith('-'));
 }
@@ -52,6 +53,7 @@ const program = new Command();
 program
   .name('mailferry')
   .description('Migrate whole mailboxes between IMAP servers, exactly once, and keep them in sync until the cut-over.')
+  .version(packageVersion(), '-V, --version', 'print the version and exit')
   .exitOverride()
   .showHelpAfterError();
 /** No top-level await: the bundle is a classic script (scripts/bundle.mjs, for V8's code cache). */
