@@ -37,6 +37,8 @@ await build({
   // Less to read and hash at every start (names stay: stack traces remain readable).
   minifyWhitespace: true,
   external: ['better-sqlite3', 'pg', 'pg-native'],
+  // imapflow's SOCKS proxy support: never used (see the stub).
+  alias: { socks: './scripts/stubs/socks.cjs' },
   sourcemap: true,
   logLevel: 'warning',
 });
