@@ -31,29 +31,33 @@ export class CreateFolderError extends Error {
 export async function createFolders(endpoint: ImapEndpoint, login: ImapLogin, paths: readonly string[], opts: { idleTimeoutMs?: number } = {}): Promise<Map<string, CreatedFolder>> {
   const out = new Map<string, CreatedFolder>();
   if (paths.length === 0) return out;
-  // Each STATUS command gets exactly one untagged STATUS before its tagged answer, and
-  // answers come in command order: the next untagged STATUS belongs to the oldest STATUS
-  // command that has not had one yet (no need to parse the mailbox name back).
-  const statusOrder: string[] = [];
-  let nextStatus = 0;
+  // STATUS answers are matched to folders by the name the server echoes (RFC 3501 §7.2.4:
+  // `* STATUS mailbox (…)`), compared with the name as sent. A name echoed in another form
+  // (an atom, another case of INBOX) is simply not matched: the sync then asks again.
+  const byWireName = new Map<string, string>();
   const onUntagged = (r: UntaggedResponse): void => {
-    if (r.kind !== 'STATUS' || nextStatus >= statusOrder.length) return;
-    const items = /\(([^()]*)\)\s*$/.exec(r.line)?.[1] ?? '';
+    if (r.kind !== 'STATUS') return;
+    const m = /^\* STATUS (?:"((?:[^"\\]|\\.)*)"|\{\d+\+?\}|(\S+)) \(([^()]*)\)\s*$/i.exec(r.line);
+    if (!m) return;
+    const wire = m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2] !== undefined ? m[2] : (r.literals[0]?.toString('utf8') ?? '');
+    const path = byWireName.get(wire);
+    if (path === undefined) return;
     const st: CreatedFolder = {};
-    const v = /UIDVALIDITY (\d+)/i.exec(items);
-    const n = /UIDNEXT (\d+)/i.exec(items);
+    const v = /UIDVALIDITY (\d+)/i.exec(m[3]!);
+    const n = /UIDNEXT (\d+)/i.exec(m[3]!);
     if (v) st.uidValidity = Number(v[1]);
     if (n) st.uidNext = Number(n[1]);
-    out.set(statusOrder[nextStatus++]!, st);
+    out.set(path, st);
   };
   const conn = await RawConnection.connect(endpoint, { onUntagged, ...(opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: opts.idleTimeoutMs } : {}) });
   try {
     await conn.login(login);
     const sent = paths.map((path) => {
       const name = conn.mailboxName(path);
+      // mailboxName quotes (and escapes " and \): the wire name is what is between the quotes.
+      byWireName.set(name.slice(1, -1).replace(/\\(.)/g, '$1'), path);
       const create = conn.send([`CREATE ${name}`]).done;
       const subscribe = conn.send([`SUBSCRIBE ${name}`]).done;
-      statusOrder.push(path);
       const status = conn.send([`STATUS ${name} (UIDVALIDITY UIDNEXT)`]).done;
       // Awaited below; never an unhandled rejection if the connection drops first.
       subscribe.catch(() => undefined);

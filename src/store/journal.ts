@@ -91,7 +91,7 @@ const SQLITE_UPSERT = `insert into message (${MESSAGE_COLUMNS.join(', ')}) value
   .map((c) => `${c} = excluded.${c}`)
   .join(', ')}`;
 const SQLITE_COPIED = "update message set state = 'copied', uid_floor = null, skip_kind = null, reason = null, target_uid = ? where folder_id = ? and source_uid = ?";
-const SQLITE_SKIPPED = 'update message set state = ?, skip_kind = ?, reason = ?, subject = ?, uid_floor = null, target_uid = null where folder_id = ? and source_uid = ?';
+const SQLITE_SKIPPED = "update message set state = 'skipped', skip_kind = ?, reason = ?, subject = ?, uid_floor = null, target_uid = null where folder_id = ? and source_uid = ?";
 const SQLITE_DELETE = 'delete from message where folder_id = ? and source_uid = ?';
 
 /**
@@ -128,16 +128,21 @@ export async function recordChunkOutcome(
   refused: readonly { uid: number; kind: SkipKind; reason: string; subject: string | null }[],
 ): Promise<void> {
   const direct = withSqlite(db, (s) => {
-    const update = s.get(SQLITE_COPIED);
-    for (const c of copied) update.run(c.targetUid, folderId, c.sourceUid);
+    copiedRows(s, folderId, copied);
     const skip = s.get(SQLITE_SKIPPED);
-    for (const r of refused) skip.run('skipped', r.kind, r.reason, r.subject, folderId, r.uid);
+    for (const r of refused) skip.run(r.kind, r.reason, r.subject, folderId, r.uid);
   });
   if (direct) return direct;
   await db.transaction().execute(async (trx) => {
     await markCopied(trx, folderId, copied);
     for (const r of refused) await markSkipped(trx, folderId, r.uid, r.kind, r.reason, r.subject);
   });
+}
+
+function copiedRows(s: StatementCache, folderId: number, copies: readonly { sourceUid: number; targetUid: number | null }[]): void {
+  if (copies.length === 0) return;
+  const update = s.get(SQLITE_COPIED);
+  for (const c of copies) update.run(c.targetUid, folderId, c.sourceUid);
 }
 
 function upsertRows(s: StatementCache, rows: readonly NewMessageRow[]): void {
@@ -183,10 +188,7 @@ export async function insertMessages(db: Db, rows: readonly NewMessageRow[]): Pr
  */
 export async function markCopied(db: Db, folderId: number, copies: readonly { sourceUid: number; targetUid: number | null }[]): Promise<void> {
   if (copies.length === 0) return;
-  const direct = withSqlite(db, (s) => {
-    const update = s.get(SQLITE_COPIED);
-    for (const c of copies) update.run(c.targetUid, folderId, c.sourceUid);
-  });
+  const direct = withSqlite(db, (s) => copiedRows(s, folderId, copies));
   if (direct) return direct;
   for (let i = 0; i < copies.length; i += INSERT_CHUNK) {
     const part = copies.slice(i, i + INSERT_CHUNK);
