@@ -57,7 +57,8 @@ export function engineRunner(opts: RunnerOptions): MailboxRunner {
   return async (job, control) => {
     const { mailbox, batch, source, target } = job;
     const log = opts.logger.child({ batch: batch.name, mailbox: mailbox.email_address, kind: job.claim.kind });
-    const ctx = { source, target, key: opts.secretKey, loginCache, logger: log, ...(opts.stallMs ? { stallMs: opts.stallMs } : {}) };
+    // The login check's session is the sync's first source session (one login less per run).
+    const ctx = { source, target, key: opts.secretKey, loginCache, logger: log, keepSourceSession: true, ...(opts.stallMs ? { stallMs: opts.stallMs } : {}) };
     return withMailboxSides(ctx, mailbox, async (sides) => {
       const syncOptions: SyncOptions = {
         ...sides,
