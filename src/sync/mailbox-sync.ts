@@ -70,59 +70,45 @@ export async function syncMailbox(store: Store, opts: SyncOptions): Promise<Sync
   const progress = emptyProgress();
   const emit = () => opts.onProgress?.(progress);
   const { sourceKey, targetKey } = pairKeys(opts);
+  const db = store.db;
   // The login check's session goes to the first attempt only (a later attempt after a lost
-  // connection logs in anew); whatever happens, it is logged out.
+  // connection logs in anew); whatever happens, it is logged out (by the attempt, or below).
   let handedOver = opts.sourceSession;
   try {
-    return await syncAttempts(store, opts, progress, emit, sourceKey, targetKey, started, () => {
-      const s = handedOver;
+    const pairId = opts.dryRun ? await findPair(db, sourceKey, targetKey) : await ensurePair(db, sourceKey, targetKey);
+    const maxAttempts = opts.maxAttempts ?? 6;
+    let result: AttemptResult | undefined;
+    // Failed attempts in a row that copied nothing. Counting every failure of the run instead
+    // made a long migration over a flaky link give up after its sixth drop even though each
+    // attempt got further; a server that stays unreachable still ends the run.
+    let failures = 0;
+    for (let attempt = 1; ; attempt++) {
+      const copiedBefore = progress.copied;
+      const session = handedOver;
       handedOver = undefined;
-      return s;
-    });
-  } finally {
-    if (handedOver) await handedOver.logout().catch(() => handedOver?.close());
-  }
-}
-
-async function syncAttempts(
-  store: Store,
-  opts: SyncOptions,
-  progress: SyncProgress,
-  emit: () => void,
-  sourceKey: string,
-  targetKey: string,
-  started: number,
-  takeSession: () => ImapFlow | undefined,
-): Promise<SyncSummary> {
-  const db = store.db;
-  const pairId = opts.dryRun ? await findPair(db, sourceKey, targetKey) : await ensurePair(db, sourceKey, targetKey);
-  const maxAttempts = opts.maxAttempts ?? 6;
-  let result: AttemptResult | undefined;
-  // Failed attempts in a row that copied nothing. Counting every failure of the run instead
-  // made a long migration over a flaky link give up after its sixth drop even though each
-  // attempt got further; a server that stays unreachable still ends the run.
-  let failures = 0;
-  for (let attempt = 1; ; attempt++) {
-    const copiedBefore = progress.copied;
-    try {
-      result = await runAttempt(db, pairId, opts, progress, emit, takeSession());
-      break;
-    } catch (err) {
-      const firstContact = attempt === 1 && progress.phase === 'connecting';
-      if (firstContact && err instanceof ImapConnectError) throw err;
-      if (!isRetryable(err) && !(err instanceof ImapConnectError)) throw err;
-      failures = progress.copied > copiedBefore ? 1 : failures + 1;
-      if (failures >= maxAttempts || opts.signal?.aborted) throw err;
-      progress.reconnects++;
-      const wait = Math.min(30_000, 500 * 2 ** (failures - 1));
-      opts.logger.warn({ err: (err as Error).message, attempt, retryInMs: wait }, 'connection lost; resuming');
-      emit();
-      await sleep(wait, opts.signal);
+      try {
+        result = await runAttempt(db, pairId, opts, progress, emit, session);
+        break;
+      } catch (err) {
+        const firstContact = attempt === 1 && progress.phase === 'connecting';
+        if (firstContact && err instanceof ImapConnectError) throw err;
+        if (!isRetryable(err) && !(err instanceof ImapConnectError)) throw err;
+        failures = progress.copied > copiedBefore ? 1 : failures + 1;
+        if (failures >= maxAttempts || opts.signal?.aborted) throw err;
+        progress.reconnects++;
+        const wait = Math.min(30_000, 500 * 2 ** (failures - 1));
+        opts.logger.warn({ err: (err as Error).message, attempt, retryInMs: wait }, 'connection lost; resuming');
+        emit();
+        await sleep(wait, opts.signal);
+      }
     }
+    progress.phase = 'done';
+    emit();
+    return await summarize(db, pairId, opts, result!, progress, started);
+  } finally {
+    const unused = handedOver;
+    if (unused) await unused.logout().catch(() => unused.close());
   }
-  progress.phase = 'done';
-  emit();
-  return summarize(db, pairId, opts, result!, progress, started);
 }
 
 async function summarize(db: Kysely<Database>, pairId: number | undefined, opts: SyncOptions, r: AttemptResult, progress: SyncProgress, started: number): Promise<SyncSummary> {
