@@ -55,7 +55,11 @@ export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaul
   } else {
     throw new StoreUrlError(`unsupported database URL "${url}": use sqlite:PATH or postgres://…`);
   }
-  const migrator = new Migrator({ db, provider: migrationProvider(dialect) });
+  // Names are zero-padded ASCII ("0001_sync_state"), so code-unit order is their order;
+  // Kysely's default (localeCompare) builds an ICU collator on every start (~5 ms of a
+  // no-op sync's 0.2 s).
+  const nameComparator = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  const migrator = new Migrator({ db, provider: migrationProvider(dialect), nameComparator });
   const { error } = await migrator.migrateToLatest();
   if (error) {
     await db.destroy();
