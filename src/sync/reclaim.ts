@@ -46,8 +46,8 @@ let limit = HEAP_CEILING;
 /** Collects when the used heap is past the limit; returns whether it did. */
 function collectIfGrown(): boolean {
   if (getHeapStatistics().used_heap_size < limit) return false;
-  // Only now: changing V8's flags makes it reject the code cache the CLI writes at exit
-  // (scripts/bundle.mjs), so a run that never needs a collection leaves them alone.
+  // Only now: a changed V8 flag set makes V8 reject a code cache made before the change
+  // (the CLI's loader sets --expose-gc itself for that reason, scripts/bundle.mjs).
   gc ??= loadGc();
   if (!gc) return false;
   gc();
