@@ -499,7 +499,7 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
           // Message bytes now live in reused slabs and pipe blocks, but each chunk's
           // objects (promises, parsed lines, rows) outlive young-generation collections and
           // pile up in the old generation until V8 gets to a full collection: see reclaim.ts.
-          ctx.reclaimer.released(job.items.reduce((n, i) => n + i.size, 0));
+          ctx.reclaimer.released(job.items.reduce((n, i) => n + i.size, 0), job.items.length);
         });
         // Awaited below (which still throws), but it may reject while this lane awaits a
         // fetch: without a handler attached now, Node would treat that as an unhandled

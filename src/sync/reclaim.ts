@@ -55,16 +55,27 @@ function collectIfGrown(): boolean {
   return true;
 }
 
+/**
+ * Messages released between two looks at the heap, whatever their bytes: the garbage is
+ * per message (objects), not per byte, so a mailbox of small messages made the heap grow
+ * past the ceiling long before 16 MiB had gone by (60,000 messages of 6 KB peaked at
+ * 156 MB RSS; checked every 500 messages too, at ~146 MB).
+ */
+const EVERY_MESSAGES = 500;
+
 export class MemoryReclaimer {
-  private sinceLast = 0;
+  private bytesSince = 0;
+  private messagesSince = 0;
 
   constructor(private readonly everyBytes: number) {}
 
-  /** Notes `bytes` of message data released; looks at the heap when enough has accumulated. */
-  released(bytes: number): void {
-    this.sinceLast += bytes;
-    if (this.sinceLast < this.everyBytes) return;
-    this.sinceLast = 0;
+  /** Notes a chunk released; looks at the heap when enough bytes or messages have gone by. */
+  released(bytes: number, messages: number): void {
+    this.bytesSince += bytes;
+    this.messagesSince += messages;
+    if (this.bytesSince < this.everyBytes && this.messagesSince < EVERY_MESSAGES) return;
+    this.bytesSince = 0;
+    this.messagesSince = 0;
     collectIfGrown();
   }
 }
