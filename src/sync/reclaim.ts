@@ -11,7 +11,7 @@
  * at ~118 MB, but cost ~0.5 s of its ~2.3 s of CPU (bench/sync-bench.ts, mail stores on
  * tmpfs) on a machine whose cores the IMAP servers need too. Without any, the same run
  * peaks at ~136 MB with ~36 MB of heap in use. So the collection is now a safety net:
- * after every `everyBytes` released, the used heap is looked at (cheap), and only when it
+ * after every `everyBytes` (or 500 messages) released, the used heap is looked at (cheap), and only when it
  * has grown past {@link HEAP_CEILING} (or past what the last collection left plus
  * {@link HEAP_GROWTH}, when that much is really live: a huge folder's journal map) is a
  * full collection forced. One check serves all the mailboxes of a process (`serve` runs

@@ -1,0 +1,79 @@
+/**
+ * The CLI's loader (dist/mailferry.mjs, written by scripts/bundle.mjs) and its V8 code cache:
+ * a missing or unusable cache is replaced after start-up, and a usable one is read back and
+ * left alone. The cache file is V8's data plus one trailing byte (the loader's count of
+ * exit-time checks): a loader that misread that layout would have V8 reject the cache on
+ * every start and rewrite it, which costs start-up time and shows nowhere else.
+ *
+ * Runs a copy of the bundle in a temp dir, so the build's own cache is not touched.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const dist = fileURLToPath(new URL('../', import.meta.url));
+const root = path.dirname(dist.replace(/\/$/, ''));
+const dir = mkdtempSync(path.join(os.tmpdir(), 'mailferry-loader-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+mkdirSync(path.join(dir, 'dist'));
+for (const f of ['mailferry.mjs', 'mailferry-app.cjs']) copyFileSync(path.join(dist, f), path.join(dir, 'dist', f));
+copyFileSync(path.join(root, 'package.json'), path.join(dir, 'package.json'));
+// The bundle leaves native and optional drivers (better-sqlite3, pg) to node_modules.
+symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
+const loader = path.join(dir, 'dist', 'mailferry.mjs');
+const cache = path.join(dir, 'dist', 'mailferry-app.cache');
+
+function version(): string {
+  const r = spawnSync(process.execPath, [loader, '--version'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout.trim();
+}
+
+/** Waits until the loader's write after start-up has landed (it renames a finished file into place). */
+function cacheInode(): number {
+  return statSync(cache).ino;
+}
+
+test('the code cache is written when missing, then read back without being rewritten', () => {
+  rmSync(cache, { force: true });
+  const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string };
+  assert.equal(version(), pkg.version);
+  const first = readFileSync(cache);
+  assert.ok(first.length > 100_000, `a cache of the start-up code, not ${first.length} bytes`);
+  assert.equal(first[first.length - 1], 0, 'a fresh cache has had no exit-time checks');
+  const ino = cacheInode();
+  // Short runs (under a second) never check at exit, so an accepted cache stays as it is.
+  for (let i = 0; i < 2; i++) {
+    assert.equal(version(), pkg.version);
+    assert.equal(cacheInode(), ino, `run ${i + 2} rewrote a cache V8 should have accepted`);
+  }
+});
+
+test('an unusable code cache (garbage, empty, or without the trailing byte) is replaced, and the command still runs', () => {
+  version();
+  const good = readFileSync(cache);
+  const unusable: [string, Buffer][] = [
+    ['garbage', Buffer.from('not a V8 code cache at all, just some bytes\n')],
+    ['empty', Buffer.alloc(0)],
+    ['without the trailing byte', good.subarray(0, good.length - 1)],
+  ];
+  for (const [what, bytes] of unusable) {
+    rmSync(cache);
+    writeFileSync(cache, bytes);
+    const ino = cacheInode();
+    assert.ok(version().length > 0, what);
+    assert.notEqual(cacheInode(), ino, `${what}: the cache was not replaced`);
+    const now = readFileSync(cache);
+    assert.ok(now.length > 100_000, `${what}: replaced by ${now.length} bytes`);
+    assert.equal(now[now.length - 1], 0, what);
+    // And the replacement is one V8 accepts.
+    const replaced = cacheInode();
+    version();
+    assert.equal(cacheInode(), replaced, `${what}: its replacement was rewritten too`);
+  }
+});
