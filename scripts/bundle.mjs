@@ -128,8 +128,7 @@ const save = (data, n) => {
   }
 };
 if (cachedData === undefined || script.cachedDataRejected) {
-  // After start-up has run (the command's modules are loaded by then), before the command
-  // itself can change V8 flags (the sync engine enables gc()), which would make V8 reject it.
+  // After start-up has run: the command's modules are loaded by then.
   checks = 0;
   cachedData = undefined;
   setImmediate(() => save((cachedData = script.createCachedData()), 0));

@@ -34,7 +34,7 @@ function version(): string {
   return r.stdout.trim();
 }
 
-/** Waits until the loader's write after start-up has landed (it renames a finished file into place). */
+/** The cache file's inode: the loader replaces the file by renaming a new one into place, so a rewrite changes it. */
 function cacheInode(): number {
   return statSync(cache).ino;
 }
