@@ -30,7 +30,6 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -43,8 +42,9 @@ import { type CorpusFolder, type CorpusMessage, generateCorpus } from '../src/la
 import { loadCorpusFast } from '../src/lab/fast-load.js';
 import { TcpProxy } from '../src/lab/proxy.js';
 import { STREAM_THRESHOLD } from '../src/sync/copy-lanes.js';
+import { algorithmOf, type Digest } from '../src/sync/content-digest.js';
 import { CLI, env, lastJson, runCli, syncArgs } from './helpers/cli.js';
-import { journalCounts } from './helpers/journal.js';
+import { journalCounts, journalHasher } from './helpers/journal.js';
 import { expectedTargetPath, type LabPair, startPair } from './helpers/lab-pair.js';
 import { compareMailboxes, connect, type MailboxSnapshot, snapshot } from './helpers/mailbox-snapshot.js';
 import { type Relay, startRelay } from './helpers/relay.js';
@@ -182,11 +182,11 @@ interface PendingRow {
   targetPath: string;
   uid: number;
   size: number;
-  sha256: string | null;
+  digest: string | null;
   floor: number;
 }
 
-const PENDING_SQL = `select m.folder_id as folderId, f.target_path as targetPath, m.source_uid as uid, m.size as size, m.sha256 as sha256, m.uid_floor as floor
+const PENDING_SQL = `select m.folder_id as folderId, f.target_path as targetPath, m.source_uid as uid, m.size as size, m.digest as digest, m.uid_floor as floor
   from message m join folder f on f.id = m.folder_id where m.state = 'pending' order by m.folder_id, m.source_uid`;
 
 /** Pending rows; while polling (`strict` false) an absent or busy database reads as none. */
@@ -208,10 +208,10 @@ function pendingRows(db: string, strict = false): PendingRow[] {
   }
 }
 
-function messageRow(db: string, folderId: number, uid: number): { state: string; target_uid: number | null; sha256: string | null } | undefined {
+function messageRow(db: string, folderId: number, uid: number): { state: string; target_uid: number | null; digest: string | null } | undefined {
   const d = new Database(db, { readonly: true, fileMustExist: true });
   try {
-    return d.prepare('select state, target_uid, sha256 from message where folder_id = ? and source_uid = ?').get(folderId, uid) as { state: string; target_uid: number | null; sha256: string | null } | undefined;
+    return d.prepare('select state, target_uid, digest from message where folder_id = ? and source_uid = ?').get(folderId, uid) as { state: string; target_uid: number | null; digest: string | null } | undefined;
   } finally {
     d.close();
   }
@@ -228,8 +228,8 @@ function copiedTargetUids(db: string, targetPath: string): Set<number> {
 }
 
 const isLarge = (r: PendingRow) => r.size > STREAM_THRESHOLD;
-const hashlessLarge = (rows: PendingRow[]) => rows.filter((r) => isLarge(r) && r.sha256 === null);
-const hashedLarge = (rows: PendingRow[]) => rows.filter((r) => isLarge(r) && r.sha256 !== null);
+const hashlessLarge = (rows: PendingRow[]) => rows.filter((r) => isLarge(r) && r.digest === null);
+const hashedLarge = (rows: PendingRow[]) => rows.filter((r) => isLarge(r) && r.digest !== null);
 
 // ---------------------------------------------------------------------------------------
 // The CLI as a child that can be watched, held up and killed
@@ -329,7 +329,7 @@ async function holdUntilStored(run: SyncRun, relay: Relay, target: ImapFlow, db:
         if (uid !== null) return { row, targetUid: uid };
       }
       // Rows that were answered before the hold are not pending any more: no use waiting.
-      if (!candidates.some((row) => still.some((r) => r.folderId === row.folderId && r.uid === row.uid && r.sha256 !== null))) break;
+      if (!candidates.some((row) => still.some((r) => r.folderId === row.folderId && r.uid === row.uid && r.digest !== null))) break;
       await sleep(10);
     }
     relay.hold(false);
@@ -345,7 +345,7 @@ async function storedUid(target: ImapFlow, db: string, row: PendingRow): Promise
   for (const m of listed) {
     if (m.uid < row.floor || m.size !== row.size || mapped.has(m.uid)) continue;
     const [full] = await target.fetchAll(String(m.uid), { uid: true, source: true }, { uid: true });
-    if (full?.source && createHash('sha256').update(full.source).digest('hex') === row.sha256) return m.uid;
+    if (full?.source && row.digest !== null && journalHasher(db).digestOf(full.source, algorithmOf(row.digest as Digest)) === row.digest) return m.uid;
   }
   return null;
 }
@@ -367,7 +367,7 @@ async function hashlessOnTarget(target: ImapFlow, db: string, atKill: PendingRow
     const listed = await target.fetchAll(`${floor}:*`, { uid: true, size: true }, { uid: true });
     for (const size of new Set(hashless.map((r) => r.size))) {
       const unmapped = listed.filter((m) => m.uid >= floor && m.size === size && !mapped.has(m.uid)).length;
-      const withDigest = rows.filter((r) => r.size === size && r.sha256 !== null).length;
+      const withDigest = rows.filter((r) => r.size === size && r.digest !== null).length;
       if (unmapped > withDigest) problems.push(`${path}: ${unmapped} unmapped message(s) of ${size} bytes on the target, ${withDigest} pending with a digest`);
     }
   }
@@ -594,7 +594,7 @@ describe('sync: crash safety while messages over 2 MiB are streamed', () => {
         assert.deepEqual(await hashlessOnTarget(target, db, atKill), [], `kill ${records.length + 1} (${mode}): a large message without a digest in its pending row is not on the target`);
         const hit =
           !finished &&
-          (mode === 'hashless' ? hashlessLarge(atKill).length > 0 : mode === 'hashed' ? hashedLarge(atKill).length > 0 : mode === 'stored' ? stored !== null && atKill.some((r) => r.folderId === stored!.row.folderId && r.uid === stored!.row.uid && r.sha256 !== null) : true);
+          (mode === 'hashless' ? hashlessLarge(atKill).length > 0 : mode === 'hashed' ? hashedLarge(atKill).length > 0 : mode === 'stored' ? stored !== null && atKill.some((r) => r.folderId === stored!.row.folderId && r.uid === stored!.row.uid && r.digest !== null) : true);
         records.push({ mode, finished, atKill, hit, ...(stored ? { stored } : {}), ms: Date.now() - t0 });
         if (finished) break;
       }
@@ -621,7 +621,7 @@ describe('sync: crash safety while messages over 2 MiB are streamed', () => {
       const rec = k.reconciled ?? [];
       assert.equal(rec.reduce((n, x) => n + x.recovered + x.requeued, 0), k.atKill.length, `kill ${i + 1} (${k.mode}): recovery resolved each pending row`);
       // Rows without a digest cannot be on the target: all of them are requeued.
-      assert.ok(rec.reduce((n, x) => n + x.requeued, 0) >= k.atKill.filter((r) => r.sha256 === null).length, `kill ${i + 1}: rows without digest requeued`);
+      assert.ok(rec.reduce((n, x) => n + x.requeued, 0) >= k.atKill.filter((r) => r.digest === null).length, `kill ${i + 1}: rows without digest requeued`);
       if (k.stored) {
         // Found by content, not sent again: its row maps the message the target had stored.
         const row = messageRow(db, k.stored.row.folderId, k.stored.row.uid);
@@ -720,7 +720,7 @@ describe('sync: crash safety while messages over 2 MiB are streamed', () => {
     assert.equal(drops.length, plan.length, `every drop landed while a large message was in flight (${drops.length} of ${plan.length})`);
     for (const [i, d] of drops.entries()) {
       if (d.when === 'hashless') assert.ok(hashlessLarge(d.atDrop).length > 0, `drop ${i + 1} came while a streamed message had no digest yet`);
-      else assert.ok(stored && d.atDrop.some((r) => r.folderId === stored!.row.folderId && r.uid === stored!.row.uid && r.sha256 !== null), `drop ${i + 1} came while the stored message was pending with its digest`);
+      else assert.ok(stored && d.atDrop.some((r) => r.folderId === stored!.row.folderId && r.uid === stored!.row.uid && r.digest !== null), `drop ${i + 1} came while the stored message was pending with its digest`);
     }
     assert.equal(status, 0, run.tail());
     const json = run.json();
@@ -832,8 +832,8 @@ describe('sync: crash safety while messages over 2 MiB are streamed', () => {
           while (!run.done && Date.now() < deadline && !reached) {
             await sleep(10);
             const rows = pendingRows(db).filter((r) => r.size === raw.length);
-            last = JSON.stringify(rows.map((r) => [r.uid, !!r.sha256]));
-            if (rows.length !== 2 || rows.some((r) => r.sha256 === null)) continue;
+            last = JSON.stringify(rows.map((r) => [r.uid, !!r.digest]));
+            if (rows.length !== 2 || rows.some((r) => r.digest === null)) continue;
             const box = await target.mailboxOpen(c.folder, { readOnly: true }).catch(() => null);
             if (!box || box.exists === 0) continue;
             const onTarget = await target.fetchAll('1:*', { uid: true, flags: true, internalDate: true });

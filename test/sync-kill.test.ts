@@ -6,9 +6,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import Database from 'better-sqlite3';
 import { generateCorpus, loadCorpus } from '../src/lab/corpus.js';
 import { CLI, env, runCli, syncArgs } from './helpers/cli.js';
+import { digestAlgorithmCounts, journalCounts } from './helpers/journal.js';
 import { expectedTargetPath, type LabPair, startPair } from './helpers/lab-pair.js';
 import { compareMailboxes, connect, snapshot } from './helpers/mailbox-snapshot.js';
 
@@ -32,24 +32,6 @@ function killWhen(args: string[], environment: NodeJS.ProcessEnv, db: string, co
   });
 }
 
-function journalCounts(db: string): { pending: number; copied: number } {
-  let d: Database.Database;
-  try {
-    d = new Database(db, { readonly: true, fileMustExist: true });
-  } catch {
-    return { pending: 0, copied: 0 };
-  }
-  try {
-    const rows = d.prepare("select state, count(*) as n from message group by state").all() as { state: string; n: number }[];
-    const get = (s: string) => rows.find((r) => r.state === s)?.n ?? 0;
-    return { pending: get('pending'), copied: get('copied') };
-  } catch {
-    return { pending: 0, copied: 0 };
-  } finally {
-    d.close();
-  }
-}
-
 describe('sync: crash safety', () => {
   let lab: LabPair;
   let total = 0;
@@ -71,9 +53,13 @@ describe('sync: crash safety', () => {
     let killsWithPending = 0;
     let progressed = 0;
     let lastCopied = 0;
+    // Every other run writes SHA-256 digests (content-digest.ts), as versions before GMAC
+    // digests did: recovery must match pending rows of either.
+    const digestEnv = (i: number) => ({ ...env(lab), ...(i % 2 ? { MAILFERRY_DIGEST: 'sha256' } : {}) });
+    let runs = 0;
     for (let i = 0; i < 7; i++) {
       const threshold = lastCopied + 1 + Math.floor(next() * (total / 8));
-      const code = await killWhen(args, env(lab), lab.db, threshold, Math.floor(next() * 30));
+      const code = await killWhen(args, digestEnv(runs++), lab.db, threshold, Math.floor(next() * 30));
       const counts = journalCounts(lab.db);
       if (code === 0) break; // finished before the kill
       if (counts.pending > 0) killsWithPending++;
@@ -83,9 +69,11 @@ describe('sync: crash safety', () => {
     assert.ok(progressed >= 2, `the killed runs made progress (${progressed})`);
     assert.ok(killsWithPending >= 1, 'at least one kill left APPENDs in flight for recovery to resolve');
 
-    const r = await runCli([...args, '--json'], env(lab));
+    const r = await runCli([...args, '--json'], digestEnv(runs++));
     assert.equal(r.status, 0, r.stderr);
     assert.equal(journalCounts(lab.db).pending, 0);
+    const algorithms = digestAlgorithmCounts(lab.db);
+    assert.ok(algorithms.sha256 > 0 && algorithms.gmac > 0, `the journal holds digests of both algorithms (${JSON.stringify(algorithms)})`);
     const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
     const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
     assert.deepEqual(compareMailboxes(src, tgt, (p) => expectedTargetPath(p)), []);

@@ -6,6 +6,7 @@
 import { type Kysely, sql, type Transaction } from 'kysely';
 import { type StatementCache, withSqlite } from './sqlite-handle.js';
 import type { Database, FolderRow, MessageRow, NewMessageRow, SkipKind } from './schema.js';
+import type { Digest } from '../sync/content-digest.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -81,7 +82,7 @@ export async function knownMessages(db: Db, folderId: number): Promise<Map<numbe
   return new Map(rows.map((r) => [r.source_uid, r]));
 }
 
-const MESSAGE_COLUMNS = ['folder_id', 'source_uid', 'state', 'size', 'internal_date', 'sha256', 'flags', 'target_uid', 'uid_floor', 'skip_kind', 'reason', 'subject'] as const;
+const MESSAGE_COLUMNS = ['folder_id', 'source_uid', 'state', 'size', 'internal_date', 'digest', 'flags', 'target_uid', 'uid_floor', 'skip_kind', 'reason', 'subject'] as const;
 
 // The copy path journals every chunk twice (pending, then copied). On SQLite that is one
 // cached statement run per message inside the caller's transaction (sqlite-handle.ts):
@@ -149,7 +150,7 @@ function upsertRows(s: StatementCache, rows: readonly NewMessageRow[]): void {
   if (rows.length === 0) return;
   const upsert = s.get(SQLITE_UPSERT);
   for (const r of rows) {
-    upsert.run(r.folder_id, r.source_uid, r.state, r.size, r.internal_date, r.sha256, r.flags, r.target_uid, r.uid_floor, r.skip_kind, r.reason, r.subject);
+    upsert.run(r.folder_id, r.source_uid, r.state, r.size, r.internal_date, r.digest, r.flags, r.target_uid, r.uid_floor, r.skip_kind, r.reason, r.subject);
   }
 }
 
@@ -168,7 +169,7 @@ export async function insertMessages(db: Db, rows: readonly NewMessageRow[]): Pr
           state: eb.ref('excluded.state'),
           size: eb.ref('excluded.size'),
           internal_date: eb.ref('excluded.internal_date'),
-          sha256: eb.ref('excluded.sha256'),
+          digest: eb.ref('excluded.digest'),
           flags: eb.ref('excluded.flags'),
           target_uid: eb.ref('excluded.target_uid'),
           uid_floor: eb.ref('excluded.uid_floor'),
@@ -262,6 +263,6 @@ export async function skippedMessages(db: Db, pairId: number): Promise<(MessageR
  * last byte was read and before the last byte of its APPEND literal is written, so a
  * message the target may have stored always has its digest journaled (recovery.ts).
  */
-export async function setDigest(db: Db, folderId: number, sourceUid: number, sha256: string): Promise<void> {
-  await db.updateTable('message').set({ sha256 }).where('folder_id', '=', folderId).where('source_uid', '=', sourceUid).where('state', '=', 'pending').execute();
+export async function setDigest(db: Db, folderId: number, sourceUid: number, digest: Digest): Promise<void> {
+  await db.updateTable('message').set({ digest }).where('folder_id', '=', folderId).where('source_uid', '=', sourceUid).where('state', '=', 'pending').execute();
 }

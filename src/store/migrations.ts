@@ -3,7 +3,9 @@
  * (Kysely's Migrator records them); the same migration serves SQLite and PostgreSQL,
  * with `idColumn` hiding the one difference that matters here (auto-increment keys).
  */
+import { randomBytes } from 'node:crypto';
 import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
+import { CONTENT_KEY_BYTES } from '../sync/content-digest.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -199,6 +201,19 @@ function migrations(dialect: Dialect): Record<string, Migration> {
       async up(db: Kysely<unknown>) {
         // Null for every existing folder: they were all scanned without a cut-off.
         await db.schema.alterTable('folder').addColumn('covered_from', bigint).execute();
+      },
+    },
+    '0006_message_digest': {
+      async up(db: Kysely<unknown>) {
+        // New content digests are keyed GMAC tags (sync/content-digest.ts); the values
+        // already stored are SHA-256 in the form that algorithm keeps, so only the name changes.
+        await db.schema.alterTable('message').renameColumn('sha256', 'digest').execute();
+        await db.schema
+          .createTable('content_key')
+          .addColumn('id', bigint, (c) => c.primaryKey())
+          .addColumn('key', 'text', (c) => c.notNull())
+          .execute();
+        await sql`insert into content_key (id, key) values (1, ${randomBytes(CONTENT_KEY_BYTES).toString('base64')})`.execute(db);
       },
     },
   };

@@ -4,6 +4,7 @@
  * RFC 3501 §2.3.1.1), and MODSEQs (up to 63 bits, RFC 7162 §3.1.1) are kept as text.
  */
 import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
+import type { Digest } from '../sync/content-digest.js';
 
 /** One source mailbox paired with one target mailbox: the unit `mailferry sync` works on. */
 export interface MailboxPairTable {
@@ -62,8 +63,12 @@ export interface MessageTable {
   size: number;
   /** Internal date, ms since the epoch. */
   internal_date: number;
-  /** SHA-256 (hex) of the raw message; null only for messages skipped before download. */
-  sha256: string | null;
+  /**
+   * Content digest of the raw message (sync/content-digest.ts). Null for messages skipped
+   * before download, and for a streamed message's pending row until its last byte was read
+   * (sync/copy-lanes.ts readLarge): such a row cannot be on the target.
+   */
+  digest: Digest | null;
   /** Source flags last applied to the target, space-separated and sorted. */
   flags: string;
   target_uid: number | null;
@@ -260,6 +265,19 @@ export interface Database {
   batch: BatchTable;
   batch_mailbox: BatchMailboxTable;
   sync_run: SyncRunTable;
+  content_key: ContentKeyTable;
+}
+
+/**
+ * The journal's one secret for content digests (sync/content-digest.ts), made at random
+ * by migration 0006. Not encrypted: it only keeps mail senders from crafting look-alike
+ * digests, and whoever reads the database reads the journal it protects anyway.
+ */
+export interface ContentKeyTable {
+  /** Always 1: one key per database. */
+  id: number;
+  /** 32 bytes, base64. */
+  key: string;
 }
 
 export type FolderRow = Selectable<FolderTable>;

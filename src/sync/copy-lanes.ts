@@ -7,7 +7,7 @@
  * a journal that recovery.ts can resolve exactly.
  *
  * The digest rule that makes that exact: a message the target may have stored always has
- * its SHA-256 in its pending row. A chunk message is hashed before its APPEND starts. A
+ * its content digest (content-digest.ts) in its pending row. A chunk message is hashed before its APPEND starts. A
  * large message is streamed from the source FETCH straight into the APPEND literal
  * (readLarge) and hashed on the way: its pending row is written without a digest before
  * the APPEND, and the digest is written once the last byte has been read, before the last
@@ -21,7 +21,6 @@
  * acknowledged bytes), not by a message count, so large messages cannot pile up; chunk
  * messages are read into reused slabs (arena.ts), large ones only pass through.
  */
-import * as nodeCrypto from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { PipelinedAppender, type StreamedBody } from '../imap/append-pipeline.js';
@@ -32,6 +31,8 @@ import { type Slab, SlabPool } from './arena.js';
 import type { Database, MessageRow, NewMessageRow } from '../store/schema.js';
 import type { ByteBudget } from './byte-budget.js';
 import type { MemoryReclaimer } from './reclaim.js';
+import { contentHasher } from '../store/content-key.js';
+import { type ContentHasher, type Digest, type DigestAlgorithm, algorithmOf } from './content-digest.js';
 import { flagsKey, normalizeFlags } from './flags.js';
 import type { FolderWork, MessageMeta } from './folder-work.js';
 import { subjectOf } from './message-headers.js';
@@ -164,8 +165,12 @@ const MAX_CHUNK_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** A source message ready to be journaled and appended. */
 interface SourceMessage {
   uid: number;
-  /** Null for a large message streamed without a first pass: see readLarge. */
-  sha256: string | null;
+  /**
+   * The preferred algorithm's digest first (journaled), then the same content's digest in
+   * each other algorithm the folder's orphans use. Empty for a large message streamed
+   * without a first pass until its last byte was read: see readLarge.
+   */
+  digests: Digest[];
   flags: string[];
   internalDate: Date;
   body: Buffer | StreamedBody;
@@ -183,16 +188,21 @@ function bodySize(body: Buffer | StreamedBody): number {
 
 type Unreadable = { uid: number; reason: string };
 
-const { createHash } = nodeCrypto;
-/** One-shot `crypto.hash` where Node has it (≥ 20.12): no Hash object per message. */
-const sha256Hex: (b: Buffer) => string =
-  typeof nodeCrypto.hash === 'function' ? (b) => nodeCrypto.hash('sha256', b, 'hex') : (b) => createHash('sha256').update(b).digest('hex');
+/**
+ * What a folder's messages are hashed in: the preferred algorithm (journaled) first, then
+ * those of the folder's orphans, which a message must match to adopt one.
+ */
+function digestAlgorithms(hasher: ContentHasher, work: FolderWork): DigestAlgorithm[] {
+  const out = new Set<DigestAlgorithm>([hasher.preferred]);
+  for (const d of work.orphans.keys()) out.add(algorithmOf(d));
+  return [...out];
+}
 
-function fromFetched(m: FetchedMessage): SourceMessage {
+function fromFetched(hasher: ContentHasher, m: FetchedMessage, algorithms: readonly DigestAlgorithm[]): SourceMessage {
   const raw = m.raw;
   return {
     uid: m.uid,
-    sha256: sha256Hex(raw),
+    digests: algorithms.length === 1 ? [hasher.digestOf(raw)] : hasher.digestsOf(raw, algorithms),
     flags: normalizeFlags(m.flags),
     internalDate: m.internalDate,
     body: raw,
@@ -205,12 +215,13 @@ function fromFetched(m: FetchedMessage): SourceMessage {
  * message than imapflow's generic parser, which matters on a machine shared with the IMAP
  * servers). A message the source cannot deliver (tagged NO) is isolated and reported.
  */
-async function fetchChunk(fetcher: RawFetcher, job: CopyJob, slab: Slab): Promise<{ messages: SourceMessage[]; unreadable: Unreadable[] }> {
+async function fetchChunk(hasher: ContentHasher, fetcher: RawFetcher, job: CopyJob, slab: Slab): Promise<{ messages: SourceMessage[]; unreadable: Unreadable[] }> {
   const uids = job.items.map((i) => i.uid);
   const alloc = (size: number) => slab.alloc(size);
+  const algorithms = digestAlgorithms(hasher, job.work);
   try {
     const r = await fetcher.fetch(uidSet(uids), { alloc });
-    return { messages: r.messages.map(fromFetched), unreadable: r.unreadable };
+    return { messages: r.messages.map((m) => fromFetched(hasher, m, algorithms)), unreadable: r.unreadable };
   } catch (err) {
     if (!isImapNo(err)) throw err;
   }
@@ -219,7 +230,7 @@ async function fetchChunk(fetcher: RawFetcher, job: CopyJob, slab: Slab): Promis
   for (const uid of uids) {
     try {
       const r = await fetcher.fetch(String(uid), { alloc });
-      messages.push(...r.messages.map(fromFetched));
+      messages.push(...r.messages.map((m) => fromFetched(hasher, m, algorithms)));
       unreadable.push(...r.unreadable);
     } catch (err) {
       if (!isImapNo(err)) throw err;
@@ -243,7 +254,7 @@ async function fetchChunk(fetcher: RawFetcher, job: CopyJob, slab: Slab): Promis
  * (messages are immutable, RFC 3501 §2.3.1.1), or its literal is abandoned before its
  * last byte.
  */
-async function readLarge(ctx: CopyContext, fetcher: RawFetcher, app: PipelinedAppender, job: CopyJob): Promise<{ messages: SourceMessage[]; unreadable: Unreadable[] }> {
+async function readLarge(ctx: CopyContext, hasher: ContentHasher, fetcher: RawFetcher, app: PipelinedAppender, job: CopyJob): Promise<{ messages: SourceMessage[]; unreadable: Unreadable[] }> {
   const uid = job.items[0]!.uid;
   const path = job.work.mapping.sourcePath;
   const folderId = job.work.row.id;
@@ -259,9 +270,9 @@ async function readLarge(ctx: CopyContext, fetcher: RawFetcher, app: PipelinedAp
   const flags = normalizeFlags(meta.flags);
 
   // The first pass, when the digest is needed up front: hashed straight from the socket.
-  let known: { sha256: string; size: number; binary: boolean; head: Buffer } | null = null;
+  let known: { digests: Digest[]; size: number; binary: boolean; head: Buffer } | null = null;
   if (job.work.orphans.size > 0 || needsBinary.has(key)) {
-    const hash = createHash('sha256');
+    const hash = hasher.digester(digestAlgorithms(hasher, job.work));
     let size = 0;
     let binary = false;
     const headParts: Buffer[] = [];
@@ -286,15 +297,15 @@ async function readLarge(ctx: CopyContext, fetcher: RawFetcher, app: PipelinedAp
       return { messages: [], unreadable: [{ uid, reason: `source could not deliver it: ${(err as Error).message}` }] };
     }
     if (!found) return { messages: [], unreadable: [] };
-    known = { sha256: hash.digest('hex'), size, binary, head: Buffer.concat(headParts) };
-    if (job.work.orphans.get(known.sha256)?.length) {
+    known = { digests: hash.digests(), size, binary, head: Buffer.concat(headParts) };
+    if (known.digests.some((d) => job.work.orphans.get(d)?.length)) {
       // Adopted by journalAndSend without an APPEND: the body is never read.
       const k = known;
       // Should another lane adopt that orphan first, this message must be read again.
       const retry = (async function* (): AsyncGenerator<Buffer> {
         throw Object.assign(new Error(`message ${uid} in ${path}: its orphan was adopted by another message`), { retryable: true });
       })();
-      return { messages: [{ uid, sha256: k.sha256, flags, internalDate: meta.internalDate, body: { size: k.size, chunks: retry }, head: () => k.head }], unreadable: [] };
+      return { messages: [{ uid, digests: k.digests, flags, internalDate: meta.internalDate, body: { size: k.size, chunks: retry }, head: () => k.head }], unreadable: [] };
     }
   }
 
@@ -339,7 +350,7 @@ async function readLarge(ctx: CopyContext, fetcher: RawFetcher, app: PipelinedAp
   const watchNul = !binary && app.capabilities.has('BINARY');
   const message: SourceMessage = {
     uid,
-    sha256: known?.sha256 ?? null,
+    digests: known?.digests ?? [],
     flags,
     internalDate: meta.internalDate,
     body: { size, binary, chunks: streamed() },
@@ -348,7 +359,7 @@ async function readLarge(ctx: CopyContext, fetcher: RawFetcher, app: PipelinedAp
     onSettled: () => pipe.discard(),
   };
   async function* streamed(): AsyncGenerator<Buffer> {
-    const hash = createHash('sha256');
+    const hash = hasher.digester();
     let nul = false;
     for await (const chunk of pipe) {
       hash.update(chunk);
@@ -362,12 +373,12 @@ async function readLarge(ctx: CopyContext, fetcher: RawFetcher, app: PipelinedAp
       needsBinary.add(key);
       throw Object.assign(new Error(`message ${uid} in ${path} contains NUL bytes: it is sent again as binary`), { retryable: true });
     }
-    const sha256 = hash.digest('hex');
+    const [digest] = hash.digests();
     if (known) {
-      if (sha256 !== known.sha256) throw new Error(`message ${uid} in ${path} changed between two reads`);
+      if (digest !== known.digests[0]) throw new Error(`message ${uid} in ${path} changed between two reads`);
     } else {
-      await setDigest(ctx.db, folderId, uid, sha256);
-      message.sha256 = sha256;
+      await setDigest(ctx.db, folderId, uid, digest!);
+      message.digests = [digest!];
     }
   }
   return { messages: [message], unreadable: [] };
@@ -377,8 +388,9 @@ async function readLarge(ctx: CopyContext, fetcher: RawFetcher, app: PipelinedAp
  * An orphan with this content to adopt, preferring one with the same internal date (to the
  * second): two identical messages filed on different days each keep their own copy.
  */
-function takeOrphan(list: MessageRow[] | undefined, internalDate: number): MessageRow | undefined {
-  if (!list?.length) return undefined;
+function takeOrphan(orphans: FolderWork['orphans'], digests: readonly Digest[], internalDate: number): MessageRow | undefined {
+  const list = digests.map((d) => orphans.get(d)).find((l) => l?.length);
+  if (!list) return undefined;
   const at = list.findIndex((o) => Math.floor(o.internal_date / 1000) === Math.floor(internalDate / 1000));
   return list.splice(Math.max(0, at), 1)[0];
 }
@@ -392,8 +404,8 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
   const prepared: SourceMessage[] = [];
   const adopted: { row: NewMessageRow; orphanUid: number }[] = [];
   for (const m of messages.sort((a, b) => a.uid - b.uid)) {
-    const base = { folder_id: folderId, source_uid: m.uid, size: bodySize(m.body), internal_date: m.internalDate.getTime(), sha256: m.sha256, skip_kind: null, reason: null, subject: null };
-    const orphan = m.sha256 === null ? undefined : takeOrphan(work.orphans.get(m.sha256), base.internal_date);
+    const base = { folder_id: folderId, source_uid: m.uid, size: bodySize(m.body), internal_date: m.internalDate.getTime(), digest: m.digests[0] ?? null, skip_kind: null, reason: null, subject: null };
+    const orphan = takeOrphan(work.orphans, m.digests, base.internal_date);
     if (orphan) {
       // The same content was copied under the folder's old UIDVALIDITY: link, don't copy.
       adopted.push({ row: { ...base, state: 'copied', flags: orphan.flags, target_uid: orphan.target_uid, uid_floor: null }, orphanUid: orphan.source_uid });
@@ -407,7 +419,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
   await journalChunk(ctx.db, folderId, {
     pending,
     adopted,
-    skipped: unreadable.map((u) => ({ folder_id: folderId, source_uid: u.uid, state: 'skipped' as const, size: job.items.find((i) => i.uid === u.uid)?.size ?? 0, internal_date: 0, sha256: null, flags: '', target_uid: null, uid_floor: null, skip_kind: 'unreadable' as const, reason: u.reason, subject: null })),
+    skipped: unreadable.map((u) => ({ folder_id: folderId, source_uid: u.uid, state: 'skipped' as const, size: job.items.find((i) => i.uid === u.uid)?.size ?? 0, internal_date: 0, digest: null, flags: '', target_uid: null, uid_floor: null, skip_kind: 'unreadable' as const, reason: u.reason, subject: null })),
   });
   ctx.progress.failed += unreadable.length;
   // Adopted messages were on the target already: this run did not copy them (`copied`
@@ -465,6 +477,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
  * Each source connection keeps its own selected folder.
  */
 async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unknown }, pool: SlabPool): Promise<void> {
+  const hasher = await contentHasher(ctx.db);
   const fetcher = await RawFetcher.connect({ endpoint: ctx.source.endpoint, login: ctx.source.login, idleTimeoutMs: ctx.stallMs, maxMessageBytes: MAX_CHUNK_MESSAGE_BYTES });
   let app: PipelinedAppender | undefined;
   const completions: Promise<void>[] = [];
@@ -489,7 +502,7 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
           checkValidity(job, (await fetcher.examine(path)).uidValidity);
           fetcherFolder = path;
         }
-        const read = slab ? await fetchChunk(fetcher, job, slab) : await readLarge(ctx, fetcher, app, job);
+        const read = slab ? await fetchChunk(hasher, fetcher, job, slab) : await readLarge(ctx, hasher, fetcher, app, job);
         const t1 = performance.now();
         const { finish } = await journalAndSend(ctx, app, job, read.messages, read.unreadable);
         ctx.log.debug({ folder: path, messages: job.items.length, bytes: job.bytes, fetchMs: Math.round(t1 - t0), journalMs: Math.round(performance.now() - t1) }, 'chunk sent');

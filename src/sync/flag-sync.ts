@@ -7,8 +7,10 @@ import type { ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { withWatchdog } from '../imap/imapflow-session.js';
+import { contentHasher } from '../store/content-key.js';
 import { setFlags, setTargetUids, targetUidsOfTargetFolder } from '../store/journal.js';
 import type { Database } from '../store/schema.js';
+import type { Digest } from './content-digest.js';
 import { diffFlags } from './flags.js';
 import type { FlagChange, FolderWork } from './folder-work.js';
 import { type Expected, findOnTarget } from './recovery.js';
@@ -25,21 +27,21 @@ async function resolveTargetUids(db: Kysely<Database>, target: ImapFlow, path: s
   for (const w of group) {
     const unmapped = w.flagChanges.filter((c) => c.targetUid === null);
     if (!unmapped.length) continue;
-    const bySourceUid = new Map<number, { size: number; sha256: string | null; internal_date: number; flags: string }>();
+    const bySourceUid = new Map<number, { size: number; digest: Digest | null; internal_date: number; flags: string }>();
     for (let i = 0; i < unmapped.length; i += 500) {
       const uids = unmapped.slice(i, i + 500).map((c) => c.sourceUid);
-      for (const r of await db.selectFrom('message').select(['source_uid', 'size', 'sha256', 'internal_date', 'flags']).where('folder_id', '=', w.row.id).where('source_uid', 'in', uids).execute()) bySourceUid.set(r.source_uid, r);
+      for (const r of await db.selectFrom('message').select(['source_uid', 'size', 'digest', 'internal_date', 'flags']).where('folder_id', '=', w.row.id).where('source_uid', 'in', uids).execute()) bySourceUid.set(r.source_uid, r);
     }
     for (const c of unmapped) {
       const r = bySourceUid.get(c.sourceUid);
-      if (!r?.sha256) continue;
+      if (!r?.digest) continue;
       owners.push(c);
-      expected.push({ folderId: w.row.id, sourceUid: c.sourceUid, size: r.size, sha256: r.sha256, internalDate: r.internal_date, flags: r.flags });
+      expected.push({ folderId: w.row.id, sourceUid: c.sourceUid, size: r.size, digest: r.digest, internalDate: r.internal_date, flags: r.flags });
     }
   }
   if (!expected.length) return;
   const exclude = await targetUidsOfTargetFolder(db, group[0]!.row.pair_id, path);
-  const found = await findOnTarget(target, 1, expected, exclude, stallMs);
+  const found = await findOnTarget(await contentHasher(db), target, 1, expected, exclude, stallMs);
   const byFolder = new Map<number, { sourceUid: number; targetUid: number }[]>();
   expected.forEach((e, i) => {
     const uid = found.get(i);

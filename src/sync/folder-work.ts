@@ -1,5 +1,6 @@
 /** One selectable source folder's work in a run, from scan to finish. */
 import type { FolderRow, MessageRow } from '../store/schema.js';
+import type { Digest } from './content-digest.js';
 import type { FolderMapping } from './folder-map.js';
 import type { TargetFolder } from './target-folder.js';
 
@@ -34,5 +35,5 @@ export interface FolderWork {
   toCopy: MessageMeta[];
   flagChanges: FlagChange[];
   /** Rows copied under an earlier source UIDVALIDITY, by digest, waiting to be adopted. */
-  orphans: Map<string, MessageRow[]>;
+  orphans: Map<Digest, MessageRow[]>;
 }

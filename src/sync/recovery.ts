@@ -6,7 +6,8 @@
  * floor: if the APPEND happened, the target gave it a UID >= floor (UIDs ascend, RFC 3501
  * §2.3.1.1). So only target messages with UID >= the smallest floor, and not already
  * mapped to a journal row, can be ours. Those whose size matches are downloaded and hashed,
- * and matched to the pending rows as a multiset of SHA-256 digests: two identical source
+ * and matched to the pending rows as a multiset of content digests (content-digest.ts,
+ * each in the algorithm its row was journaled with): two identical source
  * messages need two identical target messages, and mail others delivered meanwhile
  * (different bytes) is left alone. Matched rows become `copied`; the rest are forgotten,
  * so the next scan copies them again.
@@ -14,13 +15,14 @@
  * When the target folder's UIDVALIDITY changed, every mapped target UID is stale: the whole
  * folder is matched the same way against every copied row.
  */
-import { createHash } from 'node:crypto';
 import type { ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { withWatchdog } from '../imap/imapflow-session.js';
 import { deleteMessages, markCopied, setTargetUids, targetUidsOfTargetFolder } from '../store/journal.js';
 import type { Database, FolderRow, MessageRow } from '../store/schema.js';
+import { contentHasher } from '../store/content-key.js';
+import { type ContentHasher, type Digest, algorithmOf } from './content-digest.js';
 import { flagsKey } from './flags.js';
 import { uidSet } from './uid-set.js';
 
@@ -30,7 +32,7 @@ export interface Expected {
   folderId: number;
   sourceUid: number;
   size: number;
-  sha256: string;
+  digest: Digest;
   /** The INTERNALDATE the APPEND gave it (ms; 0 when unknown). */
   internalDate: number;
   /** The flags the APPEND gave it (flagsKey). */
@@ -47,7 +49,7 @@ const seconds = (ms: number) => Math.floor(ms / 1000);
  * content + internal date + flags, then content + date, then content alone (a server that
  * does not keep the date exactly, or flags someone changed since).
  */
-export async function findOnTarget(target: ImapFlow, fromUid: number, expected: readonly Expected[], exclude: ReadonlySet<number>, stallMs: number): Promise<Map<number, number>> {
+export async function findOnTarget(hasher: ContentHasher, target: ImapFlow, fromUid: number, expected: readonly Expected[], exclude: ReadonlySet<number>, stallMs: number): Promise<Map<number, number>> {
   const found = new Map<number, number>();
   if (expected.length === 0) return found;
   const sizes = new Set(expected.map((e) => e.size));
@@ -55,7 +57,9 @@ export async function findOnTarget(target: ImapFlow, fromUid: number, expected: 
   const dateOf = new Map(listed.map((m) => [m.uid, m.internalDate ? seconds(new Date(m.internalDate).getTime()) : -1]));
   const flagsOf = new Map(listed.map((m) => [m.uid, flagsKey(m.flags)]));
   const candidates = listed.filter((m) => m.uid >= fromUid && !exclude.has(m.uid) && sizes.has(m.size ?? -1)).sort((a, b) => a.uid - b.uid);
-  const byDigest = new Map<string, number[]>();
+  const algorithms = new Set(expected.map((e) => algorithmOf(e.digest)));
+  const byDigest = new Map<Digest, number[]>();
+  const alsoKnownAs = new Map<number, Digest[]>();
   for (let i = 0; i < candidates.length; ) {
     const batch: number[] = [];
     let bytes = 0;
@@ -67,10 +71,13 @@ export async function findOnTarget(target: ImapFlow, fromUid: number, expected: 
     const bodies = await withWatchdog(target, stallMs, 'reading target messages', () => target.fetchAll(uidSet(batch), { uid: true, source: true }, { uid: true }));
     for (const m of bodies) {
       if (!m.source) continue;
-      const digest = createHash('sha256').update(m.source).digest('hex');
-      const list = byDigest.get(digest) ?? [];
-      list.push(m.uid);
-      byDigest.set(digest, list);
+      const digests = hasher.digestsOf(m.source, algorithms);
+      if (digests.length > 1) alsoKnownAs.set(m.uid, digests);
+      for (const digest of digests) {
+        const list = byDigest.get(digest) ?? [];
+        list.push(m.uid);
+        byDigest.set(digest, list);
+      }
     }
   }
   for (const list of byDigest.values()) list.sort((a, b) => a - b);
@@ -78,9 +85,17 @@ export async function findOnTarget(target: ImapFlow, fromUid: number, expected: 
   const take = (fits: (e: Expected, uid: number) => boolean) =>
     expected.forEach((e, index) => {
       if (found.has(index)) return;
-      const list = byDigest.get(e.sha256);
+      const list = byDigest.get(e.digest);
       const at = list ? list.findIndex((uid) => fits(e, uid)) : -1;
-      if (at >= 0) found.set(index, list!.splice(at, 1)[0]!);
+      if (at < 0) return;
+      const uid = list!.splice(at, 1)[0]!;
+      found.set(index, uid);
+      // Hashed in two algorithms (rows journaled on machines with different ones), the
+      // message is listed twice: it is taken from the other list too.
+      for (const d of alsoKnownAs.get(uid) ?? []) {
+        const other = byDigest.get(d);
+        if (d !== e.digest && other?.includes(uid)) other.splice(other.indexOf(uid), 1);
+      }
     });
   take((e, uid) => sameDate(e, uid) && flagsOf.get(uid) === e.flags);
   take(sameDate);
@@ -137,13 +152,13 @@ export async function reconcileTargetFolder(args: {
   // from the source but before the last byte of its APPEND literal is written; a server
   // stores nothing before it has read the whole literal (RFC 3501 §4.3). Such rows are
   // forgotten below (copied again).
-  const withDigest = rows.filter((r) => r.sha256 !== null);
+  const withDigest = rows.filter((r): r is MessageRow & { digest: Digest } => r.digest !== null);
   const fromUid = validityChanged ? 1 : Math.min(...withDigest.map((r) => r.uid_floor ?? 1), Number.MAX_SAFE_INTEGER);
   const exclude = validityChanged ? new Set<number>() : await targetUidsOfTargetFolder(db, args.pairId, args.targetPath);
-  const expected: Expected[] = withDigest.map((r) => ({ folderId: r.folder_id, sourceUid: r.source_uid, size: r.size, sha256: r.sha256!, internalDate: r.internal_date, flags: r.flags }));
-  const found = withDigest.length ? await findOnTarget(args.target, fromUid, expected, exclude, args.stallMs) : new Map<number, number>();
+  const expected: Expected[] = withDigest.map((r) => ({ folderId: r.folder_id, sourceUid: r.source_uid, size: r.size, digest: r.digest, internalDate: r.internal_date, flags: r.flags }));
+  const found = withDigest.length ? await findOnTarget(await contentHasher(db), args.target, fromUid, expected, exclude, args.stallMs) : new Map<number, number>();
 
-  const indexOf = new Map(withDigest.map((r, i) => [r, i]));
+  const indexOf = new Map<MessageRow, number>(withDigest.map((r, i) => [r, i]));
   let recovered = 0;
   let requeued = 0;
   await db.transaction().execute(async (trx) => {

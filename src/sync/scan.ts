@@ -130,9 +130,11 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
   if (!ctx.dryRun) {
     const orphanRows = await db.selectFrom('message').selectAll().where('folder_id', '=', row.id).where('state', '=', 'orphan').execute();
     for (const o of orphanRows) {
-      const list = work.orphans.get(o.sha256 ?? '') ?? [];
+      // Copied rows always carry a digest; one without could never be matched anyway.
+      if (o.digest === null) continue;
+      const list = work.orphans.get(o.digest) ?? [];
       list.push(o);
-      work.orphans.set(o.sha256 ?? '', list);
+      work.orphans.set(o.digest, list);
     }
   }
   if (snapshot.messages === 0) return;
@@ -179,7 +181,7 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
         state: 'skipped' as const,
         size: m.size ?? 0,
         internal_date: internalDateMs(m.internalDate) ?? 0,
-        sha256: null,
+        digest: null,
         flags: flagsKey(m.flags),
         target_uid: null,
         uid_floor: null,

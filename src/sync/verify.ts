@@ -13,11 +13,11 @@
  * the counts reported are of in-scope source messages. Target messages are all read: one
  * an earlier run without the cut-off copied is simply an extra.
  */
-import { createHash } from 'node:crypto';
 import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Logger } from 'pino';
 import { isRetryable } from '../imap/errors.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
+import { ephemeralHasher } from './content-digest.js';
 import { flagsKey } from './flags.js';
 import { mapFolders } from './folder-map.js';
 import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
@@ -79,6 +79,9 @@ interface Entry {
   flags: string;
 }
 
+/** Source and target bodies are compared by digest, with a key of this process's own. */
+const hasher = ephemeralHasher();
+
 async function readFolder(client: ImapFlow, path: string, content: boolean, stallMs: number, receivedAfter?: number): Promise<Entry[]> {
   const mb = await withWatchdog(client, stallMs, `opening ${path}`, () => client.mailboxOpen(path, { readOnly: true }));
   if (mb.exists === 0) return [];
@@ -89,7 +92,7 @@ async function readFolder(client: ImapFlow, path: string, content: boolean, stal
     if (!receivedInScope(ms, receivedAfter)) return;
     const date = new Date(ms ?? 0);
     const seconds = Math.floor(date.getTime() / 1000);
-    const key = content ? createHash('sha256').update(m.source ?? Buffer.alloc(0)).digest('hex') : `${m.size}|${seconds}|${messageId(m.headers)}`;
+    const key = content ? hasher.digestOf(m.source ?? Buffer.alloc(0)) : `${m.size}|${seconds}|${messageId(m.headers)}`;
     out.push({ key, uid: m.uid, size: m.size ?? 0, date: date.toISOString(), flags: flagsKey(m.flags) });
   };
   // Streamed so a large folder is never held whole when hashing contents.

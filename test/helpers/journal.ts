@@ -1,5 +1,6 @@
 /** Read-only peeks into the SQLite journal while a sync runs in another process. */
 import Database from 'better-sqlite3';
+import { ContentHasher } from '../../src/sync/content-digest.js';
 
 export interface JournalCounts {
   pending: number;
@@ -21,6 +22,31 @@ export function journalCounts(db: string): JournalCounts {
     return { pending: get('pending'), copied: get('copied'), skipped: get('skipped') };
   } catch {
     return { pending: 0, copied: 0, skipped: 0 };
+  } finally {
+    d.close();
+  }
+}
+
+/**
+ * Digested message rows by algorithm (sync/content-digest.ts: GMAC digests start with
+ * `g1:`, SHA-256 ones are bare hex), to show a test really mixed both.
+ */
+export function digestAlgorithmCounts(db: string): { sha256: number; gmac: number } {
+  const d = new Database(db, { readonly: true, fileMustExist: true });
+  try {
+    const r = d.prepare("select sum(digest like 'g1:%') as g, sum(digest not like 'g1:%') as s from message where digest is not null").get() as { g: number | null; s: number | null };
+    return { sha256: r.s ?? 0, gmac: r.g ?? 0 };
+  } finally {
+    d.close();
+  }
+}
+
+/** A hasher with the journal's own content key, to compute digests as the sync does. */
+export function journalHasher(db: string): ContentHasher {
+  const d = new Database(db, { readonly: true, fileMustExist: true });
+  try {
+    const r = d.prepare('select key from content_key where id = 1').get() as { key: string };
+    return new ContentHasher(Buffer.from(r.key, 'base64'));
   } finally {
     d.close();
   }
