@@ -77,3 +77,47 @@ test('an unusable code cache (garbage, empty, or without the trailing byte) is r
     assert.equal(cacheInode(), replaced, `${what}: its replacement was rewritten too`);
   }
 });
+
+test('the young generation stops growing at 16 MiB, and a long run still checks its cache at exit', () => {
+  // A stand-in app beside a copy of the loader: it keeps many objects alive for over a
+  // second (as a sync's chunks do), yielding like an event-driven program, and reports the
+  // largest young generation it saw. Without the cap V8 grows it to 32 MiB.
+  const standIn = mkdtempSync(path.join(os.tmpdir(), 'mailferry-loader-young-'));
+  try {
+    copyFileSync(loader, path.join(standIn, 'mailferry.mjs'));
+    writeFileSync(
+      path.join(standIn, 'mailferry-app.cjs'),
+      `const v8 = require('node:v8');
+const keep = [];
+let largest = 0;
+let n = 0;
+const end = Date.now() + 1500;
+function step() {
+  for (let i = 0; i < 4000; i++, n++) {
+    keep.push({ n, text: 'message ' + n });
+    if (keep.length > 150000) keep.splice(0, 75000);
+  }
+  largest = Math.max(largest, v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size);
+  if (Date.now() < end) setImmediate(step);
+  else process.stdout.write(JSON.stringify({ largest }));
+}
+step();
+`,
+    );
+    const run = () => {
+      const r = spawnSync(process.execPath, [path.join(standIn, 'mailferry.mjs')], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout) as { largest: number };
+    };
+    const { largest } = run();
+    assert.ok(largest <= 16 * 1024 * 1024, `young generation reached ${largest / 1024 / 1024} MiB`);
+    assert.ok(largest >= 8 * 1024 * 1024, `the stand-in made it grow at all (${largest / 1024 / 1024} MiB)`);
+    // Both runs took over a second, so both checked the cache for growth at exit: which
+    // the loader skips unless V8's flags are back as they were at start.
+    run();
+    const file = readFileSync(path.join(standIn, 'mailferry-app.cache'));
+    assert.equal(file[file.length - 1], 2, 'both runs checked at exit (the count is 2)');
+  } finally {
+    rmSync(standIn, { recursive: true, force: true });
+  }
+});

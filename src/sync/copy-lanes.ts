@@ -7,12 +7,13 @@
  * a journal that recovery.ts can resolve exactly.
  *
  * The digest rule that makes that exact: a message the target may have stored always has
- * its content digest (content-digest.ts) in its pending row. A chunk message is hashed before its APPEND starts. A
- * large message is streamed from the source FETCH straight into the APPEND literal
- * (readLarge) and hashed on the way: its pending row is written without a digest before
- * the APPEND, and the digest is written once the last byte has been read, before the last
- * byte of the literal goes out (the appender holds the literal's final chunk back until
- * the source iterator has ended, see append-pipeline.ts StreamedBody). A server stores
+ * its content digest (content-digest.ts) in its pending row. A chunk message is hashed
+ * before its APPEND starts. A large message is streamed from the source FETCH straight
+ * into the APPEND literal (readLarge) and hashed on the way: its pending row is written
+ * without a digest before the APPEND, and the digest is written once the last byte has
+ * been read, before the last byte of the literal goes out (the appender holds the
+ * literal's final chunk back until the source iterator has ended, see append-pipeline.ts
+ * StreamedBody). A server stores
  * nothing before it has the whole literal (RFC 3501 §4.3), so a pending row without a
  * digest is a message that cannot be on the target, and recovery forgets it (it is copied
  * again); one with a digest is looked for by content as before.
