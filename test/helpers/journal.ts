@@ -31,10 +31,11 @@ export function journalCounts(db: string): JournalCounts {
  * Digested message rows by algorithm (sync/content-digest.ts: GMAC digests start with
  * `g1:`, SHA-256 ones are bare hex), to show a test really mixed both.
  */
-export function digestAlgorithmCounts(db: string): { sha256: number; gmac: number } {
+export function digestAlgorithmCounts(db: string, state?: 'pending' | 'copied'): { sha256: number; gmac: number } {
   const d = new Database(db, { readonly: true, fileMustExist: true });
   try {
-    const r = d.prepare("select sum(digest like 'g1:%') as g, sum(digest not like 'g1:%') as s from message where digest is not null").get() as { g: number | null; s: number | null };
+    const where = state ? ' and state = ?' : '';
+    const r = d.prepare(`select sum(digest like 'g1:%') as g, sum(digest not like 'g1:%') as s from message where digest is not null${where}`).get(...(state ? [state] : [])) as { g: number | null; s: number | null };
     return { sha256: r.s ?? 0, gmac: r.g ?? 0 };
   } finally {
     d.close();
