@@ -36,7 +36,7 @@ export interface VerifyBatchOptions {
   logger: Logger;
   /** Only this mailbox (its address, any case). */
   user?: string;
-  /** Compare SHA-256 of full contents instead of size, date and Message-ID. */
+  /** Compare a digest of full contents instead of size, date and Message-ID. */
   content?: boolean;
   /** Mailboxes verified at once (each holds one source and one target connection). */
   concurrency?: number;

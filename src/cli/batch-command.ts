@@ -225,7 +225,7 @@ export function registerBatchCommands(program: Command, run: Run): void {
     )
     .option(...dbOption)
     .option('--user <address>', 'only this mailbox')
-    .option('--content', 'compare SHA-256 of full message contents (downloads every message from both servers)')
+    .option('--content', 'compare a digest of full message contents (downloads every message from both servers)')
     .option('--concurrency <n>', "mailboxes verified at once (default: the endpoint's incremental-sync limit, at most 10)")
     .option('--json', 'print the results as JSON on the last line of stdout')
     .action((name: string, f: { db?: string; user?: string; content?: boolean; concurrency?: string; json?: boolean }) =>

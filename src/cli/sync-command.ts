@@ -118,7 +118,7 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
     );
 
   addConnectionOptions(program.command('verify').description('Compare source and target folder by folder; "in sync" only when every source message is on the target. Exit 0 in sync, 1 not.'))
-    .option('--content', 'compare full message contents (SHA-256) instead of size, date and Message-ID')
+    .option('--content', 'compare full message contents (a digest of each message) instead of size, date and Message-ID')
     .option('--received-after <date>', `${RECEIVED_AFTER_HELP}; older source messages are not expected on the target`)
     .option('--json', 'print a JSON result as the last line of stdout')
     .action((flags: ConnectionFlags & DateScopeFlags & { content?: boolean; json?: boolean }) =>

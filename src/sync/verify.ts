@@ -5,8 +5,8 @@
  * held against it.
  *
  * Identity: by default size + internal date + Message-ID, read with one FETCH per folder
- * on each side, cheap enough to run on a whole batch; with `content`, the SHA-256 of the
- * full message, which downloads everything twice but proves byte-exactness.
+ * on each side, cheap enough to run on a whole batch; with `content`, a digest of the
+ * full message (content-digest.ts, keyed for this process), which downloads everything twice but proves byte-exactness.
  *
  * With `receivedAfter`, source messages that arrived before the cut-off (INTERNALDATE,
  * RFC 3501 §2.3.3) are not expected on the target, exactly as the sync leaves them out;
