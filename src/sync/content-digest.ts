@@ -64,7 +64,9 @@ export class ContentHasher {
   }
 
   /** `buf`'s digest in each of `algorithms` (duplicates dropped, order kept). */
-  digestsOf(buf: Buffer, algorithms: Iterable<DigestAlgorithm>): Digest[] {
+  digestsOf(buf: Buffer, algorithms: readonly DigestAlgorithm[]): Digest[] {
+    // One algorithm is the copy path's case, once per message: no Set for it.
+    if (algorithms.length === 1) return [this.digestOf(buf, algorithms[0])];
     return [...new Set(algorithms)].map((a) => this.digestOf(buf, a));
   }
 

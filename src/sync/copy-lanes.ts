@@ -203,7 +203,7 @@ function fromFetched(hasher: ContentHasher, m: FetchedMessage, algorithms: reado
   const raw = m.raw;
   return {
     uid: m.uid,
-    digests: algorithms.length === 1 ? [hasher.digestOf(raw)] : hasher.digestsOf(raw, algorithms),
+    digests: hasher.digestsOf(raw, algorithms),
     flags: normalizeFlags(m.flags),
     internalDate: m.internalDate,
     body: raw,

@@ -57,7 +57,7 @@ export async function findOnTarget(hasher: ContentHasher, target: ImapFlow, from
   const dateOf = new Map(listed.map((m) => [m.uid, m.internalDate ? seconds(new Date(m.internalDate).getTime()) : -1]));
   const flagsOf = new Map(listed.map((m) => [m.uid, flagsKey(m.flags)]));
   const candidates = listed.filter((m) => m.uid >= fromUid && !exclude.has(m.uid) && sizes.has(m.size ?? -1)).sort((a, b) => a.uid - b.uid);
-  const algorithms = new Set(expected.map((e) => algorithmOf(e.digest)));
+  const algorithms = [...new Set(expected.map((e) => algorithmOf(e.digest)))];
   const byDigest = new Map<Digest, number[]>();
   const alsoKnownAs = new Map<number, Digest[]>();
   for (let i = 0; i < candidates.length; ) {
