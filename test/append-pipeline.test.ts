@@ -32,6 +32,7 @@ import {
   imapDateTime,
   InvalidAppendRequestError,
   LiteralStreamError,
+  MAX_BATCH_MESSAGES,
   PipelinedAppender,
   type StreamedBody,
 } from '../src/imap/append-pipeline.js';
@@ -247,10 +248,13 @@ function defaultHandler(cmd: ClientCommand, c: FakeConn): void {
       }
       return;
     }
-    case 'APPEND':
-      c.uid += 1;
-      c.send(`${cmd.tag} OK [APPENDUID 77 ${c.uid}] Append completed.\r\n`);
+    case 'APPEND': {
+      // One literal per message: a MULTIAPPEND (RFC 3502) gets a uid-set.
+      const first = c.uid + 1;
+      c.uid += cmd.literals.length;
+      c.send(`${cmd.tag} OK [APPENDUID 77 ${first === c.uid ? c.uid : `${first}:${c.uid}`}] Append completed.\r\n`);
       return;
+    }
     case 'NOOP':
       c.send(`${cmd.tag} OK NOOP completed.\r\n`);
       return;
@@ -657,7 +661,7 @@ describe('pipelined appender against a fake server', () => {
         const ps: Promise<AppendResult>[] = [];
         for (let i = 0; i < 12; i++) {
           await app.ready();
-          assert.ok(app.inFlightCount < 3 && app.queued === 0);
+          assert.ok(app.inFlightCount + app.queued < 3);
           ps.push(app.append(req(msg(50))));
         }
         const rs = await Promise.all(ps);
@@ -809,6 +813,165 @@ function wireBetween(c: FakeConn, from: string, to: string): Buffer {
   assert.ok(b > a, `${to} on the wire`);
   return all.subarray(a, b);
 }
+
+describe('MULTIAPPEND batches against a fake server (RFC 3502)', () => {
+  const MULTI = 'IMAP4rev1 LITERAL+ UIDPLUS MULTIAPPEND';
+  const when = new Date(Date.UTC(2019, 6, 4, 10, 20, 30));
+
+  it('messages appended in one go share commands per mailbox, at most MAX_BATCH_MESSAGES each; UIDs from the uid-set', async () => {
+    await withFake({ postCaps: MULTI }, async (s) => {
+      const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+      assert.equal(app.batching, true);
+      const reqs = [
+        ...Array.from({ length: MAX_BATCH_MESSAGES + 8 }, (_, i) => req(msg(60 + i, `a${i}`), { mailbox: 'A', flags: i % 2 ? ['\\Seen'] : [], internalDate: when })),
+        ...Array.from({ length: 3 }, (_, i) => req(msg(70, `b${i}`), { mailbox: 'B' })),
+      ];
+      const rs = await Promise.all(reqs.map((r) => app.append(r)));
+      await app.close();
+      assert.deepEqual(rs.map((r) => r.ok && r.uid), reqs.map((_, i) => i + 1));
+      assert.ok(rs.every((r) => r.ok && r.uidValidity === 77));
+      const appends = s.appends();
+      assert.deepEqual(appends.map((c) => c.literals.length), [MAX_BATCH_MESSAGES, 8, 3]);
+      assert.deepEqual(app.sent, { commands: 3, batches: 3, resentAlone: 0 });
+      // `APPEND mailbox` once, then each message's own flags, date and literal, bytes exact.
+      const line = appends[0]!.line;
+      assert.ok(line.startsWith(`${appends[0]!.tag} APPEND "A" "04-Jul-2019 10:20:30 +0000" {60+}`), line);
+      assert.ok(line.includes(' (\\Seen) "04-Jul-2019 10:20:30 +0000" {61+}'), line);
+      assert.equal((line.match(/APPEND/g) ?? []).length, 1);
+      assert.deepEqual(appends.flatMap((c) => c.literals.map((l) => l.toString())), reqs.map((r) => (r.raw as Buffer).toString()));
+      assert.ok(appends[2]!.line.endsWith(' APPEND "B" {70+} {70+} {70+}'), appends[2]!.line);
+    });
+  });
+
+  it('maps a uid-set with gaps in ascending order, and trusts no set of the wrong size', async () => {
+    const answers = ['APPENDUID 9 12,5:4', 'APPENDUID 9 7:9', 'APPENDUID 9 1:4'];
+    await withFake(
+      {
+        postCaps: MULTI,
+        handler: (cmd, c, next) => {
+          if (cmd.name !== 'APPEND') return next();
+          c.send(`${cmd.tag} OK [${answers.shift()}] done\r\n`);
+        },
+      },
+      async (s) => {
+        const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE, maxInFlightCommands: 3 });
+        const rs = await Promise.all(Array.from({ length: 9 }, (_, i) => app.append(req(msg(50, `${i}`)))));
+        await app.close();
+        assert.deepEqual(rs.slice(0, 6), [4, 5, 12, 7, 8, 9].map((uid) => ({ ok: true, uidValidity: 9, uid })));
+        assert.deepEqual(rs.slice(6), [{ ok: true }, { ok: true }, { ok: true }], 'four UIDs for three messages: none trusted');
+        assert.deepEqual(s.appends().map((c) => c.literals.length), [3, 3, 3]);
+      },
+    );
+  });
+
+  it('a refused batch stored nothing: each of its messages goes again alone, the refusal lands on the right one', async () => {
+    const stored: string[] = [];
+    await withFake(
+      {
+        postCaps: MULTI,
+        handler: (cmd, c, next) => {
+          if (cmd.name !== 'APPEND') return next();
+          if (cmd.literals.some((l) => l.includes('too-big'))) {
+            c.send(`${cmd.tag} NO [LIMIT] Mail size is larger than the maximum size allowed\r\n`);
+            return;
+          }
+          stored.push(...cmd.literals.map((l) => l.toString().split('\r\n')[0]!));
+          next();
+        },
+      },
+      async (s) => {
+        const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+        const tags = ['m0', 'm1', 'too-big', 'm3'];
+        const first = await Promise.all(tags.map((t) => app.append(req(msg(80, t)))));
+        // The connection keeps batching: a NO is about a message, not about MULTIAPPEND.
+        const later = await Promise.all(['m4', 'm5'].map((t) => app.append(req(msg(80, t)))));
+        await app.close();
+        assert.deepEqual(first.map((r) => r.ok), [true, true, false, true]);
+        assert.deepEqual(first[2], { ok: false, status: 'NO', code: 'LIMIT', text: 'Mail size is larger than the maximum size allowed' });
+        assert.deepEqual([...first, ...later].filter((r) => r.ok).map((r) => r.ok && r.uid), [1, 2, 3, 4, 5]);
+        assert.deepEqual(stored, ['Subject: test m0', 'Subject: test m1', 'Subject: test m3', 'Subject: test m4', 'Subject: test m5']);
+        assert.deepEqual(s.appends().map((c) => c.literals.length), [4, 1, 1, 1, 1, 2]);
+        assert.deepEqual(app.sent, { commands: 6, batches: 2, resentAlone: 4 });
+      },
+    );
+  });
+
+  it('BAD to a batch: sent again alone, and no more batches on that connection; no LITERAL+: no batches', async () => {
+    await withFake(
+      {
+        postCaps: MULTI,
+        handler: (cmd, c, next) => {
+          if (cmd.name === 'APPEND' && cmd.literals.length > 1) c.send(`${cmd.tag} BAD Error in IMAP command APPEND: Invalid arguments\r\n`);
+          else next();
+        },
+      },
+      async (s) => {
+        const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+        const rs = await Promise.all(Array.from({ length: 3 }, (_, i) => app.append(req(msg(50, `${i}`)))));
+        assert.equal(app.batching, false);
+        const more = await Promise.all(Array.from({ length: 3 }, (_, i) => app.append(req(msg(50, `x${i}`)))));
+        await app.close();
+        assert.deepEqual([...rs, ...more].map((r) => r.ok && r.uid), [1, 2, 3, 4, 5, 6]);
+        assert.deepEqual(s.appends().map((c) => c.literals.length), [3, 1, 1, 1, 1, 1, 1]);
+      },
+    );
+    await withFake({ postCaps: 'IMAP4rev1 UIDPLUS MULTIAPPEND' }, async (s) => {
+      const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+      assert.equal(app.batching, false);
+      await Promise.all(Array.from({ length: 3 }, (_, i) => app.append(req(msg(50, `${i}`)))));
+      await app.close();
+      assert.deepEqual(s.appends().map((c) => c.literals.length), [1, 1, 1]);
+    });
+  });
+
+  it('a producer awaiting ready() between appends still gets batches once the window is busy', async () => {
+    await withFake(
+      {
+        postCaps: MULTI,
+        handler: (cmd, c, next) => {
+          if (cmd.name !== 'APPEND') return next();
+          setTimeout(next, 10);
+        },
+      },
+      async (s) => {
+        const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE, maxInFlightCommands: 16 });
+        const ps: Promise<AppendResult>[] = [];
+        for (let i = 0; i < 100; i++) {
+          await app.ready();
+          ps.push(app.append(req(msg(50, `${i}`))));
+        }
+        const rs = await Promise.all(ps);
+        await app.close();
+        assert.deepEqual(rs.map((r) => r.ok && r.uid), Array.from({ length: 100 }, (_, i) => i + 1));
+        const sizes = s.appends().map((c) => c.literals.length);
+        assert.ok(Math.max(...sizes) <= 16, `window respected: ${sizes.join(',')}`);
+        assert.ok(sizes.length <= 100 / 4, `batched: ${sizes.length} commands for 100 messages (${sizes.join(',')})`);
+      },
+    );
+  });
+
+  it('a dropped connection rejects every message of a batch in flight as uncertain', async () => {
+    await withFake(
+      {
+        postCaps: MULTI,
+        handler: (cmd, c, next) => {
+          if (cmd.name === 'APPEND') c.socket.destroy();
+          else next();
+        },
+      },
+      async (s) => {
+        const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+        const settled = await Promise.allSettled(Array.from({ length: 4 }, (_, i) => app.append(req(msg(50, `${i}`)))));
+        for (const r of settled) {
+          assert.equal(r.status, 'rejected');
+          assert.ok(r.reason instanceof ImapConnectionLostError && r.reason.uncertain === true, String(r.reason));
+        }
+        assert.equal(s.appends()[0]!.literals.length, 4);
+        await app.close();
+      },
+    );
+  });
+});
 
 describe('streamed bodies against a fake server', () => {
   it('writes {n+} CRLF, then each chunk as it arrives, then CRLF: exactly those bytes', async () => {
@@ -1606,6 +1769,10 @@ describe('pipelined appender against Dovecot', { skip: haveDovecot ? false : 'do
       );
       const refused = results[2]!;
       assert.ok(!refused.ok && refused.status === 'NO' && refused.code === 'LIMIT', JSON.stringify(refused));
+      // Dovecot offers MULTIAPPEND: the five went as one batch, which Dovecot refused as a
+      // whole (RFC 3502: atomic), then one by one. It skipped the rest of the batch's
+      // non-synchronising literals rather than reading them as commands.
+      assert.deepEqual(app.sent, { commands: 6, batches: 1, resentAlone: 5 });
       await app.close();
       await flow(small, alice.username, alice.password, async (c) => {
         const lock = await c.getMailboxLock('INBOX');

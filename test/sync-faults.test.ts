@@ -14,7 +14,7 @@ import { generateCorpus, loadCorpus } from '../src/lab/corpus.js';
 import { TcpProxy } from '../src/lab/proxy.js';
 import { CLI, type CliResult, env, lastJson, runCli, syncArgs } from './helpers/cli.js';
 import { journalCounts } from './helpers/journal.js';
-import { type Relay, startRelay } from './helpers/relay.js';
+import { appendUidMessages, type Relay, startRelay } from './helpers/relay.js';
 import { expectedTargetPath, type LabPair, startPair } from './helpers/lab-pair.js';
 import { compareMailboxes, connect, type MailboxSnapshot, snapshot } from './helpers/mailbox-snapshot.js';
 
@@ -124,7 +124,7 @@ describe('sync: dropped connections', () => {
           // First let the target store a few APPENDs whose answers never reach mailferry:
           // after the drop, recovery must find those on the target rather than send them again.
           relay.hold(true);
-          const stored = () => (relay!.heldText().match(/ OK \[APPENDUID /g) ?? []).length;
+          const stored = () => appendUidMessages(relay!.heldText());
           await waitFor('APPENDs stored on the target with their answers held back', () => run.done() || stored() >= 3, 30_000);
           unanswered = stored();
         }

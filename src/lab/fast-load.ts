@@ -44,8 +44,11 @@ export interface FastLoadOptions {
   chunkBytes?: number;
   /** Per-connection APPEND window in bytes; default: the appender's (16 MiB). */
   maxInFlightBytes?: number;
-  /** Per-connection APPEND window in commands; default: the appender's (64). */
+  /** Per-connection APPEND window in messages; default: the appender's (64). */
   maxInFlightCommands?: number;
+  /** Send MULTIAPPEND batches where the server offers them (default true; see
+   * append-pipeline.ts); false: one APPEND command per message. */
+  multiAppend?: boolean;
   /**
    * Never APPEND to one folder over two connections at once (default false). Needed for
    * Maildir, where concurrent APPENDs to one folder queue on the dovecot-uidlist dotlock
@@ -274,6 +277,7 @@ export async function loadCorpusFast(
           login,
           ...(opts.maxInFlightBytes !== undefined ? { maxInFlightBytes: opts.maxInFlightBytes } : {}),
           ...(opts.maxInFlightCommands !== undefined ? { maxInFlightCommands: opts.maxInFlightCommands } : {}),
+          ...(opts.multiAppend !== undefined ? { multiAppend: opts.multiAppend } : {}),
         }),
       ),
     );

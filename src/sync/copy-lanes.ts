@@ -483,7 +483,10 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
   let app: PipelinedAppender | undefined;
   const completions: Promise<void>[] = [];
   try {
-    app = await PipelinedAppender.connect({ endpoint: ctx.target.endpoint, login: ctx.target.login, idleTimeoutMs: ctx.stallMs });
+    // MAILFERRY_MULTIAPPEND=off sends one APPEND per message even to servers that offer
+    // MULTIAPPEND: a way around a server that mishandles it, and the benchmark's baseline.
+    const multiAppend = process.env.MAILFERRY_MULTIAPPEND !== 'off';
+    app = await PipelinedAppender.connect({ endpoint: ctx.target.endpoint, login: ctx.target.login, idleTimeoutMs: ctx.stallMs, multiAppend });
     let fetcherFolder: string | null = null;
     const checkValidity = (job: CopyJob, uidValidity: number) => {
       if (uidValidity !== job.work.snapshot?.uidValidity) throw Object.assign(new Error(`source folder ${job.work.mapping.sourcePath} changed UIDVALIDITY during the run`), { retryable: true });

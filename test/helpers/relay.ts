@@ -93,3 +93,18 @@ export async function startRelay(targetPort: number, opts: RelayOptions = {}): P
       }),
   };
 }
+
+/**
+ * How many messages the tagged `OK [APPENDUID uidvalidity uid-set]` answers in `text`
+ * stand for: one per APPEND, the uid-set's size for a MULTIAPPEND (RFC 4315 §3).
+ */
+export function appendUidMessages(text: string): number {
+  let n = 0;
+  for (const m of text.matchAll(/^\S+ OK \[APPENDUID \d+ ([\d:,]+)\]/gm)) {
+    for (const range of m[1]!.split(',')) {
+      const [a, b = a] = range.split(':').map(Number);
+      n += Math.abs(b! - a!) + 1;
+    }
+  }
+  return n;
+}
