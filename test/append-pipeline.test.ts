@@ -967,6 +967,46 @@ describe('MULTIAPPEND batches against a fake server (RFC 3502)', () => {
           assert.ok(r.reason instanceof ImapConnectionLostError && r.reason.uncertain === true, String(r.reason));
         }
         assert.equal(s.appends()[0]!.literals.length, 4);
+        assert.equal(app.lostWithBatchInFlight, true);
+        await app.close();
+      },
+    );
+  });
+
+  it('lostWithBatchInFlight: also when the drop follows a refused batch before its messages were answered one by one; not for a drop with single APPENDs in flight', async () => {
+    // Refuses any batch, then drops the connection on the first message sent alone.
+    await withFake(
+      {
+        postCaps: MULTI,
+        handler: (cmd, c, next) => {
+          if (cmd.name !== 'APPEND') return next();
+          if (cmd.literals.length > 1) c.send(`${cmd.tag} NO [TOOBIG] Message size exceeds fixed limit\r\n`);
+          else c.socket.destroy();
+        },
+      },
+      async (s) => {
+        const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+        const settled = await Promise.allSettled(Array.from({ length: 3 }, (_, i) => app.append(req(msg(50, `${i}`)))));
+        assert.ok(settled.every((r) => r.status === 'rejected'));
+        assert.deepEqual(s.appends().map((c) => c.literals.length), [3, 1]);
+        assert.equal(app.lostWithBatchInFlight, true);
+        await app.close();
+      },
+    );
+    await withFake(
+      {
+        postCaps: MULTI,
+        handler: (cmd, c, next) => {
+          if (cmd.name === 'APPEND' && cmd.literals[0]!.includes('drop')) c.socket.destroy();
+          else next();
+        },
+      },
+      async (s) => {
+        const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+        const ok = await Promise.all(Array.from({ length: 3 }, (_, i) => app.append(req(msg(50, `${i}`)))));
+        assert.ok(ok.every((r) => r.ok));
+        await assert.rejects(app.append(req(msg(50, 'drop'))), ImapConnectionLostError);
+        assert.equal(app.lostWithBatchInFlight, false, 'the batch before was answered; a single APPEND was in flight');
         await app.close();
       },
     );

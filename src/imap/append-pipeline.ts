@@ -184,6 +184,10 @@ export class PipelinedAppender {
   private multiAppend: boolean;
   /** A pump is scheduled (see `append`). */
   private pumpScheduled = false;
+  /** Requests sent in a batch whose outcome is not known yet (the batch's answer, or, for a
+   * refused batch, each one's own answer, is outstanding). */
+  private batchedUnsettled = 0;
+  private lostDuringBatch = false;
   /** RFC 7889 APPENDLIMIT=n, when the server announces a global limit. */
   private readonly appendLimit: number | undefined;
   private readonly queue: Job[] = [];
@@ -253,6 +257,17 @@ export class PipelinedAppender {
   /** Whether consecutive appends to one mailbox currently go as MULTIAPPEND batches. */
   get batching(): boolean {
     return this.multiAppend;
+  }
+
+  /**
+   * The connection was lost while a batch was in flight, or before each message of a
+   * refused batch had its own answer. A server may drop the connection over one message
+   * of a batch (RFC 7888 §4 lets it, for a non-synchronising literal it will not take),
+   * with or without refusing the batch first: sent again in the same batch, it would fail
+   * the same way, so the caller should append one message per command from then on.
+   */
+  get lostWithBatchInFlight(): boolean {
+    return this.lostDuringBatch;
   }
 
   /** What went on the wire so far: commands, those of them that were MULTIAPPENDs with
@@ -378,8 +393,10 @@ export class PipelinedAppender {
       if (!job.stream && this.inFlight > 0 && this.inFlightBytes + job.windowBytes > this.maxBytes) break;
       const batch = this.takeBatch();
       this.sent.commands += 1;
-      if (batch.length > 1) this.sent.batches += 1;
-      else if (job.alone) this.sent.resentAlone += 1;
+      if (batch.length > 1) {
+        this.sent.batches += 1;
+        this.batchedUnsettled += batch.length;
+      } else if (job.alone) this.sent.resentAlone += 1;
       this.inFlight += batch.length;
       for (const j of batch) this.inFlightBytes += j.windowBytes;
       const cmd = this.conn.send(commandOf(batch));
@@ -455,9 +472,12 @@ export class PipelinedAppender {
     for (const j of batch) this.inFlightBytes -= j.windowBytes;
     if (batch[0]!.stream) this.streamInFlight = false;
     settle();
-    // Drop the message bytes now (unless the jobs went back into the queue): the caller
-    // may hold the promises for a while.
-    for (const j of batch) if (!this.queue.includes(j)) j.literal = null;
+    for (const j of batch) {
+      if (this.queue.includes(j)) continue; // sent again alone (`answered`)
+      if (j.alone || batch.length > 1) this.batchedUnsettled -= 1;
+      // Drop the message bytes now: the caller may hold the promise for a while.
+      j.literal = null;
+    }
     this.pump();
   }
 
@@ -487,6 +507,8 @@ export class PipelinedAppender {
   }
 
   private connectionClosed(err: Error | null): void {
+    // Before the in-flight requests settle (they do in later microtasks).
+    if (this.batchedUnsettled > 0) this.lostDuringBatch = true;
     this.lost ??= err ?? new ImapConnectionLostError('connection closed');
     // In-flight jobs are rejected by the connection itself (with `uncertain` set per
     // command). Queued jobs never reached the socket: certainly not stored.

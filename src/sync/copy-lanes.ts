@@ -58,6 +58,24 @@ export interface CopyContext {
   stallMs: number;
   signal?: AbortSignal;
   reclaimer: MemoryReclaimer;
+  /** How this run appends; shared by its attempts (see runLane). */
+  appendPolicy: AppendPolicy;
+}
+
+/** How a run appends to the target. It outlives an attempt: what one attempt learnt about
+ * the target holds for the next one. */
+export interface AppendPolicy {
+  /** MULTIAPPEND batches where the target offers them (see append-pipeline.ts). */
+  multiAppend: boolean;
+}
+
+/**
+ * The policy a run starts with. MAILFERRY_MULTIAPPEND=off sends one APPEND per message
+ * even to servers that offer MULTIAPPEND: a way around a server that mishandles it, and
+ * the benchmark's baseline.
+ */
+export function initialAppendPolicy(): AppendPolicy {
+  return { multiAppend: process.env.MAILFERRY_MULTIAPPEND !== 'off' };
 }
 
 /** Splits each folder's messages into fetch chunks of at most `chunkBytes` / `chunkCount`. */
@@ -483,10 +501,7 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
   let app: PipelinedAppender | undefined;
   const completions: Promise<void>[] = [];
   try {
-    // MAILFERRY_MULTIAPPEND=off sends one APPEND per message even to servers that offer
-    // MULTIAPPEND: a way around a server that mishandles it, and the benchmark's baseline.
-    const multiAppend = process.env.MAILFERRY_MULTIAPPEND !== 'off';
-    app = await PipelinedAppender.connect({ endpoint: ctx.target.endpoint, login: ctx.target.login, idleTimeoutMs: ctx.stallMs, multiAppend });
+    app = await PipelinedAppender.connect({ endpoint: ctx.target.endpoint, login: ctx.target.login, idleTimeoutMs: ctx.stallMs, multiAppend: ctx.appendPolicy.multiAppend });
     let fetcherFolder: string | null = null;
     const checkValidity = (job: CopyJob, uidValidity: number) => {
       if (uidValidity !== job.work.snapshot?.uidValidity) throw Object.assign(new Error(`source folder ${job.work.mapping.sourcePath} changed UIDVALIDITY during the run`), { retryable: true });
@@ -539,6 +554,12 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
   } catch (err) {
     state.failure ??= err;
     await Promise.allSettled(completions);
+    if (app?.lostWithBatchInFlight && ctx.appendPolicy.multiAppend) {
+      // Perhaps over one of the batch's messages (see lostWithBatchInFlight): the batch
+      // would be sent again whole by the next attempt and fail the same way.
+      ctx.appendPolicy.multiAppend = false;
+      ctx.log.warn('the target dropped the connection during a MULTIAPPEND; one message per APPEND for the rest of this run');
+    }
     throw err;
   } finally {
     await app?.close().catch(() => undefined);

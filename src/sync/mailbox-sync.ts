@@ -25,7 +25,7 @@ import type { Store } from '../store/open.js';
 import type { Database, FolderRow, MessageState } from '../store/schema.js';
 import { ByteBudget } from './byte-budget.js';
 import { MemoryReclaimer } from './reclaim.js';
-import { JobQueue, planJobs, runCopyLanes } from './copy-lanes.js';
+import { type AppendPolicy, initialAppendPolicy, JobQueue, planJobs, runCopyLanes } from './copy-lanes.js';
 import { applyFlagChanges } from './flag-sync.js';
 import { type FolderMapping, mapFolders, type ServerView } from './folder-map.js';
 import type { FolderWork } from './folder-work.js';
@@ -82,12 +82,13 @@ export async function syncMailbox(store: Store, opts: SyncOptions): Promise<Sync
     // made a long migration over a flaky link give up after its sixth drop even though each
     // attempt got further; a server that stays unreachable still ends the run.
     let failures = 0;
+    const appendPolicy = initialAppendPolicy();
     for (let attempt = 1; ; attempt++) {
       const copiedBefore = progress.copied;
       const session = handedOver;
       handedOver = undefined;
       try {
-        result = await runAttempt(db, pairId, opts, progress, emit, session);
+        result = await runAttempt(db, pairId, opts, progress, emit, appendPolicy, session);
         break;
       } catch (err) {
         const firstContact = attempt === 1 && progress.phase === 'connecting';
@@ -170,7 +171,7 @@ function createMissingFolders(target: MailboxSide, mappings: FolderMapping[], tg
 }
 
 /** `handedOver`: the login check's source session (SyncOptions.sourceSession), for the first attempt; logged out like its own. */
-async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts: SyncOptions, progress: SyncProgress, emit: () => void, handedOver?: ImapFlow): Promise<AttemptResult> {
+async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts: SyncOptions, progress: SyncProgress, emit: () => void, appendPolicy: AppendPolicy, handedOver?: ImapFlow): Promise<AttemptResult> {
   const log = opts.logger;
   const stallMs = opts.stallMs ?? 120_000;
   const maxMessageSize = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
@@ -264,7 +265,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     // Copy lanes start with the first folder that has something to copy, while the rest
     // is still being scanned; an unchanged mailbox never opens a lane at all.
     const queue = new JobQueue();
-    const copyCtx = { db, source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), reclaimer: new MemoryReclaimer(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) };
+    const copyCtx = { db, source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), reclaimer: new MemoryReclaimer(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), appendPolicy, progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) };
     let lanes: Promise<void> | null = null;
     let laneFailed = false;
     const startLanes = (): void => {
