@@ -832,7 +832,7 @@ describe('MULTIAPPEND batches against a fake server (RFC 3502)', () => {
       assert.ok(rs.every((r) => r.ok && r.uidValidity === 77));
       const appends = s.appends();
       assert.deepEqual(appends.map((c) => c.literals.length), [MAX_BATCH_MESSAGES, 8, 3]);
-      assert.deepEqual(app.sent, { commands: 3, batches: 3, resentAlone: 0 });
+      assert.deepEqual(app.sent, { commands: 3, batches: 3, resentAlone: 0, isolated: 0 });
       // `APPEND mailbox` once, then each message's own flags, date and literal, bytes exact.
       const line = appends[0]!.line;
       assert.ok(line.startsWith(`${appends[0]!.tag} APPEND "A" "04-Jul-2019 10:20:30 +0000" {60+}`), line);
@@ -891,7 +891,7 @@ describe('MULTIAPPEND batches against a fake server (RFC 3502)', () => {
         assert.deepEqual([...first, ...later].filter((r) => r.ok).map((r) => r.ok && r.uid), [1, 2, 3, 4, 5]);
         assert.deepEqual(stored, ['Subject: test m0', 'Subject: test m1', 'Subject: test m3', 'Subject: test m4', 'Subject: test m5']);
         assert.deepEqual(s.appends().map((c) => c.literals.length), [4, 1, 1, 1, 1, 2]);
-        assert.deepEqual(app.sent, { commands: 6, batches: 2, resentAlone: 4 });
+        assert.deepEqual(app.sent, { commands: 6, batches: 2, resentAlone: 4, isolated: 0 });
       },
     );
   });
@@ -967,47 +967,41 @@ describe('MULTIAPPEND batches against a fake server (RFC 3502)', () => {
           assert.ok(r.reason instanceof ImapConnectionLostError && r.reason.uncertain === true, String(r.reason));
         }
         assert.equal(s.appends()[0]!.literals.length, 4);
-        assert.equal(app.lostWithBatchInFlight, true);
         await app.close();
       },
     );
   });
 
-  it('lostWithBatchInFlight: also when the drop follows a refused batch before its messages were answered one by one; not for a drop with single APPENDs in flight', async () => {
-    // Refuses any batch, then drops the connection on the first message sent alone.
+  it('an isolated append waits until nothing is in flight, and nothing is written after it until it is answered', async () => {
+    let unanswered = 0;
+    const seen: { text: string; unanswered: number }[] = [];
     await withFake(
       {
         postCaps: MULTI,
         handler: (cmd, c, next) => {
           if (cmd.name !== 'APPEND') return next();
-          if (cmd.literals.length > 1) c.send(`${cmd.tag} NO [TOOBIG] Message size exceeds fixed limit\r\n`);
-          else c.socket.destroy();
+          unanswered += cmd.literals.length;
+          for (const l of cmd.literals) seen.push({ text: l.toString().split('\r\n')[0]!, unanswered });
+          setTimeout(() => {
+            unanswered -= cmd.literals.length;
+            next();
+          }, 15);
         },
       },
       async (s) => {
         const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
-        const settled = await Promise.allSettled(Array.from({ length: 3 }, (_, i) => app.append(req(msg(50, `${i}`)))));
-        assert.ok(settled.every((r) => r.status === 'rejected'));
-        assert.deepEqual(s.appends().map((c) => c.literals.length), [3, 1]);
-        assert.equal(app.lostWithBatchInFlight, true);
+        const rs = await Promise.all([
+          ...['a0', 'a1', 'a2'].map((t) => app.append(req(msg(50, t)))),
+          app.append(req(msg(50, 'alone')), { isolated: true }),
+          ...['b0', 'b1'].map((t) => app.append(req(msg(50, t)))),
+        ]);
         await app.close();
-      },
-    );
-    await withFake(
-      {
-        postCaps: MULTI,
-        handler: (cmd, c, next) => {
-          if (cmd.name === 'APPEND' && cmd.literals[0]!.includes('drop')) c.socket.destroy();
-          else next();
-        },
-      },
-      async (s) => {
-        const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
-        const ok = await Promise.all(Array.from({ length: 3 }, (_, i) => app.append(req(msg(50, `${i}`)))));
-        assert.ok(ok.every((r) => r.ok));
-        await assert.rejects(app.append(req(msg(50, 'drop'))), ImapConnectionLostError);
-        assert.equal(app.lostWithBatchInFlight, false, 'the batch before was answered; a single APPEND was in flight');
-        await app.close();
+        assert.deepEqual(rs.map((r) => r.ok && r.uid), [1, 2, 3, 4, 5, 6]);
+        // a0–a2 in one batch; the isolated one alone on the wire; b0–b1 only after its answer.
+        assert.deepEqual(s.appends().map((c) => c.literals.length), [3, 1, 2]);
+        assert.deepEqual(seen.find((x) => x.text.endsWith('alone')), { text: 'Subject: test alone', unanswered: 1 });
+        assert.deepEqual(seen.filter((x) => x.text.includes(' b')).map((x) => x.unanswered), [2, 2]);
+        assert.equal(app.sent.isolated, 1);
       },
     );
   });
@@ -1812,7 +1806,7 @@ describe('pipelined appender against Dovecot', { skip: haveDovecot ? false : 'do
       // Dovecot offers MULTIAPPEND: the five went as one batch, which Dovecot refused as a
       // whole (RFC 3502: atomic), then one by one. It skipped the rest of the batch's
       // non-synchronising literals rather than reading them as commands.
-      assert.deepEqual(app.sent, { commands: 6, batches: 1, resentAlone: 5 });
+      assert.deepEqual(app.sent, { commands: 6, batches: 1, resentAlone: 5, isolated: 0 });
       await app.close();
       await flow(small, alice.username, alice.password, async (c) => {
         const lock = await c.getMailboxLock('INBOX');

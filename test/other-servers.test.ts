@@ -31,7 +31,8 @@ import { type DovecotServer, dovecotBinary, startDovecot } from '../src/lab/dove
 import { type FastLoadCorpus, createCorpusFolders, loadCorpusFast } from '../src/lab/fast-load.js';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { TARGET_SPECIAL_USE, expectedTargetPath } from './helpers/lab-pair.js';
-import { compareMailboxes, connect, snapshot } from './helpers/mailbox-snapshot.js';
+import { compareMailboxes, connect, type MailboxSnapshot, snapshot } from './helpers/mailbox-snapshot.js';
+import { startRelay } from './helpers/relay.js';
 
 const ALICE_PW = 'alice-pw-1';
 const ADMIN_PW = 'admin-Secret-77';
@@ -212,6 +213,42 @@ describe('Cyrus IMAP', { skip: cyrusSkip }, () => {
     const source: Side = { endpoint: dovecotSource.endpoint(), user: 'alice', password: ALICE_PW, owner: { user: 'alice', pass: ALICE_PW } };
     const target: Side = { endpoint: cyrusTarget.endpoint(), user: 'alice', password: TARGET_PW, owner: { user: 'alice', pass: TARGET_PW } };
     await migrateExactly(source, target, join(dir, 'dovecot-cyrus.sqlite'), dovecotTotal, (p) => expectedTargetPath(p, '.', '/'));
+  });
+
+  // Cyrus answers a non-synchronising literal over its maxmessagesize with NO [TOOBIG]
+  // and closes the connection (RFC 7888 §4 allows that); pipelined, the NO is usually lost
+  // in the connection's reset, with the answers to everything in flight. Cyrus announces
+  // the limit as APPENDLIMIT (RFC 7889), which the engine honours without sending the
+  // message: the relay hides it, as a server without APPENDLIMIT would. Such a message is
+  // sent alone until it is refused or has dropped the connection twice (drop-suspects.ts).
+  test('Dovecot → Cyrus that drops the connection over a too-big message: it is skipped and named, the rest exact, in one run', async () => {
+    const LIMIT = 300_000;
+    const limited = await startCyrus({ name: 'target-limit', users: [{ username: 'alice', password: TARGET_PW }], separator: '/', altNamespace: true, specialUse: { ...TARGET_SPECIAL_USE }, extraConfig: `maxmessagesize: ${LIMIT}\n` });
+    const relay = await startRelay(limited.port, { rewrite: (text) => text.replace(/ APPENDLIMIT=\d+/g, '') });
+    try {
+      const source: Side = { endpoint: dovecotSource.endpoint(), user: 'alice', password: ALICE_PW, owner: { user: 'alice', pass: ALICE_PW } };
+      const target: Side = { endpoint: { ...limited.endpoint(), port: relay.port }, user: 'alice', password: TARGET_PW, owner: { user: 'alice', pass: TARGET_PW } };
+      const src = await snapshot(source.endpoint, 'alice', ALICE_PW);
+      const tooBig = [...src.values()].flat().filter((m) => m.size > LIMIT);
+      assert.ok(tooBig.length >= 1, 'the corpus has a message over the limit');
+
+      const r = await cli('sync', source, target, join(dir, 'dovecot-cyrus-limit.sqlite'));
+      assert.equal(r.status, 1, r.stderr);
+      assert.ok(Number(r.json?.reconnects) >= 1, r.stdout);
+      assert.equal(r.json?.copied, dovecotTotal - tooBig.length, r.stdout);
+      assert.equal(r.json?.skipped, tooBig.length, r.stdout);
+      const skipped = r.json?.skippedItems as { reason: string; size: number }[];
+      assert.deepEqual(skipped.map((x) => x.size).sort(), tooBig.map((m) => m.size).sort());
+      // Cyrus's own NO when it reached us, else the dropped connections.
+      for (const x of skipped) assert.match(x.reason, /\[TOOBIG\]|closed the connection each time this message was sent alone/, x.reason);
+
+      const tgt = await snapshot(limited.endpoint(), 'alice', TARGET_PW);
+      const rest: MailboxSnapshot = new Map([...src].map(([f, msgs]) => [f, msgs.filter((m) => m.size <= LIMIT)]));
+      assert.deepEqual(compareMailboxes(rest, tgt, (p) => expectedTargetPath(p, '.', '/')), []);
+    } finally {
+      await relay.stop();
+      await limited.stop();
+    }
   });
 });
 

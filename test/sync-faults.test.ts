@@ -186,6 +186,66 @@ describe('sync: dropped connections', () => {
   });
 });
 
+describe('sync: a message the target answers by dropping the connection', () => {
+  // Like Cyrus with a non-synchronising literal over its size limit (when it does not
+  // announce APPENDLIMIT): the connection closes, and no answer names the message. The
+  // relay drops every connection that sends the marker, however often it is sent.
+  const MARKER = 'X-Lab-Target: drop-the-connection';
+  let lab: LabPair;
+  let relay: Relay;
+  let total = 0;
+  let drops = 0;
+  const poison = Buffer.from(`From: a@example.org\r\nTo: b@example.org\r\nSubject: the one the target will not take\r\nMessage-ID: <poison@example.org>\r\n${MARKER}\r\n\r\nbody\r\n`);
+  const poisonSha = createHash('sha256').update(poison).digest('hex');
+  const args = (extra: string[] = []) => ['sync', ...syncArgs(lab, lab.db, ['--json', ...extra], { targetPort: relay.port })];
+
+  before(async () => {
+    lab = await startPair();
+    relay = await startRelay(lab.target.port, { dropWhenSent: MARKER, onDrop: () => drops++ });
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    total = (await loadCorpus(c, generateCorpus({ seed: 91, messages: 150, averageSize: 6_000, maxSize: 60_000 }), { separator: '.' })).appended;
+    // In the middle of INBOX, so that it travels in a batch with messages on either side.
+    await c.append('INBOX', poison, ['\\Seen'], new Date('2021-03-04T05:06:07Z'));
+    await loadCorpus(c, generateCorpus({ seed: 92, messages: 40, averageSize: 6_000, maxSize: 60_000, folders: [{ path: ['INBOX'] }] }), { separator: '.' }).then((r) => (total += r.appended + 1));
+    await c.logout();
+  });
+  after(async () => {
+    await relay?.stop();
+    await lab?.stop();
+  });
+
+  test('is sent alone until it has dropped the connection twice, then skipped and named; the rest exact, in one run', async () => {
+    const r = await runCli(args(), env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.json?.copied, total - 1, r.stdout);
+    assert.equal(r.json?.skipped, 1);
+    assert.equal(r.json?.failed, 0);
+    const items = r.json?.skippedItems as { folder: string; subject: string; reason: string }[];
+    assert.equal(items.length, 1);
+    assert.equal(items[0]!.folder, 'INBOX');
+    assert.equal(items[0]!.subject, 'the one the target will not take');
+    assert.match(items[0]!.reason, /the target closed the connection each time this message was sent alone \(2 times; last: .*lost/);
+    // Once in flight with others, then twice alone: three drops, three reconnects.
+    assert.equal(drops, 3);
+    assert.equal(r.json?.reconnects, 3);
+    assert.equal(journalCounts(lab.db).pending, 0);
+    const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.deepEqual(compareMailboxes(without(src, 'INBOX', [poisonSha]), tgt, (p) => expectedTargetPath(p)), []);
+  });
+
+  test('the next run tries it again, skips it again, and duplicates nothing', async () => {
+    const before = drops;
+    const r = await runCli(args(), env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.json?.copied, 0);
+    assert.equal(r.json?.skipped, 1);
+    assert.equal(drops - before, 3);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.equal(count(tgt), total - 1);
+  });
+});
+
 describe('sync: a message over --max-message-size', () => {
   let lab: LabPair;
   let total = 0;

@@ -216,7 +216,13 @@ function launchWrapped(what: string, dir: string, spec: LaunchSpec): Promise<Run
   // A marker left by the previous attempt would make the wrapper delete the dir.
   rmSync(path.join(dir, '.stopping'), { force: true });
   return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', WRAPPER, `mailferry-lab-${what}`, dir, stopSignal.slice(3), ...spec.command], { stdio: ['pipe', 'pipe', 'ignore'], env: spec.env });
+    // `detached`: the wrapper and the server under it get a process group of their own.
+    // Otherwise every lab server of every test file shares the test runner's group, and a
+    // server that signals its whole group when it stops also hits the other servers'
+    // processes running under the same account (`nobody`): with Cyrus or Courier servers
+    // started and stopped beside it, a Dovecot test's `imap` processes said "BYE Server
+    // shutting down" or vanished mid-APPEND (seen; gone once each wrapper had its group).
+    const child = spawn('/bin/sh', ['-c', WRAPPER, `mailferry-lab-${what}`, dir, stopSignal.slice(3), ...spec.command], { stdio: ['pipe', 'pipe', 'ignore'], env: spec.env, detached: true });
     const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
     let out = '';
     child.once('error', reject);

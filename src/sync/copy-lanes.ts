@@ -25,12 +25,14 @@
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { PipelinedAppender, type StreamedBody } from '../imap/append-pipeline.js';
+import { ImapConnectionLostError } from '../imap/raw-connection.js';
 import { LiteralPipe } from '../imap/literal-pipe.js';
 import { type FetchedMessage, RawFetcher } from '../imap/raw-fetch.js';
 import { journalChunk, recordChunkOutcome, setDigest } from '../store/journal.js';
 import { type Slab, SlabPool } from './arena.js';
 import type { Database, MessageRow, NewMessageRow } from '../store/schema.js';
 import type { ByteBudget } from './byte-budget.js';
+import type { RunMemory } from './run-memory.js';
 import type { MemoryReclaimer } from './reclaim.js';
 import { contentHasher } from '../store/content-key.js';
 import { type ContentHasher, type Digest, type DigestAlgorithm, algorithmOf } from './content-digest.js';
@@ -58,24 +60,8 @@ export interface CopyContext {
   stallMs: number;
   signal?: AbortSignal;
   reclaimer: MemoryReclaimer;
-  /** How this run appends; shared by its attempts (see runLane). */
-  appendPolicy: AppendPolicy;
-}
-
-/** How a run appends to the target. It outlives an attempt: what one attempt learnt about
- * the target holds for the next one. */
-export interface AppendPolicy {
-  /** MULTIAPPEND batches where the target offers them (see append-pipeline.ts). */
-  multiAppend: boolean;
-}
-
-/**
- * The policy a run starts with. MAILFERRY_MULTIAPPEND=off sends one APPEND per message
- * even to servers that offer MULTIAPPEND: a way around a server that mishandles it, and
- * the benchmark's baseline.
- */
-export function initialAppendPolicy(): AppendPolicy {
-  return { multiAppend: process.env.MAILFERRY_MULTIAPPEND !== 'off' };
+  /** What earlier attempts of this run learnt (suspects, messages skipped). */
+  memory: RunMemory;
 }
 
 /** Splits each folder's messages into fetch chunks of at most `chunkBytes` / `chunkCount`. */
@@ -422,6 +408,8 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
   const pending: NewMessageRow[] = [];
   const prepared: SourceMessage[] = [];
   const adopted: { row: NewMessageRow; orphanUid: number }[] = [];
+  const dropped: NewMessageRow[] = [];
+  const notSent: SourceMessage[] = [];
   for (const m of messages.sort((a, b) => a.uid - b.uid)) {
     const base = { folder_id: folderId, source_uid: m.uid, size: bodySize(m.body), internal_date: m.internalDate.getTime(), digest: m.digests[0] ?? null, skip_kind: null, reason: null, subject: null };
     const orphan = takeOrphan(work.orphans, m.digests, base.internal_date);
@@ -432,22 +420,38 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       if (after !== orphan.flags) work.flagChanges.push({ sourceUid: m.uid, targetUid: orphan.target_uid, before: orphan.flags, after });
       continue;
     }
+    const verdict = ctx.memory.suspects.verdict(folderId, m.uid);
+    if (verdict !== null) {
+      // Refused by dropping the connection, again and again (drop-suspects.ts).
+      dropped.push({ ...base, state: 'skipped', flags: '', target_uid: null, uid_floor: null, skip_kind: 'refused', reason: verdict, subject: subjectOf(m.head()) });
+      m.onSettled?.();
+      notSent.push(m);
+      continue;
+    }
     pending.push({ ...base, state: 'pending', flags: flagsKey(m.flags), target_uid: null, uid_floor: tf.floor });
     prepared.push(m);
   }
   await journalChunk(ctx.db, folderId, {
     pending,
     adopted,
-    skipped: unreadable.map((u) => ({ folder_id: folderId, source_uid: u.uid, state: 'skipped' as const, size: job.items.find((i) => i.uid === u.uid)?.size ?? 0, internal_date: 0, digest: null, flags: '', target_uid: null, uid_floor: null, skip_kind: 'unreadable' as const, reason: u.reason, subject: null })),
+    skipped: [
+      ...unreadable.map((u) => ({ folder_id: folderId, source_uid: u.uid, state: 'skipped' as const, size: job.items.find((i) => i.uid === u.uid)?.size ?? 0, internal_date: 0, digest: null, flags: '', target_uid: null, uid_floor: null, skip_kind: 'unreadable' as const, reason: u.reason, subject: null })),
+      ...dropped,
+    ],
   });
+  for (const u of unreadable) ctx.memory.noteSkipped(folderId, u.uid);
+  for (const d of dropped) ctx.memory.noteSkipped(folderId, d.source_uid);
   ctx.progress.failed += unreadable.length;
+  ctx.progress.skipped += dropped.length;
+  if (dropped.length) ctx.log.warn({ folder: work.mapping.sourcePath, uids: dropped.map((d) => d.source_uid) }, 'skipped: the target closed the connection each time these were sent');
   // Adopted messages were on the target already: this run did not copy them (`copied`
   // must stay 0 after a source folder is recreated), so they leave the to-do instead.
   ctx.progress.toCopy -= adopted.length;
   ctx.progress.toCopyBytes -= adopted.reduce((n, a) => n + a.row.size, 0);
 
-  const sends = prepared.map((p) => {
-    const sent = app.append({ mailbox: tf.path, flags: p.flags, internalDate: p.internalDate, raw: p.body });
+  const isolated = prepared.map((p) => ctx.memory.suspects.isSuspect(folderId, p.uid));
+  const sends = prepared.map((p, i) => {
+    const sent = app.append({ mailbox: tf.path, flags: p.flags, internalDate: p.internalDate, raw: p.body }, { isolated: isolated[i]! });
     if (p.onSettled) void sent.then(p.onSettled, p.onSettled);
     return sent;
   });
@@ -455,7 +459,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
     const settled = await Promise.allSettled(sends);
     // A streamed message's source command must be over before its connection is reused
     // (and before its head, for the Subject of a refusal, is complete).
-    for (const p of prepared) if (p.delivered) await p.delivered.catch(() => undefined);
+    for (const p of [...prepared, ...notSent]) if (p.delivered) await p.delivered.catch(() => undefined);
     const copied: { sourceUid: number; targetUid: number | null }[] = [];
     const refused: { uid: number; reason: string; subject: string }[] = [];
     let lost: unknown = null;
@@ -464,8 +468,11 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       const p = prepared[i]!;
       if (s.status === 'rejected') {
         lost ??= s.reason;
+        // The target connection was lost with this APPEND written: maybe over this message.
+        if (s.reason instanceof ImapConnectionLostError && s.reason.uncertain) ctx.memory.suspects.lostInFlight(folderId, p.uid, isolated[i]!, s.reason.message);
         return;
       }
+      ctx.memory.suspects.answered(folderId, p.uid);
       const r = s.value;
       if (!r.ok) {
         refused.push({ uid: p.uid, reason: `target refused it: ${r.code ? `[${r.code}] ` : ''}${r.text}`, subject: subjectOf(p.head()) });
@@ -481,6 +488,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       bytes += bodySize(p.body);
     });
     await recordChunkOutcome(ctx.db, folderId, copied, refused.map((r) => ({ ...r, kind: 'refused' as const })));
+    for (const r of refused) ctx.memory.noteSkipped(folderId, r.uid);
     ctx.progress.copied += copied.length;
     ctx.progress.copiedBytes += bytes;
     ctx.progress.skipped += refused.length;
@@ -501,7 +509,10 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
   let app: PipelinedAppender | undefined;
   const completions: Promise<void>[] = [];
   try {
-    app = await PipelinedAppender.connect({ endpoint: ctx.target.endpoint, login: ctx.target.login, idleTimeoutMs: ctx.stallMs, multiAppend: ctx.appendPolicy.multiAppend });
+    // MAILFERRY_MULTIAPPEND=off sends one APPEND per message even to servers that offer
+    // MULTIAPPEND: a way around a server that mishandles it, and the benchmark's baseline.
+    const multiAppend = process.env.MAILFERRY_MULTIAPPEND !== 'off';
+    app = await PipelinedAppender.connect({ endpoint: ctx.target.endpoint, login: ctx.target.login, idleTimeoutMs: ctx.stallMs, multiAppend });
     let fetcherFolder: string | null = null;
     const checkValidity = (job: CopyJob, uidValidity: number) => {
       if (uidValidity !== job.work.snapshot?.uidValidity) throw Object.assign(new Error(`source folder ${job.work.mapping.sourcePath} changed UIDVALIDITY during the run`), { retryable: true });
@@ -554,12 +565,6 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
   } catch (err) {
     state.failure ??= err;
     await Promise.allSettled(completions);
-    if (app?.lostWithBatchInFlight && ctx.appendPolicy.multiAppend) {
-      // Perhaps over one of the batch's messages (see lostWithBatchInFlight): the batch
-      // would be sent again whole by the next attempt and fail the same way.
-      ctx.appendPolicy.multiAppend = false;
-      ctx.log.warn('the target dropped the connection during a MULTIAPPEND; one message per APPEND for the rest of this run');
-    }
     throw err;
   } finally {
     await app?.close().catch(() => undefined);

@@ -25,7 +25,8 @@ import type { Store } from '../store/open.js';
 import type { Database, FolderRow, MessageState } from '../store/schema.js';
 import { ByteBudget } from './byte-budget.js';
 import { MemoryReclaimer } from './reclaim.js';
-import { type AppendPolicy, initialAppendPolicy, JobQueue, planJobs, runCopyLanes } from './copy-lanes.js';
+import { JobQueue, planJobs, runCopyLanes } from './copy-lanes.js';
+import { RunMemory } from './run-memory.js';
 import { applyFlagChanges } from './flag-sync.js';
 import { type FolderMapping, mapFolders, type ServerView } from './folder-map.js';
 import type { FolderWork } from './folder-work.js';
@@ -82,13 +83,13 @@ export async function syncMailbox(store: Store, opts: SyncOptions): Promise<Sync
     // made a long migration over a flaky link give up after its sixth drop even though each
     // attempt got further; a server that stays unreachable still ends the run.
     let failures = 0;
-    const appendPolicy = initialAppendPolicy();
+    const memory = new RunMemory();
     for (let attempt = 1; ; attempt++) {
       const copiedBefore = progress.copied;
       const session = handedOver;
       handedOver = undefined;
       try {
-        result = await runAttempt(db, pairId, opts, progress, emit, appendPolicy, session);
+        result = await runAttempt(db, pairId, opts, progress, emit, memory, session);
         break;
       } catch (err) {
         const firstContact = attempt === 1 && progress.phase === 'connecting';
@@ -171,7 +172,7 @@ function createMissingFolders(target: MailboxSide, mappings: FolderMapping[], tg
 }
 
 /** `handedOver`: the login check's source session (SyncOptions.sourceSession), for the first attempt; logged out like its own. */
-async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts: SyncOptions, progress: SyncProgress, emit: () => void, appendPolicy: AppendPolicy, handedOver?: ImapFlow): Promise<AttemptResult> {
+async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts: SyncOptions, progress: SyncProgress, emit: () => void, memory: RunMemory, handedOver?: ImapFlow): Promise<AttemptResult> {
   const log = opts.logger;
   const stallMs = opts.stallMs ?? 120_000;
   const maxMessageSize = opts.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
@@ -255,17 +256,17 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     emit();
     const retryFolders = new Set(
       ids.length
-        ? (await db.selectFrom('message').select(['folder_id', 'skip_kind', 'size', 'state', 'internal_date']).where('folder_id', 'in', ids).where('state', 'in', ['skipped', 'orphan']).execute())
+        ? (await db.selectFrom('message').select(['folder_id', 'source_uid', 'skip_kind', 'size', 'state', 'internal_date']).where('folder_id', 'in', ids).where('state', 'in', ['skipped', 'orphan']).execute())
             // An out-of-scope skipped message is not retried (scan.ts), so it must not make
             // the folder miss the fast path on every run either.
-            .filter((r) => r.state === 'orphan' || (isRetryableSkip(r, maxMessageSize) && rowInScope(r, opts.receivedAfter)))
+            .filter((r) => r.state === 'orphan' || (isRetryableSkip(r, maxMessageSize) && rowInScope(r, opts.receivedAfter) && !memory.skippedInThisRun(r.folder_id, r.source_uid)))
             .map((r) => r.folder_id)
         : [],
     );
     // Copy lanes start with the first folder that has something to copy, while the rest
     // is still being scanned; an unchanged mailbox never opens a lane at all.
     const queue = new JobQueue();
-    const copyCtx = { db, source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), reclaimer: new MemoryReclaimer(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), appendPolicy, progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) };
+    const copyCtx = { db, source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), reclaimer: new MemoryReclaimer(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), memory, progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) };
     let lanes: Promise<void> | null = null;
     let laneFailed = false;
     const startLanes = (): void => {
@@ -307,7 +308,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
           if ((st.messages ?? 0) > 0 && (st.uidNext === undefined || st.uidNext > row.synced_uidnext || row.source_uidvalidity !== Number(st.uidValidity))) startLanes();
           const work: FolderWork = { row, mapping: m, target: tf, toCopy: [], flagChanges: [], orphans: new Map(), ...(st.uidNext !== undefined ? { listedUidNext: st.uidNext } : {}) };
           lister ??= await RawFetcher.connect({ endpoint: opts.source.endpoint, login: opts.source.login, idleTimeoutMs: stallMs });
-          await scanFolder({ db, maxMessageSize, stallMs, dryRun: false, ...(opts.receivedAfter !== undefined ? { receivedAfter: opts.receivedAfter } : {}) }, { lister, session: src }, work);
+          await scanFolder({ db, maxMessageSize, stallMs, dryRun: false, skippedInThisRun: (f, u) => memory.skippedInThisRun(f, u), ...(opts.receivedAfter !== undefined ? { receivedAfter: opts.receivedAfter } : {}) }, { lister, session: src }, work);
           works.push(work);
           const jobs = planJobs([work], opts.chunkBytes ?? DEFAULT_CHUNK_BYTES);
           if (jobs.length) {

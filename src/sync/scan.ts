@@ -25,6 +25,8 @@ export interface ScanContext {
   dryRun: boolean;
   /** Only messages received at or after this (ms since the epoch); see SyncOptions. */
   receivedAfter?: number;
+  /** Skipped messages this run already skipped are not tried again before the next run (RunMemory). */
+  skippedInThisRun?: (folderId: number, uid: number) => boolean;
 }
 
 /** An INTERNALDATE as imapflow gives it (a Date, or the raw text it could not parse), in ms; undefined when absent or unreadable. */
@@ -152,7 +154,8 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
     for (const m of fresh) if (m.uid >= watermark && listedInScope(m, ctx.receivedAfter)) listed.push(m);
     if (announcedUidNext === undefined) snapshot.uidNext = fresh.reduce((next, m) => Math.max(next, m.uid + 1), snapshot.uidNext);
   }
-  const retry = [...known].filter(([uid, r]) => uid < watermark && isRetryable(r, ctx.maxMessageSize)).map(([uid]) => uid);
+  const retryable = (uid: number, r: Pick<MessageRow, 'state' | 'skip_kind' | 'size'>): boolean => isRetryable(r, ctx.maxMessageSize) && !ctx.skippedInThisRun?.(row.id, uid);
+  const retry = [...known].filter(([uid, r]) => uid < watermark && retryable(uid, r)).map(([uid]) => uid);
   if (retry.length) {
     const again = await lister.list(uidSet(retry), query);
     for (const m of again) if (listedInScope(m, ctx.receivedAfter)) listed.push(m);
@@ -161,7 +164,7 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
   const tooLarge: number[] = [];
   for (const m of listed) {
     const k = known.get(m.uid);
-    if (k && !isRetryable(k, ctx.maxMessageSize)) continue;
+    if (k && !retryable(m.uid, k)) continue;
     const size = m.size ?? 0;
     if (size > ctx.maxMessageSize) {
       if (!k) tooLarge.push(m.uid);

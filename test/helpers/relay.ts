@@ -24,6 +24,14 @@ export interface RelayOptions {
    * the rest waits for more). Only for tests whose message literals cannot match.
    */
   rewrite?: (text: string) => string;
+  /**
+   * Drops the connection (both sides, nothing more forwarded) as soon as the client has
+   * sent these bytes, like a server that answers a message it will not take by closing
+   * the connection. Matched across packet boundaries.
+   */
+  dropWhenSent?: string;
+  /** Called for each drop caused by `dropWhenSent`. */
+  onDrop?: () => void;
 }
 
 export async function startRelay(targetPort: number, opts: RelayOptions = {}): Promise<Relay> {
@@ -35,8 +43,20 @@ export async function startRelay(targetPort: number, opts: RelayOptions = {}): P
     const upstream = net.connect({ host: '127.0.0.1', port: targetPort });
     const conn = { client, upstream, kept: [] as Buffer[] };
     conns.add(conn);
+    const marker = opts.dropWhenSent === undefined ? null : Buffer.from(opts.dropWhenSent, 'latin1');
+    let tail = Buffer.alloc(0);
     client.on('data', (d: Buffer) => {
       up += d.length;
+      if (marker) {
+        const seen = Buffer.concat([tail, d]);
+        if (seen.includes(marker)) {
+          opts.onDrop?.();
+          client.destroy();
+          upstream.destroy();
+          return;
+        }
+        tail = seen.subarray(Math.max(0, seen.length - marker.length + 1));
+      }
       upstream.write(d);
     });
     let partial = '';
