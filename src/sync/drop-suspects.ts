@@ -54,10 +54,6 @@ export class DropSuspects {
     if (!s || s.isolatedDrops < ISOLATED_DROPS_TO_SKIP) return null;
     return `the target closed the connection each time this message was sent alone (${s.isolatedDrops} times; last: ${s.lastError})`;
   }
-
-  get size(): number {
-    return this.suspects.size;
-  }
 }
 
 /** A message of the run: its journal folder and source UID. */
