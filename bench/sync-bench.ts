@@ -57,6 +57,7 @@ const SOURCE = { username: 'alice', password: 'bench-source-pw' } as const;
 const TARGET = { username: 'alice', password: 'bench-target-pw' } as const;
 const TARGET_SPECIAL_USE = { '\\Sent': 'Sent', '\\Drafts': 'Drafts', '\\Trash': 'Trash', '\\Junk': 'Junk', '\\Archive': 'Archive' } as const;
 const sourceLogin: ImapLogin = { method: 'login', ...SOURCE };
+const targetLogin: ImapLogin = { method: 'login', ...TARGET };
 
 /** The limit's two ways of writing (see step 2 above). */
 type LimitMode = 'single' | 'multi';
@@ -70,7 +71,6 @@ interface LimitRun {
   cpuSeconds: number;
   machine: { busy: number; capacity: number } | null;
 }
-const targetLogin: ImapLogin = { method: 'login', ...TARGET };
 
 // ---------------------------------------------------------------------------------------
 // Options
