@@ -194,6 +194,9 @@ export class PipelinedAppender {
   /** RFC 7889 APPENDLIMIT=n, when the server announces a global limit. */
   private readonly appendLimit: number | undefined;
   private readonly queue: Job[] = [];
+  /** Of the queue: message bytes, and streams or isolated requests (nothing queues behind those). */
+  private queuedBytes = 0;
+  private queuedBlockers = 0;
   private inFlight = 0;
   private inFlightBytes = 0;
   /** A streamed request is in flight (admitted, no tagged response yet). */
@@ -311,7 +314,7 @@ export class PipelinedAppender {
       });
     }
     return new Promise<AppendResult>((resolve, reject) => {
-      this.queue.push({ ...command, windowBytes: stream ? 0 : size, stream, alone: false, isolated: opts.isolated ?? false, resolve, reject });
+      this.enqueue([{ ...command, windowBytes: stream ? 0 : size, stream, alone: false, isolated: opts.isolated ?? false, resolve, reject }], 'back');
       if (!this.pumpScheduled) {
         this.pumpScheduled = true;
         // After the I/O callbacks and promise chains of this turn of the event loop (a
@@ -356,15 +359,27 @@ export class PipelinedAppender {
    * admitted behind a queued or still-writing stream, nor behind an isolated request.
    */
   private hasRoom(): boolean {
-    if (this.streamWriting || this.isolatedInFlight) return false;
-    let count = this.inFlight;
-    let bytes = this.inFlightBytes;
-    for (const j of this.queue) {
-      if (j.stream || j.isolated) return false;
-      count += 1;
-      bytes += j.windowBytes;
+    if (this.streamWriting || this.isolatedInFlight || this.queuedBlockers > 0) return false;
+    return this.inFlight + this.queue.length < this.maxCommands && this.inFlightBytes + this.queuedBytes < this.maxBytes;
+  }
+
+  private enqueue(jobs: Job[], end: 'front' | 'back'): void {
+    if (end === 'front') this.queue.unshift(...jobs);
+    else this.queue.push(...jobs);
+    for (const j of jobs) {
+      this.queuedBytes += j.windowBytes;
+      if (j.stream || j.isolated) this.queuedBlockers += 1;
     }
-    return count < this.maxCommands && bytes < this.maxBytes;
+  }
+
+  /** Takes `n` jobs off the front of the queue (all of them by default). */
+  private dequeue(n = this.queue.length): Job[] {
+    const jobs = this.queue.splice(0, n);
+    for (const j of jobs) {
+      this.queuedBytes -= j.windowBytes;
+      if (j.stream || j.isolated) this.queuedBlockers -= 1;
+    }
+    return jobs;
   }
 
   /**
@@ -446,7 +461,7 @@ export class PipelinedAppender {
         bytes += next.windowBytes;
       }
     }
-    return this.queue.splice(0, n);
+    return this.dequeue(n);
   }
 
   /** A tagged response for `batch`: settle each job, or send a refused batch again one by one. */
@@ -456,17 +471,15 @@ export class PipelinedAppender {
       // to learn which one the server refuses; they go first, in their order. BAD says
       // the server did not take the command as we sent it: no more batches to it.
       if (r.status === 'BAD') this.multiAppend = false;
-      this.finish(batch, () => {
-        for (const j of batch) j.alone = true;
-        this.queue.unshift(...batch);
-      });
+      for (const j of batch) j.alone = true;
+      this.finish(batch, () => this.enqueue(batch, 'front'), { requeued: true });
       return;
     }
     const results = toResults(r, batch.length);
     this.finish(batch, () => batch.forEach((j, i) => j.resolve(results[i]!)));
   }
 
-  private finish(batch: Job[], settle: () => void): void {
+  private finish(batch: Job[], settle: () => void, { requeued = false } = {}): void {
     this.inFlight -= batch.length;
     for (const j of batch) this.inFlightBytes -= j.windowBytes;
     if (batch[0]!.stream) this.streamInFlight = false;
@@ -485,7 +498,7 @@ export class PipelinedAppender {
     settle();
     // Drop the message bytes now (unless sent again alone, see `answered`): the caller
     // may hold the promise for a while.
-    for (const j of batch) if (!this.queue.includes(j)) j.literal = null;
+    if (!requeued) for (const j of batch) j.literal = null;
     this.pump();
   }
 
@@ -510,7 +523,7 @@ export class PipelinedAppender {
    * as never sent. Requests in flight settle through the connection. */
   private abandon(err: Error): void {
     this.lost ??= err;
-    for (const job of this.queue.splice(0)) job.reject(this.notSentError());
+    for (const job of this.dequeue()) job.reject(this.notSentError());
     this.rejectReadyWaiters(this.notSentError());
   }
 
@@ -518,7 +531,7 @@ export class PipelinedAppender {
     this.lost ??= err ?? new ImapConnectionLostError('connection closed');
     // In-flight jobs are rejected by the connection itself (with `uncertain` set per
     // command). Queued jobs never reached the socket: certainly not stored.
-    for (const job of this.queue.splice(0)) job.reject(this.notSentError());
+    for (const job of this.dequeue()) job.reject(this.notSentError());
     this.rejectReadyWaiters(this.notSentError());
     for (const w of this.idleWaiters.splice(0)) w();
   }
