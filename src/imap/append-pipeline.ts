@@ -16,17 +16,17 @@
  *
  * MULTIAPPEND (RFC 3502): with it and LITERAL+, consecutive queued messages for the same
  * mailbox go as one command, `APPEND mbox (flags) date {n+}… (flags) date {n+}…` (up to
- * {@link MAX_BATCH_MESSAGES}). Why: a server stores each APPEND command in a transaction
- * of its own, and committing it (index, UID list, fsync on a real server) is most of its
- * cost per message: in the lab, Dovecot (sdbox on tmpfs) took 2.5–3× less CPU for 5,000
- * messages of 36 KB sent in batches of 10 than one per command, and the benchmark's
- * target half as much during a whole migration. Callers still append one message at a time:
- * `append()` queues, and the queue is drained at the end of the event loop's turn, so the
- * messages a caller appends meanwhile are grouped, as are those queued while the window
- * was full. A batch is atomic (RFC 3502 §6.3.11: all stored or none),
- * so a refused batch is sent again one message per command, which tells which message the
- * server refuses and stores the others; a server that answers a batch with BAD is not sent
- * batches again.
+ * {@link MAX_BATCH_MESSAGES} and {@link MAX_BATCH_BYTES}; streamed and isolated requests
+ * always go alone). Why: a server stores each APPEND command in a transaction of its own,
+ * and committing it (index, UID list, fsync on a real server) is most of its cost per
+ * message: in the lab, Dovecot (sdbox on tmpfs) took 2.5–3× less CPU for 5,000 messages
+ * of 36 KB sent in batches of 10 than one per command, and the benchmark's target half as
+ * much during a whole migration. Callers still append one message at a time: `append()`
+ * queues, and the queue is drained at the end of the event loop's turn, so the messages a
+ * caller appends meanwhile are grouped, as are those queued while the window was full. A
+ * batch is atomic (RFC 3502 §6.3.11: all stored or none), so a refused batch is sent again
+ * one message per command, which tells which message the server refuses and stores the
+ * others; a server that answers a batch with BAD is not sent batches again.
  *
  * Results: a tagged OK resolves `{ok: true}` with the APPENDUID (RFC 4315 §3) when the
  * server offers it; a tagged NO/BAD resolves `{ok: false}` (that one message was refused,
