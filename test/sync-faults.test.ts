@@ -16,7 +16,7 @@ import { CLI, type CliResult, env, lastJson, runCli, syncArgs } from './helpers/
 import { journalCounts } from './helpers/journal.js';
 import { appendUidMessages, type Relay, startRelay } from './helpers/relay.js';
 import { expectedTargetPath, type LabPair, startPair } from './helpers/lab-pair.js';
-import { compareMailboxes, connect, type MailboxSnapshot, snapshot } from './helpers/mailbox-snapshot.js';
+import { compareMailboxes, connect, type MailboxSnapshot, multiset, snapshot } from './helpers/mailbox-snapshot.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -310,6 +310,59 @@ describe('sync: a message over --max-message-size', () => {
     const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
     assert.deepEqual(compareMailboxes(src, tgt, (p) => expectedTargetPath(p)), []);
     assert.equal(count(tgt), total);
+  });
+});
+
+describe('sync: a target mailbox over its quota', () => {
+  let lab: LabPair;
+  let total = 0;
+  // A small fetch budget and one lane keep little in flight, so the run visibly stops
+  // instead of having offered the whole mailbox before the first refusal came back.
+  const args = () => ['sync', ...syncArgs(lab, lab.db, ['--json', '--connections', '1', '--memory-budget', '1'])];
+  let copiedFirst = 0;
+
+  before(async () => {
+    lab = await startPair({ target: { quotaKb: 300 } });
+    const corpus = generateCorpus({ seed: 79, messages: 300, averageSize: 8_000, maxSize: 60_000 });
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    total = (await loadCorpus(c, corpus, { separator: '.' })).appended;
+    await c.logout();
+  });
+  after(async () => {
+    await lab?.stop();
+  });
+
+  test('stops the run with an error that names the mailbox and the quota, and lists no skipped messages', async () => {
+    const r = await runCli(args(), env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    const error = String(r.json?.error);
+    // Dovecot's words: "[OVERQUOTA] Quota exceeded (mailbox for user is full)".
+    assert.match(error, /target mailbox alice is over its quota/);
+    assert.match(error, /\[OVERQUOTA\] Quota exceeded/);
+    assert.match(error, /Raise the quota/);
+    assert.equal(r.json?.exitStatus, 1);
+    assert.ok(r.stderr.includes(error), r.stderr);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    copiedFirst = count(tgt);
+    const j = journalCounts(lab.db);
+    assert.equal(j.copied, copiedFirst, 'every copy is journaled');
+    assert.ok(copiedFirst > 0 && copiedFirst < total / 2, `${copiedFirst} of ${total} copied`);
+    // Stopped at the quota: the messages refused were those in flight then, not the rest of the mailbox.
+    assert.ok(j.skipped < total / 2, `${j.skipped} refused of ${total}`);
+    const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    const sourceKeys = multiset([...src.values()].flat());
+    for (const [k, n] of multiset([...tgt.values()].flat())) assert.ok(n <= (sourceKeys.get(k) ?? 0), `target holds ${k.slice(0, 60)} ${n}×`);
+  });
+
+  test('once the quota is raised, the next run copies the rest exactly once', async () => {
+    lab.target.setQuotaKb(1_000_000);
+    const r = await runCli(args(), env(lab));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.copied, total - copiedFirst);
+    assert.equal(r.json?.skipped, 0);
+    const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.deepEqual(compareMailboxes(src, tgt, (p) => expectedTargetPath(p)), []);
   });
 });
 

@@ -36,16 +36,19 @@ async function run(fn: () => Promise<number>): Promise<void> {
   try {
     process.exitCode = await fn();
   } catch (err) {
-    if (err instanceof UsageError || err instanceof StoreUrlError || err instanceof CredentialFormatError) {
-      process.stderr.write(`mailferry: ${err.message}\n`);
-      process.exitCode = EXIT.usage;
-    } else if (err instanceof ImapAuthError || err instanceof ImapConnectError || err instanceof ImpersonationError || err instanceof UserRootError) {
-      process.stderr.write(`mailferry: ${err.message}\n`);
-      process.exitCode = EXIT.connect;
-    } else {
-      process.stderr.write(`mailferry: ${(err as Error)?.message ?? String(err)}\n`);
-      process.exitCode = EXIT.incomplete;
-    }
+    const message = (err as Error)?.message ?? String(err);
+    const status =
+      err instanceof UsageError || err instanceof StoreUrlError || err instanceof CredentialFormatError
+        ? EXIT.usage
+        : err instanceof ImapAuthError || err instanceof ImapConnectError || err instanceof ImpersonationError || err instanceof UserRootError
+          ? EXIT.connect
+          : EXIT.incomplete;
+    process.stderr.write(`mailferry: ${message}\n`);
+    // SPEC §8: with --json the last line of stdout is one JSON object, also when the
+    // command failed, so a script driving mailferry never has to parse stderr. Error
+    // messages never hold a password (they name servers and users only).
+    if (process.argv.includes('--json')) process.stdout.write(JSON.stringify({ error: message, exitStatus: status }) + '\n');
+    process.exitCode = status;
   }
 }
 

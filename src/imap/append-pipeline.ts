@@ -59,6 +59,7 @@ import {
   RawConnection,
   type TaggedResponse,
 } from './raw-connection.js';
+import { isOverQuota } from './refusal.js';
 
 export { LiteralStreamError, type LiteralStreamFailure } from './raw-connection.js';
 
@@ -466,10 +467,12 @@ export class PipelinedAppender {
 
   /** A tagged response for `batch`: settle each job, or send a refused batch again one by one. */
   private answered(batch: Job[], r: TaggedResponse): void {
-    if (batch.length > 1 && r.status !== 'OK') {
+    if (batch.length > 1 && r.status !== 'OK' && !(r.status === 'NO' && isOverQuota(r))) {
       // Atomic (RFC 3502 §6.3.11): nothing of the batch is stored. Send each message alone
       // to learn which one the server refuses; they go first, in their order. BAD says
       // the server did not take the command as we sent it: no more batches to it.
+      // A batch refused because the mailbox is over quota is refused for each of its
+      // messages (refusal.ts): sent again one by one, they would be refused again.
       if (r.status === 'BAD') this.multiAppend = false;
       for (const j of batch) j.alone = true;
       this.finish(batch, () => this.enqueue(batch, 'front'), { requeued: true });

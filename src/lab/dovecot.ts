@@ -46,6 +46,9 @@ export interface DovecotOptions {
   specialUse?: Partial<Record<SpecialUseFlag, string>>;
   /** APPENDs bigger than this many bytes get a tagged `NO [LIMIT]` (quota_max_mail_size). */
   maxMailSize?: number;
+  /** Each user's storage quota in KiB (quota_rule `*:storage=`): APPENDs that would go
+   * over it get `NO [OVERQUOTA] Quota exceeded…`. Default: unlimited. */
+  quotaKb?: number;
   /**
    * Capabilities to stop advertising, e.g. ['CONDSTORE', 'UIDPLUS', 'LITERAL+'].
    * Post-login capabilities are rewritten via `imap_capability` (which Dovecot then also
@@ -113,6 +116,8 @@ export interface DovecotServer {
   logPath: string;
   /** Endpoint for the given mode (default 'none'); TLS modes accept the self-signed cert. */
   endpoint(tls?: 'none' | 'implicit' | 'starttls'): ImapEndpoint;
+  /** Sets every user's storage quota in KiB (servers started with `quotaKb` only). */
+  setQuotaKb(kb: number): void;
   /** Stops Dovecot, waits for it, removes the temp dir. Idempotent. */
   stop(): Promise<void>;
 }
@@ -175,9 +180,13 @@ function checkUser(u: LabUser, kind: string): void {
   }
 }
 
-function passwdFile(users: LabUser[]): string {
+function passwdFile(users: LabUser[], quotaKb?: number): string {
   // BASE64 so that any password (also with ':' in it) survives the passwd-file format.
-  return users.map((u) => `${u.username}:{PLAIN.BASE64}${Buffer.from(u.password, 'utf8').toString('base64')}\n`).join('');
+  // The quota goes in the extra fields (the 8th), as a userdb field that overrides the
+  // plugin's quota_rule: the auth process re-reads the file when it changes, so a test
+  // can raise a quota without restarting Dovecot.
+  const extra = quotaKb === undefined ? '' : `::::::userdb_quota_rule=*:storage=${Math.floor(quotaKb)}K`;
+  return users.map((u) => `${u.username}:{PLAIN.BASE64}${Buffer.from(u.password, 'utf8').toString('base64')}${extra}\n`).join('');
 }
 
 /**
@@ -312,16 +321,16 @@ function buildConfig(c: ConfigInput): string {
     }
     L.push(`default_internal_group = ${group}`);
   }
-  if (opts.maxMailSize !== undefined) {
+  if (opts.maxMailSize !== undefined || opts.quotaKb !== undefined) {
     // The quota plugin checks quota_max_mail_size against the APPEND literal's size
     // before reading it, so the refusal is a tagged NO [LIMIT] (sent instead of the "+"
-    // continuation for a synchronizing literal). No quota rule: storage is unlimited.
+    // continuation for a synchronizing literal). Without quotaKb storage is unlimited.
     L.push(
       'mail_plugins = $mail_plugins quota',
       'plugin {',
       '  quota = count:User quota',
       '  quota_vsizes = yes',
-      `  quota_max_mail_size = ${Math.floor(opts.maxMailSize)}`,
+      ...(opts.maxMailSize !== undefined ? [`  quota_max_mail_size = ${Math.floor(opts.maxMailSize)}`] : []),
       '}',
     );
   }
@@ -482,7 +491,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotServer>
     if (isRoot) chownSync(home, acct.uid, acct.gid);
     // Read by the auth process, which runs as Dovecot's internal user, not root.
     // Throwaway lab credentials on a loopback server: world-readable is acceptable.
-    writeFileSync(path.join(dir, 'users'), passwdFile(opts.users), { mode: 0o644 });
+    writeFileSync(path.join(dir, 'users'), passwdFile(opts.users, opts.quotaKb), { mode: 0o644 });
     if (opts.masterUsers?.length) writeFileSync(path.join(dir, 'master-users'), passwdFile(opts.masterUsers), { mode: 0o644 });
     // Run by the auth process (Dovecot's internal user when we are root): world-executable.
     if (opts.checkpassword) writeFileSync(path.join(dir, 'checkpassword'), opts.checkpassword.script, { mode: 0o755 });
@@ -551,6 +560,10 @@ function makeServer(
     dir,
     separator: opts.separator,
     logPath: path.join(dir, 'dovecot.log'),
+    setQuotaKb(kb) {
+      if (opts.quotaKb === undefined) throw new Error(`lab: server '${opts.name}' was started without a quota`);
+      writeFileSync(path.join(dir, 'users'), passwdFile(opts.users, kb), { mode: 0o644 });
+    },
     endpoint(mode = 'none') {
       if (mode !== 'none' && !certPath) throw new Error(`lab: server '${opts.name}' was started without tls`);
       return {

@@ -25,7 +25,9 @@
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { PipelinedAppender, type StreamedBody } from '../imap/append-pipeline.js';
+import { loginDisplayName } from '../imap/endpoint.js';
 import { ImapConnectionLostError } from '../imap/raw-connection.js';
+import { isOverQuota, type Refusal } from '../imap/refusal.js';
 import { LiteralPipe } from '../imap/literal-pipe.js';
 import { type FetchedMessage, RawFetcher } from '../imap/raw-fetch.js';
 import { journalChunk, recordChunkOutcome, setDigest } from '../store/journal.js';
@@ -39,6 +41,7 @@ import { type ContentHasher, type Digest, type DigestAlgorithm, algorithmOf } fr
 import { flagsKey, normalizeFlags } from './flags.js';
 import type { FolderWork, MessageMeta } from './folder-work.js';
 import { subjectOf } from './message-headers.js';
+import { TargetFullError } from './target-full.js';
 import type { MailboxSide } from './options.js';
 import type { SyncProgress } from './progress.js';
 import { uidSet } from './uid-set.js';
@@ -462,6 +465,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
     for (const p of [...prepared, ...notSent]) if (p.delivered) await p.delivered.catch(() => undefined);
     const copied: { sourceUid: number; targetUid: number | null }[] = [];
     const refused: { uid: number; reason: string; subject: string }[] = [];
+    let full: Refusal | null = null;
     let lost: unknown = null;
     let bytes = 0;
     settled.forEach((s, i) => {
@@ -475,6 +479,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       ctx.memory.suspects.answered(folderId, p.uid);
       const r = s.value;
       if (!r.ok) {
+        if (isOverQuota(r)) full ??= r;
         refused.push({ uid: p.uid, reason: `target refused it: ${r.code ? `[${r.code}] ` : ''}${r.text}`, subject: subjectOf(p.head()) });
         return;
       }
@@ -493,6 +498,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
     ctx.progress.copiedBytes += bytes;
     ctx.progress.skipped += refused.length;
     ctx.emit();
+    if (full) throw new TargetFullError(loginDisplayName(ctx.target.login), work.mapping.sourcePath, full);
     if (lost) throw lost;
   })();
   // Wrapped: awaiting a bare promise-of-promise would wait for the appends too.
