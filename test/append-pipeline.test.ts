@@ -45,6 +45,7 @@ import {
   type UntaggedResponse,
 } from '../src/imap/raw-connection.js';
 import { type DovecotServer, dovecotBinary, startDovecot } from '../src/lab/dovecot.js';
+import { isOverQuota } from '../src/imap/refusal.js';
 
 // =======================================================================================
 // A scripted fake IMAP server
@@ -892,6 +893,35 @@ describe('MULTIAPPEND batches against a fake server (RFC 3502)', () => {
         assert.deepEqual(stored, ['Subject: test m0', 'Subject: test m1', 'Subject: test m3', 'Subject: test m4', 'Subject: test m5']);
         assert.deepEqual(s.appends().map((c) => c.literals.length), [4, 1, 1, 1, 1, 2]);
         assert.deepEqual(app.sent, { commands: 6, batches: 2, resentAlone: 4, isolated: 0 });
+      },
+    );
+  });
+
+  it('tells a full mailbox from a message at fault by the response code, else by the text', () => {
+    assert.equal(isOverQuota({ code: 'OVERQUOTA', text: 'Over quota' }), true);
+    assert.equal(isOverQuota({ code: 'ALERT', text: 'You exceeded your mail quota.' }), true);
+    assert.equal(isOverQuota({ text: 'Quota exceeded' }), true);
+    assert.equal(isOverQuota({ code: 'LIMIT', text: 'Message exceeds the per-message quota' }), false);
+    assert.equal(isOverQuota({ code: 'TOOBIG', text: 'Message too big' }), false);
+    assert.equal(isOverQuota({ text: 'Mail size is larger than the maximum size allowed' }), false);
+  });
+
+  it('a batch refused for quota is refused for each message, not sent again (the mailbox is full, not one message)', async () => {
+    await withFake(
+      {
+        postCaps: MULTI,
+        handler: (cmd, c, next) => {
+          if (cmd.name !== 'APPEND') return next();
+          c.send(`${cmd.tag} NO [OVERQUOTA] Quota exceeded (mailbox for user is full)\r\n`);
+        },
+      },
+      async (s) => {
+        const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE });
+        const rs = await Promise.all(['m0', 'm1', 'm2'].map((t) => app.append(req(msg(80, t)))));
+        await app.close();
+        for (const r of rs) assert.deepEqual(r, { ok: false, status: 'NO', code: 'OVERQUOTA', text: 'Quota exceeded (mailbox for user is full)' });
+        assert.deepEqual(s.appends().map((c) => c.literals.length), [3]);
+        assert.deepEqual(app.sent, { commands: 1, batches: 1, resentAlone: 0, isolated: 0 });
       },
     );
   });
