@@ -247,6 +247,39 @@ describe('sync: a message the target answers by dropping the connection', () => 
   });
 });
 
+describe('sync: a large (streamed) message the target answers by dropping the connection', () => {
+  const MARKER = 'X-Lab-Target: drop-the-connection';
+  let lab: LabPair;
+  let relay: Relay;
+
+  before(async () => {
+    lab = await startPair();
+    relay = await startRelay(lab.target.port, { dropWhenSent: MARKER });
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    // Over the 2 MiB above which a message is streamed from source to target, not held.
+    const body = 'abcdefghij'.repeat(7).concat('\r\n').repeat(40_000);
+    const big = Buffer.from(`From: a@example.org\r\nSubject: a large one the target will not take\r\n${MARKER}\r\n\r\n${body}`);
+    assert.ok(big.length > 2 * 1024 * 1024);
+    await c.append('INBOX', Buffer.from('Subject: small\r\n\r\nhello\r\n'), [], new Date('2022-01-02T03:04:05Z'));
+    await c.append('INBOX', big, [], new Date('2022-01-02T03:04:06Z'));
+    await c.logout();
+  });
+  after(async () => {
+    await relay?.stop();
+    await lab?.stop();
+  });
+
+  test('is skipped and named with its subject, read from the source while it was drained', async () => {
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'], { targetPort: relay.port })], env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.json?.copied, 1, r.stdout + r.stderr);
+    const items = r.json?.skippedItems as { subject: string; reason: string }[];
+    assert.equal(items.length, 1);
+    assert.equal(items[0]!.subject, 'a large one the target will not take');
+    assert.match(items[0]!.reason, /the target closed the connection each time this message was sent alone/);
+  });
+});
+
 describe('sync: a message over --max-message-size', () => {
   let lab: LabPair;
   let total = 0;

@@ -73,16 +73,24 @@ export class ImapAuthError extends SharedAuthError {
  * The connection went away while a command was outstanding: the socket closed or errored,
  * the server said BYE, or the idle watchdog gave up on a silent server.
  *
- * `uncertain` tells whether any byte of the failed command had reached the socket. When
- * true the server may or may not have executed it (an APPEND may have been stored); when
- * false it certainly was not.
+ * `uncertain` tells whether the server may have executed the command: some byte of it had
+ * reached the socket, and not half a streamed literal (a server executes nothing before it
+ * has read the whole literal). When true an APPEND may have been stored; when false it
+ * certainly was not.
+ *
+ * `written` tells whether any byte of it had reached the socket, executable or not: a
+ * server that closes the connection in answer to a message (Cyrus, over its size limit,
+ * as soon as it reads the literal's announcement) does so while the message is being
+ * written, so that is what makes it a suspect (sync/drop-suspects.ts).
  */
 export class ImapConnectionLostError extends SharedConnectionLostError {
   readonly uncertain: boolean;
-  constructor(message: string, options: { cause?: unknown; uncertain?: boolean } = {}) {
+  readonly written: boolean;
+  constructor(message: string, options: { cause?: unknown; uncertain?: boolean; written?: boolean } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'ImapConnectionLostError';
     this.uncertain = options.uncertain ?? true;
+    this.written = options.written ?? this.uncertain;
   }
 }
 
@@ -1350,14 +1358,14 @@ export class RawConnection {
   };
 
   /** The error a command gets when the connection is gone. */
-  private lostError(uncertain: boolean): ImapConnectionLostError {
+  private lostError(uncertain: boolean, written = uncertain): ImapConnectionLostError {
     const cause = this.destroyCause ?? this.socketError;
     let why = '';
     if (this.byeText !== undefined) why = `: server said BYE ${this.byeText}`;
     else if (cause !== undefined) why = `: ${describeError(cause)}`;
     return new ImapConnectionLostError(
       `connection to ${this.describe()} lost${why}`,
-      cause === undefined ? { uncertain } : { cause, uncertain },
+      cause === undefined ? { uncertain, written } : { cause, uncertain, written },
     );
   }
 
@@ -1375,7 +1383,7 @@ export class RawConnection {
     }
     this.closeError = orderly ? null : this.lostError(true);
     // A command whose streamed literal is incomplete cannot have been executed.
-    for (const cmd of this.pending.values()) cmd.reject(this.lostError(cmd.started && !cmd.literalIncomplete));
+    for (const cmd of this.pending.values()) cmd.reject(this.lostError(cmd.started && !cmd.literalIncomplete, cmd.started));
     this.pending.clear();
     this.sourceWait?.stop('closed');
     if (this.contWaiter) {

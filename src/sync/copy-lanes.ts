@@ -425,9 +425,12 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
     }
     const verdict = ctx.memory.suspects.verdict(folderId, m.uid);
     if (verdict !== null) {
-      // Refused by dropping the connection, again and again (drop-suspects.ts).
-      dropped.push({ ...base, state: 'skipped', flags: '', target_uid: null, uid_floor: null, skip_kind: 'refused', reason: verdict, subject: subjectOf(m.head()) });
+      // Refused by dropping the connection, again and again (drop-suspects.ts). A streamed
+      // message is drained unread, but its head is kept on the way: the Subject is known
+      // once the source has delivered it.
       m.onSettled?.();
+      if (m.delivered) await m.delivered.catch(() => undefined);
+      dropped.push({ ...base, state: 'skipped', flags: '', target_uid: null, uid_floor: null, skip_kind: 'refused', reason: verdict, subject: subjectOf(m.head()) });
       notSent.push(m);
       continue;
     }
@@ -472,8 +475,9 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       const p = prepared[i]!;
       if (s.status === 'rejected') {
         lost ??= s.reason;
-        // The target connection was lost with this APPEND written: maybe over this message.
-        if (s.reason instanceof ImapConnectionLostError && s.reason.uncertain) ctx.memory.suspects.lostInFlight(folderId, p.uid, isolated[i]!, s.reason.message);
+        // The target connection was lost with this APPEND (partly) written: maybe over
+        // this message.
+        if (s.reason instanceof ImapConnectionLostError && s.reason.written) ctx.memory.suspects.lostInFlight(folderId, p.uid, isolated[i]!, s.reason.message);
         return;
       }
       ctx.memory.suspects.answered(folderId, p.uid);
