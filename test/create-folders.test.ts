@@ -32,12 +32,20 @@ describe('createFolders against Dovecot', { skip: dovecotBinary() ? false : 'dov
         assert.ok(listed.get(p)!.subscribed, `${p} is subscribed`);
         const st = await c.status(p, { uidValidity: true, uidNext: true });
         assert.ok(st, `STATUS ${p}`);
-        assert.deepEqual(first.get(p), { uidValidity: Number(st.uidValidity), uidNext: st.uidNext }, `STATUS of ${p}`);
+        assert.deepEqual(first.created.get(p), { uidValidity: Number(st.uidValidity), uidNext: st.uidNext }, `STATUS of ${p}`);
       }
     } finally {
       await c.logout();
     }
     const again = await createFolders(srv.endpoint(), login, PATHS);
-    assert.deepEqual([...again.keys()].sort(), [...PATHS].sort());
+    assert.deepEqual([...again.created.keys()].sort(), [...PATHS].sort());
+    assert.equal(first.refused.size + again.refused.size, 0);
+  });
+
+  it('a folder the server refuses is reported with its answer; the others are still created', async () => {
+    // Dovecot refuses names beginning with '~' (they would be home-relative paths).
+    const r = await createFolders(srv.endpoint(), login, ['Before', '~tilde', 'After']);
+    assert.deepEqual([...r.created.keys()].sort(), ['After', 'Before']);
+    assert.match(r.refused.get('~tilde') ?? '', /^NO .*Invalid mailbox name/);
   });
 });

@@ -38,6 +38,21 @@ describe('mapFolders', () => {
     assert.equal(m.find((x) => x.sourcePath === 'Sent Items/2019')?.targetExists, false);
   });
 
+  test('the mapping does not change once the first run created folders by the special-use names', () => {
+    // Source: a flagged `Sent Items` and a plain `Sent`; the target flags nothing.
+    const src = view('.', '', folder('INBOX', '.'), folder('Sent Items', '.', '\\Sent'), folder('Sent Items.2019', '.'), folder('Sent', '.'));
+    const first = byTarget(mapFolders(src, view('/', '', folder('INBOX', '/'))));
+    assert.deepEqual(first, { INBOX: 'INBOX', 'Sent Items': 'Sent Items', 'Sent Items.2019': 'Sent Items/2019', Sent: 'Sent' });
+    // The next run sees what the first created (imapflow guesses the use from the names).
+    const created = view('/', '', folder('INBOX', '/'), { ...folder('Sent Items', '/'), specialUse: '\\Sent' }, folder('Sent Items/2019', '/'), { ...folder('Sent', '/'), specialUse: '\\Sent' });
+    assert.deepEqual(byTarget(mapFolders(src, created)), first);
+    // A target folder named for the use that no source folder is copied to still receives it…
+    const exchange = view('/', '', folder('INBOX', '/'), { ...folder('Sent Items', '/'), specialUse: '\\Sent' });
+    assert.deepEqual(byTarget(mapFolders(exchange, view('.', '', folder('INBOX', '.'), { ...folder('Sent', '.'), specialUse: '\\Sent' }))), { INBOX: 'INBOX', 'Sent Items': 'Sent' });
+    // …and one the target flags does whatever its name.
+    assert.deepEqual(byTarget(mapFolders(src, view('/', '', folder('INBOX', '/'), folder('Sent', '/', '\\Sent')))), { INBOX: 'INBOX', 'Sent Items': 'Sent', 'Sent Items.2019': 'Sent/2019', Sent: 'Sent' });
+  });
+
   test("replaces the target's separator inside a name", () => {
     const m = mapFolders(view('/', '', folder('Mr. Smith', '/')), view('.', '', folder('INBOX', '.')));
     assert.equal(m[0]!.targetPath, 'Mr_ Smith');

@@ -8,7 +8,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { chmodSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { basename, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { generateCorpus, loadCorpus } from '../src/lab/corpus.js';
 import { TcpProxy } from '../src/lab/proxy.js';
@@ -388,7 +390,7 @@ describe('sync: a target mailbox over its quota', () => {
   });
 
   test('once the quota is raised, the next run copies the rest exactly once', async () => {
-    lab.target.setQuotaKb(1_000_000);
+    await lab.target.setQuotaKb(1_000_000);
     const r = await runCli(args(), env(lab));
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.json?.copied, total - copiedFirst);
@@ -396,6 +398,116 @@ describe('sync: a target mailbox over its quota', () => {
     const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
     const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
     assert.deepEqual(compareMailboxes(src, tgt, (p) => expectedTargetPath(p)), []);
+  });
+});
+
+describe('sync: a folder the source cannot open, and one the target cannot create', () => {
+  // Source with '/' and the target with '.', so a path of three 100-character levels is
+  // one 300-character directory name in the target's Maildir++, which it refuses.
+  const LONG = ['A', 'B', 'C'].map((c) => c.repeat(100)).join('/');
+  let lab: LabPair;
+  let brokenDir = '';
+  const args = () => ['sync', ...syncArgs(lab, lab.db, ['--json'])];
+
+  before(async () => {
+    lab = await startPair({ source: { separator: '/' }, target: { separator: '.', specialUse: {} } });
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    for (const f of ['Work', 'Broken', LONG]) {
+      await c.mailboxCreate(f);
+      await c.append(f, Buffer.from(`Subject: in ${f.slice(0, 20)}\r\n\r\nx\r\n`));
+    }
+    for (let i = 0; i < 3; i++) await c.append('INBOX', Buffer.from(`Subject: inbox ${i}\r\n\r\nx\r\n`));
+    await c.logout();
+    // Its messages unreadable for the server's mail user: LIST still shows the folder,
+    // EXAMINE gets NO [SERVERBUG].
+    const folderDir = findDir(join(lab.source.dir, 'home'), 'Broken');
+    brokenDir = join(folderDir, readdirSync(folderDir).includes('dbox-Mails') ? 'dbox-Mails' : 'cur');
+    chmodSync(brokenDir, 0o000);
+  });
+  after(async () => {
+    if (brokenDir) chmodSync(brokenDir, 0o700);
+    await lab?.stop();
+  });
+
+  test('each is named as a failed folder with the server’s reason; every other folder is copied; exit 1', async () => {
+    const r = await runCli(args(), env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.json?.copied, 4, r.stdout);
+    const failed = r.json?.failedFolders as { folder: string; reason: string }[];
+    assert.deepEqual(failed.map((f) => f.folder).sort(), ['Broken', LONG].sort());
+    assert.match(failed.find((f) => f.folder === 'Broken')!.reason, /^the source could not read it: EXAMINE Broken failed: NO /);
+    assert.match(failed.find((f) => f.folder === LONG)!.reason, /^the target refused to create A{100}\.B{100}\.C{100}: NO /);
+    assert.doesNotMatch(r.stdout, /secs\)/, 'Dovecot’s command timing is not part of a reason');
+    assert.match(r.stderr, /FAILED folder Broken: /);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.equal(tgt.get('INBOX')?.length, 3);
+    assert.equal(tgt.get('Work')?.length, 1);
+  });
+
+  test('verify names the folder it could not read and says not in sync', async () => {
+    const r = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /FAILED {2}Broken -> Broken: could not be read: NO /);
+    assert.equal(r.json?.inSync, false);
+  });
+
+  test('once the folder is readable again, the next run copies it', async () => {
+    chmodSync(brokenDir, 0o700);
+    const r = await runCli(args(), env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.json?.copied, 1);
+    assert.deepEqual((r.json?.failedFolders as { folder: string }[]).map((f) => f.folder), [LONG]);
+  });
+});
+
+/** The directory called `name` under `root` (searched depth-first). */
+function findDir(root: string, name: string): string {
+  for (const entry of readdirSync(root, { withFileTypes: true })) {
+    if (!entry.isDirectory()) continue;
+    const p = join(root, entry.name);
+    if (entry.name === name) return p;
+    try {
+      return findDir(p, name);
+    } catch {
+      // not under this one
+    }
+  }
+  throw new Error(`no directory ${name} under ${root}`);
+}
+
+describe('sync: keywords that are not IMAP atoms on the source', () => {
+  // Dovecot lists whatever another program wrote into a Maildir's keywords file, also
+  // names no IMAP command can carry (RFC 3501 §9 ATOM-CHAR: no `]`, `%`, 8-bit…).
+  const BAD = ['bad]kw', 'café'];
+  let lab: LabPair;
+
+  before(async () => {
+    lab = await startPair();
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    for (let i = 0; i < 3; i++) await c.append('INBOX', Buffer.from(`Subject: m${i}\r\n\r\nx\r\n`), ['\\Seen']);
+    await c.logout();
+    const md = findDir(join(lab.source.dir, 'home'), 'Maildir');
+    writeFileSync(join(md, 'dovecot-keywords'), BAD.map((k, i) => `${i} ${k}\n`).join(''));
+    const files = ['cur', 'new'].flatMap((d) => readdirSync(join(md, d)).map((f) => join(md, d, f))).sort();
+    // Keyword i is the letter a+i in a Maildir file name's flags.
+    BAD.forEach((_, i) => renameSync(files[i]!, join(md, 'cur', `${basename(files[i]!).replace(/:2,.*$/, '')}:2,S${String.fromCharCode(97 + i)}`)));
+    for (const f of readdirSync(md)) if (f.startsWith('dovecot.index') || f === 'dovecot-uidlist') rmSync(join(md, f));
+  });
+  after(async () => {
+    await lab?.stop();
+  });
+
+  test('the message is copied without them, with a warning that names it; the next run has nothing to do', async () => {
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.copied, 3);
+    for (const k of BAD) assert.ok(r.stderr.includes(JSON.stringify([k])), `warns about ${k}: ${r.stderr}`);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.deepEqual(tgt.get('INBOX')!.map((m) => m.flags), [['\\Seen'], ['\\Seen'], ['\\Seen']]);
+    const again = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal(again.json?.copied, 0);
+    assert.equal(again.json?.flagsUpdated, 0);
   });
 });
 

@@ -52,6 +52,7 @@ function printSummary(s: SyncSummary, receivedAfter: number | undefined): void {
     process.stderr.write(`  skipped: ${item.folder} uid ${item.uid} ${item.date.slice(0, 10)} "${item.subject}": ${item.reason}\n`);
   }
   if (s.skippedItems.length > 50) process.stderr.write(`  … and ${s.skippedItems.length - 50} more (see --json)\n`);
+  for (const f of s.failedFolders) process.stderr.write(`  FAILED folder ${f.folder}: ${f.reason}\n`);
 }
 
 export function registerSyncCommands(program: Command, run: (fn: () => Promise<number>) => Promise<void>): void {
@@ -108,7 +109,7 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
           bar.stop();
           printSummary(summary, scope.receivedAfter);
           if (flags.json) process.stdout.write(JSON.stringify(summary) + '\n');
-          return summary.skipped > 0 || summary.failed > 0 ? EXIT.incomplete : EXIT.ok;
+          return summary.skipped > 0 || summary.failed > 0 || summary.failedFolders.length > 0 ? EXIT.incomplete : EXIT.ok;
         } finally {
           bar.stop();
           process.off('SIGINT', onSignal);
@@ -128,12 +129,21 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
         const sides = await resolveSides(flags, logger);
         const result: VerifyResult = await verifyMailbox({ ...sides, exclude: flags.exclude, ...scope, content: !!flags.content, logger });
         for (const f of result.folders) {
+          if (f.error !== undefined) {
+            process.stderr.write(`FAILED  ${f.sources.join(' + ')} -> ${f.target}: could not be read: ${f.error}\n`);
+            continue;
+          }
           const mark = f.missing === 0 ? 'ok     ' : 'MISSING';
           process.stderr.write(`${mark} ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}${f.missing ? `, ${f.missing} missing` : ''}${f.extra ? `, ${f.extra} extra on target` : ''}${f.flagDifferences ? `, ${f.flagDifferences} with other flags` : ''}\n`);
           for (const m of f.missingItems) process.stderr.write(`        missing: ${m.folder} uid ${m.uid} (${m.size} bytes, ${m.date})\n`);
         }
         const scoped = scopeText(scope.receivedAfter);
-        process.stderr.write(result.inSync ? `in sync: all ${result.sourceMessages} source messages${scoped} are on the target\n` : `NOT in sync: ${result.missing} of ${result.sourceMessages} source messages${scoped} are missing on the target\n`);
+        const unread = result.folders.filter((f) => f.error !== undefined).length;
+        process.stderr.write(
+          result.inSync
+            ? `in sync: all ${result.sourceMessages} source messages${scoped} are on the target\n`
+            : `NOT in sync: ${result.missing} of ${result.sourceMessages} source messages${scoped} are missing on the target${unread ? `, and ${unread} folder${unread === 1 ? '' : 's'} could not be read` : ''}\n`,
+        );
         if (flags.json) process.stdout.write(JSON.stringify(result) + '\n');
         return result.inSync ? EXIT.ok : EXIT.incomplete;
       }),

@@ -621,11 +621,15 @@ const FLAG_RE = /^\\?[^\x00-\x20\x7f-\uffff(){%*"\\\]]+$/;
  * An invalid flag throws: sending it would make the server reject or misparse the command
  * line, and a misparsed line before a literal could have the message body read as commands.
  */
+export function isSendableFlag(flag: string): boolean {
+  return FLAG_RE.test(flag);
+}
+
 export function flagList(flags: readonly string[]): string {
   const seen = new Set<string>();
   const out: string[] = [];
   for (const f of flags) {
-    if (typeof f !== 'string' || !FLAG_RE.test(f)) {
+    if (typeof f !== 'string' || !isSendableFlag(f)) {
       throw new InvalidAppendRequestError(`invalid flag: ${JSON.stringify(f)}`);
     }
     const key = f.toLowerCase();

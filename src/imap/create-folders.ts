@@ -23,14 +23,19 @@ export interface CreatedFolder {
   uidNext?: number;
 }
 
-/** The server refused to create a folder (tagged NO/BAD other than ALREADYEXISTS). */
-export class CreateFolderError extends Error {
-  override name = 'CreateFolderError';
+export interface CreatedFolders {
+  /** STATUS of the folders created (or found existing), by path. */
+  created: Map<string, CreatedFolder>;
+  /** Folders the server refused to create (tagged NO/BAD other than ALREADYEXISTS), with
+   * its answer, e.g. Dovecot's `NO [CANNOT] Invalid mailbox name`: one folder the target
+   * cannot hold must not keep the others from being created. */
+  refused: Map<string, string>;
 }
 
-export async function createFolders(endpoint: ImapEndpoint, login: ImapLogin, paths: readonly string[], opts: { idleTimeoutMs?: number } = {}): Promise<Map<string, CreatedFolder>> {
+export async function createFolders(endpoint: ImapEndpoint, login: ImapLogin, paths: readonly string[], opts: { idleTimeoutMs?: number } = {}): Promise<CreatedFolders> {
   const out = new Map<string, CreatedFolder>();
-  if (paths.length === 0) return out;
+  const refused = new Map<string, string>();
+  if (paths.length === 0) return { created: out, refused };
   // STATUS answers are matched to folders by the name the server echoes (RFC 3501 §7.2.4:
   // `* STATUS mailbox (…)`), compared with the name as sent. A name echoed in another form
   // (an atom, another case of INBOX) is simply not matched: the sync then asks again.
@@ -66,13 +71,12 @@ export async function createFolders(endpoint: ImapEndpoint, login: ImapLogin, pa
     });
     for (const s of sent) {
       const r = await s.create;
-      if (r.status !== 'OK' && r.code !== 'ALREADYEXISTS') {
-        throw new CreateFolderError(`creating ${s.path} on the target failed: ${r.status}${r.code ? ` [${r.code}]` : ''} ${r.text}`);
-      }
+      if (r.status !== 'OK' && r.code !== 'ALREADYEXISTS') refused.set(s.path, `${r.status}${r.code ? ` [${r.code}]` : ''} ${r.text}`);
     }
     await Promise.all(sent.map((s) => s.status));
     await Promise.allSettled(sent.map((s) => s.subscribe));
-    return out;
+    for (const path of refused.keys()) out.delete(path);
+    return { created: out, refused };
   } finally {
     await conn.logout();
   }

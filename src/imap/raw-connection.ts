@@ -300,16 +300,25 @@ export function parseCapabilities(list: string): Set<string> {
   return caps;
 }
 
+/**
+ * A tagged response's human text without the timing Dovecot appends to it
+ * (`… (0.001 + 0.000 + 0.012 secs).`, imap_command_timing): noise in a report that lists
+ * why thousands of messages were refused, and it makes identical reasons differ.
+ */
+export function serverWords(text: string): string {
+  return text.replace(/ \(\d+\.\d+(?: \+ \d+\.\d+)+ secs\)\.?$/, '');
+}
+
 /** Split `[CODE args] text` (RFC 3501 §7.1 resp-text) into its parts. */
 export function parseRespText(s: string): { code?: string; codeArgs?: string; text: string } {
-  if (!s.startsWith('[')) return { text: s };
+  if (!s.startsWith('[')) return { text: serverWords(s) };
   const close = s.indexOf(']');
-  if (close < 0) return { text: s };
+  if (close < 0) return { text: serverWords(s) };
   const inner = s.slice(1, close);
   const sp = inner.indexOf(' ');
   const code = (sp < 0 ? inner : inner.slice(0, sp)).toUpperCase();
   const codeArgs = sp < 0 ? undefined : inner.slice(sp + 1);
-  const text = s.slice(close + 1).replace(/^ /, '');
+  const text = serverWords(s.slice(close + 1).replace(/^ /, ''));
   return codeArgs === undefined ? { code, text } : { code, codeArgs, text };
 }
 

@@ -20,7 +20,7 @@
  * Cyrus and Courier labs. Not as root, Dovecot runs "rootless" as the current user.
  */
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync, rmSync, chmodSync, chownSync, mkdirSync, accessSync, constants as fsConstants } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync, rmSync, chmodSync, chownSync, mkdirSync, accessSync, constants as fsConstants } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ImapEndpoint } from '../imap/endpoint.js';
@@ -116,8 +116,8 @@ export interface DovecotServer {
   logPath: string;
   /** Endpoint for the given mode (default 'none'); TLS modes accept the self-signed cert. */
   endpoint(tls?: 'none' | 'implicit' | 'starttls'): ImapEndpoint;
-  /** Sets every user's storage quota in KiB (servers started with `quotaKb` only). */
-  setQuotaKb(kb: number): void;
+  /** Sets every user's storage quota in KiB (servers started with `quotaKb` only), for the next logins. */
+  setQuotaKb(kb: number): Promise<void>;
   /** Stops Dovecot, waits for it, removes the temp dir. Idempotent. */
   stop(): Promise<void>;
 }
@@ -183,8 +183,8 @@ function checkUser(u: LabUser, kind: string): void {
 function passwdFile(users: LabUser[], quotaKb?: number): string {
   // BASE64 so that any password (also with ':' in it) survives the passwd-file format.
   // The quota goes in the extra fields (the 8th), as a userdb field that overrides the
-  // plugin's quota_rule: the auth process re-reads the file when it changes, so a test
-  // can raise a quota without restarting Dovecot.
+  // plugin's quota_rule, so that a test can change a quota without restarting Dovecot
+  // (setQuotaKb).
   const extra = quotaKb === undefined ? '' : `::::::userdb_quota_rule=*:storage=${Math.floor(quotaKb)}K`;
   return users.map((u) => `${u.username}:{PLAIN.BASE64}${Buffer.from(u.password, 'utf8').toString('base64')}${extra}\n`).join('');
 }
@@ -560,9 +560,16 @@ function makeServer(
     dir,
     separator: opts.separator,
     logPath: path.join(dir, 'dovecot.log'),
-    setQuotaKb(kb) {
+    async setQuotaKb(kb) {
       if (opts.quotaKb === undefined) throw new Error(`lab: server '${opts.name}' was started without a quota`);
       writeFileSync(path.join(dir, 'users'), passwdFile(opts.users, kb), { mode: 0o644 });
+      // The auth process keeps the file it read: a reload (SIGHUP to the master) starts
+      // new ones, which read it again.
+      const log = path.join(dir, 'dovecot.log');
+      const reloads = () => (readFileSync(log, 'utf8').match(/reloading configuration/g) ?? []).length;
+      const before = reloads();
+      process.kill(Number(readFileSync(path.join(dir, 'run', 'master.pid'), 'utf8').trim()), 'SIGHUP');
+      for (let i = 0; i < 100 && reloads() === before; i++) await new Promise((r) => setTimeout(r, 20));
     },
     endpoint(mode = 'none') {
       if (mode !== 'none' && !certPath) throw new Error(`lab: server '${opts.name}' was started without tls`);

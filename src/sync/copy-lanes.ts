@@ -38,7 +38,7 @@ import type { RunMemory } from './run-memory.js';
 import type { MemoryReclaimer } from './reclaim.js';
 import { contentHasher } from '../store/content-key.js';
 import { type ContentHasher, type Digest, type DigestAlgorithm, algorithmOf } from './content-digest.js';
-import { flagsKey, normalizeFlags } from './flags.js';
+import { flagsKey, normalizeFlags, unsendableFlags } from './flags.js';
 import type { FolderWork, MessageMeta } from './folder-work.js';
 import { subjectOf } from './message-headers.js';
 import { TargetFullError } from './target-full.js';
@@ -180,6 +180,8 @@ interface SourceMessage {
    */
   digests: Digest[];
   flags: string[];
+  /** Source keywords no IMAP command can carry (flags.ts), left out. */
+  droppedFlags?: string[];
   internalDate: Date;
   body: Buffer | StreamedBody;
   /** The start of the message, for naming it (Subject) if the target refuses it. */
@@ -206,12 +208,18 @@ function digestAlgorithms(hasher: ContentHasher, work: FolderWork): DigestAlgori
   return [...out];
 }
 
+function withDropped(flags: Iterable<string> | undefined): { droppedFlags?: string[] } {
+  const dropped = unsendableFlags(flags);
+  return dropped.length ? { droppedFlags: dropped } : {};
+}
+
 function fromFetched(hasher: ContentHasher, m: FetchedMessage, algorithms: readonly DigestAlgorithm[]): SourceMessage {
   const raw = m.raw;
   return {
     uid: m.uid,
     digests: hasher.digestsOf(raw, algorithms),
     flags: normalizeFlags(m.flags),
+    ...withDropped(m.flags),
     internalDate: m.internalDate,
     body: raw,
     head: () => raw.subarray(0, HEAD_BYTES),
@@ -276,6 +284,7 @@ async function readLarge(ctx: CopyContext, hasher: ContentHasher, fetcher: RawFe
   }
   if (!meta) return { messages: [], unreadable: [] }; // expunged meanwhile
   const flags = normalizeFlags(meta.flags);
+  const dropped = withDropped(meta.flags);
 
   // The first pass, when the digest is needed up front: hashed straight from the socket.
   let known: { digests: Digest[]; size: number; binary: boolean; head: Buffer } | null = null;
@@ -313,7 +322,7 @@ async function readLarge(ctx: CopyContext, hasher: ContentHasher, fetcher: RawFe
       const retry = (async function* (): AsyncGenerator<Buffer> {
         throw Object.assign(new Error(`message ${uid} in ${path}: its orphan was adopted by another message`), { retryable: true });
       })();
-      return { messages: [{ uid, digests: k.digests, flags, internalDate: meta.internalDate, body: { size: k.size, chunks: retry }, head: () => k.head }], unreadable: [] };
+      return { messages: [{ uid, digests: k.digests, flags, ...dropped, internalDate: meta.internalDate, body: { size: k.size, chunks: retry }, head: () => k.head }], unreadable: [] };
     }
   }
 
@@ -360,6 +369,7 @@ async function readLarge(ctx: CopyContext, hasher: ContentHasher, fetcher: RawFe
     uid,
     digests: known?.digests ?? [],
     flags,
+    ...dropped,
     internalDate: meta.internalDate,
     body: { size, binary, chunks: streamed() },
     head: () => (headParts.length === 1 ? headParts[0]! : Buffer.concat(headParts)),
@@ -434,6 +444,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       notSent.push(m);
       continue;
     }
+    if (m.droppedFlags) ctx.log.warn({ folder: work.mapping.sourcePath, uid: m.uid, keywords: m.droppedFlags }, 'copied without keywords that are not IMAP atoms (RFC 3501 §9): no server can be sent them');
     pending.push({ ...base, state: 'pending', flags: flagsKey(m.flags), target_uid: null, uid_floor: tf.floor });
     prepared.push(m);
   }

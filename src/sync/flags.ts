@@ -1,13 +1,26 @@
 /** Message flags as the journal stores them: a canonical string, and diffs between two. */
 
+import { isSendableFlag } from '../imap/append-pipeline.js';
+
 /** \Recent is session state the client cannot set (RFC 3501 §2.3.2); never copied. */
 const UNSETTABLE = new Set(['\\RECENT']);
 
+/**
+ * The flags to copy, canonical. A keyword that is not an IMAP atom (RFC 3501 §9: no 8-bit,
+ * no `]`, `%`, `*`…), which some servers store anyway (Dovecot lists what another program
+ * wrote into its keywords file), cannot be written in any APPEND or STORE: it is left out
+ * (see {@link unsendableFlags}) rather than failing the message or the whole mailbox.
+ */
 export function normalizeFlags(flags: Iterable<string> | undefined): string[] {
   if (!flags) return [];
   const out = new Set<string>();
-  for (const f of flags) if (f && !UNSETTABLE.has(f.toUpperCase())) out.add(f);
+  for (const f of flags) if (f && !UNSETTABLE.has(f.toUpperCase()) && isSendableFlag(f)) out.add(f);
   return [...out].sort();
+}
+
+/** The flags normalizeFlags leaves out because no IMAP command can carry them. */
+export function unsendableFlags(flags: Iterable<string> | undefined): string[] {
+  return flags ? [...flags].filter((f) => f && !isSendableFlag(f)) : [];
 }
 
 export function flagsKey(flags: Iterable<string> | undefined): string {

@@ -97,6 +97,11 @@ function specialUseOf(folder: ServerFolder): SpecialUse | undefined {
   return SPECIAL_USES.find((u) => u === folder.specialUse || folder.flags.has(u));
 }
 
+/** The special use the server itself flags the folder with (RFC 6154), not guessed from its name. */
+function flaggedUse(folder: ServerFolder): SpecialUse | undefined {
+  return SPECIAL_USES.find((u) => folder.flags.has(u));
+}
+
 function patternSegments(pattern: string, sourceDelimiter: string | null): string[] {
   const seps = new Set(['/', sourceDelimiter ?? '/']);
   let segs = [pattern.trim()];
@@ -168,7 +173,19 @@ export function mapFolders(source: ServerView, target: ServerView, opts: MapOpti
   });
 
   const sourceClaims = claimSpecialUses(kept);
-  const targetClaims = claimSpecialUses(target.folders.map((folder) => ({ folder, segs: splitPath(folder.path, target) })));
+  // A target folder that only matches a special use by its name, and has the very name a
+  // source folder is copied to, is not a special-use destination: it may be the copy of
+  // that source folder. Why: with `Sent Items` (\Sent) and a plain `Sent` on the source and
+  // no special-use folders on the target, the first run creates `Sent` for the plain one;
+  // counting it as the target's Sent on the next run would send new `Sent Items` mail
+  // there while the old stays in `Sent Items`, and the mapping would differ from run to run.
+  // Folders the target flags (RFC 6154) are its own, whatever their names.
+  const copiedTo = new Set(kept.map(({ segs }) => joinPath(segs, target)));
+  const targetClaims = claimSpecialUses(
+    target.folders
+      .filter((folder) => flaggedUse(folder) !== undefined || !copiedTo.has(folder.path.toUpperCase() === 'INBOX' ? 'INBOX' : folder.path))
+      .map((folder) => ({ folder, segs: splitPath(folder.path, target) })),
+  );
   const targetPaths = new Set(target.folders.filter((f) => !f.flags.has('\\NonExistent')).map((f) => f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path));
 
   const out: FolderMapping[] = [];

@@ -18,8 +18,8 @@ import type { Kysely } from 'kysely';
 import { type ImapLogin } from '../imap/endpoint.js';
 import { ImapConnectError, isRetryable } from '../imap/errors.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
-import { type CreatedFolder, createFolders } from '../imap/create-folders.js';
-import { RawFetcher } from '../imap/raw-fetch.js';
+import { type CreatedFolders, createFolders } from '../imap/create-folders.js';
+import { RawFetchCommandError, RawFetcher } from '../imap/raw-fetch.js';
 import { ensureFolders, ensurePair, findPair, listFolders, updateFolder } from '../store/journal.js';
 import type { Store } from '../store/open.js';
 import type { Database, FolderRow, MessageState } from '../store/schema.js';
@@ -57,6 +57,9 @@ const sleep = (ms: number, signal?: AbortSignal) =>
     signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
   });
 
+/** What LIST-STATUS told of a source folder; empty when the server did not say. */
+type FolderStatus = Partial<Pick<NonNullable<ListResponse['status']>, 'messages' | 'uidNext' | 'uidValidity' | 'highestModseq'>>;
+
 interface AttemptResult {
   mappings: FolderMapping[];
   /** Messages in scope per source folder: LIST-STATUS MESSAGES, or inScopeCounts with a cut-off. */
@@ -64,6 +67,8 @@ interface AttemptResult {
   found: number;
   flagsUpdated: number;
   dryRunToCopy: number;
+  /** Source folder -> why it could not be migrated (the source or the target refused it). */
+  failedFolders: ReadonlyMap<string, string>;
 }
 
 export async function syncMailbox(store: Store, opts: SyncOptions): Promise<SyncSummary> {
@@ -148,6 +153,7 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
       reason: s.reason ?? '',
     })),
     folderList: r.mappings.map((m) => ({ source: m.sourcePath, target: m.targetPath, found: r.counts.get(m.sourcePath) ?? 0 })),
+    failedFolders: [...r.failedFolders].map(([folder, reason]) => ({ folder, reason })),
   };
 }
 
@@ -156,7 +162,7 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
  * every server creates intermediate levels itself), pipelined (imap/create-folders.ts),
  * and returns their STATUS.
  */
-function createMissingFolders(target: MailboxSide, mappings: FolderMapping[], tgtView: ServerView, stallMs: number): Promise<Map<string, CreatedFolder>> {
+function createMissingFolders(target: MailboxSide, mappings: FolderMapping[], tgtView: ServerView, stallMs: number): Promise<CreatedFolders> {
   const existing = new Set(tgtView.folders.map((f) => (f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path)));
   const wanted: string[] = [];
   const d = tgtView.delimiter;
@@ -205,20 +211,37 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const srcView = serverView(src, srcList);
     const tgtView = serverView(tgt, tgtList);
     const mappings = mapFolders(srcView, tgtView, { ...(opts.exclude ? { exclude: opts.exclude } : {}), ...(opts.include ? { include: opts.include } : {}), ...(opts.source.userRoot ? { userRoot: opts.source.userRoot } : {}) });
-    const srcStatus = new Map(srcList.map((f) => [f.path, f.status]));
-    const selectable = mappings.filter((m) => m.selectable && srcStatus.get(m.sourcePath));
+    // A folder LIST shows but whose STATUS failed is left out of LIST-STATUS's answer
+    // (RFC 5819 §2 lets the server send a NO for it instead), or carries the error of the
+    // STATUS imapflow sent for it alone: its status is then unknown (`{}`) and the scan
+    // opens it, which either works or names the folder and the server's reason.
+    const srcStatus = new Map<string, FolderStatus>(srcList.map((f) => [f.path, f.status && !('error' in f.status) ? f.status : {}]));
+    // Source folders that could not be migrated in this attempt, with the reason.
+    const failedFolders = new Map<string, string>();
+    let selectable = mappings.filter((m) => m.selectable);
     progress.foldersTotal = selectable.length;
     const statusCounts = new Map(selectable.map((m) => [m.sourcePath, srcStatus.get(m.sourcePath)?.messages ?? 0]));
 
     if (opts.dryRun) {
       if (opts.receivedAfter !== undefined) {
         const plan = await dryRunInScope(db, pairId, src, selectable, srcStatus, opts.receivedAfter, stallMs);
-        return { mappings, counts: plan.counts, found: sum(plan.counts), flagsUpdated: 0, dryRunToCopy: plan.toCopy };
+        return { mappings, counts: plan.counts, found: sum(plan.counts), flagsUpdated: 0, dryRunToCopy: plan.toCopy, failedFolders };
       }
-      return { mappings, counts: statusCounts, found: sum(statusCounts), flagsUpdated: 0, dryRunToCopy: await dryRunCount(db, pairId, selectable, srcStatus) };
+      return { mappings, counts: statusCounts, found: sum(statusCounts), flagsUpdated: 0, dryRunToCopy: await dryRunCount(db, pairId, selectable, srcStatus), failedFolders };
     }
     const pid = pairId!;
-    const created = await createMissingFolders(opts.target, mappings, tgtView, stallMs);
+    const { created, refused } = await createMissingFolders(opts.target, mappings, tgtView, stallMs);
+    if (refused.size) {
+      // One folder the target cannot hold (a name it refuses, too deep a path) is that
+      // folder's failure, not the mailbox's: the rest is copied.
+      const d = tgtView.delimiter ?? '';
+      for (const m of selectable) {
+        const [path, reason] = [...refused].find(([p]) => m.targetPath === p || (d !== '' && m.targetPath.startsWith(p + d))) ?? [];
+        if (path !== undefined) failedFolders.set(m.sourcePath, `the target refused to create ${path}: ${reason}`);
+      }
+      selectable = selectable.filter((m) => !failedFolders.has(m.sourcePath));
+      progress.foldersTotal = selectable.length;
+    }
     const tgtStatus = new Map<string, { uidValidity?: number | bigint; uidNext?: number } | undefined>(tgtList.map((f) => [f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path, f.status]));
     for (const [path, st] of created) tgtStatus.set(path, st);
     const targets = new Map<string, TargetFolder>();
@@ -308,7 +331,18 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
           if ((st.messages ?? 0) > 0 && (st.uidNext === undefined || st.uidNext > row.synced_uidnext || row.source_uidvalidity !== Number(st.uidValidity))) startLanes();
           const work: FolderWork = { row, mapping: m, target: tf, toCopy: [], flagChanges: [], orphans: new Map(), ...(st.uidNext !== undefined ? { listedUidNext: st.uidNext } : {}) };
           lister ??= await RawFetcher.connect({ endpoint: opts.source.endpoint, login: opts.source.login, idleTimeoutMs: stallMs });
-          await scanFolder({ db, maxMessageSize, stallMs, dryRun: false, skippedInThisRun: (f, u) => memory.skippedInThisRun(f, u), ...(opts.receivedAfter !== undefined ? { receivedAfter: opts.receivedAfter } : {}) }, { lister, session: src }, work);
+          try {
+            await scanFolder({ db, maxMessageSize, stallMs, dryRun: false, skippedInThisRun: (f, u) => memory.skippedInThisRun(f, u), ...(opts.receivedAfter !== undefined ? { receivedAfter: opts.receivedAfter } : {}) }, { lister, session: src }, work);
+          } catch (err) {
+            // The source answered NO/BAD (it cannot open or list this folder: broken on
+            // disk, permissions): this folder fails, named, and the others go on. A lost
+            // connection still fails the attempt (and is retried).
+            if (!(err instanceof RawFetchCommandError)) throw err;
+            failedFolders.set(m.sourcePath, `the source could not read it: ${err.message}`);
+            progress.foldersScanned++;
+            emit();
+            continue;
+          }
           works.push(work);
           const jobs = planJobs([work], opts.chunkBytes ?? DEFAULT_CHUNK_BYTES);
           if (jobs.length) {
@@ -366,7 +400,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
       });
     }
     const counts = opts.receivedAfter === undefined ? statusCounts : await inScopeCounts(db, selectable.map((m) => rows.get(m.sourcePath)!), opts.receivedAfter);
-    return { mappings, counts, found: sum(counts), flagsUpdated, dryRunToCopy: 0 };
+    return { mappings, counts, found: sum(counts), flagsUpdated, dryRunToCopy: 0, failedFolders };
   } finally {
     await Promise.allSettled([src.logout(), tgt.logout(), lister?.close()]);
   }
@@ -431,7 +465,7 @@ async function dryRunInScope(
   pairId: number | undefined,
   src: ImapFlow,
   selectable: readonly FolderMapping[],
-  status: Map<string, ListResponse['status']>,
+  status: Map<string, FolderStatus>,
   receivedAfter: number,
   stallMs: number,
 ): Promise<{ counts: Map<string, number>; toCopy: number }> {
@@ -452,7 +486,7 @@ async function dryRunInScope(
 }
 
 /** Without touching anything: how many messages a real run would copy (by UIDNEXT). */
-async function dryRunCount(db: Kysely<Database>, pairId: number | undefined, selectable: FolderMapping[], status: Map<string, ListResponse['status']>): Promise<number> {
+async function dryRunCount(db: Kysely<Database>, pairId: number | undefined, selectable: FolderMapping[], status: Map<string, FolderStatus>): Promise<number> {
   const rows = pairId === undefined ? [] : await listFolders(db, pairId);
   let n = 0;
   for (const m of selectable) {

@@ -101,6 +101,12 @@ export interface SyncSummary {
   reconnects: number;
   skippedItems: SkippedItem[];
   folderList: FolderSummary[];
+  /**
+   * Folders this run could not migrate at all: the source refused to open or list one
+   * (broken on disk), or the target refused to create it (a name it does not allow). The
+   * others are migrated; the run ends "incomplete" (exit 1) and the next run tries again.
+   */
+  failedFolders: { folder: string; reason: string }[];
   dryRun: boolean;
   /** With dryRun: how many messages a real run would copy. */
   toCopy?: number;

@@ -17,6 +17,7 @@ import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Logger } from 'pino';
 import { isRetryable } from '../imap/errors.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
+import { serverWords } from '../imap/raw-connection.js';
 import { ephemeralHasher } from './content-digest.js';
 import { flagsKey } from './flags.js';
 import { mapFolders } from './folder-map.js';
@@ -53,6 +54,8 @@ export interface FolderVerdict {
   /** Messages present on both sides whose flags differ. */
   flagDifferences: number;
   missingItems: MissingItem[];
+  /** Set when a side refused to open or read the folder: it is not in sync, and this says why. */
+  error?: string;
 }
 
 export interface VerifyResult {
@@ -102,6 +105,13 @@ async function readFolder(client: ImapFlow, path: string, content: boolean, stal
   return out;
 }
 
+/** The server's words when `err` is imapflow's error for a NO or BAD answer, else null. */
+function imapRefusal(err: unknown): string | null {
+  const e = err as { responseStatus?: string; responseText?: string; message?: string } | null;
+  if (e?.responseStatus !== 'NO' && e?.responseStatus !== 'BAD') return null;
+  return `${e.responseStatus} ${serverWords(e.responseText ?? e.message ?? '')}`;
+}
+
 /** Attempts at verifying one mailbox when its connection drops (each on fresh sessions). */
 const VERIFY_ATTEMPTS = 3;
 
@@ -143,8 +153,18 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
     const folders: FolderVerdict[] = [];
     for (const [target, sources] of byTarget) {
       const sourceEntries: (Entry & { folder: string })[] = [];
-      for (const s of sources) for (const e of await readFolder(src, s, !!opts.content, stallMs, opts.receivedAfter)) sourceEntries.push({ ...e, folder: s });
-      const targetEntries = tgtPaths.has(target) ? await readFolder(tgt, target, !!opts.content, stallMs) : [];
+      let targetEntries: Entry[];
+      try {
+        for (const s of sources) for (const e of await readFolder(src, s, !!opts.content, stallMs, opts.receivedAfter)) sourceEntries.push({ ...e, folder: s });
+        targetEntries = tgtPaths.has(target) ? await readFolder(tgt, target, !!opts.content, stallMs) : [];
+      } catch (err) {
+        // A folder a server refuses (NO/BAD: broken on disk, no rights) is this folder's
+        // verdict, named; a lost connection still ends the attempt.
+        const refusal = imapRefusal(err);
+        if (refusal === null) throw err;
+        folders.push({ sources, target, sourceCount: 0, targetCount: 0, missing: 0, extra: 0, flagDifferences: 0, missingItems: [], error: refusal });
+        continue;
+      }
       const pool = new Map<string, Entry[]>();
       for (const e of targetEntries) pool.set(e.key, [...(pool.get(e.key) ?? []), e]);
       const missingItems: MissingItem[] = [];
@@ -170,7 +190,7 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
     }
     const missing = folders.reduce((n, f) => n + f.missing, 0);
     return {
-      inSync: missing === 0,
+      inSync: missing === 0 && folders.every((f) => f.error === undefined),
       sourceMessages: folders.reduce((n, f) => n + f.sourceCount, 0),
       targetMessages: folders.reduce((n, f) => n + f.targetCount, 0),
       missing,
