@@ -28,6 +28,13 @@ describe('mapFolders', () => {
     assert.deepEqual(byTarget(back), { INBOX: 'INBOX', 'Reports/2020': 'INBOX.Reports.2020' });
   });
 
+  test('INBOX under an INBOX. prefix: a folder called INBOX stays a folder; children of INBOX get no extra level', () => {
+    const courier = view('.', 'INBOX.', folder('INBOX', '.'), folder('INBOX.INBOX', '.'), folder('INBOX.Work', '.'));
+    assert.deepEqual(byTarget(mapFolders(courier, view('/', '', folder('INBOX', '/')))), { INBOX: 'INBOX', 'INBOX.INBOX': 'INBOX/INBOX', 'INBOX.Work': 'Work' });
+    const dovecot = view('/', '', folder('INBOX', '/'), folder('INBOX/Receipts', '/'), folder('INBOX/INBOX', '/'));
+    assert.deepEqual(byTarget(mapFolders(dovecot, view('.', 'INBOX.', folder('INBOX', '.')))), { INBOX: 'INBOX', 'INBOX/Receipts': 'INBOX.Receipts', 'INBOX/INBOX': 'INBOX.INBOX' });
+  });
+
   test("maps special-use folders to the target's own, subfolders included", () => {
     const src = view('/', '', folder('INBOX', '/'), { ...folder('Sent Items', '/'), specialUse: '\\Sent' }, folder('Sent Items/2019', '/'), folder('Deleted Items', '/', '\\Trash'));
     const tgt = view('.', '', folder('INBOX', '.'), folder('Sent', '.', '\\Sent'), folder('Trash', '.', '\\Trash'));

@@ -78,9 +78,15 @@ function isInbox(segments: readonly string[]): boolean {
 }
 
 function splitPath(path: string, view: ServerView): string[] {
+  if (path.toUpperCase() === 'INBOX') return ['INBOX'];
   let p = path;
-  if (view.prefix && p.toUpperCase() !== 'INBOX' && p.startsWith(view.prefix)) p = p.slice(view.prefix.length);
-  if (p.toUpperCase() === 'INBOX') return ['INBOX'];
+  if (view.prefix && p.startsWith(view.prefix)) {
+    p = p.slice(view.prefix.length);
+    // Courier's `INBOX.INBOX` is a folder called INBOX inside the inbox (every personal
+    // folder there is), not the inbox itself: merging it into INBOX would move a user's
+    // filed mail into their inbox.
+    if (p.toUpperCase() === 'INBOX') return ['INBOX', p];
+  }
   const segs = view.delimiter ? p.split(view.delimiter) : [p];
   return segs.filter((s, i) => s !== '' || i === 0);
 }
@@ -88,6 +94,10 @@ function splitPath(path: string, view: ServerView): string[] {
 function joinPath(segments: readonly string[], view: ServerView): string {
   if (isInbox(segments)) return 'INBOX';
   const d = view.delimiter;
+  // Under an `INBOX.` prefix (Courier, classic Cyrus) every folder is inside the inbox
+  // already: a source's `INBOX/Receipts` is `INBOX.Receipts` there, not `INBOX.INBOX.Receipts`.
+  const inboxPrefix = d !== null && view.prefix.toUpperCase() === `INBOX${d.toUpperCase()}`;
+  if (inboxPrefix && segments.length > 1 && segments[0]!.toUpperCase() === 'INBOX') segments = segments.slice(1);
   const safe = d ? segments.map((s) => s.split(d).join('_')) : [segments.join('_')];
   // A prefix such as Courier's `INBOX.` is where personal folders must be created.
   return view.prefix + safe.join(d ?? '');
