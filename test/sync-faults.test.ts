@@ -511,6 +511,37 @@ describe('sync: keywords that are not IMAP atoms on the source', () => {
   });
 });
 
+describe('sync: a keyword the target refuses', () => {
+  // Dovecot's default keyword limit is 50 characters; this source allows 200.
+  const LONG = `Project${'x'.repeat(60)}`;
+  let lab: LabPair;
+
+  before(async () => {
+    lab = await startPair({ source: { extraConfig: 'mail_max_keyword_length = 200' } });
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.append('INBOX', Buffer.from('Subject: tagged\r\n\r\nx\r\n'), ['\\Seen', '$Forwarded', LONG], new Date('2020-02-03T04:05:06Z'));
+    await c.append('INBOX', Buffer.from('Subject: plain\r\n\r\ny\r\n'), ['\\Flagged', '$Forwarded']);
+    await c.logout();
+  });
+  after(async () => {
+    await lab?.stop();
+  });
+
+  test('the message is copied without its keywords, with its system flags and date, and a warning', async () => {
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.copied, 2);
+    assert.equal(r.json?.skipped, 0);
+    assert.match(r.stderr, /Keyword length too long.*copied without them|copied without them.*Keyword length too long/);
+    const inbox = (await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('INBOX')!;
+    // The one sent again comes second.
+    assert.deepEqual(inbox.map((m) => m.flags), [['$Forwarded', '\\Flagged'], ['\\Seen']]);
+    assert.equal(inbox[1]!.internalDate, Date.parse('2020-02-03T04:05:06Z'));
+    const again = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(again.json?.copied, 0, again.stderr);
+  });
+});
+
 describe('sync: a message the target refuses, and login failures', () => {
   let lab: LabPair;
   let total = 0;

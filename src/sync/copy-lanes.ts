@@ -413,6 +413,15 @@ function takeOrphan(orphans: FolderWork['orphans'], digests: readonly Digest[], 
   return list.splice(Math.max(0, at), 1)[0];
 }
 
+const isSystemFlag = (f: string): boolean => f.startsWith('\\');
+
+/** A refusal that may be about the message's keywords: it has some, is held whole (a
+ * streamed body cannot be sent twice), and was not refused for its size. */
+function mayBeTheKeywords(p: SourceMessage, r: Refusal): boolean {
+  const code = r.code?.toUpperCase();
+  return Buffer.isBuffer(p.body) && p.flags.some((f) => !isSystemFlag(f)) && code !== 'LIMIT' && code !== 'TOOBIG';
+}
+
 /** Journals the chunk, writes its APPENDs, and returns a promise for the recorded outcome. */
 async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: CopyJob, messages: SourceMessage[], unreadable: Unreadable[]): Promise<{ finish: Promise<void> }> {
   const { work } = job;
@@ -479,9 +488,23 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
     for (const p of [...prepared, ...notSent]) if (p.delivered) await p.delivered.catch(() => undefined);
     const copied: { sourceUid: number; targetUid: number | null }[] = [];
     const refused: { uid: number; reason: string; subject: string }[] = [];
+    const withoutKeywords: { p: SourceMessage; first: Refusal }[] = [];
     let full: Refusal | null = null;
     let lost: unknown = null;
     let bytes = 0;
+    const noteCopied = (p: SourceMessage, r: { uid?: number; uidValidity?: number }): void => {
+      if (r.uid !== undefined && r.uidValidity !== undefined && r.uidValidity !== tf.uidValidity) {
+        // The target folder was recreated under us; recovery will sort it out.
+        lost ??= Object.assign(new Error(`target folder ${tf.path} changed UIDVALIDITY during the run`), { retryable: true });
+        return;
+      }
+      if (r.uid !== undefined) tf.noteAppended(r.uid);
+      copied.push({ sourceUid: p.uid, targetUid: r.uid ?? null });
+      bytes += bodySize(p.body);
+    };
+    const refuse = (p: SourceMessage, r: Refusal): void => {
+      refused.push({ uid: p.uid, reason: `target refused it: ${r.code ? `[${r.code}] ` : ''}${r.text}`, subject: subjectOf(p.head()) });
+    };
     settled.forEach((s, i) => {
       const p = prepared[i]!;
       if (s.status === 'rejected') {
@@ -495,18 +518,28 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       const r = s.value;
       if (!r.ok) {
         if (isOverQuota(r)) full ??= r;
-        refused.push({ uid: p.uid, reason: `target refused it: ${r.code ? `[${r.code}] ` : ''}${r.text}`, subject: subjectOf(p.head()) });
+        else if (mayBeTheKeywords(p, r)) withoutKeywords.push({ p, first: r });
+        else refuse(p, r);
         return;
       }
-      if (r.uid !== undefined && r.uidValidity !== undefined && r.uidValidity !== tf.uidValidity) {
-        // The target folder was recreated under us; recovery will sort it out.
-        lost ??= Object.assign(new Error(`target folder ${tf.path} changed UIDVALIDITY during the run`), { retryable: true });
-        return;
-      }
-      if (r.uid !== undefined) tf.noteAppended(r.uid);
-      copied.push({ sourceUid: p.uid, targetUid: r.uid ?? null });
-      bytes += bodySize(p.body);
+      noteCopied(p, r);
     });
+    // A server's limits on keywords (Dovecot: 50 characters; Cyrus: about 100 per folder;
+    // Courier: stricter characters) refuse the whole APPEND, with words that seldom say
+    // so. A message is worth more than its keywords: sent once more without them, it is
+    // copied, and the keywords left behind are logged.
+    await Promise.all(
+      withoutKeywords.map(async ({ p, first }) => {
+        const again = await app.append({ mailbox: tf.path, flags: p.flags.filter(isSystemFlag), internalDate: p.internalDate, raw: p.body }).catch((err: unknown) => {
+          lost ??= err;
+          return null;
+        });
+        if (again === null) return;
+        if (!again.ok) return refuse(p, first);
+        ctx.log.warn({ folder: work.mapping.sourcePath, uid: p.uid, keywords: p.flags.filter((f) => !isSystemFlag(f)), refused: `${first.code ? `[${first.code}] ` : ''}${first.text}` }, 'the target refused the message with its keywords: copied without them');
+        noteCopied(p, again);
+      }),
+    );
     await recordChunkOutcome(ctx.db, folderId, copied, refused.map((r) => ({ ...r, kind: 'refused' as const })));
     for (const r of refused) ctx.memory.noteSkipped(folderId, r.uid);
     ctx.progress.copied += copied.length;
