@@ -22,7 +22,7 @@ import { type CreatedFolders, createFolders } from '../imap/create-folders.js';
 import { RawFetchCommandError, RawFetcher } from '../imap/raw-fetch.js';
 import { ensureFolders, ensurePair, findPair, listFolders, updateFolder } from '../store/journal.js';
 import type { Store } from '../store/open.js';
-import type { Database, FolderRow, MessageState } from '../store/schema.js';
+import type { Database, FolderRow, MessageRow, MessageState } from '../store/schema.js';
 import { ByteBudget } from './byte-budget.js';
 import { MemoryReclaimer } from './reclaim.js';
 import { JobQueue, planJobs, runCopyLanes } from './copy-lanes.js';
@@ -32,10 +32,12 @@ import { type FolderMapping, mapFolders, type ServerView } from './folder-map.js
 import type { FolderWork } from './folder-work.js';
 import { DEFAULT_CHUNK_BYTES, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type MailboxSide, type SyncOptions, type SyncSummary } from './options.js';
 import { emptyProgress, type SyncProgress } from './progress.js';
+import { looseDigest } from './changed-copies.js';
 import { reconcileTargetFolder } from './recovery.js';
 import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
 import { countNewInScope, isRetryable as isRetryableSkip, rowInScope, scanFolder } from './scan.js';
 import { TargetFolder } from './target-folder.js';
+import { uidSet } from './uid-set.js';
 
 /** The mailbox a login lands in: the impersonated user, not the admin who logs in. */
 function mailboxUser(login: ImapLogin): string {
@@ -255,6 +257,23 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const allRows = await ensureFolders(db, pid, selectable);
     let rows = new Map<string, FolderRow>(selectable.map((m) => [m.sourcePath, allRows.get(m.sourcePath)!]));
 
+    // Pending messages recovery did not find by content, read again from the source for a
+    // looser comparison (changed-copies.ts), through the scan's connection.
+    const readSource = async (folder: FolderRow, pending: readonly MessageRow[]): Promise<Map<number, string>> => {
+      const out = new Map<number, string>();
+      lister ??= await RawFetcher.connect({ endpoint: opts.source.endpoint, login: opts.source.login, idleTimeoutMs: stallMs });
+      try {
+        const mb = await lister.examine(folder.source_path);
+        if (folder.source_uidvalidity !== null && mb.uidValidity !== folder.source_uidvalidity) return out;
+        for (const uids of chunkBySize(pending, 8 * 1024 * 1024)) {
+          for (const m of (await lister.fetch(uidSet(uids))).messages) out.set(m.uid, looseDigest(m.raw));
+        }
+      } catch (err) {
+        // The source cannot give them now: they are copied again, as before.
+        if (!(err instanceof RawFetchCommandError)) throw err;
+      }
+      return out;
+    };
     // Recovery: pending rows from an interrupted run, or a target UIDVALIDITY change.
     progress.phase = 'recovering';
     emit();
@@ -265,7 +284,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
       const group = [...rows.values()].filter((r) => r.target_path === tf.path);
       if (!group.some((r) => pendingFolders.has(r.id) || (r.target_uidvalidity !== null && r.target_uidvalidity !== tf.uidValidity))) continue;
       await withWatchdog(tgt, stallMs, `opening ${tf.path} on the target`, () => tgt.mailboxOpen(tf.path, { readOnly: true }));
-      const { recovered } = await reconcileTargetFolder({ db, pairId: pid, target: tgt, targetPath: tf.path, uidValidity: tf.uidValidity, folders: group, stallMs, log });
+      const { recovered } = await reconcileTargetFolder({ db, pairId: pid, target: tgt, targetPath: tf.path, uidValidity: tf.uidValidity, folders: group, stallMs, log, readSource });
       // APPENDs whose answer was lost with the connection are found on the target here; they
       // were copied all the same, so `copied` must count them (else a first run that had a
       // dropped connection reports fewer copied than it put on the target).
@@ -419,6 +438,24 @@ function peakRssMb(): number {
     // not Linux
   }
   return Math.round(process.resourceUsage().maxRSS / 1024);
+}
+
+/** Source UIDs of `rows` in groups of at most `bytes` (a larger message alone). */
+function chunkBySize(rows: readonly Pick<MessageRow, 'source_uid' | 'size'>[], bytes: number): number[][] {
+  const out: number[][] = [];
+  let current: number[] = [];
+  let held = 0;
+  for (const r of rows) {
+    if (current.length && held + r.size > bytes) {
+      out.push(current);
+      current = [];
+      held = 0;
+    }
+    current.push(r.source_uid);
+    held += r.size;
+  }
+  if (current.length) out.push(current);
+  return out;
 }
 
 const sum = (counts: ReadonlyMap<string, number>): number => [...counts.values()].reduce((a, b) => a + b, 0);

@@ -22,6 +22,7 @@ import { withWatchdog } from '../imap/imapflow-session.js';
 import { deleteMessages, markCopied, setTargetUids, targetUidsOfTargetFolder } from '../store/journal.js';
 import type { Database, FolderRow, MessageRow } from '../store/schema.js';
 import { contentHasher } from '../store/content-key.js';
+import { type ChangedCopyWanted, findChangedCopies } from './changed-copies.js';
 import { type ContentHasher, type Digest, algorithmOf } from './content-digest.js';
 import { flagsKey } from './flags.js';
 import { uidSet } from './uid-set.js';
@@ -133,6 +134,9 @@ export async function reconcileTargetFolder(args: {
   folders: readonly FolderRow[];
   stallMs: number;
   log: Logger;
+  /** Reads these pending rows' messages from the source again and returns their loose
+   * digests by source UID (changed-copies.ts); without it, changed copies are not looked for. */
+  readSource?: (folder: FolderRow, rows: readonly MessageRow[]) => Promise<Map<number, string>>;
 }): Promise<ReconcileResult> {
   const { db, folders } = args;
   const ids = folders.map((f) => f.id);
@@ -157,6 +161,23 @@ export async function reconcileTargetFolder(args: {
   const exclude = validityChanged ? new Set<number>() : await targetUidsOfTargetFolder(db, args.pairId, args.targetPath);
   const expected: Expected[] = withDigest.map((r) => ({ folderId: r.folder_id, sourceUid: r.source_uid, size: r.size, digest: r.digest, internalDate: r.internal_date, flags: r.flags }));
   const found = withDigest.length ? await findOnTarget(await contentHasher(db), args.target, fromUid, expected, exclude, args.stallMs) : new Map<number, number>();
+  if (!validityChanged && args.readSource) {
+    // Not found by content: maybe stored changed by the server (changed-copies.ts).
+    const unmatched = withDigest.map((r, index) => ({ r, index })).filter(({ index }) => !found.has(index));
+    const wanted: ChangedCopyWanted[] = [];
+    for (const folder of folders) {
+      const mine = unmatched.filter(({ r }) => r.folder_id === folder.id);
+      if (mine.length === 0) continue;
+      const loose = await args.readSource(folder, mine.map(({ r }) => r));
+      for (const { r, index } of mine) {
+        const d = loose.get(r.source_uid);
+        if (d !== undefined) wanted.push({ index, loose: d, size: r.size, internalDate: r.internal_date });
+      }
+    }
+    const changed = await findChangedCopies(args.target, fromUid, wanted, new Set([...exclude, ...found.values()]), args.stallMs);
+    for (const [index, uid] of changed) found.set(index, uid);
+    if (changed.size) args.log.warn({ folder: args.targetPath, messages: changed.size }, 'found on the target as its server changed them (line ends, 8-bit bytes): not copied again');
+  }
 
   const indexOf = new Map<MessageRow, number>(withDigest.map((r, i) => [r, i]));
   let recovered = 0;

@@ -1,0 +1,93 @@
+/**
+ * Recovery's second look, for targets that change a message as they store it. Courier
+ * turns bare LF into CRLF, drops bare CR and adds a final CRLF; Cyrus with its default
+ * `munge8bit: yes` turns 8-bit bytes in headers into `X`. Such a copy never has the
+ * content digest its journal row was written with, so after a crash recovery.ts would not
+ * find it and the message would be copied a second time.
+ *
+ * So a pending row recovery could not match is compared once more, by a *loose* digest:
+ * the message with every CR removed, every byte >= 0x80 read as `X`, and trailing line
+ * ends ignored, computed for the source message (read again from the source, only for
+ * these rows) and for the target messages above the rows' UID floor that no journal row
+ * claims and whose size is close. A loose digest is still a digest of the whole text, so
+ * mail others delivered meanwhile is not mistaken for ours; what it ignores is only what
+ * these servers change.
+ */
+import { createHash } from 'node:crypto';
+import type { ImapFlow } from 'imapflow';
+import { withWatchdog } from '../imap/imapflow-session.js';
+import { uidSet } from './uid-set.js';
+
+const CHUNK_BYTES = 8 * 1024 * 1024;
+const CR = 0x0d;
+const LF = 0x0a;
+const X = 0x58;
+
+export function looseDigest(raw: Buffer): string {
+  const out = Buffer.allocUnsafe(raw.length);
+  let n = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const b = raw[i]!;
+    if (b === CR) continue;
+    out[n++] = b >= 0x80 ? X : b;
+  }
+  while (n > 0 && out[n - 1] === LF) n--;
+  return createHash('sha256').update(out.subarray(0, n)).digest('hex');
+}
+
+export interface ChangedCopyWanted {
+  /** The caller's key for the row. */
+  index: number;
+  loose: string;
+  /** Journaled size of the source message. */
+  size: number;
+  /** The INTERNALDATE the APPEND gave it (ms; 0 when unknown). */
+  internalDate: number;
+}
+
+/** Whether a target message of `actual` bytes may be a changed copy of one of `size`:
+ * line-end changes add or remove one byte per line, munging changes none. */
+function closeInSize(size: number, actual: number): boolean {
+  return Math.abs(actual - size) <= size / 4 + 64;
+}
+
+/**
+ * Finds the wanted messages among the target folder's (selected) messages with UID >=
+ * `fromUid` not in `taken`, by loose digest (same internal date preferred); returns target
+ * UIDs by index.
+ */
+export async function findChangedCopies(target: ImapFlow, fromUid: number, wanted: readonly ChangedCopyWanted[], taken: ReadonlySet<number>, stallMs: number): Promise<Map<number, number>> {
+  const found = new Map<number, number>();
+  if (wanted.length === 0) return found;
+  const listed = await withWatchdog(target, stallMs, 'listing target messages', () => target.fetchAll(`${fromUid}:*`, { uid: true, size: true, internalDate: true }, { uid: true }));
+  const candidates = listed.filter((m) => m.uid >= fromUid && !taken.has(m.uid) && wanted.some((w) => closeInSize(w.size, m.size ?? 0)));
+  const byLoose = new Map<string, { uid: number; date: number }[]>();
+  for (let i = 0; i < candidates.length; ) {
+    const batch: number[] = [];
+    let bytes = 0;
+    while (i < candidates.length && (batch.length === 0 || bytes + (candidates[i]!.size ?? 0) <= CHUNK_BYTES)) {
+      bytes += candidates[i]!.size ?? 0;
+      batch.push(candidates[i]!.uid);
+      i++;
+    }
+    const bodies = await withWatchdog(target, stallMs, 'reading target messages', () => target.fetchAll(uidSet(batch), { uid: true, source: true, internalDate: true }, { uid: true }));
+    for (const m of bodies) {
+      if (!m.source) continue;
+      const key = looseDigest(m.source);
+      const list = byLoose.get(key) ?? [];
+      list.push({ uid: m.uid, date: m.internalDate ? Math.floor(new Date(m.internalDate).getTime() / 1000) : -1 });
+      byLoose.set(key, list);
+    }
+  }
+  const take = (fits: (w: ChangedCopyWanted, date: number) => boolean) => {
+    for (const w of wanted) {
+      if (found.has(w.index)) continue;
+      const list = byLoose.get(w.loose);
+      const at = list ? list.findIndex((c) => fits(w, c.date)) : -1;
+      if (at >= 0) found.set(w.index, list!.splice(at, 1)[0]!.uid);
+    }
+  };
+  take((w, date) => w.internalDate > 0 && date === Math.floor(w.internalDate / 1000));
+  take(() => true);
+  return found;
+}
