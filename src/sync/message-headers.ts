@@ -1,8 +1,11 @@
 /**
  * Reads the few header fields a report needs (Subject, Date) from a raw message, so a
  * skipped message can be named without a second round trip. RFC 5322 §2.2.3 unfolding,
- * RFC 2047 encoded words; raw 8-bit values are read as UTF-8.
+ * RFC 2047 encoded words; raw 8-bit values are read as UTF-8 (RFC 6532), or, when they are
+ * not valid UTF-8, as Windows-1252: what old mailers wrote unencoded (`Résumé für März` in
+ * Latin-1) reads as written instead of as replacement characters.
  */
+import { TextDecoder } from 'node:util';
 import iconv from 'iconv-lite';
 
 const MAX_HEADER_SCAN = 64 * 1024;
@@ -10,7 +13,13 @@ const MAX_HEADER_SCAN = 64 * 1024;
 function headerBlock(raw: Buffer): string {
   const limit = Math.min(raw.length, MAX_HEADER_SCAN);
   const end = raw.subarray(0, limit).indexOf('\r\n\r\n');
-  return raw.subarray(0, end === -1 ? limit : end).toString('utf8');
+  const block = raw.subarray(0, end === -1 ? limit : end);
+  try {
+    // `stream`: a head cut inside a UTF-8 sequence is not invalid UTF-8.
+    return new TextDecoder('utf-8', { fatal: true }).decode(block, { stream: true });
+  } catch {
+    return iconv.decode(block, 'windows-1252');
+  }
 }
 
 export function headerValue(raw: Buffer, name: string): string | null {
