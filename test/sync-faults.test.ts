@@ -590,6 +590,40 @@ describe('sync: recovery finds copies the target server changed as it stored the
   });
 });
 
+describe('sync: a message the source answers by dropping the connection', () => {
+  // A Maildir file whose name states a smaller size than the file has (`,S=10`), as after
+  // mailboxes copied by hand: Dovecot closes the connection each time it reads it.
+  let lab: LabPair;
+
+  before(async () => {
+    lab = await startPair();
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    for (const s of ['good one', 'the unreadable one', 'good two']) await c.append('INBOX', Buffer.from(`Subject: ${s}\r\n\r\n${'text\r\n'.repeat(30)}`));
+    await c.logout();
+    const md = findDir(join(lab.source.dir, 'home'), 'Maildir');
+    const files = ['cur', 'new'].flatMap((d) => readdirSync(join(md, d)).map((f) => join(md, d, f))).sort((a, b) => basename(a).localeCompare(basename(b)));
+    assert.match(basename(files[1]!), /,S=\d+/, 'Dovecot writes the size into the name');
+    renameSync(files[1]!, join(md, 'cur', `${basename(files[1]!).replace(/:2,.*$/, '').replace(/,S=\d+/, ',S=10').replace(/,W=\d+/, ',W=12')}:2,`));
+    for (const f of readdirSync(md)) if (f.startsWith('dovecot.index') || f === 'dovecot-uidlist') rmSync(join(md, f));
+  });
+  after(async () => {
+    await lab?.stop();
+  });
+
+  test('is fetched alone until it has dropped the connection twice, then recorded as failed and named; the rest is copied', async () => {
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.json?.copied, 2, r.stdout);
+    assert.equal(r.json?.failed, 1);
+    const items = r.json?.skippedItems as { folder: string; uid: number; reason: string }[];
+    assert.equal(items.length, 1);
+    assert.equal(items[0]!.folder, 'INBOX');
+    assert.match(items[0]!.reason, /^the source closed the connection each time this message was read alone \(2 times; last: connection to .* lost/);
+    const inbox = (await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('INBOX')!;
+    assert.equal(inbox.length, 2);
+  });
+});
+
 describe('sync: a message the target refuses, and login failures', () => {
   let lab: LabPair;
   let total = 0;

@@ -16,7 +16,7 @@
  */
 
 import type { ImapEndpoint, ImapLogin } from './endpoint.js';
-import { type LiteralTarget, RawConnection, type TaggedResponse, type UntaggedResponse } from './raw-connection.js';
+import { ImapConnectionLostError, type LiteralTarget, RawConnection, type TaggedResponse, type UntaggedResponse } from './raw-connection.js';
 
 export { ImapConnectionLostError } from './raw-connection.js';
 
@@ -63,6 +63,10 @@ export interface ListQuery {
   /** Only messages whose mod-sequence is above this (CHANGEDSINCE, RFC 7162 §3.1.4). */
   changedSince?: string;
 }
+
+/** How {@link RawFetcher.fetch} rejects when the connection is lost: with the UIDs whose
+ * response had arrived whole. */
+export type FetchLostError = ImapConnectionLostError & { delivered?: number[] };
 
 /** One message of a {@link RawFetcher.list}: the attributes asked for, where the server sent them. */
 export interface ListedMessage {
@@ -276,7 +280,15 @@ export class RawFetcher {
             return buffer ? { buffer } : undefined;
           }
         : null;
-      const r = await this.run(col, [`UID FETCH ${uids} (UID FLAGS INTERNALDATE BODY.PEEK[])`], handler);
+      let r: TaggedResponse;
+      try {
+        r = await this.run(col, [`UID FETCH ${uids} (UID FLAGS INTERNALDATE BODY.PEEK[])`], handler);
+      } catch (err) {
+        // Which messages had arrived whole when the connection went: the next one is the
+        // one the server was sending (sync/drop-suspects.ts).
+        if (err instanceof ImapConnectionLostError) (err as FetchLostError).delivered = [...col.bySeq.values()].flatMap((p) => ('raw' in p && p.uid !== undefined ? [p.uid] : []));
+        throw err;
+      }
       if (r.status !== 'OK') throw new RawFetchCommandError(`UID FETCH ${uids}`, r);
       if (col.error) throw col.error;
       return collect(col.bySeq);

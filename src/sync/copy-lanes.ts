@@ -29,7 +29,7 @@ import { loginDisplayName } from '../imap/endpoint.js';
 import { ImapConnectionLostError } from '../imap/raw-connection.js';
 import { isOverQuota, type Refusal } from '../imap/refusal.js';
 import { LiteralPipe } from '../imap/literal-pipe.js';
-import { type FetchedMessage, RawFetcher } from '../imap/raw-fetch.js';
+import { type FetchedMessage, type FetchLostError, RawFetcher } from '../imap/raw-fetch.js';
 import { journalChunk, recordChunkOutcome, setDigest } from '../store/journal.js';
 import { type Slab, SlabPool } from './arena.js';
 import type { Database, MessageRow, NewMessageRow } from '../store/schema.js';
@@ -68,7 +68,7 @@ export interface CopyContext {
 }
 
 /** Splits each folder's messages into fetch chunks of at most `chunkBytes` / `chunkCount`. */
-export function planJobs(works: readonly FolderWork[], chunkBytes: number, chunkCount = 250): CopyJob[] {
+export function planJobs(works: readonly FolderWork[], chunkBytes: number, chunkCount = 250, alone: (folderId: number, uid: number) => boolean = () => false): CopyJob[] {
   const jobs: CopyJob[] = [];
   for (const work of works) {
     const items = [...work.toCopy].sort((a, b) => a.uid - b.uid);
@@ -77,6 +77,11 @@ export function planJobs(works: readonly FolderWork[], chunkBytes: number, chunk
       if (item.size > STREAM_THRESHOLD) {
         // Streamed in slices: it holds about two slices of memory, not its size.
         jobs.push({ work, items: [item], bytes: 2 * SLICE_BYTES });
+        continue;
+      }
+      if (alone(work.row.id, item.uid)) {
+        // Suspected of making the source drop the connection: fetched on its own.
+        jobs.push({ work, items: [item], bytes: item.size });
         continue;
       }
       if (!current || (current.items.length > 0 && (current.bytes + item.size > chunkBytes || current.items.length >= chunkCount))) {
@@ -254,6 +259,29 @@ async function fetchChunk(hasher: ContentHasher, fetcher: RawFetcher, job: CopyJ
     }
   }
   return { messages, unreadable };
+}
+
+/**
+ * fetchChunk, minding messages that make the source drop the connection
+ * (drop-suspects.ts): one judged so is not asked for again in this run but recorded as
+ * unreadable; when the connection is lost during a fetch, the message the source was
+ * sending then (the first not received whole) becomes a suspect, fetched alone next time.
+ */
+async function readChunk(ctx: CopyContext, hasher: ContentHasher, fetcher: RawFetcher, job: CopyJob, slab: Slab): Promise<{ messages: SourceMessage[]; unreadable: Unreadable[] }> {
+  const folderId = job.work.row.id;
+  const alone = job.items.length === 1;
+  const verdict = alone ? ctx.memory.sourceSuspects.verdict(folderId, job.items[0]!.uid) : null;
+  if (verdict !== null) return { messages: [], unreadable: [{ uid: job.items[0]!.uid, reason: verdict }] };
+  try {
+    return await fetchChunk(hasher, fetcher, job, slab);
+  } catch (err) {
+    if (err instanceof ImapConnectionLostError) {
+      const delivered = new Set((err as FetchLostError).delivered ?? []);
+      const next = job.items.find((i) => !delivered.has(i.uid));
+      if (next) ctx.memory.sourceSuspects.lostInFlight(folderId, next.uid, alone, err.message);
+    }
+    throw err;
+  }
 }
 
 /**
@@ -586,7 +614,7 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
           checkValidity(job, (await fetcher.examine(path)).uidValidity);
           fetcherFolder = path;
         }
-        const read = slab ? await fetchChunk(hasher, fetcher, job, slab) : await readLarge(ctx, hasher, fetcher, app, job);
+        const read = slab ? await readChunk(ctx, hasher, fetcher, job, slab) : await readLarge(ctx, hasher, fetcher, app, job);
         const t1 = performance.now();
         const { finish } = await journalAndSend(ctx, app, job, read.messages, read.unreadable);
         ctx.log.debug({ folder: path, messages: job.items.length, bytes: job.bytes, fetchMs: Math.round(t1 - t0), journalMs: Math.round(performance.now() - t1) }, 'chunk sent');

@@ -1,5 +1,6 @@
 /**
- * Messages the target may be refusing by dropping the connection.
+ * Messages a server may be refusing by dropping the connection: the target as it is sent
+ * one, the source as it is asked for one.
  *
  * Some servers answer a message they will not take by closing the connection instead of
  * refusing it with a tagged NO, or right after one (Cyrus does for a non-synchronising
@@ -15,6 +16,12 @@
  * skipped as refused, with the last error, like a message the target refused outright
  * (and, like those, tried again by the next run). One coincidental network drop is not
  * enough to skip a message.
+ *
+ * The source side is alike: Dovecot closes the connection whenever it reads a Maildir file
+ * whose name states another size than the file has ("Cached message size smaller than
+ * expected"), a common flaw of mailboxes copied by hand. The message the source was
+ * sending when its connection went is fetched alone from then on (copy-lanes.ts), and after
+ * two drops while alone it is recorded as unreadable, named, and the rest is copied.
  */
 
 /** Drops with the message alone in flight after which it is skipped. */
@@ -28,6 +35,10 @@ interface Suspect {
 
 export class DropSuspects {
   private readonly suspects = new Map<string, Suspect>();
+
+  /** `what` says what happened, for the verdict: e.g. "the target closed the connection
+   * each time this message was sent alone". */
+  constructor(private readonly what: string) {}
 
   /** Whether the message must be sent isolated. */
   isSuspect(folderId: number, uid: number): boolean {
@@ -52,7 +63,7 @@ export class DropSuspects {
   verdict(folderId: number, uid: number): string | null {
     const s = this.suspects.get(key(folderId, uid));
     if (!s || s.isolatedDrops < ISOLATED_DROPS_TO_SKIP) return null;
-    return `the target closed the connection each time this message was sent alone (${s.isolatedDrops} times; last: ${s.lastError})`;
+    return `${this.what} (${s.isolatedDrops} times; last: ${s.lastError})`;
   }
 }
 

@@ -363,7 +363,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
             continue;
           }
           works.push(work);
-          const jobs = planJobs([work], opts.chunkBytes ?? DEFAULT_CHUNK_BYTES);
+          const jobs = planJobs([work], opts.chunkBytes ?? DEFAULT_CHUNK_BYTES, undefined, (f, u) => memory.sourceSuspects.isSuspect(f, u));
           if (jobs.length) {
             progress.toCopy += jobs.reduce((n, j) => n + j.items.length, 0);
             progress.toCopyBytes += jobs.reduce((n, j) => n + j.items.reduce((b, i) => b + i.size, 0), 0);

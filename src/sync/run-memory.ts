@@ -7,7 +7,9 @@ import { DropSuspects, key } from './drop-suspects.js';
 
 export class RunMemory {
   /** Messages in flight when the target connection was lost (drop-suspects.ts). */
-  readonly suspects = new DropSuspects();
+  readonly suspects = new DropSuspects('the target closed the connection each time this message was sent alone');
+  /** Messages being read when the source connection was lost (drop-suspects.ts). */
+  readonly sourceSuspects = new DropSuspects('the source closed the connection each time this message was read alone');
   private readonly skipped = new Set<string>();
 
   /**
