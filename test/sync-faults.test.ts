@@ -542,6 +542,19 @@ describe('sync: a keyword the target refuses', () => {
     const again = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
     assert.equal(again.json?.copied, 0, again.stderr);
   });
+
+  test('a flag change the target refuses is logged, not counted; the system flags of it are set', async () => {
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxOpen('INBOX');
+    await c.messageFlagsAdd({ uid: '2' }, ['\\Seen', LONG], { uid: true });
+    await c.logout();
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.flagsUpdated, 0);
+    assert.match(r.stderr, /the target refused to set these flags/);
+    const inbox = (await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('INBOX')!;
+    assert.deepEqual(inbox[0]!.flags, ['$Forwarded', '\\Flagged', '\\Seen']);
+  });
 });
 
 describe('sync: recovery finds copies the target server changed as it stored them', () => {

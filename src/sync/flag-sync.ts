@@ -80,9 +80,23 @@ export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, w
     }
     for (const b of batches.values()) {
       const set = uidSet(b.uids);
-      if (b.add.length) await withWatchdog(target, stallMs, `setting flags in ${path}`, () => target.messageFlagsAdd(set, b.add, { uid: true, silent: true }));
-      if (b.remove.length) await withWatchdog(target, stallMs, `clearing flags in ${path}`, () => target.messageFlagsRemove(set, b.remove, { uid: true, silent: true }));
-      applied += b.uids.length;
+      // imapflow answers false when the server refused the STORE (NO/BAD): Dovecot for a
+      // keyword over its length limit, Cyrus past its keywords per folder. The system
+      // flags are then set on their own, and the refusal is logged, not counted. The
+      // journal still takes the source's flags: sending a refused keyword on every run
+      // would only be refused again.
+      let ok = true;
+      if (b.add.length && !(await withWatchdog(target, stallMs, `setting flags in ${path}`, () => target.messageFlagsAdd(set, b.add, { uid: true, silent: true })))) {
+        ok = false;
+        const system = b.add.filter((f) => f.startsWith('\\'));
+        if (system.length) await withWatchdog(target, stallMs, `setting flags in ${path}`, () => target.messageFlagsAdd(set, system, { uid: true, silent: true }));
+        log.warn({ folder: path, flags: b.add, messages: b.uids.length }, 'the target refused to set these flags');
+      }
+      if (b.remove.length && !(await withWatchdog(target, stallMs, `clearing flags in ${path}`, () => target.messageFlagsRemove(set, b.remove, { uid: true, silent: true })))) {
+        ok = false;
+        log.warn({ folder: path, flags: b.remove, messages: b.uids.length }, 'the target refused to clear these flags');
+      }
+      if (ok) applied += b.uids.length;
     }
     await db.transaction().execute(async (trx) => {
       // Not found on the target (targetUid still null): its journaled flags stay as they were.
