@@ -213,6 +213,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const srcView = serverView(src, srcList);
     const tgtView = serverView(tgt, tgtList);
     const mappings = mapFolders(srcView, tgtView, { ...(opts.exclude ? { exclude: opts.exclude } : {}), ...(opts.include ? { include: opts.include } : {}), ...(opts.source.userRoot ? { userRoot: opts.source.userRoot } : {}) });
+    warnMerged(mappings, log);
     // A folder LIST shows but whose STATUS failed is left out of LIST-STATUS's answer
     // (RFC 5819 §2 lets the server send a NO for it instead), or carries the error of the
     // STATUS imapflow sent for it alone: its status is then unknown (`{}`) and the scan
@@ -438,6 +439,21 @@ function peakRssMb(): number {
     // not Linux
   }
   return Math.round(process.resourceUsage().maxRSS / 1024);
+}
+
+/**
+ * Source folders that land in one target folder by accident, not by special use (`a.b`
+ * and `a_b` when `.` cannot be in a target name): merged as intended for `Sent` and
+ * `Sent Items`, but the admin should know, since it cannot be undone by name.
+ */
+function warnMerged(mappings: readonly FolderMapping[], log: SyncOptions['logger']): void {
+  const byTarget = new Map<string, FolderMapping[]>();
+  for (const m of mappings) if (m.selectable) byTarget.set(m.targetPath, [...(byTarget.get(m.targetPath) ?? []), m]);
+  for (const [target, group] of byTarget) {
+    if (group.length > 1 && group.filter((m) => m.specialUse === undefined && m.targetPath !== 'INBOX').length > 1) {
+      log.warn({ target, sources: group.map((m) => m.sourcePath) }, 'these source folders are merged into one target folder');
+    }
+  }
 }
 
 /** Source UIDs of `rows` in groups of at most `bytes` (a larger message alone). */

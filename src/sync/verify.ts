@@ -161,7 +161,9 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
         // A folder a server refuses (NO/BAD: broken on disk, no rights) is this folder's
         // verdict, named; a lost connection still ends the attempt.
         const refusal = imapRefusal(err);
-        if (refusal === null) throw err;
+        // A lost connection ends the attempt, and says where (a source that drops the
+        // connection on one message would otherwise leave only "Connection not available").
+        if (refusal === null) throw Object.assign(new Error(`${(err as Error)?.message ?? String(err)} (while comparing ${sources.join(' + ')} -> ${target})`), { retryable: isRetryable(err) });
         folders.push({ sources, target, sourceCount: 0, targetCount: 0, missing: 0, extra: 0, flagDifferences: 0, missingItems: [], error: refusal });
         continue;
       }
