@@ -637,6 +637,38 @@ describe('sync: a message the source answers by dropping the connection', () => 
   });
 });
 
+describe('verify: a copy whose internal date the target changed', () => {
+  // Cyrus and Courier store dates they cannot hold (1970, 2040) as "now".
+  let lab: LabPair;
+
+  before(async () => {
+    lab = await startPair();
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    for (const n of [1, 2, 3]) await c.append('INBOX', Buffer.from(`Message-ID: <m${n}@example.org>\r\nSubject: m${n}\r\n\r\nbody ${n}\r\n`), ['\\Seen'], new Date(`2021-0${n}-01T00:00:00Z`));
+    await c.logout();
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(r.status, 0, r.stderr);
+    // Replace the target's copy of m2 by the same bytes under another date.
+    const t = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    await t.mailboxOpen('INBOX');
+    const [m2] = (await t.fetchAll('1:*', { uid: true, source: true })).filter((m) => m.source!.includes('m2@'));
+    await t.append('INBOX', m2!.source!, ['\\Seen'], new Date('2026-11-27T12:00:00Z'));
+    await t.messageDelete({ uid: String(m2!.uid) }, { uid: true });
+    await t.logout();
+  });
+  after(async () => {
+    await lab?.stop();
+  });
+
+  for (const mode of [[], ['--content']]) {
+    test(`says the message is there, with another date, and in sync (${mode.join(' ') || 'default'})`, async () => {
+      const r = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json', ...mode])], env(lab));
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, /INBOX -> INBOX: source 3, target 3, 1 with another internal date/);
+    });
+  }
+});
+
 describe('sync: a message the target refuses, and login failures', () => {
   let lab: LabPair;
   let total = 0;

@@ -53,6 +53,9 @@ export interface FolderVerdict {
   extra: number;
   /** Messages present on both sides whose flags differ. */
   flagDifferences: number;
+  /** Messages present on both sides whose internal dates differ (the target's server
+   * changed them: said, not held against the folder). */
+  dateDifferences: number;
   missingItems: MissingItem[];
   /** Set when a side refused to open or read the folder: it is not in sync, and this says why. */
   error?: string;
@@ -76,6 +79,10 @@ function messageId(headers: Buffer | undefined): string {
 
 interface Entry {
   key: string;
+  /** Without the date: a copy whose server changed its internal date (Cyrus and Courier
+   * replace dates they cannot store, 1970 or 2040, with "now") is still the message.
+   * Null when nothing else identifies it (no Message-ID, by size alone). */
+  undated: string | null;
   uid: number;
   size: number;
   date: string;
@@ -95,8 +102,10 @@ async function readFolder(client: ImapFlow, path: string, content: boolean, stal
     if (!receivedInScope(ms, receivedAfter)) return;
     const date = new Date(ms ?? 0);
     const seconds = Math.floor(date.getTime() / 1000);
-    const key = content ? hasher.digestOf(m.source ?? Buffer.alloc(0)) : `${m.size}|${seconds}|${messageId(m.headers)}`;
-    out.push({ key, uid: m.uid, size: m.size ?? 0, date: date.toISOString(), flags: flagsKey(m.flags) });
+    const id = content ? '' : messageId(m.headers);
+    const key = content ? hasher.digestOf(m.source ?? Buffer.alloc(0)) : `${m.size}|${seconds}|${id}`;
+    const undated = content ? key : id ? `${m.size}|${id}` : null;
+    out.push({ key, undated, uid: m.uid, size: m.size ?? 0, date: date.toISOString(), flags: flagsKey(m.flags) });
   };
   // Streamed so a large folder is never held whole when hashing contents.
   await withWatchdog(client, stallMs * 10, `reading ${path}`, async () => {
@@ -164,20 +173,44 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
         // A lost connection ends the attempt, and says where (a source that drops the
         // connection on one message would otherwise leave only "Connection not available").
         if (refusal === null) throw Object.assign(new Error(`${(err as Error)?.message ?? String(err)} (while comparing ${sources.join(' + ')} -> ${target})`), { retryable: isRetryable(err) });
-        folders.push({ sources, target, sourceCount: 0, targetCount: 0, missing: 0, extra: 0, flagDifferences: 0, missingItems: [], error: refusal });
+        folders.push({ sources, target, sourceCount: 0, targetCount: 0, missing: 0, extra: 0, flagDifferences: 0, dateDifferences: 0, missingItems: [], error: refusal });
         continue;
       }
-      const pool = new Map<string, Entry[]>();
-      for (const e of targetEntries) pool.set(e.key, [...(pool.get(e.key) ?? []), e]);
+      // Matched by key first (with the date), then what is left by its undated key.
+      const taken = new Set<Entry>();
+      const index = (keyOf: (e: Entry) => string | null) => {
+        const pool = new Map<string, Entry[]>();
+        for (const e of targetEntries) {
+          const k = keyOf(e);
+          if (k !== null && !taken.has(e)) pool.set(k, [...(pool.get(k) ?? []), e]);
+        }
+        return pool;
+      };
+      const matched = new Map<Entry, Entry>();
+      for (const keyOf of [(e: Entry) => e.key, (e: Entry) => e.undated]) {
+        const pool = index(keyOf);
+        for (const e of sourceEntries) {
+          const k = keyOf(e);
+          if (matched.has(e) || k === null) continue;
+          const t = pool.get(k)?.shift();
+          if (!t) continue;
+          taken.add(t);
+          matched.set(e, t);
+        }
+      }
       const missingItems: MissingItem[] = [];
       let missing = 0;
       let flagDifferences = 0;
+      let dateDifferences = 0;
       for (const e of sourceEntries) {
-        const match = pool.get(e.key)?.shift();
+        const match = matched.get(e);
         if (!match) {
           missing++;
           if (missingItems.length < MISSING_LIST_CAP) missingItems.push({ folder: e.folder, uid: e.uid, size: e.size, date: e.date });
-        } else if (match.flags !== e.flags) flagDifferences++;
+          continue;
+        }
+        if (match.flags !== e.flags) flagDifferences++;
+        if (match.date.slice(0, 19) !== e.date.slice(0, 19)) dateDifferences++;
       }
       folders.push({
         sources,
@@ -187,6 +220,7 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
         missing,
         extra: targetEntries.length - (sourceEntries.length - missing),
         flagDifferences,
+        dateDifferences,
         missingItems,
       });
     }
