@@ -462,6 +462,16 @@ describe('sync: a folder the source cannot open, and one the target cannot creat
   });
 });
 
+/** A lab Maildir's message files (cur and new), in the order of their names (of delivery). */
+function maildirFiles(md: string): string[] {
+  return ['cur', 'new'].flatMap((d) => readdirSync(join(md, d)).map((f) => join(md, d, f))).sort((a, b) => basename(a).localeCompare(basename(b)));
+}
+
+/** Makes Dovecot read a Maildir edited behind its back anew: its indexes and UID list go. */
+function forgetIndexes(md: string): void {
+  for (const f of readdirSync(md)) if (f.startsWith('dovecot.index') || f === 'dovecot-uidlist') rmSync(join(md, f));
+}
+
 /** The directory called `name` under `root` (searched depth-first). */
 function findDir(root: string, name: string): string {
   for (const entry of readdirSync(root, { withFileTypes: true })) {
@@ -490,10 +500,10 @@ describe('sync: keywords that are not IMAP atoms on the source', () => {
     await c.logout();
     const md = findDir(join(lab.source.dir, 'home'), 'Maildir');
     writeFileSync(join(md, 'dovecot-keywords'), BAD.map((k, i) => `${i} ${k}\n`).join(''));
-    const files = ['cur', 'new'].flatMap((d) => readdirSync(join(md, d)).map((f) => join(md, d, f))).sort();
+    const files = maildirFiles(md);
     // Keyword i is the letter a+i in a Maildir file name's flags.
     BAD.forEach((_, i) => renameSync(files[i]!, join(md, 'cur', `${basename(files[i]!).replace(/:2,.*$/, '')}:2,S${String.fromCharCode(97 + i)}`)));
-    for (const f of readdirSync(md)) if (f.startsWith('dovecot.index') || f === 'dovecot-uidlist') rmSync(join(md, f));
+    forgetIndexes(md);
   });
   after(async () => {
     await lab?.stop();
@@ -614,10 +624,10 @@ describe('sync: a message the source answers by dropping the connection', () => 
     for (const s of ['good one', 'the unreadable one', 'good two']) await c.append('INBOX', Buffer.from(`Subject: ${s}\r\n\r\n${'text\r\n'.repeat(30)}`));
     await c.logout();
     const md = findDir(join(lab.source.dir, 'home'), 'Maildir');
-    const files = ['cur', 'new'].flatMap((d) => readdirSync(join(md, d)).map((f) => join(md, d, f))).sort((a, b) => basename(a).localeCompare(basename(b)));
+    const files = maildirFiles(md);
     assert.match(basename(files[1]!), /,S=\d+/, 'Dovecot writes the size into the name');
     renameSync(files[1]!, join(md, 'cur', `${basename(files[1]!).replace(/:2,.*$/, '').replace(/,S=\d+/, ',S=10').replace(/,W=\d+/, ',W=12')}:2,`));
-    for (const f of readdirSync(md)) if (f.startsWith('dovecot.index') || f === 'dovecot-uidlist') rmSync(join(md, f));
+    forgetIndexes(md);
   });
   after(async () => {
     await lab?.stop();

@@ -16,6 +16,7 @@
 import { createHash } from 'node:crypto';
 import type { ImapFlow } from 'imapflow';
 import { withWatchdog } from '../imap/imapflow-session.js';
+import { chunkBySize } from './size-chunks.js';
 import { uidSet } from './uid-set.js';
 
 const CHUNK_BYTES = 8 * 1024 * 1024;
@@ -62,15 +63,8 @@ export async function findChangedCopies(target: ImapFlow, fromUid: number, wante
   const listed = await withWatchdog(target, stallMs, 'listing target messages', () => target.fetchAll(`${fromUid}:*`, { uid: true, size: true, internalDate: true }, { uid: true }));
   const candidates = listed.filter((m) => m.uid >= fromUid && !taken.has(m.uid) && wanted.some((w) => closeInSize(w.size, m.size ?? 0)));
   const byLoose = new Map<string, { uid: number; date: number }[]>();
-  for (let i = 0; i < candidates.length; ) {
-    const batch: number[] = [];
-    let bytes = 0;
-    while (i < candidates.length && (batch.length === 0 || bytes + (candidates[i]!.size ?? 0) <= CHUNK_BYTES)) {
-      bytes += candidates[i]!.size ?? 0;
-      batch.push(candidates[i]!.uid);
-      i++;
-    }
-    const bodies = await withWatchdog(target, stallMs, 'reading target messages', () => target.fetchAll(uidSet(batch), { uid: true, source: true, internalDate: true }, { uid: true }));
+  for (const batch of chunkBySize(candidates, (m) => m.size ?? 0, CHUNK_BYTES)) {
+    const bodies = await withWatchdog(target, stallMs, 'reading target messages', () => target.fetchAll(uidSet(batch.map((m) => m.uid)), { uid: true, source: true, internalDate: true }, { uid: true }));
     for (const m of bodies) {
       if (!m.source) continue;
       const key = looseDigest(m.source);

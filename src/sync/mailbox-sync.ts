@@ -37,6 +37,7 @@ import { reconcileTargetFolder } from './recovery.js';
 import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
 import { countNewInScope, isRetryable as isRetryableSkip, rowInScope, scanFolder } from './scan.js';
 import { TargetFolder } from './target-folder.js';
+import { chunkBySize } from './size-chunks.js';
 import { uidSet } from './uid-set.js';
 
 /** The mailbox a login lands in: the impersonated user, not the admin who logs in. */
@@ -266,8 +267,8 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
       try {
         const mb = await lister.examine(folder.source_path);
         if (folder.source_uidvalidity !== null && mb.uidValidity !== folder.source_uidvalidity) return out;
-        for (const uids of chunkBySize(pending, 8 * 1024 * 1024)) {
-          for (const m of (await lister.fetch(uidSet(uids))).messages) out.set(m.uid, looseDigest(m.raw));
+        for (const rows of chunkBySize(pending, (r) => r.size, 8 * 1024 * 1024)) {
+          for (const m of (await lister.fetch(uidSet(rows.map((r) => r.source_uid)))).messages) out.set(m.uid, looseDigest(m.raw));
         }
       } catch (err) {
         // The source cannot give them now: they are copied again, as before.
@@ -454,24 +455,6 @@ function warnMerged(mappings: readonly FolderMapping[], log: SyncOptions['logger
       log.warn({ target, sources: group.map((m) => m.sourcePath) }, 'these source folders are merged into one target folder');
     }
   }
-}
-
-/** Source UIDs of `rows` in groups of at most `bytes` (a larger message alone). */
-function chunkBySize(rows: readonly Pick<MessageRow, 'source_uid' | 'size'>[], bytes: number): number[][] {
-  const out: number[][] = [];
-  let current: number[] = [];
-  let held = 0;
-  for (const r of rows) {
-    if (current.length && held + r.size > bytes) {
-      out.push(current);
-      current = [];
-      held = 0;
-    }
-    current.push(r.source_uid);
-    held += r.size;
-  }
-  if (current.length) out.push(current);
-  return out;
 }
 
 const sum = (counts: ReadonlyMap<string, number>): number => [...counts.values()].reduce((a, b) => a + b, 0);

@@ -25,6 +25,7 @@ import { contentHasher } from '../store/content-key.js';
 import { type ChangedCopyWanted, findChangedCopies } from './changed-copies.js';
 import { type ContentHasher, type Digest, algorithmOf } from './content-digest.js';
 import { flagsKey } from './flags.js';
+import { chunkBySize } from './size-chunks.js';
 import { uidSet } from './uid-set.js';
 
 const HASH_CHUNK_BYTES = 8 * 1024 * 1024;
@@ -61,15 +62,8 @@ export async function findOnTarget(hasher: ContentHasher, target: ImapFlow, from
   const algorithms = [...new Set(expected.map((e) => algorithmOf(e.digest)))];
   const byDigest = new Map<Digest, number[]>();
   const alsoKnownAs = new Map<number, Digest[]>();
-  for (let i = 0; i < candidates.length; ) {
-    const batch: number[] = [];
-    let bytes = 0;
-    while (i < candidates.length && (batch.length === 0 || bytes + (candidates[i]!.size ?? 0) <= HASH_CHUNK_BYTES)) {
-      bytes += candidates[i]!.size ?? 0;
-      batch.push(candidates[i]!.uid);
-      i++;
-    }
-    const bodies = await withWatchdog(target, stallMs, 'reading target messages', () => target.fetchAll(uidSet(batch), { uid: true, source: true }, { uid: true }));
+  for (const batch of chunkBySize(candidates, (m) => m.size ?? 0, HASH_CHUNK_BYTES)) {
+    const bodies = await withWatchdog(target, stallMs, 'reading target messages', () => target.fetchAll(uidSet(batch.map((m) => m.uid)), { uid: true, source: true }, { uid: true }));
     for (const m of bodies) {
       if (!m.source) continue;
       const digests = hasher.digestsOf(m.source, algorithms);
