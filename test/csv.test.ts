@@ -84,6 +84,14 @@ describe('a valid file', () => {
     assert.equal(r.valid && r.rows.length, MAX_DATA_ROWS);
   });
 
+  test('mixed line ends (a row appended with echo to an Excel file) leave no line-end character in a password', () => {
+    for (const text of [`${HEADER}\r\na@example.com,a,pw1\r\nb@example.com,b,pw2\n`, `${HEADER}\na@example.com,a,pw1\r\nb@example.com,b,pw2\r\n`, `${HEADER}\r\na@example.com,a,pw1\nb@example.com,b,pw2\nc@example.com,c,pw3\r\n`]) {
+      const r = check(Buffer.from(text));
+      assert.equal(r.valid, true, JSON.stringify(r.valid || r.errors));
+      assert.deepEqual(r.valid && r.rows.map((row) => [row.line, row.password]), text.includes('c@') ? [[2, 'pw1'], [3, 'pw2'], [4, 'pw3']] : [[2, 'pw1'], [3, 'pw2']]);
+    }
+  });
+
   test('classic Mac (CR only) line ends still give the right line numbers', () => {
     const r = check(Buffer.from(`${HEADER}\ra@example.com,a,p\rbad,b,p\r`));
     assert.deepEqual(summary(r), ['3:EmailAddress:invalid-address']);
@@ -157,13 +165,26 @@ describe('one test per check', () => {
     const e = only(r, 'missing-column');
     assert.match(e.message, /looks like a data row/);
     assert.ok(!JSON.stringify(r).includes('TopSecret'));
+    // Even when the password is a near miss of a column name.
+    for (const pw of ['Passw0rd', 'Password1', 'P@ssw0rd', 'root', 'Passwort']) {
+      const again = check(file(`alice@example.org,alice*admin,${pw}`, `bob@example.org,bob*admin,${pw}`));
+      assert.match(only(again, 'missing-column').message, /looks like a data row/);
+      assert.ok(!JSON.stringify(again).includes(pw), `${pw} leaked`);
+    }
   });
 
   test('unknown-column: any other column, with a suggestion when it is close to one', () => {
     const r = check(file(`${HEADER},Department,User Root`, 'a@example.com,a,p,IT,/u/a'));
     assert.deepEqual(summary(r), ['1:Department:unknown-column', '1:User Root:unknown-column']);
     assert.match(errorsOf(r)[1]!.message, /did you mean "UserRoot"/);
-    assert.deepEqual(summary(check(file(`${HEADER},`, 'a@example.com,a,p,'))), ['1:-:unknown-column']);
+    // An unnamed column between named ones is a stray comma…
+    assert.deepEqual(summary(check(file('EmailAddress,,UserName,Password', 'a@example.com,,a,p'))), ['1:-:unknown-column']);
+  });
+
+  test('trailing unnamed columns, as Excel writes them, are accepted while they stay empty', () => {
+    const r = check(file(`${HEADER},,`, 'a@example.com,a,p1,,', 'b@example.com,b,p2'));
+    assert.deepEqual(r.valid && r.rows.map((row) => row.password), ['p1', 'p2']);
+    assert.deepEqual(summary(check(file(`${HEADER},,`, 'a@example.com,a,p1,,x'))), ['2:-:column-count']);
   });
 
   test('duplicate-column: a header name twice', () => {
@@ -230,6 +251,16 @@ describe('one test per check', () => {
     assert.match(errors[5]!.message, /domain without a dot/);
     const good = ['o\'brien+tag@mail.example.co.uk', 'x@xn--bcher-kva.example', 'jürgen@bücher.example', 'a.b-c_d@sub-1.example.com'];
     assert.equal(check(file(HEADER, ...good.map((a, i) => `${a},u${i},p`))).valid, true);
+  });
+
+  test('invalid-address: an invisible character pasted into an address is named', () => {
+    const e = only(check(file(HEADER, 'alice\u200b@example.org,a,p')), 'invalid-address');
+    assert.match(e.message, /contains the invisible character U\+200B/);
+  });
+
+  test('duplicate-address: one mailbox spelled in another Unicode form or IDN encoding', () => {
+    const r = check(file(HEADER, 'user@bücher.de,a,p', 'user@xn--bcher-kva.de,b,p', 'j\u00f3se@example.org,c,p', 'jo\u0301se@example.org,d,p'));
+    assert.deepEqual(summary(r), ['3:EmailAddress:duplicate-address', '5:EmailAddress:duplicate-address']);
   });
 
   test('duplicate-address: both lines, compared ignoring case', () => {

@@ -59,6 +59,12 @@ export interface Header {
   index: Partial<Record<ColumnName, number>>;
   /** How many columns every row must have. */
   width: number;
+  /**
+   * Columns before the header's trailing unnamed ones: Excel writes `…,Password,,` (and
+   * `…,pw,,` on every row) when cells right of the table were ever formatted. Rows may
+   * have from `named` to `width` columns, with nothing in the unnamed ones.
+   */
+  named: number;
   /** False when the line is not a header at all (a data row, another separator). */
   recognised: boolean;
 }
@@ -71,7 +77,9 @@ const SEPARATORS: [string, string][] = [
 
 /** Checks the header row and says where each column is. */
 export function readHeader(fields: string[], line: number, problems: ProblemList): Header {
-  const header: Header = { index: {}, width: fields.length, recognised: false };
+  let named = fields.length;
+  while (named > 1 && (fields[named - 1] as string).trim() === '') named--;
+  const header: Header = { index: {}, width: fields.length, named, recognised: false };
   const only = fields.length === 1 ? (fields[0] as string) : '';
   const separator = SEPARATORS.find(([sep]) => only.includes(sep));
   if (separator) {
@@ -86,9 +94,12 @@ export function readHeader(fields: string[], line: number, problems: ProblemList
 
   const exact = new Set(fields.filter((f): f is ColumnName => (ALL_COLUMNS as readonly string[]).includes(f)));
   const near = fields.map((f) => (exact.has(f as ColumnName) ? undefined : nearestColumn(f)));
-  if (exact.size === 0 && near.every((n) => n === undefined)) {
-    // Most likely a data row where the header should be: its values are never quoted, one may be a password.
-    const data = fields.some((f) => f.includes('@')) ? '; it looks like a data row: add the header line above it' : '';
+  // A value that is an address: a data row where the header should be, whatever the
+  // other values look like (a password such as `Passw0rd` is a near miss of "Password").
+  const holdsAddress = fields.some((f) => /^[^@\s]+@[^@\s]+$/.test(f.trim()));
+  if (exact.size === 0 && (holdsAddress || near.every((n) => n === undefined))) {
+    // Its values are never quoted: one may be a password.
+    const data = holdsAddress || fields.some((f) => f.includes('@')) ? '; it looks like a data row: add the header line above it' : '';
     problems.add({
       line,
       check: 'missing-column',
@@ -109,6 +120,7 @@ export function readHeader(fields: string[], line: number, problems: ProblemList
       return;
     }
     if (name.trim() === '') {
+      if (i >= named) return; // trailing, as Excel writes them
       problems.add({ line, check: 'unknown-column', text: `column ${position} of the header has no name (a stray comma?); the columns are ${EXPECTED}` });
       return;
     }

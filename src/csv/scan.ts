@@ -1,5 +1,5 @@
 /** One pass over a migration file: every check of SPEC §1 but the active-batch one, which needs the database. */
-import { addressProblem } from './address.js';
+import { addressKey, addressProblem } from './address.js';
 import { type ColumnName, type Header, readHeader, REQUIRED_COLUMNS } from './columns.js';
 import { n, tooLargeText } from './format.js';
 import { MAX_DATA_ROWS, MAX_FILE_BYTES, MAX_RECORD_CHARS } from './limits.js';
@@ -109,6 +109,12 @@ export function scan(file: Buffer, maxProblems: number): Scan {
         problems.add({ line, ...(column ? { column } : {}), check: 'quoting', text: BREAK_TEXT['unclosed-quote-swallowing'].replace('{lines}', `${line}–${line + breaks}`) });
       }
     }
+    if (fields.length >= h.named && fields.length <= h.width && fields.length !== h.width) fields = [...fields, ...Array<string>(h.width - fields.length).fill('')];
+    const stray = fields.slice(h.named).findIndex((f) => !BLANK.test(f));
+    if (fields.length === h.width && stray >= 0) {
+      problems.add({ line, check: 'column-count', text: `the row has a value in column ${h.named + stray + 1}, which the header does not name; a comma inside a value? Put that value in quotes` });
+      return;
+    }
     if (fields.length !== h.width) {
       const hint =
         fields.length === 1 && /[;\t|]/.test(fields[0] as string)
@@ -131,7 +137,7 @@ export function scan(file: Buffer, maxProblems: number): Scan {
     const email = at(h.index.EmailAddress)?.trim();
     if (email) {
       const why = addressProblem(email);
-      const key = email.toLowerCase();
+      const key = addressKey(email);
       const first = firstLineOf.get(key);
       // The one value we quote; a password pasted into it, even as a part, must not come out with it.
       // (Below 4 characters a part says nothing, and hiding every address holding an "e" would help nobody.)
@@ -139,7 +145,7 @@ export function scan(file: Buffer, maxProblems: number): Scan {
       if (why) {
         problems.add({ line, column: 'EmailAddress', check: 'invalid-address', value: email, hide, text: `{value} is not an email address: it ${why}` });
       } else if (first !== undefined) {
-        problems.add({ line, column: 'EmailAddress', check: 'duplicate-address', value: email, hide, text: `{value} is also on line ${first} (addresses are compared ignoring case)` });
+        problems.add({ line, column: 'EmailAddress', check: 'duplicate-address', value: email, hide, text: `{value} is also on line ${first} (addresses are compared ignoring case, Unicode form and IDN encoding)` });
       } else {
         firstLineOf.set(key, line);
         result.addresses.push(email);
