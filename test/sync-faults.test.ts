@@ -435,6 +435,7 @@ describe('sync: a folder the source cannot open, and one the target cannot creat
     const r = await runCli(args(), env(lab));
     assert.equal(r.status, 1, r.stderr);
     assert.equal(r.json?.copied, 4, r.stdout);
+    assert.ok(Number(r.json?.failed) >= 1, 'the message of the folder the target refused is failed');
     const failed = r.json?.failedFolders as { folder: string; reason: string }[];
     assert.deepEqual(failed.map((f) => f.folder).sort(), ['Broken', LONG].sort());
     assert.match(failed.find((f) => f.folder === 'Broken')!.reason, /^the source could not read it: EXAMINE Broken failed: NO /);
@@ -647,7 +648,7 @@ describe('sync: a message the source answers by dropping the connection', () => 
   });
 });
 
-describe('verify: a copy whose internal date the target changed', () => {
+describe('verify: copies whose internal date or bytes the target changed', () => {
   // Cyrus and Courier store dates they cannot hold (1970, 2040) as "now".
   let lab: LabPair;
 
@@ -664,6 +665,10 @@ describe('verify: a copy whose internal date the target changed', () => {
     const [m2] = (await t.fetchAll('1:*', { uid: true, source: true })).filter((m) => m.source!.includes('m2@'));
     await t.append('INBOX', m2!.source!, ['\\Seen'], new Date('2026-11-27T12:00:00Z'));
     await t.messageDelete({ uid: String(m2!.uid) }, { uid: true });
+    // And m3 by its bytes with one more line end, as Courier stores some messages.
+    const [m3] = (await t.fetchAll('1:*', { uid: true, source: true, internalDate: true })).filter((m) => m.source!.includes('m3@'));
+    await t.append('INBOX', Buffer.concat([m3!.source!, Buffer.from('\r\n')]), ['\\Seen'], new Date(m3!.internalDate!));
+    await t.messageDelete({ uid: String(m3!.uid) }, { uid: true });
     await t.logout();
   });
   after(async () => {
@@ -671,10 +676,10 @@ describe('verify: a copy whose internal date the target changed', () => {
   });
 
   for (const mode of [[], ['--content']]) {
-    test(`says the message is there, with another date, and in sync (${mode.join(' ') || 'default'})`, async () => {
+    test(`says the messages are there, with another date or other bytes, and in sync (${mode.join(' ') || 'default'})`, async () => {
       const r = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json', ...mode])], env(lab));
       assert.equal(r.status, 0, r.stderr);
-      assert.match(r.stderr, /INBOX -> INBOX: source 3, target 3, 1 with another internal date/);
+      assert.match(r.stderr, /INBOX -> INBOX: source 3, target 3, 1 with another internal date \(set by the target's server\), 1 stored with other bytes by the target's server/);
     });
   }
 });

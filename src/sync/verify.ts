@@ -18,6 +18,7 @@ import type { Logger } from 'pino';
 import { isRetryable } from '../imap/errors.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
 import { serverWords } from '../imap/raw-connection.js';
+import { looseDigest } from './changed-copies.js';
 import { ephemeralHasher } from './content-digest.js';
 import { flagsKey } from './flags.js';
 import { mapFolders } from './folder-map.js';
@@ -56,6 +57,9 @@ export interface FolderVerdict {
   /** Messages present on both sides whose internal dates differ (the target's server
    * changed them: said, not held against the folder). */
   dateDifferences: number;
+  /** Messages present on the target with other bytes, as some servers store them (line
+   * ends, 8-bit header bytes: changed-copies.ts); said, not held against the folder. */
+  changedCopies: number;
   missingItems: MissingItem[];
   /** Set when a side refused to open or read the folder: it is not in sync, and this says why. */
   error?: string;
@@ -77,12 +81,17 @@ function messageId(headers: Buffer | undefined): string {
   return m ? m[1]!.replace(/\s+/g, '') : '';
 }
 
+/**
+ * A message's identities, strictest first; a source message is matched to a target one by
+ * the first that finds one still free. Content mode: digest and date, digest, then loose
+ * digest (changed-copies.ts: the bytes a Courier or Cyrus target changes as it stores).
+ * Default: size, date and Message-ID, then size and Message-ID, then date and Message-ID
+ * (a message without Message-ID has only the first). A date that differs is the target's
+ * server's doing (Cyrus and Courier store 1970 or 2040 as "now"); so are other bytes.
+ * Pairing by date first also keeps identical messages filed on other days apart.
+ */
 interface Entry {
-  key: string;
-  /** Without the date: a copy whose server changed its internal date (Cyrus and Courier
-   * replace dates they cannot store, 1970 or 2040, with "now") is still the message.
-   * Null when nothing else identifies it (no Message-ID, by size alone). */
-  undated: string | null;
+  keys: readonly [string, string | null, string | null];
   uid: number;
   size: number;
   date: string;
@@ -102,10 +111,16 @@ async function readFolder(client: ImapFlow, path: string, content: boolean, stal
     if (!receivedInScope(ms, receivedAfter)) return;
     const date = new Date(ms ?? 0);
     const seconds = Math.floor(date.getTime() / 1000);
-    const id = content ? '' : messageId(m.headers);
-    const key = content ? hasher.digestOf(m.source ?? Buffer.alloc(0)) : `${m.size}|${seconds}|${id}`;
-    const undated = content ? key : id ? `${m.size}|${id}` : null;
-    out.push({ key, undated, uid: m.uid, size: m.size ?? 0, date: date.toISOString(), flags: flagsKey(m.flags) });
+    let keys: Entry['keys'];
+    if (content) {
+      const raw = m.source ?? Buffer.alloc(0);
+      const digest = hasher.digestOf(raw);
+      keys = [`${digest}|${seconds}`, digest, `~${looseDigest(raw)}`];
+    } else {
+      const id = messageId(m.headers);
+      keys = [`${m.size}|${seconds}|${id}`, id ? `${m.size}|${id}` : null, id ? `${seconds}|${id}` : null];
+    }
+    out.push({ keys, uid: m.uid, size: m.size ?? 0, date: date.toISOString(), flags: flagsKey(m.flags) });
   };
   // Streamed so a large folder is never held whole when hashing contents.
   await withWatchdog(client, stallMs * 10, `reading ${path}`, async () => {
@@ -173,24 +188,24 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
         // A lost connection ends the attempt, and says where (a source that drops the
         // connection on one message would otherwise leave only "Connection not available").
         if (refusal === null) throw Object.assign(new Error(`${(err as Error)?.message ?? String(err)} (while comparing ${sources.join(' + ')} -> ${target})`), { retryable: isRetryable(err) });
-        folders.push({ sources, target, sourceCount: 0, targetCount: 0, missing: 0, extra: 0, flagDifferences: 0, dateDifferences: 0, missingItems: [], error: refusal });
+        folders.push({ sources, target, sourceCount: 0, targetCount: 0, missing: 0, extra: 0, flagDifferences: 0, dateDifferences: 0, changedCopies: 0, missingItems: [], error: refusal });
         continue;
       }
-      // Matched by key first (with the date), then what is left by its undated key.
+      // Matched by each identity in turn (see Entry), among the target messages still free.
       const taken = new Set<Entry>();
-      const index = (keyOf: (e: Entry) => string | null) => {
+      const index = (pass: 0 | 1 | 2) => {
         const pool = new Map<string, Entry[]>();
         for (const e of targetEntries) {
-          const k = keyOf(e);
+          const k = e.keys[pass];
           if (k !== null && !taken.has(e)) pool.set(k, [...(pool.get(k) ?? []), e]);
         }
         return pool;
       };
       const matched = new Map<Entry, Entry>();
-      for (const keyOf of [(e: Entry) => e.key, (e: Entry) => e.undated]) {
-        const pool = index(keyOf);
+      for (const pass of [0, 1, 2] as const) {
+        const pool = index(pass);
         for (const e of sourceEntries) {
-          const k = keyOf(e);
+          const k = e.keys[pass];
           if (matched.has(e) || k === null) continue;
           const t = pool.get(k)?.shift();
           if (!t) continue;
@@ -202,6 +217,7 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
       let missing = 0;
       let flagDifferences = 0;
       let dateDifferences = 0;
+      let changedCopies = 0;
       for (const e of sourceEntries) {
         const match = matched.get(e);
         if (!match) {
@@ -211,6 +227,7 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
         }
         if (match.flags !== e.flags) flagDifferences++;
         if (match.date.slice(0, 19) !== e.date.slice(0, 19)) dateDifferences++;
+        if (opts.content ? match.keys[1] !== e.keys[1] : match.size !== e.size) changedCopies++;
       }
       folders.push({
         sources,
@@ -221,6 +238,7 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
         extra: targetEntries.length - (sourceEntries.length - missing),
         flagDifferences,
         dateDifferences,
+        changedCopies,
         missingItems,
       });
     }
