@@ -545,8 +545,11 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       ctx.memory.suspects.answered(folderId, p.uid);
       const r = s.value;
       if (!r.ok) {
-        if (isOverQuota(r)) full ??= r;
-        else if (mayBeTheKeywords(p, r)) withoutKeywords.push({ p, first: r });
+        if (isOverQuota(r)) {
+          // Recorded as refused, so the next run sends it again (target-full.ts).
+          full ??= r;
+          refuse(p, r);
+        } else if (mayBeTheKeywords(p, r)) withoutKeywords.push({ p, first: r });
         else refuse(p, r);
         return;
       }
