@@ -55,19 +55,25 @@ describe('a valid file', () => {
 
   test('accepts RFC 4180 quoting: commas, doubled quotes and line breaks inside values', () => {
     const r = check(
-      Buffer.from(`${HEADER}\r\n"a@example.com","alice","p,w"\r\nb@example.com,bob,"say ""hi"""\r\nc@example.com,carol,"two\r\nlines"\r\nd@example.com,dave,x\r\n`),
+      Buffer.from(`${HEADER},UserRoot\r\n"a@example.com","alice","p,w",\r\nb@example.com,bob,"say ""hi""",\r\nc@example.com,carol,x,"/two\r\nlines"\r\nd@example.com,dave,x,\r\n`),
     );
     assert.equal(r.valid, true);
     if (!r.valid) return;
     assert.deepEqual(
-      r.rows.map((row) => [row.line, row.password]),
+      r.rows.map((row) => [row.line, row.password, row.userRoot]),
       [
-        [2, 'p,w'],
-        [3, 'say "hi"'],
-        [4, 'two\r\nlines'],
-        [6, 'x'], // the value on lines 4–5 moves the next row to line 6
+        [2, 'p,w', undefined],
+        [3, 'say "hi"', undefined],
+        [4, 'x', '/two\r\nlines'],
+        [6, 'x', undefined], // the value on lines 4–5 moves the next row to line 6
       ],
     );
+  });
+
+  test('line-break-in-value: a quoted user name or password holding a line break, named without quoting it', () => {
+    const r = check(Buffer.from(`${HEADER}\r\na@example.com,alice,"Secret\r\nPart2"\r\nb@example.com,"bo\nb",x\r\n`));
+    assert.deepEqual(summary(r), ['2:Password:line-break-in-value', '4:UserName:line-break-in-value']);
+    assert.ok(!JSON.stringify(r).includes('Secret'));
   });
 
   test('accepts a UTF-8 BOM, CRLF line ends, non-ASCII names and trailing empty lines', () => {
@@ -214,7 +220,7 @@ describe('one test per check', () => {
     const e = only(r, 'quoting');
     assert.deepEqual([e.line, e.column], [2, 'Password']);
     assert.match(e.message, /lines 2–4/);
-    assert.equal(check(file(HEADER, 'a@example.com,a,"multi', 'line, password"')).valid, true, 'one comma on an inner line is still a value');
+    assert.equal(check(file(`${HEADER},UserRoot`, 'a@example.com,a,p,"/multi', 'line, root"')).valid, true, 'one comma on an inner line is still a value');
   });
 
   test('quoting: an open quote in the header stops there', () => {

@@ -103,8 +103,10 @@ export function scan(file: Buffer, maxProblems: number): Scan {
     const at = (i: number | undefined) => (i === undefined ? undefined : fields[i]);
     const password = at(h.index.Password);
     if (password) result.passwords.push(password);
+    const swallowing = new Set<number>();
     for (let i = 0; breaks > 0 && i < fields.length; i++) {
       if (holdsRows(fields[i] as string, h.width)) {
+        swallowing.add(i);
         const column = columnAt(i);
         problems.add({ line, ...(column ? { column } : {}), check: 'quoting', text: BREAK_TEXT['unclosed-quote-swallowing'].replace('{lines}', `${line}–${line + breaks}`) });
       }
@@ -132,6 +134,14 @@ export function scan(file: Buffer, maxProblems: number): Scan {
       else if (BLANK.test(value)) {
         complete = false;
         problems.add({ line, column, check: 'empty-value', text: `the ${column} value is empty` });
+      }
+    }
+    for (const column of ['UserName', 'Password'] as const) {
+      // Never quoted (it may be the password): the line and column say where.
+      const i = h.index[column];
+      if (i !== undefined && !swallowing.has(i) && /[\r\n]/.test(fields[i] ?? '')) {
+        complete = false;
+        problems.add({ line, column, check: 'line-break-in-value', text: `the ${column} value holds a line break (Alt+Enter in a spreadsheet cell?): no one can type it at a login` });
       }
     }
     const email = at(h.index.EmailAddress)?.trim();

@@ -31,6 +31,8 @@ export const CHECK_NAMES = [
   'empty-line',
   /** An empty EmailAddress, UserName or Password. */
   'empty-value',
+  /** A line break inside a quoted UserName or Password (Alt+Enter in a spreadsheet cell): no one can type it at a login. */
+  'line-break-in-value',
   /** EmailAddress is not an email address. */
   'invalid-address',
   /** The same EmailAddress (compared case-insensitively) on two rows. */
