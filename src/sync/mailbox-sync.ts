@@ -141,7 +141,7 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
     skipped: skippedRows.filter((s) => s.skip_kind !== 'unreadable').length,
     // The messages of folders that could not be migrated are failed too (as far as the
     // source said how many: one it cannot open does not).
-    failed: skippedRows.filter((s) => s.skip_kind === 'unreadable').length + sum(new Map([...r.failedFolders.keys()].map((f) => [f, r.counts.get(f) ?? 0]))),
+    failed: skippedRows.filter((s) => s.skip_kind === 'unreadable').length + [...r.failedFolders.keys()].reduce((n, f) => n + (r.counts.get(f) ?? 0), 0),
     bytes: progress.copiedBytes,
     flagsUpdated: r.flagsUpdated,
     seconds: (Date.now() - started) / 1000,
