@@ -129,6 +129,31 @@ async function readFolder(client: ImapFlow, path: string, content: boolean, stal
   return out;
 }
 
+/** Each source entry's target copy, matched by each identity in turn (see Entry) among the target entries still free. */
+function pairEntries(sourceEntries: readonly Entry[], targetEntries: readonly Entry[]): Map<Entry, Entry> {
+  const taken = new Set<Entry>();
+  const matched = new Map<Entry, Entry>();
+  for (const pass of [0, 1, 2] as const) {
+    const pool = new Map<string, Entry[]>();
+    for (const t of targetEntries) {
+      const k = t.keys[pass];
+      if (k === null || taken.has(t)) continue;
+      const list = pool.get(k);
+      if (list) list.push(t);
+      else pool.set(k, [t]);
+    }
+    for (const e of sourceEntries) {
+      const k = e.keys[pass];
+      if (matched.has(e) || k === null) continue;
+      const t = pool.get(k)?.shift();
+      if (!t) continue;
+      taken.add(t);
+      matched.set(e, t);
+    }
+  }
+  return matched;
+}
+
 /** The server's words when `err` is imapflow's error for a NO or BAD answer, else null. */
 function imapRefusal(err: unknown): string | null {
   const e = err as { responseStatus?: string; responseText?: string; message?: string } | null;
@@ -191,28 +216,7 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
         folders.push({ sources, target, sourceCount: 0, targetCount: 0, missing: 0, extra: 0, flagDifferences: 0, dateDifferences: 0, changedCopies: 0, missingItems: [], error: refusal });
         continue;
       }
-      // Matched by each identity in turn (see Entry), among the target messages still free.
-      const taken = new Set<Entry>();
-      const index = (pass: 0 | 1 | 2) => {
-        const pool = new Map<string, Entry[]>();
-        for (const e of targetEntries) {
-          const k = e.keys[pass];
-          if (k !== null && !taken.has(e)) pool.set(k, [...(pool.get(k) ?? []), e]);
-        }
-        return pool;
-      };
-      const matched = new Map<Entry, Entry>();
-      for (const pass of [0, 1, 2] as const) {
-        const pool = index(pass);
-        for (const e of sourceEntries) {
-          const k = e.keys[pass];
-          if (matched.has(e) || k === null) continue;
-          const t = pool.get(k)?.shift();
-          if (!t) continue;
-          taken.add(t);
-          matched.set(e, t);
-        }
-      }
+      const matched = pairEntries(sourceEntries, targetEntries);
       const missingItems: MissingItem[] = [];
       let missing = 0;
       let flagDifferences = 0;
