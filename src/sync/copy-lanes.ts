@@ -443,6 +443,12 @@ function takeOrphan(orphans: FolderWork['orphans'], digests: readonly Digest[], 
 
 const isSystemFlag = (f: string): boolean => f.startsWith('\\');
 
+/** Keywords of the shape every server stores: short, letters, digits and `$_-.` (the
+ * `$Forwarded`, `$MDNSent`, `NonJunk`, `$label1` kind). */
+function commonKeywords(keywords: readonly string[]): string[] {
+  return keywords.filter((k) => k.length <= 32 && /^\$?[A-Za-z0-9_.-]+$/.test(k));
+}
+
 /** A refusal that may be about the message's keywords: it has some, is held whole (a
  * streamed body cannot be sent twice), and was not refused for its size. */
 function mayBeTheKeywords(p: SourceMessage, r: Refusal): boolean {
@@ -557,18 +563,25 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
     });
     // A server's limits on keywords (Dovecot: 50 characters; Cyrus: about 100 per folder;
     // Courier: stricter characters) refuse the whole APPEND, with words that seldom say
-    // so. A message is worth more than its keywords: sent once more without them, it is
-    // copied, and the keywords left behind are logged.
+    // so. A message is worth more than its keywords: it is sent again with only the
+    // keywords every server takes (commonKeywords), then, if need be, with none; what is
+    // left behind is logged.
     await Promise.all(
       withoutKeywords.map(async ({ p, first }) => {
-        const again = await app.append({ mailbox: tf.path, flags: p.flags.filter(isSystemFlag), internalDate: p.internalDate, raw: p.body }).catch((err: unknown) => {
-          lost ??= err;
-          return null;
-        });
-        if (again === null) return;
-        if (!again.ok) return refuse(p, first);
-        ctx.log.warn({ folder: work.mapping.sourcePath, uid: p.uid, keywords: p.flags.filter((f) => !isSystemFlag(f)), refused: `${first.code ? `[${first.code}] ` : ''}${first.text}` }, 'the target refused the message with its keywords: copied without them');
-        noteCopied(p, again);
+        const keywords = p.flags.filter((f) => !isSystemFlag(f));
+        const common = commonKeywords(keywords);
+        for (const kept of common.length && common.length < keywords.length ? [common, []] : [[]]) {
+          const again = await app.append({ mailbox: tf.path, flags: [...p.flags.filter(isSystemFlag), ...kept], internalDate: p.internalDate, raw: p.body }).catch((err: unknown) => {
+            lost ??= err;
+            return null;
+          });
+          if (again === null) return;
+          if (!again.ok) continue;
+          const dropped = keywords.filter((k) => !kept.includes(k));
+          ctx.log.warn({ folder: work.mapping.sourcePath, uid: p.uid, keywords: dropped, refused: `${first.code ? `[${first.code}] ` : ''}${first.text}` }, 'the target refused the message with these keywords: copied without them');
+          return noteCopied(p, again);
+        }
+        refuse(p, first);
       }),
     );
     await recordChunkOutcome(ctx.db, folderId, copied, refused.map((r) => ({ ...r, kind: 'refused' as const })));
