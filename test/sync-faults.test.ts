@@ -16,6 +16,10 @@ import Database from 'better-sqlite3';
 import { generateCorpus, loadCorpus } from '../src/lab/corpus.js';
 import { TcpProxy } from '../src/lab/proxy.js';
 import { looseDigest } from '../src/sync/changed-copies.js';
+import { pairOfFailedRun, syncMailbox } from '../src/sync/mailbox-sync.js';
+import { TargetFullError } from '../src/sync/target-full.js';
+import { openStore } from '../src/store/open.js';
+import { pino } from 'pino';
 import { CLI, type CliResult, env, lastJson, runCli, syncArgs } from './helpers/cli.js';
 import { journalCounts } from './helpers/journal.js';
 import { appendUidMessages, type Relay, startRelay } from './helpers/relay.js';
@@ -400,6 +404,44 @@ describe('sync: a target mailbox over its quota', () => {
     const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
     const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
     assert.deepEqual(compareMailboxes(src, tgt, (p) => expectedTargetPath(p)), []);
+  });
+});
+
+describe('a run that fails after copying part of a mailbox (over quota)', () => {
+  let lab: LabPair;
+
+  before(async () => {
+    lab = await startPair({ target: { quotaKb: 200 } });
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await loadCorpus(c, generateCorpus({ seed: 81, messages: 100, averageSize: 8_000, maxSize: 40_000, folders: [{ path: ['INBOX'] }] }), { separator: '.' });
+    await c.logout();
+  });
+  after(async () => {
+    await lab?.stop();
+  });
+
+  test('names its journal pair, so a batch counts what it copied', async () => {
+    const store = await openStore(`sqlite:${lab.db}`);
+    try {
+      const err = await syncMailbox(store, {
+        source: { endpoint: lab.source.endpoint(), login: { method: 'login', username: lab.sourceUser, password: lab.sourcePass } },
+        target: { endpoint: lab.target.endpoint(), login: { method: 'login', username: lab.targetUser, password: lab.targetPass } },
+        logger: pino({ level: 'silent' }),
+      }).then(
+        () => assert.fail('the run should fail: the target is over its quota'),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof TargetFullError, String(err));
+      const pairId = pairOfFailedRun(err);
+      assert.notEqual(pairId, null);
+      const copied = await store.db.selectFrom('message').innerJoin('folder', 'folder.id', 'message.folder_id').select((eb) => eb.fn.countAll<number>().as('n')).where('folder.pair_id', '=', pairId!).where('message.state', '=', 'copied').executeTakeFirstOrThrow();
+      const onTarget = (await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('INBOX')!.length;
+      assert.ok(onTarget > 0);
+      assert.equal(Number(copied.n), onTarget);
+      assert.equal(pairOfFailedRun(new Error('another')), null);
+    } finally {
+      await store.close();
+    }
   });
 });
 

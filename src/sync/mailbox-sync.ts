@@ -74,6 +74,18 @@ interface AttemptResult {
   failedFolders: ReadonlyMap<string, string>;
 }
 
+/** The journal pair of each run that failed once its pair was known, by its error. */
+const failedPairs = new WeakMap<object, number>();
+
+/**
+ * The journal pair of the run `err` ended, or null: what a failed run copied before it
+ * failed (a mailbox over its quota, a folder the source cannot read…) is in the journal,
+ * and the batch's counts must show it.
+ */
+export function pairOfFailedRun(err: unknown): number | null {
+  return typeof err === 'object' && err !== null ? (failedPairs.get(err) ?? null) : null;
+}
+
 export async function syncMailbox(store: Store, opts: SyncOptions): Promise<SyncSummary> {
   const started = Date.now();
   const progress = emptyProgress();
@@ -83,8 +95,9 @@ export async function syncMailbox(store: Store, opts: SyncOptions): Promise<Sync
   // The login check's session goes to the first attempt only (a later attempt after a lost
   // connection logs in anew); whatever happens, it is logged out (by the attempt, or below).
   let handedOver = opts.sourceSession;
+  let pairId: number | undefined;
   try {
-    const pairId = opts.dryRun ? await findPair(db, sourceKey, targetKey) : await ensurePair(db, sourceKey, targetKey);
+    pairId = opts.dryRun ? await findPair(db, sourceKey, targetKey) : await ensurePair(db, sourceKey, targetKey);
     const maxAttempts = opts.maxAttempts ?? 6;
     let result: AttemptResult | undefined;
     // Failed attempts in a row that copied nothing. Counting every failure of the run instead
@@ -115,6 +128,9 @@ export async function syncMailbox(store: Store, opts: SyncOptions): Promise<Sync
     progress.phase = 'done';
     emit();
     return await summarize(db, pairId, opts, result!, progress, started);
+  } catch (err) {
+    if (pairId !== undefined && typeof err === 'object' && err !== null) failedPairs.set(err, pairId);
+    throw err;
   } finally {
     const unused = handedOver;
     if (unused) await unused.logout().catch(() => unused.close());

@@ -10,6 +10,7 @@
 import type { Logger } from 'pino';
 import type { Store } from '../store/open.js';
 import type { SyncProgress } from '../sync/progress.js';
+import { pairOfFailedRun } from '../sync/mailbox-sync.js';
 import { type BackoffPolicy, DEFAULT_BACKOFF } from './backoff.js';
 import { type Claim, claimNext, pulse, release, type RunResult } from './lease.js';
 import { judge } from './outcome.js';
@@ -158,7 +159,7 @@ export class Worker {
         result = { kind: 'interrupted', why: controller.signal.reason as Interruption, pairId: null };
         log.info({ why: result.why }, 'sync interrupted');
       } else {
-        result = { kind: 'failed', error: (err as Error)?.message ?? String(err), pairId: null };
+        result = { kind: 'failed', error: (err as Error)?.message ?? String(err), pairId: pairOfFailedRun(err) };
         log.warn({ err: result.error }, 'sync failed');
       }
     } finally {
