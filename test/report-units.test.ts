@@ -75,6 +75,14 @@ test('the initial report: outcome in the subject, failures and skipped messages 
   assert.equal((JSON.parse(mail.attachments[1]!.content) as BatchReport).batch.name, 'pilot');
 });
 
+test('messages of a folder that could not be migrated are counted as failed and said, not an empty list', () => {
+  const r = report([mailbox({ status: 'Failed', failed: 6, lastError: 'a folder could not be migrated: Archive.2019 (the source could not read it: …)' })], 'SyncedWithErrors');
+  const mail = composeReportEmail(r, 'initial');
+  assert.match(mail.text, /Skipped or failed messages \(6\)/);
+  assert.match(mail.text, /6 of them are not listed one by one: messages of folders that could not be migrated/);
+  assert.match(mail.text, /Archive\.2019/);
+});
+
 test('a daily report says what the round copied, per mailbox', () => {
   const r = report(
     [mailbox({ period: { synced: 1, failed: 0, copied: 3, bytes: 3000 } }), mailbox({ line: 3, emailAddress: 'b@example.org', period: { synced: 1, failed: 0, copied: 0, bytes: 0 } })],

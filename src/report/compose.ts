@@ -78,9 +78,17 @@ function sections(r: BatchReport, kind: ReportKind): Section[] {
   const skipped = r.mailboxes.flatMap((m) => m.skippedItems.map((s) => ({ m, s })));
   const skippedTotal = r.mailboxes.reduce((n, m) => n + m.skipped + m.failed, 0);
   if (skippedTotal > 0) {
+    const anyFailed = r.mailboxes.some((m) => m.failed > 0);
+    // Messages of a folder that could not be migrated are failed but not items of their
+    // own (the folder is named in its mailbox's error), nor are those past the list a
+    // mailbox keeps: the count says so rather than heading a shorter (or empty) table.
+    const unlisted = skippedTotal - skipped.length;
     out.push({
-      title: `Skipped messages (${skippedTotal})`,
-      lines: skipped.length > SKIPPED_IN_BODY ? [`The first ${SKIPPED_IN_BODY}; the attached CSV lists them all.`] : [],
+      title: `${anyFailed ? 'Skipped or failed' : 'Skipped'} messages (${skippedTotal})`,
+      lines: [
+        ...(skipped.length > SKIPPED_IN_BODY ? [`The first ${SKIPPED_IN_BODY}; the attached CSV lists them all.`] : []),
+        ...(unlisted > 0 ? [`${unlisted} of them are not listed one by one: messages of folders that could not be migrated (named in the mailbox's error), or past the ones kept per mailbox.`] : []),
+      ],
       table: {
         head: ['Mailbox', 'Folder', 'Date', 'Subject', 'Size', 'Reason'],
         rows: skipped.slice(0, SKIPPED_IN_BODY).map(({ m, s }) => [m.emailAddress, s.folder, s.date.slice(0, 10), s.subject, mb(s.size), s.reason]),
