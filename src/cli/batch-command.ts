@@ -126,8 +126,12 @@ function verificationLines(v: MailboxVerification): string {
   const out = [
     `${r.inSync ? 'ok    ' : 'MISSING'} line ${v.line} ${v.emailAddress}: ${r.sourceMessages} source messages, ${r.targetMessages} on the target${r.missing ? `, ${r.missing} missing` : ''}${v.syncing ? ' (a sync was running meanwhile)' : ''}`,
   ];
-  for (const f of r.folders.filter((x) => x.missing > 0)) {
-    out.push(`         ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}, ${f.missing} missing`);
+  for (const f of r.folders.filter((x) => x.missing > 0 || x.error !== undefined)) {
+    out.push(
+      f.error !== undefined
+        ? `         ${f.sources.join(' + ')} -> ${f.target}: could not be read: ${f.error}`
+        : `         ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}, ${f.missing} missing`,
+    );
   }
   return out.join('\n') + '\n';
 }
