@@ -89,7 +89,7 @@ function batchLine(b: BatchView): string {
 function verifiedText(m: MailboxView): string {
   const v = m.verification;
   if (!v) return '-';
-  return `${v.inSync ? 'in sync' : v.error ? 'could not check' : `${v.missing} missing`} ${when(v.at)}`;
+  return `${v.inSync ? 'in sync' : v.error ? 'could not check' : v.missing ? `${v.missing} missing` : 'not in sync'} ${when(v.at)}`;
 }
 
 function printStatus(b: BatchView, mailboxes: readonly MailboxView[]): void {

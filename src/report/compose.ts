@@ -107,7 +107,7 @@ function sections(r: BatchReport, kind: ReportKind): Section[] {
     m.syncSeconds > 0 ? formatDuration(m.syncSeconds * 1000) : '-',
     m.messagesPerSecond,
     when(m.lastSyncAt),
-    m.verification ? (m.verification.inSync ? 'in sync' : `${m.verification.missing} missing`) : '-',
+    m.verification ? (m.verification.inSync ? 'in sync' : m.verification.missing ? `${m.verification.missing} missing` : 'not in sync') : '-',
   ];
   out.push({
     title: 'Mailboxes',
