@@ -63,14 +63,16 @@ export async function findChangedCopies(target: ImapFlow, fromUid: number, wante
   if (wanted.length === 0) return found;
   const listed = await withWatchdog(target, stallMs, 'listing target messages', () => target.fetchAll(`${fromUid}:*`, { uid: true, size: true, internalDate: true }, { uid: true }));
   const candidates = listed.filter((m) => m.uid >= fromUid && !taken.has(m.uid) && wanted.some((w) => closeInSize(w.size, m.size ?? 0)));
+  // The listing's dates, so the bodies are fetched with nothing else.
+  const dateOf = new Map(candidates.map((m) => [m.uid, m.internalDate ? Math.floor(new Date(m.internalDate).getTime() / 1000) : -1]));
   const byLoose = new Map<string, { uid: number; date: number }[]>();
   for (const batch of chunkBySize(candidates, (m) => m.size ?? 0, CHUNK_BYTES)) {
-    const bodies = await withWatchdog(target, stallMs, 'reading target messages', () => target.fetchAll(uidSet(batch.map((m) => m.uid)), { uid: true, source: true, internalDate: true }, { uid: true }));
+    const bodies = await withWatchdog(target, stallMs, 'reading target messages', () => target.fetchAll(uidSet(batch.map((m) => m.uid)), { uid: true, source: true }, { uid: true }));
     for (const m of bodies) {
       if (!m.source) continue;
       const key = looseDigest(m.source);
       const list = byLoose.get(key) ?? [];
-      list.push({ uid: m.uid, date: m.internalDate ? Math.floor(new Date(m.internalDate).getTime() / 1000) : -1 });
+      list.push({ uid: m.uid, date: dateOf.get(m.uid) ?? -1 });
       byLoose.set(key, list);
     }
   }
