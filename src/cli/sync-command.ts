@@ -44,6 +44,7 @@ function printSummary(s: SyncSummary, receivedAfter: number | undefined): void {
   const rate = s.seconds > 0 ? (s.copied / s.seconds).toFixed(0) : '0';
   process.stderr.write(
     `${s.dryRun ? 'dry run: ' : ''}${s.folders} folders, ${s.found} messages found${scopeText(receivedAfter)}, ${s.copied} copied (${mb} MB, ${rate} msg/s), ` +
+      (s.alreadyOnTarget ? `${s.alreadyOnTarget} already on the target (not copied again), ` : '') +
       `${s.skipped} skipped, ${s.failed} failed, ${s.flagsUpdated} flag updates, ${s.seconds.toFixed(2)} s` +
       (s.reconnects ? `, ${s.reconnects} reconnects` : '') +
       '\n',

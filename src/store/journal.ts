@@ -97,26 +97,26 @@ const SQLITE_DELETE = 'delete from message where folder_id = ? and source_uid = 
 
 /**
  * What the copy path journals before a chunk's APPENDs, in one transaction: the pending
- * rows, orphans adopted in place of a copy (their old row goes, the new one is copied),
+ * rows, orphans adopted in place of a copy (their old row, if any, goes; the new one is copied),
  * and the messages the source could not deliver. On SQLite all of it runs as cached
  * statements (no query building per chunk); PostgreSQL uses the portable forms.
  */
 export async function journalChunk(
   db: Kysely<Database>,
   folderId: number,
-  chunk: { pending: readonly NewMessageRow[]; adopted: readonly { row: NewMessageRow; orphanUid: number }[]; skipped: readonly NewMessageRow[] },
+  chunk: { pending: readonly NewMessageRow[]; adopted: readonly { row: NewMessageRow; orphanUid: number | null }[]; skipped: readonly NewMessageRow[] },
 ): Promise<void> {
   const direct = withSqlite(db, (s) => {
     upsertRows(s, chunk.pending);
     const del = s.get(SQLITE_DELETE);
-    for (const a of chunk.adopted) del.run(folderId, a.orphanUid);
+    for (const a of chunk.adopted) if (a.orphanUid !== null) del.run(folderId, a.orphanUid);
     upsertRows(s, chunk.adopted.map((a) => a.row));
     upsertRows(s, chunk.skipped);
   });
   if (direct) return direct;
   await db.transaction().execute(async (trx) => {
     await insertMessages(trx, chunk.pending);
-    for (const a of chunk.adopted) await trx.deleteFrom('message').where('folder_id', '=', folderId).where('source_uid', '=', a.orphanUid).execute();
+    for (const a of chunk.adopted) if (a.orphanUid !== null) await trx.deleteFrom('message').where('folder_id', '=', folderId).where('source_uid', '=', a.orphanUid).execute();
     await insertMessages(trx, [...chunk.adopted.map((a) => a.row), ...chunk.skipped]);
   });
 }

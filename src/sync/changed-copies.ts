@@ -15,11 +15,8 @@
  */
 import { createHash } from 'node:crypto';
 import type { ImapFlow } from 'imapflow';
-import { withWatchdog } from '../imap/imapflow-session.js';
-import { chunkBySize } from './size-chunks.js';
-import { uidSet } from './uid-set.js';
+import { listTargetMessages, readTargetBodies } from './target-messages.js';
 
-const CHUNK_BYTES = 8 * 1024 * 1024;
 const CR = 0x0d;
 const LF = 0x0a;
 const X = 0x58;
@@ -61,21 +58,17 @@ function closeInSize(size: number, actual: number): boolean {
 export async function findChangedCopies(target: ImapFlow, fromUid: number, wanted: readonly ChangedCopyWanted[], taken: ReadonlySet<number>, stallMs: number): Promise<Map<number, number>> {
   const found = new Map<number, number>();
   if (wanted.length === 0) return found;
-  const listed = await withWatchdog(target, stallMs, 'listing target messages', () => target.fetchAll(`${fromUid}:*`, { uid: true, size: true, internalDate: true }, { uid: true }));
-  const candidates = listed.filter((m) => m.uid >= fromUid && !taken.has(m.uid) && wanted.some((w) => closeInSize(w.size, m.size ?? 0)));
+  const listed = await listTargetMessages(target, fromUid, stallMs);
+  const candidates = listed.filter((m) => !taken.has(m.uid) && wanted.some((w) => closeInSize(w.size, m.size)));
   // The listing's dates, so the bodies are fetched with nothing else.
-  const dateOf = new Map(candidates.map((m) => [m.uid, m.internalDate ? Math.floor(new Date(m.internalDate).getTime() / 1000) : -1]));
+  const dateOf = new Map(candidates.map((m) => [m.uid, m.internalDate >= 0 ? Math.floor(m.internalDate / 1000) : -1]));
   const byLoose = new Map<string, { uid: number; date: number }[]>();
-  for (const batch of chunkBySize(candidates, (m) => m.size ?? 0, CHUNK_BYTES)) {
-    const bodies = await withWatchdog(target, stallMs, 'reading target messages', () => target.fetchAll(uidSet(batch.map((m) => m.uid)), { uid: true, source: true }, { uid: true }));
-    for (const m of bodies) {
-      if (!m.source) continue;
-      const key = looseDigest(m.source);
-      const list = byLoose.get(key) ?? [];
-      list.push({ uid: m.uid, date: dateOf.get(m.uid) ?? -1 });
-      byLoose.set(key, list);
-    }
-  }
+  await readTargetBodies(target, candidates, stallMs, (uid, source) => {
+    const key = looseDigest(source);
+    const list = byLoose.get(key) ?? [];
+    list.push({ uid, date: dateOf.get(uid) ?? -1 });
+    byLoose.set(key, list);
+  });
   const take = (fits: (w: ChangedCopyWanted, date: number) => boolean) => {
     for (const w of wanted) {
       if (found.has(w.index)) continue;

@@ -41,6 +41,7 @@ import { type ContentHasher, type Digest, type DigestAlgorithm, algorithmOf } fr
 import { flagsKey, normalizeFlags, unsendableFlags } from './flags.js';
 import type { FolderWork, MessageMeta } from './folder-work.js';
 import { subjectOf } from './message-headers.js';
+import { TARGET_ORPHAN_UID } from './existing-copies.js';
 import { TargetFullError } from './target-full.js';
 import type { MailboxSide } from './options.js';
 import type { SyncProgress } from './progress.js';
@@ -463,7 +464,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
   const folderId = work.row.id;
   const pending: NewMessageRow[] = [];
   const prepared: SourceMessage[] = [];
-  const adopted: { row: NewMessageRow; orphanUid: number }[] = [];
+  const adopted: { row: NewMessageRow; orphanUid: number | null }[] = [];
   const dropped: NewMessageRow[] = [];
   const notSent: SourceMessage[] = [];
   for (const m of messages.sort((a, b) => a.uid - b.uid)) {
@@ -471,7 +472,8 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
     const orphan = takeOrphan(work.orphans, m.digests, base.internal_date);
     if (orphan) {
       // The same content was copied under the folder's old UIDVALIDITY: link, don't copy.
-      adopted.push({ row: { ...base, state: 'copied', flags: orphan.flags, target_uid: orphan.target_uid, uid_floor: null }, orphanUid: orphan.source_uid });
+      // (Or it was on the target before: existing-copies.ts; such an orphan has no row.)
+      adopted.push({ row: { ...base, state: 'copied', flags: orphan.flags, target_uid: orphan.target_uid, uid_floor: null }, orphanUid: orphan.source_uid === TARGET_ORPHAN_UID ? null : orphan.source_uid });
       const after = flagsKey(m.flags);
       if (after !== orphan.flags) work.flagChanges.push({ sourceUid: m.uid, targetUid: orphan.target_uid, before: orphan.flags, after });
       continue;
@@ -507,6 +509,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
   // Adopted messages were on the target already: this run did not copy them (`copied`
   // must stay 0 after a source folder is recreated), so they leave the to-do instead.
   ctx.progress.toCopy -= adopted.length;
+  ctx.progress.alreadyOnTarget += adopted.length;
   ctx.progress.toCopyBytes -= adopted.reduce((n, a) => n + a.row.size, 0);
 
   const isolated = prepared.map((p) => ctx.memory.suspects.isSuspect(folderId, p.uid));

@@ -33,6 +33,8 @@ import type { FolderWork } from './folder-work.js';
 import { DEFAULT_CHUNK_BYTES, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type MailboxSide, type SyncOptions, type SyncSummary } from './options.js';
 import { emptyProgress, type SyncProgress } from './progress.js';
 import { looseDigest } from './changed-copies.js';
+import { ExistingCopies } from './existing-copies.js';
+import { contentHasher } from '../store/content-key.js';
 import { reconcileTargetFolder } from './recovery.js';
 import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
 import { countNewInScope, isRetryable as isRetryableSkip, rowInScope, scanFolder } from './scan.js';
@@ -154,6 +156,7 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
     folders: r.mappings.length,
     found: r.found,
     copied: opts.dryRun ? 0 : progress.copied,
+    alreadyOnTarget: progress.alreadyOnTarget,
     skipped: skippedRows.filter((s) => s.skip_kind !== 'unreadable').length,
     // The messages of folders that could not be migrated are failed too (as far as the
     // source said how many: one it cannot open does not).
@@ -338,6 +341,8 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
       lanes.catch(() => undefined);
     };
     const works: FolderWork[] = [];
+    // Target folders' messages from before this attempt, by target path (existing-copies.ts).
+    const existing = new Map<string, ExistingCopies>();
     // Counted afresh by each attempt's scan.
     progress.toCopy = progress.copied;
     progress.toCopyBytes = progress.copiedBytes;
@@ -381,6 +386,14 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
             progress.foldersScanned++;
             emit();
             continue;
+          }
+          if (row.source_uidvalidity === null && work.toCopy.length > 0 && work.orphans.size === 0) {
+            // Never synced into this target folder by this journal: whatever is there may
+            // be this mailbox's mail already (existing-copies.ts).
+            let found = existing.get(tf.path);
+            if (!found) existing.set(tf.path, (found = new ExistingCopies(tf)));
+            work.orphans = found.orphans;
+            await found.offer({ db, pairId: pid, target: tgt, hasher: await contentHasher(db), toCopy: work.toCopy, stallMs, log });
           }
           works.push(work);
           const jobs = planJobs([work], opts.chunkBytes ?? DEFAULT_CHUNK_BYTES, undefined, (f, u) => memory.sourceSuspects.isSuspect(f, u));

@@ -87,6 +87,12 @@ export interface SyncSummary {
   found: number;
   /** Copied by this run. */
   copied: number;
+  /**
+   * Found on the target already by this run, byte for byte, and linked instead of copied:
+   * copies this journal does not know of (existing-copies.ts), or made under a source
+   * folder's earlier UIDVALIDITY.
+   */
+  alreadyOnTarget: number;
   /** Messages not on the target on purpose: too large or refused by the target (all runs). */
   skipped: number;
   /** Messages that could not be copied for another reason (e.g. unreadable on the source). */

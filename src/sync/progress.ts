@@ -13,10 +13,12 @@ export interface SyncProgress {
   copiedBytes: number;
   skipped: number;
   failed: number;
+  /** Messages found on the target already (same bytes) and linked instead of copied. */
+  alreadyOnTarget: number;
   /** Connection problems recovered from so far. */
   reconnects: number;
 }
 
 export function emptyProgress(): SyncProgress {
-  return { phase: 'connecting', foldersTotal: 0, foldersScanned: 0, toCopy: 0, toCopyBytes: 0, copied: 0, copiedBytes: 0, skipped: 0, failed: 0, reconnects: 0 };
+  return { phase: 'connecting', foldersTotal: 0, foldersScanned: 0, toCopy: 0, toCopyBytes: 0, copied: 0, copiedBytes: 0, skipped: 0, failed: 0, alreadyOnTarget: 0, reconnects: 0 };
 }

@@ -18,17 +18,13 @@
 import type { ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
-import { withWatchdog } from '../imap/imapflow-session.js';
 import { deleteMessages, markCopied, setTargetUids, targetUidsOfTargetFolder } from '../store/journal.js';
 import type { Database, FolderRow, MessageRow } from '../store/schema.js';
 import { contentHasher } from '../store/content-key.js';
 import { type ChangedCopyWanted, findChangedCopies } from './changed-copies.js';
 import { type ContentHasher, type Digest, algorithmOf } from './content-digest.js';
 import { flagsKey } from './flags.js';
-import { chunkBySize } from './size-chunks.js';
-import { uidSet } from './uid-set.js';
-
-const HASH_CHUNK_BYTES = 8 * 1024 * 1024;
+import { listTargetMessages, readTargetBodies } from './target-messages.js';
 
 export interface Expected {
   folderId: number;
@@ -55,26 +51,22 @@ export async function findOnTarget(hasher: ContentHasher, target: ImapFlow, from
   const found = new Map<number, number>();
   if (expected.length === 0) return found;
   const sizes = new Set(expected.map((e) => e.size));
-  const listed = await withWatchdog(target, stallMs, 'listing target messages', () => target.fetchAll(`${fromUid}:*`, { uid: true, size: true, internalDate: true, flags: true }, { uid: true }));
-  const dateOf = new Map(listed.map((m) => [m.uid, m.internalDate ? seconds(new Date(m.internalDate).getTime()) : -1]));
-  const flagsOf = new Map(listed.map((m) => [m.uid, flagsKey(m.flags)]));
-  const candidates = listed.filter((m) => m.uid >= fromUid && !exclude.has(m.uid) && sizes.has(m.size ?? -1)).sort((a, b) => a.uid - b.uid);
+  const listed = await listTargetMessages(target, fromUid, stallMs);
+  const dateOf = new Map(listed.map((m) => [m.uid, m.internalDate >= 0 ? seconds(m.internalDate) : -1]));
+  const flagsOf = new Map(listed.map((m) => [m.uid, m.flags]));
+  const candidates = listed.filter((m) => !exclude.has(m.uid) && sizes.has(m.size));
   const algorithms = [...new Set(expected.map((e) => algorithmOf(e.digest)))];
   const byDigest = new Map<Digest, number[]>();
   const alsoKnownAs = new Map<number, Digest[]>();
-  for (const batch of chunkBySize(candidates, (m) => m.size ?? 0, HASH_CHUNK_BYTES)) {
-    const bodies = await withWatchdog(target, stallMs, 'reading target messages', () => target.fetchAll(uidSet(batch.map((m) => m.uid)), { uid: true, source: true }, { uid: true }));
-    for (const m of bodies) {
-      if (!m.source) continue;
-      const digests = hasher.digestsOf(m.source, algorithms);
-      if (digests.length > 1) alsoKnownAs.set(m.uid, digests);
-      for (const digest of digests) {
-        const list = byDigest.get(digest) ?? [];
-        list.push(m.uid);
-        byDigest.set(digest, list);
-      }
+  await readTargetBodies(target, candidates, stallMs, (uid, source) => {
+    const digests = hasher.digestsOf(source, algorithms);
+    if (digests.length > 1) alsoKnownAs.set(uid, digests);
+    for (const digest of digests) {
+      const list = byDigest.get(digest) ?? [];
+      list.push(uid);
+      byDigest.set(digest, list);
     }
-  }
+  });
   for (const list of byDigest.values()) list.sort((a, b) => a - b);
   const sameDate = (e: Expected, uid: number) => e.internalDate > 0 && dateOf.get(uid) === seconds(e.internalDate);
   const take = (fits: (e: Expected, uid: number) => boolean) =>

@@ -11,12 +11,16 @@ export class TargetFolder {
    */
   private uidFloor: number;
 
+  /** UIDNEXT when the attempt began: every message at or above it was appended since (existing-copies.ts). */
+  readonly uidNextAtStart: number;
+
   constructor(
     readonly path: string,
     readonly uidValidity: number,
     uidNext: number,
   ) {
     this.uidFloor = Math.max(1, uidNext);
+    this.uidNextAtStart = this.uidFloor;
   }
 
   get floor(): number {

@@ -1,0 +1,114 @@
+/**
+ * Copies that are on the target already although this journal did not put them there.
+ *
+ * The journal knows what *it* copied. A target folder can hold the same mail for other
+ * reasons: a run with another state database (a laptop's test run before the batch, a
+ * lost or reinstalled database), the same server under another host name or address
+ * (the journal's pair key changes), an earlier pass of another tool, mail delivered to
+ * both servers. imapsync looks every message up by its headers on each run; the journal
+ * makes that unnecessary later on, but on the *first* sync of a source folder into a
+ * target folder that already holds messages, the journal cannot know. Copying everything
+ * again doubles the mailbox.
+ *
+ * So before a first-synced folder's messages are copied, the target folder's messages no
+ * journal row claims, and whose size equals that of a message about to be copied, are
+ * read and digested, and offered to the copy lanes as orphans (copy-lanes.ts
+ * journalAndSend): a source message with exactly the same bytes is linked to that copy
+ * (journaled `copied` with its target UID, its flags mirrored) instead of appended. The
+ * match is by content digest, so only identical messages are linked, and as a multiset,
+ * so two identical source messages need two identical target messages. A copy whose
+ * bytes the target server changed as it stored it (Courier's line ends) is not
+ * recognised and is copied again, as before.
+ *
+ * Only target messages below the UIDNEXT the target folder had when this attempt began
+ * are offered: the lanes may already be appending to the folder (from another source
+ * folder mapped to it), and a copy they just made, its APPENDUID not yet journaled, must
+ * never be taken for an older one. On a target without UIDPLUS (RFC 4315) the journal
+ * has no target UIDs, so ours cannot be told from others' and nothing is offered.
+ */
+import type { ImapFlow } from 'imapflow';
+import type { Kysely } from 'kysely';
+import type { Logger } from 'pino';
+import { withWatchdog } from '../imap/imapflow-session.js';
+import { targetUidsOfTargetFolder } from '../store/journal.js';
+import type { Database, MessageRow } from '../store/schema.js';
+import type { ContentHasher, Digest } from './content-digest.js';
+import type { MessageMeta } from './folder-work.js';
+import type { TargetFolder } from './target-folder.js';
+import { listTargetMessages, readTargetBodies, type TargetListed } from './target-messages.js';
+
+/** An orphan made from a target message: no journal row behind it (source_uid 0). */
+export const TARGET_ORPHAN_UID = 0;
+
+/** The messages one target folder held before this attempt, offered to every first-synced source folder copied into it. */
+export class ExistingCopies {
+  /** Shared as FolderWork.orphans by those source folders, so one copy is linked once. */
+  readonly orphans = new Map<Digest, MessageRow[]>();
+  private unclaimed: TargetListed[] | undefined;
+  private readonly read = new Set<number>();
+  /** How many target messages were found and offered. */
+  offered = 0;
+
+  constructor(readonly folder: TargetFolder) {}
+
+  /**
+   * Reads the target folder's unclaimed messages of the sizes `toCopy` has (those not
+   * read before in this attempt) and offers them as orphans. The folder is listed once
+   * per attempt, on the first call.
+   */
+  async offer(args: { db: Kysely<Database>; pairId: number; target: ImapFlow; hasher: ContentHasher; toCopy: readonly MessageMeta[]; stallMs: number; log: Logger }): Promise<void> {
+    const { target, stallMs } = args;
+    const path = this.folder.path;
+    if (this.unclaimed === undefined) {
+      this.unclaimed = [];
+      if (this.folder.uidNextAtStart <= 1 || (await hasCopiesWithoutUid(args.db, args.pairId, path))) return;
+      const claimed = await targetUidsOfTargetFolder(args.db, args.pairId, path);
+      const box = await withWatchdog(target, stallMs, `opening ${path} on the target`, () => target.mailboxOpen(path, { readOnly: true }));
+      if (Number(box.uidValidity) !== this.folder.uidValidity || box.exists === 0) return;
+      this.unclaimed = (await listTargetMessages(target, 1, stallMs)).filter((m) => m.uid < this.folder.uidNextAtStart && !claimed.has(m.uid));
+    }
+    const sizes = new Set(args.toCopy.map((m) => m.size));
+    const wanted = this.unclaimed.filter((m) => !this.read.has(m.uid) && sizes.has(m.size));
+    if (wanted.length === 0) return;
+    args.log.info({ folder: path, messages: wanted.length }, 'the target folder already holds messages this journal did not copy: reading those of matching size, so that none is copied twice');
+    await withWatchdog(target, stallMs, `opening ${path} on the target`, () => target.mailboxOpen(path, { readOnly: true }));
+    const byUid = new Map(wanted.map((m) => [m.uid, m]));
+    await readTargetBodies(target, wanted, stallMs, (uid, source) => {
+      const m = byUid.get(uid)!;
+      const digest = args.hasher.digestsOf(source, [args.hasher.preferred])[0]!;
+      const list = this.orphans.get(digest) ?? [];
+      list.push({
+        folder_id: 0,
+        source_uid: TARGET_ORPHAN_UID,
+        state: 'orphan',
+        size: m.size,
+        internal_date: Math.max(0, m.internalDate),
+        digest,
+        flags: m.flags,
+        target_uid: uid,
+        uid_floor: null,
+        skip_kind: null,
+        reason: null,
+        subject: null,
+      });
+      this.orphans.set(digest, list);
+      this.offered++;
+    });
+    for (const m of wanted) this.read.add(m.uid);
+  }
+}
+
+/** Whether messages were copied into this target folder without an APPENDUID (a target without UIDPLUS). */
+async function hasCopiesWithoutUid(db: Kysely<Database>, pairId: number, targetPath: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('message')
+    .innerJoin('folder', 'folder.id', 'message.folder_id')
+    .select('message.source_uid')
+    .where('folder.pair_id', '=', pairId)
+    .where('folder.target_path', '=', targetPath)
+    .where('message.state', '=', 'copied')
+    .where('message.target_uid', 'is', null)
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
+}

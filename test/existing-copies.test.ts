@@ -1,0 +1,103 @@
+/**
+ * A target that already holds some of the mailbox, and a journal that does not know it: a
+ * run with another state database (a test run on a laptop, a lost database, another
+ * spelling of the server's name), or a target filled in part by another tool. The copies
+ * already there are found by content and linked, never copied twice; everything else is
+ * copied, and mail that is not the source's is left alone (src/sync/existing-copies.ts).
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { generateCorpus, loadCorpus } from '../src/lab/corpus.js';
+import { env, runCli, syncArgs } from './helpers/cli.js';
+import { expectedTargetPath, type LabPair, startPair } from './helpers/lab-pair.js';
+import { compareMailboxes, connect, multiset, snapshot } from './helpers/mailbox-snapshot.js';
+
+function message(n: number, body = `Body of message ${n}.\r\n`): Buffer {
+  return Buffer.from(`From: sender${n}@example.org\r\nTo: alice@example.org\r\nSubject: message ${n}\r\nMessage-ID: <m${n}@example.org>\r\nDate: Mon, 2 Mar 2020 10:00:00 +0000\r\n\r\n${body}`);
+}
+
+describe('sync: copies already on the target', () => {
+  let lab: LabPair;
+  let total = 0;
+
+  before(async () => {
+    lab = await startPair();
+    const corpus = generateCorpus({ seed: 11, messages: 250, averageSize: 10_000, maxSize: 3_000_000 });
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    total = (await loadCorpus(c, corpus, { separator: '.' })).appended;
+    await c.logout();
+  });
+  after(async () => lab?.stop());
+
+  test('a run with another state database links every copy instead of copying it again', async () => {
+    const first = await runCli(['sync', ...syncArgs(lab, join(lab.dir, 'laptop.sqlite'), ['--json'])], env(lab));
+    assert.equal(first.status, 0, first.stderr);
+    assert.equal(first.json?.copied, total);
+    // Flags changed on the source since: the linked copies must follow them.
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxOpen('INBOX');
+    await c.messageFlagsAdd('1:5', ['\\Flagged', '$Important']);
+    await c.messageFlagsRemove('1:5', ['\\Seen']);
+    await c.logout();
+
+    const second = await runCli(['sync', ...syncArgs(lab, join(lab.dir, 'server.sqlite'), ['--json'])], env(lab));
+    assert.equal(second.status, 0, second.stderr);
+    assert.equal(second.json?.copied, 0, 'nothing is copied a second time');
+    assert.equal(second.json?.alreadyOnTarget, total);
+    assert.match(second.stderr, new RegExp(`${total} already on the target`));
+    const problems = compareMailboxes(await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass), await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass), (p) => expectedTargetPath(p));
+    assert.deepEqual(problems, []);
+
+    // From then on the new journal is the one that knows: an incremental run as usual.
+    const third = await runCli(['sync', ...syncArgs(lab, join(lab.dir, 'server.sqlite'), ['--json'])], env(lab));
+    assert.equal(third.status, 0, third.stderr);
+    assert.equal(third.json?.copied, 0);
+    assert.equal(third.json?.alreadyOnTarget, 0);
+  });
+});
+
+describe('sync: a target folder filled in part by another tool', () => {
+  let lab: LabPair;
+
+  before(async () => {
+    lab = await startPair();
+  });
+  after(async () => lab?.stop());
+
+  test('only the messages not there yet are copied; identical ones count one each; others stay', async () => {
+    const when = new Date('2021-06-01T08:00:00Z');
+    const src = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await src.mailboxCreate('Projects');
+    // 1..4 distinct, 5 and 6 byte-identical (two deliveries of one message).
+    for (let n = 1; n <= 4; n++) await src.append('Projects', message(n), ['\\Seen'], when);
+    await src.append('Projects', message(5), ['\\Seen', '\\Answered'], when);
+    await src.append('Projects', message(5), [], when);
+    await src.logout();
+
+    const tgt = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    await tgt.mailboxCreate('Projects');
+    await tgt.append('Projects', message(1), [], when); // same bytes, flags not (yet) the source's
+    await tgt.append('Projects', message(2), ['\\Seen'], when);
+    await tgt.append('Projects', message(5), ['\\Seen'], when); // one of the two identical ones
+    await tgt.append('Projects', message(3, 'Body of message 3!\r\n'), [], when); // same size and headers, other bytes
+    await tgt.append('Projects', message(99), ['\\Seen'], when); // not the source's at all
+    await tgt.logout();
+    const before = (await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('Projects')!;
+
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.alreadyOnTarget, 3, 'messages 1, 2 and one 5 were there');
+    assert.equal(r.json?.copied, 3, 'messages 3, 4 and the second 5 were not');
+
+    const source = (await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass)).get('Projects')!;
+    const target = (await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('Projects')!;
+    assert.equal(target.length, 8, 'the six source messages, the edited 3 and the foreign 99');
+    const have = multiset(target);
+    for (const [key, n] of multiset(source)) assert.equal(have.get(key), n, `source message ${key.slice(0, 70)}: ${n}× wanted, ${have.get(key) ?? 0}× on the target`);
+    // The two messages that are not the source's are untouched, flags included.
+    for (const foreign of before.filter((m) => !source.some((s) => s.sha256 === m.sha256))) {
+      assert.ok(target.some((t) => t.uid === foreign.uid && t.sha256 === foreign.sha256 && t.flags.join() === foreign.flags.join()), `target message ${foreign.uid} was left as it was`);
+    }
+  });
+});
