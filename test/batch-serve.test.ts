@@ -63,9 +63,10 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
 
     before(async () => {
       if (skip) return;
-      lab = await startBatchLab({ dialect, users: 8 });
-      // users 1–4: the lifecycle batch (user4's CSV password is wrong); 5–8: the crash batch, larger.
-      loaded = await Promise.all(lab.users.map((u, i) => loadMailbox(lab, u, i < 4 ? 100 : 600, 1000 + i)));
+      lab = await startBatchLab({ dialect, users: 9 });
+      // users 1–4: the lifecycle batch (user4's CSV password is wrong); 5–8: the crash batch,
+      // larger; 9: added to the lifecycle batch by `batch update`.
+      loaded = await Promise.all(lab.users.map((u, i) => loadMailbox(lab, u, i < 4 ? 100 : i < 8 ? 600 : 40, 1000 + i)));
       store = await lab.db.open();
       smtp = await startSmtpCapture();
       Object.assign(lab.env, { MAILFERRY_SMTP_URL: smtp.url, MAILFERRY_ADMIN_EMAIL: 'admin@example.org', MAILFERRY_REPORT_FROM: 'Migration <mailferry@example.org>' });
@@ -280,6 +281,36 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       assert.ok(smtp.mails.filter((m) => /batch first: initial sync finished/.test(m.parsed.subject ?? '')).length === 1, 'the initial report is sent once');
     });
 
+    test('update: a corrected password syncs at once, an added user is migrated, an invalid file changes nothing', { skip: skip ?? false }, async () => {
+      const [u1, , , u4, , , , , u9] = lab.users;
+      const invalid = lab.csv([{ user: u4!, password: '' }]);
+      const refused = await runCli(['batch', 'update', 'first', '--csv', invalid, '--json'], lab.env);
+      assert.equal(refused.status, 2, refused.stderr);
+      assert.match(refused.stderr, /NOT valid; batch first was not changed/);
+      assert.equal((await detail('first')).mailboxes.length, 4);
+
+      const fixedAt = Date.now();
+      const r = await runCli(['batch', 'update', 'first', '--csv', lab.csv([{ user: u1! }, { user: u4! }, { user: u9! }]), '--json'], lab.env);
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(r.json, { changed: [u4!.address], added: [u9!.address], unchanged: 1, notInFile: 2 });
+      assert.ok(!(r.stdout + r.stderr).includes(u4!.password));
+      // user4 failed with a backoff of minutes; the correction makes it due at once.
+      const d = await until('user4 and user9 to be synced', 90_000, async () => {
+        const x = await detail('first');
+        const ok = (a: string) => {
+          const m = x.mailboxes.find((y) => y.emailAddress === a);
+          return m && m.lastSyncAt !== null && Date.parse(m.lastSyncAt) >= fixedAt && m.lastError === null;
+        };
+        return ok(u4!.address) && ok(u9!.address) && x;
+      });
+      assert.equal(d.mailboxes.find((m) => m.emailAddress === u4!.address)!.copied, loaded[3]);
+      assert.equal(d.mailboxes.find((m) => m.emailAddress === u9!.address)!.copied, loaded[8]);
+      for (const u of [u4!, u9!]) assert.deepEqual((await exact(lab, u)).problems, [], `${u.address} is exact`);
+      // Nothing stored says the new password.
+      const row = await store.db.selectFrom('batch_mailbox').select('password_enc').where('email_key', '=', u4!.address).executeTakeFirstOrThrow();
+      assert.ok(!row.password_enc.includes(u4!.password));
+    });
+
     test('stop and delete: warned and refused without --force, then removed', { skip: skip ?? false }, async () => {
       const stop = await runCli(['batch', 'stop', 'first'], lab.env);
       assert.equal(stop.status, 0, stop.stderr);
@@ -300,7 +331,7 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
     });
 
     test('SIGTERM, then kill -9 of serve in the middle of a batch, then a restart: every mailbox exact', { skip: skip ?? false }, async () => {
-      const users = lab.users.slice(4);
+      const users = lab.users.slice(4, 8);
       const total = loaded.slice(4).reduce((a, b) => a + b, 0);
       // Progress as the journal records it, chunk by chunk (the status columns only move with heartbeats).
       const journalCopied = async () => {

@@ -94,10 +94,7 @@ export async function createBatch(store: Store, input: NewBatch, key: SecretKey,
     });
     return { created: true, batch, mailboxes: rows.length };
   } catch (err) {
-    // The unique index on email_key: another batch took an address between the check and now.
-    if (/unique|duplicate key/i.test((err as Error).message) && /email_key/i.test((err as Error).message)) {
-      throw new BatchError('an address of this file was added to another batch meanwhile; check the file again');
-    }
+    if (isAddressTaken(err)) throw new BatchError('an address of this file was added to another batch meanwhile; check the file again');
     if (/unique|duplicate key/i.test((err as Error).message) && /name/i.test((err as Error).message)) {
       throw new BatchError(`a batch named "${input.name}" already exists`);
     }
@@ -105,8 +102,14 @@ export async function createBatch(store: Store, input: NewBatch, key: SecretKey,
   }
 }
 
-/** A mailbox that has never synced: queued, due at `due` (null until its batch starts). */
-function freshMailbox(due: number | null): Omit<NewBatchMailboxRow, 'batch_id' | 'line' | 'email_address' | 'email_key' | 'user_name' | 'password_enc' | 'user_root'> {
+/** The unique index on email_key: another batch took an address between the check and the insert. */
+export function isAddressTaken(err: unknown): boolean {
+  const message = (err as Error).message;
+  return /unique|duplicate key/i.test(message) && /email_key/i.test(message);
+}
+
+/** A mailbox that has never synced: queued, due at `due` (null until its batch starts). Also batch update's added rows. */
+export function freshMailbox(due: number | null): Omit<NewBatchMailboxRow, 'batch_id' | 'line' | 'email_address' | 'email_key' | 'user_name' | 'password_enc' | 'user_root'> {
   return {
     status: 'Queued',
     pair_id: null,

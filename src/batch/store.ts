@@ -30,13 +30,15 @@ export async function statusCounts(db: Db, batchId: number): Promise<StatusCount
 /** Chunks keep each IN list under SQLite's bound-parameter limit. */
 const CHUNK = 500;
 
-/** Of these addresses, those already in some batch (every batch that exists is active until deleted). */
-export async function addressesInBatches(db: Db, addresses: readonly string[]): Promise<Set<string>> {
+/** Of these addresses, those already in some batch other than `exceptBatchId` (every batch that exists is active until deleted). */
+export async function addressesInBatches(db: Db, addresses: readonly string[], exceptBatchId?: number): Promise<Set<string>> {
   const found = new Set<string>();
   const byKey = new Map(addresses.map((a) => [a.toLowerCase(), a]));
   const keys = [...byKey.keys()];
   for (let i = 0; i < keys.length; i += CHUNK) {
-    const rows = await db.selectFrom('batch_mailbox').select('email_key').where('email_key', 'in', keys.slice(i, i + CHUNK)).execute();
+    let q = db.selectFrom('batch_mailbox').select('email_key').where('email_key', 'in', keys.slice(i, i + CHUNK));
+    if (exceptBatchId !== undefined) q = q.where('batch_id', '!=', exceptBatchId);
+    const rows = await q.execute();
     for (const r of rows) found.add(byKey.get(r.email_key)!);
   }
   return found;

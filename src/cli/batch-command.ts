@@ -8,6 +8,7 @@ import { open } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { checkLogins } from '../batch/check-logins.js';
 import { createBatch, type StartPlan } from '../batch/create.js';
+import { updateBatch } from '../batch/update.js';
 import { parseDuration, formatDuration } from '../batch/duration.js';
 import { BatchError, DeleteTooEarlyError } from '../batch/errors.js';
 import { continueRemoval, deleteBatch, retryMailboxes, startBatch, stopBatch, syncNow } from '../batch/lifecycle.js';
@@ -68,6 +69,21 @@ async function readCsv(path: string): Promise<Buffer | { problem: string; tooLar
     const code = (err as NodeJS.ErrnoException).code;
     return { problem: `cannot read ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message}` };
   }
+}
+
+/** The migration file's bytes; a file that cannot be read (or is too large) is a usage error, also as JSON with --json. */
+async function readCsvOrFail(path: string, json: boolean | undefined): Promise<Buffer> {
+  const file = await readCsv(path);
+  if (Buffer.isBuffer(file)) return file;
+  const message = file.tooLarge !== undefined ? (fileTooLarge(file.tooLarge) as { errors: Problem[] }).errors[0]!.message : file.problem;
+  if (json) process.stdout.write(JSON.stringify({ valid: false, errors: [{ line: null, message }] }) + '\n');
+  throw new UsageError(message);
+}
+
+/** An invalid migration file: every problem on stderr, and with --json the validation result on stdout. */
+function printInvalid(path: string, v: { rows: number; errors: Problem[] }, outcome: string, json: boolean | undefined): void {
+  process.stderr.write(v.errors.map((p) => problemLine(p) + '\n').join('') + `${path}: NOT valid; ${outcome}\n`);
+  if (json) process.stdout.write(JSON.stringify({ valid: false, rows: v.rows, errors: v.errors.map((e) => ({ line: e.line ?? null, ...(e.column ? { column: e.column } : {}), check: e.check, message: e.message })) }) + '\n');
 }
 
 function problemLine(p: Problem): string {
@@ -176,18 +192,12 @@ export function registerBatchCommands(program: Command, run: Run): void {
             if (problem) throw new UsageError(`--notify "${a}" is not an e-mail address: it ${problem}`);
           }
           const receivedAfter = f.receivedAfter !== undefined ? parseTime(f.receivedAfter, '--received-after') : null;
-          const file = await readCsv(f.csv);
-          if (!Buffer.isBuffer(file)) {
-            const message = file.tooLarge !== undefined ? (fileTooLarge(file.tooLarge) as { errors: Problem[] }).errors[0]!.message : file.problem;
-            if (f.json) process.stdout.write(JSON.stringify({ valid: false, errors: [{ line: null, message }] }) + '\n');
-            throw new UsageError(message);
-          }
+          const file = await readCsvOrFail(f.csv, f.json);
           return withStore(f.db, async (store) => {
             const key = loadSecretKey();
             const r = await createBatch(store, { name, csv: file, endpoint: f.endpoint, target: f.target, exclude, include, notify, receivedAfter, badItemLimit, start }, key);
             if (!r.created) {
-              process.stderr.write(r.validation.errors.map((p) => problemLine(p) + '\n').join('') + `${f.csv}: NOT valid; batch ${name} was not created\n`);
-              if (f.json) process.stdout.write(JSON.stringify({ valid: false, rows: r.validation.rows, errors: r.validation.errors.map((e) => ({ line: e.line ?? null, ...(e.column ? { column: e.column } : {}), check: e.check, message: e.message })) }) + '\n');
+              printInvalid(f.csv, r.validation, `batch ${name} was not created`, f.json);
               return EXIT.usage;
             }
             const detail = await loadBatchDetail(store.db, r.batch);
@@ -196,6 +206,37 @@ export function registerBatchCommands(program: Command, run: Run): void {
             return EXIT.ok;
           });
         }),
+    );
+
+  batch
+    .command('update <name>')
+    .description(
+      'Correct or extend a batch with a migration file: rows whose EmailAddress is in the batch replace its UserName, Password and UserRoot ' +
+        '(a changed mailbox of a running batch syncs again at once, failure backoff reset); rows with a new address are added; ' +
+        'mailboxes the file does not list are left as they are. Checked like batch create; nothing changes when the file is not valid.',
+    )
+    .requiredOption('--csv <file>', 'the migration file (it may hold only the rows to correct or add)')
+    .option(...dbOption)
+    .option('--json', 'print { changed, added, unchanged, notInFile } (or the validation problems) as JSON on the last line of stdout')
+    .action((name: string, f: { csv: string; db?: string; json?: boolean }) =>
+      run(async () => {
+        const file = await readCsvOrFail(f.csv, f.json);
+        return withStore(f.db, async (store) => {
+          const r = await updateBatch(store, name, file, loadSecretKey());
+          if (!r.updated) {
+            printInvalid(f.csv, r.validation, `batch ${name} was not changed`, f.json);
+            return EXIT.usage;
+          }
+          const list = (addresses: string[]) => (addresses.length ? `: ${addresses.slice(0, 20).join(', ')}${addresses.length > 20 ? ', …' : ''}` : '');
+          process.stderr.write(
+            `batch ${name}: ${r.changed.length} mailbox${r.changed.length === 1 ? '' : 'es'} changed${list(r.changed)}\n` +
+              `batch ${name}: ${r.added.length} added${list(r.added)}\n` +
+              `batch ${name}: ${r.unchanged} unchanged, ${r.notInFile} not in this file (left as they are)\n`,
+          );
+          if (f.json) process.stdout.write(JSON.stringify({ changed: r.changed, added: r.added, unchanged: r.unchanged, notInFile: r.notInFile }) + '\n');
+          return EXIT.ok;
+        });
+      }),
     );
 
   batch
