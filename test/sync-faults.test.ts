@@ -646,6 +646,21 @@ describe('sync: recovery finds copies the target server changed as it stored the
     assert.deepEqual(compareMailboxes(src, tgt, (p) => expectedTargetPath(p)), []);
   });
 
+  test('after a target UIDVALIDITY change, copies the server changed are found the same way', async () => {
+    // The target folder re-created with every copy in it (a restore), five of them stored
+    // changed: the journal's digests find the others, the loose digests these five.
+    const d = new Database(lab.db);
+    d.prepare('update folder set target_uidvalidity = target_uidvalidity + 1').run();
+    assert.equal(d.prepare('update message set digest = ? where source_uid in (4, 10, 18, 31, 42)').run('1'.repeat(64)).changes, 5);
+    d.close();
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.copied, 0);
+    // These five, and the five of the test before (their rows keep the digest the copies lack).
+    assert.match(r.stderr, /"messages":10,"msg":"found on the target as its server changed them/);
+    assert.equal(count(await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)), total);
+  });
+
   test('the loose digest ignores what those servers change, and nothing else', () => {
     const sent = Buffer.from('Subject: Gr\xc3\xbc\xc3\x9fe\r\nX: a\rb\n\r\nline one\nline two', 'latin1');
     const courier = Buffer.from('Subject: Gr\xc3\xbc\xc3\x9fe\r\nX: ab\r\n\r\nline one\r\nline two\r\n', 'latin1');

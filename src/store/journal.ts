@@ -219,6 +219,15 @@ export async function deleteMessages(db: Db, folderId: number, sourceUids: reado
   }
 }
 
+/** These messages' whole rows. */
+export async function messageRows(db: Db, folderId: number, sourceUids: readonly number[]): Promise<MessageRow[]> {
+  const out: MessageRow[] = [];
+  for (let i = 0; i < sourceUids.length; i += INSERT_CHUNK) {
+    out.push(...(await db.selectFrom('message').selectAll().where('folder_id', '=', folderId).where('source_uid', 'in', sourceUids.slice(i, i + INSERT_CHUNK)).execute()));
+  }
+  return out;
+}
+
 export async function setFlags(db: Db, folderId: number, updates: readonly { sourceUid: number; flags: string }[]): Promise<void> {
   for (const u of updates) {
     await db.updateTable('message').set({ flags: u.flags }).where('folder_id', '=', folderId).where('source_uid', '=', u.sourceUid).execute();

@@ -120,7 +120,7 @@ export async function reconcileTargetFolder(args: {
   folders: readonly FolderRow[];
   stallMs: number;
   log: Logger;
-  /** Reads these pending rows' messages from the source again and returns their loose
+  /** Reads these rows' messages from the source again and returns their loose
    * digests by source UID (changed-copies.ts); without it, changed copies are not looked for. */
   readSource?: (folder: FolderRow, rows: readonly MessageRow[]) => Promise<Map<number, string>>;
 }): Promise<ReconcileResult> {
@@ -147,9 +147,11 @@ export async function reconcileTargetFolder(args: {
   const exclude = validityChanged ? new Set<number>() : await targetUidsOfTargetFolder(db, args.pairId, args.targetPath);
   const expected: Expected[] = withDigest.map((r) => ({ folderId: r.folder_id, sourceUid: r.source_uid, size: r.size, digest: r.digest, internalDate: r.internal_date, flags: r.flags }));
   const found = withDigest.length ? await findOnTarget(await contentHasher(db), args.target, fromUid, expected, exclude, args.stallMs) : new Map<number, number>();
-  if (!validityChanged && args.readSource) {
-    // Not found by content: maybe stored changed by the server (changed-copies.ts).
-    const unmatched = withDigest.map((r, index) => ({ r, index })).filter(({ index }) => !found.has(index));
+  if (args.readSource) {
+    // Not found by content: maybe stored changed by the server (changed-copies.ts). After
+    // a UIDVALIDITY change that holds for every copy the folder had, not only pending ones
+    // (orphans, with negated UIDs, cannot be read again from the source).
+    const unmatched = withDigest.map((r, index) => ({ r, index })).filter(({ r, index }) => !found.has(index) && r.source_uid > 0);
     const wanted: ChangedCopyWanted[] = [];
     for (const folder of folders) {
       const mine = unmatched.filter(({ r }) => r.folder_id === folder.id);

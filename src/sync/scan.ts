@@ -12,7 +12,7 @@ import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
 import { withWatchdog } from '../imap/imapflow-session.js';
 import type { ListedMessage, RawFetcher } from '../imap/raw-fetch.js';
-import { insertMessages, knownMessages } from '../store/journal.js';
+import { deleteMessages, insertMessages, knownMessages, messageRows } from '../store/journal.js';
 import type { Database, MessageRow } from '../store/schema.js';
 import { diffFlags, flagsKey } from './flags.js';
 import type { FolderWork } from './folder-work.js';
@@ -98,6 +98,36 @@ export interface ScanSource {
   session: ImapFlow;
 }
 
+/**
+ * Journal rows of messages expunged from the source since (RFC 3501 §7.4.1). Whether
+ * there are any the counts tell: the journal holds more rows below the watermark than the
+ * folder has messages there (`presentBelow`); which ones, a UID listing below the
+ * watermark. A skipped message that is gone is forgotten: there is nothing left to copy,
+ * retry or report. A copied one keeps its row (its copy stays on the target), and while
+ * new messages are to be copied it is offered as an orphan: a message that left the folder
+ * and came back (deleted to Trash and restored, moved away and back) has a new UID but
+ * the same bytes, and is linked to the copy it already has instead of copied twice.
+ */
+async function handleExpunged(ctx: ScanContext, lister: RawFetcher, work: FolderWork, known: Map<number, Pick<MessageRow, 'state'>>, watermark: number, presentBelow: number, newMessages: boolean): Promise<void> {
+  let journaledBelow = 0;
+  for (const [uid, k] of known) if (uid > 0 && uid < watermark && (k.state === 'copied' || k.state === 'skipped')) journaledBelow++;
+  if (watermark <= 1 || journaledBelow <= presentBelow || ctx.dryRun) return;
+  const present = new Set((await lister.list(`1:${watermark - 1}`, {})).map((m) => m.uid));
+  const gone = (state: MessageRow['state']) => [...known].filter(([uid, k]) => uid > 0 && uid < watermark && k.state === state && !present.has(uid)).map(([uid]) => uid);
+  const goneSkipped = gone('skipped');
+  if (goneSkipped.length) {
+    await deleteMessages(ctx.db, work.row.id, goneSkipped);
+    for (const uid of goneSkipped) known.delete(uid);
+  }
+  if (!newMessages) return;
+  for (const o of await messageRows(ctx.db, work.row.id, gone('copied'))) {
+    if (o.digest === null) continue;
+    const list = work.orphans.get(o.digest) ?? [];
+    list.push(o);
+    work.orphans.set(o.digest, list);
+  }
+}
+
 export async function scanFolder(ctx: ScanContext, source: ScanSource, work: FolderWork): Promise<void> {
   const { db } = ctx;
   const { lister } = source;
@@ -149,11 +179,17 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
   // §6.4.8), hence the UID filter. Messages older than the cut-off are dropped here, and
   // only here: everything below decides among in-scope messages.
   if (announcedUidNext === undefined) snapshot.uidNext = watermark;
+  let freshCount = 0;
   if (announcedUidNext === undefined || snapshot.uidNext > watermark || row.source_messages === null) {
     const fresh = await lister.list(`${watermark}:*`, query);
-    for (const m of fresh) if (m.uid >= watermark && listedInScope(m, ctx.receivedAfter)) listed.push(m);
+    for (const m of fresh) {
+      if (m.uid < watermark) continue;
+      freshCount++;
+      if (listedInScope(m, ctx.receivedAfter)) listed.push(m);
+    }
     if (announcedUidNext === undefined) snapshot.uidNext = fresh.reduce((next, m) => Math.max(next, m.uid + 1), snapshot.uidNext);
   }
+  await handleExpunged(ctx, lister, work, known, watermark, snapshot.messages - freshCount, listed.length > 0);
   const retryable = (uid: number, r: Pick<MessageRow, 'state' | 'skip_kind' | 'size'>): boolean => isRetryable(r, ctx.maxMessageSize) && !ctx.skippedInThisRun?.(row.id, uid);
   const retry = [...known].filter(([uid, r]) => uid < watermark && retryable(uid, r)).map(([uid]) => uid);
   if (retry.length) {

@@ -1,0 +1,86 @@
+/**
+ * The weeks between the first sync and the cut-over, when users go on working on the
+ * source: a message deleted to Trash and restored, one moved away and back, a skipped
+ * message deleted. Messages expunged from the source are handled by scan.ts
+ * (handleExpunged): a message that comes back under a new UID is linked to the copy it
+ * already has, and a skipped one that is gone is no longer reported.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { env, runCli, syncArgs } from './helpers/cli.js';
+import { type LabPair, startPair } from './helpers/lab-pair.js';
+import { compareMailboxes, connect, snapshot } from './helpers/mailbox-snapshot.js';
+
+function message(n: number, bodyBytes = 200): Buffer {
+  return Buffer.from(`From: sender${n}@example.org\r\nTo: alice@example.org\r\nSubject: message ${n}\r\nMessage-ID: <x${n}@example.org>\r\nDate: Mon, 2 Mar 2020 10:00:00 +0000\r\n\r\n${'z'.repeat(bodyBytes)}\r\n`);
+}
+
+describe('sync: messages the source expunges between runs', () => {
+  let lab: LabPair;
+  const sync = (extra: string[] = []) => runCli(['sync', ...syncArgs(lab, lab.db, ['--json', ...extra])], env(lab));
+  const targetCount = async (path: string) => (await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get(path)?.length ?? 0;
+
+  before(async () => {
+    lab = await startPair();
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxCreate('Trash');
+    await c.mailboxCreate('Projects');
+    for (let n = 1; n <= 6; n++) await c.append('INBOX', message(n), n % 2 ? ['\\Seen'] : [], new Date(Date.UTC(2020, 2, n)));
+    for (let n = 7; n <= 9; n++) await c.append('Projects', message(n), [], new Date(Date.UTC(2020, 3, n)));
+    await c.append('Projects', message(10, 300_000), [], new Date(Date.UTC(2020, 4, 1)));
+    await c.logout();
+  });
+  after(async () => lab?.stop());
+
+  test('a message deleted to Trash and restored, or moved away and back, is not copied twice', async () => {
+    const first = await sync(['--max-message-size', '100000']);
+    assert.equal(first.status, 1, first.stderr);
+    assert.equal(first.json?.copied, 9);
+    assert.equal(first.json?.skipped, 1, 'message 10 is over the size limit');
+
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxOpen('INBOX');
+    await c.messageMove('2', 'Trash'); // message 2
+    await c.mailboxOpen('Projects');
+    await c.messageMove('1', 'INBOX'); // message 7, into the wrong folder
+    await c.logout();
+    const second = await sync(['--max-message-size', '100000']);
+    assert.equal(second.json?.copied, 2, 'message 2 into Trash, message 7 into INBOX');
+
+    const d = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await d.mailboxOpen('Trash');
+    await d.messageMove('1:*', 'INBOX'); // restored
+    await d.mailboxOpen('INBOX');
+    const seven = (await d.search({ header: { 'message-id': '<x7@example.org>' } }, { uid: true })) as number[];
+    assert.equal(seven.length, 1);
+    await d.messageMove(String(seven[0]), 'Projects', { uid: true }); // and back
+    // A new message identical to one still in the folder is new mail all the same.
+    await d.append('INBOX', message(1), ['\\Seen'], new Date(Date.UTC(2020, 2, 1)));
+    await d.logout();
+    const third = await sync(['--max-message-size', '100000']);
+    assert.equal(third.status, 1, third.stderr);
+    assert.equal(third.json?.copied, 1, 'only the second message 1');
+    assert.equal(third.json?.alreadyOnTarget, 2, 'messages 2 and 7 came back to folders that have their copies');
+    assert.equal(await targetCount('INBOX'), 8, 'messages 1–6, 7 (left from its visit) and the second 1');
+    assert.equal(await targetCount('Projects'), 3);
+    // The target holds every source message of INBOX and Projects exactly once (plus what the source deleted).
+    const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    for (const [path, msgs] of src) src.set(path, msgs.filter((m) => m.size < 100_000)); // message 10 is skipped
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    const extra = compareMailboxes(src, tgt, (p) => p).filter((p) => !/unexpected message/.test(p));
+    assert.deepEqual(extra, []);
+  });
+
+  test('a skipped message deleted on the source is no longer reported', async () => {
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxOpen('Projects');
+    const big = (await c.search({ larger: 100_000 }, { uid: true })) as number[];
+    assert.equal(big.length, 1);
+    await c.messageDelete(String(big[0]), { uid: true });
+    await c.logout();
+    const r = await sync(['--max-message-size', '100000']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.skipped, 0);
+    assert.deepEqual(r.json?.skippedItems, []);
+  });
+});
