@@ -100,4 +100,18 @@ describe('sync: a target folder filled in part by another tool', () => {
       assert.ok(target.some((t) => t.uid === foreign.uid && t.sha256 === foreign.sha256 && t.flags.join() === foreign.flags.join()), `target message ${foreign.uid} was left as it was`);
     }
   });
+
+  test('verify tells duplicates of source messages from other extra mail', async () => {
+    const tgt = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    await tgt.append('Projects', message(4), [], new Date('2021-06-01T08:00:00Z')); // a second copy of 4
+    await tgt.logout();
+    // Without --content the edited 3 (same size, date and Message-ID) looks like 3 too.
+    for (const [mode, duplicates] of [[[], 2], [['--content'], 1]] as const) {
+      const r = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json', ...mode])], env(lab));
+      assert.equal(r.status, 0, r.stderr);
+      const projects = (r.json?.folders as { target: string; extra: number; duplicates: number }[]).find((f) => f.target === 'Projects')!;
+      assert.deepEqual([projects.extra, projects.duplicates], [3, duplicates], `${mode.join(' ')}: the edited 3 and 99 are extra, the second 4 a duplicate`);
+      assert.match(r.stderr, new RegExp(`Projects -> Projects: source 6, target 9, 3 extra on target \\(${duplicates} of them duplicates of source messages\\)`));
+    }
+  });
 });

@@ -60,6 +60,10 @@ export interface FolderVerdict {
   /** Messages present on the target with other bytes, as some servers store them (line
    * ends, 8-bit header bytes: changed-copies.ts); said, not held against the folder. */
   changedCopies: number;
+  /** Extra target messages identical to a source message that already has its copy (same
+   * bytes and date with --content; else size, date and Message-ID): copied twice, by an
+   * earlier tool or a run that had lost its state. Part of `extra`; said, not held against the folder. */
+  duplicates: number;
   missingItems: MissingItem[];
   /** Set when a side refused to open or read the folder: it is not in sync, and this says why. */
   error?: string;
@@ -213,7 +217,7 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
         // A lost connection ends the attempt, and says where (a source that drops the
         // connection on one message would otherwise leave only "Connection not available").
         if (refusal === null) throw Object.assign(new Error(`${(err as Error)?.message ?? String(err)} (while comparing ${sources.join(' + ')} -> ${target})`), { retryable: isRetryable(err) });
-        folders.push({ sources, target, sourceCount: 0, targetCount: 0, missing: 0, extra: 0, flagDifferences: 0, dateDifferences: 0, changedCopies: 0, missingItems: [], error: refusal });
+        folders.push({ sources, target, sourceCount: 0, targetCount: 0, missing: 0, extra: 0, flagDifferences: 0, dateDifferences: 0, changedCopies: 0, duplicates: 0, missingItems: [], error: refusal });
         continue;
       }
       const matched = pairEntries(sourceEntries, targetEntries);
@@ -233,6 +237,8 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
         if (match.date.slice(0, 19) !== e.date.slice(0, 19)) dateDifferences++;
         if (opts.content ? match.keys[1] !== e.keys[1] : match.size !== e.size) changedCopies++;
       }
+      const sourceKeys = new Set(sourceEntries.map((e) => e.keys[0]));
+      const paired = new Set(matched.values());
       folders.push({
         sources,
         target,
@@ -243,6 +249,7 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
         flagDifferences,
         dateDifferences,
         changedCopies,
+        duplicates: targetEntries.filter((t) => !paired.has(t) && sourceKeys.has(t.keys[0])).length,
         missingItems,
       });
     }
