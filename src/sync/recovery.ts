@@ -23,7 +23,6 @@ import type { Database, FolderRow, MessageRow } from '../store/schema.js';
 import { contentHasher } from '../store/content-key.js';
 import { type ChangedCopyWanted, findChangedCopies } from './changed-copies.js';
 import { type ContentHasher, type Digest, algorithmOf } from './content-digest.js';
-import { flagsKey } from './flags.js';
 import { listTargetMessages, readTargetBodies } from './target-messages.js';
 
 export interface Expected {
