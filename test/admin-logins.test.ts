@@ -129,6 +129,19 @@ describe('admin logins: telling the user’s mailbox from the admin’s', () => 
     const b64 = Buffer.from(ADMIN_PW).toString('base64');
     assert.equal(scrubSecrets(`NO ${ADMIN_PW} and ${b64}`, [ADMIN_PW]), 'NO *** and ***');
   });
+  test('secrets are scrubbed in the forms servers echo: IMAP-quoted, UTF-8 read as Latin-1, inside a SASL PLAIN response', () => {
+    const pw = 'he said "hi" \\ pässwörd';
+    const quoted = pw.replace(/[\\"]/g, '\\$&');
+    assert.equal(scrubSecrets(`BAD 1 LOGIN "alice" "${quoted}"`, [pw]), 'BAD 1 LOGIN "alice" "***"');
+    assert.equal(scrubSecrets(`NO ${Buffer.from(pw, 'utf8').toString('latin1')} refused`, [pw]), 'NO *** refused');
+    // Every alignment of the password inside the PLAIN response's base64.
+    for (const authzid of ['alice', 'al', 'a']) {
+      const plain = Buffer.from(`${authzid}\0master2\0${pw}`).toString('base64');
+      const out = scrubSecrets(`NO [AUTHENTICATIONFAILED] AUTHENTICATE PLAIN ${plain} failed`, [pw]);
+      assert.equal(out, 'NO [AUTHENTICATIONFAILED] AUTHENTICATE PLAIN *** failed', authzid);
+    }
+    assert.equal(scrubSecrets('NO [AUTHENTICATIONFAILED] Authentication failed.', [pw]), 'NO [AUTHENTICATIONFAILED] Authentication failed.');
+  });
 });
 
 // ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@
  * Secrets: the password goes only to RawConnection.login(), which never puts it in an
  * error; every text of the result is scrubbed of it once more before it is returned.
  */
+import { scrubSecrets } from '../auth/errors.js';
 import { loginDisplayName, type ImapEndpoint, type ImapLogin } from '../imap/endpoint.js';
 import { ImapAuthError, ImapConnectionLostError, ImapGreetingByeError, RawConnection } from '../imap/raw-connection.js';
 import { assessCapabilities } from './capabilities.js';
@@ -253,17 +254,10 @@ function checkInput(o: ProbeOptions): string | null {
   return null;
 }
 
-/** Belt and braces: remove the password (and its base64 forms, as in a SASL PLAIN
- * response, RFC 4616) from every text of the result, whatever a server echoed. */
+/** Belt and braces: remove the password, in every form a server may echo it
+ * (auth/errors.ts scrubSecrets), from every text of the result. */
 function scrubResult(r: ProbeResult, login: ImapLogin): ProbeResult {
-  const secrets = [login.password];
-  secrets.push(Buffer.from(login.password, 'utf8').toString('base64').replace(/=+$/, ''));
-  if (login.method === 'plain') {
-    secrets.push(Buffer.from(`${login.authzid ?? ''}\0${login.authcid}\0${login.password}`, 'utf8').toString('base64').replace(/=+$/, ''));
-  }
-  // Very short strings would mangle ordinary words; a server echoing them is implausible.
-  const needles = secrets.filter((s) => s.length >= 4);
-  const clean = (s: string): string => needles.reduce((acc, n) => acc.split(n).join('***'), s);
+  const clean = (s: string): string => scrubSecrets(s, [login.password]);
   return {
     ...r,
     steps: r.steps.map((s) => ({ ...s, detail: clean(s.detail) })),

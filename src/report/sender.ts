@@ -2,6 +2,7 @@
  * Sends the report e-mails that are due (schedule.ts) through nodemailer's SMTP transport.
  * Run by the scheduler of every `serve`; claims keep each report to one sender.
  */
+import { scrubSecrets } from '../auth/errors.js';
 import { createTransport } from 'nodemailer';
 import type { Logger } from 'pino';
 import type { Store } from '../store/open.js';
@@ -29,7 +30,8 @@ function safeError(err: unknown, config: ReportMailConfig): string {
     // The user name too (some relays take an API token as both), unless it is too short to
     // be anything but a word that would mangle the message.
     const secrets = [u.password, decodeURIComponent(u.password), ...[u.username, decodeURIComponent(u.username)].filter((n) => n.length >= 4)];
-    for (const secret of secrets) if (secret) msg = msg.split(secret).join('***');
+    // In every form a server may echo them (an AUTH PLAIN response quoted in a 535 reply).
+    msg = scrubSecrets(msg, secrets.filter((x) => x !== ''));
   } catch {
     // mail-config.ts only accepts URLs that parse
   }
