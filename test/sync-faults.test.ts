@@ -812,6 +812,7 @@ describe('sync: a message the target refuses, and login failures', () => {
       const port = side === 'source' ? lab.source.port : lab.target.port;
       // Clear: says it is a login problem, and names the user and the server.
       assert.match(r.stderr, /log ?in|authenticat/i, `${side}: ${r.stderr}`);
+      assert.match(r.stderr, /wrong user name or password/, `${side}: the RFC 5530 code in words: ${r.stderr}`);
       assert.match(r.stderr, /\balice\b/, `${side}: ${r.stderr}`);
       assert.ok(r.stderr.includes(`127.0.0.1:${port}`), `${side}: ${r.stderr}`);
       for (const secret of [wrong, lab.sourcePass, lab.targetPass]) {
@@ -838,5 +839,39 @@ describe('sync: a message the target refuses, and login failures', () => {
       assert.equal(r.status, 2, r.stderr);
       assert.match(r.stderr, new RegExp(name));
     }
+  });
+});
+
+describe('sync: TLS settings that do not fit the server', () => {
+  let lab: LabPair;
+
+  before(async () => {
+    lab = await startPair({ source: { tls: 'selfsigned' } });
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.append('INBOX', Buffer.from('From: a@example.org\r\nSubject: over TLS\r\n\r\nhello\r\n'));
+    await c.logout();
+  });
+  after(async () => lab?.stop());
+
+  const run = (port: number, tls: string, extra: string[] = []) => {
+    const args = syncArgs(lab, lab.db, ['--json', ...extra], { sourcePort: port });
+    args[args.indexOf('--source-tls') + 1] = tls;
+    return runCli(['sync', ...args], env(lab));
+  };
+
+  test('a self-signed certificate is refused in plain words, naming the option that trusts it', async () => {
+    const r = await run(lab.source.sslPort!, 'implicit');
+    assert.equal(r.status, 3, r.stderr);
+    assert.match(r.stderr, new RegExp(`127\\.0\\.0\\.1:${lab.source.sslPort} \\(implicit TLS\\): the certificate was rejected: the certificate is self-signed.*--insecure`));
+    const trusted = await run(lab.source.sslPort!, 'implicit', ['--insecure']);
+    assert.equal(trusted.status, 0, trusted.stderr);
+    assert.equal(trusted.json?.copied, 1);
+  });
+
+  test('implicit TLS asked of a plain port says the server expects plain IMAP', async () => {
+    const r = await run(lab.source.port, 'implicit');
+    assert.equal(r.status, 3, r.stderr);
+    assert.match(r.stderr, /does not speak TLS from the start: it probably expects plain IMAP \(choose STARTTLS or no encryption/);
+    assert.doesNotMatch(r.stderr, /ssl3_record|routines/, 'no OpenSSL internals');
   });
 });

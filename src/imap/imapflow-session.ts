@@ -7,6 +7,7 @@
 import { ImapFlow, type ImapFlowOptions } from 'imapflow';
 import type { Logger } from 'pino';
 import { type ImapEndpoint, type ImapLogin, loginDisplayName } from './endpoint.js';
+import { certificateSentence, errorCodes, explainAuthCode, explainConnectError, explainTlsHandshakeError } from '../endpoint/explain.js';
 import { ImapAuthError, ImapConnectError, ImapConnectionLostError } from './errors.js';
 
 export interface SessionOptions {
@@ -37,7 +38,9 @@ export function imapflowOptions(opts: SessionOptions): ImapFlowOptions {
     // Copying is CPU-bound on the client; DEFLATE would cost more than it saves on a LAN.
     disableCompression: true,
     connectionTimeout: 30_000,
-    greetingTimeout: 30_000,
+    // Servers greet at once; one that says nothing is usually waiting for a TLS hello
+    // (implicit TLS asked of a STARTTLS/plain port is the other mistake, and fails fast).
+    greetingTimeout: 15_000,
     socketTimeout: opts.stallMs ?? 120_000,
     qresync: false,
   };
@@ -45,6 +48,26 @@ export function imapflowOptions(opts: SessionOptions): ImapFlowOptions {
 
 function describe(opts: SessionOptions): string {
   return `${loginDisplayName(opts.login)} at ${opts.endpoint.host}:${opts.endpoint.port}`;
+}
+
+/**
+ * Why a session could not be opened, in the words endpoint probes use (endpoint/explain.ts),
+ * with what to change: the TLS mode or, for a certificate, the option that trusts it.
+ */
+function connectFailure(err: unknown, endpoint: ImapEndpoint): string {
+  const codes = errorCodes(err);
+  const message = (err as Error)?.message ?? String(err);
+  const cert = codes.map((c) => [c, certificateSentence(c)] as const).find(([, sentence]) => sentence !== null);
+  if (cert) return `the certificate was rejected: ${cert[1]} (${cert[0]}); to trust it anyway, pass --insecure (sync, verify) or create the endpoint with --accept-untrusted-cert`;
+  if (codes.some((c) => c.startsWith('ERR_SSL') || c.startsWith('ERR_TLS'))) return explainTlsHandshakeError(err, endpoint.host, endpoint.port);
+  if (codes.includes('GREETING_TIMEOUT')) {
+    return `no IMAP greeting within 15 s: ${endpoint.tls === 'implicit' ? 'the server may be overloaded' : 'the port probably expects TLS from the start (usually 993): use implicit TLS'} (GREETING_TIMEOUT)`;
+  }
+  if (/does not support STARTTLS/i.test(message)) {
+    return 'the server does not offer STARTTLS (RFC 3501 §6.2.1): use implicit TLS (usually port 993), or no TLS on a network you trust';
+  }
+  if (codes.some((c) => c.startsWith('E'))) return explainConnectError(err, endpoint.host, endpoint.port);
+  return `${codes[0] ? `${codes[0]} ` : ''}${message}`;
 }
 
 /** Connects and logs in, or throws ImapConnectError / ImapAuthError with a plain reason. */
@@ -59,9 +82,13 @@ export async function openSession(opts: SessionOptions): Promise<ImapFlow> {
     const e = err as { authenticationFailed?: boolean; responseText?: string; serverResponseCode?: string; code?: string; message?: string };
     client.close();
     if (e.authenticationFailed || e.serverResponseCode === 'AUTHENTICATIONFAILED') {
-      throw new ImapAuthError(`login failed for ${describe(opts)}: ${e.responseText ?? e.message ?? 'authentication failed'}`);
+      // Dovecot ends some refusals with "[host:date time]", a log reference that only makes
+      // the text differ from one attempt to the next; the RFC 5530 code says more, in words.
+      const text = (e.responseText ?? e.message ?? 'authentication failed').replace(/\s*\[[^\]\s]*:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]\s*$/, '');
+      const why = explainAuthCode(e.serverResponseCode);
+      throw new ImapAuthError(`login failed for ${describe(opts)}: ${text}${why ? ` (${why})` : ''}`);
     }
-    throw new ImapConnectError(`cannot connect to ${opts.endpoint.host}:${opts.endpoint.port} (${opts.endpoint.tls}): ${e.code ? `${e.code} ` : ''}${e.message ?? String(err)}`);
+    throw new ImapConnectError(`cannot connect to ${opts.endpoint.host}:${opts.endpoint.port} (${opts.endpoint.tls === 'implicit' ? 'implicit TLS' : opts.endpoint.tls === 'starttls' ? 'STARTTLS' : 'no TLS'}): ${connectFailure(err, opts.endpoint)}`);
   }
   return client;
 }
