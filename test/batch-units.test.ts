@@ -63,3 +63,37 @@ test('report CSV: RFC 4180 quoting, and no formula from a subject', () => {
   assert.match(csv, /,"'=HYPERLINK\(""x""\)",/);
   assert.equal(lines.at(-1), '');
 });
+
+test('one admin credential: tried row by row until it works, and not after three refusals in a row', async () => {
+  const { AdminGate } = await import('../src/batch/admin-gate.js');
+  const tried: number[] = [];
+  // Wrong admin password: every row is refused.
+  const wrong = new AdminGate('the source admin login "admin"');
+  const refuse = (line: number) => async () => {
+    tried.push(line);
+    await new Promise((r) => setTimeout(r, 5));
+    return { check: { ok: false as const, error: 'Authentication failed' }, refused: true };
+  };
+  const results = await Promise.all([2, 3, 4, 5, 6, 7].map((line) => wrong.attempt(line, refuse(line))));
+  assert.deepEqual(tried, [2, 3, 4], 'three logins, one at a time, then none');
+  assert.deepEqual(results.slice(0, 3).map((r) => r.ok || r.error), ['Authentication failed', 'Authentication failed', 'Authentication failed']);
+  for (const r of results.slice(3)) assert.match(r.ok ? '' : r.error, /^not tried: the source admin login "admin" was refused for lines 2, 3, 4 .*lock the admin account out/);
+
+  // A good admin whose first rows are refused for their own reasons (no such user): once a row works, all go.
+  tried.length = 0;
+  const good = new AdminGate('the source admin login "admin"');
+  let running = 0;
+  let most = 0;
+  const row = (line: number) => async () => {
+    tried.push(line);
+    most = Math.max(most, ++running);
+    await new Promise((r) => setTimeout(r, 5));
+    running--;
+    return line <= 3 ? { check: { ok: false as const, error: 'Authorization failed' }, refused: true } : { check: { ok: true as const, detail: 'plain' }, refused: false };
+  };
+  const good1 = await Promise.all([2, 3, 4].map((line) => good.attempt(line, row(line))));
+  assert.deepEqual(good1.map((r) => r.ok), [false, false, true]);
+  const good2 = await Promise.all([5, 6, 7, 8, 9].map((line) => good.attempt(line, row(line))));
+  assert.ok(good2.every((r) => r.ok));
+  assert.ok(most > 1, 'after a login worked, rows are tried at once');
+});

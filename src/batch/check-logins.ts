@@ -5,7 +5,10 @@
  */
 import type { Logger } from 'pino';
 import { resolveSourceLogin, SourceLoginCache } from '../auth/source-login.js';
+import { adminOf, parseSourceUserName } from '../auth/credentials.js';
 import { scrubSecrets } from '../auth/errors.js';
+import { ImapAuthError } from '../imap/errors.js';
+import { AdminGate } from './admin-gate.js';
 import { targetLogin } from '../endpoint/target-login.js';
 import { openSession } from '../imap/imapflow-session.js';
 import { decryptSecret, type SecretKey } from '../secrets/index.js';
@@ -34,30 +37,52 @@ export async function checkLogins(store: Store, batch: BatchRow, opts: { key: Se
   const cache = new SourceLoginCache();
   // Logins only, but still the source's connections: stay within what it accepts for migrations.
   const limit = opts.concurrency ?? Math.max(1, Math.min(source.max_concurrent_migrations, 10));
+  // One gate per admin credential (admin-gate.ts): the target's admin for every row, and
+  // each source admin with its password.
+  const targetGate = new AdminGate(`the target admin login "${adminUser}"`);
+  const sourceGates = new Map<string, AdminGate>();
+  const sourceGate = (userName: string, userRoot: string | null, password: string): AdminGate | null => {
+    let admin: string | null;
+    try {
+      admin = adminOf(parseSourceUserName(userName, { userRoot: userRoot ?? undefined }));
+    } catch {
+      return null; // an unusable UserName fails on its own, without a login
+    }
+    if (admin === null) return null;
+    const key = `${admin}\0${password}`;
+    let gate = sourceGates.get(key);
+    if (!gate) sourceGates.set(key, (gate = new AdminGate(`the source admin login "${admin}"`)));
+    return gate;
+  };
   return pooled(rows, limit, async (r): Promise<LoginCheck> => {
     const password = decryptSecret(opts.key, r.password_enc);
     const secrets = [password, adminPassword];
-    const fail = (err: unknown): SideCheck => ({ ok: false, error: scrubSecrets((err as Error)?.message ?? String(err), secrets) });
-    let src: SideCheck;
-    try {
-      const resolved = await resolveSourceLogin(imapEndpointOf(source), r.user_name, password, {
-        userRoot: r.user_root ?? undefined,
-        auth: source.auth === 'plain' ? 'plain' : 'auto',
-        cache,
-        ...(opts.logger ? { logger: opts.logger } : {}),
-      });
-      src = { ok: true, detail: `${resolved.method} (${resolved.check})` };
-    } catch (err) {
-      src = fail(err);
-    }
-    let tgt: SideCheck;
-    try {
-      const session = await openSession({ endpoint: imapEndpointOf(target), login: targetLogin(adminUser, adminPassword, impersonationOf(target), r.email_address), ...(opts.logger ? { logger: opts.logger } : {}) });
-      await session.logout().catch(() => session.close());
-      tgt = { ok: true, detail: `${adminUser} as ${r.email_address}` };
-    } catch (err) {
-      tgt = fail(err);
-    }
+    const fail = (err: unknown) => ({ check: { ok: false as const, error: scrubSecrets((err as Error)?.message ?? String(err), secrets) }, refused: err instanceof ImapAuthError });
+    const trySource = async (): Promise<{ check: SideCheck; refused: boolean }> => {
+      try {
+        const resolved = await resolveSourceLogin(imapEndpointOf(source), r.user_name, password, {
+          userRoot: r.user_root ?? undefined,
+          auth: source.auth === 'plain' ? 'plain' : 'auto',
+          cache,
+          ...(opts.logger ? { logger: opts.logger } : {}),
+        });
+        return { check: { ok: true, detail: `${resolved.method} (${resolved.check})` }, refused: false };
+      } catch (err) {
+        return fail(err);
+      }
+    };
+    const tryTarget = async (): Promise<{ check: SideCheck; refused: boolean }> => {
+      try {
+        const session = await openSession({ endpoint: imapEndpointOf(target), login: targetLogin(adminUser, adminPassword, impersonationOf(target), r.email_address), ...(opts.logger ? { logger: opts.logger } : {}) });
+        await session.logout().catch(() => session.close());
+        return { check: { ok: true, detail: `${adminUser} as ${r.email_address}` }, refused: false };
+      } catch (err) {
+        return fail(err);
+      }
+    };
+    const gate = sourceGate(r.user_name, r.user_root, password);
+    const src = gate ? await gate.attempt(r.line, trySource) : (await trySource()).check;
+    const tgt = await targetGate.attempt(r.line, tryTarget);
     return { line: r.line, emailAddress: r.email_address, source: src, target: tgt };
   });
 }

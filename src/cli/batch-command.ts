@@ -250,7 +250,8 @@ export function registerBatchCommands(program: Command, run: Run): void {
           const b = await requireBatch(store.db, name);
           const results = await checkLogins(store, b, { key: loadSecretKey({ create: false }), logger: cliLogger('silent') });
           const failed = results.filter((r) => !r.source.ok || !r.target.ok);
-          for (const r of results) {
+          // The failures last, beside the summary: in a file of 500 rows they are what to read.
+          for (const r of [...results.filter((x) => x.source.ok && x.target.ok), ...failed]) {
             const side = (what: string, s: (typeof r)['source']) => (s.ok ? '' : `\n      ${what}: ${s.error}`);
             process.stderr.write(`${r.source.ok && r.target.ok ? 'ok  ' : 'FAIL'} line ${r.line} ${r.emailAddress}${side('source', r.source)}${side('target', r.target)}\n`);
           }
