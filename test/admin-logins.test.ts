@@ -25,6 +25,7 @@ import { ImapFlow } from 'imapflow';
 import { pino } from 'pino';
 import { adminAloneLogin, loginPlan, parseSourceUserName } from '../src/auth/credentials.js';
 import { CredentialFormatError, ImpersonationError, SourceLoginError, UserRootError, scrubSecrets } from '../src/auth/errors.js';
+import { checkTargetSession } from '../src/auth/target-check.js';
 import { compareFingerprints, type MailboxFingerprint } from '../src/auth/fingerprint.js';
 import { resolveSourceLogin, SourceLoginCache, type ResolvedSourceLogin } from '../src/auth/resolve.js';
 import type { ImapEndpoint } from '../src/imap/endpoint.js';
@@ -503,6 +504,30 @@ describe('admin logins against Dovecot', { skip: noDovecot }, () => {
         return true;
       });
     }
+  });
+
+  test('a target that ignores the requested user is refused before anything is copied into the admin’s mailbox', async () => {
+    const asAlice = [
+      { method: 'plain' as const, authcid: 'admin', authzid: 'alice', password: ADMIN_PW },
+      { method: 'login' as const, username: 'alice*admin', password: ADMIN_PW },
+    ];
+    for (const login of asAlice) {
+      await assert.rejects(checkTargetSession(ignoring.endpoint(), login, 'alice', 'admin'), (err: unknown) => {
+        assert.ok(err instanceof ImpersonationError, String(err));
+        assert.match(err.message, /target session for alice .* is the admin's own mailbox/);
+        assert.ok(!err.message.includes(ADMIN_PW));
+        return true;
+      });
+      assert.equal(await checkTargetSession(masters.endpoint(), login, 'alice', 'admin'), 'differs', 'a server that honours it passes');
+    }
+    // `target create --test-user` stores nothing then.
+    const home = join(dir, 'target-create');
+    const environment = { ...process.env, MAILFERRY_HOME: home, MAILFERRY_TARGET_PASSWORD: ADMIN_PW, MAILFERRY_DB: `sqlite:${join(dir, 'target-create.sqlite')}` };
+    const r = await runCli(['target', 'create', 'ign', '--host', '127.0.0.1', '--port', String(ignoring.port), '--tls', 'none', '--admin-user', 'admin', '--test-user', 'alice'], environment);
+    assert.equal(r.status, 3, r.stderr);
+    assert.match(r.stderr, /FAIL the target session for alice .*admin's own mailbox[\s\S]*was not stored/);
+    const ok = await runCli(['target', 'create', 'good', '--host', '127.0.0.1', '--port', String(masters.port), '--tls', 'none', '--admin-user', 'admin', '--test-user', 'alice'], environment);
+    assert.equal(ok.status, 0, ok.stderr);
   });
 
   test('the admin’s fingerprint is cached across mailboxes, and the check still holds', async () => {

@@ -7,10 +7,10 @@ import type { Logger } from 'pino';
 import { resolveSourceLogin, SourceLoginCache } from '../auth/source-login.js';
 import { adminOf, parseSourceUserName } from '../auth/credentials.js';
 import { scrubSecrets } from '../auth/errors.js';
+import { checkTargetSession } from '../auth/target-check.js';
 import { ImapAuthError } from '../imap/errors.js';
 import { AdminGate } from './admin-gate.js';
 import { targetLogin } from '../endpoint/target-login.js';
-import { openSession } from '../imap/imapflow-session.js';
 import { decryptSecret, type SecretKey } from '../secrets/index.js';
 import type { Store } from '../store/open.js';
 import type { BatchRow } from '../store/schema.js';
@@ -73,9 +73,9 @@ export async function checkLogins(store: Store, batch: BatchRow, opts: { key: Se
     };
     const tryTarget = async (): Promise<{ check: SideCheck; refused: boolean }> => {
       try {
-        const session = await openSession({ endpoint: imapEndpointOf(target), login: targetLogin(adminUser, adminPassword, impersonationOf(target), r.email_address), ...(opts.logger ? { logger: opts.logger } : {}) });
-        await session.logout().catch(() => session.close());
-        return { check: { ok: true, detail: `${adminUser} as ${r.email_address}` }, refused: false };
+        // Logs in as the user and looks: the session must be the user's, not the admin's own (target-check.ts).
+        const verdict = await checkTargetSession(imapEndpointOf(target), targetLogin(adminUser, adminPassword, impersonationOf(target), r.email_address), r.email_address, adminUser, opts.logger ? { logger: opts.logger } : {});
+        return { check: { ok: true, detail: `${adminUser} as ${r.email_address} (${verdict})` }, refused: false };
       } catch (err) {
         return fail(err);
       }

@@ -6,7 +6,10 @@
  */
 import type { Command } from 'commander';
 import { probeEndpoint, type ProbeResult } from '../endpoint/index.js';
-import { type Impersonation, targetLogin } from '../endpoint/target-login.js';
+import { targetLogin } from '../endpoint/target-login.js';
+import { ImpersonationError } from '../auth/errors.js';
+import { checkTargetSession } from '../auth/target-check.js';
+import { imapEndpointOf, impersonationOf } from '../worker/mailbox-sides.js';
 import { defaultPort, type ImapLogin, type TlsMode } from '../imap/endpoint.js';
 import { encryptSecret, loadSecretKey } from '../secrets/index.js';
 import { deleteEndpoint, EndpointInUseError, findEndpoint, insertEndpoint, listEndpoints } from '../store/endpoints.js';
@@ -66,14 +69,27 @@ function publicView(row: EndpointRow): Record<string, unknown> {
   };
 }
 
+/**
+ * A target's admin acting as the test user must open the user's mailbox, not its own
+ * (auth/target-check.ts); false, said on stderr, when it does not.
+ */
+async function targetSessionIsUsers(row: Pick<EndpointRow, 'role' | 'host' | 'port' | 'tls' | 'accept_untrusted_cert' | 'admin_user'>, login: ImapLogin | undefined, user: string | undefined): Promise<boolean> {
+  if (row.role !== 'target' || !login || !user) return true;
+  try {
+    const verdict = await checkTargetSession(imapEndpointOf(row), login, user, row.admin_user!);
+    if (verdict === 'both-empty') process.stderr.write(`note: ${user}'s mailbox and the admin's own are both empty, so mailferry cannot yet confirm the impersonation works; each mailbox is checked again before its initial sync\n`);
+    return true;
+  } catch (err) {
+    if (!(err instanceof ImpersonationError)) throw err;
+    process.stderr.write(`FAIL ${err.message}\n`);
+    return false;
+  }
+}
+
 function printProbe(what: string, r: ProbeResult): void {
   for (const s of r.steps) process.stderr.write(`${s.ok ? 'ok  ' : 'FAIL'} ${s.step.padEnd(12)} ${s.detail} (${s.ms} ms)\n`);
   for (const w of r.warnings) process.stderr.write(`note ${w}\n`);
   process.stderr.write(r.ok ? `${what}: test passed\n` : `${what}: test FAILED\n`);
-}
-
-function impersonationOf(row: Pick<EndpointRow, 'impersonation' | 'separator'>): Impersonation {
-  return row.impersonation === 'separator' ? { kind: 'separator', separator: row.separator ?? '*' } : { kind: 'sasl' };
 }
 
 async function probeRow(row: Pick<EndpointRow, 'host' | 'port' | 'tls' | 'accept_untrusted_cert'>, login: ImapLogin | undefined): Promise<ProbeResult> {
@@ -141,7 +157,7 @@ function register(program: Command, role: EndpointRole, run: Run): void {
         if (await findEndpoint(store.db, role, name)) throw new UsageError(`a ${noun} named "${name}" already exists (delete it first)`);
         const result = await probeRow(row, login);
         printProbe(`${noun} ${name} (${row.host}:${row.port}, ${row.tls})`, result);
-        if (!result.ok) {
+        if (!result.ok || !(await targetSessionIsUsers(row, login, f.testUser))) {
           process.stderr.write(`${noun} ${name} was not stored.\n`);
           return EXIT.connect;
         }
@@ -179,7 +195,7 @@ function register(program: Command, role: EndpointRole, run: Run): void {
           const result = await probeRow(row, login);
           printProbe(`${noun} ${name}`, result);
           if (f.json) process.stdout.write(JSON.stringify(result) + '\n');
-          return result.ok ? EXIT.ok : EXIT.connect;
+          return result.ok && (await targetSessionIsUsers(row, login, f.testUser)) ? EXIT.ok : EXIT.connect;
         } finally {
           await store.close();
         }

@@ -15,7 +15,7 @@ import { decryptSecret, type SecretKey } from '../secrets/index.js';
 import type { BatchMailboxRow, BatchRow, EndpointRow } from '../store/schema.js';
 import type { MailboxSide } from '../sync/options.js';
 
-export function imapEndpointOf(row: EndpointRow): ImapEndpoint {
+export function imapEndpointOf(row: Pick<EndpointRow, 'host' | 'port' | 'tls' | 'accept_untrusted_cert'>): ImapEndpoint {
   return { host: row.host, port: row.port, tls: row.tls, acceptUntrustedCert: row.accept_untrusted_cert === 1 };
 }
 

@@ -3,6 +3,7 @@
  * (the source login resolved and checked by src/auth, the target reached through its
  * admin credential) and handed to the engine.
  */
+import { checkTargetSession } from '../auth/target-check.js';
 import type { Logger } from 'pino';
 import type { SecretKey } from '../secrets/index.js';
 import { findPair } from '../store/journal.js';
@@ -70,6 +71,11 @@ export function engineRunner(opts: RunnerOptions): MailboxRunner {
         onProgress: control.onProgress,
         signal: control.signal,
       };
+      // Before a mailbox's first copy: its target session must be the user's mailbox, not
+      // the target admin's own (auth/target-check.ts).
+      if (mailbox.initial_synced_at === null && target.admin_user) {
+        await checkTargetSession(sides.target.endpoint, sides.target.login, mailbox.email_address, target.admin_user, { logger: log, ...(opts.stallMs ? { stallMs: opts.stallMs } : {}) });
+      }
       const summary = await syncMailbox(opts.store, syncOptions);
       const { sourceKey, targetKey } = pairKeys(syncOptions);
       return { summary, pairId: (await findPair(opts.store.db, sourceKey, targetKey)) ?? null };
