@@ -97,3 +97,37 @@ test('one admin credential: tried row by row until it works, and not after three
   assert.ok(good2.every((r) => r.ok));
   assert.ok(most > 1, 'after a login worked, rows are tried at once');
 });
+
+test('a shared admin credential refused three times in a row is not tried again for an hour, then by one run', async () => {
+  const { CredentialBreaker, credentialKey, OPEN_FOR_MS } = await import('../src/worker/credential-breaker.js');
+  let now = 1_000_000;
+  const b = new CredentialBreaker(() => now);
+  const key = credentialKey('target', 'IMAP.example.org', 993, 'admin', 'Wr0ng-pw');
+  assert.ok(!key.includes('Wr0ng-pw'), 'the key holds no password');
+  const what = 'the target admin login "admin"';
+  b.check(key, what);
+  b.refused(key, 'a@x');
+  b.refused(key, 'b@x');
+  b.check(key, what); // two refusals: still tried
+  b.refused(key, 'c@x');
+  assert.throws(() => b.check(key, what), /not tried: the target admin login "admin" was refused for a@x, b@x, c@x .*locked out/);
+  now += OPEN_FOR_MS - 1;
+  assert.throws(() => b.check(key, what));
+  now += 1;
+  b.check(key, what); // one run tries again…
+  assert.throws(() => b.check(key, what), /not tried/, '…and only one');
+  b.succeeded(key);
+  b.check(key, what);
+  // A corrected password is another credential.
+  b.refused(key, 'd@x');
+  b.refused(key, 'e@x');
+  b.refused(key, 'f@x');
+  b.check(credentialKey('target', 'imap.example.org', 993, 'admin', 'Right-pw'), what);
+  // A success between refusals (a row refused for its own reason) keeps it closed.
+  const other = credentialKey('source', 'old.example.org', 993, 'admin', 'pw');
+  b.refused(other, 'x@x');
+  b.refused(other, 'y@x');
+  b.succeeded(other);
+  b.refused(other, 'z@x');
+  b.check(other, 'the source admin login "admin"');
+});

@@ -27,7 +27,7 @@ function adminAlone(login: ImapLogin, adminUser: string): ImapLogin {
 }
 
 async function fingerprintOf(endpoint: ImapEndpoint, login: ImapLogin, opts: { logger?: Logger; stallMs?: number }): Promise<MailboxFingerprint> {
-  const session = await openSession({ endpoint, login, ...opts });
+  const session = await openSession({ endpoint, login, ...opts, side: 'target' });
   try {
     return await fingerprintSession(session);
   } finally {

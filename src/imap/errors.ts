@@ -11,6 +11,8 @@ export class ImapConnectError extends Error {
 /** The server refused the credentials (or the impersonation). */
 export class ImapAuthError extends Error {
   override name = 'ImapAuthError';
+  /** Which side of a migration refused, when the caller said (SessionOptions.side). */
+  side?: 'source' | 'target';
 }
 
 /** An established session broke (dropped connection, watchdog timeout): retryable. */

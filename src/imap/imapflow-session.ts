@@ -16,6 +16,8 @@ export interface SessionOptions {
   logger?: Logger;
   /** Close the connection when a command makes no progress for this long (ms). */
   stallMs?: number;
+  /** Which side of a migration this is, carried by an ImapAuthError (worker/credential-breaker.ts). */
+  side?: 'source' | 'target';
 }
 
 export function imapflowOptions(opts: SessionOptions): ImapFlowOptions {
@@ -86,7 +88,7 @@ export async function openSession(opts: SessionOptions): Promise<ImapFlow> {
       // the text differ from one attempt to the next; the RFC 5530 code says more, in words.
       const text = (e.responseText ?? e.message ?? 'authentication failed').replace(/\s*\[[^\]\s]*:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]\s*$/, '');
       const why = explainAuthCode(e.serverResponseCode);
-      throw new ImapAuthError(`login failed for ${describe(opts)}: ${text}${why ? ` (${why})` : ''}`);
+      throw Object.assign(new ImapAuthError(`login failed for ${describe(opts)}: ${text}${why ? ` (${why})` : ''}`), opts.side ? { side: opts.side } : {});
     }
     throw new ImapConnectError(`cannot connect to ${opts.endpoint.host}:${opts.endpoint.port} (${opts.endpoint.tls === 'implicit' ? 'implicit TLS' : opts.endpoint.tls === 'starttls' ? 'STARTTLS' : 'no TLS'}): ${connectFailure(err, opts.endpoint)}`);
   }

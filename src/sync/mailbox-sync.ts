@@ -212,8 +212,8 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
   // reported when both fail (it names the mailbox the admin is migrating).
   if (handedOver && !handedOver.usable) handedOver.close();
   const [srcOpen, tgtOpen] = await Promise.allSettled([
-    handedOver?.usable ? handedOver : openSession({ endpoint: opts.source.endpoint, login: opts.source.login, logger: log, stallMs }),
-    openSession({ endpoint: opts.target.endpoint, login: opts.target.login, logger: log, stallMs }),
+    handedOver?.usable ? handedOver : openSession({ endpoint: opts.source.endpoint, login: opts.source.login, logger: log, stallMs, side: 'source' }),
+    openSession({ endpoint: opts.target.endpoint, login: opts.target.login, logger: log, stallMs, side: 'target' }),
   ]);
   if (srcOpen.status === 'rejected' || tgtOpen.status === 'rejected') {
     await Promise.allSettled([srcOpen, tgtOpen].map((r) => (r.status === 'fulfilled' ? r.value.logout() : undefined)));

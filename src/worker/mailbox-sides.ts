@@ -6,11 +6,13 @@
  */
 import type { ImapFlow } from 'imapflow';
 import type { Logger } from 'pino';
+import { adminOf, parseSourceUserName } from '../auth/credentials.js';
 import { scrubSecrets } from '../auth/errors.js';
+import { type CredentialBreaker, credentialKey } from './credential-breaker.js';
 import { resolveSourceLogin, SourceLoginCache } from '../auth/source-login.js';
 import { type Impersonation, targetLogin } from '../endpoint/target-login.js';
 import type { ImapEndpoint } from '../imap/endpoint.js';
-import { isRetryable } from '../imap/errors.js';
+import { ImapAuthError, isRetryable } from '../imap/errors.js';
 import { decryptSecret, type SecretKey } from '../secrets/index.js';
 import type { BatchMailboxRow, BatchRow, EndpointRow } from '../store/schema.js';
 import type { MailboxSide } from '../sync/options.js';
@@ -45,6 +47,8 @@ export interface SideContext {
   stallMs?: number;
   /** Hand the login check's session to `fn` (a sync uses it and logs it out) rather than log it out: one login less per run. */
   keepSourceSession?: boolean;
+  /** Keeps a refused source admin credential from being tried by every mailbox (credential-breaker.ts). */
+  breaker?: CredentialBreaker;
 }
 
 type MailboxLogin = Pick<BatchMailboxRow, 'user_name' | 'password_enc' | 'user_root' | 'email_address'>;
@@ -80,12 +84,17 @@ async function mailboxSides(ctx: SideContext, mailbox: MailboxLogin, password: s
   // A connection that drops or is refused while logging in (a busy source, a restart) is
   // tried again at once: failing the mailbox would park it for a backoff. A refused
   // password is not (isRetryable is false for it): trying again could lock the account.
+  const admin = sourceAdminOf(mailbox);
+  const key = admin === null ? null : credentialKey('source', sourceEndpoint.host, sourceEndpoint.port, admin, password);
+  if (key !== null) ctx.breaker?.check(key, `the source admin login "${admin}"`);
   let resolved;
   for (let attempt = 1; ; attempt++) {
     try {
       resolved = await resolveLogin(ctx, sourceEndpoint, mailbox, password);
+      if (key !== null) ctx.breaker?.succeeded(key);
       break;
     } catch (err) {
+      if (key !== null && err instanceof ImapAuthError) ctx.breaker?.refused(key, mailbox.email_address);
       if (attempt >= LOGIN_ATTEMPTS || !isRetryable(err)) throw err;
       ctx.logger.warn({ err: (err as Error).message, attempt }, 'source login lost its connection; trying again');
       await new Promise((r) => setTimeout(r, 1000 * attempt));
@@ -96,6 +105,15 @@ async function mailboxSides(ctx: SideContext, mailbox: MailboxLogin, password: s
     target: { endpoint: imapEndpointOf(ctx.target), login: targetLogin(adminUser, adminPassword, impersonationOf(ctx.target), mailbox.email_address) },
     ...(resolved.session ? { sourceSession: resolved.session } : {}),
   };
+}
+
+/** The admin of a SPEC §2 admin form of the mailbox's UserName, or null (the user's own login, or a name that does not parse). */
+function sourceAdminOf(mailbox: MailboxLogin): string | null {
+  try {
+    return adminOf(parseSourceUserName(mailbox.user_name, { userRoot: mailbox.user_root ?? undefined }));
+  } catch {
+    return null;
+  }
 }
 
 function resolveLogin(ctx: SideContext, sourceEndpoint: ImapEndpoint, mailbox: MailboxLogin, password: string) {

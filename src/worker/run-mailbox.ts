@@ -4,8 +4,10 @@
  * admin credential) and handed to the engine.
  */
 import { checkTargetSession } from '../auth/target-check.js';
+import { ImapAuthError } from '../imap/errors.js';
+import { CredentialBreaker, credentialKey } from './credential-breaker.js';
 import type { Logger } from 'pino';
-import type { SecretKey } from '../secrets/index.js';
+import { decryptSecret, type SecretKey } from '../secrets/index.js';
 import { findPair } from '../store/journal.js';
 import type { Store } from '../store/open.js';
 import type { BatchMailboxRow, BatchRow, EndpointRow } from '../store/schema.js';
@@ -39,6 +41,11 @@ export interface RunControl {
   onProgress: (p: Readonly<SyncProgress>) => void;
 }
 
+/** The target admin credential's breaker key (the password only as a hash). */
+function targetCredentialKey(target: Job['target'], key: SecretKey): string {
+  return credentialKey('target', target.host, target.port, target.admin_user ?? '', target.password_enc ? decryptSecret(key, target.password_enc) : '');
+}
+
 /** What a worker calls to sync one mailbox; replaceable in tests of the leasing alone. */
 export type MailboxRunner = (job: Job, control: RunControl) => Promise<{ summary: SyncSummary; pairId: number | null }>;
 
@@ -55,11 +62,13 @@ export interface RunnerOptions {
 export function engineRunner(opts: RunnerOptions): MailboxRunner {
   // Capability probes and admin fingerprints are shared by a batch's mailboxes (see resolve.ts).
   const loginCache = new SourceLoginCache();
+  // Admin credentials refused again and again are not tried by every mailbox (credential-breaker.ts).
+  const breaker = new CredentialBreaker();
   return async (job, control) => {
     const { mailbox, batch, source, target } = job;
     const log = opts.logger.child({ batch: batch.name, mailbox: mailbox.email_address, kind: job.claim.kind });
     // The login check's session is the sync's first source session (one login less per run).
-    const ctx = { source, target, key: opts.secretKey, loginCache, logger: log, keepSourceSession: true, ...(opts.stallMs ? { stallMs: opts.stallMs } : {}) };
+    const ctx = { source, target, key: opts.secretKey, loginCache, breaker, logger: log, keepSourceSession: true, ...(opts.stallMs ? { stallMs: opts.stallMs } : {}) };
     return withMailboxSides(ctx, mailbox, async (sides) => {
       const syncOptions: SyncOptions = {
         ...sides,
@@ -71,12 +80,21 @@ export function engineRunner(opts: RunnerOptions): MailboxRunner {
         onProgress: control.onProgress,
         signal: control.signal,
       };
-      // Before a mailbox's first copy: its target session must be the user's mailbox, not
-      // the target admin's own (auth/target-check.ts).
-      if (mailbox.initial_synced_at === null && target.admin_user) {
-        await checkTargetSession(sides.target.endpoint, sides.target.login, mailbox.email_address, target.admin_user, { logger: log, ...(opts.stallMs ? { stallMs: opts.stallMs } : {}) });
+      const adminKey = targetCredentialKey(target, opts.secretKey);
+      breaker.check(adminKey, `the target admin login "${target.admin_user}"`);
+      let summary: SyncSummary;
+      try {
+        // Before a mailbox's first copy: its target session must be the user's mailbox, not
+        // the target admin's own (auth/target-check.ts).
+        if (mailbox.initial_synced_at === null && target.admin_user) {
+          await checkTargetSession(sides.target.endpoint, sides.target.login, mailbox.email_address, target.admin_user, { logger: log, ...(opts.stallMs ? { stallMs: opts.stallMs } : {}) });
+        }
+        summary = await syncMailbox(opts.store, syncOptions);
+      } catch (err) {
+        if (err instanceof ImapAuthError && err.side === 'target') breaker.refused(adminKey, mailbox.email_address);
+        throw err;
       }
-      const summary = await syncMailbox(opts.store, syncOptions);
+      breaker.succeeded(adminKey);
       const { sourceKey, targetKey } = pairKeys(syncOptions);
       return { summary, pairId: (await findPair(opts.store.db, sourceKey, targetKey)) ?? null };
     });

@@ -1,0 +1,65 @@
+/**
+ * A circuit breaker for admin credentials shared by many mailboxes (the target's admin
+ * acting as every user; a source admin in `alice*admin`, `CORP/admin/alice`…). Each
+ * mailbox's run logs in on its own, so a wrong admin password would be refused once per
+ * mailbox, and again at every retry of each: hundreds of refusals an hour, which a server
+ * with a lockout policy answers by locking the admin account, for the whole migration.
+ *
+ * After three refusals in a row (a row can be refused for its own reason: a user that
+ * does not exist) the credential is not tried again for an hour: runs that would use it
+ * fail at once with a message that says why, without a login. After the hour one run
+ * tries it again (the others still wait); a success closes the breaker. Correcting the
+ * password (`target` re-created, `batch update`) makes it another credential, tried at
+ * once. Per worker process: workers on other machines keep their own count, so the
+ * refusals are bounded by three per worker per hour.
+ */
+import { createHash } from 'node:crypto';
+import { ImapAuthError } from '../imap/errors.js';
+
+export const REFUSALS_TO_OPEN = 3;
+export const OPEN_FOR_MS = 3_600_000;
+
+interface State {
+  /** Mailboxes refused since the last success, in order. */
+  refused: string[];
+  /** While open: when runs may try again. */
+  retryAt: number | null;
+}
+
+/** The breaker's key for a credential: where, who, and a hash of the password (never the password). */
+export function credentialKey(side: 'source' | 'target', host: string, port: number, admin: string, password: string): string {
+  return `${side}\0${host.toLowerCase()}:${port}\0${admin}\0${createHash('sha256').update(password).digest('hex')}`;
+}
+
+export class CredentialBreaker {
+  private readonly states = new Map<string, State>();
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /** Throws, without a login, while the credential's breaker is open; `what` names it ("the target admin login \"admin\""). */
+  check(key: string, what: string): void {
+    const s = this.states.get(key);
+    if (!s || s.retryAt === null) return;
+    const now = this.now();
+    if (now < s.retryAt) {
+      throw new ImapAuthError(
+        `not tried: ${what} was refused for ${s.refused.slice(-REFUSALS_TO_OPEN).join(', ')} and has not worked since; ` +
+          `to keep the admin account from being locked out, it is tried again at ${new Date(s.retryAt).toISOString()} (or at once once its password is corrected)`,
+      );
+    }
+    // Half-open: this run tries; the others wait for another interval.
+    s.retryAt = now + OPEN_FOR_MS;
+  }
+
+  succeeded(key: string): void {
+    this.states.delete(key);
+  }
+
+  refused(key: string, mailbox: string): void {
+    const s = this.states.get(key) ?? { refused: [], retryAt: null };
+    s.refused.push(mailbox);
+    if (s.refused.length > REFUSALS_TO_OPEN * 4) s.refused.splice(0, s.refused.length - REFUSALS_TO_OPEN);
+    if (s.refused.length >= REFUSALS_TO_OPEN && s.retryAt === null) s.retryAt = this.now() + OPEN_FOR_MS;
+    this.states.set(key, s);
+  }
+}
