@@ -277,3 +277,20 @@ describe('loadSecretKey from the key file', () => {
     assert.deepEqual(readdirSync(home).filter((f) => f !== 'secret.key'), []);
   });
 });
+
+describe('the state database file', () => {
+  it('is created readable by its owner only (it names mailboxes, folders and subjects), WAL files too', async () => {
+    const { openStore } = await import('../src/store/open.js');
+    const dir = path.join(tmpHome(), 'state');
+    const file = path.join(dir, 'mailferry.sqlite');
+    const store = await openStore(`sqlite:${file}`);
+    try {
+      await store.db.selectFrom('batch').selectAll().execute();
+      assert.equal(statSync(dir).mode & 0o777, 0o700);
+      for (const f of readdirSync(dir)) assert.equal(statSync(path.join(dir, f)).mode & 0o777, 0o600, f);
+      assert.ok(readdirSync(dir).some((f) => f.endsWith('-wal')), 'the WAL file exists');
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -3,7 +3,7 @@
  * schema up to date. SQLite is the embedded default; PostgreSQL is for several machines
  * sharing the work.
  */
-import { mkdirSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
@@ -33,7 +33,12 @@ export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaul
   if (url.startsWith('sqlite:')) {
     const path = url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
     if (!path) throw new StoreUrlError(`database URL ${url} names no file`);
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    if (path !== ':memory:') {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      // The journal names mailboxes, folders and subjects (passwords are encrypted): a new
+      // file is the owner's alone. SQLite gives its -wal and -shm files the same mode.
+      if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600));
+    }
     const sqlite = new SqliteDatabase(path);
     // WAL lets readers (status, verify) work beside a running sync; NORMAL sync is
     // durable across process crashes (the journal's concern), only not across power loss.
