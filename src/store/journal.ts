@@ -240,17 +240,21 @@ export async function setTargetUids(db: Db, folderId: number, updates: readonly 
   }
 }
 
+/** The journal's messages of one target folder (all source folders copied into it). */
+function targetFolderMessages(db: Db, pairId: number, targetPath: string) {
+  return db.selectFrom('message').innerJoin('folder', 'folder.id', 'message.folder_id').where('folder.pair_id', '=', pairId).where('folder.target_path', '=', targetPath);
+}
+
 /** Mapped target UIDs of a folder, to tell our own messages from others' on the target. */
 export async function targetUidsOfTargetFolder(db: Db, pairId: number, targetPath: string): Promise<Set<number>> {
-  const rows = await db
-    .selectFrom('message')
-    .innerJoin('folder', 'folder.id', 'message.folder_id')
-    .select('message.target_uid')
-    .where('folder.pair_id', '=', pairId)
-    .where('folder.target_path', '=', targetPath)
-    .where('message.target_uid', 'is not', null)
-    .execute();
+  const rows = await targetFolderMessages(db, pairId, targetPath).select('message.target_uid').where('message.target_uid', 'is not', null).execute();
   return new Set(rows.map((r) => r.target_uid!));
+}
+
+/** Whether messages were copied into this target folder without an APPENDUID (a target without UIDPLUS, RFC 4315). */
+export async function hasCopiesWithoutUid(db: Db, pairId: number, targetPath: string): Promise<boolean> {
+  const row = await targetFolderMessages(db, pairId, targetPath).select('message.source_uid').where('message.state', '=', 'copied').where('message.target_uid', 'is', null).limit(1).executeTakeFirst();
+  return row !== undefined;
 }
 
 export async function skippedMessages(db: Db, pairId: number): Promise<(MessageRow & { source_path: string })[]> {

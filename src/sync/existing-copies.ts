@@ -30,7 +30,7 @@ import type { ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { withWatchdog } from '../imap/imapflow-session.js';
-import { targetUidsOfTargetFolder } from '../store/journal.js';
+import { hasCopiesWithoutUid, targetUidsOfTargetFolder } from '../store/journal.js';
 import type { Database, MessageRow } from '../store/schema.js';
 import type { ContentHasher, Digest } from './content-digest.js';
 import type { MessageMeta } from './folder-work.js';
@@ -96,19 +96,4 @@ export class ExistingCopies {
     });
     for (const m of wanted) this.read.add(m.uid);
   }
-}
-
-/** Whether messages were copied into this target folder without an APPENDUID (a target without UIDPLUS). */
-async function hasCopiesWithoutUid(db: Kysely<Database>, pairId: number, targetPath: string): Promise<boolean> {
-  const row = await db
-    .selectFrom('message')
-    .innerJoin('folder', 'folder.id', 'message.folder_id')
-    .select('message.source_uid')
-    .where('folder.pair_id', '=', pairId)
-    .where('folder.target_path', '=', targetPath)
-    .where('message.state', '=', 'copied')
-    .where('message.target_uid', 'is', null)
-    .limit(1)
-    .executeTakeFirst();
-  return row !== undefined;
 }
