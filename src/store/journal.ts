@@ -5,7 +5,7 @@
  */
 import { type Kysely, sql, type Transaction } from 'kysely';
 import { type StatementCache, withSqlite } from './sqlite-handle.js';
-import type { Database, FolderRow, MessageRow, NewMessageRow, SkipKind } from './schema.js';
+import type { Database, FolderRow, MessageRow, MessageState, NewMessageRow, SkipKind } from './schema.js';
 import type { Digest } from '../sync/content-digest.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
@@ -76,10 +76,51 @@ export function allMessages(db: Db, folderId: number): Promise<MessageRow[]> {
   return db.selectFrom('message').selectAll().where('folder_id', '=', folderId).orderBy('source_uid').execute();
 }
 
-/** Compact view for deciding what still needs copying. */
-export async function knownMessages(db: Db, folderId: number): Promise<Map<number, Pick<MessageRow, 'state' | 'skip_kind' | 'size' | 'flags' | 'target_uid'>>> {
-  const rows = await db.selectFrom('message').select(['source_uid', 'state', 'skip_kind', 'size', 'flags', 'target_uid']).where('folder_id', '=', folderId).execute();
+type KnownRow = Pick<MessageRow, 'state' | 'skip_kind' | 'size' | 'flags' | 'target_uid'>;
+
+/** The journal rows of these source UIDs (those it has), by UID; a few hundred per query. */
+export async function knownAmong(db: Db, folderId: number, sourceUids: readonly number[]): Promise<Map<number, KnownRow>> {
+  const out = new Map<number, KnownRow>();
+  for (let i = 0; i < sourceUids.length; i += INSERT_CHUNK) {
+    const rows = await db.selectFrom('message').select(['source_uid', 'state', 'skip_kind', 'size', 'flags', 'target_uid']).where('folder_id', '=', folderId).where('source_uid', 'in', sourceUids.slice(i, i + INSERT_CHUNK)).execute();
+    for (const r of rows) out.set(r.source_uid, r);
+  }
+  return out;
+}
+
+/** The folder's skipped messages, by UID. */
+export async function skippedOf(db: Db, folderId: number): Promise<Map<number, KnownRow>> {
+  const rows = await db.selectFrom('message').select(['source_uid', 'state', 'skip_kind', 'size', 'flags', 'target_uid']).where('folder_id', '=', folderId).where('state', '=', 'skipped').execute();
   return new Map(rows.map((r) => [r.source_uid, r]));
+}
+
+/** How many source messages below `uid` the journal holds as copied or skipped. */
+export async function journaledBelow(db: Db, folderId: number, uid: number): Promise<number> {
+  const r = await db
+    .selectFrom('message')
+    .select((eb) => eb.fn.countAll<number | string>().as('n'))
+    .where('folder_id', '=', folderId)
+    .where('source_uid', '>', 0)
+    .where('source_uid', '<', uid)
+    .where('state', 'in', ['copied', 'skipped'])
+    .executeTakeFirstOrThrow();
+  // PostgreSQL returns COUNT(*) as a bigint string.
+  return Number(r.n);
+}
+
+/**
+ * The folder's rows in these states with source UIDs in [1, below), in UID order, a page
+ * at a time: a folder of 150,000 messages is never held whole.
+ */
+export async function* journalPages(db: Db, folderId: number, below: number, states: readonly MessageState[], pageSize = 5000): AsyncGenerator<MessageRow[]> {
+  let after = 0;
+  for (;;) {
+    const page = await db.selectFrom('message').selectAll().where('folder_id', '=', folderId).where('source_uid', '>', after).where('source_uid', '<', below).where('state', 'in', [...states]).orderBy('source_uid').limit(pageSize).execute();
+    if (page.length === 0) return;
+    yield page;
+    after = page.at(-1)!.source_uid;
+    if (page.length < pageSize) return;
+  }
 }
 
 const MESSAGE_COLUMNS = ['folder_id', 'source_uid', 'state', 'size', 'internal_date', 'digest', 'flags', 'target_uid', 'uid_floor', 'skip_kind', 'reason', 'subject'] as const;
@@ -94,6 +135,11 @@ const SQLITE_UPSERT = `insert into message (${MESSAGE_COLUMNS.join(', ')}) value
 const SQLITE_COPIED = "update message set state = 'copied', uid_floor = null, skip_kind = null, reason = null, target_uid = ? where folder_id = ? and source_uid = ?";
 const SQLITE_SKIPPED = "update message set state = 'skipped', skip_kind = ?, reason = ?, subject = ?, uid_floor = null, target_uid = null where folder_id = ? and source_uid = ?";
 const SQLITE_DELETE = 'delete from message where folder_id = ? and source_uid = ?';
+// An adopted copy keeps the target's flags until the flag pass mirrors the source's; should
+// the run end before that, the next run must compare every copy's flags, not only those
+// changed since the last mod-sequence (scan.ts scanFlags).
+const SQLITE_FORGET_MODSEQ = 'update folder set source_highestmodseq = null where id = ?';
+const SQLITE_SET_FLAGS = 'update message set flags = ? where folder_id = ? and source_uid = ?';
 
 /**
  * What the copy path journals before a chunk's APPENDs, in one transaction: the pending
@@ -112,12 +158,14 @@ export async function journalChunk(
     for (const a of chunk.adopted) if (a.orphanUid !== null) del.run(folderId, a.orphanUid);
     upsertRows(s, chunk.adopted.map((a) => a.row));
     upsertRows(s, chunk.skipped);
+    if (chunk.adopted.length) s.get(SQLITE_FORGET_MODSEQ).run(folderId);
   });
   if (direct) return direct;
   await db.transaction().execute(async (trx) => {
     await insertMessages(trx, chunk.pending);
     for (const a of chunk.adopted) if (a.orphanUid !== null) await trx.deleteFrom('message').where('folder_id', '=', folderId).where('source_uid', '=', a.orphanUid).execute();
     await insertMessages(trx, [...chunk.adopted.map((a) => a.row), ...chunk.skipped]);
+    if (chunk.adopted.length) await trx.updateTable('folder').set({ source_highestmodseq: null }).where('id', '=', folderId).execute();
   });
 }
 
@@ -219,18 +267,28 @@ export async function deleteMessages(db: Db, folderId: number, sourceUids: reado
   }
 }
 
-/** These messages' whole rows. */
-export async function messageRows(db: Db, folderId: number, sourceUids: readonly number[]): Promise<MessageRow[]> {
-  const out: MessageRow[] = [];
-  for (let i = 0; i < sourceUids.length; i += INSERT_CHUNK) {
-    out.push(...(await db.selectFrom('message').selectAll().where('folder_id', '=', folderId).where('source_uid', 'in', sourceUids.slice(i, i + INSERT_CHUNK)).execute()));
-  }
-  return out;
-}
-
+/**
+ * Records the flags now applied to these copies. SQLite: a cached UPDATE per message (a
+ * "mark all as read" of 150,000 messages spent seconds building one Kysely query each).
+ * PostgreSQL: one UPDATE per flag set and 500 messages, as a statement is a round trip.
+ */
 export async function setFlags(db: Db, folderId: number, updates: readonly { sourceUid: number; flags: string }[]): Promise<void> {
+  if (updates.length === 0) return;
+  const direct = withSqlite(db, (s) => {
+    const update = s.get(SQLITE_SET_FLAGS);
+    for (const u of updates) update.run(u.flags, folderId, u.sourceUid);
+  });
+  if (direct) return direct;
+  const byFlags = new Map<string, number[]>();
   for (const u of updates) {
-    await db.updateTable('message').set({ flags: u.flags }).where('folder_id', '=', folderId).where('source_uid', '=', u.sourceUid).execute();
+    const uids = byFlags.get(u.flags);
+    if (uids) uids.push(u.sourceUid);
+    else byFlags.set(u.flags, [u.sourceUid]);
+  }
+  for (const [flags, uids] of byFlags) {
+    for (let i = 0; i < uids.length; i += INSERT_CHUNK) {
+      await db.updateTable('message').set({ flags }).where('folder_id', '=', folderId).where('source_uid', 'in', uids.slice(i, i + INSERT_CHUNK)).execute();
+    }
   }
 }
 

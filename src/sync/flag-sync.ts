@@ -47,7 +47,9 @@ async function resolveTargetUids(db: Kysely<Database>, target: ImapFlow, path: s
     const uid = found.get(i);
     if (uid === undefined) return;
     owners[i]!.targetUid = uid;
-    byFolder.set(e.folderId, [...(byFolder.get(e.folderId) ?? []), { sourceUid: e.sourceUid, targetUid: uid }]);
+    const list = byFolder.get(e.folderId);
+    if (list) list.push({ sourceUid: e.sourceUid, targetUid: uid });
+    else byFolder.set(e.folderId, [{ sourceUid: e.sourceUid, targetUid: uid }]);
   });
   await db.transaction().execute(async (trx) => {
     for (const [folderId, list] of byFolder) await setTargetUids(trx, folderId, list);
@@ -58,7 +60,12 @@ async function resolveTargetUids(db: Kysely<Database>, target: ImapFlow, path: s
 export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, works: readonly FolderWork[], stallMs: number, log: Logger): Promise<number> {
   let applied = 0;
   const byTarget = new Map<string, FolderWork[]>();
-  for (const w of works) if (w.flagChanges.length) byTarget.set(w.target.path, [...(byTarget.get(w.target.path) ?? []), w]);
+  for (const w of works) {
+    if (!w.flagChanges.length) continue;
+    const group = byTarget.get(w.target.path);
+    if (group) group.push(w);
+    else byTarget.set(w.target.path, [w]);
+  }
   for (const [path, group] of byTarget) {
     const mailbox = await withWatchdog(target, stallMs, `opening ${path} on the target`, () => target.mailboxOpen(path));
     if (Number(mailbox.uidValidity) !== group[0]!.target.uidValidity) {

@@ -188,17 +188,18 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
  */
 function createMissingFolders(target: MailboxSide, mappings: FolderMapping[], tgtView: ServerView, stallMs: number): Promise<CreatedFolders> {
   const existing = new Set(tgtView.folders.map((f) => (f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path)));
-  const wanted: string[] = [];
+  // In order, parents first (a Set keeps insertion order).
+  const wanted = new Set<string>();
   const d = tgtView.delimiter;
   for (const m of mappings) {
     if (existing.has(m.targetPath)) continue;
     const segs = d ? m.targetPath.slice(tgtView.prefix.length).split(d) : [m.targetPath];
     for (let i = 1; i <= segs.length; i++) {
       const p = tgtView.prefix + segs.slice(0, i).join(d ?? '');
-      if (!existing.has(p) && !wanted.includes(p)) wanted.push(p);
+      if (!existing.has(p)) wanted.add(p);
     }
   }
-  return createFolders(target.endpoint, target.login, wanted, { idleTimeoutMs: stallMs });
+  return createFolders(target.endpoint, target.login, [...wanted], { idleTimeoutMs: stallMs });
 }
 
 /** `handedOver`: the login check's source session (SyncOptions.sourceSession), for the first attempt; logged out like its own. */
@@ -303,8 +304,14 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const ids = [...rows.values()].map((r) => r.id);
     const pendingFolders = new Set(ids.length ? (await db.selectFrom('message').select('folder_id').distinct().where('folder_id', 'in', ids).where('state', '=', 'pending').execute()).map((r) => r.folder_id) : []);
     let reconciled = false;
+    const rowsByTarget = new Map<string, FolderRow[]>();
+    for (const r of rows.values()) {
+      const group = rowsByTarget.get(r.target_path);
+      if (group) group.push(r);
+      else rowsByTarget.set(r.target_path, [r]);
+    }
     for (const tf of targets.values()) {
-      const group = [...rows.values()].filter((r) => r.target_path === tf.path);
+      const group = rowsByTarget.get(tf.path) ?? [];
       if (!group.some((r) => pendingFolders.has(r.id) || (r.target_uidvalidity !== null && r.target_uidvalidity !== tf.uidValidity))) continue;
       await withWatchdog(tgt, stallMs, `opening ${tf.path} on the target`, () => tgt.mailboxOpen(tf.path, { readOnly: true }));
       const { recovered } = await reconcileTargetFolder({ db, pairId: pid, target: tgt, targetPath: tf.path, uidValidity: tf.uidValidity, folders: group, stallMs, log, readSource });

@@ -12,7 +12,7 @@ import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
 import { withWatchdog } from '../imap/imapflow-session.js';
 import type { ListedMessage, RawFetcher } from '../imap/raw-fetch.js';
-import { deleteMessages, insertMessages, knownMessages, messageRows } from '../store/journal.js';
+import { deleteMessages, insertMessages, journaledBelow, journalPages, knownAmong, skippedOf } from '../store/journal.js';
 import type { Database, MessageRow } from '../store/schema.js';
 import { diffFlags, flagsKey } from './flags.js';
 import type { FolderWork } from './folder-work.js';
@@ -101,31 +101,32 @@ export interface ScanSource {
 /**
  * Journal rows of messages expunged from the source since (RFC 3501 §7.4.1). Whether
  * there are any the counts tell: the journal holds more rows below the watermark than the
- * folder has messages there (`presentBelow`); which ones, a UID listing below the
- * watermark. A skipped message that is gone is forgotten: there is nothing left to copy,
- * retry or report. A copied one keeps its row (its copy stays on the target), and while
- * new messages are to be copied it is offered as an orphan: a message that left the folder
+ * folder has messages there (`presentBelow`); with a `receivedAfter` cut-off the folder's
+ * count includes messages the journal never took in, so the counts cannot tell and the
+ * folder is always looked at. Which ones, a UID listing below the watermark tells. A
+ * skipped message that is gone is forgotten: there is nothing left to copy, retry or
+ * report. A copied one keeps its row (its copy stays on the target), and while new
+ * messages are to be copied it is offered as an orphan: a message that left the folder
  * and came back (deleted to Trash and restored, moved away and back) has a new UID but
  * the same bytes, and is linked to the copy it already has instead of copied twice.
  */
-async function handleExpunged(ctx: ScanContext, lister: RawFetcher, work: FolderWork, known: Map<number, Pick<MessageRow, 'state'>>, watermark: number, presentBelow: number, newMessages: boolean): Promise<void> {
-  let journaledBelow = 0;
-  for (const [uid, k] of known) if (uid > 0 && uid < watermark && (k.state === 'copied' || k.state === 'skipped')) journaledBelow++;
-  if (watermark <= 1 || journaledBelow <= presentBelow || ctx.dryRun) return;
+async function handleExpunged(ctx: ScanContext, lister: RawFetcher, work: FolderWork, watermark: number, presentBelow: number, newMessages: boolean): Promise<void> {
+  if (watermark <= 1 || ctx.dryRun) return;
+  if (ctx.receivedAfter === undefined && (await journaledBelow(ctx.db, work.row.id, watermark)) <= presentBelow) return;
   const present = new Set((await lister.list(`1:${watermark - 1}`, {})).map((m) => m.uid));
-  const gone = (state: MessageRow['state']) => [...known].filter(([uid, k]) => uid > 0 && uid < watermark && k.state === state && !present.has(uid)).map(([uid]) => uid);
-  const goneSkipped = gone('skipped');
-  if (goneSkipped.length) {
-    await deleteMessages(ctx.db, work.row.id, goneSkipped);
-    for (const uid of goneSkipped) known.delete(uid);
+  const goneSkipped: number[] = [];
+  for await (const page of journalPages(ctx.db, work.row.id, watermark, ['copied', 'skipped'])) {
+    for (const r of page) {
+      if (present.has(r.source_uid)) continue;
+      if (r.state === 'skipped') goneSkipped.push(r.source_uid);
+      else if (newMessages && r.digest !== null) {
+        const list = work.orphans.get(r.digest) ?? [];
+        list.push(r);
+        work.orphans.set(r.digest, list);
+      }
+    }
   }
-  if (!newMessages) return;
-  for (const o of await messageRows(ctx.db, work.row.id, gone('copied'))) {
-    if (o.digest === null) continue;
-    const list = work.orphans.get(o.digest) ?? [];
-    list.push(o);
-    work.orphans.set(o.digest, list);
-  }
+  if (goneSkipped.length) await deleteMessages(ctx.db, work.row.id, goneSkipped);
 }
 
 export async function scanFolder(ctx: ScanContext, source: ScanSource, work: FolderWork): Promise<void> {
@@ -171,7 +172,6 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
   }
   if (snapshot.messages === 0) return;
 
-  const known = await knownMessages(db, row.id);
   const watermark = row.synced_uidnext;
   const listed: ListedMessage[] = [];
   const query = { size: true, internalDate: ctx.receivedAfter !== undefined };
@@ -189,14 +189,17 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
     }
     if (announcedUidNext === undefined) snapshot.uidNext = fresh.reduce((next, m) => Math.max(next, m.uid + 1), snapshot.uidNext);
   }
-  await handleExpunged(ctx, lister, work, known, watermark, snapshot.messages - freshCount, listed.length > 0);
+  await handleExpunged(ctx, lister, work, watermark, snapshot.messages - freshCount, listed.length > 0);
+  // The journal is read for what this scan needs, never a whole folder of it at once (a
+  // folder of 150,000 messages held as one Map pushed a run past 150 MB).
   const retryable = (uid: number, r: Pick<MessageRow, 'state' | 'skip_kind' | 'size'>): boolean => isRetryable(r, ctx.maxMessageSize) && !ctx.skippedInThisRun?.(row.id, uid);
-  const retry = [...known].filter(([uid, r]) => uid < watermark && retryable(uid, r)).map(([uid]) => uid);
+  const retry = [...(await skippedOf(db, row.id))].filter(([uid, r]) => uid < watermark && retryable(uid, r)).map(([uid]) => uid);
   if (retry.length) {
     const again = await lister.list(uidSet(retry), query);
     for (const m of again) if (listedInScope(m, ctx.receivedAfter)) listed.push(m);
   }
 
+  const known = await knownAmong(db, row.id, listed.map((m) => m.uid));
   const tooLarge: number[] = [];
   for (const m of listed) {
     const k = known.get(m.uid);
@@ -230,20 +233,42 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
       })),
     );
   }
+  await scanFlags(ctx, lister, work, condstore);
+}
 
-  // Flag changes on messages copied by earlier runs.
-  if (watermark > 1) {
-    const changedSince = condstore && snapshot.highestModseq !== null ? row.source_highestmodseq : null;
-    if (changedSince === null || snapshot.highestModseq !== changedSince) {
-      const flags = await lister.list(`1:${watermark - 1}`, { flags: true, ...(changedSince !== null ? { changedSince } : {}) });
-      for (const m of flags) {
-        const k = known.get(m.uid);
-        // A null target_uid (copied without UIDPLUS) is still a flag change to mirror:
-        // skipping it here made such messages' flags never follow the source.
-        if (!k || k.state !== 'copied') continue;
-        const after = flagsKey(m.flags);
-        if (diffFlags(k.flags, after)) work.flagChanges.push({ sourceUid: m.uid, targetUid: k.target_uid, before: k.flags, after });
-      }
+/**
+ * Flag changes on messages copied by earlier runs. With CONDSTORE (RFC 7162 §3.1.4) and a
+ * mod-sequence recorded by the last complete pass, only what changed since is listed;
+ * otherwise every copied message's flags, a page of the journal at a time. Either way up
+ * to the folder's UIDNEXT, not the watermark: copies a killed run made or linked above
+ * the watermark are included, so their flags follow the source on the next run, not the
+ * one after.
+ */
+async function scanFlags(ctx: ScanContext, lister: RawFetcher, work: FolderWork, condstore: boolean): Promise<void> {
+  const { row } = work;
+  const snapshot = work.snapshot!;
+  const changedSince = condstore && snapshot.highestModseq !== null ? row.source_highestmodseq : null;
+  const compare = (k: Pick<MessageRow, 'state' | 'flags' | 'target_uid'> | undefined, m: ListedMessage) => {
+    // A null target_uid (copied without UIDPLUS) is still a flag change to mirror:
+    // skipping it here made such messages' flags never follow the source.
+    if (!k || k.state !== 'copied') return;
+    const after = flagsKey(m.flags);
+    if (diffFlags(k.flags, after)) work.flagChanges.push({ sourceUid: m.uid, targetUid: k.target_uid, before: k.flags, after });
+  };
+  const upTo = Math.max(row.synced_uidnext, snapshot.uidNext) - 1;
+  if (upTo < 1) return;
+  if (changedSince !== null) {
+    if (snapshot.highestModseq === changedSince) return;
+    const changed = await lister.list(`1:${upTo}`, { flags: true, changedSince });
+    for (let i = 0; i < changed.length; i += 5000) {
+      const part = changed.slice(i, i + 5000);
+      const known = await knownAmong(ctx.db, row.id, part.map((m) => m.uid));
+      for (const m of part) compare(known.get(m.uid), m);
     }
+    return;
+  }
+  for await (const page of journalPages(ctx.db, row.id, upTo + 1, ['copied'])) {
+    const byUid = new Map(page.map((r) => [r.source_uid, r]));
+    for (const m of await lister.list(`${page[0]!.source_uid}:${page.at(-1)!.source_uid}`, { flags: true })) compare(byUid.get(m.uid), m);
   }
 }
