@@ -12,6 +12,8 @@ import { generateCorpus, loadCorpus } from '../src/lab/corpus.js';
 import { env, runCli, syncArgs } from './helpers/cli.js';
 import { expectedTargetPath, type LabPair, startPair } from './helpers/lab-pair.js';
 import { compareMailboxes, connect, multiset, snapshot } from './helpers/mailbox-snapshot.js';
+import { startRelay } from './helpers/relay.js';
+import Database from 'better-sqlite3';
 
 function message(n: number, body = `Body of message ${n}.\r\n`): Buffer {
   return Buffer.from(`From: sender${n}@example.org\r\nTo: alice@example.org\r\nSubject: message ${n}\r\nMessage-ID: <m${n}@example.org>\r\nDate: Mon, 2 Mar 2020 10:00:00 +0000\r\n\r\n${body}`);
@@ -113,5 +115,49 @@ describe('sync: a target folder filled in part by another tool', () => {
       assert.deepEqual([projects.extra, projects.duplicates], [3, duplicates], `${mode.join(' ')}: the edited 3 and 99 are extra, the second 4 a duplicate`);
       assert.match(r.stderr, new RegExp(`Projects -> Projects: source 6, target 9, 3 extra on target \\(${duplicates} of them duplicates of source messages\\)`));
     }
+  });
+});
+
+describe('sync: copies already on a target without UIDPLUS', () => {
+  let lab: LabPair;
+
+  before(async () => {
+    lab = await startPair();
+  });
+  after(async () => lab?.stop());
+
+  test('the journal\'s own copies (no target UIDs) are told from the others by count, not a reason to copy everything again', async () => {
+    const when = new Date('2022-02-02T10:00:00Z');
+    const src = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await src.mailboxCreate('Notes');
+    for (let n = 1; n <= 8; n++) await src.append('Notes', message(n), [], when);
+    await src.append('Notes', message(1), [], when); // a second message 1
+    await src.logout();
+    const tgt = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    await tgt.mailboxCreate('Notes');
+    for (let n = 1; n <= 6; n++) await tgt.append('Notes', message(n), [], when); // another tool's copies
+    await tgt.logout();
+    // The target as one without UIDPLUS (RFC 4315): no APPENDUID, no capability.
+    const relay = await startRelay(lab.target.port, { rewrite: (t) => t.replace(/ \[APPENDUID [^\]]*\]/g, '').replace(/ UIDPLUS/g, '') });
+    try {
+      const run = () => runCli(['sync', ...syncArgs(lab, lab.db, ['--json'], { targetPort: relay.port })], env(lab));
+      const first = await run();
+      assert.equal(first.status, 0, first.stderr);
+      assert.deepEqual([first.json?.alreadyOnTarget, first.json?.copied], [6, 3]);
+      // As if that run had been killed before it linked anything: only its own copies
+      // (without target UIDs) are journaled, and the folder is still in its first sync.
+      const d = new Database(lab.db);
+      d.prepare("delete from message where target_uid is not null").run();
+      d.prepare('update folder set source_uidvalidity = null, synced_uidnext = 1, source_messages = null, source_highestmodseq = null').run();
+      d.close();
+      const second = await run();
+      assert.equal(second.status, 0, second.stderr);
+      assert.equal(second.json?.copied, 0, 'nothing copied twice');
+      assert.equal(second.json?.alreadyOnTarget, 6);
+    } finally {
+      await relay.stop();
+    }
+    const notes = (await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('Notes')!;
+    assert.equal(notes.length, 9);
   });
 });

@@ -309,10 +309,15 @@ export async function targetUidsOfTargetFolder(db: Db, pairId: number, targetPat
   return new Set(rows.map((r) => r.target_uid!));
 }
 
-/** Whether messages were copied into this target folder without an APPENDUID (a target without UIDPLUS, RFC 4315). */
-export async function hasCopiesWithoutUid(db: Db, pairId: number, targetPath: string): Promise<boolean> {
-  const row = await targetFolderMessages(db, pairId, targetPath).select('message.source_uid').where('message.state', '=', 'copied').where('message.target_uid', 'is', null).limit(1).executeTakeFirst();
-  return row !== undefined;
+/**
+ * Copies in this target folder the journal has no target UID for (made without an
+ * APPENDUID: a target without UIDPLUS, RFC 4315), counted by content digest.
+ */
+export async function copiesWithoutUid(db: Db, pairId: number, targetPath: string): Promise<Map<Digest, number>> {
+  const rows = await targetFolderMessages(db, pairId, targetPath).select('message.digest').where('message.state', '=', 'copied').where('message.target_uid', 'is', null).where('message.digest', 'is not', null).execute();
+  const out = new Map<Digest, number>();
+  for (const r of rows) out.set(r.digest!, (out.get(r.digest!) ?? 0) + 1);
+  return out;
 }
 
 export async function skippedMessages(db: Db, pairId: number): Promise<(MessageRow & { source_path: string })[]> {

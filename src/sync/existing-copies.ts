@@ -24,15 +24,16 @@
  * are offered: the lanes may already be appending to the folder (from another source
  * folder mapped to it), and a copy they just made, its APPENDUID not yet journaled, must
  * never be taken for an older one. On a target without UIDPLUS (RFC 4315) the journal
- * has no target UIDs, so ours cannot be told from others' and nothing is offered.
+ * has no target UIDs for its copies, so they are told from others' by count: of the
+ * target messages with one digest, as many as the journal has copies of it are ours.
  */
 import type { ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { withWatchdog } from '../imap/imapflow-session.js';
-import { hasCopiesWithoutUid, targetUidsOfTargetFolder } from '../store/journal.js';
+import { copiesWithoutUid, targetUidsOfTargetFolder } from '../store/journal.js';
 import type { Database, MessageRow } from '../store/schema.js';
-import type { ContentHasher, Digest } from './content-digest.js';
+import { algorithmOf, type ContentHasher, type Digest } from './content-digest.js';
 import type { MessageMeta } from './folder-work.js';
 import type { TargetFolder } from './target-folder.js';
 import { listTargetMessages, readTargetBodies, type TargetListed } from './target-messages.js';
@@ -46,6 +47,8 @@ export class ExistingCopies {
   readonly orphans = new Map<Digest, MessageRow[]>();
   private unclaimed: TargetListed[] | undefined;
   private readonly read = new Set<number>();
+  /** The journal's copies here without a target UID, by digest, still to be told apart. */
+  private ours = new Map<Digest, number>();
   /** How many target messages were found and offered. */
   offered = 0;
 
@@ -61,7 +64,8 @@ export class ExistingCopies {
     const path = this.folder.path;
     if (this.unclaimed === undefined) {
       this.unclaimed = [];
-      if (this.folder.uidNextAtStart <= 1 || (await hasCopiesWithoutUid(args.db, args.pairId, path))) return;
+      if (this.folder.uidNextAtStart <= 1) return;
+      this.ours = await copiesWithoutUid(args.db, args.pairId, path);
       const claimed = await targetUidsOfTargetFolder(args.db, args.pairId, path);
       const box = await withWatchdog(target, stallMs, `opening ${path} on the target`, () => target.mailboxOpen(path, { readOnly: true }));
       if (Number(box.uidValidity) !== this.folder.uidValidity || box.exists === 0) return;
@@ -73,9 +77,17 @@ export class ExistingCopies {
     args.log.info({ folder: path, messages: wanted.length }, 'the target folder already holds messages this journal did not copy: reading those of matching size, so that none is copied twice');
     await withWatchdog(target, stallMs, `opening ${path} on the target`, () => target.mailboxOpen(path, { readOnly: true }));
     const byUid = new Map(wanted.map((m) => [m.uid, m]));
+    const algorithms = [...new Set([args.hasher.preferred, ...[...this.ours.keys()].map(algorithmOf)])];
     await readTargetBodies(target, wanted, stallMs, (uid, source) => {
       const m = byUid.get(uid)!;
-      const digest = args.hasher.digestsOf(source, [args.hasher.preferred])[0]!;
+      const digests = args.hasher.digestsOf(source, algorithms);
+      // One of the journal's own copies made without an APPENDUID: not offered.
+      const mine = digests.find((d) => (this.ours.get(d) ?? 0) > 0);
+      if (mine !== undefined) {
+        this.ours.set(mine, this.ours.get(mine)! - 1);
+        return;
+      }
+      const digest = digests[0]!;
       const list = this.orphans.get(digest) ?? [];
       list.push({
         folder_id: 0,

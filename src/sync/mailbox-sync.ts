@@ -394,9 +394,10 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
             emit();
             continue;
           }
-          if (row.source_uidvalidity === null && work.toCopy.length > 0 && work.orphans.size === 0) {
-            // Never synced into this target folder by this journal: whatever is there may
-            // be this mailbox's mail already (existing-copies.ts).
+          if ((row.source_uidvalidity === null || widened) && work.toCopy.length > 0 && work.orphans.size === 0) {
+            // Never synced into this target folder by this journal, or listed again from
+            // its start for messages an earlier cut-off passed by: whatever is there may be
+            // this mailbox's mail already (existing-copies.ts).
             let found = existing.get(tf.path);
             if (!found) existing.set(tf.path, (found = new ExistingCopies(tf)));
             work.orphans = found.orphans;
