@@ -29,7 +29,7 @@ import { checkTargetSession } from '../src/auth/target-check.js';
 import { compareFingerprints, type MailboxFingerprint } from '../src/auth/fingerprint.js';
 import { resolveSourceLogin, SourceLoginCache, type ResolvedSourceLogin } from '../src/auth/resolve.js';
 import type { ImapEndpoint } from '../src/imap/endpoint.js';
-import { ImapAuthError, ImapConnectError } from '../src/imap/errors.js';
+import { credentialAccepted, ImapAuthError, ImapConnectError } from '../src/imap/errors.js';
 import { RawConnection, quoteString } from '../src/imap/raw-connection.js';
 import { type CorpusFolder, generateCorpus, loadCorpus } from '../src/lab/corpus.js';
 import { type DovecotServer, dovecotBinary, startDovecot } from '../src/lab/dovecot.js';
@@ -537,6 +537,20 @@ describe('admin logins against Dovecot', { skip: noDovecot }, () => {
     assert.equal(ok.check, 'differs');
     assert.equal(again.check, 'differs');
     await assert.rejects(resolveSourceLogin(ignoring.endpoint(), 'alice*admin', ADMIN_PW, { cache }), ImpersonationError);
+  });
+
+  test('a missing user with the right admin password is told from a wrong admin password (RFC 5530 codes)', async () => {
+    await assert.rejects(resolveSourceLogin(masters.endpoint(), 'nobody-here*admin', ADMIN_PW), (err: unknown) => {
+      assert.ok(err instanceof SourceLoginError, String(err));
+      assert.equal(err.code, 'AUTHORIZATIONFAILED');
+      assert.ok(credentialAccepted(err), 'the admin credential itself was accepted');
+      return true;
+    });
+    await assert.rejects(resolveSourceLogin(masters.endpoint(), 'alice*admin', 'wrong-Secret-0815'), (err: unknown) => {
+      assert.ok(err instanceof SourceLoginError, String(err));
+      assert.ok(!credentialAccepted(err), 'a wrong admin password is refused');
+      return true;
+    });
   });
 
   test('a wrong admin password is an ImapAuthError naming the user, never the password', async () => {

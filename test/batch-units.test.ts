@@ -72,7 +72,7 @@ test('one admin credential: tried row by row until it works, and not after three
   const refuse = (line: number) => async () => {
     tried.push(line);
     await new Promise((r) => setTimeout(r, 5));
-    return { check: { ok: false as const, error: 'Authentication failed' }, refused: true };
+    return { check: { ok: false as const, error: 'Authentication failed' }, credential: 'refused' as const };
   };
   const results = await Promise.all([2, 3, 4, 5, 6, 7].map((line) => wrong.attempt(line, refuse(line))));
   assert.deepEqual(tried, [2, 3, 4], 'three logins, one at a time, then none');
@@ -89,7 +89,10 @@ test('one admin credential: tried row by row until it works, and not after three
     most = Math.max(most, ++running);
     await new Promise((r) => setTimeout(r, 5));
     running--;
-    return line <= 3 ? { check: { ok: false as const, error: 'Authorization failed' }, refused: true } : { check: { ok: true as const, detail: 'plain' }, refused: false };
+    // Line 2's user does not exist (the admin's password was right: AUTHORIZATIONFAILED);
+    // line 3 is refused outright; from line 4 on they work.
+    if (line === 2) return { check: { ok: false as const, error: 'Authorization failed' }, credential: 'accepted' as const };
+    return line === 3 ? { check: { ok: false as const, error: 'Authentication failed' }, credential: 'refused' as const } : { check: { ok: true as const, detail: 'plain' }, credential: 'accepted' as const };
   };
   const good1 = await Promise.all([2, 3, 4].map((line) => good.attempt(line, row(line))));
   assert.deepEqual(good1.map((r) => r.ok), [false, false, true]);

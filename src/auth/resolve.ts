@@ -177,6 +177,7 @@ export async function resolveSourceLogin(
   }
 
   const failures: string[] = [];
+  const codes = new Set<string>();
   let kept: ImapFlow | undefined;
   for (const attempt of plan) {
     let result: ResolvedSourceLogin;
@@ -197,6 +198,7 @@ export async function resolveSourceLogin(
       // checks' own errors) is final.
       if (!(err instanceof ImapAuthError) || err instanceof SourceLoginError) throw err;
       failures.push(`${describeAttempt(cred, attempt)}: ${serverReason(err)}`);
+      if (err.code) codes.add(err.code);
       log?.debug({ method: attempt.method }, 'source login refused');
       continue;
     }
@@ -206,7 +208,11 @@ export async function resolveSourceLogin(
   const text = scrubSecrets(failures.join('; '), [password]);
   const admin = adminOf(cred);
   const hint = admin === null ? '' : ` (the password is ${admin}'s; check it, and that ${admin} may open ${mailboxUser}'s mailbox)`;
-  throw new SourceLoginError(`cannot log in to ${mailboxUser}'s mailbox at ${where}: ${text}${hint}`, mailboxUser, plan.map((a) => a.method).join(', '));
+  const refusal = new SourceLoginError(`cannot log in to ${mailboxUser}'s mailbox at ${where}: ${text}${hint}`, mailboxUser, plan.map((a) => a.method).join(', '));
+  // One attempt that got as far as authorization proves the admin's password right.
+  if (codes.has('AUTHORIZATIONFAILED')) refusal.code = 'AUTHORIZATIONFAILED';
+  else if (codes.size === 1) refusal.code = [...codes][0]!;
+  throw refusal;
 }
 
 /** The admin's own mailbox, or null when the admin cannot log in alone. */

@@ -21,8 +21,12 @@ export class AdminGate {
 
   constructor(private readonly what: string) {}
 
-  /** Runs `tryIt` for the row on `line` under the rules above; it says whether a failure was a refused login (not, say, a lost connection). */
-  async attempt(line: number, tryIt: () => Promise<{ check: SideCheck; refused: boolean }>): Promise<SideCheck> {
+  /**
+   * Runs `tryIt` for the row on `line` under the rules above. It says what the attempt
+   * proved of the credential: `accepted` (the login worked, or was refused only for acting
+   * as that user: RFC 5530 AUTHORIZATIONFAILED), `refused`, or nothing (a lost connection).
+   */
+  async attempt(line: number, tryIt: () => Promise<{ check: SideCheck; credential: 'accepted' | 'refused' | 'unknown' }>): Promise<SideCheck> {
     if (this.works) return (await tryIt()).check;
     let release!: () => void;
     const turn = new Promise<void>((resolve) => (release = resolve));
@@ -42,9 +46,9 @@ export class AdminGate {
             'trying it for every row could lock the admin account out. Check that password, then run check-logins again',
         };
       }
-      const { check, refused } = await tryIt();
-      if (check.ok) this.works = true;
-      else if (refused) this.refusedLines.push(line);
+      const { check, credential } = await tryIt();
+      if (credential === 'accepted') this.works = true;
+      else if (credential === 'refused') this.refusedLines.push(line);
       return check;
     } finally {
       release();

@@ -8,7 +8,7 @@ import { resolveSourceLogin, SourceLoginCache } from '../auth/source-login.js';
 import { adminOf, parseSourceUserName } from '../auth/credentials.js';
 import { scrubSecrets } from '../auth/errors.js';
 import { checkTargetSession } from '../auth/target-check.js';
-import { ImapAuthError } from '../imap/errors.js';
+import { credentialAccepted, ImapAuthError } from '../imap/errors.js';
 import { AdminGate } from './admin-gate.js';
 import { targetLogin } from '../endpoint/target-login.js';
 import { decryptSecret, type SecretKey } from '../secrets/index.js';
@@ -57,8 +57,12 @@ export async function checkLogins(store: Store, batch: BatchRow, opts: { key: Se
   return pooled(rows, limit, async (r): Promise<LoginCheck> => {
     const password = decryptSecret(opts.key, r.password_enc);
     const secrets = [password, adminPassword];
-    const fail = (err: unknown) => ({ check: { ok: false as const, error: scrubSecrets((err as Error)?.message ?? String(err), secrets) }, refused: err instanceof ImapAuthError });
-    const trySource = async (): Promise<{ check: SideCheck; refused: boolean }> => {
+    const fail = (err: unknown) => ({
+      check: { ok: false as const, error: scrubSecrets((err as Error)?.message ?? String(err), secrets) },
+      credential: credentialAccepted(err) ? ('accepted' as const) : err instanceof ImapAuthError ? ('refused' as const) : ('unknown' as const),
+    });
+    type Tried = { check: SideCheck; credential: 'accepted' | 'refused' | 'unknown' };
+    const trySource = async (): Promise<Tried> => {
       try {
         const resolved = await resolveSourceLogin(imapEndpointOf(source), r.user_name, password, {
           userRoot: r.user_root ?? undefined,
@@ -66,16 +70,16 @@ export async function checkLogins(store: Store, batch: BatchRow, opts: { key: Se
           cache,
           ...(opts.logger ? { logger: opts.logger } : {}),
         });
-        return { check: { ok: true, detail: `${resolved.method} (${resolved.check})` }, refused: false };
+        return { check: { ok: true, detail: `${resolved.method} (${resolved.check})` }, credential: 'accepted' };
       } catch (err) {
         return fail(err);
       }
     };
-    const tryTarget = async (): Promise<{ check: SideCheck; refused: boolean }> => {
+    const tryTarget = async (): Promise<Tried> => {
       try {
         // Logs in as the user and looks: the session must be the user's, not the admin's own (target-check.ts).
         const verdict = await checkTargetSession(imapEndpointOf(target), targetLogin(adminUser, adminPassword, impersonationOf(target), r.email_address), r.email_address, adminUser, opts.logger ? { logger: opts.logger } : {});
-        return { check: { ok: true, detail: `${adminUser} as ${r.email_address} (${verdict})` }, refused: false };
+        return { check: { ok: true, detail: `${adminUser} as ${r.email_address} (${verdict})` }, credential: 'accepted' };
       } catch (err) {
         return fail(err);
       }

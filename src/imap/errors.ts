@@ -13,6 +13,18 @@ export class ImapAuthError extends Error {
   override name = 'ImapAuthError';
   /** Which side of a migration refused, when the caller said (SessionOptions.side). */
   side?: 'source' | 'target';
+  /** The server's response code (RFC 5530), e.g. AUTHENTICATIONFAILED, AUTHORIZATIONFAILED. */
+  code?: string;
+}
+
+/**
+ * Whether a refusal still proves the credential right: AUTHORIZATIONFAILED (RFC 5530 §3)
+ * says the authentication succeeded and only acting as that user was refused (a user that
+ * does not exist, an admin without rights to that mailbox). Counting it against an admin's
+ * password would block a good admin over a few missing users.
+ */
+export function credentialAccepted(err: unknown): boolean {
+  return err instanceof ImapAuthError && err.code === 'AUTHORIZATIONFAILED';
 }
 
 /** An established session broke (dropped connection, watchdog timeout): retryable. */

@@ -88,7 +88,7 @@ export async function openSession(opts: SessionOptions): Promise<ImapFlow> {
       // the text differ from one attempt to the next; the RFC 5530 code says more, in words.
       const text = (e.responseText ?? e.message ?? 'authentication failed').replace(/\s*\[[^\]\s]*:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]\s*$/, '');
       const why = explainAuthCode(e.serverResponseCode);
-      throw Object.assign(new ImapAuthError(`login failed for ${describe(opts)}: ${text}${why ? ` (${why})` : ''}`), opts.side ? { side: opts.side } : {});
+      throw Object.assign(new ImapAuthError(`login failed for ${describe(opts)}: ${text}${why ? ` (${why})` : ''}`), opts.side ? { side: opts.side } : {}, e.serverResponseCode ? { code: e.serverResponseCode } : {});
     }
     throw new ImapConnectError(`cannot connect to ${opts.endpoint.host}:${opts.endpoint.port} (${opts.endpoint.tls === 'implicit' ? 'implicit TLS' : opts.endpoint.tls === 'starttls' ? 'STARTTLS' : 'no TLS'}): ${connectFailure(err, opts.endpoint)}`);
   }

@@ -62,7 +62,7 @@ export class ImapAuthError extends SharedAuthError {
     /** The server's response text (already scrubbed of the password), if it answered. */
     readonly serverText?: string,
     /** The response code, e.g. `AUTHENTICATIONFAILED` (RFC 5530), upper-case. */
-    readonly code?: string,
+    override readonly code?: string,
   ) {
     super(message);
     this.name = 'ImapAuthError';

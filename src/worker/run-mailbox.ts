@@ -4,7 +4,7 @@
  * admin credential) and handed to the engine.
  */
 import { checkTargetSession } from '../auth/target-check.js';
-import { ImapAuthError } from '../imap/errors.js';
+import { credentialAccepted, ImapAuthError } from '../imap/errors.js';
 import { CredentialBreaker, credentialKey } from './credential-breaker.js';
 import type { Logger } from 'pino';
 import { decryptSecret, type SecretKey } from '../secrets/index.js';
@@ -69,7 +69,9 @@ export function engineRunner(opts: RunnerOptions): MailboxRunner {
     const log = opts.logger.child({ batch: batch.name, mailbox: mailbox.email_address, kind: job.claim.kind });
     // The login check's session is the sync's first source session (one login less per run).
     const ctx = { source, target, key: opts.secretKey, loginCache, breaker, logger: log, keepSourceSession: true, ...(opts.stallMs ? { stallMs: opts.stallMs } : {}) };
+    const adminKey = targetCredentialKey(target, opts.secretKey);
     return withMailboxSides(ctx, mailbox, async (sides) => {
+      breaker.check(adminKey, `the target admin login "${target.admin_user}"`);
       const syncOptions: SyncOptions = {
         ...sides,
         // SPEC §4: the batch's excluded or only-these folders, and "only messages received after a date".
@@ -77,11 +79,14 @@ export function engineRunner(opts: RunnerOptions): MailboxRunner {
         connections: opts.connections,
         ...(opts.stallMs ? { stallMs: opts.stallMs } : {}),
         logger: log,
-        onProgress: control.onProgress,
+        onProgress: (p) => {
+          // Past 'connecting', the target admin's login has worked (credential-breaker.ts).
+          if (p.phase !== 'connecting') breaker.succeeded(adminKey);
+          control.onProgress(p);
+        },
         signal: control.signal,
       };
-      const adminKey = targetCredentialKey(target, opts.secretKey);
-      breaker.check(adminKey, `the target admin login "${target.admin_user}"`);
+
       let summary: SyncSummary;
       try {
         // Before a mailbox's first copy: its target session must be the user's mailbox, not
@@ -91,7 +96,8 @@ export function engineRunner(opts: RunnerOptions): MailboxRunner {
         }
         summary = await syncMailbox(opts.store, syncOptions);
       } catch (err) {
-        if (err instanceof ImapAuthError && err.side === 'target') breaker.refused(adminKey, mailbox.email_address);
+        if (credentialAccepted(err)) breaker.succeeded(adminKey);
+        else if (err instanceof ImapAuthError && err.side === 'target') breaker.refused(adminKey, mailbox.email_address);
         throw err;
       }
       breaker.succeeded(adminKey);
