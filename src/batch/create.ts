@@ -2,6 +2,7 @@
  * `batch create`: a migration file, checked exactly as `csv check` does plus "no address
  * already in another batch", stored with every password encrypted, in one transaction.
  */
+import { addressKey } from '../csv/address.js';
 import { validateMigrationFile, type ValidationResult } from '../csv/index.js';
 import { encryptSecret, type SecretKey } from '../secrets/index.js';
 import { findEndpoint } from '../store/endpoints.js';
@@ -51,7 +52,7 @@ export async function createBatch(store: Store, input: NewBatch, key: SecretKey,
   const rows = validation.rows.map((r) => ({
     line: r.line,
     email_address: r.emailAddress,
-    email_key: r.emailAddress.toLowerCase(),
+    email_key: addressKey(r.emailAddress),
     user_name: r.userName,
     password_enc: encryptSecret(key, r.password),
     user_root: r.userRoot ?? null,

@@ -7,6 +7,7 @@
  * deleted batch at its next heartbeat, abandons the sync and gives the mailbox back in
  * the state the batch now asks for (src/worker/lease.ts `release`).
  */
+import { addressKey } from '../csv/address.js';
 import type { ExpressionBuilder } from 'kysely';
 import type { Store } from '../store/open.js';
 import type { BatchRow, Database } from '../store/schema.js';
@@ -125,7 +126,7 @@ export function retryMailboxes(store: Store, name: string, user?: string): Promi
     const b = await mustLock(tx, store.dialect, name);
     mustBeRunning(b, 'retry mailboxes of');
     let q = tx.selectFrom('batch_mailbox').select(['id', 'email_address', 'status']).where('batch_id', '=', b.id);
-    q = user !== undefined ? q.where('email_key', '=', user.trim().toLowerCase()) : q.where('status', '=', 'Failed');
+    q = user !== undefined ? q.where('email_key', 'in', [user.trim().toLowerCase(), addressKey(user.trim())]) : q.where('status', '=', 'Failed');
     const rows = await q.execute();
     if (user !== undefined && rows.length === 0) throw new BatchError(`batch "${name}" has no mailbox ${user}`);
     if (rows.length > 0) {

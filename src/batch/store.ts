@@ -1,5 +1,6 @@
 /** Batch and batch-mailbox queries that several modules share. Queries only; lifecycle.ts decides. */
 import type { Kysely } from 'kysely';
+import { addressKey } from '../csv/address.js';
 import type { BatchRow, Database } from '../store/schema.js';
 import { BatchError } from './errors.js';
 import { emptyCounts, MAILBOX_STATUSES, type StatusCounts } from './status.js';
@@ -33,7 +34,9 @@ const CHUNK = 500;
 /** Of these addresses, those already in some batch other than `exceptBatchId` (every batch that exists is active until deleted). */
 export async function addressesInBatches(db: Db, addresses: readonly string[], exceptBatchId?: number): Promise<Set<string>> {
   const found = new Set<string>();
-  const byKey = new Map(addresses.map((a) => [a.toLowerCase(), a]));
+  // Keys are addressKey (csv/address.ts); rows stored before it was used hold the plain
+  // lower case, which differs only for non-ASCII addresses: both are looked for.
+  const byKey = new Map(addresses.flatMap((a) => [[a.toLowerCase(), a] as const, [addressKey(a), a] as const]));
   const keys = [...byKey.keys()];
   for (let i = 0; i < keys.length; i += CHUNK) {
     let q = db.selectFrom('batch_mailbox').select('email_key').where('email_key', 'in', keys.slice(i, i + CHUNK));

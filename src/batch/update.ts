@@ -12,6 +12,7 @@
  * address are added as mailboxes that have never synced. Mailboxes of the batch that the
  * file does not list are left as they are: the file may hold only the rows to fix.
  */
+import { addressKey } from '../csv/address.js';
 import { validateMigrationFile, type ValidationResult } from '../csv/index.js';
 import { decryptSecret, encryptSecret, type SecretKey } from '../secrets/index.js';
 import type { Store } from '../store/open.js';
@@ -50,12 +51,13 @@ export async function updateBatch(store: Store, name: string, csv: Buffer, key: 
   const validation = await validateMigrationFile(csv, { alreadyInActiveBatch: (addresses) => addressesInBatches(store.db, addresses, batch.id) });
   if (!validation.valid) return { updated: false, validation };
 
-  const existing = new Map((await store.db.selectFrom('batch_mailbox').select(['id', 'email_key', 'user_name', 'password_enc', 'user_root']).where('batch_id', '=', batch.id).execute()).map((m) => [m.email_key, m]));
-  const changes: { id: number; address: string; set: { line: number; user_name: string; password_enc: string; user_root: string | null } }[] = [];
+  // By addressKey (case, Unicode form, IDN and its xn-- form), as the file's own duplicate check.
+  const existing = new Map((await store.db.selectFrom('batch_mailbox').select(['id', 'email_address', 'user_name', 'password_enc', 'user_root']).where('batch_id', '=', batch.id).execute()).map((m) => [addressKey(m.email_address), m]));
+  const changes: { id: number; address: string; set: { user_name: string; password_enc: string; user_root: string | null } }[] = [];
   const additions: NewBatchMailboxRow[] = [];
   let unchanged = 0;
   for (const r of validation.rows) {
-    const emailKey = r.emailAddress.toLowerCase();
+    const emailKey = addressKey(r.emailAddress);
     const userRoot = r.userRoot ?? null;
     const m = existing.get(emailKey);
     if (!m) {
@@ -63,12 +65,13 @@ export async function updateBatch(store: Store, name: string, csv: Buffer, key: 
       const fresh = freshMailbox(batch.state === 'Running' ? now : null);
       additions.push({ ...fresh, ...(batch.state === 'Stopped' ? { status: 'Stopped' as const } : {}), batch_id: batch.id, line: r.line, email_address: r.emailAddress, email_key: emailKey, user_name: r.userName, password_enc: encryptSecret(key, r.password), user_root: userRoot });
     } else if (m.user_name !== r.userName || m.user_root !== userRoot || !sameSecret(key, m.password_enc, r.password)) {
-      changes.push({ id: m.id, address: r.emailAddress, set: { line: r.line, user_name: r.userName, password_enc: encryptSecret(key, r.password), user_root: userRoot } });
+      // Its line stays the one of the batch's own file: check-logins and reports name it so.
+      changes.push({ id: m.id, address: m.email_address, set: { user_name: r.userName, password_enc: encryptSecret(key, r.password), user_root: userRoot } });
     } else {
       unchanged++;
     }
   }
-  const listed = new Set(validation.rows.map((r) => r.emailAddress.toLowerCase()));
+  const listed = new Set(validation.rows.map((r) => addressKey(r.emailAddress)));
   try {
     await writeTx(store, async (tx) => {
       for (const c of changes) {

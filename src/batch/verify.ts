@@ -8,6 +8,7 @@
  * mailbox syncing at that moment may show messages missing that are on their way, which
  * the output says.
  */
+import { addressKey } from '../csv/address.js';
 import type { Logger } from 'pino';
 import type { Store } from '../store/open.js';
 import type { BatchMailboxRow, BatchRow } from '../store/schema.js';
@@ -64,7 +65,7 @@ export async function verifyBatch(store: Store, batch: BatchRow, opts: VerifyBat
   const source = await store.db.selectFrom('endpoint').selectAll().where('id', '=', batch.endpoint_id).executeTakeFirstOrThrow();
   const target = await store.db.selectFrom('endpoint').selectAll().where('id', '=', batch.target_id).executeTakeFirstOrThrow();
   let q = store.db.selectFrom('batch_mailbox').selectAll().where('batch_id', '=', batch.id).orderBy('line');
-  if (opts.user !== undefined) q = q.where('email_key', '=', opts.user.toLowerCase());
+  if (opts.user !== undefined) q = q.where('email_key', 'in', [opts.user.trim().toLowerCase(), addressKey(opts.user.trim())]);
   const rows: BatchMailboxRow[] = await q.execute();
   const ctx = { source, target, key: opts.key, loginCache: new SourceLoginCache(), logger: opts.logger };
   const scope = batchScope(batch);

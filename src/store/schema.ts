@@ -179,7 +179,7 @@ export interface BatchMailboxTable {
   line: number;
   /** The target mailbox and its login there (through the target's admin credential). */
   email_address: string;
-  /** Lower-cased email_address; unique across all batches (no address in two batches at once). */
+  /** email_address as csv/address.ts addressKey makes it (lower case; NFC local part and ASCII (xn--) domain for non-ASCII addresses); unique across all batches (no mailbox in two batches at once). Rows stored before hold the plain lower case. */
   email_key: string;
   /** The source login, or a SPEC §2 admin-credential string. */
   user_name: string;
