@@ -137,17 +137,20 @@ async function readFolder(client: ImapFlow, path: string, content: boolean, stal
 function pairEntries(sourceEntries: readonly Entry[], targetEntries: readonly Entry[]): Map<Entry, Entry> {
   const taken = new Set<Entry>();
   const matched = new Map<Entry, Entry>();
-  for (const pass of [0, 1, 2] as const) {
+  // First identity and flags together: identical messages with different flags (one read,
+  // one not) pair with their own copies, so flags are not called different when they are not.
+  const keyOf = (e: Entry, pass: -1 | 0 | 1 | 2): string | null => (pass === -1 ? `${e.keys[0]}|${e.flags}` : e.keys[pass]);
+  for (const pass of [-1, 0, 1, 2] as const) {
     const pool = new Map<string, Entry[]>();
     for (const t of targetEntries) {
-      const k = t.keys[pass];
+      const k = keyOf(t, pass);
       if (k === null || taken.has(t)) continue;
       const list = pool.get(k);
       if (list) list.push(t);
       else pool.set(k, [t]);
     }
     for (const e of sourceEntries) {
-      const k = e.keys[pass];
+      const k = keyOf(e, pass);
       if (matched.has(e) || k === null) continue;
       const t = pool.get(k)?.shift();
       if (!t) continue;
@@ -249,7 +252,9 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
         flagDifferences,
         dateDifferences,
         changedCopies,
-        duplicates: targetEntries.filter((t) => !paired.has(t) && sourceKeys.has(t.keys[0])).length,
+        // Without --content only a message with a Message-ID (keys[1]) is identified well
+        // enough to be called a duplicate: two without one may just share size and date.
+        duplicates: targetEntries.filter((t) => !paired.has(t) && t.keys[1] !== null && sourceKeys.has(t.keys[0])).length,
         missingItems,
       });
     }
