@@ -23,26 +23,36 @@ export function progressView(enabled: boolean): ProgressView {
   const bar = new cliProgress.SingleBar(
     {
       stream: process.stderr,
-      format: '{phase} [{bar}] {percentage}% | folders {folders} | {value}/{total} msgs | {mb}/{totalMb} MB | {rate} msg/s | ETA {eta_text}',
+      format: '{phase} [{bar}] {pct} | folders {folders} | {value}/{total} msgs | {mb}/{totalMb} MB | {rate} msg/s | ETA {eta_text}',
       hideCursor: true,
       fps: 5,
       etaBuffer: 50,
     },
     cliProgress.Presets.shades_classic,
   );
-  const started = Date.now();
+  // Rates count from the first copied message: folder creation and the scan before it
+  // would otherwise make the first minutes' rate (and ETA) absurd.
+  let copyingSince: { at: number; copied: number; bytes: number } | null = null;
   let running = false;
   return {
     update(p) {
-      const elapsed = (Date.now() - started) / 1000;
-      const rate = elapsed > 0 ? p.copied / elapsed : 0;
+      if (copyingSince === null && p.copied > 0) copyingSince = { at: Date.now(), copied: p.copied, bytes: p.copiedBytes };
+      const elapsed = copyingSince ? (Date.now() - copyingSince.at) / 1000 : 0;
+      const rate = elapsed > 0.3 ? (p.copied - copyingSince!.copied) / elapsed : 0;
+      const byteRate = elapsed > 0.3 ? (p.copiedBytes - copyingSince!.bytes) / elapsed : 0;
+      // Until every folder is scanned the totals only grow: the share done and the time
+      // left are lower bounds, and said to be.
+      const scanning = p.foldersScanned < p.foldersTotal;
+      const left = byteRate > 0 ? (p.toCopyBytes - p.copiedBytes) / byteRate : rate > 0 ? (p.toCopy - p.copied) / rate : NaN;
+      const pct = p.toCopy > 0 ? Math.floor((100 * p.copied) / p.toCopy) : 0;
       const payload = {
         phase: p.phase.padEnd(10),
         folders: `${p.foldersScanned}/${p.foldersTotal}`,
         mb: (p.copiedBytes / 1048576).toFixed(1),
         totalMb: (p.toCopyBytes / 1048576).toFixed(1),
         rate: rate.toFixed(0),
-        eta_text: rate > 0 ? formatDuration((p.toCopy - p.copied) / rate) : '--',
+        pct: scanning ? `${pct}% of those scanned` : `${pct}%`,
+        eta_text: Number.isFinite(left) ? (scanning ? `> ${formatDuration(left)} (scanning)` : formatDuration(left)) : '--',
       };
       if (!running) {
         bar.start(Math.max(p.toCopy, 1), p.copied, payload);

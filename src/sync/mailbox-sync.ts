@@ -256,6 +256,9 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
       return { mappings, counts: statusCounts, found: sum(statusCounts), flagsUpdated: 0, dryRunToCopy: await dryRunCount(db, pairId, selectable, srcStatus), failedFolders };
     }
     const pid = pairId!;
+    // Creating thousands of folders takes a while on some servers: said, not shown as 'listing'.
+    progress.phase = 'creating';
+    emit();
     const { created, refused } = await createMissingFolders(opts.target, mappings, tgtView, stallMs);
     if (refused.size) {
       // One folder the target cannot hold (a name it refuses, too deep a path) is that

@@ -1,6 +1,6 @@
 /** What a running sync reports, for the CLI progress bar and later the service's status. */
 
-export type SyncPhase = 'connecting' | 'listing' | 'recovering' | 'scanning' | 'copying' | 'flags' | 'done';
+export type SyncPhase = 'connecting' | 'listing' | 'creating' | 'recovering' | 'scanning' | 'copying' | 'flags' | 'done';
 
 export interface SyncProgress {
   phase: SyncPhase;
