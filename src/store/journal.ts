@@ -112,10 +112,30 @@ export async function journaledBelow(db: Db, folderId: number, uid: number): Pro
  * The folder's rows in these states with source UIDs in [1, below), in UID order, a page
  * at a time: a folder of 150,000 messages is never held whole.
  */
-export async function* journalPages(db: Db, folderId: number, below: number, states: readonly MessageState[], pageSize = 5000): AsyncGenerator<MessageRow[]> {
+export function journalPages(db: Db, folderId: number, below: number, states: readonly MessageState[], pageSize = 5000): AsyncGenerator<MessageRow[]> {
+  return pages(pageSize, (after) => db.selectFrom('message').selectAll().where('folder_id', '=', folderId).where('source_uid', '>', after).where('source_uid', '<', below).where('state', 'in', [...states]).orderBy('source_uid').limit(pageSize).execute());
+}
+
+/** The same for the flag pass: copied rows, with only what it compares. */
+export function copiedFlagPages(db: Db, folderId: number, below: number, pageSize: number): AsyncGenerator<(KnownRow & { source_uid: number })[]> {
+  return pages(pageSize, (after) =>
+    db
+      .selectFrom('message')
+      .select(['source_uid', 'state', 'skip_kind', 'size', 'flags', 'target_uid'])
+      .where('folder_id', '=', folderId)
+      .where('source_uid', '>', after)
+      .where('source_uid', '<', below)
+      .where('state', '=', 'copied')
+      .orderBy('source_uid')
+      .limit(pageSize)
+      .execute(),
+  );
+}
+
+async function* pages<T extends { source_uid: number }>(pageSize: number, read: (after: number) => Promise<T[]>): AsyncGenerator<T[]> {
   let after = 0;
   for (;;) {
-    const page = await db.selectFrom('message').selectAll().where('folder_id', '=', folderId).where('source_uid', '>', after).where('source_uid', '<', below).where('state', 'in', [...states]).orderBy('source_uid').limit(pageSize).execute();
+    const page = await read(after);
     if (page.length === 0) return;
     yield page;
     after = page.at(-1)!.source_uid;

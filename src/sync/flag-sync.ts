@@ -14,6 +14,7 @@ import type { Digest } from './content-digest.js';
 import { diffFlags } from './flags.js';
 import type { FlagChange, FolderWork } from './folder-work.js';
 import { type Expected, findOnTarget } from './recovery.js';
+import { reclaimIfGrown } from './reclaim.js';
 import { uidSet } from './uid-set.js';
 
 /**
@@ -57,8 +58,11 @@ async function resolveTargetUids(db: Kysely<Database>, target: ImapFlow, path: s
   if (found.size < expected.length) log.warn({ folder: path, missing: expected.length - found.size }, 'messages to update flags on are no longer on the target');
 }
 
-export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, works: readonly FolderWork[], stallMs: number, log: Logger): Promise<number> {
+export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, works: readonly FolderWork[], stallMs: number, log: Logger): Promise<{ applied: number; deferred: Set<number> }> {
   let applied = 0;
+  // Source folders whose changes could not be applied now: the run must not record their
+  // mod-sequence, or the next run's CHANGEDSINCE would never list those changes again.
+  const deferred = new Set<number>();
   const byTarget = new Map<string, FolderWork[]>();
   for (const w of works) {
     if (!w.flagChanges.length) continue;
@@ -70,6 +74,7 @@ export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, w
     const mailbox = await withWatchdog(target, stallMs, `opening ${path} on the target`, () => target.mailboxOpen(path));
     if (Number(mailbox.uidValidity) !== group[0]!.target.uidValidity) {
       log.warn({ folder: path }, 'target UIDVALIDITY changed; flag changes wait for the next run');
+      for (const w of group) deferred.add(w.row.id);
       continue;
     }
     if (group.some((w) => w.flagChanges.some((c) => c.targetUid === null))) await resolveTargetUids(db, target, path, group, stallMs, log);
@@ -109,6 +114,7 @@ export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, w
       // Not found on the target (targetUid still null): its journaled flags stay as they were.
       for (const w of group) await setFlags(trx, w.row.id, w.flagChanges.filter((c) => c.targetUid !== null).map((c) => ({ sourceUid: c.sourceUid, flags: c.after })));
     });
+    reclaimIfGrown();
   }
-  return applied;
+  return { applied, deferred };
 }

@@ -440,7 +440,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     // Flags, then record what this pass saw so the next run can skip unchanged folders.
     progress.phase = 'flags';
     emit();
-    const flagsUpdated = await applyFlagChanges(db, tgt, works, stallMs, log);
+    const { applied: flagsUpdated, deferred } = await applyFlagChanges(db, tgt, works, stallMs, log);
     const now = Date.now();
     for (const w of works) {
       const s = w.snapshot;
@@ -455,7 +455,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
         source_uidvalidity: s.uidValidity,
         synced_uidnext: Math.max(w.row.synced_uidnext, s.uidNext),
         source_messages: s.messages,
-        source_highestmodseq: s.highestModseq,
+        source_highestmodseq: deferred.has(w.row.id) ? null : s.highestModseq,
         target_uidvalidity: w.target.uidValidity,
         last_synced_at: now,
         // The scan handled every message at or after this run's cut-off, whatever earlier runs used.

@@ -12,10 +12,11 @@ import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
 import { withWatchdog } from '../imap/imapflow-session.js';
 import type { ListedMessage, RawFetcher } from '../imap/raw-fetch.js';
-import { deleteMessages, insertMessages, journaledBelow, journalPages, knownAmong, skippedOf } from '../store/journal.js';
+import { copiedFlagPages, deleteMessages, insertMessages, journaledBelow, journalPages, knownAmong, skippedOf } from '../store/journal.js';
 import type { Database, MessageRow } from '../store/schema.js';
 import { diffFlags, flagsKey } from './flags.js';
 import type { FolderWork } from './folder-work.js';
+import { reclaimIfGrown } from './reclaim.js';
 import { uidSet } from './uid-set.js';
 
 export interface ScanContext {
@@ -116,6 +117,7 @@ async function handleExpunged(ctx: ScanContext, lister: RawFetcher, work: Folder
   const present = new Set((await lister.list(`1:${watermark - 1}`, {})).map((m) => m.uid));
   const goneSkipped: number[] = [];
   for await (const page of journalPages(ctx.db, work.row.id, watermark, ['copied', 'skipped'])) {
+    reclaimIfGrown();
     for (const r of page) {
       if (present.has(r.source_uid)) continue;
       if (r.state === 'skipped') goneSkipped.push(r.source_uid);
@@ -259,16 +261,29 @@ async function scanFlags(ctx: ScanContext, lister: RawFetcher, work: FolderWork,
   if (upTo < 1) return;
   if (changedSince !== null) {
     if (snapshot.highestModseq === changedSince) return;
-    const changed = await lister.list(`1:${upTo}`, { flags: true, changedSince });
-    for (let i = 0; i < changed.length; i += 5000) {
-      const part = changed.slice(i, i + 5000);
-      const known = await knownAmong(ctx.db, row.id, part.map((m) => m.uid));
-      for (const m of part) compare(known.get(m.uid), m);
+    if (snapshot.messages <= CHANGEDSINCE_PAGE) {
+      // One command: what changed is usually a handful of messages.
+      const changed = await lister.list(`1:${upTo}`, { flags: true, changedSince });
+      for (let i = 0; i < changed.length; i += 5000) {
+        const part = changed.slice(i, i + 5000);
+        const known = await knownAmong(ctx.db, row.id, part.map((m) => m.uid));
+        for (const m of part) compare(known.get(m.uid), m);
+      }
+      return;
     }
-    return;
   }
-  for await (const page of journalPages(ctx.db, row.id, upTo + 1, ['copied'])) {
+  // A page of the journal, and the source's flags over the same UID range (with
+  // CHANGEDSINCE only those changed): a "mark all as read" of a huge folder is never
+  // listed at once.
+  const pageSize = changedSince !== null ? CHANGEDSINCE_PAGE : FLAGS_PAGE;
+  for await (const page of copiedFlagPages(ctx.db, row.id, upTo + 1, pageSize)) {
     const byUid = new Map(page.map((r) => [r.source_uid, r]));
-    for (const m of await lister.list(`${page[0]!.source_uid}:${page.at(-1)!.source_uid}`, { flags: true })) compare(byUid.get(m.uid), m);
+    const range = `${page[0]!.source_uid}:${page.at(-1)!.source_uid}`;
+    for (const m of await lister.list(range, { flags: true, ...(changedSince !== null ? { changedSince } : {}) })) compare(byUid.get(m.uid), m);
+    reclaimIfGrown();
   }
 }
+
+/** Messages per flag listing without CONDSTORE, and with it in folders larger than this. */
+const FLAGS_PAGE = 5000;
+const CHANGEDSINCE_PAGE = 10_000;
