@@ -88,6 +88,12 @@ export async function knownAmong(db: Db, folderId: number, sourceUids: readonly 
   return out;
 }
 
+/** The folder's rows at or above this UID (the watermark), by UID. */
+export async function knownFrom(db: Db, folderId: number, fromUid: number): Promise<Map<number, KnownRow>> {
+  const rows = await db.selectFrom('message').select(['source_uid', 'state', 'skip_kind', 'size', 'flags', 'target_uid']).where('folder_id', '=', folderId).where('source_uid', '>=', fromUid).execute();
+  return new Map(rows.map((r) => [r.source_uid, r]));
+}
+
 /** The folder's skipped messages, by UID. */
 export async function skippedOf(db: Db, folderId: number): Promise<Map<number, KnownRow>> {
   const rows = await db.selectFrom('message').select(['source_uid', 'state', 'skip_kind', 'size', 'flags', 'target_uid']).where('folder_id', '=', folderId).where('state', '=', 'skipped').execute();

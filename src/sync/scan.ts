@@ -12,7 +12,7 @@ import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
 import { withWatchdog } from '../imap/imapflow-session.js';
 import type { ListedMessage, RawFetcher } from '../imap/raw-fetch.js';
-import { copiedFlagPages, deleteMessages, insertMessages, journaledBelow, journalPages, knownAmong, skippedOf } from '../store/journal.js';
+import { copiedFlagPages, deleteMessages, insertMessages, journaledBelow, journalPages, knownAmong, knownFrom, skippedOf } from '../store/journal.js';
 import type { Database, MessageRow } from '../store/schema.js';
 import { diffFlags, flagsKey } from './flags.js';
 import type { FolderWork } from './folder-work.js';
@@ -195,13 +195,17 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
   // The journal is read for what this scan needs, never a whole folder of it at once (a
   // folder of 150,000 messages held as one Map pushed a run past 150 MB).
   const retryable = (uid: number, r: Pick<MessageRow, 'state' | 'skip_kind' | 'size'>): boolean => isRetryable(r, ctx.maxMessageSize) && !ctx.skippedInThisRun?.(row.id, uid);
-  const retry = [...(await skippedOf(db, row.id))].filter(([uid, r]) => uid < watermark && retryable(uid, r)).map(([uid]) => uid);
+  const skipped = await skippedOf(db, row.id);
+  const retry = [...skipped].filter(([uid, r]) => uid < watermark && retryable(uid, r)).map(([uid]) => uid);
   if (retry.length) {
     const again = await lister.list(uidSet(retry), query);
     for (const m of again) if (listedInScope(m, ctx.receivedAfter)) listed.push(m);
   }
 
-  const known = await knownAmong(db, row.id, listed.map((m) => m.uid));
+  // What is listed is new (at or above the watermark: journaled only by a run that ended
+  // before it could move the watermark) or a skipped message to retry.
+  const known = await knownFrom(db, row.id, watermark);
+  for (const [uid, r] of skipped) known.set(uid, r);
   const tooLarge: number[] = [];
   for (const m of listed) {
     const k = known.get(m.uid);
