@@ -49,8 +49,6 @@ export class ExistingCopies {
   private readonly read = new Set<number>();
   /** The journal's copies here without a target UID, by digest, still to be told apart. */
   private ours = new Map<Digest, number>();
-  /** How many target messages were found and offered. */
-  offered = 0;
 
   constructor(readonly folder: TargetFolder) {}
 
@@ -104,7 +102,6 @@ export class ExistingCopies {
         subject: null,
       });
       this.orphans.set(digest, list);
-      this.offered++;
     });
     for (const m of wanted) this.read.add(m.uid);
   }
