@@ -6,8 +6,11 @@
  * already has, and a skipped one that is gone is no longer reported.
  */
 import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
-import { env, runCli, syncArgs } from './helpers/cli.js';
+import Database from 'better-sqlite3';
+import { CLI, env, runCli, syncArgs } from './helpers/cli.js';
+import { startRelay } from './helpers/relay.js';
 import { type LabPair, startPair } from './helpers/lab-pair.js';
 import { compareMailboxes, connect, snapshot } from './helpers/mailbox-snapshot.js';
 
@@ -82,5 +85,87 @@ describe('sync: messages the source expunges between runs', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.json?.skipped, 0);
     assert.deepEqual(r.json?.skippedItems, []);
+  });
+});
+
+describe('sync: a run stopped between a flag change on the target and its record', () => {
+  let lab: LabPair;
+
+  before(async () => {
+    lab = await startPair();
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    for (let n = 1; n <= 10; n++) await c.append('INBOX', message(n), ['\\Seen'], new Date(Date.UTC(2021, 0, n)));
+    await c.logout();
+  });
+  after(async () => lab?.stop());
+
+  test('leaves the next run reading the target\u2019s flags, so a change undone on the source is undone there too', async () => {
+    // Every run goes through the relay (the journal is keyed by the target's host:port).
+    // Armed, it kills the sync once its STORE is carried out, before the sync hears so.
+    let child: ChildProcess | undefined;
+    let armed = false;
+    const relay = await startRelay(lab.target.port, {
+      rewrite: (text) => {
+        if (armed && /^\S+ OK .*Store completed/im.test(text)) child?.kill('SIGKILL');
+        return text;
+      },
+    });
+    const sync = () => runCli(['sync', ...syncArgs(lab, lab.db, ['--json'], { targetPort: relay.port })], env(lab));
+    const flagged = async () => (await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('INBOX')!.filter((m) => m.flags.includes('\\Flagged')).length;
+    try {
+      assert.equal((await sync()).status, 0);
+      const src = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+      await src.mailboxOpen('INBOX');
+      await src.messageFlagsAdd('1:3', ['\\Flagged']);
+      armed = true;
+      child = spawn(process.execPath, [CLI, 'sync', ...syncArgs(lab, lab.db, ['--json'], { targetPort: relay.port })], { env: env(lab), stdio: 'ignore' });
+      const [, signal] = await new Promise<[number | null, string | null]>((resolve) => child!.on('exit', (code, sig) => resolve([code, sig])));
+      armed = false;
+      assert.equal(signal, 'SIGKILL', 'the sync was killed after its STORE was carried out');
+      assert.equal(await flagged(), 3, 'the target got the change');
+      // The user takes it back on the source before the next run.
+      await src.messageFlagsRemove('1:3', ['\\Flagged']);
+      await src.logout();
+      const r = await sync();
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(await flagged(), 0, 'the target follows the source again');
+      const v = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'], { targetPort: relay.port })], env(lab));
+      assert.deepEqual((v.json?.folders as { flagDifferences: number }[]).map((f) => f.flagDifferences), [0]);
+    } finally {
+      await relay.stop();
+    }
+  });
+});
+
+describe('sync: a message moved out and back after a run that could not record its end', () => {
+  let lab: LabPair;
+
+  before(async () => {
+    lab = await startPair();
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxCreate('Trash');
+    for (let n = 1; n <= 10; n++) await c.append('INBOX', message(n), [], new Date(Date.UTC(2021, 5, n)));
+    await c.logout();
+  });
+  after(async () => lab?.stop());
+
+  test('is linked to its copy even above the recorded watermark', async () => {
+    const sync = () => runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal((await sync()).json?.copied, 10);
+    // As if that run had been killed after copying everything, before recording the folder
+    // (or as a wider --received-after lists it from UID 1 again): copies above the watermark.
+    const d = new Database(lab.db);
+    d.prepare('update folder set synced_uidnext = 5, source_messages = null').run();
+    d.close();
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxOpen('INBOX');
+    await c.messageMove('8', 'Trash'); // message 8
+    await c.mailboxOpen('Trash');
+    await c.messageMove('1:*', 'INBOX'); // and back, under a new UID
+    await c.logout();
+    const r = await sync();
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual([r.json?.copied, r.json?.alreadyOnTarget], [0, 1]);
+    assert.equal((await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('INBOX')!.length, 10);
   });
 });

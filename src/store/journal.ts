@@ -88,26 +88,20 @@ export async function knownAmong(db: Db, folderId: number, sourceUids: readonly 
   return out;
 }
 
-/** The folder's rows at or above this UID (the watermark), by UID. */
-export async function knownFrom(db: Db, folderId: number, fromUid: number): Promise<Map<number, KnownRow>> {
-  const rows = await db.selectFrom('message').select(['source_uid', 'state', 'skip_kind', 'size', 'flags', 'target_uid']).where('folder_id', '=', folderId).where('source_uid', '>=', fromUid).execute();
-  return new Map(rows.map((r) => [r.source_uid, r]));
-}
-
 /** The folder's skipped messages, by UID. */
 export async function skippedOf(db: Db, folderId: number): Promise<Map<number, KnownRow>> {
   const rows = await db.selectFrom('message').select(['source_uid', 'state', 'skip_kind', 'size', 'flags', 'target_uid']).where('folder_id', '=', folderId).where('state', '=', 'skipped').execute();
   return new Map(rows.map((r) => [r.source_uid, r]));
 }
 
-/** How many source messages below `uid` the journal holds as copied or skipped. */
-export async function journaledBelow(db: Db, folderId: number, uid: number): Promise<number> {
+/** How many source messages with UIDs in [from, below) the journal holds as copied or skipped. */
+export async function journaledBelow(db: Db, folderId: number, below: number, from = 1): Promise<number> {
   const r = await db
     .selectFrom('message')
     .select((eb) => eb.fn.countAll<number | string>().as('n'))
     .where('folder_id', '=', folderId)
-    .where('source_uid', '>', 0)
-    .where('source_uid', '<', uid)
+    .where('source_uid', '>=', Math.max(1, from))
+    .where('source_uid', '<', below)
     .where('state', 'in', ['copied', 'skipped'])
     .executeTakeFirstOrThrow();
   // PostgreSQL returns COUNT(*) as a bigint string.

@@ -11,7 +11,7 @@ import { contentHasher } from '../store/content-key.js';
 import { setFlags, setTargetUids, targetUidsOfTargetFolder } from '../store/journal.js';
 import type { Database } from '../store/schema.js';
 import type { Digest } from './content-digest.js';
-import { diffFlags } from './flags.js';
+import { diffFlags, flagsKey, UNCERTAIN_FLAGS } from './flags.js';
 import type { FlagChange, FolderWork } from './folder-work.js';
 import { type Expected, findOnTarget } from './recovery.js';
 import { reclaimIfGrown } from './reclaim.js';
@@ -58,6 +58,21 @@ async function resolveTargetUids(db: Kysely<Database>, target: ImapFlow, path: s
   if (found.size < expected.length) log.warn({ folder: path, missing: expected.length - found.size }, 'messages to update flags on are no longer on the target');
 }
 
+/**
+ * Copies the journal holds as UNCERTAIN_FLAGS: their flags on the target are read now, and
+ * the change is made from those. A copy no longer on the target gets nothing to do.
+ */
+async function readUncertainFlags(target: ImapFlow, group: readonly FolderWork[], stallMs: number): Promise<void> {
+  const uncertain = group.flatMap((w) => w.flagChanges.filter((c) => c.before === UNCERTAIN_FLAGS && c.targetUid !== null));
+  if (uncertain.length === 0) return;
+  const actual = new Map<number, string>();
+  for (let i = 0; i < uncertain.length; i += 5000) {
+    const uids = uncertain.slice(i, i + 5000).map((c) => c.targetUid!);
+    for (const m of await withWatchdog(target, stallMs, 'reading flags on the target', () => target.fetchAll(uidSet(uids), { uid: true, flags: true }, { uid: true }))) actual.set(m.uid, flagsKey(m.flags));
+  }
+  for (const c of uncertain) c.before = actual.get(c.targetUid!) ?? c.after;
+}
+
 export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, works: readonly FolderWork[], stallMs: number, log: Logger): Promise<{ applied: number; deferred: Set<number> }> {
   let applied = 0;
   // Source folders whose changes could not be applied now: the run must not record their
@@ -78,6 +93,19 @@ export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, w
       continue;
     }
     if (group.some((w) => w.flagChanges.some((c) => c.targetUid === null))) await resolveTargetUids(db, target, path, group, stallMs, log);
+    await readUncertainFlags(target, group, stallMs);
+    // Until every STORE is answered and recorded, the journal cannot say what the target
+    // holds: a run stopped in between, followed by a source that changes the flags back,
+    // would leave the target's for good. So the copies are marked uncertain first (and the
+    // folder's mod-sequence forgotten, so the next run compares them all).
+    await db.transaction().execute(async (trx) => {
+      for (const w of group) {
+        const uncertain = w.flagChanges.filter((c) => c.targetUid !== null).map((c) => ({ sourceUid: c.sourceUid, flags: UNCERTAIN_FLAGS }));
+        if (uncertain.length === 0) continue;
+        await setFlags(trx, w.row.id, uncertain);
+        await trx.updateTable('folder').set({ source_highestmodseq: null }).where('id', '=', w.row.id).execute();
+      }
+    });
     // Group identical changes so one STORE covers many messages.
     const batches = new Map<string, { add: string[]; remove: string[]; uids: number[] }>();
     for (const w of group) {

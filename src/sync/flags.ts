@@ -23,6 +23,15 @@ export function unsendableFlags(flags: Iterable<string> | undefined): string[] {
   return flags ? [...flags].filter((f) => f && !isSendableFlag(f)) : [];
 }
 
+/**
+ * The journal's flags of a copy whose flags on the target are not known: a run recorded it
+ * before sending a flag change, and was stopped before recording the change as done. The
+ * next run reads the target's flags of such a copy instead of trusting the journal. `%`
+ * is an atom-special (RFC 3501 §9): no flag can be it, and normalizeFlags never journals
+ * one (a NUL byte would be as good, but PostgreSQL's text refuses it).
+ */
+export const UNCERTAIN_FLAGS = '%';
+
 export function flagsKey(flags: Iterable<string> | undefined): string {
   return normalizeFlags(flags).join(' ');
 }

@@ -12,9 +12,9 @@ import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
 import { withWatchdog } from '../imap/imapflow-session.js';
 import type { ListedMessage, RawFetcher } from '../imap/raw-fetch.js';
-import { copiedFlagPages, deleteMessages, insertMessages, journaledBelow, journalPages, knownAmong, knownFrom, skippedOf } from '../store/journal.js';
+import { copiedFlagPages, deleteMessages, insertMessages, journaledBelow, journalPages, knownAmong, skippedOf } from '../store/journal.js';
 import type { Database, MessageRow } from '../store/schema.js';
-import { diffFlags, flagsKey } from './flags.js';
+import { diffFlags, flagsKey, UNCERTAIN_FLAGS } from './flags.js';
 import type { FolderWork } from './folder-work.js';
 import { reclaimIfGrown } from './reclaim.js';
 import { uidSet } from './uid-set.js';
@@ -102,24 +102,28 @@ export interface ScanSource {
 /**
  * Journal rows of messages expunged from the source since (RFC 3501 §7.4.1). Whether
  * there are any the counts tell: the journal holds more rows below the watermark than the
- * folder has messages there (`presentBelow`); with a `receivedAfter` cut-off the folder's
- * count includes messages the journal never took in, so the counts cannot tell and the
- * folder is always looked at. Which ones, a UID listing below the watermark tells. A
+ * folder has messages there (`presentBelow`). The counts cannot tell when the journal has
+ * rows from the watermark up (`rowsAbove`: a killed run's copies, or every row when a
+ * wider cut-off lists the folder from UID 1 again), nor with a `receivedAfter` cut-off
+ * (the folder's count includes messages the journal never took in): the folder is then
+ * always looked at. Which ones, a UID listing below UIDNEXT tells. A
  * skipped message that is gone is forgotten: there is nothing left to copy, retry or
  * report. A copied one keeps its row (its copy stays on the target), and while new
  * messages are to be copied it is offered as an orphan: a message that left the folder
  * and came back (deleted to Trash and restored, moved away and back) has a new UID but
  * the same bytes, and is linked to the copy it already has instead of copied twice.
  */
-async function handleExpunged(ctx: ScanContext, lister: RawFetcher, work: FolderWork, watermark: number, presentBelow: number, newMessages: boolean): Promise<void> {
-  if (watermark <= 1 || ctx.dryRun) return;
-  if (ctx.receivedAfter === undefined && (await journaledBelow(ctx.db, work.row.id, watermark)) <= presentBelow) return;
-  const present = new Set((await lister.list(`1:${watermark - 1}`, {})).map((m) => m.uid));
+async function handleExpunged(ctx: ScanContext, lister: RawFetcher, work: FolderWork, counts: { uidNext: number; watermark: number; presentBelow: number; rowsAbove: number }, newMessages: boolean): Promise<void> {
+  const { uidNext, watermark } = counts;
+  if (uidNext <= 1 || ctx.dryRun) return;
+  const mayTell = ctx.receivedAfter === undefined && counts.rowsAbove === 0;
+  if (mayTell && (watermark <= 1 || (await journaledBelow(ctx.db, work.row.id, watermark)) <= counts.presentBelow)) return;
+  const listed = new Set((await lister.list(`1:${uidNext - 1}`, {})).map((m) => m.uid));
   const goneSkipped: number[] = [];
-  for await (const page of journalPages(ctx.db, work.row.id, watermark, ['copied', 'skipped'])) {
+  for await (const page of journalPages(ctx.db, work.row.id, uidNext, ['copied', 'skipped'])) {
     reclaimIfGrown();
     for (const r of page) {
-      if (present.has(r.source_uid)) continue;
+      if (listed.has(r.source_uid)) continue;
       if (r.state === 'skipped') goneSkipped.push(r.source_uid);
       else if (newMessages && r.digest !== null) {
         const list = work.orphans.get(r.digest) ?? [];
@@ -191,7 +195,8 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
     }
     if (announcedUidNext === undefined) snapshot.uidNext = fresh.reduce((next, m) => Math.max(next, m.uid + 1), snapshot.uidNext);
   }
-  await handleExpunged(ctx, lister, work, watermark, snapshot.messages - freshCount, listed.length > 0);
+  const rowsAbove = await journaledBelow(db, row.id, Number.MAX_SAFE_INTEGER, watermark);
+  await handleExpunged(ctx, lister, work, { uidNext: snapshot.uidNext, watermark, presentBelow: snapshot.messages - freshCount, rowsAbove }, listed.length > 0);
   // The journal is read for what this scan needs, never a whole folder of it at once (a
   // folder of 150,000 messages held as one Map pushed a run past 150 MB).
   const retryable = (uid: number, r: Pick<MessageRow, 'state' | 'skip_kind' | 'size'>): boolean => isRetryable(r, ctx.maxMessageSize) && !ctx.skippedInThisRun?.(row.id, uid);
@@ -203,19 +208,24 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
   }
 
   // What is listed is new (at or above the watermark: journaled only by a run that ended
-  // before it could move the watermark) or a skipped message to retry.
-  const known = await knownFrom(db, row.id, watermark);
-  for (const [uid, r] of skipped) known.set(uid, r);
+  // before it could move the watermark, or by every run before a wider cut-off) or a
+  // skipped message to retry. Looked up a few thousand at a time, and not at all when the
+  // journal has nothing from the watermark up (a first sync).
+  const lookUp = rowsAbove > 0;
   const tooLarge: number[] = [];
-  for (const m of listed) {
-    const k = known.get(m.uid);
-    if (k && !retryable(m.uid, k)) continue;
-    const size = m.size ?? 0;
-    if (size > ctx.maxMessageSize) {
-      if (!k) tooLarge.push(m.uid);
-      continue;
+  for (let i = 0; i < listed.length; i += 5000) {
+    const part = listed.slice(i, i + 5000);
+    const known = lookUp ? await knownAmong(db, row.id, part.map((m) => m.uid)) : new Map<number, Pick<MessageRow, 'state' | 'skip_kind' | 'size'>>();
+    for (const m of part) {
+      const k = skipped.get(m.uid) ?? known.get(m.uid);
+      if (k && !retryable(m.uid, k)) continue;
+      const size = m.size ?? 0;
+      if (size > ctx.maxMessageSize) {
+        if (!k) tooLarge.push(m.uid);
+        continue;
+      }
+      work.toCopy.push({ uid: m.uid, size });
     }
-    work.toCopy.push({ uid: m.uid, size });
   }
   if (tooLarge.length && !ctx.dryRun) {
     const src = source.session;
@@ -259,7 +269,8 @@ async function scanFlags(ctx: ScanContext, lister: RawFetcher, work: FolderWork,
     // skipping it here made such messages' flags never follow the source.
     if (!k || k.state !== 'copied') return;
     const after = flagsKey(m.flags);
-    if (diffFlags(k.flags, after)) work.flagChanges.push({ sourceUid: m.uid, targetUid: k.target_uid, before: k.flags, after });
+    // An uncertain copy (flag-sync.ts) is looked at on the target, whatever the source says.
+    if (k.flags === UNCERTAIN_FLAGS || diffFlags(k.flags, after)) work.flagChanges.push({ sourceUid: m.uid, targetUid: k.target_uid, before: k.flags, after });
   };
   const upTo = Math.max(row.synced_uidnext, snapshot.uidNext) - 1;
   if (upTo < 1) return;
