@@ -10,6 +10,10 @@ describe('subjectOf', () => {
     assert.equal(subjectOf(Buffer.from('Subject: Résumé für März\r\n\r\nx', 'latin1')), 'Résumé für März');
   });
 
+  test('a NUL or control character an encoded word decodes to is not stored (PostgreSQL text refuses NUL)', () => {
+    assert.equal(subjectOf(Buffer.from('Subject: =?utf-8?q?a=00b=07c?=\r\n\r\nx')), 'a b c');
+  });
+
   test('a head cut inside a UTF-8 character is still read as UTF-8', () => {
     const whole = Buffer.from('Subject: Grüße\r\nX-Long: ü', 'utf8');
     assert.equal(subjectOf(whole.subarray(0, whole.length - 1)), 'Grüße');

@@ -117,6 +117,11 @@ describe('sync: a run stopped between a flag change on the target and its record
       const src = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
       await src.mailboxOpen('INBOX');
       await src.messageFlagsAdd('1:3', ['\\Flagged']);
+      // A flag the user set on the target's copy: no change of the source's is about it.
+      const tgt = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+      await tgt.mailboxOpen('INBOX');
+      await tgt.messageFlagsAdd('1', ['$Mine']);
+      await tgt.logout();
       armed = true;
       child = spawn(process.execPath, [CLI, 'sync', ...syncArgs(lab, lab.db, ['--json'], { targetPort: relay.port })], { env: env(lab), stdio: 'ignore' });
       const [, signal] = await new Promise<[number | null, string | null]>((resolve) => child!.on('exit', (code, sig) => resolve([code, sig])));
@@ -129,8 +134,11 @@ describe('sync: a run stopped between a flag change on the target and its record
       const r = await sync();
       assert.equal(r.status, 0, r.stderr);
       assert.equal(await flagged(), 0, 'the target follows the source again');
+      const first = (await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('INBOX')!.find((m) => m.uid === 1)!;
+      assert.deepEqual(first.flags, ['$Mine', '\\Seen'], 'the flag set on the target is kept');
       const v = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'], { targetPort: relay.port })], env(lab));
-      assert.deepEqual((v.json?.folders as { flagDifferences: number }[]).map((f) => f.flagDifferences), [0]);
+      // Only the copy with the user's own flag differs from its source.
+      assert.deepEqual((v.json?.folders as { flagDifferences: number }[]).map((f) => f.flagDifferences), [1]);
     } finally {
       await relay.stop();
     }

@@ -14,6 +14,7 @@
  * admin's mailbox then holds the first one's mail). Checked before every initial sync,
  * by check-logins, and by `target create --test-user`.
  */
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ImapEndpoint, ImapLogin } from '../imap/endpoint.js';
 import { ImapAuthError } from '../imap/errors.js';
@@ -36,18 +37,49 @@ async function fingerprintOf(endpoint: ImapEndpoint, login: ImapLogin, opts: { l
 }
 
 /**
+ * Admin credentials that cannot log in alone (a Dovecot master user): remembered, so that
+ * checking 500 mailboxes does not cost 500 refused admin logins (a lockout policy counts
+ * them). Only the refusal is remembered: an admin mailbox that can be opened is looked at
+ * each time, since a server that ignores impersonation keeps filling it.
+ */
+export class TargetCheckCache {
+  private readonly refusedAlone = new Set<string>();
+  key(endpoint: ImapEndpoint, login: ImapLogin): string {
+    const who = login.method === 'plain' ? login.authcid : login.username;
+    return `${endpoint.host.toLowerCase()}:${endpoint.port}\0${who}\0${createHash('sha256').update(login.password).digest('hex')}`;
+  }
+  refused(key: string): boolean {
+    return this.refusedAlone.has(key);
+  }
+  noteRefused(key: string): void {
+    this.refusedAlone.add(key);
+  }
+}
+
+/**
  * Throws ImpersonationError when the target session `login` opens for `user` is the
  * admin's own mailbox; returns the verdict otherwise. `login` failing is the caller's
  * ImapAuthError, as openSession throws it.
  */
-export async function checkTargetSession(endpoint: ImapEndpoint, login: ImapLogin, user: string, adminUser: string, opts: { logger?: Logger; stallMs?: number } = {}): Promise<FingerprintVerdict> {
-  const mine = await fingerprintOf(endpoint, login, opts);
-  let admins: MailboxFingerprint | null;
-  try {
-    admins = await fingerprintOf(endpoint, adminAlone(login, adminUser), opts);
-  } catch (err) {
-    if (!(err instanceof ImapAuthError)) throw err;
-    admins = null;
+export async function checkTargetSession(
+  endpoint: ImapEndpoint,
+  login: ImapLogin,
+  user: string,
+  adminUser: string,
+  opts: { logger?: Logger; stallMs?: number; cache?: TargetCheckCache } = {},
+): Promise<FingerprintVerdict> {
+  const { cache, ...session } = opts;
+  const mine = await fingerprintOf(endpoint, login, session);
+  const alone = adminAlone(login, adminUser);
+  const key = cache?.key(endpoint, alone);
+  let admins: MailboxFingerprint | null = null;
+  if (key === undefined || !cache!.refused(key)) {
+    try {
+      admins = await fingerprintOf(endpoint, alone, session);
+    } catch (err) {
+      if (!(err instanceof ImapAuthError)) throw err;
+      if (key !== undefined) cache!.noteRefused(key);
+    }
   }
   const verdict = compareFingerprints(mine, admins);
   if (verdict === 'same') {

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { resolveSourceLogin, SourceLoginCache } from '../auth/source-login.js';
 import { adminOf, parseSourceUserName } from '../auth/credentials.js';
 import { scrubSecrets } from '../auth/errors.js';
-import { checkTargetSession } from '../auth/target-check.js';
+import { checkTargetSession, TargetCheckCache } from '../auth/target-check.js';
 import { credentialAccepted, ImapAuthError } from '../imap/errors.js';
 import { AdminGate } from './admin-gate.js';
 import { targetLogin } from '../endpoint/target-login.js';
@@ -40,6 +40,7 @@ export async function checkLogins(store: Store, batch: BatchRow, opts: { key: Se
   // One gate per admin credential (admin-gate.ts): the target's admin for every row, and
   // each source admin with its password.
   const targetGate = new AdminGate(`the target admin login "${adminUser}"`);
+  const targetChecks = new TargetCheckCache();
   const sourceGates = new Map<string, AdminGate>();
   const sourceGate = (userName: string, userRoot: string | null, password: string): AdminGate | null => {
     let admin: string | null;
@@ -78,7 +79,7 @@ export async function checkLogins(store: Store, batch: BatchRow, opts: { key: Se
     const tryTarget = async (): Promise<Tried> => {
       try {
         // Logs in as the user and looks: the session must be the user's, not the admin's own (target-check.ts).
-        const verdict = await checkTargetSession(imapEndpointOf(target), targetLogin(adminUser, adminPassword, impersonationOf(target), r.email_address), r.email_address, adminUser, opts.logger ? { logger: opts.logger } : {});
+        const verdict = await checkTargetSession(imapEndpointOf(target), targetLogin(adminUser, adminPassword, impersonationOf(target), r.email_address), r.email_address, adminUser, { cache: targetChecks, ...(opts.logger ? { logger: opts.logger } : {}) });
         return { check: { ok: true, detail: `${adminUser} as ${r.email_address} (${verdict})` }, credential: 'accepted' };
       } catch (err) {
         return fail(err);

@@ -257,7 +257,10 @@ function checkInput(o: ProbeOptions): string | null {
 /** Belt and braces: remove the password, in every form a server may echo it
  * (auth/errors.ts scrubSecrets), from every text of the result. */
 function scrubResult(r: ProbeResult, login: ImapLogin): ProbeResult {
-  const clean = (s: string): string => scrubSecrets(s, [login.password]);
+  // The whole SASL PLAIN response too (RFC 4616): a password too short to scrub by itself
+  // is still hidden inside it.
+  const plain = login.method === 'plain' ? [Buffer.from(`${login.authzid ?? ''}\0${login.authcid}\0${login.password}`, 'utf8').toString('base64').replace(/=+$/, '')] : [];
+  const clean = (s: string): string => scrubSecrets(s, [login.password, ...plain]);
   return {
     ...r,
     steps: r.steps.map((s) => ({ ...s, detail: clean(s.detail) })),

@@ -29,7 +29,15 @@ function safeError(err: unknown, config: ReportMailConfig): string {
     const u = new URL(config.url);
     // The user name too (some relays take an API token as both), unless it is too short to
     // be anything but a word that would mangle the message.
-    const secrets = [u.password, decodeURIComponent(u.password), ...[u.username, decodeURIComponent(u.username)].filter((n) => n.length >= 4)];
+    // decodeURIComponent throws on a stray `%`: the raw form is scrubbed then all the same.
+    const decoded = (t: string) => {
+      try {
+        return decodeURIComponent(t);
+      } catch {
+        return t;
+      }
+    };
+    const secrets = [u.password, decoded(u.password), ...[u.username, decoded(u.username)].filter((n) => n.length >= 4)];
     // In every form a server may echo them (an AUTH PLAIN response quoted in a 535 reply).
     msg = scrubSecrets(msg, secrets.filter((x) => x !== ''));
   } catch {

@@ -78,12 +78,11 @@ export function allMessages(db: Db, folderId: number): Promise<MessageRow[]> {
 
 type KnownRow = Pick<MessageRow, 'state' | 'skip_kind' | 'size' | 'flags' | 'target_uid'>;
 
-/** The journal rows of these source UIDs (those it has), by UID; a few hundred per query. */
-export async function knownAmong(db: Db, folderId: number, sourceUids: readonly number[]): Promise<Map<number, KnownRow>> {
-  const out = new Map<number, KnownRow>();
+/** The whole rows of these source UIDs (those the journal has); a few hundred per query. */
+export async function rowsAmong(db: Db, folderId: number, sourceUids: readonly number[]): Promise<MessageRow[]> {
+  const out: MessageRow[] = [];
   for (let i = 0; i < sourceUids.length; i += INSERT_CHUNK) {
-    const rows = await db.selectFrom('message').select(['source_uid', 'state', 'skip_kind', 'size', 'flags', 'target_uid']).where('folder_id', '=', folderId).where('source_uid', 'in', sourceUids.slice(i, i + INSERT_CHUNK)).execute();
-    for (const r of rows) out.set(r.source_uid, r);
+    out.push(...(await db.selectFrom('message').selectAll().where('folder_id', '=', folderId).where('source_uid', 'in', sourceUids.slice(i, i + INSERT_CHUNK)).execute()));
   }
   return out;
 }
@@ -94,7 +93,10 @@ export async function skippedOf(db: Db, folderId: number): Promise<Map<number, K
   return new Map(rows.map((r) => [r.source_uid, r]));
 }
 
-/** How many source messages with UIDs in [from, below) the journal holds as copied or skipped. */
+/**
+ * How many source messages with UIDs in [from, below) the journal holds as copied or
+ * skipped (pending rows are left out: recovery has settled them before any scan).
+ */
 export async function journaledBelow(db: Db, folderId: number, below: number, from = 1): Promise<number> {
   const r = await db
     .selectFrom('message')

@@ -69,7 +69,11 @@ export interface MessageTable {
    * (sync/copy-lanes.ts readLarge): such a row cannot be on the target.
    */
   digest: Digest | null;
-  /** Source flags last applied to the target, space-separated and sorted. */
+  /**
+   * Source flags last applied to the target, space-separated and sorted; or, while a change
+   * is in flight, `%before%after` (sync/flags.ts uncertainFlags: the target's flags are
+   * then read again by the next run).
+   */
   flags: string;
   target_uid: number | null;
   uid_floor: number | null;

@@ -211,6 +211,7 @@ type Unreadable = { uid: number; reason: string };
 function digestAlgorithms(hasher: ContentHasher, work: FolderWork): DigestAlgorithm[] {
   const out = new Set<DigestAlgorithm>([hasher.preferred]);
   for (const d of work.orphans.keys()) out.add(algorithmOf(d));
+  for (const d of work.existing?.keys() ?? []) out.add(algorithmOf(d));
   return [...out];
 }
 
@@ -317,7 +318,7 @@ async function readLarge(ctx: CopyContext, hasher: ContentHasher, fetcher: RawFe
 
   // The first pass, when the digest is needed up front: hashed straight from the socket.
   let known: { digests: Digest[]; size: number; binary: boolean; head: Buffer } | null = null;
-  if (job.work.orphans.size > 0 || needsBinary.has(key)) {
+  if (job.work.orphans.size > 0 || (job.work.existing?.size ?? 0) > 0 || needsBinary.has(key)) {
     const hash = hasher.digester(digestAlgorithms(hasher, job.work));
     let size = 0;
     let binary = false;
@@ -344,7 +345,7 @@ async function readLarge(ctx: CopyContext, hasher: ContentHasher, fetcher: RawFe
     }
     if (!found) return { messages: [], unreadable: [] };
     known = { digests: hash.digests(), size, binary, head: Buffer.concat(headParts) };
-    if (known.digests.some((d) => job.work.orphans.get(d)?.length)) {
+    if (known.digests.some((d) => job.work.orphans.get(d)?.length || job.work.existing?.get(d)?.length)) {
       // Adopted by journalAndSend without an APPEND: the body is never read.
       const k = known;
       // Should another lane adopt that orphan first, this message must be read again.
@@ -435,7 +436,8 @@ async function readLarge(ctx: CopyContext, hasher: ContentHasher, fetcher: RawFe
  * An orphan with this content to adopt, preferring one with the same internal date (to the
  * second): two identical messages filed on different days each keep their own copy.
  */
-function takeOrphan(orphans: FolderWork['orphans'], digests: readonly Digest[], internalDate: number): MessageRow | undefined {
+function takeOrphan(orphans: FolderWork['orphans'] | undefined, digests: readonly Digest[], internalDate: number): MessageRow | undefined {
+  if (!orphans) return undefined;
   const list = digests.map((d) => orphans.get(d)).find((l) => l?.length);
   if (!list) return undefined;
   const at = list.findIndex((o) => Math.floor(o.internal_date / 1000) === Math.floor(internalDate / 1000));
@@ -469,7 +471,8 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
   const notSent: SourceMessage[] = [];
   for (const m of messages.sort((a, b) => a.uid - b.uid)) {
     const base = { folder_id: folderId, source_uid: m.uid, size: bodySize(m.body), internal_date: m.internalDate.getTime(), digest: m.digests[0] ?? null, skip_kind: null, reason: null, subject: null };
-    const orphan = takeOrphan(work.orphans, m.digests, base.internal_date);
+    // The journal's own copies first, then copies found on the target (existing-copies.ts).
+    const orphan = takeOrphan(work.orphans, m.digests, base.internal_date) ?? takeOrphan(work.existing, m.digests, base.internal_date);
     if (orphan) {
       // The same content was copied under the folder's old UIDVALIDITY: link, don't copy.
       // (Or it was on the target before: existing-copies.ts; such an orphan has no row.)

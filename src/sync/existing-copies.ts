@@ -43,7 +43,7 @@ export const TARGET_ORPHAN_UID = 0;
 
 /** The messages one target folder held before this attempt, offered to every first-synced source folder copied into it. */
 export class ExistingCopies {
-  /** Shared as FolderWork.orphans by those source folders, so one copy is linked once. */
+  /** Shared as FolderWork.existing by those source folders, so one copy is linked once. */
   readonly orphans = new Map<Digest, MessageRow[]>();
   private unclaimed: TargetListed[] | undefined;
   private readonly read = new Set<number>();

@@ -11,7 +11,7 @@ import { contentHasher } from '../store/content-key.js';
 import { setFlags, setTargetUids, targetUidsOfTargetFolder } from '../store/journal.js';
 import type { Database } from '../store/schema.js';
 import type { Digest } from './content-digest.js';
-import { diffFlags, flagsKey, UNCERTAIN_FLAGS } from './flags.js';
+import { diffFlags, flagsKey, isUncertain, settleUncertain, uncertainFlags } from './flags.js';
 import type { FlagChange, FolderWork } from './folder-work.js';
 import { type Expected, findOnTarget } from './recovery.js';
 import { reclaimIfGrown } from './reclaim.js';
@@ -59,18 +59,22 @@ async function resolveTargetUids(db: Kysely<Database>, target: ImapFlow, path: s
 }
 
 /**
- * Copies the journal holds as UNCERTAIN_FLAGS: their flags on the target are read now, and
- * the change is made from those. A copy no longer on the target gets nothing to do.
+ * Copies the journal holds as uncertain (flags.ts uncertainFlags): their flags on the
+ * target are read now, and the change is made from those the interrupted change explains.
+ * A copy no longer on the target gets nothing to do.
  */
 async function readUncertainFlags(target: ImapFlow, group: readonly FolderWork[], stallMs: number): Promise<void> {
-  const uncertain = group.flatMap((w) => w.flagChanges.filter((c) => c.before === UNCERTAIN_FLAGS && c.targetUid !== null));
+  const uncertain = group.flatMap((w) => w.flagChanges.filter((c) => isUncertain(c.before) && c.targetUid !== null));
   if (uncertain.length === 0) return;
   const actual = new Map<number, string>();
   for (let i = 0; i < uncertain.length; i += 5000) {
     const uids = uncertain.slice(i, i + 5000).map((c) => c.targetUid!);
     for (const m of await withWatchdog(target, stallMs, 'reading flags on the target', () => target.fetchAll(uidSet(uids), { uid: true, flags: true }, { uid: true }))) actual.set(m.uid, flagsKey(m.flags));
   }
-  for (const c of uncertain) c.before = actual.get(c.targetUid!) ?? c.after;
+  for (const c of uncertain) {
+    const onTarget = actual.get(c.targetUid!);
+    c.before = onTarget === undefined ? c.after : settleUncertain(c.before, onTarget);
+  }
 }
 
 export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, works: readonly FolderWork[], stallMs: number, log: Logger): Promise<{ applied: number; deferred: Set<number> }> {
@@ -100,7 +104,7 @@ export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, w
     // folder's mod-sequence forgotten, so the next run compares them all).
     await db.transaction().execute(async (trx) => {
       for (const w of group) {
-        const uncertain = w.flagChanges.filter((c) => c.targetUid !== null).map((c) => ({ sourceUid: c.sourceUid, flags: UNCERTAIN_FLAGS }));
+        const uncertain = w.flagChanges.filter((c) => c.targetUid !== null).map((c) => ({ sourceUid: c.sourceUid, flags: uncertainFlags(c.before, c.after) }));
         if (uncertain.length === 0) continue;
         await setFlags(trx, w.row.id, uncertain);
         await trx.updateTable('folder').set({ source_highestmodseq: null }).where('id', '=', w.row.id).execute();

@@ -25,12 +25,29 @@ export function unsendableFlags(flags: Iterable<string> | undefined): string[] {
 
 /**
  * The journal's flags of a copy whose flags on the target are not known: a run recorded it
- * before sending a flag change, and was stopped before recording the change as done. The
- * next run reads the target's flags of such a copy instead of trusting the journal. `%`
- * is an atom-special (RFC 3501 §9): no flag can be it, and normalizeFlags never journals
- * one (a NUL byte would be as good, but PostgreSQL's text refuses it).
+ * before sending a flag change (from `before` to `after`), and was stopped before
+ * recording the change as done. Written `%before%after`: `%` is an atom-special (RFC 3501
+ * §9), so no flag holds it and normalizeFlags never journals one. The next run reads the
+ * target's flags of such a copy instead of trusting the journal, and takes as the copy's
+ * mirrored flags those of the target's that either side of the change explains (a flag a
+ * user set on the target stays theirs).
  */
-export const UNCERTAIN_FLAGS = '%';
+export function uncertainFlags(before: string, after: string): string {
+  return `%${before}%${after}`;
+}
+
+export function isUncertain(flags: string): boolean {
+  return flags.startsWith('%');
+}
+
+/** A copy's flags on the target, as far as the interrupted change explains them (see uncertainFlags). */
+export function settleUncertain(journaled: string, onTarget: string): string {
+  const [, before = '', after = ''] = journaled.split('%');
+  const explained = new Set([...parseFlagsKey(before), ...parseFlagsKey(after)].map((f) => f.toLowerCase()));
+  return parseFlagsKey(onTarget)
+    .filter((f) => explained.has(f.toLowerCase()))
+    .join(' ');
+}
 
 export function flagsKey(flags: Iterable<string> | undefined): string {
   return normalizeFlags(flags).join(' ');

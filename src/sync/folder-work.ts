@@ -34,6 +34,16 @@ export interface FolderWork {
   listedUidNext?: number;
   toCopy: MessageMeta[];
   flagChanges: FlagChange[];
-  /** Rows copied under an earlier source UIDVALIDITY, by digest, waiting to be adopted. */
+  /**
+   * Copies a new message with the same content is linked to instead of copied, by
+   * digest: rows copied under an earlier source UIDVALIDITY (state `orphan`), and rows of
+   * messages expunged from the source since they were copied (state `copied`; scan.ts).
+   */
   orphans: Map<Digest, MessageRow[]>;
+  /**
+   * Target messages no journal row claims, offered the same way (existing-copies.ts;
+   * `source_uid` 0, no row behind them); shared by the source folders copied into one
+   * target folder, so one copy is linked once.
+   */
+  existing?: Map<Digest, MessageRow[]>;
 }

@@ -397,13 +397,13 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
             emit();
             continue;
           }
-          if ((row.source_uidvalidity === null || widened) && work.toCopy.length > 0 && work.orphans.size === 0) {
+          if ((row.source_uidvalidity === null || widened) && work.toCopy.length > 0) {
             // Never synced into this target folder by this journal, or listed again from
             // its start for messages an earlier cut-off passed by: whatever is there may be
             // this mailbox's mail already (existing-copies.ts).
             let found = existing.get(tf.path);
             if (!found) existing.set(tf.path, (found = new ExistingCopies(tf)));
-            work.orphans = found.orphans;
+            work.existing = found.orphans;
             await found.offer({ db, pairId: pid, target: tgt, hasher: await contentHasher(db), toCopy: work.toCopy, stallMs, log });
           }
           works.push(work);

@@ -45,5 +45,14 @@ export function decodeEncodedWords(value: string): string {
 
 export function subjectOf(raw: Buffer): string {
   const v = headerValue(raw, 'Subject');
-  return v === null ? '' : decodeEncodedWords(v);
+  return v === null ? '' : storableText(decodeEncodedWords(v));
+}
+
+/**
+ * A decoded header as the journal can store it: an encoded word may decode to NUL
+ * (`=?utf-8?q?a=00b?=`), which PostgreSQL's text type refuses (the insert, and with it the
+ * mailbox's run, failed); other control characters would garble a report line.
+ */
+export function storableText(s: string): string {
+  return s.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, ' ');
 }

@@ -12,11 +12,12 @@ import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
 import { withWatchdog } from '../imap/imapflow-session.js';
 import type { ListedMessage, RawFetcher } from '../imap/raw-fetch.js';
-import { copiedFlagPages, deleteMessages, insertMessages, journaledBelow, journalPages, knownAmong, skippedOf } from '../store/journal.js';
+import { copiedFlagPages, deleteMessages, insertMessages, journaledBelow, journalPages, rowsAmong, skippedOf } from '../store/journal.js';
 import type { Database, MessageRow } from '../store/schema.js';
-import { diffFlags, flagsKey, UNCERTAIN_FLAGS } from './flags.js';
+import { diffFlags, flagsKey, isUncertain } from './flags.js';
 import type { FolderWork } from './folder-work.js';
 import { reclaimIfGrown } from './reclaim.js';
+import { storableText } from './message-headers.js';
 import { uidSet } from './uid-set.js';
 
 export interface ScanContext {
@@ -113,26 +114,40 @@ export interface ScanSource {
  * and came back (deleted to Trash and restored, moved away and back) has a new UID but
  * the same bytes, and is linked to the copy it already has instead of copied twice.
  */
-async function handleExpunged(ctx: ScanContext, lister: RawFetcher, work: FolderWork, counts: { uidNext: number; watermark: number; presentBelow: number; rowsAbove: number }, newMessages: boolean): Promise<void> {
+async function handleExpunged(ctx: ScanContext, lister: RawFetcher, work: FolderWork, counts: { uidNext: number; watermark: number; presentBelow: number; rowsAbove: number }): Promise<number[]> {
   const { uidNext, watermark } = counts;
-  if (uidNext <= 1 || ctx.dryRun) return;
+  if (uidNext <= 1 || ctx.dryRun) return [];
   const mayTell = ctx.receivedAfter === undefined && counts.rowsAbove === 0;
-  if (mayTell && (watermark <= 1 || (await journaledBelow(ctx.db, work.row.id, watermark)) <= counts.presentBelow)) return;
+  if (mayTell && (watermark <= 1 || (await journaledBelow(ctx.db, work.row.id, watermark)) <= counts.presentBelow)) return [];
   const listed = new Set((await lister.list(`1:${uidNext - 1}`, {})).map((m) => m.uid));
   const goneSkipped: number[] = [];
+  const goneCopied: number[] = [];
   for await (const page of journalPages(ctx.db, work.row.id, uidNext, ['copied', 'skipped'])) {
     reclaimIfGrown();
-    for (const r of page) {
-      if (listed.has(r.source_uid)) continue;
-      if (r.state === 'skipped') goneSkipped.push(r.source_uid);
-      else if (newMessages && r.digest !== null) {
-        const list = work.orphans.get(r.digest) ?? [];
-        list.push(r);
-        work.orphans.set(r.digest, list);
-      }
-    }
+    for (const r of page) if (!listed.has(r.source_uid)) (r.state === 'skipped' ? goneSkipped : goneCopied).push(r.source_uid);
   }
   if (goneSkipped.length) await deleteMessages(ctx.db, work.row.id, goneSkipped);
+  return goneCopied;
+}
+
+const byUid = <T extends { source_uid: number }>(rows: readonly T[]): Map<number, T> => new Map(rows.map((r) => [r.source_uid, r]));
+
+/**
+ * Offers the copies of expunged messages (handleExpunged) whose size one of the messages
+ * to copy has: a folder emptied again and again (Trash, Junk) keeps many such rows, and
+ * only those that can match are held.
+ */
+async function offerExpunged(db: ScanContext['db'], work: FolderWork, gone: readonly number[]): Promise<void> {
+  if (gone.length === 0 || work.toCopy.length === 0) return;
+  const sizes = new Set(work.toCopy.map((m) => m.size));
+  for (let i = 0; i < gone.length; i += 5000) {
+    for (const r of await rowsAmong(db, work.row.id, gone.slice(i, i + 5000))) {
+      if (r.digest === null || !sizes.has(r.size)) continue;
+      const list = work.orphans.get(r.digest) ?? [];
+      list.push(r);
+      work.orphans.set(r.digest, list);
+    }
+  }
 }
 
 export async function scanFolder(ctx: ScanContext, source: ScanSource, work: FolderWork): Promise<void> {
@@ -196,7 +211,7 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
     if (announcedUidNext === undefined) snapshot.uidNext = fresh.reduce((next, m) => Math.max(next, m.uid + 1), snapshot.uidNext);
   }
   const rowsAbove = await journaledBelow(db, row.id, Number.MAX_SAFE_INTEGER, watermark);
-  await handleExpunged(ctx, lister, work, { uidNext: snapshot.uidNext, watermark, presentBelow: snapshot.messages - freshCount, rowsAbove }, listed.length > 0);
+  const goneCopied = await handleExpunged(ctx, lister, work, { uidNext: snapshot.uidNext, watermark, presentBelow: snapshot.messages - freshCount, rowsAbove });
   // The journal is read for what this scan needs, never a whole folder of it at once (a
   // folder of 150,000 messages held as one Map pushed a run past 150 MB).
   const retryable = (uid: number, r: Pick<MessageRow, 'state' | 'skip_kind' | 'size'>): boolean => isRetryable(r, ctx.maxMessageSize) && !ctx.skippedInThisRun?.(row.id, uid);
@@ -215,7 +230,7 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
   const tooLarge: number[] = [];
   for (let i = 0; i < listed.length; i += 5000) {
     const part = listed.slice(i, i + 5000);
-    const known = lookUp ? await knownAmong(db, row.id, part.map((m) => m.uid)) : new Map<number, Pick<MessageRow, 'state' | 'skip_kind' | 'size'>>();
+    const known = lookUp ? byUid(await rowsAmong(db, row.id, part.map((m) => m.uid))) : new Map<number, Pick<MessageRow, 'state' | 'skip_kind' | 'size'>>();
     for (const m of part) {
       const k = skipped.get(m.uid) ?? known.get(m.uid);
       if (k && !retryable(m.uid, k)) continue;
@@ -227,6 +242,7 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
       work.toCopy.push({ uid: m.uid, size });
     }
   }
+  await offerExpunged(db, work, goneCopied);
   if (tooLarge.length && !ctx.dryRun) {
     const src = source.session;
     await withWatchdog(src, ctx.stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
@@ -245,7 +261,7 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
         uid_floor: null,
         skip_kind: 'too-large' as const,
         reason: `message is ${sizeText(m.size ?? 0)}, over the ${sizeText(ctx.maxMessageSize)} limit`,
-        subject: m.envelope?.subject ?? '',
+        subject: storableText(m.envelope?.subject ?? ''),
       })),
     );
   }
@@ -270,7 +286,7 @@ async function scanFlags(ctx: ScanContext, lister: RawFetcher, work: FolderWork,
     if (!k || k.state !== 'copied') return;
     const after = flagsKey(m.flags);
     // An uncertain copy (flag-sync.ts) is looked at on the target, whatever the source says.
-    if (k.flags === UNCERTAIN_FLAGS || diffFlags(k.flags, after)) work.flagChanges.push({ sourceUid: m.uid, targetUid: k.target_uid, before: k.flags, after });
+    if (isUncertain(k.flags) || diffFlags(k.flags, after)) work.flagChanges.push({ sourceUid: m.uid, targetUid: k.target_uid, before: k.flags, after });
   };
   const upTo = Math.max(row.synced_uidnext, snapshot.uidNext) - 1;
   if (upTo < 1) return;
@@ -281,20 +297,26 @@ async function scanFlags(ctx: ScanContext, lister: RawFetcher, work: FolderWork,
       const changed = await lister.list(`1:${upTo}`, { flags: true, changedSince });
       for (let i = 0; i < changed.length; i += 5000) {
         const part = changed.slice(i, i + 5000);
-        const known = await knownAmong(ctx.db, row.id, part.map((m) => m.uid));
+        const known = byUid(await rowsAmong(ctx.db, row.id, part.map((m) => m.uid)));
         for (const m of part) compare(known.get(m.uid), m);
       }
       return;
     }
   }
-  // A page of the journal, and the source's flags over the same UID range (with
-  // CHANGEDSINCE only those changed): a "mark all as read" of a huge folder is never
-  // listed at once.
+  // A page of the journal, and the source's flags over the same UIDs (with CHANGEDSINCE
+  // only those changed): a "mark all as read" of a huge folder is never listed at once.
+  // A UID range spans at most a page's worth of UIDs, so a sparse journal (a cut-off on
+  // an old folder) does not make one range cover the whole folder either.
   const pageSize = changedSince !== null ? CHANGEDSINCE_PAGE : FLAGS_PAGE;
   for await (const page of copiedFlagPages(ctx.db, row.id, upTo + 1, pageSize)) {
-    const byUid = new Map(page.map((r) => [r.source_uid, r]));
-    const range = `${page[0]!.source_uid}:${page.at(-1)!.source_uid}`;
-    for (const m of await lister.list(range, { flags: true, ...(changedSince !== null ? { changedSince } : {}) })) compare(byUid.get(m.uid), m);
+    const known = byUid(page);
+    for (let i = 0; i < page.length; ) {
+      const from = page[i]!.source_uid;
+      let j = i;
+      while (j + 1 < page.length && page[j + 1]!.source_uid < from + pageSize) j++;
+      for (const m of await lister.list(`${from}:${page[j]!.source_uid}`, { flags: true, ...(changedSince !== null ? { changedSince } : {}) })) compare(known.get(m.uid), m);
+      i = j + 1;
+    }
     reclaimIfGrown();
   }
 }

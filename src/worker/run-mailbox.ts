@@ -3,7 +3,7 @@
  * (the source login resolved and checked by src/auth, the target reached through its
  * admin credential) and handed to the engine.
  */
-import { checkTargetSession } from '../auth/target-check.js';
+import { checkTargetSession, TargetCheckCache } from '../auth/target-check.js';
 import { credentialAccepted, ImapAuthError } from '../imap/errors.js';
 import { CredentialBreaker, credentialKey } from './credential-breaker.js';
 import type { Logger } from 'pino';
@@ -64,6 +64,7 @@ export function engineRunner(opts: RunnerOptions): MailboxRunner {
   const loginCache = new SourceLoginCache();
   // Admin credentials refused again and again are not tried by every mailbox (credential-breaker.ts).
   const breaker = new CredentialBreaker();
+  const targetChecks = new TargetCheckCache();
   return async (job, control) => {
     const { mailbox, batch, source, target } = job;
     const log = opts.logger.child({ batch: batch.name, mailbox: mailbox.email_address, kind: job.claim.kind });
@@ -92,7 +93,7 @@ export function engineRunner(opts: RunnerOptions): MailboxRunner {
         // Before a mailbox's first copy: its target session must be the user's mailbox, not
         // the target admin's own (auth/target-check.ts).
         if (mailbox.initial_synced_at === null && target.admin_user) {
-          await checkTargetSession(sides.target.endpoint, sides.target.login, mailbox.email_address, target.admin_user, { logger: log, ...(opts.stallMs ? { stallMs: opts.stallMs } : {}) });
+          await checkTargetSession(sides.target.endpoint, sides.target.login, mailbox.email_address, target.admin_user, { logger: log, cache: targetChecks, ...(opts.stallMs ? { stallMs: opts.stallMs } : {}) });
         }
         summary = await syncMailbox(opts.store, syncOptions);
       } catch (err) {
