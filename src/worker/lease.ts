@@ -122,14 +122,19 @@ export function claimNext(store: Store, opts: ClaimOptions): Promise<Claim | nul
         .where('mailbox_id', '=', c.id)
         .where('ended_at', 'is', null)
         .execute();
-      const expiresAt = now + opts.ttlMs;
+      // The lease starts now, not when the transaction began: on PostgreSQL this claimer may
+      // have waited for the endpoint locks while another worker released a mailbox of the
+      // same endpoint (and recorded its run's end). Stamping the earlier time would record
+      // two runs as overlapping that never held leases at once.
+      const startedAt = opts.now ?? Date.now();
+      const expiresAt = startedAt + opts.ttlMs;
       const status: MailboxStatus = kind === 'initial' ? 'Syncing' : 'IncrementalSyncing';
       await tx
         .updateTable('batch_mailbox')
         .set({
           lease_owner: opts.owner,
           lease_kind: kind,
-          lease_started_at: now,
+          lease_started_at: startedAt,
           lease_expires_at: expiresAt,
           status,
           sync_requested: 0,
@@ -138,16 +143,16 @@ export function claimNext(store: Store, opts: ClaimOptions): Promise<Claim | nul
           progress_to_copy: 0,
           progress_bytes: 0,
           progress_to_copy_bytes: 0,
-          progress_at: now,
+          progress_at: startedAt,
         })
         .where('id', '=', c.id)
         .execute();
       const run = await tx
         .insertInto('sync_run')
-        .values({ batch_id: c.batch_id, mailbox_id: c.id, owner: opts.owner, kind, started_at: now, ended_at: null, outcome: null, copied: 0, bytes: 0, error: null })
+        .values({ batch_id: c.batch_id, mailbox_id: c.id, owner: opts.owner, kind, started_at: startedAt, ended_at: null, outcome: null, copied: 0, bytes: 0, error: null })
         .returning('id')
         .executeTakeFirstOrThrow();
-      return { mailboxId: c.id, batchId: c.batch_id, owner: opts.owner, kind, startedAt: now, expiresAt, runId: Number(run.id) };
+      return { mailboxId: c.id, batchId: c.batch_id, owner: opts.owner, kind, startedAt, expiresAt, runId: Number(run.id) };
     }
     return null;
   });
