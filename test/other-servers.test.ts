@@ -209,10 +209,44 @@ describe('Cyrus IMAP', { skip: cyrusSkip }, () => {
     assert.equal(await assertExact(cyrusSide(), dovecotTargetSide(), fromPrefixed('INBOX.', '.')), cyrusTotal + 1);
   });
 
+  // Cyrus keeps a renamed folder's UIDVALIDITY and UIDs, as Dovecot does: the rename is
+  // recognised on the source (renamed-folders.ts) and done on the target the same way.
+  test('Cyrus → Dovecot: a folder renamed on Cyrus is renamed on the target, nothing copied again', async () => {
+    const s = await connect(cyrusSource.endpoint(), 'alice', ALICE_PW);
+    try {
+      await s.mailboxRename('INBOX.Archive.2019', 'INBOX.Archive.Year 2019');
+    } finally {
+      await s.logout();
+    }
+    const r = await cli('sync', cyrusSide(), dovecotTargetSide(), join(dir, 'cyrus-dovecot.sqlite'));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.copied, 0, r.stdout);
+    assert.equal(await assertExact(cyrusSide(), dovecotTargetSide(), fromPrefixed('INBOX.', '.')), cyrusTotal + 1);
+    const tgt = await snapshot(dovecotTarget.endpoint(), 'alice', TARGET_PW);
+    assert.ok(!tgt.has('Archive/2019') && tgt.has('Archive/Year 2019'), [...tgt.keys()].join(', '));
+  });
+
   test('Dovecot → Cyrus (altnamespace, "/" separator): exact, a second run copies nothing, verify in sync', async () => {
     const source: Side = { endpoint: dovecotSource.endpoint(), user: 'alice', password: ALICE_PW, owner: { user: 'alice', pass: ALICE_PW } };
     const target: Side = { endpoint: cyrusTarget.endpoint(), user: 'alice', password: TARGET_PW, owner: { user: 'alice', pass: TARGET_PW } };
     await migrateExactly(source, target, join(dir, 'dovecot-cyrus.sqlite'), dovecotTotal, (p) => expectedTargetPath(p, '.', '/'));
+  });
+
+  test('Dovecot → Cyrus: a folder renamed on the source is renamed on Cyrus, nothing copied again', async () => {
+    const source: Side = { endpoint: dovecotSource.endpoint(), user: 'alice', password: ALICE_PW, owner: { user: 'alice', pass: ALICE_PW } };
+    const target: Side = { endpoint: cyrusTarget.endpoint(), user: 'alice', password: TARGET_PW, owner: { user: 'alice', pass: TARGET_PW } };
+    const s = await connect(dovecotSource.endpoint(), 'alice', ALICE_PW);
+    try {
+      await s.mailboxRename('Archive.2019', 'Archive.Year 2019');
+    } finally {
+      await s.logout();
+    }
+    const r = await cli('sync', source, target, join(dir, 'dovecot-cyrus.sqlite'));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.copied, 0, r.stdout);
+    assert.equal(await assertExact(source, target, (p) => expectedTargetPath(p, '.', '/')), dovecotTotal);
+    const tgt = await snapshot(cyrusTarget.endpoint(), 'alice', TARGET_PW);
+    assert.ok(!tgt.has('Archive/2019') && tgt.has('Archive/Year 2019'), [...tgt.keys()].join(', '));
   });
 
   // Cyrus answers a non-synchronising literal over its maxmessagesize with NO [TOOBIG]

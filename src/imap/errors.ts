@@ -44,3 +44,12 @@ export function isRetryable(err: unknown): boolean {
   if (e.code && codes.includes(e.code)) return true;
   return /connection (not available|closed|lost)|socket|timed? ?out|unexpected close/i.test(e.message ?? '');
 }
+
+/**
+ * imapflow's error for a tagged NO or BAD (RFC 3501 §7.1.2, §7.1.3): the server refused
+ * this command; the connection is fine.
+ */
+export function isImapRefusal(err: unknown): err is Error & { responseStatus: 'NO' | 'BAD'; responseText?: string } {
+  const status = (err as { responseStatus?: unknown } | null)?.responseStatus;
+  return err instanceof Error && (status === 'NO' || status === 'BAD');
+}

@@ -26,6 +26,7 @@ import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { PipelinedAppender, type StreamedBody } from '../imap/append-pipeline.js';
 import { loginDisplayName } from '../imap/endpoint.js';
+import { isImapRefusal } from '../imap/errors.js';
 import { ImapConnectionLostError } from '../imap/raw-connection.js';
 import { isOverQuota, type Refusal } from '../imap/refusal.js';
 import { LiteralPipe } from '../imap/literal-pipe.js';
@@ -151,11 +152,6 @@ export class JobQueue {
   }
 }
 
-function isImapNo(err: unknown): boolean {
-  const e = err as { responseStatus?: string } | null;
-  return !!e && (e.responseStatus === 'NO' || e.responseStatus === 'BAD');
-}
-
 /** Bodies larger than this are streamed from source to target instead of held whole (see readLarge). */
 export const STREAM_THRESHOLD = 2 * 1024 * 1024;
 /** What a streamed message holds at once (LiteralPipe's high-water mark, with slack). */
@@ -246,7 +242,7 @@ async function fetchChunk(hasher: ContentHasher, fetcher: RawFetcher, job: CopyJ
     const r = await fetcher.fetch(uidSet(uids), { alloc });
     return { messages: r.messages.map((m) => fromFetched(hasher, m, algorithms)), unreadable: r.unreadable };
   } catch (err) {
-    if (!isImapNo(err)) throw err;
+    if (!isImapRefusal(err)) throw err;
   }
   const messages: SourceMessage[] = [];
   const unreadable: Unreadable[] = [];
@@ -256,7 +252,7 @@ async function fetchChunk(hasher: ContentHasher, fetcher: RawFetcher, job: CopyJ
       messages.push(...r.messages.map((m) => fromFetched(hasher, m, algorithms)));
       unreadable.push(...r.unreadable);
     } catch (err) {
-      if (!isImapNo(err)) throw err;
+      if (!isImapRefusal(err)) throw err;
       unreadable.push({ uid, reason: `source could not deliver it: ${(err as Error).message}` });
     }
   }
@@ -309,7 +305,7 @@ async function readLarge(ctx: CopyContext, hasher: ContentHasher, fetcher: RawFe
   try {
     meta = await fetcher.fetchMeta(uid);
   } catch (err) {
-    if (!isImapNo(err)) throw err;
+    if (!isImapRefusal(err)) throw err;
     return { messages: [], unreadable: [{ uid, reason: `source could not deliver it: ${(err as Error).message}` }] };
   }
   if (!meta) return { messages: [], unreadable: [] }; // expunged meanwhile
@@ -340,7 +336,7 @@ async function readLarge(ctx: CopyContext, hasher: ContentHasher, fetcher: RawFe
         end: () => undefined,
       }));
     } catch (err) {
-      if (!isImapNo(err)) throw err;
+      if (!isImapRefusal(err)) throw err;
       return { messages: [], unreadable: [{ uid, reason: `source could not deliver it: ${(err as Error).message}` }] };
     }
     if (!found) return { messages: [], unreadable: [] };
@@ -382,7 +378,7 @@ async function readLarge(ctx: CopyContext, hasher: ContentHasher, fetcher: RawFe
     // onStart runs before the tagged response, so `start` wins whenever a literal came.
     info = await Promise.race([start, delivered.then(() => null)]);
   } catch (err) {
-    if (!isImapNo(err)) throw err;
+    if (!isImapRefusal(err)) throw err;
     return { messages: [], unreadable: [{ uid, reason: `source could not deliver it: ${(err as Error).message}` }] };
   }
   if (!info) return { messages: [], unreadable: [] }; // expunged meanwhile

@@ -36,6 +36,7 @@ import { looseDigest } from './changed-copies.js';
 import { ExistingCopies } from './existing-copies.js';
 import { contentHasher } from '../store/content-key.js';
 import { reconcileTargetFolder } from './recovery.js';
+import { applyRenames, findRenames, renamedListing } from './renamed-folders.js';
 import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
 import { countNewInScope, isRetryable as isRetryableSkip, rowInScope, scanFolder } from './scan.js';
 import { TargetFolder } from './target-folder.js';
@@ -229,13 +230,26 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
   try {
     progress.phase = 'listing';
     emit();
-    const [srcList, tgtList] = await Promise.all([
+    const [srcList, tgtListed] = await Promise.all([
       withWatchdog(src, stallMs, 'listing source folders', () => listMailboxFolders(src, { statusQuery: { messages: true, uidNext: true, uidValidity: true, highestModseq: true } }, opts.source.userRoot)),
       withWatchdog(tgt, stallMs, 'listing target folders', () => tgt.list({ statusQuery: { uidNext: true, uidValidity: true } })),
     ]);
+    let tgtList = tgtListed;
     const srcView = serverView(src, srcList);
-    const tgtView = serverView(tgt, tgtList);
-    const mappings = mapFolders(srcView, tgtView, { ...(opts.exclude ? { exclude: opts.exclude } : {}), ...(opts.include ? { include: opts.include } : {}), ...(opts.source.userRoot ? { userRoot: opts.source.userRoot } : {}) });
+    let tgtView = serverView(tgt, tgtList);
+    const mapOptions = { ...(opts.exclude ? { exclude: opts.exclude } : {}), ...(opts.include ? { include: opts.include } : {}), ...(opts.source.userRoot ? { userRoot: opts.source.userRoot } : {}) };
+    let mappings = mapFolders(srcView, tgtView, mapOptions);
+    if (!opts.dryRun) {
+      // Before anything is created under the new names (renamed-folders.ts).
+      const renameCtx = { db, pairId: pairId!, stallMs, log };
+      const renames = await findRenames(renameCtx, src, srcList, mappings);
+      const done = renames.length ? await applyRenames(renameCtx, tgt, tgtView, mappings, renames) : [];
+      if (done.length) {
+        tgtList = renamedListing(tgtList, done, tgtView.delimiter);
+        tgtView = serverView(tgt, tgtList);
+        mappings = mapFolders(srcView, tgtView, mapOptions);
+      }
+    }
     warnMerged(mappings, log);
     // A folder LIST shows but whose STATUS failed is left out of LIST-STATUS's answer
     // (RFC 5819 §2 lets the server send a NO for it instead), or carries the error of the

@@ -15,7 +15,7 @@
  */
 import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Logger } from 'pino';
-import { isRetryable } from '../imap/errors.js';
+import { isImapRefusal, isRetryable } from '../imap/errors.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
 import { serverWords } from '../imap/raw-connection.js';
 import { looseDigest } from './changed-copies.js';
@@ -163,9 +163,8 @@ function pairEntries(sourceEntries: readonly Entry[], targetEntries: readonly En
 
 /** The server's words when `err` is imapflow's error for a NO or BAD answer, else null. */
 function imapRefusal(err: unknown): string | null {
-  const e = err as { responseStatus?: string; responseText?: string; message?: string } | null;
-  if (e?.responseStatus !== 'NO' && e?.responseStatus !== 'BAD') return null;
-  return `${e.responseStatus} ${serverWords(e.responseText ?? e.message ?? '')}`;
+  if (!isImapRefusal(err)) return null;
+  return `${err.responseStatus} ${serverWords(err.responseText ?? err.message ?? '')}`;
 }
 
 /** Attempts at verifying one mailbox when its connection drops (each on fresh sessions). */

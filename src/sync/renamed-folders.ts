@@ -1,0 +1,186 @@
+/**
+ * Source folders renamed between runs. In the weeks before the cut-over users reorganise
+ * their folders; a folder renamed on the source would otherwise look like a new folder
+ * (copied again in full under its new name) while its old copy stays on the target under
+ * the old name: every message twice, in two folders, for the user to sort out.
+ *
+ * A rename keeps a folder's UIDVALIDITY and UIDs (RFC 3501 §6.3.5 only asks that the old
+ * name's UIDs not be reused, but Dovecot, Cyrus and Courier move the folder with its
+ * index), so a journal folder whose source name is gone and a new source folder with the
+ * same UIDVALIDITY are one folder, once the sizes of sampled journaled UIDs in the new
+ * folder confirm it (UIDVALIDITY values are not unique across folders: see findRenames). The
+ * target copy is then renamed the same way (RENAME, which takes the subfolders along)
+ * and the journal's folder row follows, so the next scan resumes where the last run
+ * stopped: nothing is copied again.
+ *
+ * Crash safety: the target RENAME goes first and the journal after. A run killed in
+ * between finds the old target name gone and the new one there, and adopts it; should
+ * that folder not be the copy after all (another UIDVALIDITY), the target UIDVALIDITY
+ * check of recovery.ts finds the copies by content or copies again — never nothing.
+ *
+ * Left as a new folder (copied again, as imapsync does): a folder that cannot be
+ * confirmed, one whose new target name is taken already, and one whose old target folder
+ * is INBOX, a special-use folder of the target, or shared with another source folder
+ * (merged `Sent` + `Sent Items`): renaming it would rename more than the user did.
+ */
+import type { ImapFlow, ListResponse } from 'imapflow';
+import type { Kysely } from 'kysely';
+import { isImapRefusal } from '../imap/errors.js';
+import { withWatchdog } from '../imap/imapflow-session.js';
+import { listFolders } from '../store/journal.js';
+import type { Database, FolderRow } from '../store/schema.js';
+import type { FolderMapping, ServerView } from './folder-map.js';
+import type { SyncOptions } from './options.js';
+import { uidSet } from './uid-set.js';
+
+/** A journal folder whose source folder now has another name. */
+export interface FolderRename {
+  row: FolderRow;
+  sourcePath: string;
+  /** Where the mapping puts the new name on the target. */
+  targetPath: string;
+}
+
+interface RenameContext {
+  db: Kysely<Database>;
+  pairId: number;
+  stallMs: number;
+  log: SyncOptions['logger'];
+}
+
+/** Journaled UIDs compared with the new folder: the first and the last ones. */
+const SAMPLE = 50;
+
+const normalized = (path: string) => (path.toUpperCase() === 'INBOX' ? 'INBOX' : path);
+
+/**
+ * Pairs of (journal folder whose source name vanished, new source folder) with one
+ * UIDVALIDITY between them, confirmed by the sizes of journaled UIDs in the new folder.
+ * Several folders can share a UIDVALIDITY (Cyrus takes the time of creation, so folders
+ * made in one second, by a client or an earlier migration, have the same one): then every
+ * such pair is compared by content, and a pair is taken only when neither of its folders
+ * matches any other.
+ */
+export async function findRenames(ctx: RenameContext, src: ImapFlow, srcList: readonly ListResponse[], mappings: readonly FolderMapping[]): Promise<FolderRename[]> {
+  const rows = await listFolders(ctx.db, ctx.pairId);
+  const byPath = new Map(rows.map((r) => [r.source_path, r]));
+  const statusOf = new Map(srcList.map((f) => [f.path, f.status && !('error' in f.status) ? f.status : undefined]));
+  // Gone from the source, or its name now taken by another folder (renamed, and a new one
+  // made under the old name: a yearly "Projects" → "Projects 2025").
+  const vanished = rows.filter((r) => {
+    if (r.source_uidvalidity === null) return false;
+    if (!statusOf.has(r.source_path)) return true;
+    const now = statusOf.get(r.source_path)?.uidValidity;
+    return now !== undefined && Number(now) !== r.source_uidvalidity;
+  });
+  if (vanished.length === 0) return [];
+  // New to the journal: no row, or a row an interrupted attempt made before its first scan.
+  const fresh = mappings.filter((m) => m.selectable && (byPath.get(m.sourcePath)?.source_uidvalidity ?? null) === null && statusOf.get(m.sourcePath)?.uidValidity !== undefined);
+  const pairs: { row: FolderRow; mapping: FolderMapping }[] = [];
+  for (const mapping of fresh) {
+    const st = statusOf.get(mapping.sourcePath)!;
+    for (const row of vanished) {
+      // UIDs only grow under one UIDVALIDITY (RFC 3501 §2.3.1.1).
+      if (row.source_uidvalidity === Number(st.uidValidity) && (st.uidNext === undefined || st.uidNext >= row.synced_uidnext)) pairs.push({ row, mapping });
+    }
+  }
+  const confirmed: typeof pairs = [];
+  for (const p of pairs.slice(0, MAX_COMPARISONS)) if (await sameMessages(ctx, src, p.row, p.mapping.sourcePath)) confirmed.push(p);
+  const once = <T>(list: readonly T[], key: (t: T) => unknown) => list.filter((a) => list.filter((b) => key(b) === key(a)).length === 1);
+  ctx.log.debug({ vanished: vanished.map((r) => r.source_path), fresh: fresh.map((m) => m.sourcePath), pairs: pairs.length, confirmed: confirmed.map((p) => [p.row.source_path, p.mapping.sourcePath]) }, 'rename candidates');
+  const unique = once(once(confirmed, (p) => p.row.id), (p) => p.mapping.sourcePath);
+  return unique.map(({ row, mapping }) => ({ row, sourcePath: mapping.sourcePath, targetPath: mapping.targetPath }));
+}
+
+/** Folder pairs compared by content in one run, at most: each costs an EXAMINE and a FETCH. */
+const MAX_COMPARISONS = 200;
+
+/** Whether the journaled UIDs sampled are in `path` with the sizes the journal recorded. */
+async function sameMessages(ctx: RenameContext, src: ImapFlow, row: FolderRow, path: string): Promise<boolean> {
+  const sample = async (order: 'asc' | 'desc') =>
+    ctx.db.selectFrom('message').select(['source_uid', 'size']).where('folder_id', '=', row.id).where('state', '=', 'copied').where('source_uid', '>', 0).orderBy('source_uid', order).limit(SAMPLE).execute();
+  const journaled = new Map([...(await sample('asc')), ...(await sample('desc'))].map((r) => [r.source_uid, r.size]));
+  // Nothing copied: nothing to be copied twice, and nothing to confirm it by.
+  if (journaled.size === 0) return false;
+  const mailbox = await withWatchdog(src, ctx.stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
+  if (Number(mailbox.uidValidity) !== row.source_uidvalidity || mailbox.exists === 0) return false;
+  const listed = await withWatchdog(src, ctx.stallMs, `listing ${path}`, () => src.fetchAll(uidSet([...journaled.keys()]), { uid: true, size: true }, { uid: true }));
+  // Messages deleted since are simply absent; one present with another size is another message.
+  const present = listed.filter((m) => journaled.has(m.uid));
+  return present.length > 0 && present.every((m) => m.size === journaled.get(m.uid));
+}
+
+/**
+ * Renames the target copies and moves the journal rows. Returns the target renames done
+ * (old path → new path), parents before children, for the caller's view of the target.
+ */
+export async function applyRenames(ctx: RenameContext, tgt: ImapFlow, tgtView: ServerView, mappings: readonly FolderMapping[], renames: readonly FolderRename[]): Promise<[string, string][]> {
+  const d = tgtView.delimiter ?? '';
+  const depth = (p: string) => (d ? p.split(d).length : 1);
+  const done: [string, string][] = [];
+  // The target's folders as they are after the renames done so far.
+  let targetPaths = new Set(tgtView.folders.filter((f) => !f.flags.has('\\NonExistent')).map((f) => normalized(f.path)));
+  const protectedPaths = new Set(['INBOX', ...tgtView.folders.filter((f) => f.specialUse !== undefined).map((f) => f.path)]);
+  const renamedSources = new Set(renames.map((r) => r.sourcePath));
+  for (const r of [...renames].sort((a, b) => depth(a.row.target_path) - depth(b.row.target_path))) {
+    const from = renamedPath(r.row.target_path, done, d);
+    const to = r.targetPath;
+    const what = { from: r.row.source_path, to: r.sourcePath };
+    if (from !== to) {
+      // Another source folder copied there too; a new folder under the old name is not one.
+      const sharedWith = mappings.find((m) => m.targetPath === from && !renamedSources.has(m.sourcePath) && m.sourcePath !== r.row.source_path);
+      if (!targetPaths.has(from)) {
+        // Not there under its old name: renamed by a run killed before it could record it
+        // (then it is there under the new one), or deleted on the target (then the folder
+        // is copied anew, which the journal row's target UIDVALIDITY check leads to).
+        if (!targetPaths.has(to)) continue;
+      } else if (targetPaths.has(to) || protectedPaths.has(from) || sharedWith) {
+        ctx.log.warn({ ...what, target: from, reason: targetPaths.has(to) ? `${to} exists on the target` : sharedWith ? `${sharedWith.sourcePath} is copied there too` : 'a special folder of the target' }, 'source folder renamed; copied again under its new name');
+        continue;
+      } else {
+        try {
+          await withWatchdog(tgt, ctx.stallMs, `renaming ${from} on the target`, () => tgt.mailboxRename(from, to));
+        } catch (err) {
+          if (!isImapRefusal(err)) throw err;
+          ctx.log.warn({ ...what, target: from, reason: (err as Error).message }, 'source folder renamed; the target refused the rename, copied again under the new name');
+          continue;
+        }
+        done.push([from, to]);
+        targetPaths = new Set([...targetPaths].map((p) => renamedPath(p, [[from, to]], d)));
+      }
+    }
+    await ctx.db.transaction().execute(async (trx) => {
+      // The row an interrupted attempt made for the new name, before it was recognised.
+      const stale = await trx.selectFrom('folder').select('id').where('pair_id', '=', ctx.pairId).where('source_path', '=', r.sourcePath).executeTakeFirst();
+      if (stale) {
+        const used = await trx.selectFrom('message').select('source_uid').where('folder_id', '=', stale.id).limit(1).executeTakeFirst();
+        if (used) throw new Error(`journal folder ${r.sourcePath} holds messages; not a rename`);
+        await trx.deleteFrom('folder').where('id', '=', stale.id).execute();
+      }
+      await trx.updateTable('folder').set({ source_path: r.sourcePath, target_path: to }).where('id', '=', r.row.id).execute();
+    });
+    ctx.log.info({ ...what, target: to }, 'source folder renamed; followed on the target');
+  }
+  return done;
+}
+
+/** The target's listing with the renamed folders (and their subfolders) under their new names; their STATUS is asked anew. */
+export function renamedListing(list: readonly ListResponse[], done: readonly [string, string][], delimiter: string | null): ListResponse[] {
+  if (done.length === 0) return [...list];
+  const d = delimiter ?? '';
+  return list.map((f) => {
+    const path = renamedPath(f.path, done, d);
+    if (path === f.path) return f;
+    const { status: _status, ...rest } = f;
+    return { ...rest, path, name: d ? path.split(d).pop()! : path };
+  });
+}
+
+/** Where `path` is after the target renames `done` (a renamed folder's subfolders move with it, RFC 3501 §6.3.5). */
+function renamedPath(path: string, done: readonly [string, string][], delimiter: string): string {
+  for (const [from, to] of done) {
+    if (path === from) path = to;
+    else if (delimiter && path.startsWith(from + delimiter)) path = to + path.slice(from.length);
+  }
+  return path;
+}

@@ -1,0 +1,138 @@
+/**
+ * Folders users rename on the source in the weeks before the cut-over: the target copy is
+ * renamed the same way and nothing is copied again (renamed-folders.ts). What only looks
+ * like a rename (a folder deleted and another made with the same messages) is copied.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { env, runCli, syncArgs } from './helpers/cli.js';
+import { type LabPair, startPair } from './helpers/lab-pair.js';
+import { compareMailboxes, connect, snapshot } from './helpers/mailbox-snapshot.js';
+
+function message(n: number): Buffer {
+  return Buffer.from(`From: sender${n}@example.org\r\nTo: alice@example.org\r\nSubject: message ${n}\r\nMessage-ID: <r${n}@example.org>\r\nDate: Mon, 2 Mar 2020 10:00:00 +0000\r\n\r\n${'body '.repeat(40 + n)}\r\n`);
+}
+
+describe('sync: folders renamed on the source between runs', () => {
+  let lab: LabPair;
+  const sync = () => runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+  const targetFolders = async () => {
+    const t = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    return new Map([...t].filter(([, msgs]) => msgs.length > 0).map(([path, msgs]) => [path, msgs.length]));
+  };
+  /** Every source folder's messages, exactly once, under its name translated to `/`. */
+  const exact = async () => {
+    const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    return compareMailboxes(src, tgt, (p) => p.replaceAll('.', '/'));
+  };
+
+  before(async () => {
+    lab = await startPair();
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.append('INBOX', message(0), [], new Date(Date.UTC(2020, 0, 1)));
+    await c.mailboxCreate('Projects');
+    await c.mailboxCreate('Projects.Alpha');
+    await c.mailboxCreate('Old');
+    for (let n = 1; n <= 3; n++) await c.append('Projects', message(n), ['\\Seen'], new Date(Date.UTC(2020, 1, n)));
+    for (let n = 4; n <= 5; n++) await c.append('Projects.Alpha', message(n), [], new Date(Date.UTC(2020, 2, n)));
+    for (let n = 6; n <= 7; n++) await c.append('Old', message(n), [], new Date(Date.UTC(2020, 3, n)));
+    await c.logout();
+  });
+  after(async () => lab?.stop());
+
+  test('a renamed folder and its subfolders are renamed on the target; only new mail is copied', async () => {
+    const first = await sync();
+    assert.equal(first.status, 0, first.stderr);
+    assert.equal(first.json?.copied, 8);
+
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxRename('Projects', 'Work');
+    await c.mailboxRename('Old', 'Archived.2019');
+    await c.append('Work', message(8), [], new Date(Date.UTC(2020, 4, 1)));
+    await c.mailboxOpen('Work.Alpha');
+    await c.messageFlagsAdd('1', ['\\Flagged']);
+    await c.logout();
+
+    const second = await sync();
+    assert.equal(second.status, 0, second.stderr);
+    assert.equal(second.json?.copied, 1, 'only the new message in Work');
+    assert.equal(second.json?.flagsUpdated, 1);
+    assert.deepEqual(
+      [...(await targetFolders())].sort(),
+      [['Archived/2019', 2], ['INBOX', 1], ['Work', 4], ['Work/Alpha', 2]],
+      'the old names are gone from the target, each message is there once',
+    );
+    assert.deepEqual(await exact(), []);
+    const verified = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(verified.json?.inSync, true, verified.stdout);
+
+    const third = await sync();
+    assert.equal(third.json?.copied, 0);
+    assert.equal(third.json?.flagsUpdated, 0);
+  });
+
+  test('a rename the target took before a killed run could record it is adopted', async () => {
+    const s = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await s.mailboxRename('Work.Alpha', 'Work.Beta');
+    await s.logout();
+    // What a run killed between its RENAME on the target and its journal update leaves.
+    const t = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    await t.mailboxRename('Work/Alpha', 'Work/Beta');
+    await t.logout();
+    const r = await sync();
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.copied, 0);
+    // Followed as a rename: the journal's folder moved, its copies were not looked for by
+    // content as copies already on the target (which alone would also avoid duplicates).
+    assert.equal(r.json?.alreadyOnTarget, 0);
+    assert.equal((await targetFolders()).get('Work/Beta'), 2);
+    assert.deepEqual(await exact(), []);
+  });
+
+  test('a folder renamed and a new one made under its old name: the copy is renamed, the new folder copied', async () => {
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxRename('Work', 'Work 2020');
+    await c.mailboxCreate('Work');
+    await c.append('Work', message(9), [], new Date(Date.UTC(2021, 0, 1)));
+    await c.logout();
+    const r = await sync();
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.copied, 1, 'only the new Work folder\'s message');
+    const folders = await targetFolders();
+    assert.equal(folders.get('Work 2020'), 4);
+    assert.equal(folders.get('Work 2020/Beta'), 2);
+    assert.equal(folders.get('Work'), 1);
+    assert.deepEqual(await exact(), []);
+  });
+
+  test('a folder deleted and another made with the same messages is copied, not taken for a rename', async () => {
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxDelete('Archived.2019');
+    await c.mailboxCreate('Restored');
+    for (let n = 6; n <= 7; n++) await c.append('Restored', message(n), [], new Date(Date.UTC(2020, 3, n)));
+    await c.logout();
+    const r = await sync();
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.copied, 2, 'a new folder (its own UIDVALIDITY): copied');
+    const folders = await targetFolders();
+    assert.equal(folders.get('Restored'), 2);
+    assert.equal(folders.get('Archived/2019'), 2, 'the copy of the deleted folder stays, as deleted mail does');
+  });
+
+  test('a rename onto a name the target already has is copied there, the old copy left alone', async () => {
+    const t = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    await t.mailboxCreate('Later');
+    await t.logout();
+    const s = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await s.mailboxRename('Restored', 'Later');
+    await s.logout();
+    const r = await sync();
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.copied, 2);
+    const folders = await targetFolders();
+    assert.equal(folders.get('Later'), 2);
+    assert.equal(folders.get('Restored'), 2);
+    assert.match(r.stderr, /source folder renamed; copied again under its new name/);
+  });
+});
