@@ -54,6 +54,8 @@ describe('sync: folders renamed on the source between runs', () => {
     await c.messageFlagsAdd('1', ['\\Flagged']);
     await c.logout();
 
+    const dry = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json', '--dry-run'])], env(lab));
+    assert.equal(dry.json?.toCopy, 1, 'a dry run counts the renamed folders as the folders they were');
     const second = await sync();
     assert.equal(second.status, 0, second.stderr);
     assert.equal(second.json?.copied, 1, 'only the new message in Work');

@@ -36,7 +36,7 @@ import { looseDigest } from './changed-copies.js';
 import { ExistingCopies } from './existing-copies.js';
 import { contentHasher } from '../store/content-key.js';
 import { reconcileTargetFolder } from './recovery.js';
-import { applyRenames, findRenames, renamedListing } from './renamed-folders.js';
+import { applyRenames, findRenames, type FolderRename, renamedListing } from './renamed-folders.js';
 import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
 import { countNewInScope, isRetryable as isRetryableSkip, rowInScope, scanFolder } from './scan.js';
 import { TargetFolder } from './target-folder.js';
@@ -239,10 +239,11 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     let tgtView = serverView(tgt, tgtList);
     const mapOptions = { ...(opts.exclude ? { exclude: opts.exclude } : {}), ...(opts.include ? { include: opts.include } : {}), ...(opts.source.userRoot ? { userRoot: opts.source.userRoot } : {}) };
     let mappings = mapFolders(srcView, tgtView, mapOptions);
-    if (!opts.dryRun) {
-      // Before anything is created under the new names (renamed-folders.ts).
-      const renameCtx = { db, pairId: pairId!, stallMs, log };
-      const renames = await findRenames(renameCtx, src, srcList, mappings);
+    // Before anything is created under the new names (renamed-folders.ts). A dry run only
+    // counts renamed folders as the folders they were.
+    const renameCtx = pairId === undefined ? undefined : { db, pairId, stallMs, log };
+    const renames = renameCtx ? await findRenames(renameCtx, src, srcList, mappings) : [];
+    if (renameCtx && !opts.dryRun) {
       const done = renames.length ? await applyRenames(renameCtx, tgt, tgtView, mappings, renames) : [];
       if (done.length) {
         tgtList = renamedListing(tgtList, done, tgtView.delimiter);
@@ -264,10 +265,10 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
 
     if (opts.dryRun) {
       if (opts.receivedAfter !== undefined) {
-        const plan = await dryRunInScope(db, pairId, src, selectable, srcStatus, opts.receivedAfter, stallMs);
+        const plan = await dryRunInScope(db, pairId, renames, src, selectable, srcStatus, opts.receivedAfter, stallMs);
         return { mappings, counts: plan.counts, found: sum(plan.counts), flagsUpdated: 0, dryRunToCopy: plan.toCopy, failedFolders };
       }
-      return { mappings, counts: statusCounts, found: sum(statusCounts), flagsUpdated: 0, dryRunToCopy: await dryRunCount(db, pairId, selectable, srcStatus), failedFolders };
+      return { mappings, counts: statusCounts, found: sum(statusCounts), flagsUpdated: 0, dryRunToCopy: await dryRunCount(db, pairId, renames, selectable, srcStatus), failedFolders };
     }
     const pid = pairId!;
     // Creating thousands of folders takes a while on some servers: said, not shown as 'listing'.
@@ -555,13 +556,14 @@ async function inScopeCounts(db: Kysely<Database>, folders: readonly FolderRow[]
 async function dryRunInScope(
   db: Kysely<Database>,
   pairId: number | undefined,
+  renames: readonly FolderRename[],
   src: ImapFlow,
   selectable: readonly FolderMapping[],
   status: Map<string, FolderStatus>,
   receivedAfter: number,
   stallMs: number,
 ): Promise<{ counts: Map<string, number>; toCopy: number }> {
-  const rows = pairId === undefined ? [] : await listFolders(db, pairId);
+  const rows = await journalFolders(db, pairId, renames);
   // Rows under another source UIDVALIDITY describe old UIDs: that folder is listed anew.
   const current = (m: FolderMapping) => rows.find((r) => r.source_path === m.sourcePath && r.source_uidvalidity === Number(status.get(m.sourcePath)?.uidValidity));
   const known = await inScopeCounts(db, selectable.map(current).filter((r): r is FolderRow => r !== undefined), receivedAfter);
@@ -577,9 +579,16 @@ async function dryRunInScope(
   return { counts, toCopy };
 }
 
+/** The journal's folders as a dry run sees them: renamed ones under their new names. */
+async function journalFolders(db: Kysely<Database>, pairId: number | undefined, renames: readonly FolderRename[]): Promise<FolderRow[]> {
+  if (pairId === undefined) return [];
+  const renamed = new Map(renames.map((r) => [r.row.id, r.sourcePath]));
+  return (await listFolders(db, pairId)).map((r) => (renamed.has(r.id) ? { ...r, source_path: renamed.get(r.id)! } : r));
+}
+
 /** Without touching anything: how many messages a real run would copy (by UIDNEXT). */
-async function dryRunCount(db: Kysely<Database>, pairId: number | undefined, selectable: FolderMapping[], status: Map<string, FolderStatus>): Promise<number> {
-  const rows = pairId === undefined ? [] : await listFolders(db, pairId);
+async function dryRunCount(db: Kysely<Database>, pairId: number | undefined, renames: readonly FolderRename[], selectable: FolderMapping[], status: Map<string, FolderStatus>): Promise<number> {
+  const rows = await journalFolders(db, pairId, renames);
   let n = 0;
   for (const m of selectable) {
     const st = status.get(m.sourcePath);
