@@ -320,6 +320,23 @@ describe('Courier IMAP', { skip: courierSkip }, () => {
     await migrateExactly(aliceOwn(), targetSide('alice'), join(dir, 'courier-own.sqlite'), total, fromPrefixed('INBOX.', '.'));
   });
 
+  // Courier gives a renamed folder a new UIDVALIDITY: recognised by content instead
+  // (renamed-folders.ts), and every message linked to its copy, none copied again.
+  test('Courier → Dovecot: a folder renamed on Courier (new UIDVALIDITY) is renamed on the target, nothing copied again', async () => {
+    const s = await connect(courier.endpoint(), 'alice', ALICE_PW);
+    try {
+      await s.mailboxRename('INBOX.Archive.2019', 'INBOX.Archive.Year 2019');
+    } finally {
+      await s.logout();
+    }
+    const r = await cli('sync', aliceOwn(), targetSide('alice'), join(dir, 'courier-own.sqlite'));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.copied, 0, r.stdout);
+    assert.equal(await assertExact(aliceOwn(), targetSide('alice'), fromPrefixed('INBOX.', '.')), total);
+    const tgt = await snapshot(target.endpoint(), 'alice', TARGET_PW);
+    assert.ok(!tgt.has('Archive/2019') && tgt.has('Archive/Year 2019') && tgt.has('Archive/Year 2019/Ärger & Co'), [...tgt.keys()].join(', '));
+  });
+
   test('a Courier admin finds the user\'s folders under UserRoot `#shared.alice` (virtual shared folders, not listed by LIST "" "*")', async () => {
     const r = await resolveSourceLogin(courier.endpoint(), 'admin', ADMIN_PW, { userRoot: '#shared.alice' });
     assert.equal(r.method, 'LOGIN as admin with UserRoot');

@@ -1,7 +1,7 @@
 /**
  * Folders users rename on the source in the weeks before the cut-over: the target copy is
- * renamed the same way and nothing is copied again (renamed-folders.ts). What only looks
- * like a rename (a folder deleted and another made with the same messages) is copied.
+ * renamed the same way and nothing is copied again (renamed-folders.ts), also where the
+ * server gives the renamed folder new UIDs; a new folder with other messages is copied.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -108,18 +108,32 @@ describe('sync: folders renamed on the source between runs', () => {
     assert.deepEqual(await exact(), []);
   });
 
-  test('a folder deleted and another made with the same messages is copied, not taken for a rename', async () => {
+  test('a folder deleted and another made with its messages is followed like a rename; one with other messages is new', async () => {
     const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    // A new folder (its own UIDVALIDITY and UIDs) whose oldest messages are byte for byte
+    // the old folder's: as Courier renames. Linked by content, nothing copied twice.
     await c.mailboxDelete('Archived.2019');
     await c.mailboxCreate('Restored');
     for (let n = 6; n <= 7; n++) await c.append('Restored', message(n), [], new Date(Date.UTC(2020, 3, n)));
     await c.logout();
     const r = await sync();
     assert.equal(r.status, 0, r.stderr);
-    assert.equal(r.json?.copied, 2, 'a new folder (its own UIDVALIDITY): copied');
-    const folders = await targetFolders();
+    assert.equal(r.json?.copied, 0);
+    let folders = await targetFolders();
     assert.equal(folders.get('Restored'), 2);
-    assert.equal(folders.get('Archived/2019'), 2, 'the copy of the deleted folder stays, as deleted mail does');
+    assert.equal(folders.get('Archived/2019'), undefined);
+    assert.deepEqual(await exact(), []);
+
+    const d = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await d.mailboxDelete('Restored');
+    await d.mailboxCreate('Fresh');
+    for (let n = 10; n <= 11; n++) await d.append('Fresh', message(n), [], new Date(Date.UTC(2021, 3, n)));
+    await d.logout();
+    const again = await sync();
+    assert.equal(again.json?.copied, 2, 'other messages: a new folder, copied');
+    folders = await targetFolders();
+    assert.equal(folders.get('Fresh'), 2);
+    assert.equal(folders.get('Restored'), 2, 'the copy of the deleted folder stays, as deleted mail does');
   });
 
   test('a rename onto a name the target already has is copied there, the old copy left alone', async () => {
@@ -127,14 +141,14 @@ describe('sync: folders renamed on the source between runs', () => {
     await t.mailboxCreate('Later');
     await t.logout();
     const s = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
-    await s.mailboxRename('Restored', 'Later');
+    await s.mailboxRename('Fresh', 'Later');
     await s.logout();
     const r = await sync();
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.json?.copied, 2);
     const folders = await targetFolders();
     assert.equal(folders.get('Later'), 2);
-    assert.equal(folders.get('Restored'), 2);
+    assert.equal(folders.get('Fresh'), 2);
     assert.match(r.stderr, /source folder renamed; copied again under its new name/);
   });
 });

@@ -27,6 +27,7 @@ import type { ImapFlow, ListResponse } from 'imapflow';
 import type { Kysely } from 'kysely';
 import { isImapRefusal } from '../imap/errors.js';
 import { withWatchdog } from '../imap/imapflow-session.js';
+import { contentHasher } from '../store/content-key.js';
 import { listFolders } from '../store/journal.js';
 import type { Database, FolderRow } from '../store/schema.js';
 import type { FolderMapping, ServerView } from './folder-map.js';
@@ -54,12 +55,14 @@ const SAMPLE = 50;
 const normalized = (path: string) => (path.toUpperCase() === 'INBOX' ? 'INBOX' : path);
 
 /**
- * Pairs of (journal folder whose source name vanished, new source folder) with one
- * UIDVALIDITY between them, confirmed by the sizes of journaled UIDs in the new folder.
- * Several folders can share a UIDVALIDITY (Cyrus takes the time of creation, so folders
- * made in one second, by a client or an earlier migration, have the same one): then every
- * such pair is compared by content, and a pair is taken only when neither of its folders
- * matches any other.
+ * Pairs of (journal folder whose source name vanished, new source folder), confirmed by
+ * content. With one UIDVALIDITY between them, the sizes of journaled UIDs in the new
+ * folder confirm it; several folders can share a UIDVALIDITY (Cyrus takes the time of
+ * creation, so folders made in one second, by a client or an earlier migration, have the
+ * same one). Courier gives a renamed folder a new UIDVALIDITY (and so new UIDs): then the
+ * oldest messages of the new folder must be byte for byte among the old folder's copies,
+ * and the scan links every message to its copy by content, as after any UIDVALIDITY
+ * change (scan.ts). A pair is taken only when neither of its folders matches any other.
  */
 export async function findRenames(ctx: RenameContext, src: ImapFlow, srcList: readonly ListResponse[], mappings: readonly FolderMapping[]): Promise<FolderRename[]> {
   const rows = await listFolders(ctx.db, ctx.pairId);
@@ -76,27 +79,36 @@ export async function findRenames(ctx: RenameContext, src: ImapFlow, srcList: re
   if (vanished.length === 0) return [];
   // New to the journal: no row, or a row an interrupted attempt made before its first scan.
   const fresh = mappings.filter((m) => m.selectable && (byPath.get(m.sourcePath)?.source_uidvalidity ?? null) === null && statusOf.get(m.sourcePath)?.uidValidity !== undefined);
-  const pairs: { row: FolderRow; mapping: FolderMapping }[] = [];
+  const sameUids: Pair[] = [];
+  const otherUids: Pair[] = [];
   for (const mapping of fresh) {
     const st = statusOf.get(mapping.sourcePath)!;
     for (const row of vanished) {
+      if (row.source_uidvalidity !== Number(st.uidValidity)) otherUids.push({ row, mapping });
       // UIDs only grow under one UIDVALIDITY (RFC 3501 §2.3.1.1).
-      if (row.source_uidvalidity === Number(st.uidValidity) && (st.uidNext === undefined || st.uidNext >= row.synced_uidnext)) pairs.push({ row, mapping });
+      else if (st.uidNext === undefined || st.uidNext >= row.synced_uidnext) sameUids.push({ row, mapping });
     }
   }
-  const confirmed: typeof pairs = [];
-  for (const p of pairs.slice(0, MAX_COMPARISONS)) if (await sameMessages(ctx, src, p.row, p.mapping.sourcePath)) confirmed.push(p);
+  const confirmed: Pair[] = [];
+  let budget = MAX_COMPARISONS;
+  for (const p of sameUids) if (budget-- > 0 && (await sameSizes(ctx, src, p.row, p.mapping.sourcePath))) confirmed.push(p);
+  for (const p of otherUids) if (budget-- > 0 && (await oldestAmongCopies(ctx, src, p.row, p.mapping.sourcePath))) confirmed.push(p);
   const once = <T>(list: readonly T[], key: (t: T) => unknown) => list.filter((a) => list.filter((b) => key(b) === key(a)).length === 1);
-  ctx.log.debug({ vanished: vanished.map((r) => r.source_path), fresh: fresh.map((m) => m.sourcePath), pairs: pairs.length, confirmed: confirmed.map((p) => [p.row.source_path, p.mapping.sourcePath]) }, 'rename candidates');
   const unique = once(once(confirmed, (p) => p.row.id), (p) => p.mapping.sourcePath);
+  if (confirmed.length > unique.length) ctx.log.info({ candidates: confirmed.map((p) => [p.row.source_path, p.mapping.sourcePath]) }, 'renamed folders that cannot be told apart; copied under their new names');
   return unique.map(({ row, mapping }) => ({ row, sourcePath: mapping.sourcePath, targetPath: mapping.targetPath }));
 }
 
-/** Folder pairs compared by content in one run, at most: each costs an EXAMINE and a FETCH. */
+interface Pair {
+  row: FolderRow;
+  mapping: FolderMapping;
+}
+
+/** Folder pairs compared in one run, at most: each costs an EXAMINE and a FETCH or two. */
 const MAX_COMPARISONS = 200;
 
 /** Whether the journaled UIDs sampled are in `path` with the sizes the journal recorded. */
-async function sameMessages(ctx: RenameContext, src: ImapFlow, row: FolderRow, path: string): Promise<boolean> {
+async function sameSizes(ctx: RenameContext, src: ImapFlow, row: FolderRow, path: string): Promise<boolean> {
   const sample = async (order: 'asc' | 'desc') =>
     ctx.db.selectFrom('message').select(['source_uid', 'size']).where('folder_id', '=', row.id).where('state', '=', 'copied').where('source_uid', '>', 0).orderBy('source_uid', order).limit(SAMPLE).execute();
   const journaled = new Map([...(await sample('asc')), ...(await sample('desc'))].map((r) => [r.source_uid, r.size]));
@@ -109,6 +121,30 @@ async function sameMessages(ctx: RenameContext, src: ImapFlow, row: FolderRow, p
   const present = listed.filter((m) => journaled.has(m.uid));
   return present.length > 0 && present.every((m) => m.size === journaled.get(m.uid));
 }
+
+/**
+ * Whether the oldest messages of `path` (the first by sequence number: mail that arrived
+ * after a rename comes last) are, byte for byte, copies the journal made from `row`'s
+ * folder. Only messages up to a size are read, a few of them.
+ */
+async function oldestAmongCopies(ctx: RenameContext, src: ImapFlow, row: FolderRow, path: string): Promise<boolean> {
+  const mailbox = await withWatchdog(src, ctx.stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
+  if (mailbox.exists === 0) return false;
+  const first = await withWatchdog(src, ctx.stallMs, `listing ${path}`, () => src.fetchAll(`1:${Math.min(mailbox.exists, 2 * CONTENT_SAMPLE)}`, { uid: true, size: true }));
+  const picked = first.filter((m) => (m.size ?? 0) <= CONTENT_SAMPLE_MAX_BYTES).slice(0, CONTENT_SAMPLE);
+  if (picked.length === 0) return false;
+  const bodies = await withWatchdog(src, ctx.stallMs, `reading ${path}`, () => src.fetchAll(uidSet(picked.map((m) => m.uid)), { uid: true, source: true }, { uid: true }));
+  const hasher = await contentHasher(ctx.db);
+  const digests = bodies.map((m) => hasher.digestsOf(m.source ?? Buffer.alloc(0), ['gmac', 'sha256']));
+  const known = new Set(
+    (await ctx.db.selectFrom('message').select('digest').where('folder_id', '=', row.id).where('state', 'in', ['copied', 'orphan']).where('digest', 'in', digests.flat()).execute()).map((r) => r.digest),
+  );
+  return bodies.length === picked.length && digests.every((ds) => ds.some((d) => known.has(d)));
+}
+
+/** Messages read to compare a folder that changed its UIDVALIDITY, and the largest read. */
+const CONTENT_SAMPLE = 8;
+const CONTENT_SAMPLE_MAX_BYTES = 1024 * 1024;
 
 /**
  * Renames the target copies and moves the journal rows. Returns the target renames done
