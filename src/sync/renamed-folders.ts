@@ -77,8 +77,16 @@ export async function findRenames(ctx: RenameContext, src: ImapFlow, srcList: re
     return now !== undefined && Number(now) !== r.source_uidvalidity;
   });
   if (vanished.length === 0) return [];
-  // New to the journal: no row, or a row an interrupted attempt made before its first scan.
-  const fresh = mappings.filter((m) => m.selectable && (byPath.get(m.sourcePath)?.source_uidvalidity ?? null) === null && statusOf.get(m.sourcePath)?.uidValidity !== undefined);
+  // New to the journal: no row, or an empty one an interrupted attempt made before its
+  // first scan. (A run killed while copying a new folder leaves rows: that folder is on
+  // its way to the target already, and is finished as it was started.)
+  const started = new Set(
+    (await ctx.db.selectFrom('message').select('folder_id').distinct().where('folder_id', 'in', [0, ...rows.filter((r) => r.source_uidvalidity === null).map((r) => r.id)]).execute()).map((r) => r.folder_id),
+  );
+  const fresh = mappings.filter((m) => {
+    const row = byPath.get(m.sourcePath);
+    return m.selectable && (row === undefined || (row.source_uidvalidity === null && !started.has(row.id))) && statusOf.get(m.sourcePath)?.uidValidity !== undefined;
+  });
   const sameUids: Pair[] = [];
   const otherUids: Pair[] = [];
   for (const mapping of fresh) {
@@ -188,11 +196,8 @@ export async function applyRenames(ctx: RenameContext, tgt: ImapFlow, tgtView: S
     await ctx.db.transaction().execute(async (trx) => {
       // The row an interrupted attempt made for the new name, before it was recognised.
       const stale = await trx.selectFrom('folder').select('id').where('pair_id', '=', ctx.pairId).where('source_path', '=', r.sourcePath).executeTakeFirst();
-      if (stale) {
-        const used = await trx.selectFrom('message').select('source_uid').where('folder_id', '=', stale.id).limit(1).executeTakeFirst();
-        if (used) throw new Error(`journal folder ${r.sourcePath} holds messages; not a rename`);
-        await trx.deleteFrom('folder').where('id', '=', stale.id).execute();
-      }
+      // (Empty: findRenames leaves out folders with journaled messages.)
+      if (stale) await trx.deleteFrom('folder').where('id', '=', stale.id).execute();
       await trx.updateTable('folder').set({ source_path: r.sourcePath, target_path: to }).where('id', '=', r.row.id).execute();
     });
     ctx.log.info({ ...what, target: to }, 'source folder renamed; followed on the target');
