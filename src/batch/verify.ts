@@ -69,13 +69,14 @@ export async function verifyBatch(store: Store, batch: BatchRow, opts: VerifyBat
   const rows: BatchMailboxRow[] = await q.execute();
   const ctx = { source, target, key: opts.key, loginCache: new SourceLoginCache(), logger: opts.logger };
   const scope = batchScope(batch);
-  // Each mailbox verified holds a source session, like an incremental sync, on top of the
-  // workers' own: by default no more of them than the endpoint allows incremental syncs.
+  // Each mailbox verified holds a source session (one pair per mailbox: mailboxes are
+  // compared side by side instead), like an incremental sync, on top of the workers' own:
+  // by default no more of them than the endpoint allows incremental syncs.
   const limit = opts.concurrency ?? Math.max(1, Math.min(source.max_concurrent_incremental_syncs, 10));
   return pooled(rows, limit, async (m) => {
     let v: MailboxVerification;
     try {
-      const result = await withMailboxSides(ctx, m, (sides) => verifyMailbox({ ...sides, ...scope, content: !!opts.content, logger: opts.logger }));
+      const result = await withMailboxSides(ctx, m, (sides) => verifyMailbox({ ...sides, ...scope, content: !!opts.content, connections: 1, logger: opts.logger }));
       const fresh = await store.db.selectFrom('batch_mailbox').select(['lease_owner', 'lease_expires_at']).where('id', '=', m.id).executeTakeFirst();
       v = { line: m.line, emailAddress: m.email_address, kind: 'verified', result, syncing: leaseIsLive(m, now()) || (!!fresh && leaseIsLive(fresh, now())) };
     } catch (err) {

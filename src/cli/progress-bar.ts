@@ -66,3 +66,21 @@ export function progressView(enabled: boolean): ProgressView {
     },
   };
 }
+
+/** The bar of `verify`: folders compared of all, on stderr; silent when not enabled. */
+export function verifyProgressView(enabled: boolean): { update(p: { folders: number; compared: number }): void; stop(): void } {
+  if (!enabled) return { update: () => undefined, stop: () => undefined };
+  const bar = new cliProgress.SingleBar({ stream: process.stderr, format: 'verifying [{bar}] {value}/{total} folders', hideCursor: true, fps: 5 }, cliProgress.Presets.shades_classic);
+  let running = false;
+  return {
+    update(p) {
+      if (!running) bar.start(p.folders, 0);
+      running = true;
+      bar.update(p.compared);
+    },
+    stop() {
+      if (running) bar.stop();
+      running = false;
+    },
+  };
+}

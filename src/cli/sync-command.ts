@@ -8,7 +8,7 @@ import { parseTime } from './batch-command.js';
 import { addConnectionOptions, type ConnectionFlags, resolveSides } from './connection-options.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { cliLogger } from './logger.js';
-import { progressView } from './progress-bar.js';
+import { progressView, verifyProgressView } from './progress-bar.js';
 
 interface DateScopeFlags {
   receivedAfter?: string;
@@ -121,14 +121,17 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
 
   addConnectionOptions(program.command('verify').description('Compare source and target folder by folder; "in sync" only when every source message is on the target. Exit 0 in sync, 1 not.'))
     .option('--content', 'compare full message contents (a digest of each message) instead of size, date and Message-ID')
+    .option('--connections <n>', 'folders compared at once (each one source and one target connection)', '4')
     .option('--received-after <date>', `${RECEIVED_AFTER_HELP}; older source messages are not expected on the target`)
     .option('--json', 'print a JSON result as the last line of stdout')
-    .action((flags: ConnectionFlags & DateScopeFlags & { content?: boolean; json?: boolean }) =>
+    .action((flags: ConnectionFlags & DateScopeFlags & { content?: boolean; json?: boolean; connections: string }) =>
       run(async () => {
         const logger = cliLogger(flags.logLevel);
         const scope = receivedAfterOf(flags);
         const sides = await resolveSides(flags, logger);
-        const result: VerifyResult = await verifyMailbox({ ...sides, exclude: flags.exclude, ...scope, content: !!flags.content, logger });
+        const connections = positiveInt(flags.connections, '--connections');
+        const bar = verifyProgressView(!flags.json && !!process.stderr.isTTY);
+        const result: VerifyResult = await verifyMailbox({ ...sides, exclude: flags.exclude, ...scope, content: !!flags.content, connections, logger, onProgress: (p) => bar.update(p) }).finally(() => bar.stop());
         for (const f of result.folders) {
           if (f.error !== undefined) {
             process.stderr.write(`FAILED  ${f.sources.join(' + ')} -> ${f.target}: could not be read: ${f.error}\n`);

@@ -1,0 +1,58 @@
+/**
+ * `verify` compares folders on several connection pairs at once (verify.ts): the verdicts
+ * are the ones one pair gives, in the same order, a missing message is found wherever it
+ * is, and a server that allows fewer connections than asked for leaves fewer lanes, not
+ * a failed verification.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { env, runCli, syncArgs } from './helpers/cli.js';
+import { type LabPair, startPair } from './helpers/lab-pair.js';
+import { connect } from './helpers/mailbox-snapshot.js';
+
+const FOLDERS = 14;
+
+describe('verify on several connections', () => {
+  let lab: LabPair;
+  const verify = (extra: string[]) => runCli(['verify', ...syncArgs(lab, lab.db, ['--json', ...extra])], env(lab));
+
+  before(async () => {
+    // Three sessions per user and address on the target: the fourth pair verify asks for is refused.
+    lab = await startPair({ target: { extraConfig: 'mail_max_userip_connections = 3' } });
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    for (let f = 0; f < FOLDERS; f++) {
+      await c.mailboxCreate(`F${f}`);
+      for (let n = 0; n <= f % 3; n++) {
+        await c.append(`F${f}`, Buffer.from(`Subject: ${f}/${n}\r\nMessage-ID: <v${f}.${n}@example.org>\r\n\r\nbody ${f} ${n}\r\n`), n ? ['\\Seen'] : [], new Date(Date.UTC(2021, f % 12, n + 1)));
+      }
+    }
+    await c.logout();
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json', '--connections', '1'])], env(lab));
+    assert.equal(r.status, 0, r.stderr);
+  });
+  after(async () => lab?.stop());
+
+  test('in sync, with the verdicts of one connection pair, on a server that refuses the fourth session', async () => {
+    const one = await verify(['--connections', '1']);
+    const four = await verify(['--connections', '4', '--log-level', 'debug']);
+    assert.equal(four.status, 0, four.stderr);
+    assert.match(four.stderr, /one connection pair fewer/, 'the target refused a session');
+    assert.equal(four.json?.inSync, true);
+    assert.equal(four.json?.sourceMessages, 27);
+    assert.deepEqual(four.json?.folders, one.json?.folders);
+  });
+
+  test('a message missing in a late folder is found and named', async () => {
+    const t = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    await t.mailboxOpen('F11');
+    await t.messageDelete('1:*');
+    await t.logout();
+    const r = await verify(['--connections', '4']);
+    assert.equal(r.status, 1);
+    assert.equal(r.json?.inSync, false);
+    assert.equal(r.json?.missing, 3);
+    const folders = r.json?.folders as { target: string; missing: number }[];
+    assert.deepEqual(folders.filter((f) => f.missing > 0).map((f) => f.target), ['F11']);
+    assert.match(r.stderr, /MISSING F11 -> F11: source 3, target 0, 3 missing/);
+  });
+});
