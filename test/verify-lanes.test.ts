@@ -17,7 +17,7 @@ describe('verify on several connections', () => {
   const verify = (extra: string[]) => runCli(['verify', ...syncArgs(lab, lab.db, ['--json', ...extra])], env(lab));
 
   before(async () => {
-    // Three sessions per user and address on the target: the fourth pair verify asks for is refused.
+    // Three sessions per user and address on the target.
     lab = await startPair({ target: { extraConfig: 'mail_max_userip_connections = 3' } });
     const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
     for (let f = 0; f < FOLDERS; f++) {
@@ -32,14 +32,29 @@ describe('verify on several connections', () => {
   });
   after(async () => lab?.stop());
 
-  test('in sync, with the verdicts of one connection pair, on a server that refuses the fourth session', async () => {
+  test('in sync, with the verdicts of one connection pair', async () => {
     const one = await verify(['--connections', '1']);
-    const four = await verify(['--connections', '4', '--log-level', 'debug']);
+    const four = await verify(['--connections', '4']);
     assert.equal(four.status, 0, four.stderr);
-    assert.match(four.stderr, /one connection pair fewer/, 'the target refused a session');
     assert.equal(four.json?.inSync, true);
     assert.equal(four.json?.sourceMessages, 27);
     assert.deepEqual(four.json?.folders, one.json?.folders);
+  });
+
+  test('a target that refuses more sessions leaves fewer connection pairs, not a failure', async () => {
+    // Two sessions held elsewhere (a user's mail client): verify's first pair takes the
+    // third, the others are refused. (Logins racing each other can slip past Dovecot's
+    // count, so they are not what this test relies on.)
+    const held = [await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass), await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass)];
+    try {
+      const r = await verify(['--connections', '4', '--log-level', 'debug']);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, /one connection pair fewer/, 'the target refused a session');
+      assert.equal(r.json?.inSync, true);
+      assert.equal(r.json?.sourceMessages, 27);
+    } finally {
+      await Promise.all(held.map((c) => c.logout()));
+    }
   });
 
   test('a message missing in a late folder is found and named', async () => {
