@@ -106,11 +106,25 @@ export function planJobs(works: readonly FolderWork[], chunkBytes: number, chunk
  * first changed folder instead of after the last one: at a 20 ms round trip, scanning a
  * few dozen folders one SELECT and FETCH at a time takes seconds.
  */
+/**
+ * Work an idle lane may do on its source connection while no copy job is waiting: the
+ * scan of a folder (mailbox-sync.ts). A first sync of many small folders is otherwise
+ * bound by one connection scanning them one after another while the lanes wait.
+ */
+export type IdleTask = (fetcher: RawFetcher) => Promise<void>;
+
 export class JobQueue {
   private readonly jobs: CopyJob[] = [];
   private readonly busy = new Map<string, number>();
   private closed = false;
   private waiters: (() => void)[] = [];
+  private idleWork: (() => IdleTask | undefined) | undefined;
+
+  /** Where idle lanes find other work; undefined from `take` means there is none now. */
+  offerIdleWork(take: () => IdleTask | undefined): void {
+    this.idleWork = take;
+    this.wake();
+  }
 
   add(jobs: readonly CopyJob[]): void {
     this.jobs.push(...jobs);
@@ -129,7 +143,8 @@ export class JobQueue {
     for (const f of w) f();
   }
 
-  async take(prefer: string | null, stop: () => boolean): Promise<CopyJob | undefined> {
+  /** The next copy job (of the folder `prefer` if there is one), else idle work, else waits; undefined when closed and drained. */
+  async take(prefer: string | null, stop: () => boolean): Promise<CopyJob | { idle: IdleTask } | undefined> {
     for (;;) {
       if (stop()) return undefined;
       let i = prefer === null ? -1 : this.jobs.findIndex((j) => j.work.mapping.sourcePath === prefer);
@@ -141,6 +156,8 @@ export class JobQueue {
         this.busy.set(path, (this.busy.get(path) ?? 0) + 1);
         return job;
       }
+      const idle = this.idleWork?.();
+      if (idle) return { idle };
       if (this.closed) return undefined;
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
@@ -603,23 +620,59 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
  * One lane: a RawFetcher (chunks, and large messages streamed) and a pipelined appender.
  * Each source connection keeps its own selected folder.
  */
-async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unknown }, pool: SlabPool): Promise<void> {
+async function runLane(ctx: CopyContext, queue: JobQueue, state: LanesState, pool: SlabPool): Promise<void> {
   const hasher = await contentHasher(ctx.db);
-  const fetcher = await RawFetcher.connect({ endpoint: ctx.source.endpoint, login: ctx.source.login, idleTimeoutMs: ctx.stallMs, maxMessageBytes: MAX_CHUNK_MESSAGE_BYTES });
+  let fetcher: RawFetcher | undefined;
   let app: PipelinedAppender | undefined;
-  const completions: Promise<void>[] = [];
   try {
+    fetcher = await RawFetcher.connect({ endpoint: ctx.source.endpoint, login: ctx.source.login, idleTimeoutMs: ctx.stallMs, maxMessageBytes: MAX_CHUNK_MESSAGE_BYTES });
     // MAILFERRY_MULTIAPPEND=off sends one APPEND per message even to servers that offer
     // MULTIAPPEND: a way around a server that mishandles it, and the benchmark's baseline.
     const multiAppend = process.env.MAILFERRY_MULTIAPPEND !== 'off';
     app = await PipelinedAppender.connect({ endpoint: ctx.target.endpoint, login: ctx.target.login, idleTimeoutMs: ctx.stallMs, multiAppend });
+  } catch (err) {
+    await fetcher?.close().catch(() => undefined);
+    state.connecting--;
+    // Servers limit sessions per user (Dovecot's mail_max_userip_connections, Gmail's 15,
+    // hosters' 4 or 5) and answer one too many like a refused login: while another lane
+    // is up or may still come up, this is one lane fewer, not the run's failure. The last
+    // lane to fail with none up says why (a wrong password, an unreachable server).
+    if (state.up > 0 || state.connecting > 0) {
+      ctx.log.warn({ err: (err as Error)?.message }, 'a copy lane could not connect; copying on fewer connections');
+      return;
+    }
+    throw err;
+  }
+  state.connecting--;
+  state.up++;
+  return copyOnLane(ctx, queue, state, pool, hasher, fetcher, app);
+}
+
+/** What the lanes of one run know of each other. */
+interface LanesState {
+  failure: unknown;
+  /** Lanes still logging in, and lanes copying. */
+  connecting: number;
+  up: number;
+}
+
+async function copyOnLane(ctx: CopyContext, queue: JobQueue, state: LanesState, pool: SlabPool, hasher: ContentHasher, fetcher: RawFetcher, app: PipelinedAppender): Promise<void> {
+  const completions: Promise<void>[] = [];
+  try {
     let fetcherFolder: string | null = null;
     const checkValidity = (job: CopyJob, uidValidity: number) => {
       if (uidValidity !== job.work.snapshot?.uidValidity) throw Object.assign(new Error(`source folder ${job.work.mapping.sourcePath} changed UIDVALIDITY during the run`), { retryable: true });
     };
     for (;;) {
-      const job = await queue.take(fetcherFolder, () => !!state.failure || !!ctx.signal?.aborted);
-      if (!job) break;
+      const next = await queue.take(fetcherFolder, () => !!state.failure || !!ctx.signal?.aborted);
+      if (!next) break;
+      if ('idle' in next) {
+        // It selects folders of its own on this connection.
+        fetcherFolder = null;
+        await next.idle(fetcher);
+        continue;
+      }
+      const job = next;
       await ctx.budget.acquire(job.bytes);
       let handedOff = false;
       const streamed = job.items.length === 1 && job.items[0]!.size > STREAM_THRESHOLD;
@@ -667,7 +720,7 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
     await Promise.allSettled(completions);
     throw err;
   } finally {
-    await app?.close().catch(() => undefined);
+    await app.close().catch(() => undefined);
     await fetcher.close().catch(() => undefined);
   }
 }
@@ -678,7 +731,7 @@ async function runLane(ctx: CopyContext, queue: JobQueue, state: { failure: unkn
  * filling the queue can stop early.
  */
 export async function runCopyLanes(ctx: CopyContext, queue: JobQueue, lanes: number, onFailure: () => void = () => undefined): Promise<void> {
-  const state: { failure: unknown } = { failure: null };
+  const state: LanesState = { failure: null, connecting: Math.max(1, lanes), up: 0 };
   // As many reusable slabs as the byte budget holds full chunks; with more lanes than
   // that, the extra chunks get one-off buffers of their own size (see SlabPool.take).
   const pool = new SlabPool(SLAB_BYTES, Math.max(1, Math.ceil(ctx.budget.capacity / SLAB_BYTES)));

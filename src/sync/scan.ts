@@ -18,6 +18,7 @@ import { diffFlags, flagsKey, isUncertain } from './flags.js';
 import type { FolderWork } from './folder-work.js';
 import { reclaimIfGrown } from './reclaim.js';
 import { storableText } from './message-headers.js';
+import type { OneAtATime } from './one-at-a-time.js';
 import { uidSet } from './uid-set.js';
 
 export interface ScanContext {
@@ -97,7 +98,9 @@ export function isRetryable(row: Pick<MessageRow, 'state' | 'skip_kind' | 'size'
  */
 export interface ScanSource {
   lister: RawFetcher;
+  /** The imapflow session, shared with scans of other folders: `use` it one scan at a time. */
   session: ImapFlow;
+  use: OneAtATime;
 }
 
 /**
@@ -245,8 +248,10 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
   await offerExpunged(db, work, goneCopied);
   if (tooLarge.length && !ctx.dryRun) {
     const src = source.session;
-    await withWatchdog(src, ctx.stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
-    const envelopes = await withWatchdog(src, ctx.stallMs, `reading ${path}`, () => src.fetchAll(uidSet(tooLarge), { uid: true, size: true, flags: true, internalDate: true, envelope: true }, { uid: true }));
+    const envelopes = await source.use(async () => {
+      await withWatchdog(src, ctx.stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
+      return withWatchdog(src, ctx.stallMs, `reading ${path}`, () => src.fetchAll(uidSet(tooLarge), { uid: true, size: true, flags: true, internalDate: true, envelope: true }, { uid: true }));
+    });
     await insertMessages(
       db,
       envelopes.map((m) => ({

@@ -1,0 +1,85 @@
+/**
+ * A source that allows fewer sessions per user than a sync would open (hosters allow 4 or
+ * 5; Dovecot 10, Gmail 15): the sessions over the limit are turned away at the greeting
+ * (`* BYE`, as Courier does), and the sync copies on the connections it got instead of
+ * failing (copy-lanes.ts runLane). With many folders, where idle lanes scan folders too
+ * (mailbox-sync.ts).
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { env, runCli, syncArgs } from './helpers/cli.js';
+import { type LabPair, startPair } from './helpers/lab-pair.js';
+import { compareMailboxes, connect, snapshot } from './helpers/mailbox-snapshot.js';
+
+/** A relay to `port` that greets the session over `limit` open at once with BYE and closes it. */
+async function startLimiter(port: number, limit: number): Promise<{ port: number; turnedAway: () => number; stop: () => Promise<void> }> {
+  let open = 0;
+  let refused = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    if (open >= limit) {
+      refused++;
+      client.end('* BYE Too many connections from your user and IP address\r\n');
+      return;
+    }
+    open++;
+    const upstream = net.connect(port, '127.0.0.1');
+    sockets.add(upstream);
+    let closed = false;
+    const done = () => {
+      if (!closed) open--;
+      closed = true;
+      client.destroy();
+      upstream.destroy();
+    };
+    client.pipe(upstream).on('error', done);
+    upstream.pipe(client).on('error', done);
+    client.on('close', done).on('error', done);
+    upstream.on('close', done).on('error', done);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    turnedAway: () => refused,
+    stop: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+describe('sync: a source that allows few sessions per user', () => {
+  let lab: LabPair;
+  let limiter: Awaited<ReturnType<typeof startLimiter>>;
+
+  before(async () => {
+    lab = await startPair();
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    for (let f = 0; f < 30; f++) {
+      await c.mailboxCreate(`F${f}`);
+      for (let n = 0; n < 3; n++) await c.append(`F${f}`, Buffer.from(`Subject: ${f}/${n}\r\nMessage-ID: <l${f}.${n}@example.org>\r\n\r\n${'x'.repeat(300 * (n + 1))}\r\n`), ['\\Seen'], new Date(Date.UTC(2022, 0, f + 1)));
+    }
+    await c.logout();
+    // Its own session, the scan's and the lanes' four would be six.
+    limiter = await startLimiter(lab.source.port, 4);
+  });
+  after(async () => {
+    await limiter?.stop();
+    await lab?.stop();
+  });
+
+  test('the sync copies on the sessions it gets, exactly, and says so', async () => {
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json', '--connections', '4'], { sourcePort: limiter.port })], env(lab));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.copied, 90);
+    assert.ok(limiter.turnedAway() > 0, 'sessions over the limit were turned away');
+    assert.match(r.stderr, /copying on fewer connections/);
+    const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.deepEqual(compareMailboxes(src, tgt, (p) => p), []);
+  });
+});
