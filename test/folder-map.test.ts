@@ -1,7 +1,9 @@
 /** Folder mapping rules, without a server: separators, namespaces, special-use, excludes, UserRoot. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { ImapFlow, ListResponse } from 'imapflow';
 import { type FolderMapping, mapFolders, type ServerFolder, type ServerView } from '../src/sync/folder-map.js';
+import { serverView } from '../src/sync/server-view.js';
 
 function folder(path: string, delimiter: string, ...flags: string[]): ServerFolder {
   return { path, delimiter, flags: new Set(flags) };
@@ -88,5 +90,16 @@ describe('mapFolders', () => {
   test('skips \\NonExistent entries and marks \\Noselect ones', () => {
     const m = mapFolders(view('/', '', folder('Gone', '/', '\\NonExistent'), folder('Parent', '/', '\\Noselect'), folder('Parent/Child', '/')), view('/', '', folder('INBOX', '/')));
     assert.deepEqual(m.map((x) => [x.sourcePath, x.selectable]), [['Parent', false], ['Parent/Child', true]]);
+  });
+
+  test('attributes in any case, as UW-IMAP sends them (\\NoSelect, \\SENT), count as the attributes', () => {
+    const client = { namespaces: { personal: [{ prefix: '', delimiter: '/' }] } } as unknown as ImapFlow;
+    const listed = [
+      { path: 'Archive', delimiter: '/', flags: new Set(['\\NoSelect', '\\HasChildren']) },
+      { path: 'Archive/2019', delimiter: '/', flags: new Set(['\\HasNoChildren']) },
+      { path: 'Outbox', delimiter: '/', flags: new Set(['\\SENT']) },
+    ] as unknown as ListResponse[];
+    const m = mapFolders(serverView(client, listed), view('/', '', folder('INBOX', '/'), folder('Sent', '/', '\\Sent')));
+    assert.deepEqual(m.map((x) => [x.sourcePath, x.targetPath, x.selectable]), [['Archive', 'Archive', false], ['Archive/2019', 'Archive/2019', true], ['Outbox', 'Sent', true]]);
   });
 });

@@ -26,6 +26,7 @@
  * admin's could be copied, so that passes, reported as `both-empty`.
  */
 import type { ImapFlow } from 'imapflow';
+import { canonicalAttributes } from '../imap/mailbox-attributes.js';
 
 /** Messages sampled from one folder. Ten make a coincidence between two users' mailboxes implausible. */
 export const SAMPLE_SIZE = 10;
@@ -75,7 +76,10 @@ function isForeign(path: string, prefixes: readonly string[]): boolean {
 export async function fingerprintSession(client: ImapFlow): Promise<MailboxFingerprint> {
   const foreign = foreignPrefixes(client);
   const listed = await client.list({ statusQuery: { messages: true, uidValidity: true } });
-  const own = listed.filter((f) => !f.flags.has('\\Noselect') && !f.flags.has('\\NonExistent') && !isForeign(f.path, foreign));
+  const own = listed.filter((f) => {
+    const attributes = canonicalAttributes(f.flags);
+    return !attributes.has('\\Noselect') && !attributes.has('\\NonExistent') && !isForeign(f.path, foreign);
+  });
   const folders = new Map<string, string>();
   let messages = 0;
   for (const f of own) {

@@ -1,5 +1,6 @@
 /** What folder-map.ts needs to know about one server, read from an imapflow session. */
 import type { ImapFlow, ListOptions, ListResponse } from 'imapflow';
+import { canonicalAttributes } from '../imap/mailbox-attributes.js';
 import { type ServerView, userRootPattern } from './folder-map.js';
 
 /**
@@ -28,7 +29,7 @@ export function serverView(client: ImapFlow, folders: readonly ListResponse[]): 
   const inbox = folders.find((f) => f.path.toUpperCase() === 'INBOX');
   const others = client.namespaces?.other;
   return {
-    folders: folders.map((f) => ({ path: f.path, delimiter: f.delimiter ?? null, flags: f.flags, specialUse: f.specialUse })),
+    folders: folders.map((f) => ({ path: f.path, delimiter: f.delimiter ?? null, flags: canonicalAttributes(f.flags), specialUse: f.specialUse })),
     prefix: ns?.prefix ?? '',
     delimiter: ns?.delimiter ?? inbox?.delimiter ?? folders.find((f) => f.delimiter)?.delimiter ?? null,
     otherUsersPrefixes: others ? others.map((o) => o.prefix).filter((p) => p !== '') : [],

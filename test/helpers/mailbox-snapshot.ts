@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { ImapFlow } from 'imapflow';
 import type { ImapEndpoint } from '../../src/imap/endpoint.js';
+import { canonicalAttributes } from '../../src/imap/mailbox-attributes.js';
 
 export interface SnapshotMessage {
   uid: number;
@@ -34,7 +35,8 @@ export async function snapshot(endpoint: ImapEndpoint, user: string, pass: strin
   try {
     const out: MailboxSnapshot = new Map();
     for (const f of await c.list()) {
-      if (f.flags.has('\\Noselect') || f.flags.has('\\NonExistent')) continue;
+      const attributes = canonicalAttributes(f.flags);
+      if (attributes.has('\\Noselect') || attributes.has('\\NonExistent')) continue;
       const mb = await c.mailboxOpen(f.path, { readOnly: true });
       const msgs: SnapshotMessage[] = [];
       if (mb.exists > 0) {
