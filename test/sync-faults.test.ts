@@ -8,7 +8,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { basename, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -669,6 +670,11 @@ describe('sync: recovery finds copies the target server changed as it stored the
     assert.equal(looseDigest(cyrus), looseDigest(sent));
     assert.notEqual(looseDigest(Buffer.from('Subject: Grusse\r\n\r\nline one\nline two')), looseDigest(sent));
     assert.notEqual(looseDigest(Buffer.from('Subject: Gr\xc3\xbc\xc3\x9fe\r\nX: ab\r\n\r\nline one\r\nline tw0\r\n', 'latin1')), looseDigest(sent));
+    // UW-IMAP's mbox quoting of lines that start with "From ", and only of those.
+    const body = Buffer.from('Subject: s\r\n\r\nFrom the start\r\n>From quoted\r\nnot From here\r\n>not quoted\r\n');
+    const uw = Buffer.from('Subject: s\r\n\r\n>From the start\r\n>>From quoted\r\nnot From here\r\n>not quoted\r\n');
+    assert.equal(looseDigest(uw), looseDigest(body));
+    assert.notEqual(looseDigest(Buffer.from('Subject: s\r\n\r\nFrom the start\r\n>From quoted\r\nnot From here\r\nnot quoted\r\n')), looseDigest(body));
   });
 });
 
@@ -873,5 +879,37 @@ describe('sync: TLS settings that do not fit the server', () => {
     assert.equal(r.status, 3, r.stderr);
     assert.match(r.stderr, /does not speak TLS from the start: it probably expects plain IMAP \(choose STARTTLS or no encryption/);
     assert.doesNotMatch(r.stderr, /ssl3_record|routines/, 'no OpenSSL internals');
+  });
+});
+
+describe('sync: a server that greets with PREAUTH', () => {
+  test('is refused with exit 3 and a reason, whatever --source-user says (UW imapd run under a user account)', async () => {
+    const server = net.createServer((c) => {
+      c.on('error', () => undefined);
+      c.write('* PREAUTH IMAP4rev1 Pre-authenticated user alice\r\n');
+      let buf = '';
+      c.on('data', (d: Buffer) => {
+        buf += d.toString('latin1');
+        for (let i = buf.indexOf('\r\n'); i >= 0; i = buf.indexOf('\r\n')) {
+          const [tag, command] = buf.slice(0, i).split(' ');
+          buf = buf.slice(i + 2);
+          if (/^CAPABILITY$/i.test(command ?? '')) c.write('* CAPABILITY IMAP4rev1\r\n');
+          if (/^LOGOUT$/i.test(command ?? '')) c.write('* BYE bye\r\n');
+          c.write(`${tag} OK done\r\n`);
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const dir = mkdtempSync(join(tmpdir(), 'mailferry-preauth-'));
+      const args = ['sync', '--source', `127.0.0.1:${port}`, '--source-user', 'bob', '--source-tls', 'none', '--target', `127.0.0.1:${port}`, '--target-user', 'bob', '--target-tls', 'none', '--db', `sqlite:${join(dir, 'db.sqlite')}`, '--json'];
+      const r = await runCli(args, { ...process.env, MAILFERRY_SOURCE_PASSWORD: 'pw', MAILFERRY_TARGET_PASSWORD: 'pw' });
+      rmSync(dir, { recursive: true, force: true });
+      assert.equal(r.status, 3, r.stderr);
+      assert.match(r.stderr, /PREAUTH greeting: the server logged the connection in by itself instead of asking for .*bob/);
+    } finally {
+      server.close();
+    }
   });
 });

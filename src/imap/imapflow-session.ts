@@ -92,6 +92,15 @@ export async function openSession(opts: SessionOptions): Promise<ImapFlow> {
     }
     throw new ImapConnectError(`cannot connect to ${opts.endpoint.host}:${opts.endpoint.port} (${opts.endpoint.tls === 'implicit' ? 'implicit TLS' : opts.endpoint.tls === 'starttls' ? 'STARTTLS' : 'no TLS'}): ${connectFailure(err, opts.endpoint)}`);
   }
+  // A PREAUTH greeting (RFC 3501 §7.1.4) logs the connection in as whoever the server
+  // chose, without the login given: a UW imapd run under a user's own account answers so
+  // for any --source-user. Whose mailbox that is cannot be told, so it is not used.
+  if (client.authenticated === true) {
+    client.close();
+    throw new ImapConnectError(
+      `PREAUTH greeting: the server logged the connection in by itself instead of asking for ${describe(opts)}; mailferry cannot tell whose mailbox that is: connect to an IMAP service that asks for a login`,
+    );
+  }
   return client;
 }
 

@@ -6,8 +6,8 @@
  * find it and the message would be copied a second time.
  *
  * So a pending row recovery could not match is compared once more, by a *loose* digest:
- * the message with every CR removed, every byte >= 0x80 read as `X`, and trailing line
- * ends ignored, computed for the source message (read again from the source, only for
+ * the message with every CR removed, every byte >= 0x80 read as `X`, `>` before a line's
+ * `From ` dropped (UW-IMAP's mbox quoting), and trailing line ends ignored, computed for the source message (read again from the source, only for
  * these rows) and for the target messages above the rows' UID floor that no journal row
  * claims and whose size is close. A loose digest is still a digest of the whole text, so
  * mail others delivered meanwhile is not mistaken for ours; what it ignores is only what
@@ -20,6 +20,8 @@ import { listTargetMessages, readTargetBodies } from './target-messages.js';
 const CR = 0x0d;
 const LF = 0x0a;
 const X = 0x58;
+const GT = 0x3e;
+const FROM_ = Buffer.from('From ');
 
 export function looseDigest(raw: Buffer): string {
   const out = Buffer.allocUnsafe(raw.length);
@@ -27,6 +29,16 @@ export function looseDigest(raw: Buffer): string {
   for (let i = 0; i < raw.length; i++) {
     const b = raw[i]!;
     if (b === CR) continue;
+    // An mbox store (UW-IMAP) quotes a line starting "From " as ">From " (and ">From " as
+    // ">>From "): the '>'s at a line start before "From " are ignored.
+    if (b === GT && (n === 0 || out[n - 1] === LF)) {
+      let j = i;
+      while (raw[j] === GT) j++;
+      if (raw.subarray(j, j + FROM_.length).equals(FROM_)) {
+        i = j - 1;
+        continue;
+      }
+    }
     out[n++] = b >= 0x80 ? X : b;
   }
   while (n > 0 && out[n - 1] === LF) n--;
