@@ -78,6 +78,12 @@ export async function openSession(opts: SessionOptions): Promise<ImapFlow> {
   // imapflow emits 'error' once when the connection dies; without a listener Node would
   // crash the process. The pending command fails on its own, which is where we handle it.
   client.on('error', (err: Error) => opts.logger?.debug({ err: err.message }, 'imap connection error'));
+  // imapflow says PREAUTH only as `authenticated === true`, which a login sets as well: its
+  // greeting handler is watched instead (an internal method, looked up per call).
+  let preauth = false;
+  const greeted = client as unknown as { initialPREAUTH?: () => Promise<void> };
+  const onPreauth = greeted.initialPREAUTH?.bind(client);
+  if (onPreauth) greeted.initialPREAUTH = () => ((preauth = true), onPreauth());
   try {
     await client.connect();
   } catch (err) {
@@ -95,7 +101,7 @@ export async function openSession(opts: SessionOptions): Promise<ImapFlow> {
   // A PREAUTH greeting (RFC 3501 §7.1.4) logs the connection in as whoever the server
   // chose, without the login given: a UW imapd run under a user's own account answers so
   // for any --source-user. Whose mailbox that is cannot be told, so it is not used.
-  if (client.authenticated === true) {
+  if (preauth) {
     client.close();
     throw new ImapConnectError(
       `PREAUTH greeting: the server logged the connection in by itself instead of asking for ${describe(opts)}; mailferry cannot tell whose mailbox that is: connect to an IMAP service that asks for a login`,
