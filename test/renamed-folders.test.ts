@@ -151,4 +151,53 @@ describe('sync: folders renamed on the source between runs', () => {
     assert.equal(folders.get('Fresh'), 2);
     assert.match(r.stderr, /source folder renamed; copied again under its new name/);
   });
+
+  test('a folder of that name the user made on the target is not taken for the copy', async () => {
+    const s = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await s.mailboxCreate('Mine');
+    for (let n = 20; n <= 22; n++) await s.append('Mine', message(n), [], new Date(Date.UTC(2022, 0, n)));
+    await s.logout();
+    assert.equal((await sync()).json?.copied, 3);
+    // On the target the user moves the copy aside and makes a folder of that name of their own.
+    const t = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    await t.mailboxRename('Mine', 'Mine-old');
+    await t.mailboxCreate('Mine');
+    await t.append('Mine', Buffer.from('Subject: my own\r\n\r\nmine\r\n'));
+    await t.logout();
+    const s2 = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await s2.mailboxRename('Mine', 'Ours');
+    await s2.logout();
+    const r = await sync();
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /Mine on the target is not the copy/);
+    const folders = await targetFolders();
+    assert.equal(folders.get('Mine'), 1, "the user's own folder is left as it is");
+    assert.equal(folders.get('Mine-old'), 3);
+    assert.equal(folders.get('Ours'), 3, 'copied under the new name');
+  });
+
+  test('a parent renamed while a new subfolder keeps its old name listed (Maildir++): followed, and no failed folder', async () => {
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxCreate('Team');
+    for (let n = 30; n <= 31; n++) await c.append('Team', message(n), [], new Date(Date.UTC(2022, 1, n - 29)));
+    await c.logout();
+    assert.equal((await sync()).json?.copied, 2);
+    const d = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await d.mailboxRename('Team', 'Crew');
+    // Dovecot now lists `Team` (no STATUS, cannot be opened) for its new subfolder.
+    await d.mailboxCreate('Team.New');
+    await d.append('Team.New', message(32), [], new Date(Date.UTC(2022, 2, 1)));
+    await d.logout();
+    const r = await sync();
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.json?.failedFolders, []);
+    assert.equal(r.json?.copied, 1, 'only the message in Team.New');
+    const folders = await targetFolders();
+    assert.equal(folders.get('Crew'), 2);
+    assert.equal(folders.get('Team/New'), 1);
+    assert.equal(folders.get('Team'), undefined, 'the copy moved to Crew');
+    const verified = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(verified.status, 0, verified.stderr);
+    assert.equal(verified.json?.inSync, true);
+  });
 });

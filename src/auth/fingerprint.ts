@@ -26,10 +26,13 @@
  * admin's could be copied, so that passes, reported as `both-empty`.
  */
 import type { ImapFlow } from 'imapflow';
+import { isImapRefusal } from '../imap/errors.js';
 import { canonicalAttributes } from '../imap/mailbox-attributes.js';
 
 /** Messages sampled from one folder. Ten make a coincidence between two users' mailboxes implausible. */
 export const SAMPLE_SIZE = 10;
+/** Folders with messages tried in turn for the sample, when the first ones cannot be opened. */
+const SAMPLE_FOLDERS_TRIED = 5;
 
 export interface MailboxFingerprint {
   /** Personal, selectable folders: path → UIDVALIDITY (decimal). */
@@ -88,17 +91,22 @@ export async function fingerprintSession(client: ImapFlow): Promise<MailboxFinge
     messages += f.status?.messages ?? 0;
   }
   const ordered = [...own].sort((a, b) => (a.path.toUpperCase() === 'INBOX' ? -1 : b.path.toUpperCase() === 'INBOX' ? 1 : a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  const first = ordered.find((f) => (f.status?.messages ?? 0) > 0);
+  // The first folder with messages that can be read: a Cyrus admin's own view lists the
+  // users' deleted folders (`DELETED.user.alice.Old.6B0A5965`, delayed delete) with
+  // messages it may not open (a NO), which must not fail the login check.
   let sample: MailboxFingerprint['sample'] = null;
-  if (first) {
-    // RFC 3501 §6.3.2 EXAMINE: read-only, so looking changes no \Seen flag.
-    const box = await client.mailboxOpen(first.path, { readOnly: true });
+  for (const f of ordered.filter((o) => (o.status?.messages ?? 0) > 0).slice(0, SAMPLE_FOLDERS_TRIED)) {
     try {
+      // RFC 3501 §6.3.2 EXAMINE: read-only, so looking changes no \Seen flag.
+      const box = await client.mailboxOpen(f.path, { readOnly: true });
       // Sequence numbers beyond EXISTS are an error (RFC 3501 §6.4.5), so ask for what is there.
       const n = Math.min(SAMPLE_SIZE, box.exists);
       const msgs = n > 0 ? await client.fetchAll(`1:${n}`, { uid: true, internalDate: true, size: true }) : [];
       const items = msgs.map((m) => `${m.uid}/${m.internalDate ? new Date(m.internalDate).getTime() : '?'}/${m.size ?? '?'}`).sort();
-      sample = { folder: first.path, items };
+      sample = { folder: f.path, items };
+      break;
+    } catch (err) {
+      if (!isImapRefusal(err)) throw err;
     } finally {
       await client.mailboxClose().catch(() => undefined);
     }

@@ -53,3 +53,11 @@ export function isImapRefusal(err: unknown): err is Error & { responseStatus: 'N
   const status = (err as { responseStatus?: unknown } | null)?.responseStatus;
   return err instanceof Error && (status === 'NO' || status === 'BAD');
 }
+
+/**
+ * Whether a NO says the mailbox is not there: RFC 5530's NONEXISTENT, or the words of
+ * servers that send no code ("Mailbox doesn't exist", "No such mailbox").
+ */
+export function saysNonexistent(code: string | undefined, text: string): boolean {
+  return code?.toUpperCase() === 'NONEXISTENT' || /doesn'?t exist|does not exist|no such (mailbox|folder)|unknown mailbox/i.test(text);
+}

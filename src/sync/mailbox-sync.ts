@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import type { ImapFlow, ListResponse } from 'imapflow';
 import type { Kysely } from 'kysely';
 import { type ImapLogin } from '../imap/endpoint.js';
-import { ImapConnectError, isRetryable } from '../imap/errors.js';
+import { ImapConnectError, isRetryable, saysNonexistent } from '../imap/errors.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
 import { type CreatedFolders, createFolders } from '../imap/create-folders.js';
 import { RawFetchCommandError, RawFetcher } from '../imap/raw-fetch.js';
@@ -248,7 +248,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const renameCtx = pairId === undefined ? undefined : { db, pairId, stallMs, log };
     const renames = renameCtx ? await findRenames(renameCtx, src, srcList, mappings) : [];
     if (renameCtx && !opts.dryRun) {
-      const done = renames.length ? await applyRenames(renameCtx, tgt, tgtView, mappings, renames) : [];
+      const done = renames.length ? await applyRenames(renameCtx, tgt, tgtList, mappings, renames) : [];
       if (done.length) {
         tgtList = renamedListing(tgtList, done, tgtView.delimiter);
         tgtView = serverView(tgt, tgtList);
@@ -416,6 +416,13 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
         // disk, permissions): this folder fails, named, and the others go on. A lost
         // connection still fails the attempt (and is retried).
         if (!(err instanceof RawFetchCommandError)) throw err;
+        // Listed, without a STATUS, and not there when opened: only a node of the hierarchy
+        // (Dovecot's Maildir++ lists `a` for a folder `a.b` whose parent was renamed or
+        // deleted, with neither \Noselect nor \NonExistent). No mail to copy, nothing failed.
+        if (st.uidValidity === undefined && saysNonexistent(err.code, err.serverText)) {
+          log.debug({ folder: m.sourcePath, err: err.message }, 'listed folder does not exist: a hierarchy node');
+          return;
+        }
         failedFolders.set(m.sourcePath, `the source could not read it: ${err.message}`);
         return;
       }

@@ -30,7 +30,9 @@ import { withWatchdog } from '../imap/imapflow-session.js';
 import { contentHasher } from '../store/content-key.js';
 import { listFolders } from '../store/journal.js';
 import type { Database, FolderRow } from '../store/schema.js';
-import type { FolderMapping, ServerView } from './folder-map.js';
+import { canonicalAttributes } from '../imap/mailbox-attributes.js';
+import type { FolderMapping } from './folder-map.js';
+import { serverView } from './server-view.js';
 import type { SyncOptions } from './options.js';
 import { uidSet } from './uid-set.js';
 
@@ -56,25 +58,28 @@ const normalized = (path: string) => (path.toUpperCase() === 'INBOX' ? 'INBOX' :
 
 /**
  * Pairs of (journal folder whose source name vanished, new source folder), confirmed by
- * content. With one UIDVALIDITY between them, the sizes of journaled UIDs in the new
- * folder confirm it; several folders can share a UIDVALIDITY (Cyrus takes the time of
- * creation, so folders made in one second, by a client or an earlier migration, have the
- * same one). Courier gives a renamed folder a new UIDVALIDITY (and so new UIDs): then the
- * oldest messages of the new folder must be byte for byte among the old folder's copies,
- * and the scan links every message to its copy by content, as after any UIDVALIDITY
- * change (scan.ts). A pair is taken only when neither of its folders matches any other.
+ * content. With one UIDVALIDITY between them, sampled journaled UIDs must be in the new
+ * folder with the journal's sizes and, for a few of them, its content digests: several
+ * folders can share a UIDVALIDITY (Cyrus takes the time of creation, so folders made in
+ * one second, by a client or an earlier migration, have the same one), and fixed-format
+ * mail (alerts, receipts) has equal sizes. Courier gives a renamed folder a new
+ * UIDVALIDITY (and so new UIDs): then the oldest messages of the new folder must be byte
+ * for byte among the old folder's copies, and the scan links every message to its copy
+ * by content, as after any UIDVALIDITY change (scan.ts). Pairs of the first kind are
+ * settled first; a pair is taken only when neither of its folders matches any other.
  */
 export async function findRenames(ctx: RenameContext, src: ImapFlow, srcList: readonly ListResponse[], mappings: readonly FolderMapping[]): Promise<FolderRename[]> {
   const rows = await listFolders(ctx.db, ctx.pairId);
   const byPath = new Map(rows.map((r) => [r.source_path, r]));
   const statusOf = new Map(srcList.map((f) => [f.path, f.status && !('error' in f.status) ? f.status : undefined]));
   // Gone from the source, or its name now taken by another folder (renamed, and a new one
-  // made under the old name: a yearly "Projects" → "Projects 2025").
+  // made under the old name: a yearly "Projects" → "Projects 2025"), or only a node of the
+  // hierarchy now (Dovecot's Maildir++ lists a renamed parent whose old name still has a
+  // subfolder, without a STATUS: it cannot be opened).
   const vanished = rows.filter((r) => {
     if (r.source_uidvalidity === null) return false;
-    if (!statusOf.has(r.source_path)) return true;
     const now = statusOf.get(r.source_path)?.uidValidity;
-    return now !== undefined && Number(now) !== r.source_uidvalidity;
+    return now === undefined || Number(now) !== r.source_uidvalidity;
   });
   if (vanished.length === 0) return [];
   // New to the journal: no row, or an empty one an interrupted attempt made before its
@@ -97,14 +102,28 @@ export async function findRenames(ctx: RenameContext, src: ImapFlow, srcList: re
       else if (st.uidNext === undefined || st.uidNext >= row.synced_uidnext) sameUids.push({ row, mapping });
     }
   }
-  const confirmed: Pair[] = [];
   let budget = MAX_COMPARISONS;
-  for (const p of sameUids) if (budget-- > 0 && (await sameSizes(ctx, src, p.row, p.mapping.sourcePath))) confirmed.push(p);
-  for (const p of otherUids) if (budget-- > 0 && (await oldestAmongCopies(ctx, src, p.row, p.mapping.sourcePath))) confirmed.push(p);
-  const once = <T>(list: readonly T[], key: (t: T) => unknown) => list.filter((a) => list.filter((b) => key(b) === key(a)).length === 1);
-  const unique = once(once(confirmed, (p) => p.row.id), (p) => p.mapping.sourcePath);
-  if (confirmed.length > unique.length) ctx.log.info({ candidates: confirmed.map((p) => [p.row.source_path, p.mapping.sourcePath]) }, 'renamed folders that cannot be told apart; copied under their new names');
+  const sameConfirmed: Pair[] = [];
+  for (const p of sameUids) if (budget-- > 0 && (await sameMessages(ctx, src, p.row, p.mapping.sourcePath))) sameConfirmed.push(p);
+  const taken = unambiguous(sameConfirmed);
+  const rowsTaken = new Set(taken.map((p) => p.row.id));
+  const pathsTaken = new Set(taken.map((p) => p.mapping.sourcePath));
+  const otherConfirmed: Pair[] = [];
+  for (const p of otherUids) {
+    if (rowsTaken.has(p.row.id) || pathsTaken.has(p.mapping.sourcePath)) continue;
+    if (budget-- > 0 && (await oldestAmongCopies(ctx, src, p.row, p.mapping.sourcePath))) otherConfirmed.push(p);
+  }
+  const unique = [...taken, ...unambiguous(otherConfirmed)];
+  if (sameConfirmed.length + otherConfirmed.length > unique.length) {
+    ctx.log.info({ candidates: [...sameConfirmed, ...otherConfirmed].map((p) => [p.row.source_path, p.mapping.sourcePath]) }, 'renamed folders that cannot be told apart; copied under their new names');
+  }
   return unique.map(({ row, mapping }) => ({ row, sourcePath: mapping.sourcePath, targetPath: mapping.targetPath }));
+}
+
+/** The pairs neither of whose folders is in another pair. */
+function unambiguous(pairs: readonly Pair[]): Pair[] {
+  const count = (key: (p: Pair) => unknown, p: Pair) => pairs.filter((q) => key(q) === key(p)).length;
+  return pairs.filter((p) => count((q) => q.row.id, p) === 1 && count((q) => q.mapping.sourcePath, p) === 1);
 }
 
 interface Pair {
@@ -115,11 +134,14 @@ interface Pair {
 /** Folder pairs compared in one run, at most: each costs an EXAMINE and a FETCH or two. */
 const MAX_COMPARISONS = 200;
 
-/** Whether the journaled UIDs sampled are in `path` with the sizes the journal recorded. */
-async function sameSizes(ctx: RenameContext, src: ImapFlow, row: FolderRow, path: string): Promise<boolean> {
+/**
+ * Whether the journaled UIDs sampled are in `path` with the sizes the journal recorded,
+ * and a few of them with its digests.
+ */
+async function sameMessages(ctx: RenameContext, src: ImapFlow, row: FolderRow, path: string): Promise<boolean> {
   const sample = async (order: 'asc' | 'desc') =>
-    ctx.db.selectFrom('message').select(['source_uid', 'size']).where('folder_id', '=', row.id).where('state', '=', 'copied').where('source_uid', '>', 0).orderBy('source_uid', order).limit(SAMPLE).execute();
-  const journaled = new Map([...(await sample('asc')), ...(await sample('desc'))].map((r) => [r.source_uid, r.size]));
+    ctx.db.selectFrom('message').select(['source_uid', 'size', 'digest']).where('folder_id', '=', row.id).where('state', '=', 'copied').where('source_uid', '>', 0).orderBy('source_uid', order).limit(SAMPLE).execute();
+  const journaled = new Map([...(await sample('asc')), ...(await sample('desc'))].map((r) => [r.source_uid, r]));
   // Nothing copied: nothing to be copied twice, and nothing to confirm it by.
   if (journaled.size === 0) return false;
   const mailbox = await withWatchdog(src, ctx.stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
@@ -127,9 +149,13 @@ async function sameSizes(ctx: RenameContext, src: ImapFlow, row: FolderRow, path
   const listed = await withWatchdog(src, ctx.stallMs, `listing ${path}`, () => src.fetchAll(uidSet([...journaled.keys()]), { uid: true, size: true }, { uid: true }));
   // Messages deleted since are simply absent; one present with another size is another message.
   const present = listed.filter((m) => journaled.has(m.uid));
-  return present.length > 0 && present.every((m) => m.size === journaled.get(m.uid));
+  if (present.length === 0 || !present.every((m) => m.size === journaled.get(m.uid)!.size)) return false;
+  const read = present.filter((m) => (m.size ?? 0) <= CONTENT_SAMPLE_MAX_BYTES && journaled.get(m.uid)!.digest !== null).slice(0, CONTENT_SAMPLE);
+  if (read.length === 0) return false;
+  const bodies = await withWatchdog(src, ctx.stallMs, `reading ${path}`, () => src.fetchAll(uidSet(read.map((m) => m.uid)), { uid: true, source: true }, { uid: true }));
+  const hasher = await contentHasher(ctx.db);
+  return bodies.length === read.length && bodies.every((m) => hasher.digestsOf(m.source ?? Buffer.alloc(0), ['gmac', 'sha256']).includes(journaled.get(m.uid)!.digest!));
 }
-
 /**
  * Whether the oldest messages of `path` (the first by sequence number: mail that arrived
  * after a rename comes last) are, byte for byte, copies the journal made from `row`'s
@@ -158,12 +184,19 @@ const CONTENT_SAMPLE_MAX_BYTES = 1024 * 1024;
  * Renames the target copies and moves the journal rows. Returns the target renames done
  * (old path → new path), parents before children, for the caller's view of the target.
  */
-export async function applyRenames(ctx: RenameContext, tgt: ImapFlow, tgtView: ServerView, mappings: readonly FolderMapping[], renames: readonly FolderRename[]): Promise<[string, string][]> {
+export async function applyRenames(ctx: RenameContext, tgt: ImapFlow, tgtList: readonly ListResponse[], mappings: readonly FolderMapping[], renames: readonly FolderRename[]): Promise<[string, string][]> {
+  const tgtView = serverView(tgt, tgtList);
   const d = tgtView.delimiter ?? '';
   const depth = (p: string) => (d ? p.split(d).length : 1);
   const done: [string, string][] = [];
-  // The target's folders as they are after the renames done so far.
-  let targetPaths = new Set(tgtView.folders.filter((f) => !f.flags.has('\\NonExistent')).map((f) => normalized(f.path)));
+  // The target's folders as they are after the renames done so far, with their UIDVALIDITY
+  // (which Dovecot and Cyrus keep through a RENAME): a folder of that name is the copy the
+  // journal knows only with the UIDVALIDITY it recorded, not one a user made on the target
+  // under the same name.
+  let validity = new Map(
+    tgtList.filter((f) => !canonicalAttributes(f.flags).has('\\NonExistent')).map((f) => [normalized(f.path), f.status && !('error' in f.status) && f.status.uidValidity !== undefined ? Number(f.status.uidValidity) : undefined]),
+  );
+  const isCopy = (path: string, r: FolderRename) => r.row.target_uidvalidity !== null && validity.get(path) === r.row.target_uidvalidity;
   const protectedPaths = new Set(['INBOX', ...tgtView.folders.filter((f) => f.specialUse !== undefined).map((f) => f.path)]);
   const renamedSources = new Set(renames.map((r) => r.sourcePath));
   for (const r of [...renames].sort((a, b) => depth(a.row.target_path) - depth(b.row.target_path))) {
@@ -173,13 +206,14 @@ export async function applyRenames(ctx: RenameContext, tgt: ImapFlow, tgtView: S
     if (from !== to) {
       // Another source folder copied there too; a new folder under the old name is not one.
       const sharedWith = mappings.find((m) => m.targetPath === from && !renamedSources.has(m.sourcePath) && m.sourcePath !== r.row.source_path);
-      if (!targetPaths.has(from)) {
+      if (!validity.has(from)) {
         // Not there under its old name: renamed by a run killed before it could record it
-        // (then it is there under the new one), or deleted on the target (then the folder
-        // is copied anew, which the journal row's target UIDVALIDITY check leads to).
-        if (!targetPaths.has(to)) continue;
-      } else if (targetPaths.has(to) || protectedPaths.has(from) || sharedWith) {
-        ctx.log.warn({ ...what, target: from, reason: targetPaths.has(to) ? `${to} exists on the target` : sharedWith ? `${sharedWith.sourcePath} is copied there too` : 'a special folder of the target' }, 'source folder renamed; copied again under its new name');
+        // (then its copy is there under the new one), or deleted on the target (then the
+        // folder is copied anew; copies already on the target are found by content).
+        if (!isCopy(to, r)) continue;
+      } else if (validity.has(to) || protectedPaths.has(from) || sharedWith || !isCopy(from, r)) {
+        const reason = validity.has(to) ? `${to} exists on the target` : sharedWith ? `${sharedWith.sourcePath} is copied there too` : protectedPaths.has(from) ? 'a special folder of the target' : `${from} on the target is not the copy (another UIDVALIDITY)`;
+        ctx.log.warn({ ...what, target: from, reason }, 'source folder renamed; copied again under its new name');
         continue;
       } else {
         try {
@@ -190,7 +224,7 @@ export async function applyRenames(ctx: RenameContext, tgt: ImapFlow, tgtView: S
           continue;
         }
         done.push([from, to]);
-        targetPaths = new Set([...targetPaths].map((p) => renamedPath(p, [[from, to]], d)));
+        validity = new Map([...validity].map(([p, v]) => [renamedPath(p, [[from, to]], d), v]));
       }
     }
     await ctx.db.transaction().execute(async (trx) => {

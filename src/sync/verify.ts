@@ -15,7 +15,7 @@
  */
 import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Logger } from 'pino';
-import { isImapRefusal, isRetryable } from '../imap/errors.js';
+import { isImapRefusal, isRetryable, saysNonexistent } from '../imap/errors.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
 import { serverWords } from '../imap/raw-connection.js';
 import { looseDigest } from './changed-copies.js';
@@ -220,6 +220,7 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
     for (const m of mappings) byTarget.set(m.targetPath, [...(byTarget.get(m.targetPath) ?? []), m.sourcePath]);
     const groups = [...byTarget];
     const messages = new Map(srcList.map((f) => [f.path, f.status && !('error' in f.status) ? (f.status.messages ?? 0) : 0]));
+    const withoutStatus = new Set(srcList.filter((f) => !f.status).map((f) => f.path));
 
     // Folders are compared on several connection pairs at once (at a 20 ms round trip, one
     // pair spent ~95 ms per folder, most of it waiting), while the messages held at once
@@ -243,7 +244,7 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
         const weight = 1 + 2 * sources.reduce((n, s) => n + (messages.get(s) ?? 0), 0);
         await held.acquire(weight);
         try {
-          verdicts[i] = await compareFolder(lane, target, sources, tgtPaths.has(target), opts, stallMs);
+          verdicts[i] = await compareFolder(lane, target, sources, tgtPaths.has(target), withoutStatus, opts, stallMs);
         } catch (err) {
           // The other lanes stop too: the attempt is tried again as a whole (verifyMailbox).
           failed ??= { err };
@@ -283,7 +284,7 @@ const FOLDERS_PER_LANE = 4;
 const MESSAGES_HELD = 120_000;
 
 /** One target folder and the source folders copied into it, compared. */
-async function compareFolder(lane: Lane, target: string, sources: readonly string[], targetExists: boolean, opts: VerifyOptions, stallMs: number): Promise<FolderVerdict> {
+async function compareFolder(lane: Lane, target: string, sources: readonly string[], targetExists: boolean, withoutStatus: ReadonlySet<string>, opts: VerifyOptions, stallMs: number): Promise<FolderVerdict> {
   const sourceEntries: (Entry & { folder: string })[] = [];
   let targetEntries: Entry[];
   try {
@@ -291,7 +292,16 @@ async function compareFolder(lane: Lane, target: string, sources: readonly strin
     const [sourceLists, targetList] = await Promise.all([
       (async () => {
         const lists: Entry[][] = [];
-        for (const s of sources) lists.push(await readFolder(lane.src, s, !!opts.content, stallMs, opts.receivedAfter));
+        for (const s of sources) {
+          lists.push(
+            await readFolder(lane.src, s, !!opts.content, stallMs, opts.receivedAfter).catch((err: unknown) => {
+              // A hierarchy node listed without a STATUS that is not there when opened
+              // (Dovecot's Maildir++, mailbox-sync.ts): no messages.
+              if (withoutStatus.has(s) && isImapRefusal(err) && saysNonexistent((err as { serverResponseCode?: string }).serverResponseCode, err.responseText ?? err.message)) return [];
+              throw err;
+            }),
+          );
+        }
         return lists;
       })(),
       targetExists ? readFolder(lane.tgt, target, !!opts.content, stallMs) : Promise.resolve([]),
