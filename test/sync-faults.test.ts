@@ -882,32 +882,58 @@ describe('sync: TLS settings that do not fit the server', () => {
   });
 });
 
-describe('sync: a server that greets with PREAUTH', () => {
-  test('is refused with exit 3 and a reason, whatever --source-user says (UW imapd run under a user account)', async () => {
-    const server = net.createServer((c) => {
-      c.on('error', () => undefined);
-      c.write('* PREAUTH IMAP4rev1 Pre-authenticated user alice\r\n');
-      let buf = '';
-      c.on('data', (d: Buffer) => {
-        buf += d.toString('latin1');
-        for (let i = buf.indexOf('\r\n'); i >= 0; i = buf.indexOf('\r\n')) {
-          const [tag, command] = buf.slice(0, i).split(' ');
-          buf = buf.slice(i + 2);
-          if (/^CAPABILITY$/i.test(command ?? '')) c.write('* CAPABILITY IMAP4rev1\r\n');
-          if (/^LOGOUT$/i.test(command ?? '')) c.write('* BYE bye\r\n');
-          c.write(`${tag} OK done\r\n`);
-        }
-      });
+/** A scripted IMAP server on a loopback port: `greeting`, then `answer(command)`'s untagged lines before each tagged OK (or its own tagged line). */
+async function scriptedServer(greeting: string, answer: (command: string) => { untagged?: string[]; tagged?: string }): Promise<{ port: number; close: () => void }> {
+  const server = net.createServer((c) => {
+    c.on('error', () => undefined);
+    c.write(`${greeting}\r\n`);
+    let buf = '';
+    c.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      for (let i = buf.indexOf('\r\n'); i >= 0; i = buf.indexOf('\r\n')) {
+        const [tag, command] = buf.slice(0, i).split(' ');
+        buf = buf.slice(i + 2);
+        const a = answer((command ?? '').toUpperCase());
+        for (const line of a.untagged ?? []) c.write(`${line}\r\n`);
+        c.write(`${tag} ${a.tagged ?? 'OK done'}\r\n`);
+      }
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as net.AddressInfo).port;
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as net.AddressInfo).port, close: () => server.close() };
+}
+
+/** `mailferry sync` with both sides on `port`, through a throwaway database. */
+async function syncAgainst(port: number, tls: 'none' | 'starttls'): Promise<CliResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'mailferry-scripted-'));
+  try {
+    const args = ['sync', '--source', `127.0.0.1:${port}`, '--source-user', 'bob', '--source-tls', tls, '--target', `127.0.0.1:${port}`, '--target-user', 'bob', '--target-tls', tls, '--db', `sqlite:${join(dir, 'db.sqlite')}`, '--json'];
+    return await runCli(args, { ...process.env, MAILFERRY_SOURCE_PASSWORD: 'pw', MAILFERRY_TARGET_PASSWORD: 'pw' });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe('sync: servers that do not let the session start as asked', () => {
+  test('a PREAUTH greeting is refused with exit 3 and a reason, whatever --source-user says (UW imapd run under a user account)', async () => {
+    const server = await scriptedServer('* PREAUTH IMAP4rev1 Pre-authenticated user alice', (command) => (command === 'CAPABILITY' ? { untagged: ['* CAPABILITY IMAP4rev1'] } : command === 'LOGOUT' ? { untagged: ['* BYE bye'] } : {}));
     try {
-      const dir = mkdtempSync(join(tmpdir(), 'mailferry-preauth-'));
-      const args = ['sync', '--source', `127.0.0.1:${port}`, '--source-user', 'bob', '--source-tls', 'none', '--target', `127.0.0.1:${port}`, '--target-user', 'bob', '--target-tls', 'none', '--db', `sqlite:${join(dir, 'db.sqlite')}`, '--json'];
-      const r = await runCli(args, { ...process.env, MAILFERRY_SOURCE_PASSWORD: 'pw', MAILFERRY_TARGET_PASSWORD: 'pw' });
-      rmSync(dir, { recursive: true, force: true });
+      const r = await syncAgainst(server.port, 'none');
       assert.equal(r.status, 3, r.stderr);
       assert.match(r.stderr, /PREAUTH greeting: the server logged the connection in by itself instead of asking for .*bob/);
+    } finally {
+      server.close();
+    }
+  });
+
+  test('a STARTTLS the server offers but refuses is said to be refused, not missing', async () => {
+    const server = await scriptedServer('* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready', (command) =>
+      command === 'CAPABILITY' ? { untagged: ['* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED'] } : command === 'STARTTLS' ? { tagged: 'NO Server certificate not installed' } : {},
+    );
+    try {
+      const r = await syncAgainst(server.port, 'starttls');
+      assert.equal(r.status, 3, r.stderr);
+      assert.match(r.stderr, /offers STARTTLS but refused to start TLS/);
     } finally {
       server.close();
     }

@@ -56,7 +56,7 @@ function describe(opts: SessionOptions): string {
  * Why a session could not be opened, in the words endpoint probes use (endpoint/explain.ts),
  * with what to change: the TLS mode or, for a certificate, the option that trusts it.
  */
-function connectFailure(err: unknown, endpoint: ImapEndpoint): string {
+function connectFailure(err: unknown, endpoint: ImapEndpoint, offeredStarttls: boolean): string {
   const codes = errorCodes(err);
   const message = (err as Error)?.message ?? String(err);
   const cert = codes.map((c) => [c, certificateSentence(c)] as const).find(([, sentence]) => sentence !== null);
@@ -66,6 +66,9 @@ function connectFailure(err: unknown, endpoint: ImapEndpoint): string {
     return `no IMAP greeting within 15 s: ${endpoint.tls === 'implicit' ? 'the server may be overloaded' : 'the port probably expects TLS from the start (usually 993): use implicit TLS'} (GREETING_TIMEOUT)`;
   }
   if (/does not support STARTTLS/i.test(message)) {
+    // imapflow words a refused STARTTLS (a NO: UW imapd without a certificate says "Server
+    // certificate not installed") like a missing one; the capability list tells them apart.
+    if (offeredStarttls) return 'the server offers STARTTLS but refused to start TLS (its TLS is not set up, e.g. no certificate): use implicit TLS if it has it (usually port 993), or no TLS on a network you trust';
     return 'the server does not offer STARTTLS (RFC 3501 §6.2.1): use implicit TLS (usually port 993), or no TLS on a network you trust';
   }
   if (codes.some((c) => c.startsWith('E'))) return explainConnectError(err, endpoint.host, endpoint.port);
@@ -96,7 +99,7 @@ export async function openSession(opts: SessionOptions): Promise<ImapFlow> {
       const why = explainAuthCode(e.serverResponseCode);
       throw Object.assign(new ImapAuthError(`login failed for ${describe(opts)}: ${text}${why ? ` (${why})` : ''}`), opts.side ? { side: opts.side } : {}, e.serverResponseCode ? { code: e.serverResponseCode } : {});
     }
-    throw new ImapConnectError(`cannot connect to ${opts.endpoint.host}:${opts.endpoint.port} (${opts.endpoint.tls === 'implicit' ? 'implicit TLS' : opts.endpoint.tls === 'starttls' ? 'STARTTLS' : 'no TLS'}): ${connectFailure(err, opts.endpoint)}`);
+    throw new ImapConnectError(`cannot connect to ${opts.endpoint.host}:${opts.endpoint.port} (${opts.endpoint.tls === 'implicit' ? 'implicit TLS' : opts.endpoint.tls === 'starttls' ? 'STARTTLS' : 'no TLS'}): ${connectFailure(err, opts.endpoint, client.capabilities?.has('STARTTLS') ?? false)}`);
   }
   // A PREAUTH greeting (RFC 3501 §7.1.4) logs the connection in as whoever the server
   // chose, without the login given: a UW imapd run under a user's own account answers so
