@@ -98,6 +98,13 @@ export function planJobs(works: readonly FolderWork[], chunkBytes: number, chunk
 }
 
 /**
+ * Work an idle lane may do on its source connection while no copy job is waiting: the
+ * scan of a folder (mailbox-sync.ts). A first sync of many small folders is otherwise
+ * bound by one connection scanning them one after another while the lanes wait.
+ */
+export type IdleTask = (fetcher: RawFetcher) => Promise<void>;
+
+/**
  * Hands out jobs with folder affinity: a lane keeps to the folder it has selected, then
  * takes a folder no other lane is working on, and only then helps with a busy folder.
  * This keeps each folder's messages mostly in source order on the target.
@@ -106,13 +113,6 @@ export function planJobs(works: readonly FolderWork[], chunkBytes: number, chunk
  * first changed folder instead of after the last one: at a 20 ms round trip, scanning a
  * few dozen folders one SELECT and FETCH at a time takes seconds.
  */
-/**
- * Work an idle lane may do on its source connection while no copy job is waiting: the
- * scan of a folder (mailbox-sync.ts). A first sync of many small folders is otherwise
- * bound by one connection scanning them one after another while the lanes wait.
- */
-export type IdleTask = (fetcher: RawFetcher) => Promise<void>;
-
 export class JobQueue {
   private readonly jobs: CopyJob[] = [];
   private readonly busy = new Map<string, number>();

@@ -462,7 +462,8 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
       if (scanFailed || laneFailed || opts.signal?.aborted) return undefined;
       while (firstUntaken < toScan.length && taken[firstUntaken]) firstUntaken++;
       let i = firstUntaken;
-      while (i < toScan.length && (taken[i] || (toScan[i]!.st.messages ?? 0) > maxMessages)) i++;
+      // A folder whose size STATUS did not tell is left to the scan's own connection.
+      while (i < toScan.length && (taken[i] || (toScan[i]!.st.messages ?? Number.POSITIVE_INFINITY) > maxMessages)) i++;
       if (i >= toScan.length) return undefined;
       taken[i] = true;
       const p = toScan[i]!;
