@@ -207,8 +207,11 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
   const lanes: Lane[] = [await open()];
   try {
     const { src, tgt } = lanes[0]!;
-    // The listing's MESSAGES counts bound what the lanes hold at once (below).
-    const [srcList, tgtList] = await Promise.all([listMailboxFolders(src, { statusQuery: { messages: true } }, opts.source.userRoot), tgt.list()]);
+    // Folder sizes bound what the lanes hold at once (below). Only where one LIST-STATUS
+    // (RFC 5819) tells them: imapflow asks other servers one STATUS per folder, a round
+    // trip each, and there the folders are compared on one pair, as they always were.
+    const sized = src.capabilities.has('LIST-STATUS');
+    const [srcList, tgtList] = await Promise.all([listMailboxFolders(src, sized ? { statusQuery: { messages: true } } : {}, opts.source.userRoot), tgt.list()]);
     const tgtPaths = new Set(tgtList.map((f) => (f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path)));
     const mappings = mapFolders(serverView(src, srcList), serverView(tgt, tgtList), {
       ...(opts.exclude ? { exclude: opts.exclude } : {}),
@@ -220,13 +223,13 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
     for (const m of mappings) byTarget.set(m.targetPath, [...(byTarget.get(m.targetPath) ?? []), m.sourcePath]);
     const groups = [...byTarget];
     const messages = new Map(srcList.map((f) => [f.path, f.status && !('error' in f.status) ? (f.status.messages ?? 0) : 0]));
-    const withoutStatus = new Set(srcList.filter((f) => !f.status).map((f) => f.path));
+    const withoutStatus = new Set(sized ? srcList.filter((f) => !f.status).map((f) => f.path) : []);
 
     // Folders are compared on several connection pairs at once (at a 20 ms round trip, one
     // pair spent ~95 ms per folder, most of it waiting), while the messages held at once
     // are bounded: a folder of 150,000 is compared alone.
     // A server that refuses more sessions (a per-user connection limit) leaves fewer lanes, not a failure.
-    const wanted = Math.min(opts.connections ?? DEFAULT_VERIFY_CONNECTIONS, Math.ceil(groups.length / FOLDERS_PER_LANE));
+    const wanted = sized ? Math.min(opts.connections ?? DEFAULT_VERIFY_CONNECTIONS, Math.ceil(groups.length / FOLDERS_PER_LANE)) : 1;
     for (const r of await Promise.allSettled(Array.from({ length: wanted - 1 }, open))) {
       if (r.status === 'fulfilled') lanes.push(r.value);
       else opts.logger.debug({ err: (r.reason as Error)?.message }, 'verification: one connection pair fewer');
