@@ -4,24 +4,26 @@
  * (copied again in full under its new name) while its old copy stays on the target under
  * the old name: every message twice, in two folders, for the user to sort out.
  *
- * A rename keeps a folder's UIDVALIDITY and UIDs (RFC 3501 §6.3.5 only asks that the old
- * name's UIDs not be reused, but Dovecot, Cyrus and Courier move the folder with its
- * index), so a journal folder whose source name is gone and a new source folder with the
- * same UIDVALIDITY are one folder, once the sizes of sampled journaled UIDs in the new
- * folder confirm it (UIDVALIDITY values are not unique across folders: see findRenames). The
- * target copy is then renamed the same way (RENAME, which takes the subfolders along)
- * and the journal's folder row follows, so the next scan resumes where the last run
- * stopped: nothing is copied again.
+ * A rename keeps a folder's UIDVALIDITY and UIDs on Dovecot and Cyrus (RFC 3501 §6.3.5
+ * only asks that the old name's UIDs not be reused), so a journal folder whose source
+ * name is gone and a new source folder with the same UIDVALIDITY are one folder once
+ * sampled journaled UIDs in the new folder have the journal's sizes and digests
+ * (UIDVALIDITY values are not unique across folders: see findRenames). Courier renumbers
+ * a renamed folder; there content alone tells. The target copy is then renamed the same
+ * way (RENAME, which takes the subfolders along) and the journal's folder row follows, so
+ * the next scan resumes where the last run stopped: nothing is copied again.
  *
+ * The target folder renamed must be the copy: it must have the UIDVALIDITY the journal
+ * recorded for it (a folder of that name a user made on the target is left alone).
  * Crash safety: the target RENAME goes first and the journal after. A run killed in
- * between finds the old target name gone and the new one there, and adopts it; should
- * that folder not be the copy after all (another UIDVALIDITY), the target UIDVALIDITY
- * check of recovery.ts finds the copies by content or copies again — never nothing.
+ * between finds the old target name gone and the new one there with the copy's
+ * UIDVALIDITY, and adopts it.
  *
- * Left as a new folder (copied again, as imapsync does): a folder that cannot be
- * confirmed, one whose new target name is taken already, and one whose old target folder
- * is INBOX, a special-use folder of the target, or shared with another source folder
- * (merged `Sent` + `Sent Items`): renaming it would rename more than the user did.
+ * Left as a new folder (copied again, as imapsync does, with a warning): a folder that
+ * cannot be confirmed, one whose new target name is taken already, and one whose old
+ * target folder is INBOX, a special-use folder of the target, shared with another source
+ * folder (merged `Sent` + `Sent Items`: renaming it would rename more than the user did),
+ * or not the copy.
  */
 import type { ImapFlow, ListResponse } from 'imapflow';
 import type { Kysely } from 'kysely';
