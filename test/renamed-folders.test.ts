@@ -4,6 +4,7 @@
  * server gives the renamed folder new UIDs; a new folder with other messages is copied.
  */
 import assert from 'node:assert/strict';
+import type { ImapFlow } from 'imapflow';
 import { after, before, describe, test } from 'node:test';
 import { env, runCli, syncArgs } from './helpers/cli.js';
 import { type LabPair, startPair } from './helpers/lab-pair.js';
@@ -16,6 +17,17 @@ function message(n: number): Buffer {
 describe('sync: folders renamed on the source between runs', () => {
   let lab: LabPair;
   const sync = () => runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+  /** Runs `use` on a session of the source's (or the target's) user, as their mail client would. */
+  const on = async (side: 'source' | 'target', use: (c: ImapFlow) => Promise<unknown>) => {
+    const c = side === 'source' ? await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass) : await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    try {
+      await use(c);
+    } finally {
+      await c.logout();
+    }
+  };
+  const onSource = (use: (c: ImapFlow) => Promise<unknown>) => on('source', use);
+  const onTarget = (use: (c: ImapFlow) => Promise<unknown>) => on('target', use);
   const targetFolders = async () => {
     const t = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
     return new Map([...t].filter(([, msgs]) => msgs.length > 0).map(([path, msgs]) => [path, msgs.length]));
@@ -29,15 +41,15 @@ describe('sync: folders renamed on the source between runs', () => {
 
   before(async () => {
     lab = await startPair();
-    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
-    await c.append('INBOX', message(0), [], new Date(Date.UTC(2020, 0, 1)));
-    await c.mailboxCreate('Projects');
-    await c.mailboxCreate('Projects.Alpha');
-    await c.mailboxCreate('Old');
-    for (let n = 1; n <= 3; n++) await c.append('Projects', message(n), ['\\Seen'], new Date(Date.UTC(2020, 1, n)));
-    for (let n = 4; n <= 5; n++) await c.append('Projects.Alpha', message(n), [], new Date(Date.UTC(2020, 2, n)));
-    for (let n = 6; n <= 7; n++) await c.append('Old', message(n), [], new Date(Date.UTC(2020, 3, n)));
-    await c.logout();
+    await onSource(async (c) => {
+      await c.append('INBOX', message(0), [], new Date(Date.UTC(2020, 0, 1)));
+      await c.mailboxCreate('Projects');
+      await c.mailboxCreate('Projects.Alpha');
+      await c.mailboxCreate('Old');
+      for (let n = 1; n <= 3; n++) await c.append('Projects', message(n), ['\\Seen'], new Date(Date.UTC(2020, 1, n)));
+      for (let n = 4; n <= 5; n++) await c.append('Projects.Alpha', message(n), [], new Date(Date.UTC(2020, 2, n)));
+      for (let n = 6; n <= 7; n++) await c.append('Old', message(n), [], new Date(Date.UTC(2020, 3, n)));
+    });
   });
   after(async () => lab?.stop());
 
@@ -46,13 +58,13 @@ describe('sync: folders renamed on the source between runs', () => {
     assert.equal(first.status, 0, first.stderr);
     assert.equal(first.json?.copied, 8);
 
-    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
-    await c.mailboxRename('Projects', 'Work');
-    await c.mailboxRename('Old', 'Archived.2019');
-    await c.append('Work', message(8), [], new Date(Date.UTC(2020, 4, 1)));
-    await c.mailboxOpen('Work.Alpha');
-    await c.messageFlagsAdd('1', ['\\Flagged']);
-    await c.logout();
+    await onSource(async (c) => {
+      await c.mailboxRename('Projects', 'Work');
+      await c.mailboxRename('Old', 'Archived.2019');
+      await c.append('Work', message(8), [], new Date(Date.UTC(2020, 4, 1)));
+      await c.mailboxOpen('Work.Alpha');
+      await c.messageFlagsAdd('1', ['\\Flagged']);
+    });
 
     const dry = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json', '--dry-run'])], env(lab));
     assert.equal(dry.json?.toCopy, 1, 'a dry run counts the renamed folders as the folders they were');
@@ -75,13 +87,13 @@ describe('sync: folders renamed on the source between runs', () => {
   });
 
   test('a rename the target took before a killed run could record it is adopted', async () => {
-    const s = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
-    await s.mailboxRename('Work.Alpha', 'Work.Beta');
-    await s.logout();
+    await onSource(async (s) => {
+      await s.mailboxRename('Work.Alpha', 'Work.Beta');
+    });
     // What a run killed between its RENAME on the target and its journal update leaves.
-    const t = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
-    await t.mailboxRename('Work/Alpha', 'Work/Beta');
-    await t.logout();
+    await onTarget(async (t) => {
+      await t.mailboxRename('Work/Alpha', 'Work/Beta');
+    });
     const r = await sync();
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.json?.copied, 0);
@@ -93,11 +105,11 @@ describe('sync: folders renamed on the source between runs', () => {
   });
 
   test('a folder renamed and a new one made under its old name: the copy is renamed, the new folder copied', async () => {
-    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
-    await c.mailboxRename('Work', 'Work 2020');
-    await c.mailboxCreate('Work');
-    await c.append('Work', message(9), [], new Date(Date.UTC(2021, 0, 1)));
-    await c.logout();
+    await onSource(async (c) => {
+      await c.mailboxRename('Work', 'Work 2020');
+      await c.mailboxCreate('Work');
+      await c.append('Work', message(9), [], new Date(Date.UTC(2021, 0, 1)));
+    });
     const r = await sync();
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.json?.copied, 1, 'only the new Work folder\'s message');
@@ -109,13 +121,13 @@ describe('sync: folders renamed on the source between runs', () => {
   });
 
   test('a folder deleted and another made with its messages is followed like a rename; one with other messages is new', async () => {
-    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
-    // A new folder (its own UIDVALIDITY and UIDs) whose oldest messages are byte for byte
-    // the old folder's: as Courier renames. Linked by content, nothing copied twice.
-    await c.mailboxDelete('Archived.2019');
-    await c.mailboxCreate('Restored');
-    for (let n = 6; n <= 7; n++) await c.append('Restored', message(n), [], new Date(Date.UTC(2020, 3, n)));
-    await c.logout();
+    await onSource(async (c) => {
+      // A new folder (its own UIDVALIDITY and UIDs) whose oldest messages are byte for byte
+      // the old folder's: as Courier renames. Linked by content, nothing copied twice.
+      await c.mailboxDelete('Archived.2019');
+      await c.mailboxCreate('Restored');
+      for (let n = 6; n <= 7; n++) await c.append('Restored', message(n), [], new Date(Date.UTC(2020, 3, n)));
+    });
     const r = await sync();
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.json?.copied, 0);
@@ -124,11 +136,11 @@ describe('sync: folders renamed on the source between runs', () => {
     assert.equal(folders.get('Archived/2019'), undefined);
     assert.deepEqual(await exact(), []);
 
-    const d = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
-    await d.mailboxDelete('Restored');
-    await d.mailboxCreate('Fresh');
-    for (let n = 10; n <= 11; n++) await d.append('Fresh', message(n), [], new Date(Date.UTC(2021, 3, n)));
-    await d.logout();
+    await onSource(async (d) => {
+      await d.mailboxDelete('Restored');
+      await d.mailboxCreate('Fresh');
+      for (let n = 10; n <= 11; n++) await d.append('Fresh', message(n), [], new Date(Date.UTC(2021, 3, n)));
+    });
     const again = await sync();
     assert.equal(again.json?.copied, 2, 'other messages: a new folder, copied');
     folders = await targetFolders();
@@ -137,12 +149,12 @@ describe('sync: folders renamed on the source between runs', () => {
   });
 
   test('a rename onto a name the target already has is copied there, the old copy left alone', async () => {
-    const t = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
-    await t.mailboxCreate('Later');
-    await t.logout();
-    const s = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
-    await s.mailboxRename('Fresh', 'Later');
-    await s.logout();
+    await onTarget(async (t) => {
+      await t.mailboxCreate('Later');
+    });
+    await onSource(async (s) => {
+      await s.mailboxRename('Fresh', 'Later');
+    });
     const r = await sync();
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.json?.copied, 2);
@@ -153,20 +165,20 @@ describe('sync: folders renamed on the source between runs', () => {
   });
 
   test('a folder of that name the user made on the target is not taken for the copy', async () => {
-    const s = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
-    await s.mailboxCreate('Mine');
-    for (let n = 20; n <= 22; n++) await s.append('Mine', message(n), [], new Date(Date.UTC(2022, 0, n)));
-    await s.logout();
+    await onSource(async (s) => {
+      await s.mailboxCreate('Mine');
+      for (let n = 20; n <= 22; n++) await s.append('Mine', message(n), [], new Date(Date.UTC(2022, 0, n)));
+    });
     assert.equal((await sync()).json?.copied, 3);
     // On the target the user moves the copy aside and makes a folder of that name of their own.
-    const t = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
-    await t.mailboxRename('Mine', 'Mine-old');
-    await t.mailboxCreate('Mine');
-    await t.append('Mine', Buffer.from('Subject: my own\r\n\r\nmine\r\n'));
-    await t.logout();
-    const s2 = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
-    await s2.mailboxRename('Mine', 'Ours');
-    await s2.logout();
+    await onTarget(async (t) => {
+      await t.mailboxRename('Mine', 'Mine-old');
+      await t.mailboxCreate('Mine');
+      await t.append('Mine', Buffer.from('Subject: my own\r\n\r\nmine\r\n'));
+    });
+    await onSource(async (s2) => {
+      await s2.mailboxRename('Mine', 'Ours');
+    });
     const r = await sync();
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /Mine on the target is not the copy/);
@@ -177,17 +189,17 @@ describe('sync: folders renamed on the source between runs', () => {
   });
 
   test('a parent renamed while a new subfolder keeps its old name listed (Maildir++): followed, and no failed folder', async () => {
-    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
-    await c.mailboxCreate('Team');
-    for (let n = 30; n <= 31; n++) await c.append('Team', message(n), [], new Date(Date.UTC(2022, 1, n - 29)));
-    await c.logout();
+    await onSource(async (c) => {
+      await c.mailboxCreate('Team');
+      for (let n = 30; n <= 31; n++) await c.append('Team', message(n), [], new Date(Date.UTC(2022, 1, n - 29)));
+    });
     assert.equal((await sync()).json?.copied, 2);
-    const d = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
-    await d.mailboxRename('Team', 'Crew');
-    // Dovecot now lists `Team` (no STATUS, cannot be opened) for its new subfolder.
-    await d.mailboxCreate('Team.New');
-    await d.append('Team.New', message(32), [], new Date(Date.UTC(2022, 2, 1)));
-    await d.logout();
+    await onSource(async (d) => {
+      await d.mailboxRename('Team', 'Crew');
+      // Dovecot now lists `Team` (no STATUS, cannot be opened) for its new subfolder.
+      await d.mailboxCreate('Team.New');
+      await d.append('Team.New', message(32), [], new Date(Date.UTC(2022, 2, 1)));
+    });
     const r = await sync();
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(r.json?.failedFolders, []);
