@@ -30,6 +30,7 @@ import type { Kysely } from 'kysely';
 import { isImapRefusal } from '../imap/errors.js';
 import { withWatchdog } from '../imap/imapflow-session.js';
 import { contentHasher } from '../store/content-key.js';
+import type { Digest } from './content-digest.js';
 import { listFolders } from '../store/journal.js';
 import type { Database, FolderRow } from '../store/schema.js';
 import { canonicalAttributes } from '../imap/mailbox-attributes.js';
@@ -111,9 +112,14 @@ export async function findRenames(ctx: RenameContext, src: ImapFlow, srcList: re
   const rowsTaken = new Set(taken.map((p) => p.row.id));
   const pathsTaken = new Set(taken.map((p) => p.mapping.sourcePath));
   const otherConfirmed: Pair[] = [];
+  // Each new folder is read once, whatever the number of folders it is compared with.
+  const oldest = new Map<string, Digest[][] | null>();
   for (const p of otherUids) {
     if (rowsTaken.has(p.row.id) || pathsTaken.has(p.mapping.sourcePath)) continue;
-    if (budget-- > 0 && (await oldestAmongCopies(ctx, src, p.row, p.mapping.sourcePath))) otherConfirmed.push(p);
+    const path = p.mapping.sourcePath;
+    if (!oldest.has(path)) oldest.set(path, budget-- > 0 ? await oldestDigests(ctx, src, path) : null);
+    const digests = oldest.get(path);
+    if (digests && (await amongCopies(ctx, p.row, digests))) otherConfirmed.push(p);
   }
   const unique = [...taken, ...unambiguous(otherConfirmed)];
   if (sameConfirmed.length + otherConfirmed.length > unique.length) {
@@ -133,7 +139,7 @@ interface Pair {
   mapping: FolderMapping;
 }
 
-/** Folder pairs compared in one run, at most: each costs an EXAMINE and a FETCH or two. */
+/** Folders read to compare in one run, at most: each costs an EXAMINE and a FETCH or two. */
 const MAX_COMPARISONS = 200;
 
 /**
@@ -159,23 +165,28 @@ async function sameMessages(ctx: RenameContext, src: ImapFlow, row: FolderRow, p
   return bodies.length === read.length && bodies.every((m) => hasher.digestsOf(m.source ?? Buffer.alloc(0), ['gmac', 'sha256']).includes(journaled.get(m.uid)!.digest!));
 }
 /**
- * Whether the oldest messages of `path` (the first by sequence number: mail that arrived
- * after a rename comes last) are, byte for byte, copies the journal made from `row`'s
- * folder. Only messages up to a size are read, a few of them.
+ * The digests (in both algorithms) of the oldest messages of `path`, the first by sequence
+ * number (mail that arrived after a rename comes last); only a few, and only up to a
+ * size; null when there is none to read.
  */
-async function oldestAmongCopies(ctx: RenameContext, src: ImapFlow, row: FolderRow, path: string): Promise<boolean> {
+async function oldestDigests(ctx: RenameContext, src: ImapFlow, path: string): Promise<Digest[][] | null> {
   const mailbox = await withWatchdog(src, ctx.stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
-  if (mailbox.exists === 0) return false;
+  if (mailbox.exists === 0) return null;
   const first = await withWatchdog(src, ctx.stallMs, `listing ${path}`, () => src.fetchAll(`1:${Math.min(mailbox.exists, 2 * CONTENT_SAMPLE)}`, { uid: true, size: true }));
   const picked = first.filter((m) => (m.size ?? 0) <= CONTENT_SAMPLE_MAX_BYTES).slice(0, CONTENT_SAMPLE);
-  if (picked.length === 0) return false;
+  if (picked.length === 0) return null;
   const bodies = await withWatchdog(src, ctx.stallMs, `reading ${path}`, () => src.fetchAll(uidSet(picked.map((m) => m.uid)), { uid: true, source: true }, { uid: true }));
+  if (bodies.length !== picked.length) return null;
   const hasher = await contentHasher(ctx.db);
-  const digests = bodies.map((m) => hasher.digestsOf(m.source ?? Buffer.alloc(0), ['gmac', 'sha256']));
+  return bodies.map((m) => hasher.digestsOf(m.source ?? Buffer.alloc(0), ['gmac', 'sha256']));
+}
+
+/** Whether every message `digests` stands for is, byte for byte, a copy the journal made from `row`'s folder. */
+async function amongCopies(ctx: RenameContext, row: FolderRow, digests: readonly Digest[][]): Promise<boolean> {
   const known = new Set(
     (await ctx.db.selectFrom('message').select('digest').where('folder_id', '=', row.id).where('state', 'in', ['copied', 'orphan']).where('digest', 'in', digests.flat()).execute()).map((r) => r.digest),
   );
-  return bodies.length === picked.length && digests.every((ds) => ds.some((d) => known.has(d)));
+  return digests.every((ds) => ds.some((d) => known.has(d)));
 }
 
 /** Messages read to compare a folder that changed its UIDVALIDITY, and the largest read. */
