@@ -102,4 +102,11 @@ describe('mapFolders', () => {
     const m = mapFolders(serverView(client, listed), view('/', '', folder('INBOX', '/'), folder('Sent', '/', '\\Sent')));
     assert.deepEqual(m.map((x) => [x.sourcePath, x.targetPath, x.selectable]), [['Archive', 'Archive', false], ['Archive/2019', 'Archive/2019', true], ['Outbox', 'Sent', true]]);
   });
+
+  test('views of mail filed elsewhere (\\Flagged, Gmail\'s \\Important) are left out unless included; \\All is kept', () => {
+    const src = view('/', '', folder('INBOX', '/'), folder('[Gmail]', '/', '\\Noselect'), folder('[Gmail]/All Mail', '/', '\\All'), folder('[Gmail]/Starred', '/', '\\Flagged'), folder('[Gmail]/Important', '/', '\\Important'), folder('Work', '/'));
+    const tgt = view('/', '', folder('INBOX', '/'));
+    assert.deepEqual(Object.keys(byTarget(mapFolders(src, tgt))), ['INBOX', '[Gmail]', '[Gmail]/All Mail', 'Work']);
+    assert.deepEqual(Object.keys(byTarget(mapFolders(src, tgt, { include: ['[Gmail]/Starred'] }))), ['[Gmail]/Starred']);
+  });
 });

@@ -107,6 +107,11 @@ function specialUseOf(folder: ServerFolder): SpecialUse | undefined {
   return SPECIAL_USES.find((u) => u === folder.specialUse || folder.flags.has(u));
 }
 
+/** A folder that only shows messages kept in other folders (see mapFolders). */
+export function isView(folder: Pick<ServerFolder, 'flags'>): boolean {
+  return folder.flags.has('\\Flagged') || folder.flags.has('\\Important');
+}
+
 /** The special use the server itself flags the folder with (RFC 6154), not guessed from its name. */
 function flaggedUse(folder: ServerFolder): SpecialUse | undefined {
   return SPECIAL_USES.find((u) => folder.flags.has(u));
@@ -179,6 +184,10 @@ export function mapFolders(source: ServerView, target: ServerView, opts: MapOpti
   const kept = candidates.filter(({ folder, segs }) => {
     if (opts.exclude?.length && matches(segs, folder, opts.exclude)) return false;
     if (opts.include?.length && !matches(segs, folder, opts.include)) return false;
+    // Views of mail filed elsewhere (RFC 6154 §2 \Flagged, Gmail's `[Gmail]/Starred`, and
+    // Gmail's \Important): copied, every flagged message would be on the target twice.
+    // Taken only when an include names them.
+    if (isView(folder) && !(opts.include?.length && matches(segs, folder, opts.include))) return false;
     return true;
   });
 

@@ -256,6 +256,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
       }
     }
     warnMerged(mappings, log);
+    warnAllMail(srcView, mappings, log);
     // A folder LIST shows but whose STATUS failed is left out of LIST-STATUS's answer
     // (RFC 5819 §2 lets the server send a NO for it instead), or carries the error of the
     // STATUS imapflow sent for it alone: its status is then unknown (`{}`) and the scan
@@ -569,6 +570,21 @@ function warnMerged(mappings: readonly FolderMapping[], log: SyncOptions['logger
   for (const [target, group] of byTarget) {
     if (group.length > 1 && group.filter((m) => m.specialUse === undefined && m.targetPath !== 'INBOX').length > 1) {
       log.warn({ target, sources: group.map((m) => m.sourcePath) }, 'these source folders are merged into one target folder');
+    }
+  }
+}
+
+/**
+ * A source folder that shows all the mailbox's mail (RFC 6154 \All: Gmail's `All Mail`)
+ * repeats every message of the other folders, and holds mail kept nowhere else (Gmail's
+ * archived mail): it is copied, so nothing is lost, and the admin is told how to avoid
+ * the second copies.
+ */
+function warnAllMail(source: ServerView, mappings: readonly FolderMapping[], log: SyncOptions['logger']): void {
+  const migrated = new Set(mappings.filter((m) => m.selectable).map((m) => m.sourcePath));
+  for (const f of source.folders) {
+    if (f.flags.has('\\All') && migrated.has(f.path)) {
+      log.warn({ folder: f.path }, 'this folder shows all mail of the mailbox (\\All): its messages are copied from the other folders too; exclude it (--exclude) unless mail is kept only there (archived)');
     }
   }
 }
