@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import type { ImapFlow, ListResponse } from 'imapflow';
 import type { Kysely } from 'kysely';
 import { type ImapLogin } from '../imap/endpoint.js';
-import { ImapConnectError, isRetryable, saysNonexistent } from '../imap/errors.js';
+import { ImapConnectError, isImapRefusal, isRetryable, saysNonexistent } from '../imap/errors.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
 import { type CreatedFolders, createFolders } from '../imap/create-folders.js';
 import { RawFetchCommandError, RawFetcher } from '../imap/raw-fetch.js';
@@ -60,8 +60,10 @@ export function pairKeys(opts: Pick<SyncOptions, 'source' | 'target'>): { source
 
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+    const onAbort = () => (clearTimeout(t), resolve());
+    // The listener goes when the timer fires: a run retrying many times added one per wait.
+    const t = setTimeout(() => (signal?.removeEventListener('abort', onAbort), resolve()), ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
 
 /** What LIST-STATUS told of a source folder; empty when the server did not say. */
@@ -80,6 +82,8 @@ interface AttemptResult {
 
 /** The largest folder (by STATUS MESSAGES) a copy lane scans when it has nothing to copy. */
 const LANE_SCAN_MAX = 5000;
+/** Attempts of a run whose scan of one folder lost the source connection before that folder is failed. */
+const SCAN_DROPS_TOLERATED = 2;
 
 /** The journal pair of each run that failed once its pair was known, by its error. */
 const failedPairs = new WeakMap<object, number>();
@@ -182,7 +186,8 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
       reason: s.reason ?? '',
     })),
     folderList: r.mappings.map((m) => ({ source: m.sourcePath, target: m.targetPath, found: r.counts.get(m.sourcePath) ?? 0 })),
-    failedFolders: [...r.failedFolders].map(([folder, reason]) => ({ folder, reason })),
+    // In the folders' order, not the order their scans ended in (lanes scan side by side).
+    failedFolders: r.mappings.filter((m) => r.failedFolders.has(m.sourcePath)).map((m) => ({ folder: m.sourcePath, reason: r.failedFolders.get(m.sourcePath)! })),
   };
 }
 
@@ -406,6 +411,12 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const srcUse = oneAtATime();
     const tgtUse = oneAtATime();
     const scanOne = async ({ m, row, st, tf, widened }: (typeof toScan)[number], fetcher: RawFetcher): Promise<void> => {
+      // A folder whose scan lost the source connection in two attempts of this run is
+      // failed, named, so the other folders are copied (the next run tries it again).
+      if (memory.scanDrops(row.id) >= SCAN_DROPS_TOLERATED) {
+        failedFolders.set(m.sourcePath, 'the source closed the connection each time this folder was read');
+        return;
+      }
       // STATUS says new messages arrived (or the folder was never synced): connect the
       // lanes now, while this folder is scanned, not after (a lane is two logins).
       if ((st.messages ?? 0) > 0 && (st.uidNext === undefined || st.uidNext > row.synced_uidnext || row.source_uidvalidity !== Number(st.uidValidity))) startLanes();
@@ -414,13 +425,19 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
         await scanFolder({ db, maxMessageSize, stallMs, dryRun: false, skippedInThisRun: (f, u) => memory.skippedInThisRun(f, u), ...(opts.receivedAfter !== undefined ? { receivedAfter: opts.receivedAfter } : {}) }, { lister: fetcher, session: src, use: srcUse }, work);
       } catch (err) {
         // The source answered NO/BAD (it cannot open or list this folder: broken on
-        // disk, permissions): this folder fails, named, and the others go on. A lost
-        // connection still fails the attempt (and is retried).
-        if (!(err instanceof RawFetchCommandError)) throw err;
+        // disk, permissions), on the raw connection or the imapflow session: this folder
+        // fails, named, and the others go on. A lost connection fails the attempt (and is
+        // retried), saying where.
+        if (!(err instanceof RawFetchCommandError) && !isImapRefusal(err)) {
+          if (!isRetryable(err)) throw err;
+          memory.noteScanDrop(row.id);
+          throw Object.assign(new Error(`${(err as Error).message} (while scanning ${m.sourcePath})`), { retryable: true });
+        }
         // Listed, without a STATUS, and not there when opened: only a node of the hierarchy
         // (Dovecot's Maildir++ lists `a` for a folder `a.b` whose parent was renamed or
         // deleted, with neither \Noselect nor \NonExistent). No mail to copy, nothing failed.
-        if (st.uidValidity === undefined && saysNonexistent(err.code, err.serverText)) {
+        const [code, text] = err instanceof RawFetchCommandError ? [err.code, err.serverText] : [undefined, err.responseText ?? err.message];
+        if (st.uidValidity === undefined && saysNonexistent(code, text)) {
           log.debug({ folder: m.sourcePath, err: err.message }, 'listed folder does not exist: a hierarchy node');
           return;
         }

@@ -25,4 +25,15 @@ export class RunMemory {
   skippedInThisRun(folderId: number, uid: number): boolean {
     return this.skipped.has(key(folderId, uid));
   }
+
+  private readonly drops = new Map<number, number>();
+
+  /** The scan of this folder lost the source connection (a server that drops it on one folder every time). */
+  noteScanDrop(folderId: number): void {
+    this.drops.set(folderId, (this.drops.get(folderId) ?? 0) + 1);
+  }
+
+  scanDrops(folderId: number): number {
+    return this.drops.get(folderId) ?? 0;
+  }
 }

@@ -10,6 +10,7 @@
  */
 import type { FetchMessageObject, ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
+import { isImapRefusal } from '../imap/errors.js';
 import { withWatchdog } from '../imap/imapflow-session.js';
 import type { ListedMessage, RawFetcher } from '../imap/raw-fetch.js';
 import { copiedFlagPages, deleteMessages, insertMessages, journaledBelow, journalPages, rowsAmong, skippedOf } from '../store/journal.js';
@@ -81,7 +82,9 @@ export async function countNewInScope(src: ImapFlow, path: string, fromUid: numb
 }
 
 function sizeText(bytes: number): string {
-  return bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MB` : `${Math.ceil(bytes / 1024)} KB`;
+  if (bytes >= 1024 * 1024) return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  // One decimal below 10 KB, so a message just over a small limit is not "2 KB, over the 2 KB limit".
+  return bytes < 10 * 1024 ? `${(bytes / 1024).toFixed(1)} KB` : `${Math.ceil(bytes / 1024)} KB`;
 }
 
 /** True when a skipped message should be tried again in this run. */
@@ -230,7 +233,8 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
   // skipped message to retry. Looked up a few thousand at a time, and not at all when the
   // journal has nothing from the watermark up (a first sync).
   const lookUp = rowsAbove > 0;
-  const tooLarge: number[] = [];
+  /** Too-large messages not journaled yet: UID → size listed. */
+  const tooLarge = new Map<number, number>();
   for (let i = 0; i < listed.length; i += 5000) {
     const part = listed.slice(i, i + 5000);
     const known = lookUp ? byUid(await rowsAmong(db, row.id, part.map((m) => m.uid))) : new Map<number, Pick<MessageRow, 'state' | 'skip_kind' | 'size'>>();
@@ -239,19 +243,26 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
       if (k && !retryable(m.uid, k)) continue;
       const size = m.size ?? 0;
       if (size > ctx.maxMessageSize) {
-        if (!k) tooLarge.push(m.uid);
+        if (!k) tooLarge.set(m.uid, size);
         continue;
       }
       work.toCopy.push({ uid: m.uid, size });
     }
   }
   await offerExpunged(db, work, goneCopied);
-  if (tooLarge.length && !ctx.dryRun) {
+  if (tooLarge.size && !ctx.dryRun) {
     const src = source.session;
-    const envelopes = await source.use(async () => {
-      await withWatchdog(src, ctx.stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
-      return withWatchdog(src, ctx.stallMs, `reading ${path}`, () => src.fetchAll(uidSet(tooLarge), { uid: true, size: true, flags: true, internalDate: true, envelope: true }, { uid: true }));
-    });
+    // Their date and subject are for the report. A source that will not give them (a NO)
+    // has them listed by size alone, not the folder failed over it.
+    const envelopes = await source
+      .use(async () => {
+        await withWatchdog(src, ctx.stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
+        return withWatchdog(src, ctx.stallMs, `reading ${path}`, () => src.fetchAll(uidSet([...tooLarge.keys()]), { uid: true, size: true, flags: true, internalDate: true, envelope: true }, { uid: true }));
+      })
+      .catch((err: unknown): Pick<FetchMessageObject, 'uid' | 'size' | 'flags' | 'internalDate' | 'envelope'>[] => {
+        if (!isImapRefusal(err)) throw err;
+        return [...tooLarge].map(([uid, size]) => ({ uid, size }));
+      });
     await insertMessages(
       db,
       envelopes.map((m) => ({

@@ -229,7 +229,9 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
     // pair spent ~95 ms per folder, most of it waiting), while the messages held at once
     // are bounded: a folder of 150,000 is compared alone.
     // A server that refuses more sessions (a per-user connection limit) leaves fewer lanes, not a failure.
-    const wanted = sized ? Math.min(opts.connections ?? DEFAULT_VERIFY_CONNECTIONS, Math.ceil(groups.length / FOLDERS_PER_LANE)) : 1;
+    // With --content each pair holds whole messages as they are hashed, which the message
+    // counts do not bound: one pair, as before.
+    const wanted = sized && !opts.content ? Math.min(opts.connections ?? DEFAULT_VERIFY_CONNECTIONS, Math.ceil(groups.length / FOLDERS_PER_LANE)) : 1;
     for (const r of await Promise.allSettled(Array.from({ length: wanted - 1 }, open))) {
       if (r.status === 'fulfilled') lanes.push(r.value);
       else opts.logger.debug({ err: (r.reason as Error)?.message }, 'verification: one connection pair fewer');

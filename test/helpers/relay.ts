@@ -32,6 +32,12 @@ export interface RelayOptions {
   dropWhenSent?: string;
   /** Called for each drop caused by `dropWhenSent`. */
   onDrop?: () => void;
+  /**
+   * Client command lines matching this are answered `tag NO` by the relay and never reach
+   * the server, as a server refusing that command would. The client's data is then
+   * forwarded line by line: only for sessions that send no literals (a source's).
+   */
+  refuseCommands?: RegExp;
 }
 
 export async function startRelay(targetPort: number, opts: RelayOptions = {}): Promise<Relay> {
@@ -45,8 +51,19 @@ export async function startRelay(targetPort: number, opts: RelayOptions = {}): P
     conns.add(conn);
     const marker = opts.dropWhenSent === undefined ? null : Buffer.from(opts.dropWhenSent, 'latin1');
     let tail = Buffer.alloc(0);
+    let lineBuf = '';
     client.on('data', (d: Buffer) => {
       up += d.length;
+      if (opts.refuseCommands) {
+        lineBuf += d.toString('latin1');
+        for (let i = lineBuf.indexOf('\r\n'); i >= 0; i = lineBuf.indexOf('\r\n')) {
+          const line = lineBuf.slice(0, i);
+          lineBuf = lineBuf.slice(i + 2);
+          if (opts.refuseCommands.test(line)) client.write(`${line.split(' ')[0]} NO [UNAVAILABLE] refused by the test relay\r\n`);
+          else upstream.write(`${line}\r\n`, 'latin1');
+        }
+        return;
+      }
       if (marker) {
         const seen = Buffer.concat([tail, d]);
         if (seen.includes(marker)) {
