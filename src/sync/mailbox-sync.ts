@@ -82,8 +82,6 @@ interface AttemptResult {
 
 /** The largest folder (by STATUS MESSAGES) a copy lane scans when it has nothing to copy. */
 const LANE_SCAN_MAX = 5000;
-/** Attempts of a run whose scan of one folder lost the source connection before that folder is failed. */
-const SCAN_DROPS_TOLERATED = 2;
 
 /** The journal pair of each run that failed once its pair was known, by its error. */
 const failedPairs = new WeakMap<object, number>();
@@ -410,16 +408,18 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     // The imapflow sessions, shared by the folders scanned at once.
     const srcUse = oneAtATime();
     const tgtUse = oneAtATime();
-    const scanOne = async ({ m, row, st, tf, widened }: (typeof toScan)[number], fetcher: RawFetcher): Promise<void> => {
-      // A folder whose scan lost the source connection in two attempts of this run is
-      // failed, named, so the other folders are copied (the next run tries it again).
-      if (memory.scanDrops(row.id) >= SCAN_DROPS_TOLERATED) {
+    // Jobs queued by folders scanned alone (below), whose lanes start after them.
+    let queuedAlone = false;
+    const scanOne = async ({ m, row, st, tf, widened }: (typeof toScan)[number], fetcher: RawFetcher, alone = false): Promise<void> => {
+      // A folder whose scan lost the source connection even when scanned alone is failed,
+      // named, so the other folders are copied (the next run tries it again).
+      if (memory.scanFailed(row.id)) {
         failedFolders.set(m.sourcePath, 'the source closed the connection each time this folder was read');
         return;
       }
       // STATUS says new messages arrived (or the folder was never synced): connect the
       // lanes now, while this folder is scanned, not after (a lane is two logins).
-      if ((st.messages ?? 0) > 0 && (st.uidNext === undefined || st.uidNext > row.synced_uidnext || row.source_uidvalidity !== Number(st.uidValidity))) startLanes();
+      if (!alone && (st.messages ?? 0) > 0 && (st.uidNext === undefined || st.uidNext > row.synced_uidnext || row.source_uidvalidity !== Number(st.uidValidity))) startLanes();
       const work: FolderWork = { row, mapping: m, target: tf, toCopy: [], flagChanges: [], orphans: new Map(), ...(st.uidNext !== undefined ? { listedUidNext: st.uidNext } : {}) };
       try {
         await scanFolder({ db, maxMessageSize, stallMs, dryRun: false, skippedInThisRun: (f, u) => memory.skippedInThisRun(f, u), ...(opts.receivedAfter !== undefined ? { receivedAfter: opts.receivedAfter } : {}) }, { lister: fetcher, session: src, use: srcUse }, work);
@@ -430,7 +430,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
         // retried), saying where.
         if (!(err instanceof RawFetchCommandError) && !isImapRefusal(err)) {
           if (!isRetryable(err)) throw err;
-          memory.noteScanDrop(row.id);
+          memory.noteScanDrop(row.id, alone);
           throw Object.assign(new Error(`${(err as Error).message} (while scanning ${m.sourcePath})`), { retryable: true });
         }
         // Listed, without a STATUS, and not there when opened: only a node of the hierarchy
@@ -463,7 +463,8 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
         // Copying from here on, while the scan of the remaining folders goes on
         // (foldersScanned/foldersTotal tell how far that is).
         progress.phase = 'copying';
-        startLanes();
+        if (alone) queuedAlone = true;
+        else startLanes();
       }
     };
     // The scan's own connection takes the folders in order; copy lanes with nothing to
@@ -510,6 +511,17 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     try {
       queue.offerIdleWork(() => takeScan(LANE_SCAN_MAX));
       if (toScan.length > 0) lister ??= await RawFetcher.connect({ endpoint: opts.source.endpoint, login: opts.source.login, idleTimeoutMs: stallMs });
+      // Folders whose scan lost the connection in an earlier attempt go first, each alone
+      // (RunMemory.noteScanDrop), before any lane is copying.
+      for (const [i, p] of toScan.entries()) {
+        if (!memory.scanSuspect(p.row.id)) continue;
+        taken[i] = true;
+        await scanOne(p, lister!, true);
+        memory.clearScanSuspect(p.row.id);
+        progress.foldersScanned++;
+        emit();
+      }
+      if (queuedAlone) startLanes();
       for (let task = takeScan(Infinity); task; task = takeScan(Infinity)) await task(lister!);
       // Folders lanes took: their scans end (or fail) on their own.
       await Promise.all(scanned);

@@ -26,14 +26,31 @@ export class RunMemory {
     return this.skipped.has(key(folderId, uid));
   }
 
-  private readonly drops = new Map<number, number>();
+  /** Folders whose scan lost the source connection: scanned first and alone next attempt. */
+  private readonly scanSuspects = new Set<number>();
+  /** Folders whose scan lost it again while alone: failed for the rest of the run. */
+  private readonly scanFailures = new Set<number>();
 
-  /** The scan of this folder lost the source connection (a server that drops it on one folder every time). */
-  noteScanDrop(folderId: number): void {
-    this.drops.set(folderId, (this.drops.get(folderId) ?? 0) + 1);
+  /**
+   * The scan of this folder lost the source connection. Connections drop for many
+   * reasons (a flaky link drops whatever is in flight), so once is suspicion only; the
+   * folder is then scanned alone, and a second loss there is the folder's doing (a server
+   * that drops the connection whenever it is opened).
+   */
+  noteScanDrop(folderId: number, alone: boolean): void {
+    if (alone) this.scanFailures.add(folderId);
+    else this.scanSuspects.add(folderId);
   }
 
-  scanDrops(folderId: number): number {
-    return this.drops.get(folderId) ?? 0;
+  scanSuspect(folderId: number): boolean {
+    return this.scanSuspects.has(folderId);
+  }
+
+  clearScanSuspect(folderId: number): void {
+    this.scanSuspects.delete(folderId);
+  }
+
+  scanFailed(folderId: number): boolean {
+    return this.scanFailures.has(folderId);
   }
 }
