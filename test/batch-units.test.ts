@@ -6,6 +6,8 @@ import { deleteWarning } from '../src/batch/lifecycle.js';
 import { type BatchReport, reportCsv } from '../src/report/batch-report.js';
 import { batchNameProblem, deriveBatchStatus, emptyCounts } from '../src/batch/status.js';
 import { backoffMs } from '../src/worker/backoff.js';
+import { credentialRefused } from '../src/imap/errors.js';
+import { ImapAuthError as RawImapAuthError } from '../src/imap/raw-connection.js';
 
 test('durations as admins write them', () => {
   assert.equal(parseDuration('2s'), 2000);
@@ -133,4 +135,14 @@ test('a shared admin credential refused three times in a row is not tried again 
   b.succeeded(other);
   b.refused(other, 'z@x');
   b.check(other, 'the source admin login "admin"');
+});
+
+test('a login turned away for the server\'s own state (LIMIT, UNAVAILABLE) does not count against the credential', () => {
+  const refusal = (code?: string) => new RawImapAuthError(`authentication failed: NO${code ? ` [${code}]` : ''} …`, '…', code);
+  assert.equal(credentialRefused(refusal('AUTHENTICATIONFAILED')), true);
+  assert.equal(credentialRefused(refusal()), true, 'a NO without a code: the password, as far as anyone can tell');
+  assert.equal(credentialRefused(refusal('LIMIT')), false, 'too many sessions for the user (a mail client holding many)');
+  assert.equal(credentialRefused(refusal('UNAVAILABLE')), false);
+  assert.equal(credentialRefused(refusal('AUTHORIZATIONFAILED')), false, 'the credential was right');
+  assert.equal(credentialRefused(new Error('connection lost')), false);
 });

@@ -8,7 +8,7 @@ import { resolveSourceLogin, SourceLoginCache } from '../auth/source-login.js';
 import { adminOf, parseSourceUserName } from '../auth/credentials.js';
 import { scrubSecrets } from '../auth/errors.js';
 import { checkTargetSession, TargetCheckCache } from '../auth/target-check.js';
-import { credentialAccepted, ImapAuthError } from '../imap/errors.js';
+import { credentialAccepted, credentialRefused } from '../imap/errors.js';
 import { AdminGate } from './admin-gate.js';
 import { targetLogin } from '../endpoint/target-login.js';
 import { decryptSecret, type SecretKey } from '../secrets/index.js';
@@ -60,7 +60,7 @@ export async function checkLogins(store: Store, batch: BatchRow, opts: { key: Se
     const secrets = [password, adminPassword];
     const fail = (err: unknown) => ({
       check: { ok: false as const, error: scrubSecrets((err as Error)?.message ?? String(err), secrets) },
-      credential: credentialAccepted(err) ? ('accepted' as const) : err instanceof ImapAuthError ? ('refused' as const) : ('unknown' as const),
+      credential: credentialAccepted(err) ? ('accepted' as const) : credentialRefused(err) ? ('refused' as const) : ('unknown' as const),
     });
     type Tried = { check: SideCheck; credential: 'accepted' | 'refused' | 'unknown' };
     const trySource = async (): Promise<Tried> => {

@@ -27,6 +27,19 @@ export function credentialAccepted(err: unknown): boolean {
   return err instanceof ImapAuthError && err.code === 'AUTHORIZATIONFAILED';
 }
 
+/**
+ * Whether a refusal counts against the credential (a lockout breaker's business): not when
+ * it proves the credential right (above), nor when the server turns the login away for a
+ * state of its own (RFC 5530 §3: LIMIT, too many sessions for the user; UNAVAILABLE;
+ * SERVERBUG, INUSE). A user whose mail client holds many sessions must not lock an admin
+ * credential out of every mailbox.
+ */
+export function credentialRefused(err: unknown): boolean {
+  return err instanceof ImapAuthError && !credentialAccepted(err) && !SERVER_STATE_CODES.has(err.code?.toUpperCase() ?? '');
+}
+
+const SERVER_STATE_CODES = new Set(['LIMIT', 'UNAVAILABLE', 'SERVERBUG', 'INUSE']);
+
 /** An established session broke (dropped connection, watchdog timeout): retryable. */
 export class ImapConnectionLostError extends Error {
   override name = 'ImapConnectionLostError';

@@ -12,7 +12,7 @@ import { type CredentialBreaker, credentialKey } from './credential-breaker.js';
 import { resolveSourceLogin, SourceLoginCache } from '../auth/source-login.js';
 import { type Impersonation, targetLogin } from '../endpoint/target-login.js';
 import type { ImapEndpoint } from '../imap/endpoint.js';
-import { credentialAccepted, ImapAuthError, isRetryable } from '../imap/errors.js';
+import { credentialAccepted, credentialRefused, isRetryable } from '../imap/errors.js';
 import { decryptSecret, type SecretKey } from '../secrets/index.js';
 import type { BatchMailboxRow, BatchRow, EndpointRow } from '../store/schema.js';
 import type { MailboxSide } from '../sync/options.js';
@@ -95,7 +95,7 @@ async function mailboxSides(ctx: SideContext, mailbox: MailboxLogin, password: s
       break;
     } catch (err) {
       if (key !== null && credentialAccepted(err)) ctx.breaker?.succeeded(key);
-      else if (key !== null && err instanceof ImapAuthError) ctx.breaker?.refused(key, mailbox.email_address);
+      else if (key !== null && credentialRefused(err)) ctx.breaker?.refused(key, mailbox.email_address);
       if (attempt >= LOGIN_ATTEMPTS || !isRetryable(err)) throw err;
       ctx.logger.warn({ err: (err as Error).message, attempt }, 'source login lost its connection; trying again');
       await new Promise((r) => setTimeout(r, 1000 * attempt));

@@ -4,7 +4,7 @@
  * admin credential) and handed to the engine.
  */
 import { checkTargetSession, TargetCheckCache } from '../auth/target-check.js';
-import { credentialAccepted, ImapAuthError } from '../imap/errors.js';
+import { credentialAccepted, credentialRefused, type ImapAuthError } from '../imap/errors.js';
 import { CredentialBreaker, credentialKey } from './credential-breaker.js';
 import type { Logger } from 'pino';
 import { decryptSecret, type SecretKey } from '../secrets/index.js';
@@ -98,7 +98,7 @@ export function engineRunner(opts: RunnerOptions): MailboxRunner {
         summary = await syncMailbox(opts.store, syncOptions);
       } catch (err) {
         if (credentialAccepted(err)) breaker.succeeded(adminKey);
-        else if (err instanceof ImapAuthError && err.side === 'target') breaker.refused(adminKey, mailbox.email_address);
+        else if (credentialRefused(err) && (err as ImapAuthError).side === 'target') breaker.refused(adminKey, mailbox.email_address);
         throw err;
       }
       breaker.succeeded(adminKey);
