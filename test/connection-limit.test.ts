@@ -57,7 +57,7 @@ describe('sync: a source that allows few sessions per user', () => {
   let limiter: Awaited<ReturnType<typeof startLimiter>>;
 
   before(async () => {
-    lab = await startPair();
+    lab = await startPair({ extraTargetUsers: ['bob'] });
     const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
     for (let f = 0; f < 30; f++) {
       await c.mailboxCreate(`F${f}`);
@@ -81,5 +81,29 @@ describe('sync: a source that allows few sessions per user', () => {
     const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
     const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
     assert.deepEqual(compareMailboxes(src, tgt, (p) => p), []);
+  });
+
+  test('a source allowing two sessions per user: one lane copies once the scan is done', async () => {
+    // The mailbox's own session and the scan's take both; every lane is turned away until
+    // the scan's connection is closed.
+    const two = await startLimiter(lab.source.port, 2);
+    try {
+      // Into another target mailbox: the first test's copies are in alice's.
+      const toBob = { ...lab, targetUser: 'bob' };
+      const db = `${lab.db}-two`;
+      const r = await runCli(['sync', ...syncArgs(toBob, db, ['--json', '--connections', '4'], { sourcePort: two.port })], env(lab));
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.json?.copied, 90);
+      assert.ok(two.turnedAway() >= 4, `every lane was turned away first (${two.turnedAway()})`);
+      assert.match(r.stderr, /trying again when it is done/);
+      const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+      const tgt = await snapshot(lab.target.endpoint(), 'bob', lab.targetPass);
+      assert.deepEqual(compareMailboxes(src, tgt, (p) => p), []);
+      const again = await runCli(['sync', ...syncArgs(toBob, db, ['--json'], { sourcePort: two.port })], env(lab));
+      assert.equal(again.status, 0, again.stderr);
+      assert.equal(again.json?.copied, 0);
+    } finally {
+      await two.stop();
+    }
   });
 });

@@ -67,6 +67,12 @@ export interface CopyContext {
   reclaimer: MemoryReclaimer;
   /** What earlier attempts of this run learnt (suspects, messages skipped). */
   memory: RunMemory;
+  /**
+   * Settles when the scan's own source connection is closed (or the attempt ends): a source
+   * that allows only two sessions per user turns every lane away while the mailbox's own
+   * session and the scan's are open, and takes one lane once the scan is done.
+   */
+  sourceFreed?: Promise<void>;
 }
 
 /** Splits each folder's messages into fetch chunks of at most `chunkBytes` / `chunkCount`. */
@@ -622,30 +628,51 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
  */
 async function runLane(ctx: CopyContext, queue: JobQueue, state: LanesState, pool: SlabPool): Promise<void> {
   const hasher = await contentHasher(ctx.db);
-  let fetcher: RawFetcher | undefined;
-  let app: PipelinedAppender | undefined;
+  let opened: { fetcher: RawFetcher; app: PipelinedAppender };
   try {
-    fetcher = await RawFetcher.connect({ endpoint: ctx.source.endpoint, login: ctx.source.login, idleTimeoutMs: ctx.stallMs, maxMessageBytes: MAX_CHUNK_MESSAGE_BYTES });
-    // MAILFERRY_MULTIAPPEND=off sends one APPEND per message even to servers that offer
-    // MULTIAPPEND: a way around a server that mishandles it, and the benchmark's baseline.
-    const multiAppend = process.env.MAILFERRY_MULTIAPPEND !== 'off';
-    app = await PipelinedAppender.connect({ endpoint: ctx.target.endpoint, login: ctx.target.login, idleTimeoutMs: ctx.stallMs, multiAppend });
+    opened = await openLane(ctx);
   } catch (err) {
-    await fetcher?.close().catch(() => undefined);
     state.connecting--;
     // Servers limit sessions per user (Dovecot's mail_max_userip_connections, Gmail's 15,
     // hosters' 4 or 5) and answer one too many like a refused login: while another lane
-    // is up or may still come up, this is one lane fewer, not the run's failure. The last
-    // lane to fail with none up says why (a wrong password, an unreachable server).
+    // is up or may still come up, this is one lane fewer, not the run's failure.
     if (state.up > 0 || state.connecting > 0) {
       ctx.log.warn({ err: (err as Error)?.message }, 'a copy lane could not connect; copying on fewer connections');
       return;
     }
-    throw err;
+    // The last lane, with none up. The mailbox's own session logged in with the same
+    // credentials, so a source allowing two sessions per user is the likely cause while the
+    // scan's connection is open: try once more when it is closed. If that fails too, the
+    // error says why (a wrong target password, an unreachable server, the server's [LIMIT]).
+    if (!ctx.sourceFreed) throw err;
+    ctx.log.warn({ err: (err as Error)?.message }, 'no copy lane could connect while the scan is reading the source; trying again when it is done');
+    state.connecting++;
+    await ctx.sourceFreed;
+    try {
+      opened = await openLane(ctx);
+    } catch (again) {
+      state.connecting--;
+      throw again;
+    }
   }
   state.connecting--;
   state.up++;
-  return copyOnLane(ctx, queue, state, pool, hasher, fetcher, app);
+  return copyOnLane(ctx, queue, state, pool, hasher, opened.fetcher, opened.app);
+}
+
+/** A lane's two connections, or neither. */
+async function openLane(ctx: CopyContext): Promise<{ fetcher: RawFetcher; app: PipelinedAppender }> {
+  const fetcher = await RawFetcher.connect({ endpoint: ctx.source.endpoint, login: ctx.source.login, idleTimeoutMs: ctx.stallMs, maxMessageBytes: MAX_CHUNK_MESSAGE_BYTES });
+  try {
+    // MAILFERRY_MULTIAPPEND=off sends one APPEND per message even to servers that offer
+    // MULTIAPPEND: a way around a server that mishandles it, and the benchmark's baseline.
+    const multiAppend = process.env.MAILFERRY_MULTIAPPEND !== 'off';
+    const app = await PipelinedAppender.connect({ endpoint: ctx.target.endpoint, login: ctx.target.login, idleTimeoutMs: ctx.stallMs, multiAppend });
+    return { fetcher, app };
+  } catch (err) {
+    await fetcher.close().catch(() => undefined);
+    throw err;
+  }
 }
 
 /** What the lanes of one run know of each other. */

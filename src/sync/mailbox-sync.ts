@@ -234,6 +234,9 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
   // The scan's own source connection (scan.ts), opened when a folder needs scanning: an
   // unchanged mailbox never logs in a third time.
   let lister: RawFetcher | undefined;
+  // Settled once `lister` is closed for good: a lane the source turned away tries again then.
+  let freeSource!: () => void;
+  const sourceFreed = new Promise<void>((resolve) => (freeSource = resolve));
   try {
     progress.phase = 'listing';
     emit();
@@ -364,7 +367,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     // Copy lanes start with the first folder that has something to copy, while the rest
     // is still being scanned; an unchanged mailbox never opens a lane at all.
     const queue = new JobQueue();
-    const copyCtx = { db, source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), reclaimer: new MemoryReclaimer(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), memory, progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) };
+    const copyCtx = { db, source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), reclaimer: new MemoryReclaimer(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), memory, sourceFreed, progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) };
     let lanes: Promise<void> | null = null;
     let laneFailed = false;
     const startLanes = (): void => {
@@ -528,6 +531,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     } catch (err) {
       // The lanes finish what is queued; their own errors are secondary to this one.
       queue.close();
+      freeSource();
       if (lanes) await (lanes as Promise<void>).catch(() => undefined);
       throw err;
     }
@@ -538,6 +542,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     // mail_max_userip_connections is 10 by default), so it is not kept beside the lanes.
     await lister?.close();
     lister = undefined;
+    freeSource();
     if (lanes) await lanes;
     if (opts.signal?.aborted) throw Object.assign(new Error('sync stopped'), { stopped: true });
 
@@ -569,6 +574,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const counts = opts.receivedAfter === undefined ? statusCounts : await inScopeCounts(db, selectable.map((m) => rows.get(m.sourcePath)!), opts.receivedAfter);
     return { mappings, counts, found: sum(counts), flagsUpdated, dryRunToCopy: 0, failedFolders };
   } finally {
+    freeSource();
     await Promise.allSettled([src.logout(), tgt.logout(), lister?.close()]);
   }
 }
