@@ -71,4 +71,29 @@ describe('sync: a source that fails the scan of one folder', () => {
       await relay.stop();
     }
   });
+
+  test('mail that arrives between the listing and the scan is found as well as copied', async () => {
+    // Delivered when the scan opens Later, after the listing's STATUS counted its messages.
+    let delivered = false;
+    const relay = await startRelay(lab.source.port, {
+      beforeCommand: async (line) => {
+        if (delivered || !/ EXAMINE "?Later"?( |$)/.test(line)) return;
+        delivered = true;
+        const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+        await c.append('Later', message(99, 200), [], new Date(Date.UTC(2024, 0, 1)));
+        await c.logout();
+      },
+    });
+    try {
+      const r = await runCli(['sync', ...syncArgs(lab, join(lab.dir, 'arrivals.sqlite'), ['--json'], { sourcePort: relay.port })], env(lab));
+      assert.ok(delivered, 'the scan opened Later');
+      assert.equal(r.status, 0, r.stderr);
+      const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+      const total = [...src.values()].reduce((n, msgs) => n + msgs.length, 0);
+      assert.equal(r.json?.found, total);
+      assert.deepEqual(await copiedExactlyBut(() => false), []);
+    } finally {
+      await relay.stop();
+    }
+  });
 });

@@ -571,7 +571,11 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
         covered_from: opts.receivedAfter ?? null,
       });
     }
-    const counts = opts.receivedAfter === undefined ? statusCounts : await inScopeCounts(db, selectable.map((m) => rows.get(m.sourcePath)!), opts.receivedAfter);
+    // Without a cut-off, a folder scanned counts what its EXAMINE saw, not the listing's
+    // STATUS from before: mail that arrived in between is copied, so it is found too.
+    const scannedCounts = new Map(statusCounts);
+    for (const w of works) if (w.snapshot) scannedCounts.set(w.mapping.sourcePath, w.snapshot.messages);
+    const counts = opts.receivedAfter === undefined ? scannedCounts : await inScopeCounts(db, selectable.map((m) => rows.get(m.sourcePath)!), opts.receivedAfter);
     return { mappings, counts, found: sum(counts), flagsUpdated, dryRunToCopy: 0, failedFolders };
   } finally {
     freeSource();

@@ -38,6 +38,11 @@ export interface RelayOptions {
    * forwarded line by line: only for sessions that send no literals (a source's).
    */
   refuseCommands?: RegExp;
+  /**
+   * Awaited before each client command line is forwarded (line by line, as for
+   * `refuseCommands`): a test acts on the server between two of the client's commands.
+   */
+  beforeCommand?: (line: string) => Promise<void>;
 }
 
 export async function startRelay(targetPort: number, opts: RelayOptions = {}): Promise<Relay> {
@@ -52,15 +57,20 @@ export async function startRelay(targetPort: number, opts: RelayOptions = {}): P
     const marker = opts.dropWhenSent === undefined ? null : Buffer.from(opts.dropWhenSent, 'latin1');
     let tail = Buffer.alloc(0);
     let lineBuf = '';
+    // Client lines in order, each after the one before (beforeCommand may wait).
+    let lines = Promise.resolve();
     client.on('data', (d: Buffer) => {
       up += d.length;
-      if (opts.refuseCommands) {
+      if (opts.refuseCommands || opts.beforeCommand) {
         lineBuf += d.toString('latin1');
         for (let i = lineBuf.indexOf('\r\n'); i >= 0; i = lineBuf.indexOf('\r\n')) {
           const line = lineBuf.slice(0, i);
           lineBuf = lineBuf.slice(i + 2);
-          if (opts.refuseCommands.test(line)) client.write(`${line.split(' ')[0]} NO [UNAVAILABLE] refused by the test relay\r\n`);
-          else upstream.write(`${line}\r\n`, 'latin1');
+          lines = lines.then(async () => {
+            await opts.beforeCommand?.(line);
+            if (opts.refuseCommands?.test(line)) client.write(`${line.split(' ')[0]} NO [UNAVAILABLE] refused by the test relay\r\n`);
+            else upstream.write(`${line}\r\n`, 'latin1');
+          });
         }
         return;
       }
