@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { basename, join } from 'node:path';
@@ -709,6 +709,62 @@ describe('sync: a message the source answers by dropping the connection', () => 
     assert.match(items[0]!.reason, /^the source closed the connection each time this message was read alone \(2 times; last: connection to .* lost/);
     const inbox = (await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('INBOX')!;
     assert.equal(inbox.length, 2);
+  });
+});
+
+describe('sync and verify: a folder whose listing loses the connection on one message', () => {
+  // The same flaw in a file named without `,W=`: then even RFC822.SIZE reads the file, so
+  // every listing of the folder loses the connection, not only the fetch of that message.
+  let lab: LabPair;
+  const subjects = Array.from({ length: 12 }, (_, i) => `message ${i}`);
+  let badSubject = '';
+  let badUid = 0;
+
+  before(async () => {
+    lab = await startPair();
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxCreate('Broken');
+    for (const s of subjects) await c.append('Broken', Buffer.from(`Subject: ${s}\r\nMessage-ID: <${s.replace(' ', '.')}@example.org>\r\n\r\n${'text\r\n'.repeat(30)}`), ['\\Seen']);
+    await c.append('INBOX', Buffer.from('Subject: fine\r\n\r\nfine\r\n'));
+    await c.logout();
+    const md = findDir(join(lab.source.dir, 'home'), 'Maildir');
+    const files = maildirFiles(join(md, '.Broken'));
+    assert.equal(files.length, subjects.length);
+    const bad = files[7]!;
+    badSubject = /^Subject: (.*?)\r?$/m.exec(readFileSync(bad, 'latin1'))![1]!;
+    renameSync(bad, join(md, '.Broken', 'cur', `${basename(bad).replace(/:2,.*$/, '').replace(/,S=\d+/, ',S=10').replace(/,W=\d+/, '')}:2,S`));
+    forgetIndexes(join(md, '.Broken'));
+  });
+  after(async () => {
+    await lab?.stop();
+  });
+
+  test('sync copies the folder but that message, and names it', async () => {
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    assert.deepEqual(r.json?.failedFolders, []);
+    assert.equal(r.json?.copied, subjects.length);
+    const items = r.json?.skippedItems as { folder: string; uid: number; reason: string }[];
+    assert.deepEqual(items.map((i) => i.folder), ['Broken']);
+    assert.match(items[0]!.reason, /^the source closed the connection each time this message was read alone/);
+    badUid = items[0]!.uid;
+    const t = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    await t.mailboxOpen('Broken');
+    const copied = (await t.fetchAll('1:*', { envelope: true })).map((m) => m.envelope?.subject).sort();
+    await t.logout();
+    assert.deepEqual(copied, subjects.filter((s) => s !== badSubject).sort());
+  });
+
+  test('verify compares the rest and names the message it could not read', async () => {
+    const r = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    const folders = r.json?.folders as { target: string; sourceCount: number; targetCount: number; missing: number; error?: string; missingItems: { uid: number; unreadable?: boolean }[] }[];
+    const broken = folders.find((f) => f.target === 'Broken')!;
+    assert.equal(broken.error, undefined);
+    assert.deepEqual([broken.sourceCount, broken.targetCount, broken.missing], [subjects.length, subjects.length - 1, 1]);
+    assert.deepEqual(broken.missingItems, [{ folder: 'Broken', uid: badUid, size: 0, date: '', unreadable: true }]);
+    assert.equal(folders.find((f) => f.target === 'INBOX')?.missing, 0);
+    assert.match(r.stderr, new RegExp(`missing: Broken uid ${badUid} \\(the source would not give it\\)`));
   });
 });
 

@@ -38,6 +38,7 @@ import { contentHasher } from '../store/content-key.js';
 import { reconcileTargetFolder } from './recovery.js';
 import { applyRenames, findRenames, type FolderRename, renamedListing } from './renamed-folders.js';
 import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
+import { FolderUnreadableError } from './read-around-drops.js';
 import { countNewInScope, isRetryable as isRetryableSkip, rowInScope, scanFolder } from './scan.js';
 import { TargetFolder } from './target-folder.js';
 import { chunkBySize } from './size-chunks.js';
@@ -82,6 +83,8 @@ interface AttemptResult {
 
 /** The largest folder (by STATUS MESSAGES) a copy lane scans when it has nothing to copy. */
 const LANE_SCAN_MAX = 5000;
+/** Why a folder is failed whose every reading lost the source connection. */
+const FOLDER_DROPS = 'the source closed the connection each time this folder was read';
 
 /** The journal pair of each run that failed once its pair was known, by its error. */
 const failedPairs = new WeakMap<object, number>();
@@ -234,6 +237,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
   // The scan's own source connection (scan.ts), opened when a folder needs scanning: an
   // unchanged mailbox never logs in a third time.
   let lister: RawFetcher | undefined;
+  const connectSource = (): Promise<RawFetcher> => RawFetcher.connect({ endpoint: opts.source.endpoint, login: opts.source.login, idleTimeoutMs: stallMs });
   // Settled once `lister` is closed for good: a lane the source turned away tries again then.
   let freeSource!: () => void;
   const sourceFreed = new Promise<void>((resolve) => (freeSource = resolve));
@@ -314,7 +318,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     // looser comparison (changed-copies.ts), through the scan's connection.
     const readSource = async (folder: FolderRow, pending: readonly MessageRow[]): Promise<Map<number, string>> => {
       const out = new Map<number, string>();
-      lister ??= await RawFetcher.connect({ endpoint: opts.source.endpoint, login: opts.source.login, idleTimeoutMs: stallMs });
+      lister ??= await connectSource();
       try {
         const mb = await lister.examine(folder.source_path);
         if (folder.source_uidvalidity !== null && mb.uidValidity !== folder.source_uidvalidity) return out;
@@ -414,60 +418,80 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     // Jobs queued by folders scanned alone (below), whose lanes start after them.
     let queuedAlone = false;
     const scanOne = async ({ m, row, st, tf, widened }: (typeof toScan)[number], fetcher: RawFetcher, alone = false): Promise<void> => {
-      // A folder whose scan lost the source connection even when scanned alone is failed,
-      // named, so the other folders are copied (the next run tries it again).
-      if (memory.scanFailed(row.id)) {
-        failedFolders.set(m.sourcePath, 'the source closed the connection each time this folder was read');
-        return;
-      }
-      // STATUS says new messages arrived (or the folder was never synced): connect the
-      // lanes now, while this folder is scanned, not after (a lane is two logins).
-      if (!alone && (st.messages ?? 0) > 0 && (st.uidNext === undefined || st.uidNext > row.synced_uidnext || row.source_uidvalidity !== Number(st.uidValidity))) startLanes();
-      const work: FolderWork = { row, mapping: m, target: tf, toCopy: [], flagChanges: [], orphans: new Map(), ...(st.uidNext !== undefined ? { listedUidNext: st.uidNext } : {}) };
+      // A connection opened for this folder alone (below), closed whatever happens.
+      let own: RawFetcher | undefined;
       try {
-        await scanFolder({ db, maxMessageSize, stallMs, dryRun: false, skippedInThisRun: (f, u) => memory.skippedInThisRun(f, u), ...(opts.receivedAfter !== undefined ? { receivedAfter: opts.receivedAfter } : {}) }, { lister: fetcher, session: src, use: srcUse }, work);
-      } catch (err) {
-        // The source answered NO/BAD (it cannot open or list this folder: broken on
-        // disk, permissions), on the raw connection or the imapflow session: this folder
-        // fails, named, and the others go on. A lost connection fails the attempt (and is
-        // retried), saying where.
-        if (!(err instanceof RawFetchCommandError) && !isImapRefusal(err)) {
-          if (!isRetryable(err)) throw err;
-          memory.noteScanDrop(row.id, alone);
-          throw Object.assign(new Error(`${(err as Error).message} (while scanning ${m.sourcePath})`), { retryable: true });
+        // A folder whose scan lost the source connection even when scanned alone is read
+        // around the messages that make the source drop it (read-around-drops.ts), on a
+        // connection of its own; if even that fails, it is failed, named, so the other
+        // folders are copied (the next run tries it again).
+        const carefully = memory.scanFailed(row.id);
+        if (carefully) {
+          try {
+            fetcher = await connectSource();
+            own = fetcher;
+          } catch (err) {
+            if (!isRetryable(err)) throw err;
+            failedFolders.set(m.sourcePath, FOLDER_DROPS);
+            return;
+          }
         }
-        // Listed, without a STATUS, and not there when opened: only a node of the hierarchy
-        // (Dovecot's Maildir++ lists `a` for a folder `a.b` whose parent was renamed or
-        // deleted, with neither \Noselect nor \NonExistent). No mail to copy, nothing failed.
-        const [code, text] = err instanceof RawFetchCommandError ? [err.code, err.serverText] : [undefined, err.responseText ?? err.message];
-        if (st.uidValidity === undefined && saysNonexistent(code, text)) {
-          log.debug({ folder: m.sourcePath, err: err.message }, 'listed folder does not exist: a hierarchy node');
+        // STATUS says new messages arrived (or the folder was never synced): connect the
+        // lanes now, while this folder is scanned, not after (a lane is two logins).
+        if (!alone && (st.messages ?? 0) > 0 && (st.uidNext === undefined || st.uidNext > row.synced_uidnext || row.source_uidvalidity !== Number(st.uidValidity))) startLanes();
+        const work: FolderWork = { row, mapping: m, target: tf, toCopy: [], flagChanges: [], orphans: new Map(), ...(st.uidNext !== undefined ? { listedUidNext: st.uidNext } : {}) };
+        try {
+          const careful = carefully ? { carefully: { connect: connectSource, noteSkipped: (f: number, u: number) => memory.noteSkipped(f, u) } } : {};
+          await scanFolder({ db, maxMessageSize, stallMs, dryRun: false, skippedInThisRun: (f, u) => memory.skippedInThisRun(f, u), ...careful, ...(opts.receivedAfter !== undefined ? { receivedAfter: opts.receivedAfter } : {}) }, { lister: fetcher, session: src, use: srcUse }, work);
+        } catch (err) {
+          if (carefully && (isRetryable(err) || err instanceof FolderUnreadableError)) {
+            failedFolders.set(m.sourcePath, err instanceof FolderUnreadableError ? err.message : FOLDER_DROPS);
+            return;
+          }
+          // The source answered NO/BAD (it cannot open or list this folder: broken on
+          // disk, permissions), on the raw connection or the imapflow session: this folder
+          // fails, named, and the others go on. A lost connection fails the attempt (and is
+          // retried), saying where.
+          if (!(err instanceof RawFetchCommandError) && !isImapRefusal(err)) {
+            if (!isRetryable(err)) throw err;
+            memory.noteScanDrop(row.id, alone);
+            throw Object.assign(new Error(`${(err as Error).message} (while scanning ${m.sourcePath})`), { retryable: true });
+          }
+          // Listed, without a STATUS, and not there when opened: only a node of the hierarchy
+          // (Dovecot's Maildir++ lists `a` for a folder `a.b` whose parent was renamed or
+          // deleted, with neither \Noselect nor \NonExistent). No mail to copy, nothing failed.
+          const [code, text] = err instanceof RawFetchCommandError ? [err.code, err.serverText] : [undefined, err.responseText ?? err.message];
+          if (st.uidValidity === undefined && saysNonexistent(code, text)) {
+            log.debug({ folder: m.sourcePath, err: err.message }, 'listed folder does not exist: a hierarchy node');
+            return;
+          }
+          failedFolders.set(m.sourcePath, `the source could not read it: ${err.message}`);
           return;
         }
-        failedFolders.set(m.sourcePath, `the source could not read it: ${err.message}`);
-        return;
-      }
-      if ((row.source_uidvalidity === null || widened) && work.toCopy.length > 0) {
-        // Never synced into this target folder by this journal, or listed again from
-        // its start for messages an earlier cut-off passed by: whatever is there may be
-        // this mailbox's mail already (existing-copies.ts).
-        let found = existing.get(tf.path);
-        if (!found) existing.set(tf.path, (found = new ExistingCopies(tf)));
-        work.existing = found.orphans;
-        const hasher = await contentHasher(db);
-        await tgtUse(() => found.offer({ db, pairId: pid, target: tgt, hasher, toCopy: work.toCopy, stallMs, log }));
-      }
-      works.push(work);
-      const jobs = planJobs([work], opts.chunkBytes ?? DEFAULT_CHUNK_BYTES, undefined, (f, u) => memory.sourceSuspects.isSuspect(f, u));
-      if (jobs.length) {
-        progress.toCopy += jobs.reduce((n, j) => n + j.items.length, 0);
-        progress.toCopyBytes += jobs.reduce((n, j) => n + j.items.reduce((b, i) => b + i.size, 0), 0);
-        queue.add(jobs);
-        // Copying from here on, while the scan of the remaining folders goes on
-        // (foldersScanned/foldersTotal tell how far that is).
-        progress.phase = 'copying';
-        if (alone) queuedAlone = true;
-        else startLanes();
+        if ((row.source_uidvalidity === null || widened) && work.toCopy.length > 0) {
+          // Never synced into this target folder by this journal, or listed again from
+          // its start for messages an earlier cut-off passed by: whatever is there may be
+          // this mailbox's mail already (existing-copies.ts).
+          let found = existing.get(tf.path);
+          if (!found) existing.set(tf.path, (found = new ExistingCopies(tf)));
+          work.existing = found.orphans;
+          const hasher = await contentHasher(db);
+          await tgtUse(() => found.offer({ db, pairId: pid, target: tgt, hasher, toCopy: work.toCopy, stallMs, log }));
+        }
+        works.push(work);
+        const jobs = planJobs([work], opts.chunkBytes ?? DEFAULT_CHUNK_BYTES, undefined, (f, u) => memory.sourceSuspects.isSuspect(f, u));
+        if (jobs.length) {
+          progress.toCopy += jobs.reduce((n, j) => n + j.items.length, 0);
+          progress.toCopyBytes += jobs.reduce((n, j) => n + j.items.reduce((b, i) => b + i.size, 0), 0);
+          queue.add(jobs);
+          // Copying from here on, while the scan of the remaining folders goes on
+          // (foldersScanned/foldersTotal tell how far that is).
+          progress.phase = 'copying';
+          if (alone) queuedAlone = true;
+          else startLanes();
+        }
+      } finally {
+        await own?.close().catch(() => undefined);
       }
     };
     // The scan's own connection takes the folders in order; copy lanes with nothing to
@@ -513,7 +537,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     };
     try {
       queue.offerIdleWork(() => takeScan(LANE_SCAN_MAX));
-      if (toScan.length > 0) lister ??= await RawFetcher.connect({ endpoint: opts.source.endpoint, login: opts.source.login, idleTimeoutMs: stallMs });
+      if (toScan.length > 0) lister ??= await connectSource();
       // Folders whose scan lost the connection in an earlier attempt go first, each alone
       // (RunMemory.noteScanDrop), before any lane is copying.
       for (const [i, p] of toScan.entries()) {

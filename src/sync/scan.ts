@@ -16,6 +16,7 @@ import type { ListedMessage, RawFetcher } from '../imap/raw-fetch.js';
 import { copiedFlagPages, deleteMessages, insertMessages, journaledBelow, journalPages, rowsAmong, skippedOf } from '../store/journal.js';
 import type { Database, MessageRow } from '../store/schema.js';
 import { diffFlags, flagsKey, isUncertain } from './flags.js';
+import { readAroundDrops, UNREADABLE_REASON } from './read-around-drops.js';
 import type { FolderWork } from './folder-work.js';
 import { reclaimIfGrown } from './reclaim.js';
 import { storableText } from './message-headers.js';
@@ -31,6 +32,13 @@ export interface ScanContext {
   receivedAfter?: number;
   /** Skipped messages this run already skipped are not tried again before the next run (RunMemory). */
   skippedInThisRun?: (folderId: number, uid: number) => boolean;
+  /**
+   * For a folder whose scan lost the source connection even when scanned alone: its
+   * messages' sizes are read around the ones that lose it (read-around-drops.ts), on source
+   * connections this opens. Those are recorded as unreadable, and `noteSkipped` keeps this
+   * run's later attempts from reading them again.
+   */
+  carefully?: { connect(): Promise<RawFetcher>; noteSkipped(folderId: number, uid: number): void };
 }
 
 /** An INTERNALDATE as imapflow gives it (a Date, or the raw text it could not parse), in ms; undefined when absent or unreadable. */
@@ -202,13 +210,36 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
   const watermark = row.synced_uidnext;
   const listed: ListedMessage[] = [];
   const query = { size: true, internalDate: ctx.receivedAfter !== undefined };
+  const unreadable: number[] = [];
+  const list = async (set: string): Promise<ListedMessage[]> => {
+    if (!ctx.carefully) return lister.list(set, query);
+    const careful = ctx.carefully;
+    const uids = (await lister.list(set, {})).map((m) => m.uid);
+    const read = await readAroundDrops(uids, {
+      open: async () => {
+        const f = await careful.connect();
+        try {
+          const mb = await f.examine(path);
+          if (mb.uidValidity !== snapshot.uidValidity) throw new Error(`source folder ${path} changed UIDVALIDITY during the run`);
+          return f;
+        } catch (err) {
+          await f.close().catch(() => undefined);
+          throw err;
+        }
+      },
+      close: (f) => f.close(),
+      read: (f, chunk) => f.list(uidSet(chunk), query),
+    });
+    unreadable.push(...read.unreadable);
+    return read.items.sort((a, b) => a.uid - b.uid);
+  };
   // `n:*` always includes the highest message even when its UID is below n (RFC 3501
   // §6.4.8), hence the UID filter. Messages older than the cut-off are dropped here, and
   // only here: everything below decides among in-scope messages.
   if (announcedUidNext === undefined) snapshot.uidNext = watermark;
   let freshCount = 0;
   if (announcedUidNext === undefined || snapshot.uidNext > watermark || row.source_messages === null) {
-    const fresh = await lister.list(`${watermark}:*`, query);
+    const fresh = await list(`${watermark}:*`);
     for (const m of fresh) {
       if (m.uid < watermark) continue;
       freshCount++;
@@ -224,7 +255,7 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
   const skipped = await skippedOf(db, row.id);
   const retry = [...skipped].filter(([uid, r]) => uid < watermark && retryable(uid, r)).map(([uid]) => uid);
   if (retry.length) {
-    const again = await lister.list(uidSet(retry), query);
+    const again = await list(uidSet(retry));
     for (const m of again) if (listedInScope(m, ctx.receivedAfter)) listed.push(m);
   }
 
@@ -250,6 +281,15 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
     }
   }
   await offerExpunged(db, work, goneCopied);
+  if (unreadable.length && !ctx.dryRun) {
+    // Below the watermark only as a retried skip: `n:*` lists the highest message whatever n.
+    const recorded = unreadable.filter((uid) => uid >= watermark || retry.includes(uid));
+    await insertMessages(
+      db,
+      recorded.map((uid) => ({ folder_id: row.id, source_uid: uid, state: 'skipped' as const, size: 0, internal_date: 0, digest: null, flags: '', target_uid: null, uid_floor: null, skip_kind: 'unreadable' as const, reason: UNREADABLE_REASON, subject: null })),
+    );
+    for (const uid of recorded) ctx.carefully?.noteSkipped(row.id, uid);
+  }
   if (tooLarge.size && !ctx.dryRun) {
     const src = source.session;
     // Their date and subject are for the report. A source that will not give them (a NO)

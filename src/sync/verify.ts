@@ -23,6 +23,8 @@ import { ByteBudget } from './byte-budget.js';
 import { ephemeralHasher } from './content-digest.js';
 import { flagsKey } from './flags.js';
 import { mapFolders } from './folder-map.js';
+import { FolderUnreadableError, readAroundDrops } from './read-around-drops.js';
+import { uidSet } from './uid-set.js';
 import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
 import type { MailboxSide } from './options.js';
 import { internalDateMs, receivedInScope } from './scan.js';
@@ -48,6 +50,8 @@ export interface MissingItem {
   uid: number;
   size: number;
   date: string;
+  /** Set for a message the source would not give (it closed the connection each time): its size and date are unknown. */
+  unreadable?: true;
 }
 
 export interface FolderVerdict {
@@ -113,6 +117,11 @@ const hasher = ephemeralHasher();
 async function readFolder(client: ImapFlow, path: string, content: boolean, stallMs: number, receivedAfter?: number): Promise<Entry[]> {
   const mb = await withWatchdog(client, stallMs, `opening ${path}`, () => client.mailboxOpen(path, { readOnly: true }));
   if (mb.exists === 0) return [];
+  return readEntries(client, path, '1:*', content, stallMs, receivedAfter);
+}
+
+/** The entries of the messages `uids` (a UID set) of the folder open on `client`. */
+async function readEntries(client: ImapFlow, path: string, uids: string, content: boolean, stallMs: number, receivedAfter?: number): Promise<Entry[]> {
   const query = content ? { uid: true, size: true, internalDate: true, flags: true, source: true } : { uid: true, size: true, internalDate: true, flags: true, headers: ['message-id'] };
   const out: Entry[] = [];
   const take = (m: FetchMessageObject) => {
@@ -133,9 +142,40 @@ async function readFolder(client: ImapFlow, path: string, content: boolean, stal
   };
   // Streamed so a large folder is never held whole when hashing contents.
   await withWatchdog(client, stallMs * 10, `reading ${path}`, async () => {
-    for await (const m of client.fetch('1:*', query, { uid: true })) take(m);
+    for await (const m of client.fetch(uids, query, { uid: true })) take(m);
   });
   return out;
+}
+
+/**
+ * readFolder for a source folder whose reading lost the connection in an earlier attempt:
+ * around the messages that make the source drop it (read-around-drops.ts), on sessions of
+ * its own. The UIDs of those it could not read are returned; any other lost connection is
+ * thrown.
+ */
+async function readFolderAroundDrops(opts: VerifyOptions, path: string, stallMs: number): Promise<{ entries: Entry[]; unreadable: number[] }> {
+  const open = async (): Promise<ImapFlow> => {
+    const c = await openSession({ endpoint: opts.source.endpoint, login: opts.source.login, logger: opts.logger, stallMs });
+    if (opts.source.userRoot) useFullNames(c);
+    try {
+      await withWatchdog(c, stallMs, `opening ${path}`, () => c.mailboxOpen(path, { readOnly: true }));
+      return c;
+    } catch (err) {
+      c.close();
+      throw err;
+    }
+  };
+  const close = (c: ImapFlow) => c.logout().catch(() => c.close());
+  const first = await open();
+  let uids: number[];
+  try {
+    // UIDs alone: the server reads no message to list them.
+    uids = first.mailbox && first.mailbox.exists === 0 ? [] : (await withWatchdog(first, stallMs, `listing ${path}`, () => first.fetchAll('1:*', { uid: true }, { uid: true }))).map((m) => m.uid);
+  } finally {
+    await close(first);
+  }
+  const read = await readAroundDrops(uids, { open, close, read: (c, chunk) => readEntries(c, path, uidSet(chunk), !!opts.content, stallMs, opts.receivedAfter) });
+  return { entries: read.items, unreadable: read.unreadable };
 }
 
 /** Each source entry's target copy, matched by each identity in turn (see Entry) among the target entries still free. */
@@ -181,18 +221,23 @@ const VERIFY_ATTEMPTS = 3;
  * verification is read-only, so trying again is always safe.
  */
 export async function verifyMailbox(opts: VerifyOptions): Promise<VerifyResult> {
+  // Target folders whose comparison lost the connection: their source folders are read
+  // around the messages that make the source drop it in the next attempts.
+  const dropped = new Set<string>();
   for (let attempt = 1; ; attempt++) {
     try {
-      return await verifyOnce(opts);
+      return await verifyOnce(opts, dropped);
     } catch (err) {
       if (attempt >= VERIFY_ATTEMPTS || !isRetryable(err)) throw err;
+      const where = (err as { comparing?: string }).comparing;
+      if (where !== undefined) dropped.add(where);
       opts.logger.warn({ err: (err as Error).message, attempt }, 'verification lost its connection; trying again');
       await new Promise((r) => setTimeout(r, 1000 * attempt));
     }
   }
 }
 
-async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
+async function verifyOnce(opts: VerifyOptions, dropped: ReadonlySet<string>): Promise<VerifyResult> {
   const stallMs = opts.stallMs ?? 120_000;
   const open = async (): Promise<Lane> => {
     const src = await openSession({ endpoint: opts.source.endpoint, login: opts.source.login, logger: opts.logger, stallMs });
@@ -249,7 +294,7 @@ async function verifyOnce(opts: VerifyOptions): Promise<VerifyResult> {
         const weight = 1 + 2 * sources.reduce((n, s) => n + (messages.get(s) ?? 0), 0);
         await held.acquire(weight);
         try {
-          verdicts[i] = await compareFolder(lane, target, sources, tgtPaths.has(target), withoutStatus, opts, stallMs);
+          verdicts[i] = await compareFolder(lane, target, sources, tgtPaths.has(target), withoutStatus, opts, stallMs, dropped.has(target));
         } catch (err) {
           // The other lanes stop too: the attempt is tried again as a whole (verifyMailbox).
           failed ??= { err };
@@ -289,8 +334,9 @@ const FOLDERS_PER_LANE = 4;
 const MESSAGES_HELD = 120_000;
 
 /** One target folder and the source folders copied into it, compared. */
-async function compareFolder(lane: Lane, target: string, sources: readonly string[], targetExists: boolean, withoutStatus: ReadonlySet<string>, opts: VerifyOptions, stallMs: number): Promise<FolderVerdict> {
+async function compareFolder(lane: Lane, target: string, sources: readonly string[], targetExists: boolean, withoutStatus: ReadonlySet<string>, opts: VerifyOptions, stallMs: number, aroundDrops: boolean): Promise<FolderVerdict> {
   const sourceEntries: (Entry & { folder: string })[] = [];
+  const unreadable: MissingItem[] = [];
   let targetEntries: Entry[];
   try {
     // Both sides at once: each is a round trip or two of its own.
@@ -298,6 +344,12 @@ async function compareFolder(lane: Lane, target: string, sources: readonly strin
       (async () => {
         const lists: Entry[][] = [];
         for (const s of sources) {
+          if (aroundDrops) {
+            const read = await readFolderAroundDrops(opts, s, stallMs);
+            lists.push(read.entries);
+            for (const uid of read.unreadable) unreadable.push({ folder: s, uid, size: 0, date: '', unreadable: true });
+            continue;
+          }
           lists.push(
             await readFolder(lane.src, s, !!opts.content, stallMs, opts.receivedAfter).catch((err: unknown) => {
               // A hierarchy node listed without a STATUS that is not there when opened
@@ -319,14 +371,18 @@ async function compareFolder(lane: Lane, target: string, sources: readonly strin
     // A folder a server refuses (NO/BAD: broken on disk, no rights) is this folder's
     // verdict, named; a lost connection still ends the attempt.
     const refusal = imapRefusal(err);
+    const failed = (error: string): FolderVerdict => ({ sources: [...sources], target, sourceCount: 0, targetCount: 0, missing: 0, extra: 0, flagDifferences: 0, dateDifferences: 0, changedCopies: 0, duplicates: 0, missingItems: [], error });
+    if (refusal !== null) return failed(refusal);
+    // Read around drops already: this folder's verdict, not the mailbox's failure.
+    if (err instanceof FolderUnreadableError) return failed(err.message);
+    if (aroundDrops && isRetryable(err)) return failed('the source closed the connection each time this folder was read');
     // A lost connection ends the attempt, and says where (a source that drops the
     // connection on one message would otherwise leave only "Connection not available").
-    if (refusal === null) throw Object.assign(new Error(`${(err as Error)?.message ?? String(err)} (while comparing ${sources.join(' + ')} -> ${target})`), { retryable: isRetryable(err) });
-    return { sources: [...sources], target, sourceCount: 0, targetCount: 0, missing: 0, extra: 0, flagDifferences: 0, dateDifferences: 0, changedCopies: 0, duplicates: 0, missingItems: [], error: refusal };
+    throw Object.assign(new Error(`${(err as Error)?.message ?? String(err)} (while comparing ${sources.join(' + ')} -> ${target})`), { retryable: isRetryable(err), comparing: target });
   }
   const matched = pairEntries(sourceEntries, targetEntries);
-  const missingItems: MissingItem[] = [];
-  let missing = 0;
+  const missingItems: MissingItem[] = unreadable.slice(0, MISSING_LIST_CAP);
+  let missing = unreadable.length;
   let flagDifferences = 0;
   let dateDifferences = 0;
   let changedCopies = 0;
@@ -346,10 +402,10 @@ async function compareFolder(lane: Lane, target: string, sources: readonly strin
   return {
     sources: [...sources],
     target,
-    sourceCount: sourceEntries.length,
+    sourceCount: sourceEntries.length + unreadable.length,
     targetCount: targetEntries.length,
     missing,
-    extra: targetEntries.length - (sourceEntries.length - missing),
+    extra: targetEntries.length - matched.size,
     flagDifferences,
     dateDifferences,
     changedCopies,
