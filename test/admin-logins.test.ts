@@ -143,6 +143,14 @@ describe('admin logins: telling the user’s mailbox from the admin’s', () => 
     }
     assert.equal(scrubSecrets('NO [AUTHENTICATIONFAILED] Authentication failed.', [pw]), 'NO [AUTHENTICATIONFAILED] Authentication failed.');
   });
+  test('a password that is a word is not blanked in mailferry\'s own wording, which would tell what it is', () => {
+    for (const pw of ['name', 'password', 'wrong']) {
+      assert.equal(scrubSecrets('wrong user name or password (the server said: NO [AUTHENTICATIONFAILED] Authentication failed.)', [pw]), 'wrong user name or password (the server said: NO [AUTHENTICATIONFAILED] Authentication failed.)');
+      assert.equal(scrubSecrets(`BAD 1 LOGIN "alice" "${pw}" and a2 LOGIN alice ${pw}`, [pw]), 'BAD 1 LOGIN "alice" "***" and a2 LOGIN alice ***');
+      const plain = Buffer.from(`\0alice\0${pw}`).toString('base64');
+      assert.equal(scrubSecrets(`NO AUTHENTICATE PLAIN ${plain}`, [pw]), 'NO AUTHENTICATE PLAIN ***');
+    }
+  });
 });
 
 // ---------------------------------------------------------------------------------------

@@ -77,6 +77,15 @@ export function scrubSecrets(text: string, secrets: readonly string[]): string {
     return wanted.some((s) => decoded.some((d) => d.includes(s))) ? '***' : run;
   });
   for (const s of wanted) {
+    if (/^\p{L}+$/u.test(s)) {
+      // A password that is a word ("name", "password") is in mailferry's own wording too:
+      // blanking it there ("wrong user *** or password") would tell the reader what it is.
+      // Only the forms a server echoes from a command are blanked: quoted, or the
+      // password argument of a LOGIN (RFC 3501 §6.2.3) sent as an atom.
+      out = out.split(`"${s}"`).join('"***"');
+      out = out.replace(new RegExp(`(LOGIN\\s+\\S+\\s+)${s}(?!\\p{L})`, 'giu'), '$1***');
+      continue;
+    }
     const forms = new Set([s, s.replace(/[\\"]/g, '\\$&'), Buffer.from(s, 'utf8').toString('latin1'), Buffer.from(s, 'utf8').toString('base64').replace(/=+$/, '')]);
     for (const form of [...forms].sort((a, b) => b.length - a.length)) out = out.split(form).join('***');
   }

@@ -9,12 +9,15 @@ interface Pending {
   /** The message; `{value}` stands for the quoted value, filled in only when rendering. */
   text: string;
   value?: string;
-  /** Set when `value` contains its row's password (pasted into the wrong column): never shown. */
-  hide?: boolean;
+  /** Set when `value` contains its row's password (pasted into the wrong column), or may be
+   * a password (an "address" without @: columns swapped): never shown, the reason said instead. */
+  hide?: boolean | string;
 }
 
 /** Shown instead of a value that is also a password somewhere in the file. */
 const HIDDEN = 'the value (hidden: it is also a password in this file)';
+/** Shown instead of an EmailAddress value without @: it may be the row's password, in the wrong column. */
+export const MAYBE_PASSWORD = 'the value (not shown: without an @ it may be a password; are the columns swapped?)';
 
 export class ProblemList {
   /** Whole-file problems: few, and always listed, so the cap can never hide why a file is rejected. */
@@ -56,7 +59,7 @@ export class ProblemList {
   render(isPassword: (value: string) => boolean): Problem[] {
     const all = [...this.fileLevel, ...this.rowLevel].sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
     const out: Problem[] = all.map((p) => {
-      const message = p.value === undefined ? p.text : p.text.replaceAll('{value}', p.hide ? HIDDEN : quote(p.value, isPassword));
+      const message = p.value === undefined ? p.text : p.text.replaceAll('{value}', typeof p.hide === 'string' ? p.hide : p.hide ? HIDDEN : quote(p.value, isPassword));
       // Key order line, column, check, message: the order people read a JSON report in.
       return {
         ...(p.line !== undefined ? { line: p.line } : {}),

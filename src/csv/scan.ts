@@ -1,4 +1,5 @@
 /** One pass over a migration file: every check of SPEC §1 but the active-batch one, which needs the database. */
+import { MAYBE_PASSWORD } from './problems.js';
 import { addressKey, addressProblem } from './address.js';
 import { type ColumnName, type Header, readHeader, REQUIRED_COLUMNS } from './columns.js';
 import { n, tooLargeText } from './format.js';
@@ -153,7 +154,7 @@ export function scan(file: Buffer, maxProblems: number): Scan {
       // (Below 4 characters a part says nothing, and hiding every address holding an "e" would help nobody.)
       const hide = !!password && (email === password || (password.length >= 4 && email.includes(password)));
       if (why) {
-        problems.add({ line, column: 'EmailAddress', check: 'invalid-address', value: email, hide, text: `{value} is not an email address: it ${why}` });
+        problems.add({ line, column: 'EmailAddress', check: 'invalid-address', value: email, hide: hide || (email.includes('@') ? false : MAYBE_PASSWORD), text: `{value} is not an email address: it ${why}` });
       } else if (first !== undefined) {
         problems.add({ line, column: 'EmailAddress', check: 'duplicate-address', value: email, hide, text: `{value} is also on line ${first} (addresses are compared ignoring case, Unicode form and IDN encoding)` });
       } else {
