@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { after, before, describe, test } from 'node:test';
+import { parseReceivedAfter } from '../src/cli/batch-command.js';
 import { generateCorpus, loadCorpus } from '../src/lab/corpus.js';
 import { env, runCli, syncArgs } from './helpers/cli.js';
 import { expectedTargetPath, type LabPair, startPair } from './helpers/lab-pair.js';
@@ -193,4 +194,13 @@ describe('sync and verify --received-after', () => {
     assert.equal(scoped.json?.copied, 0);
     assert.deepEqual(lastSynced(lab.db), before);
   });
+});
+
+test('--received-after: a date in the past or -DURATION; a future one is refused', () => {
+  const now = Date.UTC(2026, 10, 28, 12, 0, 0);
+  assert.equal(parseReceivedAfter('2025-03-01T00:00Z', '--received-after', now), Date.UTC(2025, 2, 1));
+  assert.equal(parseReceivedAfter('-90d', '--received-after', now), now - 90 * 86_400_000);
+  assert.throws(() => parseReceivedAfter('+2h', '--received-after', now), /would copy nothing/);
+  assert.throws(() => parseReceivedAfter('2027-01-01', '--received-after', now), /in the future/);
+  assert.throws(() => parseReceivedAfter('-soon', '--received-after', now), /-DURATION like -90d/);
 });

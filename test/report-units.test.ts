@@ -96,3 +96,25 @@ test('a daily report says what the round copied, per mailbox', () => {
   assert.match(mail.text, /a@example\.org\s+Synced\s+10\s+10\s+0\s+2\.0 MB\s+3\s/);
   assert.doesNotMatch(mail.text, /Failed mailboxes|Skipped messages/);
 });
+
+test('a mailbox verify could not check is said so, not "not in sync", in the e-mail and the CSV', () => {
+  const at = '2026-01-01T11:00:00.000Z';
+  const r = report(
+    [
+      mailbox({ verification: { at, inSync: false, missing: 0, error: 'source login failed for a: wrong user name or password' } }),
+      mailbox({ line: 3, emailAddress: 'b@example.org', verification: { at, inSync: false, missing: 4, error: null } }),
+    ],
+    'Synced',
+  );
+  const mail = composeReportEmail(r, 'initial');
+  assert.match(mail.text, /a@example\.org\s.*could not check/);
+  assert.match(mail.text, /b@example\.org\s.*4 missing/);
+  const csv = mail.attachments[0]!.content.split('\r\n');
+  const head = csv[0]!.split(',');
+  const cells = (email: string) => csv.find((l) => l.includes(email))!.split(',');
+  assert.equal(cells('a@example.org')[head.indexOf('InSync')], 'unknown');
+  assert.equal(cells('a@example.org')[head.indexOf('Missing')], '');
+  assert.match(csv.find((l) => l.includes('a@example.org'))!, /verify could not check it: source login failed/);
+  assert.equal(cells('b@example.org')[head.indexOf('InSync')], 'no');
+  assert.equal(cells('b@example.org')[head.indexOf('Missing')], '4');
+});

@@ -19,6 +19,7 @@ import { TcpProxy } from '../src/lab/proxy.js';
 import { looseDigest } from '../src/sync/changed-copies.js';
 import { pairOfFailedRun, syncMailbox } from '../src/sync/mailbox-sync.js';
 import { TargetFullError } from '../src/sync/target-full.js';
+import { MailboxSyncError } from '../src/worker/mailbox-sides.js';
 import { openStore } from '../src/store/open.js';
 import { pino } from 'pino';
 import { CLI, type CliResult, env, lastJson, runCli, syncArgs } from './helpers/cli.js';
@@ -440,6 +441,8 @@ describe('a run that fails after copying part of a mailbox (over quota)', () => 
       assert.ok(onTarget > 0);
       assert.equal(Number(copied.n), onTarget);
       assert.equal(pairOfFailedRun(new Error('another')), null);
+      // As a batch's worker sees it: wrapped, secrets scrubbed (worker/mailbox-sides.ts).
+      assert.equal(pairOfFailedRun(Object.assign(new MailboxSyncError('scrubbed'), { cause: err })), pairId);
     } finally {
       await store.close();
     }

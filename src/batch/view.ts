@@ -76,6 +76,11 @@ export interface Verification {
   error: string | null;
 }
 
+/** The verdict in words, for the CLI and the reports alike. */
+export function verdictWords(v: Verification): string {
+  return v.inSync ? 'in sync' : v.error ? 'could not check' : v.missing ? `${v.missing} missing` : 'not in sync';
+}
+
 function verificationOf(m: BatchMailboxRow): Verification | null {
   if (m.verified_at === null) return null;
   const stored = m.verify_json ? (JSON.parse(m.verify_json) as unknown) : null;

@@ -15,7 +15,7 @@ import { continueRemoval, deleteBatch, retryMailboxes, startBatch, stopBatch, sy
 import { buildReport, reportCsv } from '../report/batch-report.js';
 import { requireBatch } from '../batch/store.js';
 import { type MailboxVerification, verifyBatch } from '../batch/verify.js';
-import { type BatchView, loadBatchDetail, loadBatchList, type MailboxView } from '../batch/view.js';
+import { type BatchView, loadBatchDetail, loadBatchList, type MailboxView, verdictWords } from '../batch/view.js';
 import { addressProblem } from '../csv/address.js';
 import { fileTooLarge, MAX_FILE_BYTES, type Problem } from '../csv/index.js';
 import { loadSecretKey, SecretKeyError } from '../secrets/index.js';
@@ -51,6 +51,23 @@ export function parseTime(text: string, flag: string, now = Date.now()): number 
     if (!Number.isNaN(t)) return t;
   }
   throw new UsageError(`${flag} must be a date and time like 2025-03-01T18:00 (local time; add Z or +01:00 for another zone) or +DURATION like +2h, not "${text}"`);
+}
+
+/**
+ * A `--received-after` cut-off: a date as parseTime reads it, or `-DURATION` (`-90d`: mail
+ * of the last 90 days). A cut-off in the future would copy nothing: refused, as is `+2h`
+ * (the form of `--start-at`).
+ */
+export function parseReceivedAfter(text: string, flag: string, now = Date.now()): number {
+  if (text.startsWith('-')) {
+    const d = parseDuration(text.slice(1));
+    if (d !== null) return now - d;
+    throw new UsageError(`${flag} must be a date like 2025-03-01 or -DURATION like -90d, not "${text}"`);
+  }
+  if (text.startsWith('+')) throw new UsageError(`${flag} is a date in the past (2025-03-01) or -DURATION (-90d: the last 90 days); "${text}" would copy nothing`);
+  const t = parseTime(text, flag, now);
+  if (t > now) throw new UsageError(`${flag} ${text} is in the future: no message was received after it`);
+  return t;
 }
 
 async function readCsv(path: string): Promise<Buffer | { problem: string; tooLarge?: number }> {
@@ -105,7 +122,7 @@ function batchLine(b: BatchView): string {
 function verifiedText(m: MailboxView): string {
   const v = m.verification;
   if (!v) return '-';
-  return `${v.inSync ? 'in sync' : v.error ? 'could not check' : v.missing ? `${v.missing} missing` : 'not in sync'} ${when(v.at)}`;
+  return `${verdictWords(v)} ${when(v.at)}`;
 }
 
 function printStatus(b: BatchView, mailboxes: readonly MailboxView[]): void {
@@ -164,7 +181,7 @@ export function registerBatchCommands(program: Command, run: Run): void {
     .requiredOption('--target <name>', 'the target (mailferry target create)')
     .option('--exclude <folder>', 'leave this folder out (repeatable), e.g. Junk, "Deleted Items", public folders', collect)
     .option('--include <folder>', 'migrate only these folders (repeatable); aliases #Inbox# #SentItems# #Drafts# #DeletedItems# #JunkEmail# #Archive#', collect)
-    .option('--received-after <date>', 'only messages received after this date')
+    .option('--received-after <date>', 'only messages received at or after this date (2025-03-01) or in the last DURATION (-90d)')
     .option('--bad-item-limit <n>', 'more skipped or failed messages than this make a mailbox Failed (default: none does)')
     .option('--notify <address>', 'also send the reports to this address (repeatable)', collect)
     .option('--autostart', 'start syncing at once')
@@ -191,7 +208,7 @@ export function registerBatchCommands(program: Command, run: Run): void {
             const problem = addressProblem(a);
             if (problem) throw new UsageError(`--notify "${a}" is not an e-mail address: it ${problem}`);
           }
-          const receivedAfter = f.receivedAfter !== undefined ? parseTime(f.receivedAfter, '--received-after') : null;
+          const receivedAfter = f.receivedAfter !== undefined ? parseReceivedAfter(f.receivedAfter, '--received-after') : null;
           const file = await readCsvOrFail(f.csv, f.json);
           return withStore(f.db, async (store) => {
             const key = loadSecretKey();

@@ -4,7 +4,7 @@ import { openStore } from '../store/open.js';
 import { syncMailbox } from '../sync/mailbox-sync.js';
 import { DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type SyncSummary } from '../sync/options.js';
 import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
-import { parseTime } from './batch-command.js';
+import { parseReceivedAfter } from './batch-command.js';
 import { addConnectionOptions, type ConnectionFlags, resolveSides } from './connection-options.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { cliLogger } from './logger.js';
@@ -29,10 +29,10 @@ function positiveInt(v: string, flag: string): number {
 }
 
 /** SPEC §4's "only messages received after a date", for one mailbox: the same option and parsing as `batch create`. */
-const RECEIVED_AFTER_HELP = 'only messages that arrived (IMAP internal date) at or after this date: 2025-03-01 (midnight UTC) or 2025-03-01T18:00 (local time; add Z or +01:00)';
+const RECEIVED_AFTER_HELP = 'only messages that arrived (IMAP internal date) at or after this date: 2025-03-01 (midnight UTC) or 2025-03-01T18:00 (local time; add Z or +01:00), or -90d for the last 90 days';
 
 function receivedAfterOf(flags: DateScopeFlags): { receivedAfter?: number } {
-  return flags.receivedAfter === undefined ? {} : { receivedAfter: parseTime(flags.receivedAfter, '--received-after') };
+  return flags.receivedAfter === undefined ? {} : { receivedAfter: parseReceivedAfter(flags.receivedAfter, '--received-after') };
 }
 
 function scopeText(receivedAfter: number | undefined): string {

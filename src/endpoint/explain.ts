@@ -198,7 +198,8 @@ export function explainAuthCode(code: string | undefined): string | null {
     case 'AUTHENTICATIONFAILED':
       return 'wrong user name or password';
     case 'AUTHORIZATIONFAILED':
-      return 'the credentials are right but may not act as that user (admin / master-user rights)';
+      // Dovecot answers a master-user login for a user it does not know this way too.
+      return 'the credentials are right but may not act as that user: the user does not exist there, or the admin login lacks master-user rights';
     case 'EXPIRED':
       return 'the password or account has expired';
     case 'PRIVACYREQUIRED':

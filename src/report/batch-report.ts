@@ -98,7 +98,8 @@ export function reportCsv(r: BatchReport): string {
       Type: 'mailbox', EmailAddress: m.emailAddress, Status: m.status, Folders: m.folders, Found: m.found, Copied: m.copied, Skipped: m.skipped, Failed: m.failed,
       Bytes: m.bytes, SyncSeconds: m.syncSeconds, MessagesPerSecond: m.messagesPerSecond, MBPerSecond: m.megabytesPerSecond,
       LastSyncAt: m.lastSyncAt, NextSyncAt: m.nextSyncAt, LastError: m.lastError,
-      ...(m.verification ? { VerifiedAt: m.verification.at, InSync: m.verification.inSync ? 'yes' : 'no', Missing: m.verification.missing } : {}),
+      // A mailbox verify could not reach is neither in sync nor not: 'unknown', and its error.
+      ...(m.verification ? { VerifiedAt: m.verification.at, InSync: m.verification.inSync ? 'yes' : m.verification.error ? 'unknown' : 'no', Missing: m.verification.error ? null : m.verification.missing, ...(m.verification.error ? { LastError: m.lastError ?? `verify could not check it: ${m.verification.error}` } : {}) } : {}),
     });
     for (const s of m.skippedItems) row({ Type: 'skipped', EmailAddress: m.emailAddress, Folder: s.folder, Date: s.date, Subject: s.subject, Size: s.size, Reason: s.reason });
   }

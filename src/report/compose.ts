@@ -5,6 +5,7 @@
  * a spreadsheet) and JSON. Built from a BatchReport, which never holds a password.
  */
 import { formatDuration } from '../batch/duration.js';
+import { verdictWords } from '../batch/view.js';
 import type { BatchReport, ReportMailbox } from './batch-report.js';
 import { reportCsv } from './batch-report.js';
 
@@ -107,7 +108,7 @@ function sections(r: BatchReport, kind: ReportKind): Section[] {
     m.syncSeconds > 0 ? formatDuration(m.syncSeconds * 1000) : '-',
     m.messagesPerSecond,
     when(m.lastSyncAt),
-    m.verification ? (m.verification.inSync ? 'in sync' : m.verification.missing ? `${m.verification.missing} missing` : 'not in sync') : '-',
+    m.verification ? verdictWords(m.verification) : '-',
   ];
   out.push({
     title: 'Mailboxes',

@@ -95,7 +95,13 @@ const failedPairs = new WeakMap<object, number>();
  * and the batch's counts must show it.
  */
 export function pairOfFailedRun(err: unknown): number | null {
-  return typeof err === 'object' && err !== null ? (failedPairs.get(err) ?? null) : null;
+  // Callers wrap the run's error (worker/mailbox-sides.ts scrubs secrets into a new one,
+  // keeping the original as its cause).
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    const pair = failedPairs.get(e);
+    if (pair !== undefined) return pair;
+  }
+  return null;
 }
 
 export async function syncMailbox(store: Store, opts: SyncOptions): Promise<SyncSummary> {

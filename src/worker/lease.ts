@@ -265,7 +265,12 @@ export function release(store: Store, claim: Claim, result: RunResult, progress:
             last_duration_ms: durationMs,
             skipped_items_json: JSON.stringify(summary.skippedItems.slice(0, SKIPPED_ITEMS_KEPT)),
           }
-        : {}),
+        : {
+            // A run that failed or was stopped has no summary: what its progress knew, so a
+            // first run that failed does not read "404/0 messages copied".
+            folders: Math.max(m.folders, progress?.foldersTotal ?? 0),
+            found: Math.max(m.found, totals.copied),
+          }),
     };
     const stopped = batch.state === 'Stopped';
     let patch;

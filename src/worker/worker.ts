@@ -156,7 +156,8 @@ export class Worker {
       }
     } catch (err) {
       if (controller.signal.aborted) {
-        result = { kind: 'interrupted', why: controller.signal.reason as Interruption, pairId: null };
+        // What it copied before it was stopped is in the journal: the counts must show it.
+        result = { kind: 'interrupted', why: controller.signal.reason as Interruption, pairId: pairOfFailedRun(err) };
         log.info({ why: result.why }, 'sync interrupted');
       } else {
         result = { kind: 'failed', error: (err as Error)?.message ?? String(err), pairId: pairOfFailedRun(err) };
