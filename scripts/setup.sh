@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what mailferry's demo, tests and benchmark need on a fresh Debian machine:
-# Dovecot (the lab's real IMAP servers), Cyrus and Courier (unpacked into .lab/, see
-# scripts/lab-servers.sh), mbsync (the benchmark's yardstick), and the npm packages.
+# Dovecot (the lab's real IMAP servers), GNU Mailutils imap4d (an mbox server beside it),
+# Cyrus and Courier (unpacked into .lab/, see scripts/lab-servers.sh), mbsync (the benchmark's yardstick), and the npm packages.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 need=()
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
+[ -x /usr/sbin/imap4d ] || need+=(mailutils-imap4d)
 command -v mbsync >/dev/null 2>&1 || need+=(isync)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ "${#need[@]}" -gt 0 ]; then

@@ -678,6 +678,16 @@ describe('sync: recovery finds copies the target server changed as it stored the
     const uw = Buffer.from('Subject: s\r\n\r\n>From the start\r\n>>From quoted\r\nnot From here\r\n>not quoted\r\n');
     assert.equal(looseDigest(uw), looseDigest(body));
     assert.notEqual(looseDigest(Buffer.from('Subject: s\r\n\r\nFrom the start\r\n>From quoted\r\nnot From here\r\nnot quoted\r\n')), looseDigest(body));
+    // GNU Mailutils' imap4d serves its mbox bookkeeping fields as part of the message, and
+    // changes them with the flags; the same lines in the body count.
+    const stored = Buffer.from('X-IMAPbase: 1795845001 0000000113\nSubject: s\nStatus: RO\nX-UID: 7\nX-Keywords: a\n b\n\nbody\n');
+    const original = Buffer.from('Subject: s\r\n\r\nbody\r\n');
+    assert.equal(looseDigest(stored), looseDigest(original));
+    assert.equal(looseDigest(Buffer.from('Subject: s\r\nStatus: O\r\n\r\nbody\r\n')), looseDigest(original));
+    assert.notEqual(looseDigest(Buffer.from('Subject: s\r\n\r\nStatus: RO\r\nbody\r\n')), looseDigest(original));
+    assert.notEqual(looseDigest(Buffer.from('Subject: t\nStatus: RO\n\nbody\n')), looseDigest(original));
+    // It also writes an empty field back with a space after its colon.
+    assert.equal(looseDigest(Buffer.from('Subject: s\nX-Empty: \nStatus: RO\n\nbody\n')), looseDigest(Buffer.from('Subject: s\r\nX-Empty:\r\n\r\nbody\r\n')));
   });
 });
 

@@ -138,7 +138,7 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
             continue;
           }
           const mark = f.missing === 0 ? 'ok     ' : 'MISSING';
-          process.stderr.write(`${mark} ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}${f.missing ? `, ${f.missing} missing` : ''}${f.extra ? `, ${f.extra} extra on target${f.duplicates ? ` (${f.duplicates} of them duplicates of source messages)` : ''}` : ''}${f.flagDifferences ? `, ${f.flagDifferences} with other flags` : ''}${f.dateDifferences ? `, ${f.dateDifferences} with another internal date (set by the target's server)` : ''}${f.changedCopies ? `, ${f.changedCopies} stored with other bytes by the target's server (line ends, 8-bit)` : ''}\n`);
+          process.stderr.write(`${mark} ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}${f.missing ? `, ${f.missing} missing` : ''}${f.extra ? `, ${f.extra} extra on target${f.duplicates ? ` (${f.duplicates} of them duplicates of source messages)` : ''}` : ''}${f.flagDifferences ? `, ${f.flagDifferences} with other flags` : ''}${f.dateDifferences ? `, ${f.dateDifferences} with another internal date (set by the target's server)` : ''}${f.changedCopies ? `, ${f.changedCopies} stored with other bytes by the target's server (line ends, 8-bit bytes, mbox header fields)` : ''}\n`);
           for (const m of f.missingItems) process.stderr.write(m.unreadable ? `        missing: ${m.folder} uid ${m.uid} (the source would not give it)\n` : `        missing: ${m.folder} uid ${m.uid} (${m.size} bytes, ${m.date})\n`);
         }
         const scoped = scopeText(scope.receivedAfter);

@@ -38,18 +38,20 @@ export async function createFolders(endpoint: ImapEndpoint, login: ImapLogin, pa
   if (paths.length === 0) return { created: out, refused };
   // STATUS answers are matched to folders by the name the server echoes (RFC 3501 §7.2.4:
   // `* STATUS mailbox (…)`), compared with the name as sent. A name echoed in another form
-  // (an atom, another case of INBOX) is simply not matched: the sync then asks again.
+  // (another case of INBOX) is simply not matched: the sync then asks again. GNU Mailutils'
+  // imap4d echoes names unquoted, spaces and all (`* STATUS Sent Items (…)`): the last
+  // alternative takes everything up to the attribute list.
   const byWireName = new Map<string, string>();
   const onUntagged = (r: UntaggedResponse): void => {
     if (r.kind !== 'STATUS') return;
-    const m = /^\* STATUS (?:"((?:[^"\\]|\\.)*)"|\{\d+\+?\}|(\S+)) \(([^()]*)\)\s*$/i.exec(r.line);
+    const m = /^\* STATUS (?:"((?:[^"\\]|\\.)*)"|\{\d+\+?\}|(\S+)|(.+)) \(([^()]*)\)\s*$/i.exec(r.line);
     if (!m) return;
-    const wire = m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2] !== undefined ? m[2] : (r.literals[0]?.toString('utf8') ?? '');
+    const wire = m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : (m[2] ?? m[3] ?? r.literals[0]?.toString('utf8') ?? '');
     const path = byWireName.get(wire);
     if (path === undefined) return;
     const st: CreatedFolder = {};
-    const v = /UIDVALIDITY (\d+)/i.exec(m[3]!);
-    const n = /UIDNEXT (\d+)/i.exec(m[3]!);
+    const v = /UIDVALIDITY (\d+)/i.exec(m[4]!);
+    const n = /UIDNEXT (\d+)/i.exec(m[4]!);
     if (v) st.uidValidity = Number(v[1]);
     if (n) st.uidNext = Number(n[1]);
     out.set(path, st);

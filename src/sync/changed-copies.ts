@@ -7,7 +7,8 @@
  *
  * So a pending row recovery could not match is compared once more, by a *loose* digest:
  * the message with every CR removed, every byte >= 0x80 read as `X`, `>` before a line's
- * `From ` dropped (UW-IMAP's mbox quoting), and trailing line ends ignored, computed for the source message (read again from the source, only for
+ * `From ` dropped (UW-IMAP's mbox quoting), the header fields of mbox bookkeeping left out
+ * (MBOX_FIELDS) and header lines' trailing blanks too, and trailing line ends ignored, computed for the source message (read again from the source, only for
  * these rows) and for the target messages above the rows' UID floor that no journal row
  * claims and whose size is close. A loose digest is still a digest of the whole text, so
  * mail others delivered meanwhile is not mistaken for ours; what it ignores is only what
@@ -23,7 +24,40 @@ const X = 0x58;
 const GT = 0x3e;
 const FROM_ = Buffer.from('From ');
 
-export function looseDigest(raw: Buffer): string {
+/**
+ * Header fields mbox stores keep their bookkeeping in (UW-IMAP's and GNU Mailutils'
+ * `Status`, `X-Status`, `X-UID`, `X-IMAP`/`X-IMAPbase`, `X-Keywords`; `Content-Length`
+ * of Solaris-style mboxes). GNU Mailutils' imap4d serves them as part of the message, and
+ * changes them as flags change.
+ */
+const MBOX_FIELDS = /^(status|x-status|x-uid|x-imap|x-imapbase|x-keywords|content-length)[ \t]*:/i;
+const ANY_MBOX_FIELD = new RegExp(MBOX_FIELDS.source, 'im');
+
+/**
+ * The message's header as such a store serves it back: without the fields it adds
+ * (MBOX_FIELDS, with their folded lines), and without the spaces it appends to an empty
+ * field (imap4d writes `X-MS-TNEF-Correlator:` back as `X-MS-TNEF-Correlator: `).
+ */
+function normalizedHead(raw: Buffer): Buffer {
+  let end = raw.indexOf('\n\n');
+  const crlf = raw.indexOf('\r\n\r\n');
+  if (crlf >= 0 && (end < 0 || crlf < end)) end = crlf;
+  const head = (end < 0 ? raw : raw.subarray(0, end)).toString('latin1');
+  if (!ANY_MBOX_FIELD.test(head) && !TRAILING_BLANK.test(head)) return raw;
+  const kept: string[] = [];
+  let dropping = false;
+  for (const line of head.split('\n')) {
+    // A folded line (RFC 5322 §2.2.3) belongs to the field before it.
+    if (!/^[ \t]/.test(line)) dropping = MBOX_FIELDS.test(line);
+    if (!dropping) kept.push(line.replace(/[ \t]+(\r?)$/, '$1'));
+  }
+  return Buffer.concat([Buffer.from(kept.join('\n'), 'latin1'), end < 0 ? Buffer.alloc(0) : raw.subarray(end)]);
+}
+
+const TRAILING_BLANK = /[ \t]\r?$/m;
+
+export function looseDigest(message: Buffer): string {
+  const raw = normalizedHead(message);
   const out = Buffer.allocUnsafe(raw.length);
   let n = 0;
   for (let i = 0; i < raw.length; i++) {

@@ -313,7 +313,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     for (const m of selectable) {
       if (targets.has(m.targetPath)) continue;
       let st = tgtStatus.get(m.targetPath) || undefined;
-      if (!st?.uidValidity || !st.uidNext) st = (await withWatchdog(tgt, stallMs, `status of ${m.targetPath}`, () => tgt.status(m.targetPath, { uidNext: true, uidValidity: true }))) || undefined;
+      if (!st?.uidValidity || !st.uidNext) st = await targetFolderStatus(tgt, m.targetPath, stallMs);
       if (!st?.uidValidity) throw new Error(`target folder ${m.targetPath} reports no UIDVALIDITY`);
       targets.set(m.targetPath, new TargetFolder(m.targetPath, Number(st.uidValidity), st.uidNext ?? 1));
     }
@@ -579,6 +579,18 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     // Flags, then record what this pass saw so the next run can skip unchanged folders.
     progress.phase = 'flags';
     emit();
+    // A server that gives an empty folder a new UIDVALIDITY each time it is opened (GNU
+    // Mailutils' imap4d, mbox based) keeps the one it has when the first message is stored:
+    // a folder this run filled from empty is asked again, or the next run would take the
+    // UIDVALIDITY for changed and every copy in it for lost.
+    const settled = new Map<string, number>();
+    for (const tf of new Set(works.filter((w) => w.toCopy.length > 0 && w.target.uidNextAtStart === 1).map((w) => w.target))) {
+      const now = Number((await targetFolderStatus(tgt, tf.path, stallMs)).uidValidity ?? tf.uidValidity);
+      if (now !== tf.uidValidity) {
+        log.debug({ folder: tf.path, before: tf.uidValidity, now }, 'target folder took another UIDVALIDITY as it was filled');
+        settled.set(tf.path, now);
+      }
+    }
     const { applied: flagsUpdated, deferred } = await applyFlagChanges(db, tgt, works, stallMs, log);
     const now = Date.now();
     for (const w of works) {
@@ -595,7 +607,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
         synced_uidnext: Math.max(w.row.synced_uidnext, s.uidNext),
         source_messages: s.messages,
         source_highestmodseq: deferred.has(w.row.id) ? null : s.highestModseq,
-        target_uidvalidity: w.target.uidValidity,
+        target_uidvalidity: settled.get(w.target.path) ?? w.target.uidValidity,
         last_synced_at: now,
         // The scan handled every message at or after this run's cut-off, whatever earlier runs used.
         covered_from: opts.receivedAfter ?? null,
@@ -611,6 +623,18 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     freeSource();
     await Promise.allSettled([src.logout(), tgt.logout(), lister?.close()]);
   }
+}
+
+/**
+ * A target folder's UIDVALIDITY and UIDNEXT: STATUS, or where imapflow cannot read the
+ * answer (GNU Mailutils' imap4d echoes the name unquoted, spaces and all) EXAMINE, whose
+ * response codes say the same (RFC 3501 §6.3.1).
+ */
+async function targetFolderStatus(tgt: ImapFlow, path: string, stallMs: number): Promise<{ uidValidity?: number | bigint; uidNext?: number }> {
+  const st = await withWatchdog(tgt, stallMs, `status of ${path}`, () => tgt.status(path, { uidNext: true, uidValidity: true }));
+  if (st && st.uidValidity) return st;
+  const mb = await withWatchdog(tgt, stallMs, `opening ${path}`, () => tgt.mailboxOpen(path, { readOnly: true }));
+  return { uidValidity: mb.uidValidity, ...(mb.uidNext ? { uidNext: mb.uidNext } : {}) };
 }
 
 /**

@@ -89,9 +89,23 @@ export interface VerifyResult {
 const MISSING_LIST_CAP = 50;
 
 function messageId(headers: Buffer | undefined): string {
+  return headers ? headerValue(headers.toString('utf8'), 'message-id').replace(/\s+/g, '') : '';
+}
+
+function headerValue(text: string, name: string): string {
+  const m = new RegExp(`^${name}:[ \\t]*(.*(?:\\r?\\n[ \\t].*)*)`, 'im').exec(text);
+  return m ? m[1]! : '';
+}
+
+/**
+ * For a message without a Message-ID: its From, Subject and Date header, blanks collapsed
+ * and 8-bit bytes read as `X` (as Cyrus's munge8bit stores them), so a copy whose size
+ * the target's server changed is still found.
+ */
+function headerKey(headers: Buffer | undefined): string {
   if (!headers) return '';
-  const m = /^message-id:\s*(.*(?:\r?\n[ \t].*)*)/im.exec(headers.toString('utf8'));
-  return m ? m[1]!.replace(/\s+/g, '') : '';
+  const text = headers.toString('latin1');
+  return ['from', 'subject', 'date'].map((h) => headerValue(text, h).replace(/\s+/g, ' ').trim().replace(/[\x80-\xff]/g, 'X')).join('|');
 }
 
 /**
@@ -99,7 +113,8 @@ function messageId(headers: Buffer | undefined): string {
  * the first that finds one still free. Content mode: digest and date, digest, then loose
  * digest (changed-copies.ts: the bytes a Courier or Cyrus target changes as it stores).
  * Default: size, date and Message-ID, then size and Message-ID, then date and Message-ID
- * (a message without Message-ID has only the first). A date that differs is the target's
+ * (a message without Message-ID: size and date, then date with its From, Subject and Date
+ * fields). A date that differs is the target's
  * server's doing (Cyrus and Courier store 1970 or 2040 as "now"); so are other bytes.
  * Pairing by date first also keeps identical messages filed on other days apart.
  */
@@ -122,7 +137,7 @@ async function readFolder(client: ImapFlow, path: string, content: boolean, stal
 
 /** The entries of the messages `uids` (a UID set) of the folder open on `client`. */
 async function readEntries(client: ImapFlow, path: string, uids: string, content: boolean, stallMs: number, receivedAfter?: number): Promise<Entry[]> {
-  const query = content ? { uid: true, size: true, internalDate: true, flags: true, source: true } : { uid: true, size: true, internalDate: true, flags: true, headers: ['message-id'] };
+  const query = content ? { uid: true, size: true, internalDate: true, flags: true, source: true } : { uid: true, size: true, internalDate: true, flags: true, headers: ['message-id', 'from', 'subject', 'date'] };
   const out: Entry[] = [];
   const take = (m: FetchMessageObject) => {
     const ms = internalDateMs(m.internalDate);
@@ -136,7 +151,8 @@ async function readEntries(client: ImapFlow, path: string, uids: string, content
       keys = [`${digest}|${seconds}`, digest, `~${looseDigest(raw)}`];
     } else {
       const id = messageId(m.headers);
-      keys = [`${m.size}|${seconds}|${id}`, id ? `${m.size}|${id}` : null, id ? `${seconds}|${id}` : null];
+      const other = id ? null : headerKey(m.headers);
+      keys = [`${m.size}|${seconds}|${id}`, id ? `${m.size}|${id}` : null, id ? `${seconds}|${id}` : other ? `${seconds}|h:${other}` : null];
     }
     out.push({ keys, uid: m.uid, size: m.size ?? 0, date: date.toISOString(), flags: flagsKey(m.flags) });
   };

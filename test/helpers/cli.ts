@@ -22,16 +22,22 @@ export function lastJson(stdout: string): Record<string, unknown> | null {
   }
 }
 
-export interface Pair {
-  source: DovecotServer;
-  target: DovecotServer;
+/** A source and a target login on lab servers of any kind: syncArgs needs only their ports. */
+export interface Logins {
+  source: { port: number };
+  target: { port: number };
   sourceUser: string;
   sourcePass: string;
   targetUser: string;
   targetPass: string;
 }
 
-export function syncArgs(p: Pair, db: string, extra: string[] = [], endpoints?: { sourcePort?: number; targetPort?: number }): string[] {
+export interface Pair extends Logins {
+  source: DovecotServer;
+  target: DovecotServer;
+}
+
+export function syncArgs(p: Logins, db: string, extra: string[] = [], endpoints?: { sourcePort?: number; targetPort?: number }): string[] {
   return [
     '--source', `127.0.0.1:${endpoints?.sourcePort ?? p.source.port}`, '--source-user', p.sourceUser, '--source-tls', 'none',
     '--target', `127.0.0.1:${endpoints?.targetPort ?? p.target.port}`, '--target-user', p.targetUser, '--target-tls', 'none',
@@ -39,7 +45,7 @@ export function syncArgs(p: Pair, db: string, extra: string[] = [], endpoints?: 
   ];
 }
 
-export function env(p: Pair): NodeJS.ProcessEnv {
+export function env(p: Logins): NodeJS.ProcessEnv {
   return { ...process.env, MAILFERRY_SOURCE_PASSWORD: p.sourcePass, MAILFERRY_TARGET_PASSWORD: p.targetPass };
 }
 

@@ -1,0 +1,121 @@
+/**
+ * Into GNU Mailutils imap4d, an mbox server that changes what it stores: it serves its
+ * bookkeeping header fields (`X-IMAPbase`, `X-UID`, `Status`) as part of each message,
+ * writes an empty field back with a space, gives an empty folder a new UIDVALIDITY each
+ * time it is opened, echoes folder names unquoted in STATUS, and has no UIDPLUS (src/lab/
+ * mailutils.ts). Every message must still arrive exactly once: a second run copies
+ * nothing, and a run killed with answers lost is recovered without a duplicate.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { ImapFlow } from 'imapflow';
+import { type DovecotServer, startDovecot } from '../src/lab/dovecot.js';
+import { type MailutilsServer, mailutilsUnavailableReason, startMailutils } from '../src/lab/mailutils.js';
+import { CLI, type Logins, env, runCli, syncArgs } from './helpers/cli.js';
+import { journalCounts } from './helpers/journal.js';
+import { startRelay } from './helpers/relay.js';
+import { connect } from './helpers/mailbox-snapshot.js';
+
+const unavailable = mailutilsUnavailableReason();
+if (unavailable) console.log(`# GNU Mailutils tests skipped: ${unavailable}`);
+
+const FOLDERS = ['INBOX', 'Sent Items', 'Old Stuff (2010)', 'Ärger & Co'];
+
+function message(folder: string, n: number): Buffer {
+  // An empty header field (imap4d writes it back with a space) and no Message-ID on some.
+  const id = n % 5 === 0 ? '' : `Message-ID: <m${n}.${folder.length}@example.org>\r\n`;
+  return Buffer.from(`From: a${n}@example.org\r\nSubject: ${folder} ${n}\r\n${id}X-Empty:\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\n${'line of text\r\n'.repeat(20 + (n % 7) * 40)}`);
+}
+
+/** Messages per folder on `c`'s server, and the multiset of their Subject lines. */
+async function contents(c: ImapFlow): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>();
+  for (const f of FOLDERS) {
+    const mb = await c.mailboxOpen(f, { readOnly: true }).catch(() => null);
+    const subjects = mb && mb.exists > 0 ? (await c.fetchAll('1:*', { envelope: true })).map((m) => m.envelope?.subject ?? '') : [];
+    out.set(f, subjects.sort());
+  }
+  return out;
+}
+
+describe('GNU Mailutils imap4d as the target', { skip: unavailable ? `imap4d unavailable: ${unavailable}` : false }, () => {
+  let source: DovecotServer;
+  let target: MailutilsServer;
+  let dir: string;
+  const pair = (user: string): Logins => ({ source, target, sourceUser: 'alice', sourcePass: 'source-pw-1', targetUser: target.login(user), targetPass: 'target-pw-2' });
+  let expected: Map<string, string[]>;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'mailferry-mailutils-'));
+    source = await startDovecot({ name: 'source', separator: '.', users: [{ username: 'alice', password: 'source-pw-1' }] });
+    target = await startMailutils({ name: 'target', users: ['alice', 'bob'].map((username) => ({ username, password: 'target-pw-2' })) });
+    const c = await connect(source.endpoint(), 'alice', 'source-pw-1');
+    for (const f of FOLDERS) {
+      if (f !== 'INBOX') await c.mailboxCreate(f);
+      for (let n = 0; n < (f === 'INBOX' ? 60 : 8); n++) await c.append(f, message(f, n), n % 2 ? ['\\Seen'] : [], new Date(Date.UTC(2020, 0, 1 + n)));
+    }
+    expected = await contents(c);
+    await c.logout();
+  });
+  after(async () => {
+    await Promise.allSettled([source?.stop(), target?.stop()]);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('every message once; a second run copies nothing', async () => {
+    const db = join(dir, 'alice.sqlite');
+    const first = await runCli(['sync', ...syncArgs(pair('alice'), db, ['--json'])], env(pair('alice')));
+    assert.equal(first.status, 0, first.stderr);
+    assert.equal(first.json?.copied, 84);
+    const again = await runCli(['sync', ...syncArgs(pair('alice'), db, ['--json'])], env(pair('alice')));
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal(again.json?.copied, 0, again.stderr);
+    const t = await connect(target.endpoint(), target.login('alice'), 'target-pw-2');
+    assert.deepEqual(await contents(t), expected);
+    await t.logout();
+    // Every copy has other bytes than its original; verify still finds each, also those
+    // without a Message-ID, and says so.
+    const v = await runCli(['verify', ...syncArgs(pair('alice'), db, ['--json'])], env(pair('alice')));
+    assert.equal(v.status, 0, v.stderr);
+    assert.equal(v.json?.inSync, true);
+    assert.match(v.stderr, /INBOX -> INBOX: source 60, target 60, 60 stored with other bytes by the target's server/);
+  });
+
+  test('killed while the server stored messages whose answers were lost: no duplicate', async () => {
+    const db = join(dir, 'bob.sqlite');
+    // Every run through the relay: the journal keys the target by host and port.
+    const relay = await startRelay(target.port);
+    const viaRelay = { ...pair('bob'), target: { port: relay.port } };
+    try {
+      const child = spawn(process.execPath, [CLI, 'sync', ...syncArgs(viaRelay, db)], { env: env(viaRelay), stdio: 'ignore' });
+      const gone = new Promise((r) => child.on('close', r));
+      // Once some messages are copied, the server's answers are held back: what it stores
+      // from then on is never confirmed, and the run is killed with those rows pending.
+      await new Promise<void>((resolve) => {
+        const poll = setInterval(() => {
+          if (journalCounts(db).copied < 10) return;
+          clearInterval(poll);
+          relay.hold(true);
+          setTimeout(resolve, 700);
+        }, 10);
+      });
+      child.kill('SIGKILL');
+      await gone;
+      relay.discard();
+      const pending = journalCounts(db).pending;
+      assert.ok(pending > 0, 'the kill left APPENDs whose answers were lost');
+      const r = await runCli(['sync', ...syncArgs(viaRelay, db, ['--json'])], env(viaRelay));
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(journalCounts(db).pending, 0);
+      const t = await connect(target.endpoint(), target.login('bob'), 'target-pw-2');
+      assert.deepEqual(await contents(t), expected);
+      await t.logout();
+    } finally {
+      await relay.stop();
+    }
+  });
+});
