@@ -85,6 +85,31 @@ describe('GNU Mailutils imap4d as the target', { skip: unavailable ? `imap4d una
     assert.match(v.stderr, /INBOX -> INBOX: source 60, target 60, 60 stored with other bytes by the target's server/);
   });
 
+  test('as the source (after the first test filled it): every folder counted, copied once, in sync', async () => {
+    // STATUS names echoed unquoted: before, `found` and --dry-run counted 0 for them.
+    const into = await startDovecot({ name: 'target2', separator: '/', users: [{ username: 'carol', password: 'carol-pw-3' }] });
+    try {
+      const logins: Logins = { source: target, target: into, sourceUser: target.login('alice'), sourcePass: 'target-pw-2', targetUser: 'carol', targetPass: 'carol-pw-3' };
+      const db = join(dir, 'from-mailutils.sqlite');
+      const dry = await runCli(['sync', ...syncArgs(logins, db, ['--json', '--dry-run'])], env(logins));
+      assert.equal(dry.status, 0, dry.stderr);
+      assert.equal(dry.json?.found, 84);
+      assert.deepEqual((dry.json?.folderList as { source: string; found: number }[]).find((f) => f.source === 'Sent Items')?.found, 8);
+      const first = await runCli(['sync', ...syncArgs(logins, db, ['--json'])], env(logins));
+      assert.equal(first.status, 0, first.stderr);
+      assert.deepEqual([first.json?.found, first.json?.copied], [84, 84]);
+      const again = await runCli(['sync', ...syncArgs(logins, db, ['--json'])], env(logins));
+      assert.deepEqual([again.status, again.json?.copied], [0, 0], again.stderr);
+      const v = await runCli(['verify', ...syncArgs(logins, db, ['--json', '--content'])], env(logins));
+      assert.equal(v.status, 0, v.stderr);
+      const t = await connect(into.endpoint(), 'carol', 'carol-pw-3');
+      assert.deepEqual(await contents(t), expected);
+      await t.logout();
+    } finally {
+      await into.stop();
+    }
+  });
+
   test('killed while the server stored messages whose answers were lost: no duplicate', async () => {
     const db = join(dir, 'bob.sqlite');
     // Every run through the relay: the journal keys the target by host and port.

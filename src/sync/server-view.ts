@@ -1,4 +1,5 @@
 /** What folder-map.ts needs to know about one server, read from an imapflow session. */
+import { isImapRefusal } from '../imap/errors.js';
 import type { ImapFlow, ListOptions, ListResponse } from 'imapflow';
 import { canonicalAttributes } from '../imap/mailbox-attributes.js';
 import { type ServerView, userRootPattern } from './folder-map.js';
@@ -52,6 +53,31 @@ type ListRunner = { run(command: 'LIST', reference: string, pattern: string, opt
  * they are needed, so a server whose `*` covers the root pays nothing.
  */
 export async function listMailboxFolders(client: ImapFlow, options: ListOptions = {}, userRoot?: string): Promise<ListResponse[]> {
+  return readUnreadStatus(client, await listUnder(client, options, userRoot), options);
+}
+
+/**
+ * Folders whose STATUS answer imapflow could not read (GNU Mailutils' imap4d echoes a
+ * name with spaces unquoted: `* STATUS Sent Items (MESSAGES 59)`) get the same figures
+ * from EXAMINE (RFC 3501 §6.3.1; RFC 7162 §3.1.2 for HIGHESTMODSEQ), or the folder would
+ * count no messages. Only where STATUS was asked for; a folder EXAMINE refuses keeps none.
+ */
+async function readUnreadStatus(client: ImapFlow, listed: ListResponse[], options: ListOptions): Promise<ListResponse[]> {
+  if (!options.statusQuery) return listed;
+  for (const f of listed) {
+    const st = f.status;
+    if (!st || 'error' in st || st.messages !== undefined || st.uidValidity !== undefined || f.flags.has('\\Noselect') || f.flags.has('\\NonExistent')) continue;
+    try {
+      const mb = await client.mailboxOpen(f.path, { readOnly: true });
+      f.status = { path: f.path, messages: mb.exists, uidValidity: mb.uidValidity, uidNext: mb.uidNext, ...(mb.highestModseq !== undefined ? { highestModseq: mb.highestModseq } : {}) };
+    } catch (err) {
+      if (!isImapRefusal(err)) throw err;
+    }
+  }
+  return listed;
+}
+
+async function listUnder(client: ImapFlow, options: ListOptions, userRoot: string | undefined): Promise<ListResponse[]> {
   const listed = await client.list(options);
   if (!userRoot) return listed;
   const delimiter = serverView(client, listed).delimiter;
