@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { ImapFlow, ListResponse } from 'imapflow';
-import { type FolderMapping, mapFolders, type ServerFolder, type ServerView } from '../src/sync/folder-map.js';
+import { type FolderMapping, mapFolders, patternsMatchingNothing, type ServerFolder, type ServerView } from '../src/sync/folder-map.js';
 import { serverView } from '../src/sync/server-view.js';
 
 function folder(path: string, delimiter: string, ...flags: string[]): ServerFolder {
@@ -72,6 +72,11 @@ describe('mapFolders', () => {
     const tgt = view('/', '', folder('INBOX', '/'));
     assert.deepEqual(Object.keys(byTarget(mapFolders(src, tgt, { exclude: ['shared', '#JunkEmail#'] }))), ['INBOX', 'Shared Stuff']);
     assert.deepEqual(Object.keys(byTarget(mapFolders(src, tgt, { include: ['#Inbox#', 'Shared'] }))), ['INBOX', 'Shared', 'Shared.Team']);
+  });
+
+  test('says which exclude/include patterns match no source folder', () => {
+    const src = view('.', '', folder('INBOX', '.'), folder('Junk E-mail', '.', '\\Junk'), folder('Shared.Team', '.'));
+    assert.deepEqual(patternsMatchingNothing(src, { exclude: ['Junk', '#JunkEmail#', 'shared', 'Deleted Items'], include: ['#Inbox#', '#SentItems#'] }), ['Junk', 'Deleted Items', '#SentItems#']);
   });
 
   test('UserRoot maps the folders under it to the top of the target mailbox', () => {

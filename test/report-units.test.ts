@@ -1,7 +1,8 @@
 /** The report e-mail's pure pieces: the SMTP settings from the environment, the composed message, the retry waits. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { BatchView } from '../src/batch/view.js';
+import { type BatchView, batchView, type MailboxView } from '../src/batch/view.js';
+import type { BatchRow } from '../src/store/schema.js';
 import type { BatchReport, ReportMailbox } from '../src/report/batch-report.js';
 import { composeReportEmail } from '../src/report/compose.js';
 import { hideUrlPassword, reportMailSetting } from '../src/report/mail-config.js';
@@ -44,6 +45,7 @@ function report(mailboxes: ReportMailbox[], status: BatchView['status']): BatchR
   const batch = {
     name: 'pilot', status, endpoint: 'old', target: 'new', mailboxes: mailboxes.length, counts,
     totals: { folders: 6, found: 20, copied: 15, skipped: 1, failed: 0, bytes: 4 * 1048576 }, messagesPerSecond: 0, megabytesPerSecond: 0, etaSeconds: null,
+    initialSync: { seconds: 3600, messagesPerSecond: 0, megabytesPerSecond: 0 },
     options: { exclude: [], include: null, notify: [], receivedAfter: null, badItemLimit: null }, createdAt: '2026-01-01T09:00:00.000Z', startAt: null,
     startedAt: '2026-01-01T09:00:00.000Z', initialSyncedAt: '2026-01-01T10:00:00.000Z', lastIncrementalAt: null, stoppedAt: null,
     deleteWarning: 'it finished its initial sync 1h ago, less than 72 hours', reports: { initialSentAt: null, lastSentAt: null, error: null },
@@ -68,6 +70,8 @@ test('the initial report: outcome in the subject, failures and skipped messages 
   assert.match(mail.text, /b@example\.org\s+source login failed for b: authentication failed/);
   assert.match(mail.text, /a@example\.org\s+Archiv\/2019\s+2019-05-01\s+Scan <big> & "huge"\s+40\.0 MB\s+over the 35 MB limit/);
   assert.match(mail.text, /less than 72 hours/);
+  // The pilot batch's figure for planning the rest (SPEC §6).
+  assert.match(mail.text, /initial sync finished 2026-01-01 10:00Z \(1h: 0 msg\/s, 0 MB\/s\)/);
   assert.ok(mail.html.includes('Scan &#60;big&#62; &#38; &#34;huge&#34;'));
   assert.ok(!mail.html.includes('<big>'));
   assert.deepEqual(mail.attachments.map((a) => a.filename), ['mailferry-pilot-202601011000.csv', 'mailferry-pilot-202601011000.json']);
@@ -117,4 +121,24 @@ test('a mailbox verify could not check is said so, not "not in sync", in the e-m
   assert.match(csv.find((l) => l.includes('a@example.org'))!, /verify could not check it: source login failed/);
   assert.equal(cells('b@example.org')[head.indexOf('InSync')], 'no');
   assert.equal(cells('b@example.org')[head.indexOf('Missing')], '4');
+});
+
+test('batch totals count what running syncs copied so far, and a finished initial sync gives its rate', () => {
+  const t0 = Date.UTC(2026, 0, 1, 9, 0, 0);
+  const row = {
+    id: 1, name: 'pilot', endpoint_id: 1, target_id: 1, state: 'Running', exclude_json: null, include_json: null, notify_json: null, received_after: null, bad_item_limit: null,
+    start_at: null, created_at: t0, started_at: t0, initial_synced_at: null, last_incremental_at: null, stopped_at: null, initial_report_at: null, last_report_at: null,
+    report_claim_until: null, report_error: null, report_failures: 0,
+  } as unknown as BatchRow;
+  const live: MailboxView['syncing'] = {
+    kind: 'initial', worker: 'w1', startedAt: new Date(t0).toISOString(), phase: 'copying', copied: 497, toCopy: 600, bytes: 5 * 1048576, toCopyBytes: 6 * 1048576,
+    messagesPerSecond: 88.6, megabytesPerSecond: 1, etaSeconds: 1, stale: false,
+  };
+  const syncing = mailbox({ status: 'Syncing', found: 0, copied: 0, bytes: 0, syncing: live });
+  const done = mailbox({ line: 3, emailAddress: 'b@example.org' });
+  const during = batchView(row, { endpoint: 'old', target: 'new' }, [syncing, done], t0 + 10_000);
+  assert.deepEqual([during.totals.found, during.totals.copied, during.totals.bytes], [610, 507, 7 * 1048576]);
+  assert.equal(during.initialSync, null);
+  const after = batchView({ ...row, initial_synced_at: t0 + 20_000 }, { endpoint: 'old', target: 'new' }, [mailbox({ copied: 600, found: 600 }), done], t0 + 30_000);
+  assert.deepEqual(after.initialSync, { seconds: 20, messagesPerSecond: 30.5, megabytesPerSecond: 0.2 });
 });

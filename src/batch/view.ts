@@ -101,6 +101,12 @@ export interface BatchView {
   megabytesPerSecond: number;
   /** Estimated time until the mailboxes syncing or queued now are done; null when there is nothing to estimate from. */
   etaSeconds: number | null;
+  /**
+   * How long the initial sync took, start to the last mailbox done, and what it moved per
+   * second over that time (every mailbox's copies, so incremental ones a little too): the
+   * figure that tells a pilot batch how long the rest will take (SPEC §6). Null until then.
+   */
+  initialSync: { seconds: number; messagesPerSecond: number; megabytesPerSecond: number } | null;
   options: { exclude: string[]; include: string[] | null; notify: string[]; receivedAfter: string | null; badItemLimit: number | null };
   createdAt: string;
   startAt: string | null;
@@ -170,6 +176,12 @@ function parseList(json: string | null): string[] | null {
   return Array.isArray(v) ? v.map(String) : null;
 }
 
+function initialSyncRate(b: BatchRow, totals: { copied: number; bytes: number }): BatchView['initialSync'] {
+  if (b.started_at === null || b.initial_synced_at === null || b.initial_synced_at <= b.started_at) return null;
+  const seconds = (b.initial_synced_at - b.started_at) / 1000;
+  return { seconds: round(seconds), messagesPerSecond: round(totals.copied / seconds), megabytesPerSecond: round(totals.bytes / MB / seconds, 2) };
+}
+
 export function batchView(b: BatchRow, names: { endpoint: string; target: string }, mailboxes: readonly MailboxView[], now: number): BatchView {
   const counts = emptyCounts();
   const totals = { folders: 0, found: 0, copied: 0, skipped: 0, failed: 0, bytes: 0 };
@@ -182,6 +194,13 @@ export function batchView(b: BatchRow, names: { endpoint: string; target: string
   for (const m of mailboxes) {
     counts[m.status]++;
     for (const k of Object.keys(totals) as (keyof typeof totals)[]) totals[k] += m[k];
+    if (m.syncing) {
+      // What a run copies reaches the mailbox's counts when it ends: until then (hours, for
+      // a big initial sync) the batch's totals count it live.
+      totals.copied += m.syncing.copied;
+      totals.bytes += m.syncing.bytes;
+      totals.found += Math.max(0, m.copied + m.syncing.toCopy - m.found);
+    }
     if (m.syncing && !m.syncing.stale) {
       rate += m.syncing.messagesPerSecond;
       byteRate += m.syncing.megabytesPerSecond;
@@ -211,6 +230,7 @@ export function batchView(b: BatchRow, names: { endpoint: string; target: string
     messagesPerSecond: round(rate),
     megabytesPerSecond: round(byteRate, 2),
     etaSeconds: !running || unknown > 0 ? null : left === 0 ? 0 : rate > 0 ? Math.round(left / rate) : null,
+    initialSync: initialSyncRate(b, totals),
     options: {
       exclude: parseList(b.exclude_json) ?? [],
       include: parseList(b.include_json),

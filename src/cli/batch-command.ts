@@ -130,7 +130,7 @@ function printStatus(b: BatchView, mailboxes: readonly MailboxView[]): void {
   const facts = [
     b.startAt && b.status === 'Created' ? `starts at ${when(b.startAt)}` : null,
     b.startedAt ? `started ${when(b.startedAt)}` : null,
-    b.initialSyncedAt ? `initial sync finished ${when(b.initialSyncedAt)}` : null,
+    b.initialSyncedAt ? `initial sync finished ${when(b.initialSyncedAt)}${b.initialSync ? ` (${formatDuration(b.initialSync.seconds * 1000)}, ${b.initialSync.messagesPerSecond} msg/s, ${b.initialSync.megabytesPerSecond} MB/s)` : ''}` : null,
     b.lastIncrementalAt ? `last incremental sync ${when(b.lastIncrementalAt)}` : null,
     `${b.totals.copied}/${b.totals.found} messages copied (${mb(b.totals.bytes)} MB), ${b.totals.skipped} skipped, ${b.totals.failed} failed`,
     b.messagesPerSecond > 0 ? `now ${b.messagesPerSecond} msg/s, ${b.megabytesPerSecond} MB/s` : null,

@@ -58,7 +58,7 @@ function sections(r: BatchReport, kind: ReportKind): Section[] {
     `Mailboxes: ${b.mailboxes}${counts ? ` (${counts})` : ''}.`,
     `Messages: ${b.totals.found.toLocaleString('en')} found, ${b.totals.copied.toLocaleString('en')} copied (${mb(b.totals.bytes)}), ${b.totals.skipped} skipped, ${b.totals.failed} failed.`,
   ];
-  if (b.startedAt) summary.push(`Started ${when(b.startedAt)}${b.initialSyncedAt ? `; initial sync finished ${when(b.initialSyncedAt)}` : ''}.`);
+  if (b.startedAt) summary.push(`Started ${when(b.startedAt)}${b.initialSyncedAt ? `; initial sync finished ${when(b.initialSyncedAt)}` : ''}${b.initialSync ? ` (${formatDuration(b.initialSync.seconds * 1000)}: ${b.initialSync.messagesPerSecond} msg/s, ${b.initialSync.megabytesPerSecond} MB/s)` : ''}.`);
   if (kind === 'daily' && r.period) {
     const p = r.mailboxes.reduce((a, m) => ({ copied: a.copied + (m.period?.copied ?? 0), bytes: a.bytes + (m.period?.bytes ?? 0) }), { copied: 0, bytes: 0 });
     summary.push(`Since the last report (${when(r.period.since)}): ${plural(p.copied, 'new message')} copied (${mb(p.bytes)}).`);

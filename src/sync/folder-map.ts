@@ -153,11 +153,21 @@ function claimSpecialUses(folders: readonly { folder: ServerFolder; segs: string
 }
 
 /**
- * Builds the folder plan. Pure: the caller lists both servers and creates what is missing.
+ * `--exclude`/`--include` patterns no source folder answers to (a typo, or `Junk` for a
+ * source whose folder is `Junk E-mail`): said, since such a pattern silently does nothing.
  */
-export function mapFolders(source: ServerView, target: ServerView, opts: MapOptions = {}): FolderMapping[] {
+export function patternsMatchingNothing(source: ServerView, opts: MapOptions): string[] {
+  const candidates = sourceCandidates(source, opts);
+  const matches = matcher(source, candidates);
+  return [...(opts.exclude ?? []), ...(opts.include ?? [])].filter((p) => !candidates.some(({ folder, segs }) => matches(segs, folder, [p])));
+}
+
+type Candidate = { folder: ServerFolder; segs: string[] };
+
+/** The source folders a mapping starts from, with their path segments (under UserRoot, below it). */
+function sourceCandidates(source: ServerView, opts: MapOptions): Candidate[] {
   const root = opts.userRoot ? patternSegments(opts.userRoot, source.delimiter) : null;
-  const candidates: { folder: ServerFolder; segs: string[] }[] = [];
+  const candidates: Candidate[] = [];
   const otherUsers = root ? [] : (source.otherUsersPrefixes ?? []);
   for (const folder of source.folders) {
     if (folder.flags.has('\\NonExistent')) continue;
@@ -172,15 +182,26 @@ export function mapFolders(source: ServerView, target: ServerView, opts: MapOpti
     }
     candidates.push({ folder, segs });
   }
+  return candidates;
+}
 
-  const matches = (segs: string[], folder: ServerFolder, patterns: readonly string[]): boolean =>
+/** Whether a folder answers to one of the patterns (a path and its subfolders, or an alias like `#SentItems#`). */
+function matcher(source: ServerView, candidates: readonly Candidate[]): (segs: string[], folder: ServerFolder, patterns: readonly string[]) => boolean {
+  return (segs, folder, patterns) =>
     patterns.some((pattern) => {
       const alias = ALIASES[pattern.trim().toLowerCase()];
       if (alias === 'INBOX') return isInbox(segs) || startsWithSegments(segs, ['INBOX']);
       if (alias) return specialUseOf(folder) === alias || candidates.some((c) => specialUseOf(c.folder) === alias && startsWithSegments(segs, c.segs));
       return startsWithSegments(segs, patternSegments(pattern, source.delimiter));
     });
+}
 
+/**
+ * Builds the folder plan. Pure: the caller lists both servers and creates what is missing.
+ */
+export function mapFolders(source: ServerView, target: ServerView, opts: MapOptions = {}): FolderMapping[] {
+  const candidates = sourceCandidates(source, opts);
+  const matches = matcher(source, candidates);
   const kept = candidates.filter(({ folder, segs }) => {
     if (opts.exclude?.length && matches(segs, folder, opts.exclude)) return false;
     if (opts.include?.length && !matches(segs, folder, opts.include)) return false;

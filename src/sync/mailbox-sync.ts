@@ -28,7 +28,7 @@ import { MemoryReclaimer } from './reclaim.js';
 import { type IdleTask, JobQueue, planJobs, runCopyLanes } from './copy-lanes.js';
 import { RunMemory } from './run-memory.js';
 import { applyFlagChanges } from './flag-sync.js';
-import { type FolderMapping, mapFolders, type ServerView } from './folder-map.js';
+import { type FolderMapping, mapFolders, patternsMatchingNothing, type ServerView } from './folder-map.js';
 import type { FolderWork } from './folder-work.js';
 import { DEFAULT_CHUNK_BYTES, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type MailboxSide, type SyncOptions, type SyncSummary } from './options.js';
 import { emptyProgress, type SyncProgress } from './progress.js';
@@ -259,6 +259,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     let tgtView = serverView(tgt, tgtList);
     const mapOptions = { ...(opts.exclude ? { exclude: opts.exclude } : {}), ...(opts.include ? { include: opts.include } : {}), ...(opts.source.userRoot ? { userRoot: opts.source.userRoot } : {}) };
     let mappings = mapFolders(srcView, tgtView, mapOptions);
+    for (const pattern of patternsMatchingNothing(srcView, mapOptions)) log.warn({ pattern }, `no source folder matches ${opts.exclude?.includes(pattern) ? '--exclude' : '--include'} ${pattern}: it changes nothing (the folder names are in --dry-run's folder list)`);
     // Before anything is created under the new names (renamed-folders.ts). A dry run only
     // counts renamed folders as the folders they were.
     const renameCtx = pairId === undefined ? undefined : { db, pairId, stallMs, log };
