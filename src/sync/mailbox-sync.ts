@@ -583,13 +583,16 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     // A server that gives an empty folder a new UIDVALIDITY each time it is opened (GNU
     // Mailutils' imap4d, mbox based) keeps the one it has when the first message is stored:
     // a folder this run filled from empty is asked again, or the next run would take the
-    // UIDVALIDITY for changed and every copy in it for lost.
+    // UIDVALIDITY for changed and every copy in it for lost. Only on targets without UIDPLUS
+    // (such servers have none; with it, each APPENDUID names the UIDVALIDITY, RFC 4315 §3),
+    // so a first sync of many folders elsewhere costs no round trip more per folder.
     const settled = new Map<string, number>();
-    for (const tf of new Set(works.filter((w) => w.toCopy.length > 0 && w.target.uidNextAtStart === 1).map((w) => w.target))) {
-      const now = Number((await targetFolderStatus(tgt, tf.path, stallMs)).uidValidity ?? tf.uidValidity);
-      if (now !== tf.uidValidity) {
-        log.debug({ folder: tf.path, before: tf.uidValidity, now }, 'target folder took another UIDVALIDITY as it was filled');
-        settled.set(tf.path, now);
+    const filled = tgt.capabilities.has('UIDPLUS') ? [] : works.filter((w) => w.toCopy.length > 0 && w.target.uidNextAtStart === 1).map((w) => w.target);
+    for (const tf of new Set(filled)) {
+      const current = Number((await targetFolderStatus(tgt, tf.path, stallMs)).uidValidity ?? tf.uidValidity);
+      if (current !== tf.uidValidity) {
+        log.debug({ folder: tf.path, before: tf.uidValidity, now: current }, 'target folder took another UIDVALIDITY as it was filled');
+        settled.set(tf.path, current);
       }
     }
     const { applied: flagsUpdated, deferred } = await applyFlagChanges(db, tgt, works, stallMs, log);
