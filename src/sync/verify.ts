@@ -391,7 +391,7 @@ async function compareFolder(lane: Lane, target: string, sources: readonly strin
     if (refusal !== null) return failed(refusal);
     // Read around drops already: this folder's verdict, not the mailbox's failure.
     if (err instanceof FolderUnreadableError) return failed(err.message);
-    if (aroundDrops && isRetryable(err)) return failed('the source closed the connection each time this folder was read');
+    if (aroundDrops && isRetryable(err)) return failed('the connection was lost each time this folder was read');
     // A lost connection ends the attempt, and says where (a source that drops the
     // connection on one message would otherwise leave only "Connection not available").
     throw Object.assign(new Error(`${(err as Error)?.message ?? String(err)} (while comparing ${sources.join(' + ')} -> ${target})`), { retryable: isRetryable(err), comparing: target });
