@@ -17,6 +17,7 @@ import { findBatch } from '../src/batch/store.js';
 import { loadBatchDetail } from '../src/batch/view.js';
 import { generateSecretKeyText, loadSecretKey } from '../src/secrets/index.js';
 import { insertEndpoint } from '../src/store/endpoints.js';
+import { ensureFolders, ensurePair, insertMessages } from '../src/store/journal.js';
 import type { Store } from '../src/store/open.js';
 import type { BatchRow } from '../src/store/schema.js';
 import type { SyncSummary } from '../src/sync/options.js';
@@ -76,6 +77,22 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       await store?.close();
       await db?.drop();
       rmSync(dir, { recursive: true, force: true });
+    });
+
+    test("a mailbox's copied count is the journal's, in the folders its run took", { skip: skip ?? false }, async () => {
+      const b = await batchOf(1);
+      const claim = await claimNext(store, { owner: 'A', ttlMs: TTL, now: Date.now() });
+      assert.ok(claim);
+      // Copies of an earlier, wider run of the same pair: INBOX 3, Archive 5.
+      const pairId = await ensurePair(store.db, `src-${n}`, `tgt-${n}`);
+      const folders = await ensureFolders(store.db, pairId, [{ sourcePath: 'INBOX', targetPath: 'INBOX' }, { sourcePath: 'Archive', targetPath: 'Archive' }]);
+      const copied = (folder: string, uids: number[]) => insertMessages(store.db, uids.map((source_uid) => ({ folder_id: folders.get(folder)!.id, source_uid, state: 'copied' as const, size: 100, internal_date: 0, digest: null, flags: '', target_uid: source_uid, uid_floor: null, skip_kind: null, reason: null, subject: null })));
+      await copied('INBOX', [1, 2, 3]);
+      await copied('Archive', [1, 2, 3, 4, 5]);
+      const inboxOnly = summary(0, { found: 3, folderList: [{ source: 'INBOX', target: 'INBOX', found: 3 }] });
+      assert.ok(await release(store, claim, { kind: 'synced', summary: inboxOnly, pairId }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF }));
+      const m = (await detail(b)).mailboxes[0]!;
+      assert.deepEqual([m.found, m.copied, m.bytes], [3, 3, 300]);
     });
 
     test('a claim takes one due mailbox, never a held one, within the endpoint limit', { skip: skip ?? false }, async () => {

@@ -201,14 +201,24 @@ export interface ReleasePolicy {
 /** At most this many skipped items are kept per mailbox for status and reports (the journal has all). */
 export const SKIPPED_ITEMS_KEPT = 1000;
 
-async function journalTotals(tx: Tx, pairId: number): Promise<{ copied: number; bytes: number }> {
-  const r = await tx
+/** Folders past which the totals are not limited to a run's folders (one SQL parameter each). */
+const SCOPED_FOLDERS_MAX = 5000;
+
+/**
+ * What the journal holds as copied for the mailbox pair: only in `sourcePaths`, the folders
+ * the run took, when known. The journal keeps the copies of folders an earlier batch or a
+ * wider `--include` took, which `found` (this run's scope) does not count: counted, a
+ * mailbox read "1500/1048 copied".
+ */
+async function journalTotals(tx: Tx, pairId: number, sourcePaths?: readonly string[]): Promise<{ copied: number; bytes: number }> {
+  let q = tx
     .selectFrom('message')
     .innerJoin('folder', 'folder.id', 'message.folder_id')
     .select([(eb) => eb.fn.countAll<number>().as('n'), sql<number>`cast(coalesce(sum(message.size), 0) as bigint)`.as('b')])
     .where('folder.pair_id', '=', pairId)
-    .where('message.state', '=', 'copied')
-    .executeTakeFirstOrThrow();
+    .where('message.state', '=', 'copied');
+  if (sourcePaths && sourcePaths.length > 0 && sourcePaths.length <= SCOPED_FOLDERS_MAX) q = q.where('folder.source_path', 'in', [...sourcePaths]);
+  const r = await q.executeTakeFirstOrThrow();
   return { copied: Number(r.n), bytes: Number(r.b) };
 }
 
@@ -249,7 +259,7 @@ export function release(store: Store, claim: Claim, result: RunResult, progress:
     }
 
     const pairId = result.pairId ?? m.pair_id;
-    const totals = pairId !== null ? await journalTotals(tx, pairId) : { copied: m.copied, bytes: m.bytes };
+    const totals = pairId !== null ? await journalTotals(tx, pairId, summary?.folderList.map((f) => f.source)) : { copied: m.copied, bytes: m.bytes };
     const common = {
       ...NO_LEASE,
       pair_id: pairId,
