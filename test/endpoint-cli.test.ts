@@ -96,4 +96,27 @@ describe('endpoint and target commands', () => {
     const list = await runCli(['target', 'list', '--json'], env());
     assert.deepEqual(JSON.parse(list.stdout.trim()).map((t: { name: string }) => t.name), ['t-sasl']);
   });
+
+  test('update: a new admin password or limit is tested first, stored only when it works', async () => {
+    // A wrong new password: refused, the stored one kept.
+    const wrong = await runCli(['target', 'update', 't-sasl', '--test-user', 'alice'], env({ MAILFERRY_TARGET_PASSWORD: 'rotated-but-wrong' }));
+    assert.equal(wrong.status, 3, wrong.stderr);
+    assert.match(wrong.stderr, /was not changed/);
+    assert.ok(!(wrong.stdout + wrong.stderr).includes('rotated-but-wrong'));
+    const still = await runCli(['target', 'test', 't-sasl', '--test-user', 'alice'], env());
+    assert.equal(still.status, 0, still.stderr);
+    // The right one (as after a rotation on the server): stored, encrypted.
+    const right = await runCli(['target', 'update', 't-sasl', '--test-user', 'alice', '--json'], env({ MAILFERRY_TARGET_PASSWORD: ADMIN_PASSWORD }));
+    assert.equal(right.status, 0, right.stderr);
+    assert.equal(right.json?.adminUser, 'admin');
+    const src = await runCli(['endpoint', 'update', 'src', '--max-concurrent-migrations', '7', '--no-accept-untrusted-cert'], env());
+    assert.equal(src.status, 0, src.stderr);
+    const shown = JSON.parse((await runCli(['endpoint', 'show', 'src'], env())).stdout);
+    assert.deepEqual([shown.maxConcurrentMigrations, shown.maxConcurrentIncrementalSyncs, shown.port], [7, 10, server.port]);
+    const closed = await runCli(['endpoint', 'update', 'src', '--port', String(closedPort)], env());
+    assert.equal(closed.status, 3, closed.stderr);
+    assert.equal(JSON.parse((await runCli(['endpoint', 'show', 'src'], env())).stdout).port, server.port);
+    const missing = await runCli(['endpoint', 'update', 'nope', '--port', '1'], env());
+    assert.equal(missing.status, 2, missing.stderr);
+  });
 });

@@ -11,8 +11,8 @@ import { ImpersonationError } from '../auth/errors.js';
 import { checkTargetSession } from '../auth/target-check.js';
 import { imapEndpointOf, impersonationOf } from '../worker/mailbox-sides.js';
 import { defaultPort, type ImapLogin, type TlsMode } from '../imap/endpoint.js';
-import { encryptSecret, loadSecretKey } from '../secrets/index.js';
-import { deleteEndpoint, EndpointInUseError, findEndpoint, insertEndpoint, listEndpoints } from '../store/endpoints.js';
+import { decryptSecret, encryptSecret, loadSecretKey } from '../secrets/index.js';
+import { deleteEndpoint, EndpointInUseError, findEndpoint, insertEndpoint, listEndpoints, updateEndpoint } from '../store/endpoints.js';
 import { openStore } from '../store/open.js';
 import type { EndpointRole, EndpointRow } from '../store/schema.js';
 import { EXIT, UsageError } from './exit-codes.js';
@@ -172,6 +172,83 @@ function register(program: Command, role: EndpointRole, run: Run): void {
     }),
   );
 
+  const update = group
+    .command('update <name>')
+    .description(`change a stored ${noun} (a new password, host, port or limits): tested first, stored only if the test passes; batches use it from their next run`)
+    .option('--host <host>', 'IMAP server')
+    .option('--port <n>', 'port')
+    .option('--tls <mode>', 'implicit | starttls | none')
+    .option('--auth <method>', 'plain | login')
+    .option('--accept-untrusted-cert', 'accept a self-signed or otherwise untrusted certificate')
+    .option('--no-accept-untrusted-cert', 'require a trusted certificate again')
+    .option('--db <url>', 'state database')
+    .option('--json', 'print the stored settings as JSON');
+  if (role === 'source') {
+    update
+      .option('--max-concurrent-migrations <n>', 'mailboxes migrated at once from this server')
+      .option('--max-concurrent-incremental-syncs <n>', 'incremental syncs at once')
+      .option('--test-user <name>', 'also test a login (password: MAILFERRY_TEST_PASSWORD)');
+  } else {
+    update
+      .option('--admin-user <name>', 'admin (master) login')
+      .option('--impersonation <how>', 'sasl | separator')
+      .option('--separator <c>', 'master-user separator for --impersonation separator')
+      .option('--test-user <name>', 'test the admin login acting as this user')
+      .addHelpText('after', '\nThe admin password is replaced by MAILFERRY_TARGET_PASSWORD when that is set, else kept.');
+  }
+  update.action((name: string, f: Partial<CommonFlags> & { acceptUntrustedCert?: boolean; maxConcurrentMigrations?: string; maxConcurrentIncrementalSyncs?: string; adminUser?: string; impersonation?: string; separator?: string }) =>
+    run(async () => {
+      const store = await openStore(f.db);
+      try {
+        const row = await findEndpoint(store.db, role, name);
+        if (!row) throw new UsageError(`no ${noun} named "${name}"`);
+        if (f.auth !== undefined && f.auth !== 'plain' && f.auth !== 'login') throw new UsageError('--auth must be plain or login');
+        if (f.impersonation !== undefined && f.impersonation !== 'sasl' && f.impersonation !== 'separator') throw new UsageError('--impersonation must be sasl or separator');
+        const mode = f.tls !== undefined ? tls(f.tls) : row.tls;
+        const impersonation = (f.impersonation as 'sasl' | 'separator' | undefined) ?? row.impersonation;
+        const next = {
+          ...row,
+          host: f.host ?? row.host,
+          // A new TLS mode without a port moves a default port with it (993 <-> 143).
+          port: f.port !== undefined ? whole(f.port, '--port', row.port) : f.tls !== undefined && row.port === defaultPort(row.tls) ? defaultPort(mode) : row.port,
+          tls: mode,
+          auth: (f.auth as 'plain' | 'login' | undefined) ?? row.auth,
+          accept_untrusted_cert: f.acceptUntrustedCert === undefined ? row.accept_untrusted_cert : f.acceptUntrustedCert ? 1 : 0,
+          max_concurrent_migrations: whole(f.maxConcurrentMigrations, '--max-concurrent-migrations', row.max_concurrent_migrations, 1000),
+          max_concurrent_incremental_syncs: whole(f.maxConcurrentIncrementalSyncs, '--max-concurrent-incremental-syncs', row.max_concurrent_incremental_syncs, 1000),
+          admin_user: role === 'target' ? (f.adminUser ?? row.admin_user) : null,
+          impersonation: role === 'target' ? impersonation : null,
+          separator: role === 'target' && impersonation === 'separator' ? (f.separator ?? row.separator ?? '*') : null,
+        };
+        let login: ImapLogin | undefined;
+        let password_enc = row.password_enc;
+        if (role === 'target') {
+          const fresh = process.env.MAILFERRY_TARGET_PASSWORD;
+          const adminPassword = fresh !== undefined && fresh !== '' ? fresh : row.password_enc ? decryptSecret(loadSecretKey({ create: false }), row.password_enc) : '';
+          if (fresh) password_enc = encryptSecret(loadSecretKey(), fresh);
+          if (f.testUser) login = targetLogin(next.admin_user!, adminPassword, impersonationOf(next), f.testUser);
+        } else if (f.testUser) {
+          const pw = envPassword('MAILFERRY_TEST_PASSWORD', `the password of test user ${f.testUser}`);
+          login = next.auth === 'plain' ? { method: 'plain', authcid: f.testUser, password: pw } : { method: 'login', username: f.testUser, password: pw };
+        }
+        const result = await probeRow(next, login);
+        printProbe(`${noun} ${name} (${next.host}:${next.port}, ${next.tls})`, result);
+        if (!result.ok || !(await targetSessionIsUsers(next, login, f.testUser))) {
+          process.stderr.write(`${noun} ${name} was not changed.\n`);
+          return EXIT.connect;
+        }
+        const { id: _id, role: _role, name: _name, created_at: _created, ...settings } = next;
+        await updateEndpoint(store.db, row.id, { ...settings, password_enc });
+        const stored = (await findEndpoint(store.db, role, name))!;
+        if (f.json) process.stdout.write(JSON.stringify({ ...publicView(stored), test: result }) + '\n');
+        else process.stderr.write(`${noun} ${name} updated.\n`);
+        return EXIT.ok;
+      } finally {
+        await store.close();
+      }
+    }),
+  );
+
   group
     .command('test <name>')
     .description(`test a stored ${noun} again`)
@@ -189,7 +266,6 @@ function register(program: Command, role: EndpointRole, run: Run): void {
             const pw = envPassword('MAILFERRY_TEST_PASSWORD', `the password of test user ${f.testUser}`);
             login = row.auth === 'plain' ? { method: 'plain', authcid: f.testUser, password: pw } : { method: 'login', username: f.testUser, password: pw };
           } else if (f.testUser && row.password_enc) {
-            const { decryptSecret } = await import('../secrets/index.js');
             login = targetLogin(row.admin_user!, decryptSecret(loadSecretKey({ create: false }), row.password_enc), impersonationOf(row), f.testUser);
           }
           const result = await probeRow(row, login);

@@ -33,3 +33,8 @@ export async function deleteEndpoint(db: Kysely<Database>, role: EndpointRole, n
   const r = await db.deleteFrom('endpoint').where('role', '=', role).where('name', '=', name).executeTakeFirst();
   return Number(r.numDeletedRows) > 0;
 }
+
+/** Changes a stored endpoint's settings (the caller has tested them). */
+export async function updateEndpoint(db: Kysely<Database>, id: number, patch: Partial<Omit<NewEndpointRow, 'role' | 'name' | 'created_at'>>): Promise<void> {
+  await db.updateTable('endpoint').set(patch).where('id', '=', id).execute();
+}
