@@ -98,7 +98,7 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       assert.match(inUse.stderr, /used by batch "first"/);
       const again = await runCli(['batch', 'create', 'second', '--csv', lab.csv([{ user: lab.users[0]! }]), '--endpoint', 'src', '--target', 'tgt', '--json'], lab.env);
       assert.equal(again.status, 2);
-      assert.match(again.stderr, /already in another active batch \[in-active-batch\]/);
+      assert.match(again.stderr, /already in another active batch \("first"\) \[in-active-batch\]/);
       assert.equal((again.json?.errors as { line: number }[])[0]!.line, 2);
       // Passwords are stored encrypted, and shown nowhere.
       const row = await store.db.selectFrom('batch_mailbox').select('password_enc').where('email_key', '=', 'user4@example.org').executeTakeFirstOrThrow();

@@ -290,14 +290,16 @@ describe('one test per check', () => {
     const r = await validateMigrationFile(buf, {
       alreadyInActiveBatch: async (addresses) => {
         asked = addresses;
-        return new Set(['bob@EXAMPLE.com']);
+        return new Map([['bob@EXAMPLE.com', 'spring']]);
       },
     });
     assert.deepEqual(asked, ['alice@example.com', 'Bob@example.com', 'carol@example.com']);
     assert.deepEqual(summary(r), ['3:EmailAddress:in-active-batch', '5:EmailAddress:invalid-address']);
-    const sync = validateMigrationFileSync(file(HEADER, 'alice@example.com,a,p'), { alreadyInActiveBatch: () => new Set(['ALICE@example.com']) });
+    // Which batch, so the admin knows where to look.
+    assert.match(errorsOf(r)[0]!.message, /already in another active batch \("spring"\)/);
+    const sync = validateMigrationFileSync(file(HEADER, 'alice@example.com,a,p'), { alreadyInActiveBatch: () => new Map([['ALICE@example.com', 'spring']]) });
     assert.deepEqual(summary(sync), ['2:EmailAddress:in-active-batch']);
-    assert.equal((await validateMigrationFile(file(HEADER, 'alice@example.com,a,p'), { alreadyInActiveBatch: () => new Set() })).valid, true);
+    assert.equal((await validateMigrationFile(file(HEADER, 'alice@example.com,a,p'), { alreadyInActiveBatch: () => new Map() })).valid, true);
   });
 
   test('truncated: past the cap, one "… and N more" entry', () => {

@@ -32,17 +32,18 @@ export async function statusCounts(db: Db, batchId: number): Promise<StatusCount
 const CHUNK = 500;
 
 /** Of these addresses, those already in some batch other than `exceptBatchId` (every batch that exists is active until deleted). */
-export async function addressesInBatches(db: Db, addresses: readonly string[], exceptBatchId?: number): Promise<Set<string>> {
-  const found = new Set<string>();
+export async function addressesInBatches(db: Db, addresses: readonly string[], exceptBatchId?: number): Promise<Map<string, string>> {
+  /** Address (as given) → the name of the batch that holds it. */
+  const found = new Map<string, string>();
   // Keys are addressKey (csv/address.ts); rows stored before it was used hold the plain
   // lower case, which differs only for non-ASCII addresses: both are looked for.
   const byKey = new Map(addresses.flatMap((a) => [[a.toLowerCase(), a] as const, [addressKey(a), a] as const]));
   const keys = [...byKey.keys()];
   for (let i = 0; i < keys.length; i += CHUNK) {
-    let q = db.selectFrom('batch_mailbox').select('email_key').where('email_key', 'in', keys.slice(i, i + CHUNK));
-    if (exceptBatchId !== undefined) q = q.where('batch_id', '!=', exceptBatchId);
+    let q = db.selectFrom('batch_mailbox').innerJoin('batch', 'batch.id', 'batch_mailbox.batch_id').select(['batch_mailbox.email_key', 'batch.name']).where('batch_mailbox.email_key', 'in', keys.slice(i, i + CHUNK));
+    if (exceptBatchId !== undefined) q = q.where('batch_mailbox.batch_id', '!=', exceptBatchId);
     const rows = await q.execute();
-    for (const r of rows) found.add(byKey.get(r.email_key)!);
+    for (const r of rows) found.set(byKey.get(r.email_key)!, r.name);
   }
   return found;
 }

@@ -81,9 +81,9 @@ export interface ValidateOptions {
    * At batch creation: given the file's well-formed, distinct addresses (as written), returns those
    * already in another active batch. Compared case-insensitively. May query a database.
    */
-  alreadyInActiveBatch?: (addresses: string[]) => Set<string> | Promise<Set<string>>;
+  alreadyInActiveBatch?: (addresses: string[]) => ReadonlyMap<string, string> | Promise<ReadonlyMap<string, string>>;
 }
 
 export type ValidateSyncOptions = Omit<ValidateOptions, 'alreadyInActiveBatch'> & {
-  alreadyInActiveBatch?: (addresses: string[]) => Set<string>;
+  alreadyInActiveBatch?: (addresses: string[]) => ReadonlyMap<string, string>;
 };

@@ -9,12 +9,14 @@ export function fileTooLarge(size: number): ValidationResult {
   return { valid: false, rows: 0, errors: [{ check: 'too-large', message: tooLargeText(size) }] };
 }
 
-function markActive(s: Scan, active: Set<string>): void {
+/** `active`: address → the batch that holds it. */
+function markActive(s: Scan, active: ReadonlyMap<string, string>): void {
   if (active.size === 0) return;
-  const lower = new Set([...active].map((a) => a.toLowerCase()));
+  const lower = new Map([...active].map(([a, batch]) => [a.toLowerCase(), batch]));
   s.addresses.forEach((address, i) => {
-    if (lower.has(address.toLowerCase())) {
-      s.problems.add({ line: s.addressLines[i], column: 'EmailAddress', check: 'in-active-batch', value: address, text: '{value} is already in another active batch' });
+    const batch = lower.get(address.toLowerCase());
+    if (batch !== undefined) {
+      s.problems.add({ line: s.addressLines[i], column: 'EmailAddress', check: 'in-active-batch', value: address, text: `{value} is already in another active batch (${JSON.stringify(batch)})` });
     }
   });
 }
