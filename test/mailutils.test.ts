@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -105,6 +105,30 @@ describe('GNU Mailutils imap4d as the target', { skip: unavailable ? `imap4d una
       const t = await connect(into.endpoint(), 'carol', 'carol-pw-3');
       assert.deepEqual(await contents(t), expected);
       await t.logout();
+
+      // Mail delivered into the mbox file as an MTA does, then a client flags a message:
+      // imap4d rewrites the folder under a new UIDVALIDITY, every message with other
+      // bookkeeping fields. Its copies are linked by loose digest, not copied again.
+      const c0 = await connect(target.endpoint(), target.login('alice'), 'target-pw-2');
+      const before = (await c0.mailboxOpen('INBOX', { readOnly: true })).uidValidity;
+      await c0.logout();
+      appendFileSync(join(target.dir, 'home', 'alice', 'INBOX'), 'From mta@example.net Mon Jun  3 10:00:00 2024\nFrom: mta@example.net\nSubject: INBOX delivered\nMessage-ID: <delivered@example.net>\n\nhello\n\n');
+      // imap4d's new UIDVALIDITY is the time in seconds.
+      await new Promise((r) => setTimeout(r, 1100));
+      const c = await connect(target.endpoint(), target.login('alice'), 'target-pw-2');
+      await c.mailboxOpen('INBOX');
+      await c.messageFlagsAdd('1', ['\\Flagged']);
+      await c.logout();
+      const c2 = await connect(target.endpoint(), target.login('alice'), 'target-pw-2');
+      const now = (await c2.mailboxOpen('INBOX', { readOnly: true })).uidValidity;
+      await c2.logout();
+      assert.notEqual(now, before, 'imap4d gave INBOX a new UIDVALIDITY');
+      const after = await runCli(['sync', ...syncArgs(logins, db, ['--json'])], env(logins));
+      assert.equal(after.status, 0, after.stderr);
+      assert.deepEqual([after.json?.copied, after.json?.alreadyOnTarget], [1, 60]);
+      const t2 = await connect(into.endpoint(), 'carol', 'carol-pw-3');
+      assert.deepEqual(await contents(t2), new Map([...expected, ['INBOX', [...expected.get('INBOX')!, 'INBOX delivered'].sort()]]));
+      await t2.logout();
     } finally {
       await into.stop();
     }

@@ -42,6 +42,7 @@ import { type ContentHasher, type Digest, type DigestAlgorithm, algorithmOf } fr
 import { flagsKey, normalizeFlags, unsendableFlags } from './flags.js';
 import type { FolderWork, MessageMeta } from './folder-work.js';
 import { subjectOf } from './message-headers.js';
+import { looseDigest } from './changed-copies.js';
 import { TARGET_ORPHAN_UID } from './existing-copies.js';
 import { TargetFullError } from './target-full.js';
 import type { MailboxSide } from './options.js';
@@ -455,12 +456,27 @@ async function readLarge(ctx: CopyContext, hasher: ContentHasher, fetcher: RawFe
  * An orphan with this content to adopt, preferring one with the same internal date (to the
  * second): two identical messages filed on different days each keep their own copy.
  */
-function takeOrphan(orphans: FolderWork['orphans'] | undefined, digests: readonly Digest[], internalDate: number): MessageRow | undefined {
+function takeOrphan(orphans: ReadonlyMap<string, MessageRow[]> | undefined, digests: readonly string[], internalDate: number, adopted?: Set<MessageRow>): MessageRow | undefined {
   if (!orphans) return undefined;
-  const list = digests.map((d) => orphans.get(d)).find((l) => l?.length);
-  if (!list) return undefined;
-  const at = list.findIndex((o) => Math.floor(o.internal_date / 1000) === Math.floor(internalDate / 1000));
-  return list.splice(Math.max(0, at), 1)[0];
+  for (const d of digests) {
+    const list = orphans.get(d);
+    if (!list) continue;
+    // Those linked through the other map already (loose-orphans.ts) are gone.
+    if (adopted) for (let i = list.length - 1; i >= 0; i--) if (adopted.has(list[i]!)) list.splice(i, 1);
+    if (list.length === 0) continue;
+    const at = list.findIndex((o) => Math.floor(o.internal_date / 1000) === Math.floor(internalDate / 1000));
+    const row = list.splice(Math.max(0, at), 1)[0]!;
+    adopted?.add(row);
+    return row;
+  }
+  return undefined;
+}
+
+/** takeOrphan by the message's loose digest, where the source's bytes change (loose-orphans.ts); not for a streamed message. */
+function takeLooseOrphan(work: FolderWork, m: SourceMessage, internalDate: number): MessageRow | undefined {
+  const loose = work.looseOrphans;
+  if (!loose || loose.byLoose.size === 0 || !Buffer.isBuffer(m.body)) return undefined;
+  return takeOrphan(loose.byLoose, [looseDigest(m.body)], internalDate, loose.adopted);
 }
 
 const isSystemFlag = (f: string): boolean => f.startsWith('\\');
@@ -491,7 +507,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
   for (const m of messages.sort((a, b) => a.uid - b.uid)) {
     const base = { folder_id: folderId, source_uid: m.uid, size: bodySize(m.body), internal_date: m.internalDate.getTime(), digest: m.digests[0] ?? null, skip_kind: null, reason: null, subject: null };
     // The journal's own copies first, then copies found on the target (existing-copies.ts).
-    const orphan = takeOrphan(work.orphans, m.digests, base.internal_date) ?? takeOrphan(work.existing, m.digests, base.internal_date);
+    const orphan = takeOrphan(work.orphans, m.digests, base.internal_date, work.looseOrphans?.adopted) ?? takeLooseOrphan(work, m, base.internal_date) ?? takeOrphan(work.existing, m.digests, base.internal_date);
     if (orphan) {
       // The same content was copied under the folder's old UIDVALIDITY: link, don't copy.
       // (Or it was on the target before: existing-copies.ts; such an orphan has no row.)

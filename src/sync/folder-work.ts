@@ -41,6 +41,12 @@ export interface FolderWork {
    */
   orphans: Map<Digest, MessageRow[]>;
   /**
+   * The same orphans by the loose digest of their target copies, for a source whose bytes
+   * change under its messages (loose-orphans.ts); `adopted` keeps one orphan from being
+   * linked through both maps.
+   */
+  looseOrphans?: { byLoose: Map<string, MessageRow[]>; adopted: Set<MessageRow> };
+  /**
    * Target messages no journal row claims, offered the same way (existing-copies.ts;
    * `source_uid` 0, no row behind them); shared by the source folders copied into one
    * target folder, so one copy is linked once.

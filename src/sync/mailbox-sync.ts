@@ -39,6 +39,7 @@ import { reconcileTargetFolder } from './recovery.js';
 import { applyRenames, findRenames, type FolderRename, renamedListing } from './renamed-folders.js';
 import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
 import { FolderUnreadableError } from './read-around-drops.js';
+import { looseOrphanCopies, servesMboxFields } from './loose-orphans.js';
 import { countNewInScope, isRetryable as isRetryableSkip, rowInScope, scanFolder } from './scan.js';
 import { TargetFolder } from './target-folder.js';
 import { chunkBySize } from './size-chunks.js';
@@ -474,6 +475,12 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
           }
           failedFolders.set(m.sourcePath, `the source could not read it: ${err.message}`);
           return;
+        }
+        if (work.orphans.size > 0 && work.toCopy.length > 0 && (await srcUse(() => servesMboxFields(src, m.sourcePath, work.toCopy[0]!.uid, stallMs)))) {
+          // The source's bytes change under its messages (loose-orphans.ts): its orphans'
+          // copies are keyed by loose digest too.
+          const byLoose = await tgtUse(() => looseOrphanCopies(tgt, tf.path, work.orphans, stallMs));
+          work.looseOrphans = { byLoose, adopted: new Set() };
         }
         if ((row.source_uidvalidity === null || widened) && work.toCopy.length > 0) {
           // Never synced into this target folder by this journal, or listed again from
