@@ -781,6 +781,50 @@ describe('sync and verify: a folder whose listing loses the connection on one me
   });
 });
 
+describe('sync and verify: several folders each losing the connection on one message', () => {
+  // Each such folder costs the sync attempts to find out (scanned with the rest, then
+  // alone); before, three of them used up a run's attempts and failed the mailbox, and
+  // verify failed it at the third.
+  let lab: LabPair;
+  const folders = ['A', 'B', 'C'];
+
+  before(async () => {
+    lab = await startPair();
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    for (const f of folders) {
+      await c.mailboxCreate(f);
+      for (let n = 0; n < 4; n++) await c.append(f, Buffer.from(`Subject: ${f} ${n}\r\n\r\n${'text\r\n'.repeat(20)}`));
+    }
+    await c.logout();
+    const md = findDir(join(lab.source.dir, 'home'), 'Maildir');
+    for (const f of folders) {
+      const bad = maildirFiles(join(md, `.${f}`))[2]!;
+      renameSync(bad, join(md, `.${f}`, 'cur', `${basename(bad).replace(/:2,.*$/, '').replace(/,S=\d+/, ',S=10').replace(/,W=\d+/, '')}:2,`));
+      forgetIndexes(join(md, `.${f}`));
+    }
+  });
+  after(async () => {
+    await lab?.stop();
+  });
+
+  test('sync names one message per folder and copies the rest, this run and the next', async () => {
+    for (const run of [1, 2]) {
+      const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+      assert.equal(r.status, 1, `run ${run}: ${r.stderr}`);
+      assert.deepEqual(r.json?.failedFolders, []);
+      assert.equal(r.json?.copied, run === 1 ? 9 : 0);
+      assert.deepEqual((r.json?.skippedItems as { folder: string }[]).map((i) => i.folder).sort(), folders);
+    }
+  });
+
+  test('verify names them and compares the rest', async () => {
+    const r = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    const verdicts = r.json?.folders as { target: string; missing: number; error?: string }[];
+    for (const f of folders) assert.deepEqual(verdicts.filter((v) => v.target === f).map((v) => [v.missing, v.error]), [[1, undefined]], f);
+  });
+});
+
 describe('verify: copies whose internal date or bytes the target changed', () => {
   // Cyrus and Courier store dates they cannot hold (1970, 2040) as "now".
   let lab: LabPair;

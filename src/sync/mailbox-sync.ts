@@ -38,7 +38,7 @@ import { contentHasher } from '../store/content-key.js';
 import { reconcileTargetFolder } from './recovery.js';
 import { applyRenames, findRenames, type FolderRename, renamedListing } from './renamed-folders.js';
 import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
-import { FolderUnreadableError } from './read-around-drops.js';
+import { FolderUnreadableError, UNREADABLE_REASON } from './read-around-drops.js';
 import { looseOrphanCopies, servesMboxFields } from './loose-orphans.js';
 import { countNewInScope, isRetryable as isRetryableSkip, rowInScope, scanFolder } from './scan.js';
 import { TargetFolder } from './target-folder.js';
@@ -86,6 +86,8 @@ interface AttemptResult {
 const LANE_SCAN_MAX = 5000;
 /** Why a folder is failed whose every reading lost the source connection. */
 const FOLDER_DROPS = 'the source closed the connection each time this folder was read';
+/** Why a folder is failed when the source refused the sessions it is read around drops on. */
+const REFUSED_SESSION = 'it loses the connection when read whole, and the source refused another session to read it a few messages at a time';
 
 /** The journal pair of each run that failed once its pair was known, by its error. */
 const failedPairs = new WeakMap<object, number>();
@@ -126,6 +128,7 @@ export async function syncMailbox(store: Store, opts: SyncOptions): Promise<Sync
     const memory = new RunMemory();
     for (let attempt = 1; ; attempt++) {
       const copiedBefore = progress.copied;
+      const lessonsBefore = memory.scanLessons;
       const session = handedOver;
       handedOver = undefined;
       try {
@@ -135,7 +138,7 @@ export async function syncMailbox(store: Store, opts: SyncOptions): Promise<Sync
         const firstContact = attempt === 1 && progress.phase === 'connecting';
         if (firstContact && err instanceof ImapConnectError) throw err;
         if (!isRetryable(err) && !(err instanceof ImapConnectError)) throw err;
-        failures = progress.copied > copiedBefore ? 1 : failures + 1;
+        failures = progress.copied > copiedBefore || memory.scanLessons > lessonsBefore ? 1 : failures + 1;
         if (failures >= maxAttempts || opts.signal?.aborted) throw err;
         progress.reconnects++;
         const wait = Math.min(30_000, 500 * 2 ** (failures - 1));
@@ -367,15 +370,17 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     // Scan what changed.
     progress.phase = 'scanning';
     emit();
-    const retryFolders = new Set(
-      ids.length
-        ? (await db.selectFrom('message').select(['folder_id', 'source_uid', 'skip_kind', 'size', 'state', 'internal_date']).where('folder_id', 'in', ids).where('state', 'in', ['skipped', 'orphan']).execute())
-            // An out-of-scope skipped message is not retried (scan.ts), so it must not make
-            // the folder miss the fast path on every run either.
-            .filter((r) => r.state === 'orphan' || (isRetryableSkip(r, maxMessageSize) && rowInScope(r, opts.receivedAfter) && !memory.skippedInThisRun(r.folder_id, r.source_uid)))
-            .map((r) => r.folder_id)
-        : [],
-    );
+    const toRetry = ids.length
+      ? (await db.selectFrom('message').select(['folder_id', 'source_uid', 'skip_kind', 'size', 'state', 'internal_date', 'reason']).where('folder_id', 'in', ids).where('state', 'in', ['skipped', 'orphan']).execute())
+          // An out-of-scope skipped message is not retried (scan.ts), so it must not make
+          // the folder miss the fast path on every run either.
+          .filter((r) => r.state === 'orphan' || (isRetryableSkip(r, maxMessageSize) && rowInScope(r, opts.receivedAfter) && !memory.skippedInThisRun(r.folder_id, r.source_uid)))
+      : [];
+    const retryFolders = new Set(toRetry.map((r) => r.folder_id));
+    // A folder an earlier run could only list around messages that drop the connection
+    // (read-around-drops.ts) is listed that way again at once, rather than after two
+    // attempts lost finding it out anew.
+    for (const r of toRetry) if (r.skip_kind === 'unreadable' && r.reason === UNREADABLE_REASON) memory.noteScanDrop(r.folder_id, true);
     // Copy lanes start with the first folder that has something to copy, while the rest
     // is still being scanned; an unchanged mailbox never opens a lane at all.
     const queue = new JobQueue();
@@ -439,8 +444,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
             fetcher = await connectSource();
             own = fetcher;
           } catch (err) {
-            if (!isRetryable(err)) throw err;
-            failedFolders.set(m.sourcePath, FOLDER_DROPS);
+            failedFolders.set(m.sourcePath, isRetryable(err) ? FOLDER_DROPS : `${REFUSED_SESSION}: ${(err as Error).message}`);
             return;
           }
         }
@@ -452,8 +456,10 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
           const careful = carefully ? { carefully: { connect: connectSource, noteSkipped: (f: number, u: number) => memory.noteSkipped(f, u) } } : {};
           await scanFolder({ db, maxMessageSize, stallMs, dryRun: false, skippedInThisRun: (f, u) => memory.skippedInThisRun(f, u), ...careful, ...(opts.receivedAfter !== undefined ? { receivedAfter: opts.receivedAfter } : {}) }, { lister: fetcher, session: src, use: srcUse }, work);
         } catch (err) {
-          if (carefully && (isRetryable(err) || err instanceof FolderUnreadableError)) {
-            failedFolders.set(m.sourcePath, err instanceof FolderUnreadableError ? err.message : FOLDER_DROPS);
+          if (carefully && !(err instanceof RawFetchCommandError) && !isImapRefusal(err) && !opts.signal?.aborted) {
+            // Only this folder's: a lost connection, too many of them, or another session
+            // the source refused (a limit of sessions per user) to read it with.
+            failedFolders.set(m.sourcePath, err instanceof FolderUnreadableError ? err.message : isRetryable(err) ? FOLDER_DROPS : `${REFUSED_SESSION}: ${(err as Error).message}`);
             return;
           }
           // The source answered NO/BAD (it cannot open or list this folder: broken on

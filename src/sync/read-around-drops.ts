@@ -13,8 +13,8 @@
  * first (UIDs alone never read a message), then the messages are read a chunk at a time on
  * connections of this module's own: a chunk whose read loses the connection is split in
  * halves, each read on a new connection, and a message that loses it twice alone is
- * unreadable. One bad message among n costs about log2(n) reconnections; more than MAX_DROPS, and the
- * folder is given up (the caller names it).
+ * unreadable. One bad message among n costs about log2(n) reconnections; past MAX_DROPS
+ * beyond what the messages found so far cost, the folder is given up (the caller names it).
  */
 import { isRetryable } from '../imap/errors.js';
 
@@ -34,8 +34,9 @@ export interface ReadAround<T> {
 
 /** Messages per chunk at first: a folder of 150,000 is 300 reads, not 150,000. */
 const FIRST_CHUNK = 500;
-/** Lost connections after which the folder is given up. */
+/** Lost connections after which the folder is given up, besides those each message found unreadable cost (isolating one among FIRST_CHUNK takes about log2(FIRST_CHUNK) + 2). */
 export const MAX_DROPS = 40;
+const DROPS_PER_FIND = 12;
 
 /** The reason recorded for a message that lost the source connection each time it was read alone. */
 export const UNREADABLE_REASON = 'the source closed the connection each time this message was read alone (Dovecot does so for a Maildir file whose size differs from the one in its name: see its log)';
@@ -66,7 +67,7 @@ export async function readAroundDrops<C, T>(uids: readonly number[], reader: Chu
         if (!isRetryable(err)) throw err;
         if (conn !== undefined) await reader.close(conn).catch(() => undefined);
         conn = undefined;
-        if (++drops > MAX_DROPS) throw new FolderUnreadableError(`the source closed the connection ${drops} times while this folder was read a few messages at a time`);
+        if (++drops > MAX_DROPS + DROPS_PER_FIND * unreadable.length) throw new FolderUnreadableError(`the source closed the connection ${drops} times while this folder was read a few messages at a time`);
         if (chunk.length === 1) {
           const uid = chunk[0]!;
           if (droppedAlone.has(uid)) unreadable.push(uid);

@@ -38,9 +38,17 @@ export class RunMemory {
    * that drops the connection whenever it is opened).
    */
   noteScanDrop(folderId: number, alone: boolean): void {
-    if (alone) this.scanFailures.add(folderId);
-    else this.scanSuspects.add(folderId);
+    const known = alone ? this.scanFailures : this.scanSuspects;
+    if (!known.has(folderId)) this.scanLessons++;
+    known.add(folderId);
   }
+
+  /**
+   * Folders newly suspected or failed so far: an attempt that learnt one made progress
+   * (mailbox-sync.ts), so a mailbox with several such folders is not given up on for the
+   * attempts it spends finding them one by one.
+   */
+  scanLessons = 0;
 
   scanSuspect(folderId: number): boolean {
     return this.scanSuspects.has(folderId);

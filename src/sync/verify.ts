@@ -302,7 +302,8 @@ async function verifyOnce(opts: VerifyOptions, dropped: ReadonlySet<string>): Pr
     let next = 0;
     let compared = 0;
     let failed: { err: unknown } | undefined;
-    const work = async (lane: Lane): Promise<void> => {
+    const work = async (first: Lane): Promise<void> => {
+      let lane = first;
       while (!failed && next < groups.length) {
         const i = next++;
         const [target, sources] = groups[i]!;
@@ -310,7 +311,20 @@ async function verifyOnce(opts: VerifyOptions, dropped: ReadonlySet<string>): Pr
         const weight = 1 + 2 * sources.reduce((n, s) => n + (messages.get(s) ?? 0), 0);
         await held.acquire(weight);
         try {
-          verdicts[i] = await compareFolder(lane, target, sources, tgtPaths.has(target), withoutStatus, opts, stallMs, dropped.has(target));
+          const compare = (aroundDrops: boolean) => compareFolder(lane, target, sources, tgtPaths.has(target), withoutStatus, opts, stallMs, aroundDrops);
+          try {
+            verdicts[i] = await compare(dropped.has(target));
+          } catch (err) {
+            if (dropped.has(target) || !isRetryable(err)) throw err;
+            // The connection was lost on this folder: compared again at once on a new pair,
+            // around the messages that make the source drop it (read-around-drops.ts), so
+            // a few broken messages cost neither the other folders nor an attempt each.
+            opts.logger.warn({ err: (err as Error).message }, 'verification lost its connection; comparing this folder again, a few messages at a time');
+            await Promise.allSettled([lane.src.logout(), lane.tgt.logout()]);
+            lane = await open();
+            lanes.push(lane);
+            verdicts[i] = await compare(true);
+          }
         } catch (err) {
           // The other lanes stop too: the attempt is tried again as a whole (verifyMailbox).
           failed ??= { err };
