@@ -143,6 +143,13 @@ describe('admin logins: telling the user’s mailbox from the admin’s', () => 
     }
     assert.equal(scrubSecrets('NO [AUTHENTICATIONFAILED] Authentication failed.', [pw]), 'NO [AUTHENTICATIONFAILED] Authentication failed.');
   });
+  test('a password made of words, or equal to the user name, is not blanked where that would tell it', () => {
+    const text = 'login failed for plain user "alice" via LOGIN: NO [AUTHENTICATIONFAILED] Authentication failed. (wrong user name or password)';
+    for (const pw of ['user name', 'or password', 'Authentication failed', 'failed.', 'LOGIN:']) assert.equal(scrubSecrets(text, [pw]), text, pw);
+    assert.equal(scrubSecrets(text, ['alice'], ['alice']), text);
+    assert.equal(scrubSecrets('BAD "user name" echoed', ['user name']), 'BAD "***" echoed');
+  });
+
   test('a password that is a word is not blanked in mailferry\'s own wording, which would tell what it is', () => {
     for (const pw of ['name', 'password', 'wrong']) {
       assert.equal(scrubSecrets('wrong user name or password (the server said: NO [AUTHENTICATIONFAILED] Authentication failed.)', [pw]), 'wrong user name or password (the server said: NO [AUTHENTICATIONFAILED] Authentication failed.)');

@@ -205,7 +205,7 @@ export async function resolveSourceLogin(
     log?.debug({ method: result.method, check: result.check }, 'source login resolved');
     return kept ? { ...result, session: kept } : result;
   }
-  const text = scrubSecrets(failures.join('; '), [password]);
+  const text = scrubSecrets(failures.join('; '), [password], [mailboxUser, ...('raw' in cred ? [cred.raw] : []), ...('admin' in cred ? [cred.admin] : [])]);
   const admin = adminOf(cred);
   const hint = admin === null ? '' : ` (the password is ${admin}'s; check it, and that ${admin} may open ${mailboxUser}'s mailbox)`;
   const refusal = new SourceLoginError(`cannot log in to ${mailboxUser}'s mailbox at ${where}: ${text}${hint}`, mailboxUser, plan.map((a) => a.method).join(', '));
@@ -249,6 +249,7 @@ async function checkNotAdminsOwn(
         `${endpoint.host}:${endpoint.port} shows the same folders, UIDVALIDITYs and first messages as "${adminName}" logging in alone, ` +
         `so the server ignored the impersonation. ${cred.user}'s mailbox was not migrated; check that "${cred.admin}" may act as other users on the source.`,
       [password],
+      [cred.raw, cred.user, adminName],
     ),
     cred.user,
     cred.admin,

@@ -59,7 +59,7 @@ export async function checkLogins(store: Store, batch: BatchRow, opts: { key: Se
     const password = decryptSecret(opts.key, r.password_enc);
     const secrets = [password, adminPassword];
     const fail = (err: unknown) => ({
-      check: { ok: false as const, error: scrubSecrets((err as Error)?.message ?? String(err), secrets) },
+      check: { ok: false as const, error: scrubSecrets((err as Error)?.message ?? String(err), secrets, [r.user_name, r.email_address]) },
       credential: credentialAccepted(err) ? ('accepted' as const) : credentialRefused(err) ? ('refused' as const) : ('unknown' as const),
     });
     type Tried = { check: SideCheck; credential: 'accepted' | 'refused' | 'unknown' };

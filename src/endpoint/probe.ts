@@ -260,7 +260,8 @@ function scrubResult(r: ProbeResult, login: ImapLogin): ProbeResult {
   // The whole SASL PLAIN response too (RFC 4616): a password too short to scrub by itself
   // is still hidden inside it.
   const plain = login.method === 'plain' ? [Buffer.from(`${login.authzid ?? ''}\0${login.authcid}\0${login.password}`, 'utf8').toString('base64').replace(/=+$/, '')] : [];
-  const clean = (s: string): string => scrubSecrets(s, [login.password, ...plain]);
+  const user = login.method === 'plain' ? login.authcid : login.username;
+  const clean = (s: string): string => scrubSecrets(s, [login.password, ...plain], [user, ...(login.method === 'plain' && login.authzid ? [login.authzid] : [])]);
   return {
     ...r,
     steps: r.steps.map((s) => ({ ...s, detail: clean(s.detail) })),

@@ -14,6 +14,7 @@
  * the command back).
  */
 
+import { scrubSecrets } from '../secrets/scrub.js';
 import iconv from 'iconv-lite';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -686,7 +687,7 @@ export class RawConnection {
     }
     const r = await this.send(parts, { authenticate }).done;
     if (r.status !== 'OK') {
-      const text = scrub(r.text, secrets);
+      const text = scrubSecrets(r.text, secrets, [login.method === 'login' ? login.username : login.authcid]);
       throw new ImapAuthError(
         `authentication failed at ${this.describe()}: ${r.status}${r.code ? ` [${r.code}]` : ''} ${text}`,
         text,
@@ -1487,15 +1488,3 @@ function describeError(err: unknown): string {
   return String(err);
 }
 
-/** Remove the password (and the SASL blob that contains it) from a server text before it
- * is shown, in case a server echoes the command. */
-function scrub(text: string, secrets: string[]): string {
-  let out = text;
-  for (const s of secrets) {
-    if (!s) continue;
-    out = out.split(s).join('***');
-    const b64 = Buffer.from(s, 'utf8').toString('base64').replace(/=+$/, '');
-    if (b64.length >= 4) out = out.split(b64).join('***');
-  }
-  return out;
-}

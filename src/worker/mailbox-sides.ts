@@ -68,7 +68,7 @@ export async function withMailboxSides<T>(ctx: SideContext, mailbox: MailboxLogi
     sides = await mailboxSides(ctx, mailbox, password, target.admin_user, adminPassword);
     return await fn(sides);
   } catch (err) {
-    throw Object.assign(new MailboxSyncError(scrubSecrets((err as Error)?.message ?? String(err), [password, adminPassword])), { cause: err });
+    throw Object.assign(new MailboxSyncError(scrubSecrets((err as Error)?.message ?? String(err), [password, adminPassword], [mailbox.user_name, mailbox.email_address, target.admin_user])), { cause: err });
   } finally {
     // Normally the sync has logged it out; not when `fn` never got as far.
     const kept = sides?.sourceSession;
