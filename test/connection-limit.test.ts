@@ -107,3 +107,30 @@ describe('sync: a source that allows few sessions per user', () => {
     }
   });
 });
+
+describe("sync: Dovecot's own limit of sessions per user (mail_max_userip_connections)", () => {
+  for (const limit of [2, 1]) {
+    test(`limit ${limit}: ${limit === 2 ? 'copied exactly on one lane' : 'said plainly, exit 3'}`, async () => {
+      const lab = await startPair({ source: { extraConfig: `protocol imap {\n  mail_max_userip_connections = ${limit}\n}\n` } });
+      try {
+        const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+        await c.mailboxCreate('Work');
+        for (let n = 0; n < 12; n++) await c.append(n % 2 ? 'Work' : 'INBOX', Buffer.from(`Subject: ${n}\r\nMessage-ID: <d${n}@example.org>\r\n\r\n${'x'.repeat(500)}\r\n`));
+        await c.logout();
+        const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+        if (limit === 2) {
+          assert.equal(r.status, 0, r.stderr);
+          assert.equal(r.json?.copied, 12);
+          const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+          const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+          assert.deepEqual(compareMailboxes(src, tgt, (p) => p), []);
+        } else {
+          assert.equal(r.status, 3, r.stderr);
+          assert.match(r.stderr, /refused another session for this user \(it limits sessions per user; a sync needs at least two\).*\[LIMIT\]/);
+        }
+      } finally {
+        await lab.stop();
+      }
+    });
+  }
+});

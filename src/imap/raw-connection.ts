@@ -688,11 +688,10 @@ export class RawConnection {
     const r = await this.send(parts, { authenticate }).done;
     if (r.status !== 'OK') {
       const text = scrubSecrets(r.text, secrets, [login.method === 'login' ? login.username : login.authcid]);
-      throw new ImapAuthError(
-        `authentication failed at ${this.describe()}: ${r.status}${r.code ? ` [${r.code}]` : ''} ${text}`,
-        text,
-        r.code,
-      );
+      // RFC 5530 §3 [LIMIT]: the credentials are fine, the user has too many sessions
+      // (Dovecot's mail_max_userip_connections). A sync needs at least two per side.
+      const what = r.code?.toUpperCase() === 'LIMIT' ? 'the server refused another session for this user (it limits sessions per user; a sync needs at least two)' : 'authentication failed';
+      throw new ImapAuthError(`${what} at ${this.describe()}: ${r.status}${r.code ? ` [${r.code}]` : ''} ${text}`, text, r.code);
     }
     this.state = 'authenticated';
     // RFC 3501 §7.1 / RFC 9051 §6.2.3: servers may put the new list in the tagged OK.

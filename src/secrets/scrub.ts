@@ -37,7 +37,7 @@ export function scrubSecrets(text: string, secrets: readonly string[], keep: rea
       // from a command are blanked: quoted, or the password argument of a LOGIN (RFC 3501
       // §6.2.3) sent as an atom.
       out = out.split(`"${s}"`).join('"***"');
-      out = out.replace(new RegExp(`(LOGIN\\s+\\S+\\s+)${s.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&')}(?!\\p{L})`, 'giu'), '$1***');
+      out = out.replace(new RegExp(`(LOGIN\\s+\\S+\\s+)${s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?!\\p{L})`, 'giu'), '$1***');
       continue;
     }
     const forms = new Set([s, s.replace(/[\\"]/g, '\\$&'), Buffer.from(s, 'utf8').toString('latin1'), Buffer.from(s, 'utf8').toString('base64').replace(/=+$/, '')]);
