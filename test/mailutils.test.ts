@@ -167,4 +167,33 @@ describe('GNU Mailutils imap4d as the target', { skip: unavailable ? `imap4d una
       await relay.stop();
     }
   });
+
+  test('as the source, a folder renamed after a client touched it is renamed on the target, not copied again', async () => {
+    // bob's mailbox, filled by the test before. A flag set rewrites every message of the
+    // folder (its mbox fields), so neither sizes nor digests match the journal any more.
+    const into = await startDovecot({ name: 'target3', separator: '/', users: [{ username: 'dave', password: 'dave-pw-4' }] });
+    try {
+      const logins: Logins = { source: target, target: into, sourceUser: target.login('bob'), sourcePass: 'target-pw-2', targetUser: 'dave', targetPass: 'dave-pw-4' };
+      const db = join(dir, 'rename.sqlite');
+      const first = await runCli(['sync', ...syncArgs(logins, db, ['--json'])], env(logins));
+      assert.deepEqual([first.status, first.json?.copied], [0, 84], first.stderr);
+      const c = await connect(target.endpoint(), target.login('bob'), 'target-pw-2');
+      await c.mailboxOpen('Old Stuff (2010)');
+      await c.messageFlagsAdd('1', ['\\Flagged']);
+      await c.mailboxClose();
+      await c.mailboxRename('Old Stuff (2010)', 'Old Stuff 2010');
+      await c.logout();
+      const after = await runCli(['sync', ...syncArgs(logins, db, ['--json'])], env(logins));
+      assert.equal(after.status, 0, after.stderr);
+      assert.equal(after.json?.copied, 0);
+      const t = await connect(into.endpoint(), 'dave', 'dave-pw-4');
+      const names = (await t.list()).map((f) => f.path);
+      const moved = (await t.mailboxOpen('Old Stuff 2010', { readOnly: true })).exists;
+      await t.logout();
+      assert.ok(!names.includes('Old Stuff (2010)'), names.join(', '));
+      assert.equal(moved, 8);
+    } finally {
+      await into.stop();
+    }
+  });
 });

@@ -266,7 +266,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     for (const pattern of patternsMatchingNothing(srcView, mapOptions)) log.warn({ pattern }, `no source folder matches ${opts.exclude?.includes(pattern) ? '--exclude' : '--include'} ${pattern}: it changes nothing (the folder names are in --dry-run's folder list)`);
     // Before anything is created under the new names (renamed-folders.ts). A dry run only
     // counts renamed folders as the folders they were.
-    const renameCtx = pairId === undefined ? undefined : { db, pairId, stallMs, log };
+    const renameCtx = pairId === undefined ? undefined : { db, pairId, stallMs, log, target: tgt };
     const renames = renameCtx ? await findRenames(renameCtx, src, srcList, mappings) : [];
     if (renameCtx && !opts.dryRun) {
       const done = renames.length ? await applyRenames(renameCtx, tgt, tgtList, mappings, renames) : [];

@@ -38,6 +38,8 @@ import type { FolderMapping } from './folder-map.js';
 import { serverView } from './server-view.js';
 import type { SyncOptions } from './options.js';
 import { uidSet } from './uid-set.js';
+import { looseDigest } from './changed-copies.js';
+import { servesMboxFields } from './loose-orphans.js';
 
 /** A journal folder whose source folder now has another name. */
 export interface FolderRename {
@@ -52,6 +54,8 @@ interface RenameContext {
   pairId: number;
   stallMs: number;
   log: SyncOptions['logger'];
+  /** The target session, to read copies where the source's bytes changed (sameLoosely). */
+  target?: ImapFlow;
 }
 
 /** Journaled UIDs compared with the new folder: the first and the last ones. */
@@ -148,7 +152,7 @@ const MAX_COMPARISONS = 200;
  */
 async function sameMessages(ctx: RenameContext, src: ImapFlow, row: FolderRow, path: string): Promise<boolean> {
   const sample = async (order: 'asc' | 'desc') =>
-    ctx.db.selectFrom('message').select(['source_uid', 'size', 'digest']).where('folder_id', '=', row.id).where('state', '=', 'copied').where('source_uid', '>', 0).orderBy('source_uid', order).limit(SAMPLE).execute();
+    ctx.db.selectFrom('message').select(['source_uid', 'size', 'digest', 'target_uid']).where('folder_id', '=', row.id).where('state', '=', 'copied').where('source_uid', '>', 0).orderBy('source_uid', order).limit(SAMPLE).execute();
   const journaled = new Map([...(await sample('asc')), ...(await sample('desc'))].map((r) => [r.source_uid, r]));
   // Nothing copied: nothing to be copied twice, and nothing to confirm it by.
   if (journaled.size === 0) return false;
@@ -157,12 +161,31 @@ async function sameMessages(ctx: RenameContext, src: ImapFlow, row: FolderRow, p
   const listed = await withWatchdog(src, ctx.stallMs, `listing ${path}`, () => src.fetchAll(uidSet([...journaled.keys()]), { uid: true, size: true }, { uid: true }));
   // Messages deleted since are simply absent; one present with another size is another message.
   const present = listed.filter((m) => journaled.has(m.uid));
-  if (present.length === 0 || !present.every((m) => m.size === journaled.get(m.uid)!.size)) return false;
-  const read = present.filter((m) => (m.size ?? 0) <= CONTENT_SAMPLE_MAX_BYTES && journaled.get(m.uid)!.digest !== null).slice(0, CONTENT_SAMPLE);
-  if (read.length === 0) return false;
-  const bodies = await withWatchdog(src, ctx.stallMs, `reading ${path}`, () => src.fetchAll(uidSet(read.map((m) => m.uid)), { uid: true, source: true }, { uid: true }));
-  const hasher = await contentHasher(ctx.db);
-  return bodies.length === read.length && bodies.every((m) => hasher.digestsOf(m.source ?? Buffer.alloc(0), ['gmac', 'sha256']).includes(journaled.get(m.uid)!.digest!));
+  if (present.length === 0) return false;
+  if (present.every((m) => m.size === journaled.get(m.uid)!.size)) {
+    const read = present.filter((m) => (m.size ?? 0) <= CONTENT_SAMPLE_MAX_BYTES && journaled.get(m.uid)!.digest !== null).slice(0, CONTENT_SAMPLE);
+    if (read.length === 0) return false;
+    const bodies = await withWatchdog(src, ctx.stallMs, `reading ${path}`, () => src.fetchAll(uidSet(read.map((m) => m.uid)), { uid: true, source: true }, { uid: true }));
+    const hasher = await contentHasher(ctx.db);
+    if (bodies.length === read.length && bodies.every((m) => hasher.digestsOf(m.source ?? Buffer.alloc(0), ['gmac', 'sha256']).includes(journaled.get(m.uid)!.digest!))) return true;
+  }
+  // A source whose bytes change under its messages (imap4d rewrites its mbox fields when a
+  // client sets a flag): compared with their copies on the target by loose digest.
+  return ctx.target !== undefined && (await servesMboxFields(src, path, present[0]!.uid, ctx.stallMs)) && sameLoosely(ctx.target, ctx.stallMs, src, row, path, present.map((m) => ({ uid: m.uid, size: m.size ?? 0, copy: journaled.get(m.uid)!.target_uid })));
+}
+
+/** Whether the sampled source messages have their copies' loose digests (changed-copies.ts). */
+async function sameLoosely(tgt: ImapFlow, stallMs: number, src: ImapFlow, row: FolderRow, path: string, present: readonly { uid: number; size: number; copy: number | null }[]): Promise<boolean> {
+  const read = present.filter((m): m is { uid: number; size: number; copy: number } => m.copy !== null && m.size <= CONTENT_SAMPLE_MAX_BYTES).slice(0, CONTENT_SAMPLE);
+  if (read.length === 0 || row.target_uidvalidity === null) return false;
+  const mb = await withWatchdog(tgt, stallMs, `opening ${row.target_path} on the target`, () => tgt.mailboxOpen(row.target_path, { readOnly: true }));
+  if (Number(mb.uidValidity) !== row.target_uidvalidity) return false;
+  const copies = await withWatchdog(tgt, stallMs, `reading ${row.target_path} on the target`, () => tgt.fetchAll(uidSet(read.map((m) => m.copy)), { uid: true, source: true }, { uid: true }));
+  const copyLoose = new Map(copies.map((m) => [m.uid, looseDigest(m.source ?? Buffer.alloc(0))]));
+  await withWatchdog(src, stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
+  const bodies = await withWatchdog(src, stallMs, `reading ${path}`, () => src.fetchAll(uidSet(read.map((m) => m.uid)), { uid: true, source: true }, { uid: true }));
+  const copyOf = new Map(read.map((m) => [m.uid, m.copy]));
+  return bodies.length === read.length && bodies.every((m) => copyLoose.get(copyOf.get(m.uid)!) === looseDigest(m.source ?? Buffer.alloc(0)));
 }
 /**
  * The digests (in both algorithms) of the oldest messages of `path`, the first by sequence
