@@ -16,6 +16,7 @@
  * UIDVALIDITY change.
  */
 import type { ImapFlow } from 'imapflow';
+import { isImapRefusal } from '../imap/errors.js';
 import { withWatchdog } from '../imap/imapflow-session.js';
 import type { MessageRow } from '../store/schema.js';
 import { looseDigest } from './changed-copies.js';
@@ -27,7 +28,11 @@ const MBOX_FIELDS = ['x-uid', 'x-imapbase', 'x-imap', 'status', 'x-status', 'x-k
 /** Whether message `uid` of `path` on the source comes with mbox bookkeeping fields. */
 export async function servesMboxFields(src: ImapFlow, path: string, uid: number, stallMs: number): Promise<boolean> {
   await withWatchdog(src, stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
-  const m = await withWatchdog(src, stallMs, `reading ${path}`, () => src.fetchOne(String(uid), { uid: true, headers: MBOX_FIELDS }, { uid: true }));
+  // A message the server will not read (a refusal) answers nothing: taken as no.
+  const m = await withWatchdog(src, stallMs, `reading ${path}`, () => src.fetchOne(String(uid), { uid: true, headers: MBOX_FIELDS }, { uid: true })).catch((err: unknown) => {
+    if (isImapRefusal(err)) return false as const;
+    throw err;
+  });
   return !!m && !!m.headers && /^[a-z-]+[ \t]*:/im.test(m.headers.toString('latin1'));
 }
 
