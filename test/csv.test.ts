@@ -140,6 +140,8 @@ describe('one test per check', () => {
     const tabs = only(check(file('EmailAddress\tUserName\tPassword', 'a@example.com\ta\tp')), 'not-comma-separated');
     assert.match(tabs.message, /tabs/);
     assert.equal(tabs.line, 1);
+    // A comma in a value of such a file (a password) adds no second, misleading problem.
+    only(check(file('EmailAddress;UserName;Password', 'a@example.com;a;p', 'b@example.com;b;p,x')), 'not-comma-separated');
   });
 
   test('too-many-rows: 50,001 rows are rejected, on the line of row 50,001', () => {

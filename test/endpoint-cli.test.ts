@@ -66,6 +66,9 @@ describe('endpoint and target commands', () => {
     assert.equal(r.status, 3, r.stderr);
     assert.match(r.stderr, /authentication failed/i);
     assert.ok(!(r.stdout + r.stderr).includes(wrong));
+    // --json says so too: a script reading stdout learns it was not stored, and why.
+    assert.equal(r.json?.stored, false);
+    assert.equal((r.json?.test as { ok: boolean }).ok, false);
     const good = await runCli(['endpoint', 'create', 'src', '--host', '127.0.0.1', '--port', String(server.port), '--tls', 'none', '--test-user', 'alice', '--max-concurrent-migrations', '5'], env({ MAILFERRY_TEST_PASSWORD: USER_PASSWORD }));
     assert.equal(good.status, 0, good.stderr);
     const show = await runCli(['endpoint', 'show', 'src'], env());

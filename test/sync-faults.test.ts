@@ -763,6 +763,9 @@ describe('sync and verify: a folder whose listing loses the connection on one me
     assert.deepEqual(items.map((i) => i.folder), ['Broken']);
     assert.match(items[0]!.reason, /^the source closed the connection each time this message was read alone/);
     badUid = items[0]!.uid;
+    // Counted as failed, and listed so.
+    assert.equal((items[0] as { failed?: boolean }).failed, true);
+    assert.match(r.stderr, new RegExp(`FAILED: Broken uid ${badUid} `));
     const t = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
     await t.mailboxOpen('Broken');
     const copied = (await t.fetchAll('1:*', { envelope: true })).map((m) => m.envelope?.subject).sort();

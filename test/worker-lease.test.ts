@@ -199,6 +199,8 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       let d = await detail(b);
       assert.equal(d.batch.status, 'Stopped');
       assert.deepEqual(d.mailboxes.map((m) => m.status), ['Stopped', 'Stopped', 'Stopped']);
+      // No next sync is shown while stopped.
+      assert.deepEqual(d.mailboxes.map((m) => m.nextSyncAt), [null, null, null]);
 
       await startBatch(store, b.name);
       d = await detail(b);

@@ -159,6 +159,7 @@ function register(program: Command, role: EndpointRole, run: Run): void {
         printProbe(`${noun} ${name} (${row.host}:${row.port}, ${row.tls})`, result);
         if (!result.ok || !(await targetSessionIsUsers(row, login, f.testUser))) {
           process.stderr.write(`${noun} ${name} was not stored.\n`);
+          if (f.json) process.stdout.write(JSON.stringify({ stored: false, test: result }) + '\n');
           return EXIT.connect;
         }
         if (adminPassword !== undefined) row.password_enc = encryptSecret(loadSecretKey(), adminPassword);
@@ -235,6 +236,7 @@ function register(program: Command, role: EndpointRole, run: Run): void {
         printProbe(`${noun} ${name} (${next.host}:${next.port}, ${next.tls})`, result);
         if (!result.ok || !(await targetSessionIsUsers(next, login, f.testUser))) {
           process.stderr.write(`${noun} ${name} was not changed.\n`);
+          if (f.json) process.stdout.write(JSON.stringify({ stored: false, test: result }) + '\n');
           return EXIT.connect;
         }
         const { id: _id, role: _role, name: _name, created_at: _created, ...settings } = next;

@@ -50,7 +50,7 @@ function printSummary(s: SyncSummary, receivedAfter: number | undefined): void {
       '\n',
   );
   for (const item of s.skippedItems.slice(0, 50)) {
-    process.stderr.write(`  skipped: ${item.folder} uid ${item.uid} ${item.date.slice(0, 10)} "${item.subject}": ${item.reason}\n`);
+    process.stderr.write(`  ${item.failed ? 'FAILED' : 'skipped'}: ${item.folder} uid ${item.uid} ${item.date.slice(0, 10)} "${item.subject}": ${item.reason}\n`);
   }
   if (s.skippedItems.length > 50) process.stderr.write(`  … and ${s.skippedItems.length - 50} more (see --json)\n`);
   for (const f of s.failedFolders) process.stderr.write(`  FAILED folder ${f.folder}: ${f.reason}\n`);

@@ -65,6 +65,8 @@ export interface Header {
    * have from `named` to `width` columns, with nothing in the unnamed ones.
    */
   named: number;
+  /** Set when the header is split by another character (`;` from a European Excel): the rows are not checked one by one, every one would repeat that. */
+  wrongSeparator?: true;
   /** False when the line is not a header at all (a data row, another separator). */
   recognised: boolean;
 }
@@ -89,7 +91,7 @@ export function readHeader(fields: string[], line: number, problems: ProblemList
       check: 'not-comma-separated',
       text: `the header is separated by ${separator[1]}, not commas: the file must be comma-separated CSV (in Excel: Save As "CSV UTF-8 (Comma delimited)")`,
     });
-    return header;
+    return { ...header, wrongSeparator: true };
   }
 
   const exact = new Set(fields.filter((f): f is ColumnName => (ALL_COLUMNS as readonly string[]).includes(f)));

@@ -101,6 +101,7 @@ export function scan(file: Buffer, maxProblems: number): Scan {
   };
 
   const checkRow = (fields: string[], line: number, breaks: number, h: Header) => {
+    if (h.wrongSeparator) return;
     const at = (i: number | undefined) => (i === undefined ? undefined : fields[i]);
     const password = at(h.index.Password);
     if (password) result.passwords.push(password);

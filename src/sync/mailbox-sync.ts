@@ -195,6 +195,7 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
       subject: s.subject ?? '',
       size: s.size,
       reason: s.reason ?? '',
+      ...(s.skip_kind === 'unreadable' ? { failed: true as const } : {}),
     })),
     folderList: r.mappings.map((m) => ({ source: m.sourcePath, target: m.targetPath, found: r.counts.get(m.sourcePath) ?? 0 })),
     // In the folders' order, not the order their scans ended in (lanes scan side by side).

@@ -69,6 +69,8 @@ export interface SkippedItem {
   subject: string;
   size: number;
   reason: string;
+  /** Set for a message the source would not give (counted as failed, not skipped). */
+  failed?: true;
 }
 
 export interface FolderSummary {
