@@ -96,6 +96,22 @@ async function probeRow(row: Pick<EndpointRow, 'host' | 'port' | 'tls' | 'accept
   return probeEndpoint({ host: row.host, port: row.port, tls: row.tls, acceptUntrustedCert: row.accept_untrusted_cert === 1, ...(login ? { login } : {}) });
 }
 
+/** A source test login for `user`, its password from MAILFERRY_TEST_PASSWORD. */
+function sourceTestLogin(auth: 'plain' | 'login', user: string): ImapLogin {
+  const password = envPassword('MAILFERRY_TEST_PASSWORD', `the password of test user ${user}`);
+  return auth === 'plain' ? { method: 'plain', authcid: user, password } : { method: 'login', username: user, password };
+}
+
+/** Probes `row` (and the login); says so and returns false when it is not to be stored. */
+async function testedBeforeStoring(what: string, row: Parameters<typeof probeRow>[0] & Parameters<typeof targetSessionIsUsers>[0], login: ImapLogin | undefined, testUser: string | undefined, json: boolean | undefined, verb: string): Promise<ProbeResult | null> {
+  const result = await probeRow(row, login);
+  printProbe(`${what} (${row.host}:${row.port}, ${row.tls})`, result);
+  if (result.ok && (await targetSessionIsUsers(row, login, testUser))) return result;
+  process.stderr.write(`${what} was not ${verb}.\n`);
+  if (json) process.stdout.write(JSON.stringify({ stored: false, test: result }) + '\n');
+  return null;
+}
+
 function register(program: Command, role: EndpointRole, run: Run): void {
   const noun = role === 'source' ? 'migration endpoint' : 'migration target';
   const group = program.command(role === 'source' ? 'endpoint' : 'target').description(role === 'source' ? 'source IMAP servers batches migrate from (SPEC §3)' : 'target IMAP servers, with the admin login that acts as each user');
@@ -149,19 +165,13 @@ function register(program: Command, role: EndpointRole, run: Run): void {
         adminPassword = envPassword('MAILFERRY_TARGET_PASSWORD', 'the target admin password');
         if (f.testUser) login = targetLogin(row.admin_user!, adminPassword, impersonationOf(row), f.testUser);
       } else if (f.testUser) {
-        const pw = envPassword('MAILFERRY_TEST_PASSWORD', `the password of test user ${f.testUser}`);
-        login = f.auth === 'plain' ? { method: 'plain', authcid: f.testUser, password: pw } : { method: 'login', username: f.testUser, password: pw };
+        login = sourceTestLogin(f.auth as 'plain' | 'login', f.testUser);
       }
       const store = await openStore(f.db);
       try {
         if (await findEndpoint(store.db, role, name)) throw new UsageError(`a ${noun} named "${name}" already exists (delete it first)`);
-        const result = await probeRow(row, login);
-        printProbe(`${noun} ${name} (${row.host}:${row.port}, ${row.tls})`, result);
-        if (!result.ok || !(await targetSessionIsUsers(row, login, f.testUser))) {
-          process.stderr.write(`${noun} ${name} was not stored.\n`);
-          if (f.json) process.stdout.write(JSON.stringify({ stored: false, test: result }) + '\n');
-          return EXIT.connect;
-        }
+        const result = await testedBeforeStoring(`${noun} ${name}`, row, login, f.testUser, f.json, 'stored');
+        if (!result) return EXIT.connect;
         if (adminPassword !== undefined) row.password_enc = encryptSecret(loadSecretKey(), adminPassword);
         const stored = await insertEndpoint(store.db, row);
         if (f.json) process.stdout.write(JSON.stringify({ ...publicView(stored), test: result }) + '\n');
@@ -229,16 +239,10 @@ function register(program: Command, role: EndpointRole, run: Run): void {
           if (fresh) password_enc = encryptSecret(loadSecretKey(), fresh);
           if (f.testUser) login = targetLogin(next.admin_user!, adminPassword, impersonationOf(next), f.testUser);
         } else if (f.testUser) {
-          const pw = envPassword('MAILFERRY_TEST_PASSWORD', `the password of test user ${f.testUser}`);
-          login = next.auth === 'plain' ? { method: 'plain', authcid: f.testUser, password: pw } : { method: 'login', username: f.testUser, password: pw };
+          login = sourceTestLogin(next.auth, f.testUser);
         }
-        const result = await probeRow(next, login);
-        printProbe(`${noun} ${name} (${next.host}:${next.port}, ${next.tls})`, result);
-        if (!result.ok || !(await targetSessionIsUsers(next, login, f.testUser))) {
-          process.stderr.write(`${noun} ${name} was not changed.\n`);
-          if (f.json) process.stdout.write(JSON.stringify({ stored: false, test: result }) + '\n');
-          return EXIT.connect;
-        }
+        const result = await testedBeforeStoring(`${noun} ${name}`, next, login, f.testUser, f.json, 'changed');
+        if (!result) return EXIT.connect;
         const { id: _id, role: _role, name: _name, created_at: _created, ...settings } = next;
         await updateEndpoint(store.db, row.id, { ...settings, password_enc });
         const stored = (await findEndpoint(store.db, role, name))!;
@@ -265,8 +269,7 @@ function register(program: Command, role: EndpointRole, run: Run): void {
           if (!row) throw new UsageError(`no ${noun} named "${name}"`);
           let login: ImapLogin | undefined;
           if (f.testUser && role === 'source') {
-            const pw = envPassword('MAILFERRY_TEST_PASSWORD', `the password of test user ${f.testUser}`);
-            login = row.auth === 'plain' ? { method: 'plain', authcid: f.testUser, password: pw } : { method: 'login', username: f.testUser, password: pw };
+            login = sourceTestLogin(row.auth, f.testUser);
           } else if (f.testUser && row.password_enc) {
             login = targetLogin(row.admin_user!, decryptSecret(loadSecretKey({ create: false }), row.password_enc), impersonationOf(row), f.testUser);
           }
