@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what mailferry's demo, tests and benchmark need on a fresh Debian machine:
 # Dovecot (the lab's real IMAP servers), GNU Mailutils imap4d (an mbox server beside it),
-# Cyrus and Courier (unpacked into .lab/, see scripts/lab-servers.sh), mbsync (the benchmark's yardstick), and the npm packages.
+# Cyrus and Courier (unpacked into .lab/, see scripts/lab-servers.sh), mbsync (the benchmark's yardstick), Chromium (the web page's tests) and the npm packages.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,8 @@ need=()
 [ -x /usr/sbin/imap4d ] || need+=(mailutils-imap4d)
 command -v mbsync >/dev/null 2>&1 || need+=(isync)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The web admin page is tested in a real browser (playwright-core drives Debian's Chromium).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq
