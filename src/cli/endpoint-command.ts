@@ -5,16 +5,14 @@
  * never printed.
  */
 import type { Command } from 'commander';
-import { probeEndpoint, type ProbeResult } from '../endpoint/index.js';
-import { targetLogin } from '../endpoint/target-login.js';
-import { ImpersonationError } from '../auth/errors.js';
-import { checkTargetSession } from '../auth/target-check.js';
-import { imapEndpointOf, impersonationOf } from '../worker/mailbox-sides.js';
-import { defaultPort, type ImapLogin, type TlsMode } from '../imap/endpoint.js';
+import { createEndpoint, EndpointNameTakenError, testLogin } from '../endpoint/manage.js';
+import { checkEndpointName, EndpointSettingError, newEndpointSettings, publicEndpointView, tlsMode, wholeSetting } from '../endpoint/settings.js';
+import { type EndpointTest, testEndpointSettings } from '../endpoint/test-settings.js';
+import { defaultPort } from '../imap/endpoint.js';
 import { decryptSecret, encryptSecret, loadSecretKey } from '../secrets/index.js';
-import { deleteEndpoint, EndpointInUseError, findEndpoint, insertEndpoint, listEndpoints, updateEndpoint } from '../store/endpoints.js';
+import { deleteEndpoint, EndpointInUseError, findEndpoint, listEndpoints, updateEndpoint } from '../store/endpoints.js';
 import { openStore } from '../store/open.js';
-import type { EndpointRole, EndpointRow } from '../store/schema.js';
+import type { EndpointRole } from '../store/schema.js';
 import { EXIT, UsageError } from './exit-codes.js';
 
 type Run = (fn: () => Promise<number>) => Promise<void>;
@@ -30,87 +28,36 @@ interface CommonFlags {
   testUser?: string;
 }
 
-function tls(v: string): TlsMode {
-  if (v === 'implicit' || v === 'starttls' || v === 'none') return v;
-  throw new UsageError(`--tls must be implicit, starttls or none, not "${v}"`);
-}
-
-function whole(v: string | undefined, flag: string, fallback: number, max = 65535): number {
-  if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new UsageError(`${flag} must be a whole number from 1 to ${max}, not "${v}"`);
-  return n;
-}
-
-function checkName(name: string): string {
-  if (!/^[A-Za-z0-9_-]{1,64}$/.test(name)) throw new UsageError(`name "${name}" must be 1–64 letters, digits, '-' or '_'`);
-  return name;
-}
-
 function envPassword(name: string, what: string): string {
   const v = process.env[name];
   if (v === undefined || v === '') throw new UsageError(`${what}: set ${name}`);
   return v;
 }
 
-/** What `show`/`list` print: every setting, never the password. */
-function publicView(row: EndpointRow): Record<string, unknown> {
-  return {
-    name: row.name,
-    host: row.host,
-    port: row.port,
-    tls: row.tls,
-    auth: row.auth,
-    acceptUntrustedCert: row.accept_untrusted_cert === 1,
-    ...(row.role === 'source'
-      ? { maxConcurrentMigrations: row.max_concurrent_migrations, maxConcurrentIncrementalSyncs: row.max_concurrent_incremental_syncs }
-      : { adminUser: row.admin_user, impersonation: row.impersonation, ...(row.impersonation === 'separator' ? { separator: row.separator } : {}), passwordStored: row.password_enc !== null }),
-    createdAt: new Date(row.created_at).toISOString(),
-  };
-}
-
-/**
- * A target's admin acting as the test user must open the user's mailbox, not its own
- * (auth/target-check.ts); false, said on stderr, when it does not.
- */
-async function targetSessionIsUsers(row: Pick<EndpointRow, 'role' | 'host' | 'port' | 'tls' | 'accept_untrusted_cert' | 'admin_user'>, login: ImapLogin | undefined, user: string | undefined): Promise<boolean> {
-  if (row.role !== 'target' || !login || !user) return true;
+/** Setting errors are usage errors (exit 2). */
+function settingsOrUsage<T>(fn: () => T): T {
   try {
-    const verdict = await checkTargetSession(imapEndpointOf(row), login, user, row.admin_user!);
-    if (verdict === 'both-empty') process.stderr.write(`note: ${user}'s mailbox and the admin's own are both empty, so mailferry cannot yet confirm the impersonation works; each mailbox is checked again before its initial sync\n`);
-    return true;
+    return fn();
   } catch (err) {
-    if (!(err instanceof ImpersonationError)) throw err;
-    process.stderr.write(`FAIL ${err.message}\n`);
-    return false;
+    if (err instanceof EndpointSettingError || err instanceof EndpointNameTakenError) throw new UsageError(err.message);
+    throw err;
   }
 }
 
-function printProbe(what: string, r: ProbeResult): void {
+function printTest(what: string, t: EndpointTest): void {
+  const r = t.probe;
   for (const s of r.steps) process.stderr.write(`${s.ok ? 'ok  ' : 'FAIL'} ${s.step.padEnd(12)} ${s.detail} (${s.ms} ms)\n`);
   for (const w of r.warnings) process.stderr.write(`note ${w}\n`);
   process.stderr.write(r.ok ? `${what}: test passed\n` : `${what}: test FAILED\n`);
+  if (t.session.kind === 'both-empty') process.stderr.write(`note: ${t.session.note}\n`);
+  if (t.session.kind === 'admins') process.stderr.write(`FAIL ${t.session.error}\n`);
 }
 
-async function probeRow(row: Pick<EndpointRow, 'host' | 'port' | 'tls' | 'accept_untrusted_cert'>, login: ImapLogin | undefined): Promise<ProbeResult> {
-  return probeEndpoint({ host: row.host, port: row.port, tls: row.tls, acceptUntrustedCert: row.accept_untrusted_cert === 1, ...(login ? { login } : {}) });
-}
+/** The test as JSON: the probe's fields (as before), `ok` also covering the session check. */
+const testJson = (t: EndpointTest) => ({ ...t.probe, ok: t.ok, session: t.session });
 
-/** A source test login for `user`, its password from MAILFERRY_TEST_PASSWORD. */
-function sourceTestLogin(auth: 'plain' | 'login', user: string): ImapLogin {
-  const password = envPassword('MAILFERRY_TEST_PASSWORD', `the password of test user ${user}`);
-  return auth === 'plain' ? { method: 'plain', authcid: user, password } : { method: 'login', username: user, password };
-}
-
-/** Probes `row` (and the login); says so and returns false when it is not to be stored. */
-async function testedBeforeStoring(what: string, row: Parameters<typeof probeRow>[0] & Parameters<typeof targetSessionIsUsers>[0], login: ImapLogin | undefined, testUser: string | undefined, json: boolean | undefined, verb: string): Promise<ProbeResult | null> {
-  const result = await probeRow(row, login);
-  printProbe(`${what} (${row.host}:${row.port}, ${row.tls})`, result);
-  if (result.ok && (await targetSessionIsUsers(row, login, testUser))) return result;
-  process.stderr.write(`${what} was not ${verb}.\n`);
-  if (json) process.stdout.write(JSON.stringify({ stored: false, test: result }) + '\n');
-  return null;
-}
+/** The source test user's password, from MAILFERRY_TEST_PASSWORD. */
+const testPassword = (user: string | undefined) => (user ? envPassword('MAILFERRY_TEST_PASSWORD', `the password of test user ${user}`) : undefined);
 
 function register(program: Command, role: EndpointRole, run: Run): void {
   const noun = role === 'source' ? 'migration endpoint' : 'migration target';
@@ -139,42 +86,22 @@ function register(program: Command, role: EndpointRole, run: Run): void {
   }
   create.action((name: string, f: CommonFlags & { maxConcurrentMigrations?: string; maxConcurrentIncrementalSyncs?: string; adminUser?: string; impersonation?: string; separator?: string }) =>
     run(async () => {
-      checkName(name);
-      const mode = tls(f.tls);
-      if (f.auth !== 'plain' && f.auth !== 'login') throw new UsageError('--auth must be plain or login');
-      if (role === 'target' && f.impersonation !== 'sasl' && f.impersonation !== 'separator') throw new UsageError('--impersonation must be sasl or separator');
-      const row = {
-        role,
-        name,
-        host: f.host,
-        port: whole(f.port, '--port', defaultPort(mode)),
-        tls: mode,
-        auth: f.auth as 'plain' | 'login',
-        accept_untrusted_cert: f.acceptUntrustedCert ? 1 : 0,
-        max_concurrent_migrations: whole(f.maxConcurrentMigrations, '--max-concurrent-migrations', 20, 1000),
-        max_concurrent_incremental_syncs: whole(f.maxConcurrentIncrementalSyncs, '--max-concurrent-incremental-syncs', 10, 1000),
-        admin_user: role === 'target' ? f.adminUser! : null,
-        impersonation: role === 'target' ? (f.impersonation as 'sasl' | 'separator') : null,
-        separator: role === 'target' && f.impersonation === 'separator' ? (f.separator ?? '*') : null,
-        password_enc: null as string | null,
-        created_at: Date.now(),
-      };
-      let login: ImapLogin | undefined;
-      let adminPassword: string | undefined;
-      if (role === 'target') {
-        adminPassword = envPassword('MAILFERRY_TARGET_PASSWORD', 'the target admin password');
-        if (f.testUser) login = targetLogin(row.admin_user!, adminPassword, impersonationOf(row), f.testUser);
-      } else if (f.testUser) {
-        login = sourceTestLogin(f.auth as 'plain' | 'login', f.testUser);
-      }
+      // Settings first: a wrong flag is said before a missing password.
+      settingsOrUsage(() => {
+        checkEndpointName(name);
+        newEndpointSettings(role, f);
+      });
+      const adminPassword = role === 'target' ? envPassword('MAILFERRY_TARGET_PASSWORD', 'the target admin password') : undefined;
       const store = await openStore(f.db);
       try {
-        if (await findEndpoint(store.db, role, name)) throw new UsageError(`a ${noun} named "${name}" already exists (delete it first)`);
-        const result = await testedBeforeStoring(`${noun} ${name}`, row, login, f.testUser, f.json, 'stored');
-        if (!result) return EXIT.connect;
-        if (adminPassword !== undefined) row.password_enc = encryptSecret(loadSecretKey(), adminPassword);
-        const stored = await insertEndpoint(store.db, row);
-        if (f.json) process.stdout.write(JSON.stringify({ ...publicView(stored), test: result }) + '\n');
+        const r = await settingsOrUsage(() => createEndpoint(store, () => loadSecretKey(), { role, name, settings: f, adminPassword, testUser: f.testUser, testPassword: role === 'source' ? testPassword(f.testUser) : undefined }));
+        printTest(`${noun} ${name}`, r.test);
+        if (!r.stored) {
+          process.stderr.write(`${noun} ${name} was not stored.\n`);
+          if (f.json) process.stdout.write(JSON.stringify({ stored: false, test: testJson(r.test) }) + '\n');
+          return EXIT.connect;
+        }
+        if (f.json) process.stdout.write(JSON.stringify({ ...publicEndpointView(r.row), test: testJson(r.test) }) + '\n');
         else process.stderr.write(`${noun} ${name} stored.\n`);
         return EXIT.ok;
       } finally {
@@ -215,9 +142,11 @@ function register(program: Command, role: EndpointRole, run: Run): void {
         if (!row) throw new UsageError(`no ${noun} named "${name}"`);
         if (f.auth !== undefined && f.auth !== 'plain' && f.auth !== 'login') throw new UsageError('--auth must be plain or login');
         if (f.impersonation !== undefined && f.impersonation !== 'sasl' && f.impersonation !== 'separator') throw new UsageError('--impersonation must be sasl or separator');
-        const mode = f.tls !== undefined ? tls(f.tls) : row.tls;
         const impersonation = (f.impersonation as 'sasl' | 'separator' | undefined) ?? row.impersonation;
-        const next = {
+        const next = settingsOrUsage(() => {
+          const mode = f.tls !== undefined ? tlsMode(f.tls) : row.tls;
+          const whole = wholeSetting;
+          return {
           ...row,
           host: f.host ?? row.host,
           // A new TLS mode without a port moves a default port with it (993 <-> 143).
@@ -230,23 +159,28 @@ function register(program: Command, role: EndpointRole, run: Run): void {
           admin_user: role === 'target' ? (f.adminUser ?? row.admin_user) : null,
           impersonation: role === 'target' ? impersonation : null,
           separator: role === 'target' && impersonation === 'separator' ? (f.separator ?? row.separator ?? '*') : null,
-        };
-        let login: ImapLogin | undefined;
+          };
+        });
+        let password: string | undefined;
         let password_enc = row.password_enc;
         if (role === 'target') {
           const fresh = process.env.MAILFERRY_TARGET_PASSWORD;
-          const adminPassword = fresh !== undefined && fresh !== '' ? fresh : row.password_enc ? decryptSecret(loadSecretKey({ create: false }), row.password_enc) : '';
+          password = fresh !== undefined && fresh !== '' ? fresh : row.password_enc ? decryptSecret(loadSecretKey({ create: false }), row.password_enc) : '';
           if (fresh) password_enc = encryptSecret(loadSecretKey(), fresh);
-          if (f.testUser) login = targetLogin(next.admin_user!, adminPassword, impersonationOf(next), f.testUser);
-        } else if (f.testUser) {
-          login = sourceTestLogin(next.auth, f.testUser);
+        } else {
+          password = testPassword(f.testUser);
         }
-        const result = await testedBeforeStoring(`${noun} ${name}`, next, login, f.testUser, f.json, 'changed');
-        if (!result) return EXIT.connect;
+        const t = await testEndpointSettings(next, settingsOrUsage(() => testLogin(role, next, f.testUser, password)), f.testUser);
+        printTest(`${noun} ${name} (${next.host}:${next.port}, ${next.tls})`, t);
+        if (!t.ok) {
+          process.stderr.write(`${noun} ${name} was not changed.\n`);
+          if (f.json) process.stdout.write(JSON.stringify({ stored: false, test: testJson(t) }) + '\n');
+          return EXIT.connect;
+        }
         const { id: _id, role: _role, name: _name, created_at: _created, ...settings } = next;
         await updateEndpoint(store.db, row.id, { ...settings, password_enc });
         const stored = (await findEndpoint(store.db, role, name))!;
-        if (f.json) process.stdout.write(JSON.stringify({ ...publicView(stored), test: result }) + '\n');
+        if (f.json) process.stdout.write(JSON.stringify({ ...publicEndpointView(stored), test: testJson(t) }) + '\n');
         else process.stderr.write(`${noun} ${name} updated.\n`);
         return EXIT.ok;
       } finally {
@@ -267,16 +201,11 @@ function register(program: Command, role: EndpointRole, run: Run): void {
         try {
           const row = await findEndpoint(store.db, role, name);
           if (!row) throw new UsageError(`no ${noun} named "${name}"`);
-          let login: ImapLogin | undefined;
-          if (f.testUser && role === 'source') {
-            login = sourceTestLogin(row.auth, f.testUser);
-          } else if (f.testUser && row.password_enc) {
-            login = targetLogin(row.admin_user!, decryptSecret(loadSecretKey({ create: false }), row.password_enc), impersonationOf(row), f.testUser);
-          }
-          const result = await probeRow(row, login);
-          printProbe(`${noun} ${name}`, result);
-          if (f.json) process.stdout.write(JSON.stringify(result) + '\n');
-          return result.ok && (await targetSessionIsUsers(row, login, f.testUser)) ? EXIT.ok : EXIT.connect;
+          const password = role === 'source' ? testPassword(f.testUser) : row.password_enc ? decryptSecret(loadSecretKey({ create: false }), row.password_enc) : undefined;
+          const t = await testEndpointSettings(row, settingsOrUsage(() => testLogin(role, row, f.testUser, password)), f.testUser);
+          printTest(`${noun} ${name}`, t);
+          if (f.json) process.stdout.write(JSON.stringify(testJson(t)) + '\n');
+          return t.ok ? EXIT.ok : EXIT.connect;
         } finally {
           await store.close();
         }
@@ -293,7 +222,7 @@ function register(program: Command, role: EndpointRole, run: Run): void {
         try {
           const row = await findEndpoint(store.db, role, name);
           if (!row) throw new UsageError(`no ${noun} named "${name}"`);
-          process.stdout.write(JSON.stringify(publicView(row), null, 2) + '\n');
+          process.stdout.write(JSON.stringify(publicEndpointView(row), null, 2) + '\n');
           return EXIT.ok;
         } finally {
           await store.close();
@@ -311,7 +240,7 @@ function register(program: Command, role: EndpointRole, run: Run): void {
         const store = await openStore(f.db);
         try {
           const rows = await listEndpoints(store.db, role);
-          if (f.json) process.stdout.write(JSON.stringify(rows.map(publicView)) + '\n');
+          if (f.json) process.stdout.write(JSON.stringify(rows.map(publicEndpointView)) + '\n');
           else for (const r of rows) process.stdout.write(`${r.name}\t${r.host}:${r.port}\t${r.tls}\n`);
           return EXIT.ok;
         } finally {
