@@ -18,7 +18,7 @@
 // Native and optional database drivers stay external (better-sqlite3 is a compiled addon;
 // pg is loaded only for postgres:// URLs).
 import { spawnSync } from 'node:child_process';
-import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { build } from 'esbuild';
 
 const APP = 'dist/mailferry-app.cjs';
@@ -182,3 +182,19 @@ rmSync(CACHE, { force: true });
 rmSync('dist/mailferry.mjs.map', { force: true }); // the old, single-file bundle's
 const primed = spawnSync(process.execPath, [LOADER, '--help'], { stdio: 'ignore' });
 if (primed.status !== 0) throw new Error(`bundle: ${LOADER} --help exited ${primed.status ?? primed.signal}`);
+
+// The web admin page (src/web): its script bundled for browsers (type-checked by
+// `tsc -p src/web/client`), its page and style sheet copied; served by src/http/web-assets.ts.
+mkdirSync('dist/web', { recursive: true });
+await build({
+  entryPoints: ['src/web/client/app.ts'],
+  outfile: 'dist/web/app.js',
+  bundle: true,
+  platform: 'browser',
+  target: ['chrome110', 'firefox110', 'safari16'],
+  format: 'iife',
+  minify: true,
+  sourcemap: true,
+  logLevel: 'warning',
+});
+for (const f of ['index.html', 'style.css']) copyFileSync(`src/web/${f}`, `dist/web/${f}`);

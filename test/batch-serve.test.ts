@@ -8,6 +8,8 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { findBatch } from '../src/batch/store.js';
 import { type BatchDetail, loadBatchDetail } from '../src/batch/view.js';
@@ -182,9 +184,11 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       });
       assert.equal(sent.batch.reports.error, null);
 
-      const url = /status API at (http:\/\/\S+)\/api\/batches/.exec(service.output())?.[1];
+      const url = /web page and HTTP API at (http:\/\/\S+)\//.exec(service.output())?.[1];
       assert.ok(url, service.output());
-      const api = (await (await fetch(`${url}/api/batches/first`)).json()) as BatchDetail;
+      assert.equal((await fetch(`${url}/api/batches/first`)).status, 401, 'the API answers only with the admin token');
+      const token = readFileSync(join(lab.dir, 'admin-token'), 'utf8').trim();
+      const api = (await (await fetch(`${url}/api/batches/first`, { headers: { authorization: `Bearer ${token}` } })).json()) as BatchDetail;
       assert.equal(api.batch.status, 'SyncedWithErrors');
     });
 

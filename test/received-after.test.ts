@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { after, before, describe, test } from 'node:test';
-import { parseReceivedAfter } from '../src/cli/batch-command.js';
+import { parseReceivedAfter } from '../src/batch/time-input.js';
 import { generateCorpus, loadCorpus } from '../src/lab/corpus.js';
 import { env, runCli, syncArgs } from './helpers/cli.js';
 import { expectedTargetPath, type LabPair, startPair } from './helpers/lab-pair.js';

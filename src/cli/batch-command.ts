@@ -10,6 +10,7 @@ import { checkLogins } from '../batch/check-logins.js';
 import { createBatch, type StartPlan } from '../batch/create.js';
 import { updateBatch } from '../batch/update.js';
 import { parseDuration, formatDuration } from '../batch/duration.js';
+import { parseReceivedAfter, parseTime } from '../batch/time-input.js';
 import { BatchError, DeleteTooEarlyError } from '../batch/errors.js';
 import { continueRemoval, deleteBatch, retryMailboxes, startBatch, stopBatch, syncNow } from '../batch/lifecycle.js';
 import { buildReport, reportCsv } from '../report/batch-report.js';
@@ -39,35 +40,6 @@ async function withStore<T>(db: string | undefined, fn: (store: Store) => Promis
   } finally {
     await store.close();
   }
-}
-
-/** ISO 8601 (local time unless it says Z or an offset), or `+DURATION` from now. */
-export function parseTime(text: string, flag: string, now = Date.now()): number {
-  if (text.startsWith('+')) {
-    const d = parseDuration(text.slice(1));
-    if (d !== null) return now + d;
-  } else if (/^\d{4}-\d{2}-\d{2}/.test(text)) {
-    const t = Date.parse(text);
-    if (!Number.isNaN(t)) return t;
-  }
-  throw new UsageError(`${flag} must be a date and time like 2025-03-01T18:00 (local time; add Z or +01:00 for another zone) or +DURATION like +2h, not "${text}"`);
-}
-
-/**
- * A `--received-after` cut-off: a date as parseTime reads it, or `-DURATION` (`-90d`: mail
- * of the last 90 days). A cut-off in the future would copy nothing: refused, as is `+2h`
- * (the form of `--start-at`).
- */
-export function parseReceivedAfter(text: string, flag: string, now = Date.now()): number {
-  if (text.startsWith('-')) {
-    const d = parseDuration(text.slice(1));
-    if (d !== null) return now - d;
-    throw new UsageError(`${flag} must be a date like 2025-03-01 or -DURATION like -90d, not "${text}"`);
-  }
-  if (text.startsWith('+')) throw new UsageError(`${flag} is a date in the past (2025-03-01) or -DURATION (-90d: the last 90 days); "${text}" would copy nothing`);
-  const t = parseTime(text, flag, now);
-  if (t > now) throw new UsageError(`${flag} ${text} is in the future: no message was received after it`);
-  return t;
 }
 
 async function readCsv(path: string): Promise<Buffer | { problem: string; tooLarge?: number }> {

@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { CredentialFormatError, ImpersonationError, UserRootError } from '../auth/source-login.js';
 import { ImapAuthError, ImapConnectError } from '../imap/errors.js';
 import { StoreUrlError } from '../store/open.js';
+import { TimeInputError } from '../batch/time-input.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { packageVersion } from './version.js';
 
@@ -16,7 +17,7 @@ type Register = (program: Command, run: Run) => void;
  * cost every `mailferry sync` start-up time and CPU it never used; the bundle
  * (scripts/bundle.mjs) turns these dynamic imports into lazy initialisers, so only the
  * group named on the command line is evaluated (sync-command.ts still imports
- * batch-command.ts for parseTime, so `sync` evaluates the batch modules too). Help and
+ * batch/time-input.ts, a small module). Help and
  * unknown commands load them all, in this order (the order of the help text).
  */
 const GROUPS: { commands: readonly string[]; load: () => Promise<Register> }[] = [
@@ -38,7 +39,7 @@ async function run(fn: () => Promise<number>): Promise<void> {
   } catch (err) {
     const message = (err as Error)?.message ?? String(err);
     const status =
-      err instanceof UsageError || err instanceof StoreUrlError || err instanceof CredentialFormatError
+      err instanceof UsageError || err instanceof StoreUrlError || err instanceof TimeInputError || err instanceof CredentialFormatError
         ? EXIT.usage
         : err instanceof ImapAuthError || err instanceof ImapConnectError || err instanceof ImpersonationError || err instanceof UserRootError
           ? EXIT.connect

@@ -1,12 +1,13 @@
 /**
- * `mailferry serve` (scheduler, workers and, with --listen, the status API, in one process)
+ * `mailferry serve` (scheduler, workers and, with --listen, the web page and HTTP API, in one process)
  * and `mailferry worker` (workers only, for more machines sharing one PostgreSQL).
  * SIGTERM or SIGINT stops them gracefully: running syncs are abandoned (what they copied
  * stays copied) and their mailboxes given back for the next worker; a second signal exits
  * at once, which is as safe as a crash — the leases expire and the journal resumes.
  */
 import type { Command } from 'commander';
-import { startStatusApi } from '../batch/http-api.js';
+import { AdminTokenError, loadAdminToken } from '../http/admin-token.js';
+import { listenHttp } from '../http/app.js';
 import { parseDuration } from '../batch/duration.js';
 import { ReportMailConfigError, reportMailSetting } from '../report/mail-config.js';
 import { ReportSender } from '../report/sender.js';
@@ -92,8 +93,19 @@ async function runService(f: ServiceFlags, role: 'serve' | 'worker'): Promise<nu
   if (mail?.kind === 'on') process.stderr.write(`mailferry: report e-mail through ${mail.config.display}${mail.config.admins.length ? ` to ${mail.config.admins.join(', ')} and` : ' to'} each batch's --notify addresses\n`);
   if (mail?.kind === 'off') process.stderr.write(`mailferry: report e-mail is off (${mail.why}); \`mailferry batch report\` shows reports\n`);
   const scheduler = role === 'serve' ? new Scheduler(store, logger) : undefined;
-  const api = listen ? await startStatusApi(store, listen.host, listen.port) : undefined;
-  if (api) process.stderr.write(`mailferry: status API at ${api.url}/api/batches (the full HTTP API and web page are not available yet)\n`);
+  let api;
+  if (listen) {
+    let token;
+    try {
+      token = loadAdminToken();
+    } catch (err) {
+      if (err instanceof AdminTokenError) throw new UsageError(err.message);
+      throw err;
+    }
+    // The key is only read when a route needs it, the way the workers read it: the same key.
+    api = await listenHttp({ store, token, logger, key: () => key }, listen.host, listen.port);
+    process.stderr.write(`mailferry: web page and HTTP API at ${api.url}/ (sign in with the admin token from ${token.where})\n`);
+  }
 
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
@@ -139,8 +151,8 @@ export function registerServeCommands(program: Command, run: Run): void {
   addServiceOptions(
     program
       .command('serve')
-      .description('Run the service: scheduler and workers (and, with --listen, the status API). Syncs every started batch until stopped.')
-      .option('--listen <host:port>', 'serve the status API (GET /api/batches) on this address, e.g. 127.0.0.1:8080'),
+      .description('Run the service: scheduler and workers (and, with --listen, the web admin page and HTTP API). Syncs every started batch until stopped.')
+      .option('--listen <host:port>', 'serve the web page and HTTP API on this address, e.g. 127.0.0.1:8080 (every /api/ request needs the admin token: MAILFERRY_ADMIN_TOKEN, else the admin-token file beside the secret key)'),
   ).action((f: ServiceFlags) => run(() => runService(f, 'serve')));
   addServiceOptions(program.command('worker').description('Run workers only, e.g. on more machines sharing one PostgreSQL database with a `serve`.')).action((f: ServiceFlags) =>
     run(() => runService(f, 'worker')),

@@ -4,7 +4,7 @@ import { openStore } from '../store/open.js';
 import { syncMailbox } from '../sync/mailbox-sync.js';
 import { DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type SyncSummary } from '../sync/options.js';
 import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
-import { parseReceivedAfter } from './batch-command.js';
+import { parseReceivedAfter } from '../batch/time-input.js';
 import { addConnectionOptions, type ConnectionFlags, resolveSides } from './connection-options.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { cliLogger } from './logger.js';

@@ -1,0 +1,69 @@
+/**
+ * The HTTP side of `mailferry serve --listen` (SPEC: "a web admin page, a CLI, or the HTTP
+ * API. All three drive the same core"): the JSON API under /api/, guarded by the admin
+ * token, and the web page that uses it.
+ */
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { SecretKey } from '../secrets/index.js';
+import type { Store } from '../store/open.js';
+import type { AdminToken } from './admin-token.js';
+import { registerBatchRoutes } from './batch-routes.js';
+import { registerCsvRoutes } from './csv-routes.js';
+import { registerEndpointRoutes } from './endpoint-routes.js';
+import { sendError } from './errors.js';
+import { registerWebAssets } from './web-assets.js';
+
+export interface HttpAppDeps {
+  store: Store;
+  /** The secret key, loaded when a route first needs it (`create`: may make the key file). */
+  key: (create?: boolean) => SecretKey;
+  token: AdminToken;
+  logger: Logger;
+  /** Where the built page is (default: the package's dist/web). */
+  webDir?: string;
+}
+
+/** `Authorization: Bearer TOKEN` (RFC 6750 §2.1). */
+function bearer(header: string | undefined): string | null {
+  const m = /^Bearer +(\S+)\s*$/i.exec(header ?? '');
+  return m ? m[1]! : null;
+}
+
+export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> {
+  // pino's Logger is a FastifyBaseLogger; typed as such so the app is the plain FastifyInstance routes take.
+  const app = Fastify({ loggerInstance: deps.logger.child({ component: 'http' }) as FastifyBaseLogger, disableRequestLogging: true });
+  app.setErrorHandler((err, req, reply) => sendError(err as Error, req, reply));
+  app.setNotFoundHandler((req, reply) => void reply.code(404).send({ error: `no such page or API: ${req.method} ${req.url.split('?')[0]}` }));
+  app.addHook('onRequest', async (req, reply) => {
+    if (!req.url.startsWith('/api/')) return;
+    const given = bearer(req.headers.authorization);
+    if (given === null || !deps.token.matches(given)) {
+      return reply.code(401).header('www-authenticate', 'Bearer realm="mailferry"').send({ error: 'the admin token is missing or wrong (see the admin-token file named when serve started, or MAILFERRY_ADMIN_TOKEN)' });
+    }
+  });
+  app.addHook('onSend', async (req, reply) => {
+    if (req.url.startsWith('/api/')) reply.header('cache-control', 'no-store');
+  });
+  app.get('/api/health', async () => ({ ok: true }));
+  registerBatchRoutes(app, { store: deps.store, key: () => deps.key(false), logger: deps.logger });
+  registerEndpointRoutes(app, { store: deps.store, key: (create) => deps.key(create) });
+  registerCsvRoutes(app);
+  registerWebAssets(app, deps.webDir);
+  await app.ready();
+  return app;
+}
+
+export interface RunningHttp {
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function listenHttp(deps: HttpAppDeps, host: string, port: number): Promise<RunningHttp> {
+  const app = await buildHttpApp(deps);
+  await app.listen({ host, port });
+  const addr = app.server.address();
+  const bound = typeof addr === 'object' && addr ? addr : { address: host, port, family: 'IPv4' };
+  const shownHost = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
+  return { url: `http://${shownHost}:${bound.port}`, close: () => app.close() };
+}

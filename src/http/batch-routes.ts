@@ -1,0 +1,162 @@
+/**
+ * Batches over HTTP (SPEC §4, §6): the same operations as `mailferry batch …`, on the same
+ * core functions, answering JSON. Long checks (`check-logins`) answer when done;
+ * `verify` runs in the background and each mailbox's result appears in the batch detail
+ * as it is found (it is kept in the database, as the CLI's is).
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { checkLogins } from '../batch/check-logins.js';
+import { createBatch, type StartPlan } from '../batch/create.js';
+import { continueRemoval, deleteBatch, retryMailboxes, startBatch, stopBatch, syncNow } from '../batch/lifecycle.js';
+import { requireBatch } from '../batch/store.js';
+import { parseReceivedAfter, parseTime } from '../batch/time-input.js';
+import { verifyBatch } from '../batch/verify.js';
+import { loadBatchDetail, loadBatchList } from '../batch/view.js';
+import { addressProblem } from '../csv/address.js';
+import { fileTooLarge, MAX_FILE_BYTES } from '../csv/index.js';
+import { buildReport, reportCsv } from '../report/batch-report.js';
+import type { SecretKey } from '../secrets/index.js';
+import type { Store } from '../store/open.js';
+import { badRequest } from './errors.js';
+import { uploadedFile, UPLOAD_BODY_LIMIT, validationJson } from './csv-routes.js';
+
+export interface BatchRouteDeps {
+  store: Store;
+  key: () => SecretKey;
+  logger: Logger;
+}
+
+interface NameParams {
+  name: string;
+}
+
+interface CreateBody {
+  name: string;
+  csv?: string;
+  csvBase64?: string;
+  endpoint: string;
+  target: string;
+  exclude?: string[];
+  include?: string[];
+  receivedAfter?: string;
+  badItemLimit?: number;
+  notify?: string[];
+  start?: 'manual' | 'now' | 'at';
+  startAt?: string;
+}
+
+const strings = { type: 'array', items: { type: 'string', minLength: 1, maxLength: 1000 }, maxItems: 200 } as const;
+
+const createSchema = {
+  body: {
+    type: 'object',
+    required: ['name', 'endpoint', 'target'],
+    additionalProperties: false,
+    properties: {
+      name: { type: 'string' },
+      csv: { type: 'string' },
+      csvBase64: { type: 'string' },
+      endpoint: { type: 'string' },
+      target: { type: 'string' },
+      exclude: strings,
+      include: strings,
+      receivedAfter: { type: 'string' },
+      badItemLimit: { type: 'integer', minimum: 0 },
+      notify: strings,
+      start: { enum: ['manual', 'now', 'at'] },
+      startAt: { type: 'string' },
+    },
+  },
+} as const;
+
+function startPlan(b: CreateBody): StartPlan {
+  if (b.start === 'at') {
+    if (!b.startAt) throw badRequest('startAt is required when start is "at"');
+    return { kind: 'at', at: parseTime(b.startAt, 'startAt') };
+  }
+  return b.start === 'now' ? { kind: 'now' } : { kind: 'manual' };
+}
+
+export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps): void {
+  const { store } = deps;
+  /** Batches being verified by this process, by name: shown as `verifying` in the detail. */
+  const verifying = new Set<string>();
+
+  app.get('/api/batches', async () => loadBatchList(store.db));
+
+  app.get<{ Params: NameParams }>('/api/batches/:name', async (req) => {
+    const detail = await loadBatchDetail(store.db, await requireBatch(store.db, req.params.name));
+    return { ...detail, verifying: verifying.has(req.params.name) };
+  });
+
+  app.post<{ Body: CreateBody }>('/api/batches', { schema: createSchema, bodyLimit: UPLOAD_BODY_LIMIT }, async (req, reply) => {
+    const b = req.body;
+    for (const a of b.notify ?? []) {
+      const problem = addressProblem(a);
+      if (problem) throw badRequest(`notify "${a}" is not an e-mail address: it ${problem}`);
+    }
+    const csv = uploadedFile(b);
+    if (csv.length > MAX_FILE_BYTES) return reply.code(422).send(validationJson(fileTooLarge(csv.length)));
+    const r = await createBatch(
+      store,
+      {
+        name: b.name,
+        csv,
+        endpoint: b.endpoint,
+        target: b.target,
+        exclude: b.exclude ?? [],
+        include: b.include ?? [],
+        notify: b.notify ?? [],
+        receivedAfter: b.receivedAfter ? parseReceivedAfter(b.receivedAfter, 'receivedAfter') : null,
+        badItemLimit: b.badItemLimit ?? null,
+        start: startPlan(b),
+      },
+      deps.key(),
+    );
+    if (!r.created) return reply.code(422).send(validationJson(r.validation));
+    return reply.code(201).send(await loadBatchDetail(store.db, r.batch));
+  });
+
+  app.post<{ Params: NameParams }>('/api/batches/:name/check-logins', async (req) => {
+    const results = await checkLogins(store, await requireBatch(store.db, req.params.name), { key: deps.key(), logger: deps.logger });
+    return { ok: results.every((r) => r.source.ok && r.target.ok), mailboxes: results };
+  });
+
+  app.post<{ Params: NameParams }>('/api/batches/:name/start', async (req) => startBatch(store, req.params.name));
+  app.post<{ Params: NameParams }>('/api/batches/:name/stop', async (req) => stopBatch(store, req.params.name));
+  app.post<{ Params: NameParams }>('/api/batches/:name/sync-now', async (req) => ({ mailboxes: await syncNow(store, req.params.name) }));
+  app.post<{ Params: NameParams; Body: { user?: string } | undefined }>('/api/batches/:name/retry', async (req) => ({
+    retrying: await retryMailboxes(store, req.params.name, req.body?.user || undefined),
+  }));
+
+  app.post<{ Params: NameParams; Body: { user?: string; content?: boolean } | undefined }>('/api/batches/:name/verify', async (req, reply) => {
+    const name = req.params.name;
+    const batch = await requireBatch(store.db, name);
+    if (verifying.has(name)) return reply.code(409).send({ error: `batch "${name}" is already being verified` });
+    verifying.add(name);
+    const user = req.body?.user || undefined;
+    verifyBatch(store, batch, { key: deps.key(), logger: deps.logger, content: !!req.body?.content, ...(user ? { user } : {}) })
+      .catch((err: unknown) => deps.logger.warn({ batch: name, err: (err as Error).message }, 'verify failed'))
+      .finally(() => verifying.delete(name));
+    return reply.code(202).send({ verifying: true });
+  });
+
+  app.delete<{ Params: NameParams; Querystring: { force?: string } }>('/api/batches/:name', async (req) => {
+    const r = await deleteBatch(store, req.params.name, { force: req.query.force === 'true' || req.query.force === '1' });
+    // One more pass right away; mailboxes a worker holds go at its next heartbeat.
+    const after = r.removed ? r : { ...r, ...(await continueRemoval(store, r.batchId)) };
+    return { removed: after.removed, remaining: after.remaining };
+  });
+
+  app.get<{ Params: NameParams; Querystring: { format?: string } }>('/api/batches/:name/report', async (req, reply) => {
+    const report = await buildReport(store.db, await requireBatch(store.db, req.params.name));
+    if (req.query.format === 'csv') {
+      return reply
+        .header('content-type', 'text/csv; charset=utf-8')
+        .header('content-disposition', `attachment; filename="mailferry-${req.params.name}-report.csv"`)
+        .send(reportCsv(report));
+    }
+    return report;
+  });
+}

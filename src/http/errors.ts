@@ -1,0 +1,47 @@
+/**
+ * How the API answers a refusal: the status code a client can act on, and the same plain
+ * sentence the CLI prints. Messages come from mailferry's own errors, which never hold a
+ * password (the sync engine scrubs what servers echo, src/secrets/scrub.ts).
+ */
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { BatchError, DeleteTooEarlyError } from '../batch/errors.js';
+import { TimeInputError } from '../batch/time-input.js';
+import { EndpointNameTakenError } from '../endpoint/manage.js';
+import { EndpointSettingError } from '../endpoint/settings.js';
+import { SecretKeyError } from '../secrets/index.js';
+import { EndpointInUseError } from '../store/endpoints.js';
+
+/** A refusal a route decides itself. */
+export class HttpError extends Error {
+  constructor(
+    readonly statusCode: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export const notFound = (what: string) => new HttpError(404, what);
+export const badRequest = (why: string) => new HttpError(400, why);
+
+function statusOf(err: Error): number {
+  if (err instanceof HttpError) return err.statusCode;
+  if (err instanceof DeleteTooEarlyError) return 409;
+  // "no batch named …", "batch … has no mailbox …": the thing asked for is not there.
+  if (err instanceof BatchError) return /^no (batch|migration endpoint|migration target) named|has no mailbox/.test(err.message) ? 404 : 409;
+  if (err instanceof TimeInputError || err instanceof EndpointSettingError) return 400;
+  if (err instanceof EndpointNameTakenError || err instanceof EndpointInUseError) return 409;
+  if (err instanceof SecretKeyError) return 500;
+  const fe = err as FastifyError;
+  if (fe.validation) return 400;
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) return fe.statusCode;
+  return 500;
+}
+
+export function sendError(err: Error, req: FastifyRequest, reply: FastifyReply): void {
+  const status = statusOf(err);
+  if (status >= 500) req.log.error({ err: { name: err.name, message: err.message } }, 'request failed');
+  const body: { error: string; kind?: string } = { error: err.message };
+  if (err instanceof DeleteTooEarlyError) body.kind = 'delete-too-early';
+  void reply.code(status).header('cache-control', 'no-store').send(body);
+}

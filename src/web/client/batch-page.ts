@@ -1,0 +1,174 @@
+/**
+ * One batch (SPEC §4, §6): its status and facts, each mailbox with status, counts, live
+ * progress and last error, and the admin's actions — start, stop, sync now, retry, check
+ * logins, verify, report, delete (with the 72-hour warning).
+ */
+import type { LoginCheck } from '../../batch/check-logins.js';
+import type { BatchDetail, MailboxView } from '../../batch/view.js';
+import { api, ApiError, download } from './api.js';
+import { bar, h, notice, replace, statusBadge } from './dom.js';
+import { duration, mb, plural, when } from './format.js';
+import { LIVE_MS, poll, type View } from './view.js';
+
+type Detail = BatchDetail & { verifying: boolean };
+
+function verified(m: MailboxView): string {
+  const v = m.verification;
+  if (!v) return '–';
+  return v.inSync ? 'in sync' : v.error ? 'could not check' : v.missing ? `${v.missing} missing` : 'not in sync';
+}
+
+function mailboxRow(m: MailboxView, retry: (address: string) => void): HTMLElement[] {
+  const s = m.syncing;
+  const progress = s
+    ? h(
+        'div',
+        {},
+        bar(s.copied, s.toCopy, `${m.emailAddress} progress`),
+        h('div', { class: 'sub' }, `${s.kind} sync: ${s.phase ?? ''} ${s.copied}${s.toCopy ? ` / ${s.toCopy}` : ''}, ${s.messagesPerSecond} msg/s${s.etaSeconds ? `, ${duration(s.etaSeconds)} left` : ''}${s.stale ? ' (worker not responding; will be resumed)' : ''}`),
+      )
+    : null;
+  const rows = [
+    h(
+      'tr',
+      { 'data-mailbox': m.emailAddress },
+      h('td', { class: 'num' }, m.line),
+      h('td', {}, m.emailAddress, progress),
+      h('td', {}, statusBadge(m.status)),
+      h('td', { class: 'num' }, m.folders),
+      h('td', { class: 'num' }, m.found),
+      h('td', { class: 'num' }, m.copied),
+      h('td', { class: 'num' }, m.skipped),
+      h('td', { class: 'num' }, m.failed),
+      h('td', { class: 'num' }, mb(m.bytes)),
+      h('td', {}, when(m.lastSyncAt)),
+      h('td', {}, when(m.nextSyncAt)),
+      h('td', { 'data-verified': verified(m) }, verified(m)),
+      h('td', {}, m.status === 'Failed' || m.status === 'Synced' ? h('button', { type: 'button', onclick: () => retry(m.emailAddress) }, m.status === 'Failed' ? 'Retry' : 'Sync again') : null),
+    ),
+  ];
+  if (m.lastError) rows.push(h('tr', { class: 'last-error' }, h('td'), h('td', { colspan: 12, class: 'error' }, `Last error: ${m.lastError}`)));
+  return rows;
+}
+
+function facts(d: Detail): HTMLElement {
+  const b = d.batch;
+  const t = b.totals;
+  const items = [
+    b.startAt && b.status === 'Created' ? `starts at ${when(b.startAt)}` : null,
+    b.startedAt ? `started ${when(b.startedAt)}` : 'not started',
+    b.initialSyncedAt ? `initial sync finished ${when(b.initialSyncedAt)}${b.initialSync ? ` (${duration(b.initialSync.seconds)}, ${b.initialSync.messagesPerSecond} msg/s, ${b.initialSync.megabytesPerSecond} MB/s)` : ''}` : null,
+    b.lastIncrementalAt ? `last incremental sync ${when(b.lastIncrementalAt)}` : null,
+    `${t.copied} / ${t.found} messages copied (${mb(t.bytes)} MB), ${t.skipped} skipped, ${t.failed} failed`,
+    b.messagesPerSecond > 0 ? `now ${b.messagesPerSecond} msg/s, ${b.megabytesPerSecond} MB/s` : null,
+    b.etaSeconds ? `about ${duration(b.etaSeconds)} left` : null,
+    b.reports.lastSentAt ? `last report ${when(b.reports.lastSentAt)}` : null,
+    b.options.exclude.length ? `excluded: ${b.options.exclude.join(', ')}` : null,
+    b.options.include ? `only: ${b.options.include.join(', ')}` : null,
+    b.options.receivedAfter ? `received after ${when(b.options.receivedAfter)}` : null,
+  ];
+  return h('div', { class: 'facts', id: 'facts' }, ...items.filter((x): x is string => !!x).map((x) => h('span', {}, x)), b.reports.error ? h('span', { class: 'error' }, `report e-mail: ${b.reports.error}`) : null);
+}
+
+function loginResults(results: LoginCheck[]): HTMLElement {
+  const failed = results.filter((r) => !r.source.ok || !r.target.ok);
+  return h(
+    'div',
+    { class: 'panel', id: 'login-results' },
+    h('strong', {}, failed.length ? `${failed.length} of ${plural(results.length, 'mailbox', 'mailboxes')} cannot log in` : `All ${plural(results.length, 'mailbox', 'mailboxes')} can log in`),
+    failed.length
+      ? h(
+          'ul',
+          { class: 'problems' },
+          ...failed.map((r) =>
+            h('li', {}, `line ${r.line} ${r.emailAddress}: `, !r.source.ok ? `source: ${r.source.error}` : '', !r.source.ok && !r.target.ok ? '; ' : '', !r.target.ok ? `target: ${r.target.error}` : ''),
+          ),
+        )
+      : null,
+  );
+}
+
+export function batchPage(root: HTMLElement, name: string): View {
+  const path = `/api/batches/${encodeURIComponent(name)}`;
+  const title = h('h1', {}, `Batch ${name} `);
+  const factsBox = h('div');
+  const message = h('div', { id: 'message' });
+  const extra = h('div');
+  const body = h('tbody');
+  let last: Detail | null = null;
+
+  const act = async (label: string, fn: () => Promise<string | HTMLElement | null>) => {
+    replace(message, notice('info', `${label}…`));
+    try {
+      const said = await fn();
+      replace(message, said ? (typeof said === 'string' ? notice('info', said) : said) : '');
+      await refresh();
+    } catch (err) {
+      replace(message, notice('error', (err as Error).message));
+    }
+  };
+  const post = (what: string, body?: unknown) => api<Record<string, unknown>>('POST', `${path}/${what}`, body);
+  const retry = (address: string) => void act(`Retrying ${address}`, async () => ((await post('retry', { user: address })), `${address} will sync as soon as a worker is free.`));
+
+  const askDelete = (force: boolean) =>
+    act('Deleting', async () => {
+      try {
+        const r = await api<{ removed: boolean; remaining: number }>('DELETE', `${path}${force ? '?force=true' : ''}`);
+        if (r.removed) location.hash = '#/';
+        return r.removed ? null : `Batch ${name} is being deleted; ${plural(r.remaining, 'mailbox', 'mailboxes')} still syncing will go when their workers stop.`;
+      } catch (err) {
+        if (err instanceof ApiError && err.body.kind === 'delete-too-early') {
+          return notice('warning', `${err.message} `, h('button', { type: 'button', class: 'danger', id: 'delete-anyway', onclick: () => void askDelete(true) }, 'Delete anyway'));
+        }
+        throw err;
+      }
+    });
+
+  const actions = h(
+    'div',
+    { class: 'actions' },
+    h('button', { type: 'button', class: 'primary', id: 'start', onclick: () => void act('Starting', async () => ((await post('start')).started ? `Batch ${name} started.` : `Batch ${name} is already running.`)) }, 'Start'),
+    h('button', { type: 'button', id: 'stop', onclick: () => void act('Stopping', async () => ((await post('stop')).stopped ? `Batch ${name} stopped; running syncs stop within seconds.` : `Batch ${name} is already stopped.`)) }, 'Stop'),
+    h('button', { type: 'button', id: 'sync-now', onclick: () => void act('Asking for a sync', async () => `${plural(Number((await post('sync-now')).mailboxes), 'mailbox', 'mailboxes')} will sync now.`) }, 'Sync now'),
+    h('button', { type: 'button', id: 'retry-failed', onclick: () => void act('Retrying failed mailboxes', async () => { const r = (await post('retry')).retrying as unknown[]; return r.length ? `Retrying ${plural(r.length, 'mailbox', 'mailboxes')}.` : 'No mailbox has failed.'; }) }, 'Retry failed'),
+    h('button', { type: 'button', id: 'check-logins', onclick: () => void act('Checking every login (nothing is copied)', async () => { const r = (await post('check-logins')) as unknown as { mailboxes: LoginCheck[] }; replace(extra, loginResults(r.mailboxes)); return null; }) }, 'Check logins'),
+    h('button', { type: 'button', id: 'verify', onclick: () => void act('Starting verification', async () => ((await post('verify')), 'Verifying each mailbox, folder by folder; results appear in the Verified column.')) }, 'Verify'),
+    h('button', { type: 'button', id: 'report', onclick: () => void act('Preparing the report', async () => ((await download(`${path}/report?format=csv`, `mailferry-${name}-report.csv`)), null)) }, 'Report (CSV)'),
+    h('button', { type: 'button', class: 'danger', id: 'delete', onclick: () => { if (confirm(`Delete batch ${name}? Its syncs stop and it leaves the dashboard (what was copied stays on the target).`)) void askDelete(false); } }, 'Delete'),
+  );
+
+  replace(
+    root,
+    title,
+    factsBox,
+    actions,
+    message,
+    extra,
+    h('h2', {}, 'Mailboxes'),
+    h(
+      'table',
+      { id: 'mailboxes' },
+      h('thead', {}, h('tr', {}, ...['Line', 'Mailbox', 'Status', 'Folders', 'Found', 'Copied', 'Skipped', 'Failed', 'MB', 'Last sync', 'Next sync', 'Verified', ''].map((c, i) => h('th', { class: i === 0 || (i >= 3 && i <= 8) ? 'num' : '' }, c)))),
+      body,
+    ),
+  );
+
+  async function refresh(): Promise<void> {
+    try {
+      last = await api<Detail>('GET', path);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) {
+        replace(root, h('h1', {}, `Batch ${name}`), notice('warning', err.message, ' ', h('a', { href: '#/' }, 'Back to the batches')));
+        view.dispose();
+        return;
+      }
+      replace(factsBox, notice('error', `Cannot load the batch: ${(err as Error).message}`));
+      return;
+    }
+    replace(title, `Batch ${name} `, statusBadge(last.batch.status), last.verifying ? h('span', { class: 'sub', id: 'verifying' }, ' verifying…') : null);
+    replace(factsBox, facts(last));
+    replace(body, ...last.mailboxes.flatMap((m) => mailboxRow(m, retry)));
+  }
+  const view = poll(refresh, LIVE_MS);
+  return view;
+}
