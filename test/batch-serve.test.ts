@@ -7,34 +7,17 @@
  * batch, then a restart, still ends with every mailbox exact.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { findBatch } from '../src/batch/store.js';
 import { type BatchDetail, loadBatchDetail } from '../src/batch/view.js';
 import type { Store } from '../src/store/open.js';
-import { CLI, runCli } from './helpers/cli.js';
+import { runCli, type Service, startService } from './helpers/cli.js';
 import { type BatchLab, type DialectName, type LabUser, loadMailbox, postgresUnavailable, startBatchLab, until } from './helpers/batch-lab.js';
 import { expectedTargetPath } from './helpers/lab-pair.js';
 import { compareMailboxes, connect, snapshot } from './helpers/mailbox-snapshot.js';
 import { type CapturedMail, type SmtpCapture, startSmtpCapture } from './helpers/smtp-capture.js';
-
-interface Service {
-  child: ChildProcess;
-  output(): string;
-  /** Resolves with the exit code (or signal name). */
-  exited: Promise<number | string | null>;
-}
-
-function startService(args: string[], env: NodeJS.ProcessEnv): Service {
-  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | string | null>((resolve) => child.on('close', (code, signal) => resolve(code ?? signal)));
-  return { child, output: () => out, exited };
-}
 
 async function exact(lab: BatchLab, u: LabUser): Promise<{ problems: string[]; sourceCount: number; targetCount: number }> {
   const src = await snapshot(lab.source.endpoint(), u.user, u.password);

@@ -1,5 +1,5 @@
 /** Runs the built `mailferry` CLI as a child process, as an admin would. */
-import { spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { DovecotServer } from '../../src/lab/dovecot.js';
 
@@ -69,4 +69,21 @@ export function runCli(args: string[], environment: NodeJS.ProcessEnv = process.
 export function runCliSync(args: string[], environment: NodeJS.ProcessEnv = process.env): CliResult {
   const r = spawnSync(process.execPath, [CLI, ...args], { env: environment, encoding: 'utf8' });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, json: lastJson(r.stdout) };
+}
+
+/** A long-running `mailferry serve|worker`, its output collected. */
+export interface Service {
+  child: ChildProcess;
+  output(): string;
+  /** Resolves with the exit code (or signal name). */
+  exited: Promise<number | string | null>;
+}
+
+export function startService(args: string[], env: NodeJS.ProcessEnv): Service {
+  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | string | null>((resolve) => child.on('close', (code, signal) => resolve(code ?? signal)));
+  return { child, output: () => out, exited };
 }

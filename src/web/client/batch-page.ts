@@ -96,6 +96,8 @@ export function batchPage(root: HTMLElement, name: string): View {
   const extra = h('div');
   const body = h('tbody');
   let last: Detail | null = null;
+  /** Left (another page is shown): answers still arriving must not draw over it. */
+  let left = false;
 
   const act = async (label: string, fn: () => Promise<string | HTMLElement | null>) => {
     replace(message, notice('info', `${label}…`));
@@ -154,9 +156,12 @@ export function batchPage(root: HTMLElement, name: string): View {
   );
 
   async function refresh(): Promise<void> {
+    if (left) return;
     try {
       last = await api<Detail>('GET', path);
+      if (left) return;
     } catch (err) {
+      if (left) return;
       if (err instanceof ApiError && err.status === 404) {
         replace(root, h('h1', {}, `Batch ${name}`), notice('warning', err.message, ' ', h('a', { href: '#/' }, 'Back to the batches')));
         view.dispose();
@@ -169,6 +174,12 @@ export function batchPage(root: HTMLElement, name: string): View {
     replace(factsBox, facts(last));
     replace(body, ...last.mailboxes.flatMap((m) => mailboxRow(m, retry)));
   }
-  const view = poll(refresh, LIVE_MS);
+  const polling = poll(refresh, LIVE_MS);
+  const view: View = {
+    dispose() {
+      left = true;
+      polling.dispose();
+    },
+  };
   return view;
 }

@@ -1,0 +1,170 @@
+/**
+ * The HTTP API without a browser (fastify's inject, a real SQLite store): the admin token
+ * guard, the answers' status codes and shapes, refusals in the CLI's words, and no password
+ * in any answer. The browser test (web-page.test.ts) drives the same routes end to end.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import pino from 'pino';
+import type { FastifyInstance } from 'fastify';
+import { ADMIN_TOKEN_ENV, AdminTokenError, loadAdminToken } from '../src/http/admin-token.js';
+import { buildHttpApp } from '../src/http/app.js';
+import { encryptSecret, loadSecretKey, type SecretKey } from '../src/secrets/index.js';
+import { insertEndpoint } from '../src/store/endpoints.js';
+import { openStore, type Store } from '../src/store/open.js';
+
+const TOKEN = 'test-admin-token-0123456789';
+const SECRET = 'Pw-Never-Shown-42';
+
+describe('HTTP API', () => {
+  let dir: string;
+  let store: Store;
+  let key: SecretKey;
+  let app: FastifyInstance;
+  const call = (method: 'GET' | 'POST' | 'DELETE', url: string, body?: unknown, headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` }) =>
+    app.inject({ method, url, headers, ...(body === undefined ? {} : typeof body === 'string' ? { payload: body, headers: { ...headers, 'content-type': 'text/csv' } } : { payload: body as Record<string, unknown> }) });
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'mailferry-http-'));
+    store = await openStore(`sqlite:${join(dir, 'state.sqlite')}`);
+    key = loadSecretKey({ keyFile: join(dir, 'secret.key') });
+    const common = { port: 1, tls: 'none' as const, auth: 'plain' as const, accept_untrusted_cert: 0, max_concurrent_migrations: 20, max_concurrent_incremental_syncs: 10, created_at: Date.now() };
+    await insertEndpoint(store.db, { ...common, role: 'source', name: 'src', host: '127.0.0.1', admin_user: null, impersonation: null, separator: null, password_enc: null });
+    await insertEndpoint(store.db, { ...common, role: 'target', name: 'tgt', host: '127.0.0.1', admin_user: 'admin', impersonation: 'sasl', separator: null, password_enc: encryptSecret(key, SECRET) });
+    app = await buildHttpApp({ store, key: () => key, token: loadAdminToken({ [ADMIN_TOKEN_ENV]: TOKEN }), logger: pino({ level: 'silent' }), webDir: join(dir, 'no-web') });
+  });
+
+  after(async () => {
+    await app?.close();
+    await store?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('every /api/ request needs the admin token; a wrong one is refused the same way', async () => {
+    for (const headers of [{}, { authorization: 'Bearer wrong-token-wrong-token' }, { authorization: TOKEN }] as Record<string, string>[]) {
+      const r = await call('GET', '/api/batches', undefined, headers);
+      assert.equal(r.statusCode, 401, JSON.stringify(headers));
+      assert.match(r.headers['www-authenticate'] as string, /^Bearer/);
+    }
+    const ok = await call('GET', '/api/batches');
+    assert.equal(ok.statusCode, 200);
+    assert.deepEqual(ok.json(), []);
+    assert.equal(ok.headers['cache-control'], 'no-store');
+  });
+
+  test('the page itself needs no token (it holds no data) and says when it is not built', async () => {
+    const r = await call('GET', '/', undefined, {});
+    assert.equal(r.statusCode, 404);
+    assert.match(r.body, /not built/);
+  });
+
+  test('csv check: raw text/csv and base64 JSON give the CLI\'s problems, by line, never the password', async () => {
+    const text = `EmailAddress,UserName,Password\r\na@example.org,alice,${SECRET}\r\nnot-an-address,bob,${SECRET}\r\n`;
+    const raw = await call('POST', '/api/csv/check', text);
+    assert.equal(raw.statusCode, 200);
+    const v = raw.json() as { valid: boolean; errors: { line: number; message: string }[] };
+    assert.equal(v.valid, false);
+    assert.equal(v.errors[0]!.line, 3);
+    assert.ok(!raw.body.includes(SECRET));
+    // Latin-1 bytes: only the base64 form keeps them, and they are named as not UTF-8.
+    const latin1 = Buffer.concat([Buffer.from('EmailAddress,UserName,Password\r\na@example.org,J'), Buffer.from([0xfc]), Buffer.from('rgen,pw-123\r\n')]);
+    const b64 = await call('POST', '/api/csv/check', { csvBase64: latin1.toString('base64') });
+    assert.match(JSON.stringify(b64.json()), /UTF-8/);
+    const none = await call('POST', '/api/csv/check', {});
+    assert.equal(none.statusCode, 400);
+  });
+
+  test('batch create: an invalid file is 422 with its problems; unknown endpoint 404; bad dates 400; then 201', async () => {
+    const csv = (rows: string) => Buffer.from(`EmailAddress,UserName,Password\r\n${rows}`).toString('base64');
+    const invalid = await call('POST', '/api/batches', { name: 'b1', endpoint: 'src', target: 'tgt', csvBase64: csv(`a@example.org,alice,${SECRET}\r\na@example.org,alice2,${SECRET}\r\n`) });
+    assert.equal(invalid.statusCode, 422);
+    assert.match(invalid.body, /line 3|"line":3/);
+    assert.ok(!invalid.body.includes(SECRET));
+    const noEndpoint = await call('POST', '/api/batches', { name: 'b1', endpoint: 'nope', target: 'tgt', csvBase64: csv(`a@example.org,alice,${SECRET}\r\n`) });
+    assert.equal(noEndpoint.statusCode, 404);
+    assert.match(noEndpoint.json().error, /no migration endpoint named "nope"/);
+    const future = await call('POST', '/api/batches', { name: 'b1', endpoint: 'src', target: 'tgt', receivedAfter: '+2h', csvBase64: csv(`a@example.org,alice,${SECRET}\r\n`) });
+    assert.equal(future.statusCode, 400);
+    assert.match(future.json().error, /would copy nothing/);
+    const badName = await call('POST', '/api/batches', { name: 'bad name', endpoint: 'src', target: 'tgt', csvBase64: csv(`a@example.org,alice,${SECRET}\r\n`) });
+    assert.equal(badName.statusCode, 409);
+    const created = await call('POST', '/api/batches', { name: 'b1', endpoint: 'src', target: 'tgt', exclude: ['Junk'], csvBase64: csv(`a@example.org,alice,${SECRET}\r\nb@example.org,bob,${SECRET}\r\n`) });
+    assert.equal(created.statusCode, 201, created.body);
+    const d = created.json() as { batch: { name: string; status: string; options: { exclude: string[] } }; mailboxes: unknown[] };
+    assert.equal(d.batch.status, 'Created');
+    assert.deepEqual(d.batch.options.exclude, ['Junk']);
+    assert.equal(d.mailboxes.length, 2);
+    assert.ok(!created.body.includes(SECRET));
+    const again = await call('POST', '/api/batches', { name: 'b2', endpoint: 'src', target: 'tgt', csvBase64: csv(`a@example.org,alice,${SECRET}\r\n`) });
+    assert.equal(again.statusCode, 422);
+    assert.match(again.body, /b1/, 'names the batch that holds the address');
+  });
+
+  test('lifecycle: start, stop, sync-now, retry, status, report as CSV and JSON, delete (409 with the warning, then force)', async () => {
+    assert.equal((await call('POST', '/api/batches/b1/sync-now')).statusCode, 409, 'a batch never started cannot sync now');
+    assert.equal((await call('POST', '/api/batches/b1/start')).json().started, true);
+    assert.equal((await call('POST', '/api/batches/b1/start')).json().started, false);
+    assert.equal((await call('POST', '/api/batches/b1/sync-now')).json().mailboxes, 2);
+    assert.deepEqual((await call('POST', '/api/batches/b1/retry')).json(), { retrying: [] });
+    assert.equal((await call('POST', '/api/batches/b1/retry', { user: 'zz@example.org' })).statusCode, 404);
+    const detail = await call('GET', '/api/batches/b1');
+    assert.equal(detail.json().batch.status, 'Syncing');
+    assert.equal(detail.json().verifying, false);
+    assert.equal((await call('GET', '/api/batches/nope')).statusCode, 404);
+    const csv = await call('GET', '/api/batches/b1/report?format=csv');
+    assert.match(csv.headers['content-type'] as string, /text\/csv/);
+    assert.match(csv.body, /a@example\.org/);
+    assert.ok(!csv.body.includes(SECRET));
+    assert.equal((await call('GET', '/api/batches/b1/report')).json().batch.name, 'b1');
+    const stop = await call('POST', '/api/batches/b1/stop');
+    assert.equal(stop.json().stopped, true);
+    const early = await call('DELETE', '/api/batches/b1');
+    assert.equal(early.statusCode, 409);
+    assert.equal(early.json().kind, 'delete-too-early');
+    assert.match(early.json().error, /initial sync/);
+    const forced = await call('DELETE', '/api/batches/b1?force=true');
+    assert.deepEqual(forced.json(), { removed: true, remaining: 0 });
+    assert.equal((await call('GET', '/api/batches/b1')).statusCode, 404);
+  });
+
+  test('endpoints: listed without passwords; a failed test is 422 with its steps and stores nothing; bad settings 400; in use 409', async () => {
+    const targets = await call('GET', '/api/targets');
+    assert.equal(targets.json()[0].passwordStored, true);
+    assert.ok(!targets.body.includes(SECRET) && !targets.body.includes('password_enc'));
+    const failed = await call('POST', '/api/endpoints', { name: 'nowhere', host: '127.0.0.1', port: 9, tls: 'none', testUser: 'u', testPassword: SECRET });
+    assert.equal(failed.statusCode, 422);
+    const t = failed.json().test as { ok: boolean; probe: { steps: { step: string; ok: boolean }[] } };
+    assert.equal(t.ok, false);
+    assert.equal(t.probe.steps[0]!.step, 'connect');
+    assert.ok(!failed.body.includes(SECRET));
+    assert.equal((await call('GET', '/api/endpoints/nowhere')).statusCode, 404);
+    const badTls = await call('POST', '/api/endpoints', { name: 'x', host: '127.0.0.1', tls: 'ssl' });
+    assert.equal(badTls.statusCode, 400);
+    assert.match(badTls.json().error, /implicit, starttls or none/);
+    const noPassword = await call('POST', '/api/targets', { name: 't2', host: '127.0.0.1', adminUser: 'admin' });
+    assert.equal(noPassword.statusCode, 400);
+    const taken = await call('POST', '/api/endpoints', { name: 'src', host: '127.0.0.1' });
+    assert.equal(taken.statusCode, 409);
+    await call('POST', '/api/batches', { name: 'holder', endpoint: 'src', target: 'tgt', csv: 'EmailAddress,UserName,Password\r\nc@example.org,c,pw-c-123\r\n' });
+    const inUse = await call('DELETE', '/api/endpoints/src');
+    assert.equal(inUse.statusCode, 409);
+    assert.match(inUse.json().error, /holder/);
+  });
+
+  test('the admin token: from MAILFERRY_ADMIN_TOKEN, else a 0600 file made once; too short is refused', () => {
+    const home = join(dir, 'home');
+    const first = loadAdminToken({ MAILFERRY_HOME: home });
+    const file = join(home, 'admin-token');
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const again = loadAdminToken({ MAILFERRY_HOME: home });
+    assert.equal(first.where, file);
+    const saved = readFileSync(file, 'utf8').trim();
+    assert.ok(again.matches(saved) && first.matches(saved));
+    assert.ok(!first.matches(saved + 'x'));
+    assert.throws(() => loadAdminToken({ [ADMIN_TOKEN_ENV]: 'short' }), AdminTokenError);
+  });
+});
+

@@ -1,0 +1,169 @@
+/**
+ * The web admin page in a real browser (Debian's Chromium, driven by playwright-core)
+ * against `mailferry serve --listen` and real Dovecot servers: sign in with the admin
+ * token, create endpoints through the form (a failing test stores nothing), upload a
+ * broken then a valid migration file, start the batch and watch it finish live (no reload),
+ * check logins, verify, and delete with the 72-hour warning. No password ever on the page.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { type BatchLab, loadMailbox, startBatchLab, until } from './helpers/batch-lab.js';
+import { type Service, startService } from './helpers/cli.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const skip = existsSync(CHROMIUM) ? null : `${CHROMIUM} is not installed (scripts/setup.sh installs Debian's chromium)`;
+if (skip) process.stderr.write(`# skipping the web page tests: ${skip}\n`);
+
+describe('the web admin page', { skip: skip ?? false }, () => {
+  let lab: BatchLab;
+  let service: Service;
+  let browser: Browser;
+  let page: Page;
+  let url: string;
+  let token: string;
+  const dialogs: string[] = [];
+
+  before(async () => {
+    lab = await startBatchLab({ dialect: 'sqlite', users: 3 });
+    for (const [i, u] of lab.users.slice(0, 2).entries()) await loadMailbox(lab, u, 300 + 100 * i, 70 + i);
+    service = startService(['serve', '--listen', '127.0.0.1:0', '--incremental-every', '1h', '--lease-ttl', '3s', '--log-level', 'warn'], lab.env);
+    url = await until('serve to listen', 30_000, async () => /web page and HTTP API at (http:\/\/\S+?)\/? /.exec(service.output())?.[1]);
+    token = readFileSync(join(lab.dir, 'admin-token'), 'utf8').trim();
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox'] });
+    page = await browser.newPage();
+    page.on('dialog', (d) => {
+      dialogs.push(d.message());
+      void d.accept();
+    });
+  });
+
+  after(async () => {
+    await browser?.close();
+    service?.child.kill('SIGKILL');
+    await service?.exited;
+    await lab?.stop();
+  });
+
+  /** Everything the page shows, for the "no password on the page" checks. */
+  const pageText = () => page.locator('body').innerText();
+  const passwords = () => [...lab.users.map((u) => u.password), 'Wr0ng-Pass-99', 'Adm1n-Target-Pw9', token];
+
+  test('asks for the admin token, refuses a wrong one, then shows the dashboard', async () => {
+    await page.goto(url);
+    await page.locator('#token').fill('not-the-token-at-all');
+    await page.locator('#sign-in button[type=submit]').click();
+    await page.getByText('The admin token was refused').waitFor();
+    await page.locator('#token').fill(token);
+    await page.locator('#sign-in button[type=submit]').click();
+    await page.getByRole('heading', { name: 'Migration batches' }).waitFor();
+    await page.getByText('No batch yet').waitFor();
+  });
+
+  test('endpoints: a server that cannot be reached is not stored; a good one is, and is listed', async () => {
+    await page.goto(`${url}/#/endpoints`);
+    await page.locator('#source-list tr[data-endpoint="src"]').waitFor();
+    await page.locator('#target-list tr[data-endpoint="tgt"]').waitFor();
+    // A port nothing listens on (the target's port + 1 is not the lab's).
+    await page.locator('#source-name').fill('nowhere');
+    await page.locator('#source-host').fill('127.0.0.1');
+    await page.locator('#source-port').fill('9');
+    await page.locator('#source-tls').selectOption('none');
+    await page.locator('#source-create').click();
+    await page.locator('#source-result [data-test=failed]').waitFor();
+    assert.match(await page.locator('#source-result').innerText(), /connect/i);
+    assert.match(await page.locator('#source-result').innerText(), /was not stored/);
+    assert.equal(await page.locator('#source-list tr[data-endpoint="nowhere"]').count(), 0);
+
+    await page.locator('#source-name').fill('src2');
+    await page.locator('#source-port').fill(String(lab.source.port));
+    await page.locator('#source-test-user').fill(lab.users[0]!.user);
+    await page.locator('#source-test-password').fill(lab.users[0]!.password);
+    await page.locator('#source-create').click();
+    await page.locator('#source-result [data-test=passed]').waitFor();
+    assert.match(await page.locator('#source-result').innerText(), /login/);
+    await page.locator('#source-list tr[data-endpoint="src2"]').waitFor();
+    assert.equal(await page.locator('#source-test-password').inputValue(), '', 'the password field is cleared once used');
+    const text = await pageText();
+    for (const p of passwords()) assert.ok(!text.includes(p), 'no password on the page');
+  });
+
+  test('new batch: a broken file is refused with its lines named; a valid one creates and starts the batch', async () => {
+    await page.goto(`${url}/#/new`);
+    const broken = join(lab.dir, 'broken.csv');
+    writeFileSync(broken, `EmailAddress,UserName,Password\r\n${lab.users[0]!.address},${lab.users[0]!.user},${lab.users[0]!.password}\r\nnot-an-address,bob,Secret-Bob-1\r\n${lab.users[0]!.address},x,y2-Secret\r\n`);
+    await page.locator('#batch-csv').setInputFiles(broken);
+    const problems = page.locator('#csv-problems');
+    await problems.waitFor();
+    const said = await problems.innerText();
+    assert.match(said, /line 3, column EmailAddress/);
+    assert.match(said, /line 4/);
+    assert.ok(!said.includes('Secret-Bob-1') && !said.includes('y2-Secret'), said);
+
+    // user3's password is wrong: that mailbox fails, the others sync.
+    const good = lab.csv([{ user: lab.users[0]! }, { user: lab.users[1]! }, { user: lab.users[2]!, password: 'Wr0ng-Pass-99' }]);
+    await page.locator('#batch-csv').setInputFiles(good);
+    await page.locator('#csv-ok').waitFor();
+    assert.match(await page.locator('#csv-ok').innerText(), /3 mailboxes/);
+    await page.locator('#batch-name').fill('pilot');
+    await page.locator('#batch-endpoint').selectOption('src');
+    await page.locator('#batch-target').selectOption('tgt');
+    await page.locator('#batch-exclude').fill('Junk');
+    await page.locator('#batch-start').selectOption('now');
+    await page.locator('#create-batch').click();
+    await page.waitForURL(/#\/batch\/pilot$/);
+  });
+
+  test('the batch page follows the sync live to SyncedWithErrors, with the failed mailbox and its reason', async () => {
+    const seen = new Set<string>();
+    const badge = page.locator('h1 .status');
+    const status = await until('the batch to finish its initial sync on the page', 120_000, async () => {
+      const s = await badge.getAttribute('data-status');
+      if (s) seen.add(s);
+      return s === 'SyncedWithErrors' && s;
+    }, 200);
+    assert.equal(status, 'SyncedWithErrors');
+    assert.ok(seen.size >= 2, `the page updated itself (saw ${[...seen].join(', ')})`);
+    const row = (address: string) => page.locator(`tr[data-mailbox="${address}"]`);
+    for (const u of lab.users.slice(0, 2)) assert.equal(await row(u.address).locator('[data-status]').getAttribute('data-status'), 'Synced');
+    assert.equal(await row(lab.users[2]!.address).locator('[data-status]').getAttribute('data-status'), 'Failed');
+    assert.match(await page.locator('tr.last-error').innerText(), /Last error: .*(authentication|password|log in)/i);
+    assert.match(await page.locator('#facts').innerText(), /initial sync finished/);
+    assert.match(await page.locator('#facts').innerText(), /excluded: Junk/);
+    const text = await pageText();
+    for (const p of passwords()) assert.ok(!text.includes(p), 'no password on the page');
+  });
+
+  test('check logins names the mailbox that cannot log in; verify fills the Verified column', async () => {
+    await page.locator('#check-logins').click();
+    const results = page.locator('#login-results');
+    await results.waitFor({ timeout: 60_000 });
+    const said = await results.innerText();
+    assert.match(said, /1 of 3 mailboxes cannot log in/);
+    assert.match(said, new RegExp(`line 4 ${lab.users[2]!.address.replace('.', '\\.')}: source:`));
+    assert.ok(!said.includes('Wr0ng-Pass-99'));
+
+    await page.locator('#verify').click();
+    const verified = page.locator(`tr[data-mailbox="${lab.users[0]!.address}"] td[data-verified]`);
+    await until('the first mailbox to be verified on the page', 60_000, async () => (await verified.getAttribute('data-verified')) === 'in sync');
+    await until('the failed mailbox to be checked', 60_000, async () => (await page.locator(`tr[data-mailbox="${lab.users[2]!.address}"] td[data-verified]`).getAttribute('data-verified')) === 'could not check');
+  });
+
+  test('the report downloads as CSV; delete warns about the 72 hours, then deletes', async () => {
+    const [download] = await Promise.all([page.waitForEvent('download'), page.locator('#report').click()]);
+    assert.equal(download.suggestedFilename(), 'mailferry-pilot-report.csv');
+    const csv = readFileSync((await download.path())!, 'utf8');
+    assert.ok(csv.includes(lab.users[0]!.address), csv.slice(0, 300));
+    for (const p of passwords()) assert.ok(!csv.includes(p), 'no password in the report');
+
+    await page.locator('#delete').click();
+    await page.locator('#delete-anyway').waitFor();
+    assert.match(await page.locator('#message').innerText(), /less than 72 hours/);
+    assert.ok(dialogs.some((d) => /Delete batch pilot\?/.test(d)), dialogs.join('\n'));
+    await page.locator('#delete-anyway').click();
+    await page.waitForURL(/#\/$/);
+    await page.getByText('No batch yet').waitFor({ timeout: 30_000 });
+  });
+});
