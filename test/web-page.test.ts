@@ -47,6 +47,11 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     await lab?.stop();
   });
 
+  /** With MAILFERRY_TEST_SCREENSHOTS=DIR, each step's page is saved there (to look at the layout). */
+  const shot = async (name: string) => {
+    const to = process.env.MAILFERRY_TEST_SCREENSHOTS;
+    if (to) await page.screenshot({ path: join(to, `${name}.png`), fullPage: true });
+  };
   /** Everything the page shows, for the "no password on the page" checks. */
   const pageText = () => page.locator('body').innerText();
   const passwords = () => [...lab.users.map((u) => u.password), 'Wr0ng-Pass-99', 'Adm1n-Target-Pw9', token];
@@ -60,6 +65,7 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     await page.locator('#sign-in button[type=submit]').click();
     await page.getByRole('heading', { name: 'Migration batches' }).waitFor();
     await page.getByText('No batch yet').waitFor();
+    await shot('1-dashboard-empty');
   });
 
   test('endpoints: a server that cannot be reached is not stored; a good one is, and is listed', async () => {
@@ -88,6 +94,7 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     assert.equal(await page.locator('#source-test-password').inputValue(), '', 'the password field is cleared once used');
     const text = await pageText();
     for (const p of passwords()) assert.ok(!text.includes(p), 'no password on the page');
+    await shot('2-endpoints');
   });
 
   test('new batch: a broken file is refused with its lines named; a valid one creates and starts the batch', async () => {
@@ -101,6 +108,7 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     assert.match(said, /line 3, column EmailAddress/);
     assert.match(said, /line 4/);
     assert.ok(!said.includes('Secret-Bob-1') && !said.includes('y2-Secret'), said);
+    await shot('3-new-batch-broken-file');
 
     // user3's password is wrong: that mailbox fails, the others sync.
     const good = lab.csv([{ user: lab.users[0]! }, { user: lab.users[1]! }, { user: lab.users[2]!, password: 'Wr0ng-Pass-99' }]);
@@ -121,6 +129,7 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     const badge = page.locator('h1 .status');
     const status = await until('the batch to finish its initial sync on the page', 120_000, async () => {
       const s = await badge.getAttribute('data-status');
+      if (s && !seen.has(s)) await shot(`4-batch-${s}`);
       if (s) seen.add(s);
       return s === 'SyncedWithErrors' && s;
     }, 200);
@@ -144,6 +153,7 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     assert.match(said, /1 of 3 mailboxes cannot log in/);
     assert.match(said, new RegExp(`line 4 ${lab.users[2]!.address.replace('.', '\\.')}: source:`));
     assert.ok(!said.includes('Wr0ng-Pass-99'));
+    await shot('5-check-logins');
 
     await page.locator('#verify').click();
     const verified = page.locator(`tr[data-mailbox="${lab.users[0]!.address}"] td[data-verified]`);

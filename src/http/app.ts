@@ -3,7 +3,7 @@
  * API. All three drive the same core"): the JSON API under /api/, guarded by the admin
  * token, and the web page that uses it.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { SecretKey } from '../secrets/index.js';
 import type { Store } from '../store/open.js';
@@ -32,7 +32,8 @@ function bearer(header: string | undefined): string | null {
 
 export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> {
   // pino's Logger is a FastifyBaseLogger; typed as such so the app is the plain FastifyInstance routes take.
-  const app = Fastify({ loggerInstance: deps.logger.child({ component: 'http' }) as FastifyBaseLogger, disableRequestLogging: true });
+  // No line per request: the web page polls every two seconds. Errors are logged (errors.ts).
+  const app = Fastify({ loggerInstance: deps.logger.child({ component: 'http' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) });
   app.setErrorHandler((err, req, reply) => sendError(err as Error, req, reply));
   app.setNotFoundHandler((req, reply) => void reply.code(404).send({ error: `no such page or API: ${req.method} ${req.url.split('?')[0]}` }));
   app.addHook('onRequest', async (req, reply) => {

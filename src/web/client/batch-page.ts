@@ -139,6 +139,13 @@ export function batchPage(root: HTMLElement, name: string): View {
     h('button', { type: 'button', class: 'danger', id: 'delete', onclick: () => { if (confirm(`Delete batch ${name}? Its syncs stop and it leaves the dashboard (what was copied stays on the target).`)) void askDelete(false); } }, 'Delete'),
   );
 
+  /** Only what the batch's state allows (the API would refuse the rest, in words). */
+  const enableFor = (status: string) => {
+    const running = status === 'Syncing' || status === 'Synced' || status === 'SyncedWithErrors';
+    const allowed: Record<string, boolean> = { start: status === 'Created' || status === 'Stopped', stop: running, 'sync-now': running, 'retry-failed': running, verify: !last?.verifying };
+    for (const b of actions.querySelectorAll('button')) if (b.id in allowed) b.disabled = !allowed[b.id];
+  };
+
   replace(
     root,
     title,
@@ -171,7 +178,8 @@ export function batchPage(root: HTMLElement, name: string): View {
       return;
     }
     replace(title, `Batch ${name} `, statusBadge(last.batch.status), last.verifying ? h('span', { class: 'sub', id: 'verifying' }, ' verifying…') : null);
-    replace(factsBox, facts(last));
+    replace(factsBox, facts(last), bar(last.batch.totals.copied, Math.max(last.batch.totals.found, last.batch.totals.copied), `batch ${name} messages copied`));
+    enableFor(last.batch.status);
     replace(body, ...last.mailboxes.flatMap((m) => mailboxRow(m, retry)));
   }
   const polling = poll(refresh, LIVE_MS);
