@@ -126,6 +126,10 @@ describe('dns check against a lab server', () => {
     assert.equal(r.switched, null);
     assert.deepEqual(r.warnings, []);
     assert.equal(r.exitStatus, 0);
+    // Preference first (lowest first, RFC 5321 §5.1), the name only between equals.
+    s.records.push(...[[30, 'a.old.example'], [10, 'c.old.example'], [20, 'b.old.example'], [10, 'b.old.example']].map(([p, e]) => mx('several.example', p as number, e as string)));
+    const several = await checkDomain(undefined, opts(s, { domain: 'several.example' }));
+    assert.deepEqual(several.mx.map((m) => `${m.preference} ${m.exchange}`), ['10 b.old.example', '10 c.old.example', '20 b.old.example', '30 a.old.example']);
   });
 
   test('a TTL over 3600 s is a warning with the advice', async () => {
