@@ -11,12 +11,13 @@ import { addressKey } from '../csv/address.js';
 import type { ExpressionBuilder } from 'kysely';
 import type { Store } from '../store/open.js';
 import type { BatchRow, Database } from '../store/schema.js';
+import { batchMxReport, MX_GRACE_MS } from '../dns/mx-watch.js';
 import { BatchError, DeleteTooEarlyError } from './errors.js';
 import { formatDuration } from './duration.js';
 import { type Tx, writeTx } from './tx.js';
 
 /** SPEC §4/§7: let a batch run 72 hours after the MX change before deleting it. */
-export const DELETE_GRACE_MS = 72 * 3_600_000;
+export const DELETE_GRACE_MS = MX_GRACE_MS;
 
 /** Mailboxes no live worker holds: never leased, released, or the holder's lease expired. */
 function leaseFree(now: number) {
@@ -167,8 +168,22 @@ async function removeStep(tx: Tx, batchId: number, now: number): Promise<DeleteP
 }
 
 /**
+ * Every reason not to delete the batch now: deleteWarning()'s, and what the recorded MX
+ * checks of its mailboxes' domains say (src/dns/mx-watch.ts: not switched, switched less
+ * than 72 hours ago, mailboxes not synced since the switch). A batch never started has
+ * migrated nothing, so the MX does not matter to it.
+ */
+export async function deleteWarnings(db: Tx, b: BatchRow, now: number): Promise<string[]> {
+  const warnings: string[] = [];
+  const own = deleteWarning(b, now);
+  if (own) warnings.push(own);
+  if (b.started_at !== null) warnings.push(...(await batchMxReport(db, b.id, now)).warnings.map((w) => `Batch "${b.name}": ${w}`));
+  return warnings;
+}
+
+/**
  * Marks the batch Removing (workers abandon its syncs at their next heartbeat) and removes
- * what it can at once. Throws DeleteTooEarlyError unless `force` when deleteWarning() has
+ * what it can at once. Throws DeleteTooEarlyError unless `force` when deleteWarnings() has
  * something to say. The sync journal is kept: re-migrating the same mailboxes later (in a
  * new batch) then copies nothing twice.
  */
@@ -177,8 +192,8 @@ export function deleteBatch(store: Store, name: string, opts: { force?: boolean;
   return writeTx(store, async (tx) => {
     const b = await mustLock(tx, store.dialect, name);
     if (b.state !== 'Removing' && !opts.force) {
-      const warning = deleteWarning(b, now);
-      if (warning) throw new DeleteTooEarlyError(`${warning} Use --force to delete it anyway.`);
+      const warnings = await deleteWarnings(tx, b, now);
+      if (warnings.length > 0) throw new DeleteTooEarlyError(`${warnings.join(' ')} Use --force to delete it anyway.`);
     }
     if (b.state !== 'Removing') await tx.updateTable('batch').set({ state: 'Removing' }).where('id', '=', b.id).execute();
     return { batchId: b.id, ...(await removeStep(tx, b.id, now)) };

@@ -14,7 +14,8 @@ import { parseReceivedAfter, parseTime } from '../batch/time-input.js';
 import { BatchError, DeleteTooEarlyError } from '../batch/errors.js';
 import { continueRemoval, deleteBatch, retryMailboxes, startBatch, stopBatch, syncNow } from '../batch/lifecycle.js';
 import { buildReport, reportCsv } from '../report/batch-report.js';
-import { requireBatch } from '../batch/store.js';
+import { findBatch, requireBatch } from '../batch/store.js';
+import { batchMxReport } from '../dns/mx-watch.js';
 import { type MailboxVerification, verifyBatch } from '../batch/verify.js';
 import { type BatchView, loadBatchDetail, loadBatchList, type MailboxView, verdictWords } from '../batch/view.js';
 import { addressProblem } from '../csv/address.js';
@@ -393,8 +394,12 @@ export function registerBatchCommands(program: Command, run: Run): void {
 
   batch
     .command('delete <name>')
-    .description('Stop the batch and remove it and its mailboxes from the dashboard. Warns, and needs --force, before 72 hours after its initial sync.')
-    .option('--force', 'delete even though the 72 hours after the initial sync are not over')
+    .description(
+      'Stop the batch and remove it and its mailboxes from the dashboard. Warns, and needs --force, before 72 hours after its initial sync, and ' +
+        'for a mail domain whose recorded MX check (mailferry dns check DOMAIN --target-mx HOST) says MX does not point at the target yet, switched less ' +
+        'than 72 hours ago, or switched after some mailboxes last synced (those are named).',
+    )
+    .option('--force', 'delete even though the 72 hours after the initial sync (or the MX switch) are not over')
     .option('--wait <duration>', 'how long to wait for running syncs to stop', '90s')
     .option(...dbOption)
     .action((name: string, f: { force?: boolean; wait: string; db?: string }) =>
@@ -402,6 +407,13 @@ export function registerBatchCommands(program: Command, run: Run): void {
         withStore(f.db, async (store) => {
           const waitMs = parseDuration(f.wait);
           if (waitMs === null) throw new UsageError(`--wait must be a duration like 30s or 2m, not "${f.wait}"`);
+          const found = await findBatch(store.db, name);
+          if (found) {
+            // Deletion checks the MX switch only for domains a `dns check --target-mx` has recorded: say how to have it check the others.
+            for (const d of (await batchMxReport(store.db, found.id, Date.now())).unwatched.slice(0, 5)) {
+              process.stderr.write(`mailferry: note: no MX check recorded for ${d}; to have deletion wait for the switch, run: mailferry dns check ${d} --target-mx HOST\n`);
+            }
+          }
           let r;
           try {
             r = await deleteBatch(store, name, { force: !!f.force });

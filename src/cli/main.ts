@@ -25,6 +25,7 @@ const GROUPS: { commands: readonly string[]; load: () => Promise<Register> }[] =
   { commands: ['endpoint', 'target'], load: async () => (await import('./endpoint-command.js')).registerEndpointCommands },
   { commands: ['csv'], load: async () => (await import('./csv-command.js')).registerCsvCommands },
   { commands: ['batch'], load: async () => (await import('./batch-command.js')).registerBatchCommands },
+  { commands: ['dns'], load: async () => (await import('./dns-command.js')).registerDnsCommands },
   { commands: ['serve', 'worker'], load: async () => (await import('./serve-command.js')).registerServeCommands },
 ];
 

@@ -216,6 +216,24 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await sql`insert into content_key (id, key) values (1, ${randomBytes(CONTENT_KEY_BYTES).toString('base64')})`.execute(db);
       },
     },
+    '0007_mx_watch': {
+      async up(db: Kysely<unknown>) {
+        // `dns check --target-mx` remembers, per domain and target, when mailferry first saw
+        // every MX point at the target: the 72 hours of SPEC §7 run from there, and batch
+        // deletion asks (src/dns/mx-watch.ts). Plain columns, no dialect-specific type.
+        await db.schema
+          .createTable('mx_watch')
+          .addColumn('domain', 'text', (c) => c.notNull())
+          .addColumn('target_mx', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('switched_seen_at', bigint)
+          .addColumn('checked_at', bigint, (c) => c.notNull())
+          .addColumn('ttl', bigint)
+          .addColumn('created_at', bigint, (c) => c.notNull())
+          .addPrimaryKeyConstraint('mx_watch_pk', ['domain', 'target_mx'])
+          .execute();
+      },
+    },
   };
 }
 

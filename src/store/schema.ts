@@ -270,6 +270,30 @@ export interface Database {
   batch_mailbox: BatchMailboxTable;
   sync_run: SyncRunTable;
   content_key: ContentKeyTable;
+  mx_watch: MxWatchTable;
+}
+
+/**
+ * What `dns check DOMAIN --target-mx HOST` last saw (SPEC §7), one row per domain and
+ * target (src/dns/mx-watch.ts). Batch deletion reads it for its mailboxes' domains.
+ */
+export interface MxWatchTable {
+  /** ASCII (xn--), lower case, no trailing dot. */
+  domain: string;
+  /** The target as given: a host name (lower case, no trailing dot) or an IP address. */
+  target_mx: string;
+  /** At the last check: `all` MX records point at the target, `some`, or `none` (src/dns/mx-verdict.ts SwitchState). */
+  state: 'all' | 'some' | 'none';
+  /**
+   * When a check first saw every MX point at the target (ms), kept while later checks see
+   * the same; null when the last check did not (a move back forgets it). The switch
+   * happened at or before this: the 72 hours are counted from here.
+   */
+  switched_seen_at: number | null;
+  checked_at: number;
+  /** The TTL the last check reported (configured or cached), or null. */
+  ttl: number | null;
+  created_at: ColumnType<number, number, never>;
 }
 
 /**
@@ -293,3 +317,4 @@ export type BatchRow = Selectable<BatchTable>;
 export type BatchMailboxRow = Selectable<BatchMailboxTable>;
 export type NewBatchMailboxRow = Insertable<BatchMailboxTable>;
 export type SyncRunRow = Selectable<SyncRunTable>;
+export type MxWatchRow = Selectable<MxWatchTable>;
