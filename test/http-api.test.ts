@@ -12,6 +12,7 @@ import pino from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { ADMIN_TOKEN_ENV, AdminTokenError, loadAdminToken } from '../src/http/admin-token.js';
 import { buildHttpApp } from '../src/http/app.js';
+import { startDnsServer } from '../src/lab/dns-server.js';
 import { encryptSecret, loadSecretKey, type SecretKey } from '../src/secrets/index.js';
 import { insertEndpoint } from '../src/store/endpoints.js';
 import { openStore, type Store } from '../src/store/open.js';
@@ -152,6 +153,26 @@ describe('HTTP API', () => {
     const inUse = await call('DELETE', '/api/endpoints/src');
     assert.equal(inUse.statusCode, 409);
     assert.match(inUse.json().error, /holder/);
+  });
+
+  test('dns: the MX check as dns check --json gives it; a bad domain is 400, a resolver that cannot answer 502', async () => {
+    const dns = await startDnsServer([{ type: 'MX', name: 'example.org', ttl: 7200, class: 'IN', data: { preference: 10, exchange: 'mx.old.example' } }]);
+    try {
+      const r = await call('GET', `/api/dns/example.org?targetMx=mx.new.example&server=${dns.address}`);
+      assert.equal(r.statusCode, 200, r.body);
+      const j = r.json() as { ttl: number; ttlOk: boolean; switched: string; tracked: boolean };
+      assert.equal(j.ttl, 7200);
+      assert.equal(j.ttlOk, false);
+      assert.equal(j.switched, 'none');
+      assert.equal(j.tracked, true);
+      assert.equal((await call('GET', `/api/dns/not_a..domain?server=${dns.address}`)).statusCode, 400);
+      dns.behaviour.rcode = 'SERVFAIL';
+      const failed = await call('GET', `/api/dns/example.org?server=${dns.address}`);
+      assert.equal(failed.statusCode, 502);
+      assert.match(failed.json().error, /example\.org/);
+    } finally {
+      await dns.stop();
+    }
   });
 
   test('the admin token: from MAILFERRY_ADMIN_TOKEN, else a 0600 file made once; too short is refused', () => {

@@ -10,6 +10,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Browser, chromium, type Page } from 'playwright-core';
+import { type LabDnsServer, startDnsServer } from '../src/lab/dns-server.js';
 import { type BatchLab, loadMailbox, startBatchLab, until } from './helpers/batch-lab.js';
 import { type Service, startService } from './helpers/cli.js';
 
@@ -24,6 +25,7 @@ describe('the web admin page', { skip: skip ?? false }, () => {
   let page: Page;
   let url: string;
   let token: string;
+  let dns: LabDnsServer;
   const dialogs: string[] = [];
 
   before(async () => {
@@ -32,6 +34,12 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     service = startService(['serve', '--listen', '127.0.0.1:0', '--incremental-every', '1h', '--lease-ttl', '3s', '--log-level', 'warn'], lab.env);
     url = await until('serve to listen', 30_000, async () => /web page and HTTP API at (http:\/\/\S+?)\/? /.exec(service.output())?.[1]);
     token = readFileSync(join(lab.dir, 'admin-token'), 'utf8').trim();
+    // The lab users' domain, its MX already moved to the new system (TTL 300 s).
+    dns = await startDnsServer([
+      { type: 'SOA', name: 'example.org', ttl: 3600, class: 'IN', data: { mname: 'ns1.example.org', rname: 'hostmaster.example.org', serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum: 900 } },
+      { type: 'MX', name: 'example.org', ttl: 300, class: 'IN', data: { preference: 10, exchange: 'mx.new.example' } },
+      { type: 'A', name: 'mx.new.example', ttl: 300, class: 'IN', data: '192.0.2.10' },
+    ]);
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox'] });
     page = await browser.newPage();
     page.on('dialog', (d) => {
@@ -42,6 +50,7 @@ describe('the web admin page', { skip: skip ?? false }, () => {
 
   after(async () => {
     await browser?.close();
+    await dns?.stop();
     service?.child.kill('SIGKILL');
     await service?.exited;
     await lab?.stop();
@@ -161,6 +170,25 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     await until('the failed mailbox to be checked', 60_000, async () => (await page.locator(`tr[data-mailbox="${lab.users[2]!.address}"] td[data-verified]`).getAttribute('data-verified')) === 'could not check');
   });
 
+  test('the cut-over: the batch page asks for an MX check, the MX page records the switch, the batch page then counts the 72 hours', async () => {
+    const batchUrl = page.url();
+    await page.locator('#cut-over').waitFor();
+    assert.match(await page.locator('#cut-over').innerText(), /MX not checked yet for example\.org/);
+    await page.locator('#cut-over a[href="#/dns"]').click();
+    await page.locator('#dns-domain').fill('example.org');
+    await page.locator('#dns-target-mx').fill('mx.new.example');
+    await page.locator('#dns-server').fill(dns.address);
+    await page.locator('#dns-check').click();
+    await page.locator('#dns-result').waitFor();
+    assert.match(await page.locator('#dns-ttl').innerText(), /TTL 300 s: low enough/);
+    assert.match(await page.locator('#dns-switched').innerText(), /all records/);
+    await page.locator('#dns-72h').waitFor();
+    await shot('6-mx-check');
+    await page.goto(batchUrl);
+    await until('the batch page to count the 72 hours', 10_000, async () => /points at mx\.new\.example since at least/.test(await page.locator('#cut-over').innerText()));
+    assert.doesNotMatch(await page.locator('#cut-over').innerText(), /not checked yet/);
+  });
+
   test('the report downloads as CSV; delete warns about the 72 hours, then deletes', async () => {
     const [download] = await Promise.all([page.waitForEvent('download'), page.locator('#report').click()]);
     assert.equal(download.suggestedFilename(), 'mailferry-pilot-report.csv');
@@ -170,7 +198,9 @@ describe('the web admin page', { skip: skip ?? false }, () => {
 
     await page.locator('#delete').click();
     await page.locator('#delete-anyway').waitFor();
-    assert.match(await page.locator('#message').innerText(), /less than 72 hours/);
+    const warning = await page.locator('#message').innerText();
+    assert.match(warning, /less than 72 hours/);
+    assert.match(warning, /the MX of example\.org points at mx\.new\.example since at least/);
     assert.ok(dialogs.some((d) => /Delete batch pilot\?/.test(d)), dialogs.join('\n'));
     await page.locator('#delete-anyway').click();
     await page.waitForURL(/#\/$/);

@@ -10,6 +10,7 @@ import type { Store } from '../store/open.js';
 import type { AdminToken } from './admin-token.js';
 import { registerBatchRoutes } from './batch-routes.js';
 import { registerCsvRoutes } from './csv-routes.js';
+import { registerDnsRoutes } from './dns-routes.js';
 import { registerEndpointRoutes } from './endpoint-routes.js';
 import { sendError } from './errors.js';
 import { registerWebAssets } from './web-assets.js';
@@ -50,6 +51,7 @@ export async function buildHttpApp(deps: HttpAppDeps): Promise<FastifyInstance> 
   registerBatchRoutes(app, { store: deps.store, key: () => deps.key(false), logger: deps.logger });
   registerEndpointRoutes(app, { store: deps.store, key: (create) => deps.key(create) });
   registerCsvRoutes(app);
+  registerDnsRoutes(app, deps.store);
   registerWebAssets(app, deps.webDir);
   await app.ready();
   return app;

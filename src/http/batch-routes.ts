@@ -8,7 +8,8 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { checkLogins } from '../batch/check-logins.js';
 import { createBatch, type StartPlan } from '../batch/create.js';
-import { continueRemoval, deleteBatch, retryMailboxes, startBatch, stopBatch, syncNow } from '../batch/lifecycle.js';
+import { continueRemoval, deleteBatch, deleteWarnings, retryMailboxes, startBatch, stopBatch, syncNow } from '../batch/lifecycle.js';
+import { batchMxReport } from '../dns/mx-watch.js';
 import { requireBatch } from '../batch/store.js';
 import { parseReceivedAfter, parseTime } from '../batch/time-input.js';
 import { verifyBatch } from '../batch/verify.js';
@@ -86,8 +87,13 @@ export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps):
   app.get('/api/batches', async () => loadBatchList(store.db));
 
   app.get<{ Params: NameParams }>('/api/batches/:name', async (req) => {
-    const detail = await loadBatchDetail(store.db, await requireBatch(store.db, req.params.name));
-    return { ...detail, verifying: verifying.has(req.params.name) };
+    const row = await requireBatch(store.db, req.params.name);
+    const now = Date.now();
+    const detail = await loadBatchDetail(store.db, row, now);
+    // Where the cut-over stands (SPEC §7): what `batch delete` would warn about now, and the
+    // mail domains whose MX mailferry has not checked yet (so it cannot track their 72 hours).
+    const cutOver = { deleteWarnings: await deleteWarnings(store.db, row, now), uncheckedDomains: row.started_at === null ? [] : (await batchMxReport(store.db, row.id, now)).unwatched };
+    return { ...detail, verifying: verifying.has(req.params.name), cutOver };
   });
 
   app.post<{ Body: CreateBody }>('/api/batches', { schema: createSchema, bodyLimit: UPLOAD_BODY_LIMIT }, async (req, reply) => {

@@ -6,6 +6,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { BatchError, DeleteTooEarlyError } from '../batch/errors.js';
 import { TimeInputError } from '../batch/time-input.js';
+import { DnsLookupError, DnsUsageError } from '../dns/errors.js';
 import { EndpointNameTakenError } from '../endpoint/manage.js';
 import { EndpointSettingError } from '../endpoint/settings.js';
 import { SecretKeyError } from '../secrets/index.js';
@@ -29,7 +30,9 @@ function statusOf(err: Error): number {
   if (err instanceof DeleteTooEarlyError) return 409;
   // "no batch named …", "batch … has no mailbox …": the thing asked for is not there.
   if (err instanceof BatchError) return /^no (batch|migration endpoint|migration target) named|has no mailbox/.test(err.message) ? 404 : 409;
-  if (err instanceof TimeInputError || err instanceof EndpointSettingError) return 400;
+  if (err instanceof TimeInputError || err instanceof EndpointSettingError || err instanceof DnsUsageError) return 400;
+  // The resolver asked could not answer: an upstream failure, not this server's.
+  if (err instanceof DnsLookupError) return 502;
   if (err instanceof EndpointNameTakenError || err instanceof EndpointInUseError) return 409;
   if (err instanceof SecretKeyError) return 500;
   const fe = err as FastifyError;

@@ -7,6 +7,7 @@
 import { api, ApiError, token, whenUnauthorized } from './api.js';
 import { batchPage } from './batch-page.js';
 import { dashboard } from './dashboard.js';
+import { dnsPage } from './dns-page.js';
 import { h, notice, replace } from './dom.js';
 import { endpointsPage } from './endpoints-page.js';
 import { newBatch } from './new-batch.js';
@@ -56,7 +57,7 @@ function route(): void {
   const hash = location.hash.replace(/^#/, '') || '/';
   const batch = /^\/batch\/(.+)$/.exec(hash);
   for (const a of nav.querySelectorAll('a')) a.classList.toggle('here', a.getAttribute('href') === `#${hash}`);
-  current = batch ? batchPage(root, decodeURIComponent(batch[1]!)) : hash === '/new' ? newBatch(root) : hash === '/endpoints' ? endpointsPage(root) : dashboard(root);
+  current = batch ? batchPage(root, decodeURIComponent(batch[1]!)) : hash === '/new' ? newBatch(root) : hash === '/endpoints' ? endpointsPage(root) : hash === '/dns' ? dnsPage(root) : dashboard(root);
 }
 
 whenUnauthorized(() => signIn('The admin token was refused; sign in again.'));

@@ -10,7 +10,7 @@ import { bar, h, notice, replace, statusBadge } from './dom.js';
 import { duration, mb, plural, when } from './format.js';
 import { LIVE_MS, poll, type View } from './view.js';
 
-type Detail = BatchDetail & { verifying: boolean };
+type Detail = BatchDetail & { verifying: boolean; cutOver: { deleteWarnings: string[]; uncheckedDomains: string[] } };
 
 function verified(m: MailboxView): string {
   const v = m.verification;
@@ -70,6 +70,22 @@ function facts(d: Detail): HTMLElement {
   return h('div', { class: 'facts', id: 'facts' }, ...items.filter((x): x is string => !!x).map((x) => h('span', {}, x)), b.reports.error ? h('span', { class: 'error' }, `report e-mail: ${b.reports.error}`) : null);
 }
 
+/** SPEC §7: what still stands between the batch and its deletion, or that nothing does. */
+function cutOver(d: Detail): HTMLElement | null {
+  if (d.batch.startedAt === null) return null;
+  const c = d.cutOver;
+  return h(
+    'div',
+    { class: 'panel', id: 'cut-over' },
+    h('strong', {}, 'Cut-over: '),
+    c.deleteWarnings.length ? 'not yet time to delete this batch' : 'the 72 hours after the switch are over; the batch can be deleted',
+    c.deleteWarnings.length ? h('ul', { class: 'problems warning' }, ...c.deleteWarnings.map((w) => h('li', {}, w))) : null,
+    c.uncheckedDomains.length
+      ? h('p', { class: 'muted' }, `MX not checked yet for ${c.uncheckedDomains.join(', ')}: `, h('a', { href: '#/dns' }, 'check it'), ' so mailferry tracks the 72 hours after the switch.')
+      : null,
+  );
+}
+
 function loginResults(results: LoginCheck[]): HTMLElement {
   const failed = results.filter((r) => !r.source.ok || !r.target.ok);
   return h(
@@ -94,6 +110,7 @@ export function batchPage(root: HTMLElement, name: string): View {
   const factsBox = h('div');
   const message = h('div', { id: 'message' });
   const extra = h('div');
+  const cutOverBox = h('div');
   const body = h('tbody');
   let last: Detail | null = null;
   /** Left (another page is shown): answers still arriving must not draw over it. */
@@ -153,6 +170,7 @@ export function batchPage(root: HTMLElement, name: string): View {
     actions,
     message,
     extra,
+    cutOverBox,
     h('h2', {}, 'Mailboxes'),
     h(
       'table',
@@ -178,6 +196,7 @@ export function batchPage(root: HTMLElement, name: string): View {
       return;
     }
     replace(title, `Batch ${name} `, statusBadge(last.batch.status), last.verifying ? h('span', { class: 'sub', id: 'verifying' }, ' verifying…') : null);
+    replace(cutOverBox, cutOver(last));
     replace(factsBox, facts(last), bar(last.batch.totals.copied, Math.max(last.batch.totals.found, last.batch.totals.copied), `batch ${name} messages copied`));
     enableFor(last.batch.status);
     replace(body, ...last.mailboxes.flatMap((m) => mailboxRow(m, retry)));
