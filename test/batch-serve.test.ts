@@ -106,8 +106,9 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
 
     test('serve runs the batch to SyncedWithErrors, each mailbox with its own status', { skip: skip ?? false }, async () => {
       const service = serve(['--incremental-every', '2s', '--listen', '127.0.0.1:0']);
-      const start = await runCli(['batch', 'start', 'first'], lab.env);
+      const start = await runCli(['batch', 'start', 'first', '--json'], lab.env);
       assert.equal(start.status, 0, start.stderr);
+      assert.equal(start.json?.started, true);
       const d = await until('batch "first" to finish its initial sync', 120_000, async () => {
         const x = await detail('first');
         return x.batch.status === 'SyncedWithErrors' && x;
@@ -299,16 +300,20 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
     });
 
     test('stop and delete: warned and refused without --force, then removed', { skip: skip ?? false }, async () => {
-      const stop = await runCli(['batch', 'stop', 'first'], lab.env);
+      const stop = await runCli(['batch', 'stop', 'first', '--json'], lab.env);
       assert.equal(stop.status, 0, stop.stderr);
+      assert.equal(stop.json?.stopped, true);
       await until('every mailbox of "first" to be Stopped', 20_000, async () => (await detail('first')).mailboxes.every((m) => m.status === 'Stopped'));
       assert.equal((await detail('first')).batch.status, 'Stopped');
-      const early = await runCli(['batch', 'delete', 'first'], lab.env);
+      const early = await runCli(['batch', 'delete', 'first', '--json'], lab.env);
       assert.equal(early.status, 2);
       assert.match(early.stderr, /warning: .*less than 72 hours.*--force/s);
-      const del = await runCli(['batch', 'delete', 'first', '--force'], lab.env);
+      assert.equal(early.json?.removed, false);
+      assert.match(String(early.json?.warning), /less than 72 hours/);
+      const del = await runCli(['batch', 'delete', 'first', '--force', '--json'], lab.env);
       assert.equal(del.status, 0, del.stderr);
       assert.match(del.stderr, /deleted/);
+      assert.deepEqual(del.json, { removed: true, remaining: 0 });
       const list = await runCli(['batch', 'list', '--json'], lab.env);
       assert.deepEqual(list.json, [] as unknown);
       // SIGTERM: a graceful stop.

@@ -170,6 +170,23 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     await until('the failed mailbox to be checked', 60_000, async () => (await page.locator(`tr[data-mailbox="${lab.users[2]!.address}"] td[data-verified]`).getAttribute('data-verified')) === 'could not check');
   });
 
+  test('a corrected password uploaded on the batch page: that mailbox syncs again and the batch becomes Synced', async () => {
+    const bad = join(lab.dir, 'fix-bad.csv');
+    writeFileSync(bad, 'EmailAddress;UserName;Password\r\nuser3@example.org;user3;x\r\n');
+    await page.locator('#update summary').click();
+    await page.locator('#update-csv').setInputFiles(bad);
+    await page.locator('#update-batch').click();
+    await page.locator('#message #csv-problems').waitFor();
+    const fix = lab.csv([{ user: lab.users[2]! }]);
+    await page.locator('#update-csv').setInputFiles(fix);
+    await page.locator('#update-batch').click();
+    await until('the correction to be applied', 10_000, async () => /1 mailbox changed \(user3@example\.org\), 0 added, 0 unchanged, 2 not in the file/.test(await page.locator('#message').innerText()));
+    await until('the corrected mailbox to sync', 60_000, async () => (await page.locator(`tr[data-mailbox="${lab.users[2]!.address}"] [data-status]`).getAttribute('data-status')) === 'Synced');
+    await until('the batch to be Synced', 10_000, async () => (await page.locator('h1 .status').getAttribute('data-status')) === 'Synced');
+    const text = await pageText();
+    for (const p of passwords()) assert.ok(!text.includes(p), 'no password on the page');
+  });
+
   test('the cut-over: the batch page asks for an MX check, the MX page records the switch, the batch page then counts the 72 hours', async () => {
     const batchUrl = page.url();
     await page.locator('#cut-over').waitFor();

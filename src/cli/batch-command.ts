@@ -300,11 +300,13 @@ export function registerBatchCommands(program: Command, run: Run): void {
     .command('start <name>')
     .description('Start (or restart) a batch: mailboxes not yet synced are queued, a restart continues where it stopped.')
     .option(...dbOption)
-    .action((name: string, f: { db?: string }) =>
+    .option('--json', 'print { started } as JSON on the last line of stdout')
+    .action((name: string, f: { db?: string; json?: boolean }) =>
       run(() =>
         withStore(f.db, async (store) => {
           const r = await startBatch(store, name);
           process.stderr.write(r.started ? `batch ${name} started\n` : `batch ${name} is already running\n`);
+          if (f.json) process.stdout.write(JSON.stringify(r) + '\n');
           return EXIT.ok;
         }),
       ),
@@ -314,10 +316,12 @@ export function registerBatchCommands(program: Command, run: Run): void {
     .command('stop <name>')
     .description('Stop a batch: running syncs are abandoned within seconds (what they copied stays copied); start it again to continue.')
     .option(...dbOption)
-    .action((name: string, f: { db?: string }) =>
+    .option('--json', 'print { stopped, stillSyncing } as JSON on the last line of stdout')
+    .action((name: string, f: { db?: string; json?: boolean }) =>
       run(() =>
         withStore(f.db, async (store) => {
           const r = await stopBatch(store, name);
+          if (f.json) process.stdout.write(JSON.stringify(r) + '\n');
           if (!r.stopped) process.stderr.write(`batch ${name} is already stopped\n`);
           else process.stderr.write(`batch ${name} stopped${r.stillSyncing ? ` (${r.stillSyncing} running sync${r.stillSyncing === 1 ? '' : 's'} will stop at the next heartbeat)` : ''}\n`);
           return EXIT.ok;
@@ -329,10 +333,12 @@ export function registerBatchCommands(program: Command, run: Run): void {
     .command('sync-now <name>')
     .description('Sync every mailbox of the batch as soon as a worker is free (e.g. right after the MX switch).')
     .option(...dbOption)
-    .action((name: string, f: { db?: string }) =>
+    .option('--json', 'print { mailboxes } as JSON on the last line of stdout')
+    .action((name: string, f: { db?: string; json?: boolean }) =>
       run(() =>
         withStore(f.db, async (store) => {
           const n = await syncNow(store, name);
+          if (f.json) process.stdout.write(JSON.stringify({ mailboxes: n }) + '\n');
           process.stderr.write(`batch ${name}: ${n} mailbox${n === 1 ? '' : 'es'} will sync now\n`);
           return EXIT.ok;
         }),
@@ -344,10 +350,12 @@ export function registerBatchCommands(program: Command, run: Run): void {
     .description('Retry the failed mailboxes of a batch now (or one mailbox, whatever its status, with --user).')
     .option('--user <address>', 'only this mailbox (its EmailAddress)')
     .option(...dbOption)
-    .action((name: string, f: { user?: string; db?: string }) =>
+    .option('--json', 'print { retrying: [{ emailAddress, status }] } as JSON on the last line of stdout')
+    .action((name: string, f: { user?: string; db?: string; json?: boolean }) =>
       run(() =>
         withStore(f.db, async (store) => {
           const rows = await retryMailboxes(store, name, f.user);
+          if (f.json) process.stdout.write(JSON.stringify({ retrying: rows }) + '\n');
           process.stderr.write(rows.length ? `batch ${name}: retrying ${rows.map((r) => r.emailAddress).join(', ')}\n` : `batch ${name} has no failed mailbox\n`);
           return EXIT.ok;
         }),
@@ -402,7 +410,8 @@ export function registerBatchCommands(program: Command, run: Run): void {
     .option('--force', 'delete even though the 72 hours after the initial sync (or the MX switch) are not over')
     .option('--wait <duration>', 'how long to wait for running syncs to stop', '90s')
     .option(...dbOption)
-    .action((name: string, f: { force?: boolean; wait: string; db?: string }) =>
+    .option('--json', 'print { removed, remaining } (or { removed: false, warning }) as JSON on the last line of stdout')
+    .action((name: string, f: { force?: boolean; wait: string; db?: string; json?: boolean }) =>
       run(() =>
         withStore(f.db, async (store) => {
           const waitMs = parseDuration(f.wait);
@@ -420,6 +429,7 @@ export function registerBatchCommands(program: Command, run: Run): void {
           } catch (err) {
             if (err instanceof DeleteTooEarlyError) {
               process.stderr.write(`mailferry: warning: ${err.message}\n`);
+              if (f.json) process.stdout.write(JSON.stringify({ removed: false, warning: err.message }) + '\n');
               return EXIT.usage;
             }
             throw err;
@@ -431,6 +441,7 @@ export function registerBatchCommands(program: Command, run: Run): void {
             r = { ...r, ...(await continueRemoval(store, r.batchId)) };
           }
           process.stderr.write(r.removed ? `batch ${name} deleted\n` : `batch ${name} is being deleted; ${r.remaining} mailbox${r.remaining === 1 ? '' : 'es'} still syncing will be removed when their workers stop\n`);
+          if (f.json) process.stdout.write(JSON.stringify({ removed: r.removed, remaining: r.remaining }) + '\n');
           return EXIT.ok;
         }),
       ),

@@ -12,6 +12,7 @@ import { continueRemoval, deleteBatch, deleteWarnings, retryMailboxes, startBatc
 import { batchMxReport } from '../dns/mx-watch.js';
 import { requireBatch } from '../batch/store.js';
 import { parseReceivedAfter, parseTime } from '../batch/time-input.js';
+import { updateBatch } from '../batch/update.js';
 import { verifyBatch } from '../batch/verify.js';
 import { loadBatchDetail, loadBatchList } from '../batch/view.js';
 import { addressProblem } from '../csv/address.js';
@@ -122,6 +123,15 @@ export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps):
     );
     if (!r.created) return reply.code(422).send(validationJson(r.validation));
     return reply.code(201).send(await loadBatchDetail(store.db, r.batch));
+  });
+
+  // `batch update`: a file of corrected rows (a new password, user name or UserRoot) and added mailboxes.
+  app.post<{ Params: NameParams; Body: { csv?: string; csvBase64?: string } }>('/api/batches/:name/update', { bodyLimit: UPLOAD_BODY_LIMIT }, async (req, reply) => {
+    const csv = uploadedFile(req.body ?? {});
+    if (csv.length > MAX_FILE_BYTES) return reply.code(422).send(validationJson(fileTooLarge(csv.length)));
+    const r = await updateBatch(store, req.params.name, csv, deps.key());
+    if (!r.updated) return reply.code(422).send(validationJson(r.validation));
+    return { changed: r.changed, added: r.added, unchanged: r.unchanged, notInFile: r.notInFile };
   });
 
   app.post<{ Params: NameParams }>('/api/batches/:name/check-logins', async (req) => {

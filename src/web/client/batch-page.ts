@@ -5,7 +5,8 @@
  */
 import type { LoginCheck } from '../../batch/check-logins.js';
 import type { BatchDetail, MailboxView } from '../../batch/view.js';
-import { api, ApiError, download } from './api.js';
+import { api, ApiError, download, fileBase64 } from './api.js';
+import { problemList, type Validation } from './new-batch.js';
 import { bar, h, notice, replace, statusBadge } from './dom.js';
 import { duration, mb, plural, when } from './format.js';
 import { LIVE_MS, poll, type View } from './view.js';
@@ -163,11 +164,48 @@ export function batchPage(root: HTMLElement, name: string): View {
     for (const b of actions.querySelectorAll('button')) if (b.id in allowed) b.disabled = !allowed[b.id];
   };
 
+  // `batch update`: the rows to fix (a wrong password, a user name) or add, without deleting the batch.
+  const updateFile = h('input', { type: 'file', id: 'update-csv', accept: '.csv,text/csv' });
+  const update = h(
+    'details',
+    { class: 'panel', id: 'update' },
+    h('summary', {}, 'Correct passwords or add mailboxes (a migration file with only those rows)'),
+    h(
+      'p',
+      { class: 'sub' },
+      'Rows whose EmailAddress is in the batch replace its UserName, Password and UserRoot (a changed mailbox syncs again at once); rows with a new address are added; mailboxes the file does not list stay as they are.',
+    ),
+    updateFile,
+    ' ',
+    h(
+      'button',
+      {
+        type: 'button',
+        id: 'update-batch',
+        onclick: () =>
+          void act('Checking and applying the file', async () => {
+            const f = updateFile.files?.[0];
+            if (!f) return notice('warning', 'Choose a migration file first.');
+            try {
+              const r = await api<{ changed: string[]; added: string[]; unchanged: number; notInFile: number }>('POST', `${path}/update`, { csvBase64: await fileBase64(f) });
+              updateFile.value = '';
+              return `${plural(r.changed.length, 'mailbox', 'mailboxes')} changed${r.changed.length ? ` (${r.changed.slice(0, 10).join(', ')}${r.changed.length > 10 ? ', …' : ''})` : ''}, ${r.added.length} added, ${r.unchanged} unchanged, ${r.notInFile} not in the file.`;
+            } catch (err) {
+              if (err instanceof ApiError && err.status === 422) return problemList(err.body as unknown as Validation);
+              throw err;
+            }
+          }),
+      },
+      'Apply',
+    ),
+  );
+
   replace(
     root,
     title,
     factsBox,
     actions,
+    update,
     message,
     extra,
     cutOverBox,

@@ -13,7 +13,7 @@ interface Problem {
   check: string;
   message: string;
 }
-interface Validation {
+export interface Validation {
   valid: boolean;
   rows: number;
   errors: Problem[];
