@@ -274,7 +274,7 @@ interface Service {
 
 /** Starts `mailferry serve`, its output into `logPath`; resolves once it says it runs. */
 async function startServe(o: BenchOptions, env: NodeJS.ProcessEnv, logPath: string): Promise<Service> {
-  const args = [CLI, 'serve', '--concurrency', String(o.concurrency), '--connections', String(o.connections), '--log-level', 'info'];
+  const args = [CLI, 'serve', '--no-listen', '--concurrency', String(o.concurrency), '--connections', String(o.connections), '--log-level', 'info'];
   const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   const log = createWriteStream(logPath);

@@ -36,7 +36,8 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
     let smtp: SmtpCapture;
     const services: Service[] = [];
     const serve = (extra: string[]) => {
-      const s = startService(['serve', '--lease-ttl', '3s', '--log-level', 'warn', ...extra], lab.env);
+      // Several services run at once: no fixed port (the web page is tested in web-page.test.ts).
+      const s = startService(['serve', '--lease-ttl', '3s', '--log-level', 'warn', ...(extra.includes('--listen') ? [] : ['--no-listen']), ...extra], lab.env);
       services.push(s);
       return s;
     };

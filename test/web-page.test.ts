@@ -75,6 +75,10 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     await page.getByRole('heading', { name: 'Migration batches' }).waitFor();
     await page.getByText('No batch yet').waitFor();
     await shot('1-dashboard-empty');
+    // A second serve on the same address says so, and how to choose another.
+    const second = startService(['serve', '--listen', new URL(url).host, '--log-level', 'warn'], lab.env);
+    assert.equal(await second.exited, 2, second.output());
+    assert.match(second.output(), /cannot listen on 127\.0\.0\.1:\d+: the address is in use .*--listen HOST:PORT.*--no-listen/);
   });
 
   test('endpoints: a server that cannot be reached is not stored; a good one is, and is listed', async () => {

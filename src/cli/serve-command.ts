@@ -1,5 +1,5 @@
 /**
- * `mailferry serve` (scheduler, workers and, with --listen, the web page and HTTP API, in one process)
+ * `mailferry serve` (scheduler, workers, the web page and HTTP API, in one process)
  * and `mailferry worker` (workers only, for more machines sharing one PostgreSQL).
  * SIGTERM or SIGINT stops them gracefully: running syncs are abandoned (what they copied
  * stays copied) and their mailboxes given back for the next worker; a second signal exits
@@ -29,7 +29,8 @@ interface ServiceFlags {
   leaseTtl: string;
   db?: string;
   logLevel: string;
-  listen?: string;
+  /** serve only: an address, or false for --no-listen. */
+  listen?: string | false;
 }
 
 /** How long a graceful stop waits for syncs to wind down before exiting anyway. */
@@ -61,7 +62,7 @@ async function runService(f: ServiceFlags, role: 'serve' | 'worker'): Promise<nu
   const leaseTtlMs = duration(f.leaseTtl, '--lease-ttl', 1000);
   const concurrency = whole(f.concurrency, '--concurrency', 1000);
   const connections = whole(f.connections, '--connections', 32);
-  const listen = f.listen !== undefined ? parseListen(f.listen) : undefined;
+  const listen = role === 'serve' && typeof f.listen === 'string' ? parseListen(f.listen) : undefined;
   let key;
   try {
     // `serve` may be the first command on a fresh machine; a `worker` joins an existing
@@ -95,16 +96,21 @@ async function runService(f: ServiceFlags, role: 'serve' | 'worker'): Promise<nu
   const scheduler = role === 'serve' ? new Scheduler(store, logger) : undefined;
   let api;
   if (listen) {
-    let token;
     try {
-      token = loadAdminToken();
+      const token = loadAdminToken();
+      // The routes use the workers' key: whatever they store, the workers can read.
+      api = await listenHttp({ store, token, logger, key: () => key }, listen.host, listen.port);
+      process.stderr.write(`mailferry: web page and HTTP API at ${api.url}/ (sign in with the admin token from ${token.where})\n`);
     } catch (err) {
+      await store.close();
       if (err instanceof AdminTokenError) throw new UsageError(err.message);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+        const why = code === 'EADDRINUSE' ? 'the address is in use (another mailferry serve?)' : code === 'EACCES' ? 'permission denied' : 'no such local address';
+        throw new UsageError(`cannot listen on ${listen.host}:${listen.port}: ${why}; choose another with --listen HOST:PORT, or run without the web page and API with --no-listen`);
+      }
       throw err;
     }
-    // The key is only read when a route needs it, the way the workers read it: the same key.
-    api = await listenHttp({ store, token, logger, key: () => key }, listen.host, listen.port);
-    process.stderr.write(`mailferry: web page and HTTP API at ${api.url}/ (sign in with the admin token from ${token.where})\n`);
   }
 
   let signals = 0;
@@ -151,8 +157,9 @@ export function registerServeCommands(program: Command, run: Run): void {
   addServiceOptions(
     program
       .command('serve')
-      .description('Run the service: scheduler and workers (and, with --listen, the web admin page and HTTP API). Syncs every started batch until stopped.')
-      .option('--listen <host:port>', 'serve the web page and HTTP API on this address, e.g. 127.0.0.1:8080 (every /api/ request needs the admin token: MAILFERRY_ADMIN_TOKEN, else the admin-token file beside the secret key)'),
+      .description('Run the service: scheduler, workers, the web admin page and the HTTP API. Syncs every started batch until stopped.')
+      .option('--listen <host:port>', 'serve the web page and HTTP API on this address (every /api/ request needs the admin token: MAILFERRY_ADMIN_TOKEN, else the admin-token file beside the secret key); plain HTTP, so keep it on loopback or behind a TLS proxy', '127.0.0.1:8080')
+      .option('--no-listen', 'no web page or HTTP API (scheduler and workers only)'),
   ).action((f: ServiceFlags) => run(() => runService(f, 'serve')));
   addServiceOptions(program.command('worker').description('Run workers only, e.g. on more machines sharing one PostgreSQL database with a `serve`.')).action((f: ServiceFlags) =>
     run(() => runService(f, 'worker')),
