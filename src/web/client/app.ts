@@ -11,6 +11,7 @@ import { dnsPage } from './dns-page.js';
 import { h, notice, replace } from './dom.js';
 import { endpointsPage } from './endpoints-page.js';
 import { newBatch } from './new-batch.js';
+import { reportPage } from './report-page.js';
 import type { View } from './view.js';
 
 const root = document.getElementById('app')!;
@@ -55,9 +56,10 @@ function route(): void {
   current?.dispose();
   nav.hidden = false;
   const hash = location.hash.replace(/^#/, '') || '/';
-  const batch = /^\/batch\/(.+)$/.exec(hash);
+  const report = /^\/batch\/(.+)\/report$/.exec(hash);
+  const batch = /^\/batch\/([^/]+)$/.exec(hash);
   for (const a of nav.querySelectorAll('a')) a.classList.toggle('here', a.getAttribute('href') === `#${hash}`);
-  current = batch ? batchPage(root, decodeURIComponent(batch[1]!)) : hash === '/new' ? newBatch(root) : hash === '/endpoints' ? endpointsPage(root) : hash === '/dns' ? dnsPage(root) : dashboard(root);
+  current = report ? reportPage(root, decodeURIComponent(report[1]!)) : batch ? batchPage(root, decodeURIComponent(batch[1]!)) : hash === '/new' ? newBatch(root) : hash === '/endpoints' ? endpointsPage(root) : hash === '/dns' ? dnsPage(root) : dashboard(root);
 }
 
 whenUnauthorized(() => signIn('The admin token was refused; sign in again.'));

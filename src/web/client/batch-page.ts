@@ -153,6 +153,7 @@ export function batchPage(root: HTMLElement, name: string): View {
     h('button', { type: 'button', id: 'retry-failed', onclick: () => void act('Retrying failed mailboxes', async () => { const r = (await post('retry')).retrying as unknown[]; return r.length ? `Retrying ${plural(r.length, 'mailbox', 'mailboxes')}.` : 'No mailbox has failed.'; }) }, 'Retry failed'),
     h('button', { type: 'button', id: 'check-logins', onclick: () => void act('Checking every login (nothing is copied)', async () => { const r = (await post('check-logins')) as unknown as { mailboxes: LoginCheck[] }; replace(extra, loginResults(r.mailboxes)); return null; }) }, 'Check logins'),
     h('button', { type: 'button', id: 'verify', onclick: () => void act('Starting verification', async () => ((await post('verify')), 'Verifying each mailbox, folder by folder; results appear in the Verified column.')) }, 'Verify'),
+    h('button', { type: 'button', id: 'show-report', onclick: () => (location.hash = `#/batch/${encodeURIComponent(name)}/report`) }, 'Report'),
     h('button', { type: 'button', id: 'report', onclick: () => void act('Preparing the report', async () => ((await download(`${path}/report?format=csv`, `mailferry-${name}-report.csv`)), null)) }, 'Report (CSV)'),
     h('button', { type: 'button', class: 'danger', id: 'delete', onclick: () => { if (confirm(`Delete batch ${name}? Its syncs stop and it leaves the dashboard (what was copied stays on the target).`)) void askDelete(false); } }, 'Delete'),
   );
