@@ -163,6 +163,14 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) describe(`HTTP AP
     assert.match(badTls.json().error, /implicit, starttls or none/);
     const noPassword = await call('POST', '/api/targets', { name: 't2', host: '127.0.0.1', adminUser: 'admin' });
     assert.equal(noPassword.statusCode, 400);
+    // A change is tested first: this endpoint's server is unreachable, so nothing changes.
+    const changed = await app.inject({ method: 'PATCH', url: '/api/endpoints/src', headers: { authorization: `Bearer ${TOKEN}` }, payload: { maxConcurrentMigrations: 7 } });
+    assert.equal(changed.statusCode, 422);
+    assert.equal((await call('GET', '/api/endpoints/src')).json().maxConcurrentMigrations, 20);
+    const rotated = await app.inject({ method: 'PATCH', url: '/api/targets/tgt', headers: { authorization: `Bearer ${TOKEN}` }, payload: { adminPassword: 'New-Admin-Pw-77' } });
+    assert.equal(rotated.statusCode, 422);
+    assert.ok(!rotated.body.includes('New-Admin-Pw-77'));
+    assert.equal((await app.inject({ method: 'PATCH', url: '/api/endpoints/nope', headers: { authorization: `Bearer ${TOKEN}` }, payload: {} })).statusCode, 404);
     const taken = await call('POST', '/api/endpoints', { name: 'src', host: '127.0.0.1' });
     assert.equal(taken.statusCode, 409);
     await call('POST', '/api/batches', { name: 'holder', endpoint: 'src', target: 'tgt', csv: 'EmailAddress,UserName,Password\r\nc@example.org,c,pw-c-123\r\n' });

@@ -112,6 +112,21 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     assert.match(await page.locator('#source-result').innerText(), /login/);
     await page.locator('#source-list tr[data-endpoint="src2"]').waitFor();
     assert.equal(await page.locator('#source-test-password').inputValue(), '', 'the password field is cleared once used');
+
+    // Changing a stored one: tested first, kept as it was when the test fails.
+    await page.locator('#target-list tr[data-endpoint="tgt"] button.edit').click();
+    assert.equal(await page.locator('#target-name').inputValue(), 'tgt');
+    await page.locator('#target-port').fill('9');
+    await page.locator('#target-create').click();
+    await page.locator('#target-result [data-test=failed]').waitFor();
+    assert.match(await page.locator('#target-result').innerText(), /was not changed/);
+    await page.locator('#target-cancel-edit').click();
+    assert.match(await page.locator('#target-list tr[data-endpoint="tgt"]').innerText(), new RegExp(`:${lab.target.port}\\b`));
+    await page.locator('#source-list tr[data-endpoint="src2"] button.edit').click();
+    await page.locator('#source-max-migrations').fill('5');
+    await page.locator('#source-create').click();
+    await page.locator('#source-result [data-test=passed]').waitFor();
+    await until('the changed limit to be listed', 5_000, async () => /5 migrations/.test(await page.locator('#source-list tr[data-endpoint="src2"]').innerText()));
     const text = await pageText();
     for (const p of passwords()) assert.ok(!text.includes(p), 'no password on the page');
     await shot('2-endpoints');

@@ -5,12 +5,11 @@
  * never printed.
  */
 import type { Command } from 'commander';
-import { createEndpoint, EndpointNameTakenError, testLogin } from '../endpoint/manage.js';
-import { checkEndpointName, EndpointSettingError, newEndpointSettings, publicEndpointView, tlsMode, wholeSetting } from '../endpoint/settings.js';
+import { changeEndpoint, createEndpoint, EndpointMissingError, EndpointNameTakenError, testLogin } from '../endpoint/manage.js';
+import { checkEndpointName, EndpointSettingError, newEndpointSettings, publicEndpointView } from '../endpoint/settings.js';
 import { type EndpointTest, testEndpointSettings } from '../endpoint/test-settings.js';
-import { defaultPort } from '../imap/endpoint.js';
-import { decryptSecret, encryptSecret, loadSecretKey } from '../secrets/index.js';
-import { deleteEndpoint, EndpointInUseError, findEndpoint, listEndpoints, updateEndpoint } from '../store/endpoints.js';
+import { decryptSecret, loadSecretKey } from '../secrets/index.js';
+import { deleteEndpoint, EndpointInUseError, findEndpoint, listEndpoints } from '../store/endpoints.js';
 import { openStore } from '../store/open.js';
 import type { EndpointRole } from '../store/schema.js';
 import { EXIT, UsageError } from './exit-codes.js';
@@ -34,13 +33,17 @@ function envPassword(name: string, what: string): string {
   return v;
 }
 
-/** Setting errors are usage errors (exit 2). */
+function usageOf(err: unknown): unknown {
+  return err instanceof EndpointSettingError || err instanceof EndpointNameTakenError || err instanceof EndpointMissingError ? new UsageError(err.message) : err;
+}
+
+/** Setting errors are usage errors (exit 2), thrown at once or by the promise `fn` returns. */
 function settingsOrUsage<T>(fn: () => T): T {
   try {
-    return fn();
+    const r = fn();
+    return (r instanceof Promise ? r.catch((err: unknown) => Promise.reject(usageOf(err))) : r) as T;
   } catch (err) {
-    if (err instanceof EndpointSettingError || err instanceof EndpointNameTakenError) throw new UsageError(err.message);
-    throw err;
+    throw usageOf(err);
   }
 }
 
@@ -138,49 +141,25 @@ function register(program: Command, role: EndpointRole, run: Run): void {
     run(async () => {
       const store = await openStore(f.db);
       try {
-        const row = await findEndpoint(store.db, role, name);
-        if (!row) throw new UsageError(`no ${noun} named "${name}"`);
-        if (f.auth !== undefined && f.auth !== 'plain' && f.auth !== 'login') throw new UsageError('--auth must be plain or login');
-        if (f.impersonation !== undefined && f.impersonation !== 'sasl' && f.impersonation !== 'separator') throw new UsageError('--impersonation must be sasl or separator');
-        const impersonation = (f.impersonation as 'sasl' | 'separator' | undefined) ?? row.impersonation;
-        const next = settingsOrUsage(() => {
-          const mode = f.tls !== undefined ? tlsMode(f.tls) : row.tls;
-          const whole = wholeSetting;
-          return {
-          ...row,
-          host: f.host ?? row.host,
-          // A new TLS mode without a port moves a default port with it (993 <-> 143).
-          port: f.port !== undefined ? whole(f.port, '--port', row.port) : f.tls !== undefined && row.port === defaultPort(row.tls) ? defaultPort(mode) : row.port,
-          tls: mode,
-          auth: (f.auth as 'plain' | 'login' | undefined) ?? row.auth,
-          accept_untrusted_cert: f.acceptUntrustedCert === undefined ? row.accept_untrusted_cert : f.acceptUntrustedCert ? 1 : 0,
-          max_concurrent_migrations: whole(f.maxConcurrentMigrations, '--max-concurrent-migrations', row.max_concurrent_migrations, 1000),
-          max_concurrent_incremental_syncs: whole(f.maxConcurrentIncrementalSyncs, '--max-concurrent-incremental-syncs', row.max_concurrent_incremental_syncs, 1000),
-          admin_user: role === 'target' ? (f.adminUser ?? row.admin_user) : null,
-          impersonation: role === 'target' ? impersonation : null,
-          separator: role === 'target' && impersonation === 'separator' ? (f.separator ?? row.separator ?? '*') : null,
-          };
-        });
-        let password: string | undefined;
-        let password_enc = row.password_enc;
-        if (role === 'target') {
-          const fresh = process.env.MAILFERRY_TARGET_PASSWORD;
-          password = fresh !== undefined && fresh !== '' ? fresh : row.password_enc ? decryptSecret(loadSecretKey({ create: false }), row.password_enc) : '';
-          if (fresh) password_enc = encryptSecret(loadSecretKey(), fresh);
-        } else {
-          password = testPassword(f.testUser);
-        }
-        const t = await testEndpointSettings(next, settingsOrUsage(() => testLogin(role, next, f.testUser, password)), f.testUser);
-        printTest(`${noun} ${name} (${next.host}:${next.port}, ${next.tls})`, t);
-        if (!t.ok) {
+        const fresh = process.env.MAILFERRY_TARGET_PASSWORD;
+        const r = await settingsOrUsage(() =>
+          changeEndpoint(store, (create) => loadSecretKey({ create: !!create }), {
+            role,
+            name,
+            changes: f,
+            newAdminPassword: role === 'target' && fresh ? fresh : undefined,
+            testUser: f.testUser,
+            testPassword: role === 'source' ? testPassword(f.testUser) : undefined,
+          }),
+        );
+        const shown = r.stored ? r.row : ((await findEndpoint(store.db, role, name)) ?? { host: '?', port: 0, tls: '?' });
+        printTest(`${noun} ${name}${r.stored ? ` (${shown.host}:${shown.port}, ${shown.tls})` : ''}`, r.test);
+        if (!r.stored) {
           process.stderr.write(`${noun} ${name} was not changed.\n`);
-          if (f.json) process.stdout.write(JSON.stringify({ stored: false, test: testJson(t) }) + '\n');
+          if (f.json) process.stdout.write(JSON.stringify({ stored: false, test: testJson(r.test) }) + '\n');
           return EXIT.connect;
         }
-        const { id: _id, role: _role, name: _name, created_at: _created, ...settings } = next;
-        await updateEndpoint(store.db, row.id, { ...settings, password_enc });
-        const stored = (await findEndpoint(store.db, role, name))!;
-        if (f.json) process.stdout.write(JSON.stringify({ ...publicEndpointView(stored), test: testJson(t) }) + '\n');
+        if (f.json) process.stdout.write(JSON.stringify({ ...publicEndpointView(r.row), test: testJson(r.test) }) + '\n');
         else process.stderr.write(`${noun} ${name} updated.\n`);
         return EXIT.ok;
       } finally {

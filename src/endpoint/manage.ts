@@ -1,16 +1,18 @@
 /**
- * Creating a migration endpoint or target (SPEC §3): settings checked, connection (and,
- * with a test user, login) tested, stored only when the test passes; the target's admin
- * password encrypted (src/secrets). Shared by `endpoint|target create` and the HTTP API.
+ * Creating and changing a migration endpoint or target (SPEC §3): settings checked,
+ * connection (and, with a test user, login) tested, stored only when the test passes; the
+ * target's admin password encrypted (src/secrets). Shared by `endpoint|target
+ * create|update` and the HTTP API.
  */
 import { targetLogin } from './target-login.js';
 import type { ImapLogin } from '../imap/endpoint.js';
-import { encryptSecret, type SecretKey } from '../secrets/index.js';
-import { findEndpoint, insertEndpoint } from '../store/endpoints.js';
+import { defaultPort } from '../imap/endpoint.js';
+import { decryptSecret, encryptSecret, type SecretKey } from '../secrets/index.js';
+import { findEndpoint, insertEndpoint, updateEndpoint } from '../store/endpoints.js';
 import type { Store } from '../store/open.js';
 import type { EndpointRole, EndpointRow } from '../store/schema.js';
 import { impersonationOf } from '../worker/mailbox-sides.js';
-import { checkEndpointName, EndpointSettingError, type EndpointSettings, type EndpointSettingsInput, newEndpointSettings } from './settings.js';
+import { checkEndpointName, EndpointSettingError, type EndpointSettings, type EndpointSettingsInput, newEndpointSettings, tlsMode, wholeSetting } from './settings.js';
 import { type EndpointTest, testEndpointSettings } from './test-settings.js';
 
 export const ROLE_NOUN: Record<EndpointRole, string> = { source: 'migration endpoint', target: 'migration target' };
@@ -61,4 +63,77 @@ export async function createEndpoint(store: Store, key: () => SecretKey, req: Cr
     created_at: Date.now(),
   });
   return { stored: true, row, test };
+}
+
+export class EndpointMissingError extends Error {
+  override name = 'EndpointMissingError';
+}
+
+/** What `update` may change; absent fields keep their stored value. */
+export interface EndpointChanges {
+  host?: string | undefined;
+  port?: number | string | undefined;
+  tls?: string | undefined;
+  auth?: string | undefined;
+  acceptUntrustedCert?: boolean | undefined;
+  maxConcurrentMigrations?: number | string | undefined;
+  maxConcurrentIncrementalSyncs?: number | string | undefined;
+  adminUser?: string | undefined;
+  impersonation?: string | undefined;
+  separator?: string | undefined;
+}
+
+export interface ChangeEndpointRequest {
+  role: EndpointRole;
+  name: string;
+  changes: EndpointChanges;
+  /** Target: a new admin password (a rotated one); absent: the stored one is kept and used for the test. */
+  newAdminPassword?: string | undefined;
+  testUser?: string | undefined;
+  /** Source: the test user's password. */
+  testPassword?: string | undefined;
+}
+
+/** The stored settings with `changes` applied, checked as create checks them. */
+export function changedSettings(row: EndpointRow, c: EndpointChanges): EndpointSettings {
+  if (c.auth !== undefined && c.auth !== 'plain' && c.auth !== 'login') throw new EndpointSettingError('--auth must be plain or login');
+  if (c.impersonation !== undefined && c.impersonation !== 'sasl' && c.impersonation !== 'separator') throw new EndpointSettingError('--impersonation must be sasl or separator');
+  const host = c.host !== undefined ? c.host.trim() : row.host;
+  if (!host || /[\s/]/.test(host)) throw new EndpointSettingError(`--host must be a host name or address, not "${c.host}"`);
+  const mode = c.tls !== undefined ? tlsMode(c.tls) : row.tls;
+  const impersonation = (c.impersonation as 'sasl' | 'separator' | undefined) ?? row.impersonation;
+  return {
+    host,
+    // A new TLS mode without a port moves a default port with it (993 <-> 143).
+    port: c.port !== undefined && c.port !== '' ? wholeSetting(c.port, '--port', row.port) : c.tls !== undefined && row.port === defaultPort(row.tls) ? defaultPort(mode) : row.port,
+    tls: mode,
+    auth: (c.auth as 'plain' | 'login' | undefined) ?? row.auth,
+    accept_untrusted_cert: c.acceptUntrustedCert === undefined ? row.accept_untrusted_cert : c.acceptUntrustedCert ? 1 : 0,
+    max_concurrent_migrations: wholeSetting(c.maxConcurrentMigrations, '--max-concurrent-migrations', row.max_concurrent_migrations, 1000),
+    max_concurrent_incremental_syncs: wholeSetting(c.maxConcurrentIncrementalSyncs, '--max-concurrent-incremental-syncs', row.max_concurrent_incremental_syncs, 1000),
+    admin_user: row.role === 'target' ? (c.adminUser || row.admin_user) : null,
+    impersonation: row.role === 'target' ? impersonation : null,
+    separator: row.role === 'target' && impersonation === 'separator' ? (c.separator || row.separator || '*') : null,
+  };
+}
+
+/**
+ * `update`: a rotated admin password, a new host or other limits, tested first (as create
+ * is) and stored only if the test passes; batches use it from their next run.
+ */
+export async function changeEndpoint(store: Store, key: (create?: boolean) => SecretKey, req: ChangeEndpointRequest): Promise<CreateEndpointOutcome> {
+  const row = await findEndpoint(store.db, req.role, req.name);
+  if (!row) throw new EndpointMissingError(`no ${ROLE_NOUN[req.role]} named "${req.name}"`);
+  const settings = changedSettings(row, req.changes);
+  let password = req.testPassword;
+  let password_enc = row.password_enc;
+  if (req.role === 'target') {
+    const fresh = req.newAdminPassword;
+    password = fresh ? fresh : row.password_enc ? decryptSecret(key(false), row.password_enc) : '';
+    if (fresh) password_enc = encryptSecret(key(true), fresh);
+  }
+  const test = await testEndpointSettings({ role: req.role, ...settings }, testLogin(req.role, settings, req.testUser, password), req.testUser);
+  if (!test.ok) return { stored: false, test };
+  await updateEndpoint(store.db, row.id, { ...settings, password_enc });
+  return { stored: true, row: (await findEndpoint(store.db, req.role, req.name))!, test };
 }

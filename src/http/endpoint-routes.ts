@@ -5,7 +5,7 @@
  * are never sent back.
  */
 import type { FastifyInstance } from 'fastify';
-import { createEndpoint, ROLE_NOUN, testLogin } from '../endpoint/manage.js';
+import { changeEndpoint, createEndpoint, ROLE_NOUN, testLogin } from '../endpoint/manage.js';
 import { publicEndpointView } from '../endpoint/settings.js';
 import { testEndpointSettings } from '../endpoint/test-settings.js';
 import { decryptSecret, type SecretKey } from '../secrets/index.js';
@@ -56,6 +56,8 @@ const createSchema = {
   },
 } as const;
 
+const updateSchema = { body: { ...createSchema.body, required: [], properties: (({ name: _name, ...rest }) => rest)(createSchema.body.properties) } } as const;
+
 export function registerEndpointRoutes(app: FastifyInstance, deps: { store: Store; key: (create?: boolean) => SecretKey }): void {
   const { store } = deps;
   for (const [role, base] of [
@@ -76,6 +78,15 @@ export function registerEndpointRoutes(app: FastifyInstance, deps: { store: Stor
       const r = await createEndpoint(store, () => deps.key(true), { role, name, settings, adminPassword, testUser: testUser || undefined, testPassword });
       if (!r.stored) return reply.code(422).send({ stored: false, test: r.test });
       return reply.code(201).send({ stored: true, ...publicEndpointView(r.row), test: r.test });
+    });
+
+    // `update`: only the fields sent change; `adminPassword` replaces the stored one (a rotated password).
+    app.patch<{ Params: { name: string }; Body: Omit<CreateBody, 'name'> }>(`${base}/:name`, { schema: updateSchema }, async (req, reply) => {
+      await mustFind(req.params.name);
+      const { adminPassword, testUser, testPassword, ...changes } = req.body;
+      const r = await changeEndpoint(store, (create) => deps.key(create), { role, name: req.params.name, changes, newAdminPassword: adminPassword || undefined, testUser: testUser || undefined, testPassword });
+      if (!r.stored) return reply.code(422).send({ stored: false, test: r.test });
+      return { stored: true, ...publicEndpointView(r.row), test: r.test };
     });
 
     app.post<{ Params: { name: string }; Body: { testUser?: string; testPassword?: string } | undefined }>(`${base}/:name/test`, async (req) => {

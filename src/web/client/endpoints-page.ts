@@ -24,7 +24,8 @@ export function testSteps(t: EndpointTest): HTMLElement {
   );
 }
 
-function form(role: Role, created: () => void): HTMLElement {
+/** The create form, which also edits a stored one (`edit`): then only what it shows is sent, and an empty password keeps the stored one. */
+function form(role: Role, created: () => void): { el: HTMLElement; edit(row: Stored): void } {
   const id = (s: string) => `${role}-${s}`;
   const input = (name: string, attrs: Record<string, string | number | boolean> = {}) => h('input', { id: id(name), name, ...attrs });
   const fields = {
@@ -42,6 +43,45 @@ function form(role: Role, created: () => void): HTMLElement {
     maxIncremental: input('max-incremental', { type: 'number', min: 1, max: 1000, placeholder: '10' }),
   };
   const result = h('div', { id: id('result') });
+  /** The stored one being edited, or null when creating. */
+  let editing: string | null = null;
+  const heading = h('h2', {}, `New ${NOUN[role]}`);
+  const submitButton = h('button', { type: 'submit', class: 'primary', id: id('create') }, `Test and store the ${NOUN[role]}`);
+  const cancel = h('button', { type: 'button', id: id('cancel-edit'), hidden: true, onclick: () => reset() }, 'Cancel');
+  const reset = () => {
+    editing = null;
+    fields.name.readOnly = false;
+    heading.textContent = `New ${NOUN[role]}`;
+    submitButton.textContent = `Test and store the ${NOUN[role]}`;
+    cancel.hidden = true;
+    (fields.name.form as HTMLFormElement | null)?.reset();
+  };
+  const edit = (r: Stored) => {
+    editing = r.name;
+    fields.name.value = r.name;
+    fields.name.readOnly = true;
+    fields.host.value = r.host;
+    fields.port.value = String(r.port);
+    fields.tls.value = r.tls;
+    fields.acceptUntrustedCert.checked = r.acceptUntrustedCert === true;
+    // A test login is asked for again, not carried over from an earlier form.
+    fields.testUser.value = '';
+    fields.testPassword.value = '';
+    if (role === 'source') {
+      fields.maxMigrations.value = String(r.maxConcurrentMigrations ?? '');
+      fields.maxIncremental.value = String(r.maxConcurrentIncrementalSyncs ?? '');
+    } else {
+      fields.adminUser.value = String(r.adminUser ?? '');
+      fields.impersonation.value = String(r.impersonation ?? 'sasl');
+      fields.adminPassword.required = false;
+      fields.adminPassword.placeholder = 'empty: keep the stored password';
+    }
+    heading.textContent = `Change ${NOUN[role]} ${r.name}`;
+    submitButton.textContent = 'Test and save the changes';
+    cancel.hidden = false;
+    replace(result);
+    fields.host.focus();
+  };
   const row = (label: string, el: HTMLElement) => [h('label', { for: el.id }, label), el];
   const submit = async (e: Event) => {
     e.preventDefault();
@@ -58,20 +98,25 @@ function form(role: Role, created: () => void): HTMLElement {
         : { adminUser: fields.adminUser.value, adminPassword: fields.adminPassword.value, impersonation: fields.impersonation.value, auth: 'plain' }),
     };
     replace(result, notice('info', 'Testing the connection…'));
+    const changing = editing;
     try {
-      const r = await api<{ test: EndpointTest }>('POST', BASE[role], body);
-      replace(result, testSteps(r.test), notice('info', `${NOUN[role]} ${body.name} stored.`));
+      const r = changing
+        ? await api<{ test: EndpointTest }>('PATCH', `${BASE[role]}/${encodeURIComponent(changing)}`, { ...body, name: undefined, adminPassword: fields.adminPassword.value || undefined })
+        : await api<{ test: EndpointTest }>('POST', BASE[role], body);
+      replace(result, testSteps(r.test), notice('info', `${NOUN[role]} ${body.name} ${changing ? 'changed' : 'stored'}.`));
       fields.testPassword.value = '';
       fields.adminPassword.value = '';
+      if (changing) reset();
       created();
     } catch (err) {
-      if (err instanceof ApiError && err.status === 422) return replace(result, testSteps((err.body as { test: EndpointTest }).test), notice('error', `${NOUN[role]} ${body.name} was not stored.`));
+      if (err instanceof ApiError && err.status === 422) return replace(result, testSteps((err.body as { test: EndpointTest }).test), notice('error', `${NOUN[role]} ${body.name} was not ${changing ? 'changed' : 'stored'}.`));
       replace(result, notice('error', (err as Error).message));
     }
   };
-  return h(
+  const el = h(
     'div',
     {},
+    heading,
     h(
       'form',
       { class: 'grid', id: id('form'), onsubmit: (e: Event) => void submit(e) },
@@ -84,15 +129,17 @@ function form(role: Role, created: () => void): HTMLElement {
         ? [...row('Max concurrent migrations', fields.maxMigrations), ...row('Max concurrent incremental syncs', fields.maxIncremental), ...row('Test login (optional)', fields.testUser), ...row('Its password', fields.testPassword)]
         : [...row('Admin user', fields.adminUser), ...row('Admin password', fields.adminPassword), ...row('Acts as each user by', fields.impersonation), ...row('Test as user (optional)', fields.testUser)]),
       h('span'),
-      h('div', {}, h('button', { type: 'submit', class: 'primary', id: id('create') }, `Test and store the ${NOUN[role]}`)),
+      h('div', {}, submitButton, ' ', cancel),
     ),
     result,
   );
+  return { el, edit };
 }
 
 export function endpointsPage(root: HTMLElement): View {
   const lists: Record<Role, HTMLElement> = { source: h('tbody', { id: 'source-list' }), target: h('tbody', { id: 'target-list' }) };
   const message = h('div');
+  const forms: Record<Role, ReturnType<typeof form>> = { source: form('source', () => void load('source')), target: form('target', () => void load('target')) };
   const load = async (role: Role) => {
     try {
       const rows = await api<Stored[]>('GET', BASE[role]);
@@ -110,6 +157,8 @@ export function endpointsPage(root: HTMLElement): View {
               'td',
               {},
               h('button', { type: 'button', onclick: () => void test(role, r.name) }, 'Test'),
+              ' ',
+              h('button', { type: 'button', class: 'edit', onclick: () => forms[role].edit(r) }, 'Change'),
               ' ',
               h('button', { type: 'button', class: 'danger', onclick: () => void remove(role, r.name) }, 'Delete'),
             ),
@@ -145,12 +194,10 @@ export function endpointsPage(root: HTMLElement): View {
     message,
     h('h2', {}, 'Source endpoints'),
     table('source'),
-    h('h2', {}, 'New source endpoint'),
-    form('source', () => void load('source')),
+    forms.source.el,
     h('h2', {}, 'Targets'),
     table('target'),
-    h('h2', {}, 'New target'),
-    form('target', () => void load('target')),
+    forms.target.el,
   );
   void load('source');
   void load('target');
