@@ -4,7 +4,7 @@
  * in any answer. The browser test (web-page.test.ts) drives the same routes end to end.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -57,6 +57,13 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) describe(`HTTP AP
       assert.equal(r.statusCode, 401, JSON.stringify(headers));
       assert.match(r.headers['www-authenticate'] as string, /^Bearer/);
     }
+    // Other spellings of the same path reach the same routes: never without the token.
+    for (const url of ['/%61pi/batches', '/%61pi/health', '/api/%62atches', '/api%2Fbatches', '//api/batches', '/api/batches/', '/api/./batches']) {
+      const r = await call('GET', url, undefined, {});
+      assert.ok(r.statusCode === 401 || r.statusCode === 404, `${url}: ${r.statusCode} ${r.body.slice(0, 100)}`);
+    }
+    const stop = await call('POST', '/%61pi/batches/nope/stop', undefined, {});
+    assert.equal(stop.statusCode, 401);
     const ok = await call('GET', '/api/batches');
     assert.equal(ok.statusCode, 200);
     assert.deepEqual(ok.json(), []);
@@ -98,7 +105,11 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) describe(`HTTP AP
     assert.equal(future.statusCode, 400);
     assert.match(future.json().error, /would copy nothing/);
     const badName = await call('POST', '/api/batches', { name: 'bad name', endpoint: 'src', target: 'tgt', csvBase64: csv(`a@example.org,alice,${SECRET}\r\n`) });
-    assert.equal(badName.statusCode, 409);
+    assert.equal(badName.statusCode, 400);
+    assert.match(badName.json().error, /letters, digits/);
+    assert.equal((await call('POST', '/api/batches', { name: 'b9', endpoint: 'src', target: 'tgt', csvBase64: 123 })).statusCode, 400);
+    const typo = await call('POST', '/api/batches', { name: 'b9', endpoint: 'src', target: 'tgt', exlude: ['Junk'], csv: 'EmailAddress,UserName,Password\r\n' });
+    assert.equal(typo.statusCode, 400, 'a misspelt option is refused, not dropped');
     const created = await call('POST', '/api/batches', { name: 'b1', endpoint: 'src', target: 'tgt', exclude: ['Junk'], csvBase64: csv(`a@example.org,alice,${SECRET}\r\nb@example.org,bob,${SECRET}\r\n`) });
     assert.equal(created.statusCode, 201, created.body);
     const d = created.json() as { batch: { name: string; status: string; options: { exclude: string[] } }; mailboxes: unknown[] };
@@ -127,6 +138,22 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) describe(`HTTP AP
     assert.equal((await call('POST', '/api/batches/b1/sync-now')).json().mailboxes, 2);
     assert.deepEqual((await call('POST', '/api/batches/b1/retry')).json(), { retrying: [] });
     assert.equal((await call('POST', '/api/batches/b1/retry', { user: 'zz@example.org' })).statusCode, 404);
+    // Bodies of the wrong shape are refused as such, not a 500 from deep inside.
+    assert.equal((await call('POST', '/api/batches/b1/retry', { user: 5 })).statusCode, 400);
+    assert.equal((await call('POST', '/api/batches/b1/verify', { user: { a: 1 } })).statusCode, 400);
+    assert.equal((await call('POST', '/api/csv/check', { csvBase64: 123 })).statusCode, 400);
+    assert.equal((await call('POST', '/api/endpoints/src/test', { testUser: ['x'] })).statusCode, 400);
+    const nobody = await call('POST', '/api/batches/b1/verify', { user: 'nobody@example.org' });
+    assert.equal(nobody.statusCode, 404);
+    assert.match(nobody.json().error, /has no mailbox nobody@example\.org/);
+    const some = (await call('GET', '/api/batches/b1?q=B@EXAMPLE&limit=5')).json() as { mailboxes: { emailAddress: string }[]; mailboxesMatching: number; batch: { mailboxes: number } };
+    assert.deepEqual(some.mailboxes.map((m) => m.emailAddress), ['b@example.org']);
+    assert.equal(some.mailboxesMatching, 1);
+    assert.equal(some.batch.mailboxes, 2, 'the batch itself counts every mailbox');
+    const paged = (await call('GET', '/api/batches/b1?offset=1&limit=1')).json() as { mailboxes: { emailAddress: string }[]; mailboxesMatching: number };
+    assert.deepEqual(paged.mailboxes.map((m) => m.emailAddress), ['b@example.org']);
+    assert.equal(paged.mailboxesMatching, 2);
+    assert.equal((await call('GET', '/api/batches/b1?status=problems')).json().mailboxesMatching, 0);
     const detail = await call('GET', '/api/batches/b1');
     assert.equal(detail.json().batch.status, 'Syncing');
     assert.equal(detail.json().verifying, false);
@@ -141,7 +168,7 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) describe(`HTTP AP
     const early = await call('DELETE', '/api/batches/b1');
     assert.equal(early.statusCode, 409);
     assert.equal(early.json().kind, 'delete-too-early');
-    assert.match(early.json().error, /initial sync/);
+    assert.match(early.json().error, /initial sync.*Add \?force=true/);
     const forced = await call('DELETE', '/api/batches/b1?force=true');
     assert.deepEqual(forced.json(), { removed: true, remaining: 0 });
     assert.equal((await call('GET', '/api/batches/b1')).statusCode, 404);
@@ -160,7 +187,9 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) describe(`HTTP AP
     assert.equal((await call('GET', '/api/endpoints/nowhere')).statusCode, 404);
     const badTls = await call('POST', '/api/endpoints', { name: 'x', host: '127.0.0.1', tls: 'ssl' });
     assert.equal(badTls.statusCode, 400);
-    assert.match(badTls.json().error, /implicit, starttls or none/);
+    assert.match(badTls.json().error, /^tls must be implicit, starttls or none/, 'the field is named as the API spells it');
+    const badLimit = await call('POST', '/api/endpoints', { name: 'x', host: '127.0.0.1', maxConcurrentMigrations: 0 });
+    assert.match(badLimit.json().error, /^maxConcurrentMigrations must be a whole number/);
     const noPassword = await call('POST', '/api/targets', { name: 't2', host: '127.0.0.1', adminUser: 'admin' });
     assert.equal(noPassword.statusCode, 400);
     // A change is tested first: this endpoint's server is unreachable, so nothing changes.
@@ -210,6 +239,12 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) describe(`HTTP AP
     assert.ok(again.matches(saved) && first.matches(saved));
     assert.ok(!first.matches(saved + 'x'));
     assert.throws(() => loadAdminToken({ [ADMIN_TOKEN_ENV]: 'short' }), AdminTokenError);
+    // A bearer token is one word (RFC 6750 §2.1): one with blanks could never sign in.
+    assert.throws(() => loadAdminToken({ [ADMIN_TOKEN_ENV]: 'correct horse battery staple' }), /blank/);
+    const emptyHome = join(dir, 'empty-home');
+    mkdirSync(emptyHome);
+    writeFileSync(join(emptyHome, 'admin-token'), '', { mode: 0o600 });
+    assert.throws(() => loadAdminToken({ MAILFERRY_HOME: emptyHome }), /empty.*delete it/);
   });
 });
 

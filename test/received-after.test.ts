@@ -203,4 +203,5 @@ test('--received-after: a date in the past or -DURATION; a future one is refused
   assert.throws(() => parseReceivedAfter('+2h', '--received-after', now), /would copy nothing/);
   assert.throws(() => parseReceivedAfter('2027-01-01', '--received-after', now), /in the future/);
   assert.throws(() => parseReceivedAfter('-soon', '--received-after', now), /-DURATION like -90d/);
+  assert.throws(() => parseReceivedAfter('last march', '--received-after', now), (e: Error) => /a date like 2025-03-01/.test(e.message) && !e.message.includes('+DURATION'));
 });

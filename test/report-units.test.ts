@@ -142,3 +142,21 @@ test('batch totals count what running syncs copied so far, and a finished initia
   const after = batchView({ ...row, initial_synced_at: t0 + 20_000 }, { endpoint: 'old', target: 'new' }, [mailbox({ copied: 600, found: 600 }), done], t0 + 30_000);
   assert.deepEqual(after.initialSync, { seconds: 20, messagesPerSecond: 30.5, megabytesPerSecond: 0.2 });
 });
+
+test('time left early in a first batch: queued mailboxes are guessed from the ones already scanned', () => {
+  const t0 = Date.UTC(2026, 0, 1, 9, 0, 0);
+  const row = {
+    id: 1, name: 'pilot', endpoint_id: 1, target_id: 1, state: 'Running', exclude_json: null, include_json: null, notify_json: null, received_after: null, bad_item_limit: null,
+    start_at: null, created_at: t0, started_at: t0, initial_synced_at: null, last_incremental_at: null, stopped_at: null, initial_report_at: null, last_report_at: null,
+    report_claim_until: null, report_error: null, report_failures: 0,
+  } as unknown as BatchRow;
+  const live: MailboxView['syncing'] = {
+    kind: 'initial', worker: 'w1', startedAt: new Date(t0).toISOString(), phase: 'copying', copied: 100, toCopy: 1000, bytes: 1048576, toCopyBytes: 10 * 1048576,
+    messagesPerSecond: 50, megabytesPerSecond: 1, etaSeconds: 18, stale: false,
+  };
+  const syncing = mailbox({ status: 'Syncing', found: 0, copied: 0, bytes: 0, initialSyncedAt: null, syncing: live });
+  const queued = (line: number) => mailbox({ line, emailAddress: `q${line}@example.org`, status: 'Queued', found: 0, copied: 0, initialSyncedAt: null });
+  const v = batchView(row, { endpoint: 'old', target: 'new' }, [syncing, queued(3), queued(4)], t0 + 2_000);
+  // 900 left in the one syncing, and two more of its size (1,000) at 50 msg/s.
+  assert.equal(v.etaSeconds, (900 + 2 * 1000) / 50);
+});

@@ -29,6 +29,7 @@ describe('the web admin page', { skip: skip ?? false }, () => {
   let token: string;
   let dns: LabDnsServer;
   const dialogs: string[] = [];
+  const consoleErrors: string[] = [];
 
   before(async () => {
     lab = await startBatchLab({ dialect: 'sqlite', users: 3 });
@@ -49,6 +50,11 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     ]);
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox'] });
     page = await browser.newPage();
+    // Anything the browser refuses (a Content-Security-Policy violation, a script error) fails the last test.
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !/401|Failed to load resource/.test(m.text())) consoleErrors.push(m.text());
+    });
+    page.on('pageerror', (e) => consoleErrors.push(e.message));
     page.on('dialog', (d) => {
       dialogs.push(d.message());
       void d.accept();
@@ -175,7 +181,19 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     assert.equal(await row(lab.users[2]!.address).locator('[data-status]').getAttribute('data-status'), 'Failed');
     assert.match(await page.locator('tr.last-error').innerText(), /Last error: .*(authentication|password|log in)/i);
     assert.match(await page.locator('#facts').innerText(), /initial sync finished/);
+    const fill = await page.locator('#facts + .bar > span').evaluate((e) => e.getBoundingClientRect().width);
+    assert.ok(fill > 0, 'the progress bar shows what was copied');
     assert.match(await page.locator('#facts').innerText(), /excluded: Junk/);
+    // Finding mailboxes in a big batch: the ones with problems, or by address.
+    const listed = async () => page.locator('#mailboxes tbody tr[data-mailbox]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-mailbox')));
+    await page.locator('#mailbox-filter').selectOption('problems');
+    await until('only the failed mailbox to be listed', 5_000, async () => JSON.stringify(await listed()) === JSON.stringify([lab.users[2]!.address]));
+    assert.match(await page.locator('#mailboxes-shown').innerText(), /1–1 of 1/);
+    await page.locator('#mailbox-filter').selectOption('');
+    await page.locator('#mailbox-search').fill('user2');
+    await until('only user2 to be listed', 5_000, async () => JSON.stringify(await listed()) === JSON.stringify([lab.users[1]!.address]));
+    await page.locator('#mailbox-search').fill('');
+    await until('all three to be listed again', 5_000, async () => (await listed()).length === 3);
     const text = await pageText();
     for (const p of passwords()) assert.ok(!text.includes(p), 'no password on the page');
   });
@@ -196,7 +214,9 @@ describe('the web admin page', { skip: skip ?? false }, () => {
 
   test('check logins names the mailbox that cannot log in; verify fills the Verified column', async () => {
     await page.locator('#check-logins').click();
-    const results = page.locator('#login-results');
+    // It runs in the background (a big batch takes minutes); the button waits for it.
+    await until('check logins to start', 5_000, async () => (await page.locator('#check-logins').isDisabled()) || (await page.locator('#login-results:not([data-running])').count()) > 0);
+    const results = page.locator('#login-results:not([data-running])');
     await results.waitFor({ timeout: 60_000 });
     const said = await results.innerText();
     assert.match(said, /1 of 3 mailboxes cannot log in/);
@@ -264,5 +284,6 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     await page.locator('#delete-anyway').click();
     await page.waitForURL(/#\/$/);
     await page.getByText('No batch yet').waitFor({ timeout: 30_000 });
+    assert.deepEqual(consoleErrors, [], 'the browser reported no error on any page');
   });
 });

@@ -21,6 +21,7 @@ import { ensureFolders, ensurePair, insertMessages } from '../src/store/journal.
 import type { Store } from '../src/store/open.js';
 import type { BatchRow } from '../src/store/schema.js';
 import type { SyncSummary } from '../src/sync/options.js';
+import { emptyProgress } from '../src/sync/progress.js';
 import { DEFAULT_BACKOFF } from '../src/worker/backoff.js';
 import { claimNext, pulse, release } from '../src/worker/lease.js';
 import type { MailboxRunner } from '../src/worker/run-mailbox.js';
@@ -195,8 +196,12 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       assert.deepEqual(stop, { stopped: true, stillSyncing: 1 });
       assert.equal((await pulse(store, held, undefined, { ttlMs: TTL })).batchState, 'Stopped');
       assert.equal(await claimNext(store, { owner: 'W', ttlMs: TTL }).then((c) => c?.batchId === b.id), false);
-      await release(store, held, { kind: 'interrupted', why: 'stopped', pairId: null }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF });
+      // Stopped half-way: what the scan found still to copy stays in `found` (not "1573/1573").
+      const halfWay = { ...emptyProgress(), phase: 'copying' as const, toCopy: 3000, copied: 1573 };
+      await release(store, held, { kind: 'interrupted', why: 'stopped', pairId: null }, halfWay, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF });
       let d = await detail(b);
+      const stoppedOne = d.mailboxes.find((m) => m.found > 0)!;
+      assert.equal(stoppedOne.found - stoppedOne.copied, 3000 - 1573);
       assert.equal(d.batch.status, 'Stopped');
       assert.deepEqual(d.mailboxes.map((m) => m.status), ['Stopped', 'Stopped', 'Stopped']);
       // No next sync is shown while stopped.

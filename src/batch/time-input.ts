@@ -33,7 +33,13 @@ export function parseReceivedAfter(text: string, flag: string, now = Date.now())
     throw new TimeInputError(`${flag} must be a date like 2025-03-01 or -DURATION like -90d, not "${text}"`);
   }
   if (text.startsWith('+')) throw new TimeInputError(`${flag} is a date in the past (2025-03-01) or -DURATION (-90d: the last 90 days); "${text}" would copy nothing`);
-  const t = parseTime(text, flag, now);
+  let t: number;
+  try {
+    t = parseTime(text, flag, now);
+  } catch {
+    // parseTime's own words would offer +DURATION, which is refused here.
+    throw new TimeInputError(`${flag} must be a date like 2025-03-01 (or 2025-03-01T18:00, local time unless it says Z) or -DURATION like -90d, not "${text}"`);
+  }
   if (t > now) throw new TimeInputError(`${flag} ${text} is in the future: no message was received after it`);
   return t;
 }

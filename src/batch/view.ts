@@ -192,6 +192,8 @@ export function batchView(b: BatchRow, names: { endpoint: string; target: string
   let unknown = 0;
   let doneFound = 0;
   let doneCount = 0;
+  let scannedFound = 0;
+  let scannedCount = 0;
   for (const m of mailboxes) {
     counts[m.status]++;
     for (const k of Object.keys(totals) as (keyof typeof totals)[]) totals[k] += m[k];
@@ -205,8 +207,13 @@ export function batchView(b: BatchRow, names: { endpoint: string; target: string
     if (m.syncing && !m.syncing.stale) {
       rate += m.syncing.messagesPerSecond;
       byteRate += m.syncing.megabytesPerSecond;
-      if (m.syncing.toCopy > 0) left += Math.max(0, m.syncing.toCopy - m.syncing.copied);
-      else if (m.syncing.kind === 'initial') unknown++;
+      if (m.syncing.toCopy > 0) {
+        left += Math.max(0, m.syncing.toCopy - m.syncing.copied);
+        if (m.syncing.kind === 'initial') {
+          scannedFound += m.copied + m.syncing.toCopy;
+          scannedCount++;
+        }
+      } else if (m.syncing.kind === 'initial') unknown++;
     } else if (m.status === 'Queued' || (m.status === 'Syncing' && m.syncing?.stale)) {
       unknown++;
     }
@@ -215,8 +222,10 @@ export function batchView(b: BatchRow, names: { endpoint: string; target: string
       doneCount++;
     }
   }
-  if (unknown > 0 && doneCount > 0) {
-    left += (doneFound / doneCount) * unknown;
+  // Mailboxes not scanned yet are guessed at the average size of those done, or, early in a
+  // first batch when none is done, of those whose scan has said how much they hold.
+  if (unknown > 0 && (doneCount > 0 || scannedCount > 0)) {
+    left += doneCount > 0 ? (doneFound / doneCount) * unknown : (scannedFound / scannedCount) * unknown;
     unknown = 0;
   }
   const running = b.state === 'Running';

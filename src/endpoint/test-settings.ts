@@ -31,6 +31,9 @@ type Tested = Pick<EndpointRow, 'role' | 'host' | 'port' | 'tls' | 'accept_untru
 
 export async function testEndpointSettings(row: Tested, login: ImapLogin | undefined, testUser: string | undefined): Promise<EndpointTest> {
   const probe = await probeEndpoint({ host: row.host, port: row.port, tls: row.tls, acceptUntrustedCert: row.accept_untrusted_cert === 1, ...(login ? { login } : {}) });
+  // A target's admin password is only tried acting as someone (a master user may not log in
+  // alone): without a test user a wrong one would pass unnoticed until every mailbox fails.
+  if (row.role === 'target' && !login) probe.warnings.push('the admin login was not tried: give a test user (any mailbox on the target) to test it acting as that user');
   if (!probe.ok || row.role !== 'target' || !login || !testUser) return { ok: probe.ok, probe, session: { kind: 'not-checked' } };
   try {
     const verdict = await checkTargetSession(imapEndpointOf(row), login, testUser, row.admin_user!);

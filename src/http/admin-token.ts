@@ -33,6 +33,8 @@ export interface AdminToken {
 
 function tokenOf(value: string, where: string): AdminToken {
   if (value.length < MIN_LENGTH) throw new AdminTokenError(`the admin token (${where}) is shorter than ${MIN_LENGTH} characters`);
+  // RFC 6750 §2.1: a bearer token is one word; one with blanks could never be sent.
+  if (/\s/.test(value)) throw new AdminTokenError(`the admin token (${where}) holds blanks; use one word (letters, digits, - . _ ~ + /)`);
   const digest = (s: string) => createHash('sha256').update(s).digest();
   const want = digest(value);
   return { where, matches: (candidate) => timingSafeEqual(digest(candidate), want) };
@@ -49,8 +51,12 @@ export function loadAdminToken(env: NodeJS.ProcessEnv = process.env): AdminToken
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new AdminTokenError(`cannot create the admin token file ${file}: ${(err as Error).message}`);
   }
-  if (process.platform !== 'win32' && (statSync(file).mode & 0o077) !== 0) {
+  const stat = statSync(file);
+  if (!stat.isFile()) throw new AdminTokenError(`the admin token file ${file} is not a regular file`);
+  if (process.platform !== 'win32' && (stat.mode & 0o077) !== 0) {
     throw new AdminTokenError(`refusing to use the admin token file ${file}: other users may read it (run \`chmod 600 ${file}\` and consider making a new token)`);
   }
-  return tokenOf(readFileSync(file, 'utf8').trim(), file);
+  const text = readFileSync(file, 'utf8').trim();
+  if (text === '') throw new AdminTokenError(`the admin token file ${file} is empty; delete it and start serve again to make a new token`);
+  return tokenOf(text, file);
 }

@@ -6,27 +6,39 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { checkLogins } from '../batch/check-logins.js';
+import { checkLogins, type LoginCheck } from '../batch/check-logins.js';
 import { createBatch, type StartPlan } from '../batch/create.js';
 import { continueRemoval, deleteBatch, deleteWarnings, retryMailboxes, startBatch, stopBatch, syncNow } from '../batch/lifecycle.js';
 import { batchMxReport } from '../dns/mx-watch.js';
+import { batchNameProblem } from '../batch/status.js';
 import { requireBatch } from '../batch/store.js';
 import { parseReceivedAfter, parseTime } from '../batch/time-input.js';
 import { updateBatch } from '../batch/update.js';
 import { verifyBatch } from '../batch/verify.js';
 import { loadBatchDetail, loadBatchList } from '../batch/view.js';
-import { addressProblem } from '../csv/address.js';
+import { addressKey, addressProblem } from '../csv/address.js';
 import { fileTooLarge, MAX_FILE_BYTES } from '../csv/index.js';
 import { buildReport, reportCsv } from '../report/batch-report.js';
 import type { SecretKey } from '../secrets/index.js';
 import type { Store } from '../store/open.js';
-import { badRequest } from './errors.js';
+import { badRequest, notFound } from './errors.js';
 import { uploadedFile, UPLOAD_BODY_LIMIT, validationJson } from './csv-routes.js';
 
 export interface BatchRouteDeps {
   store: Store;
   key: () => SecretKey;
   logger: Logger;
+}
+
+/** A check-logins run of this process: running, then its results (or why it could not run). */
+export interface LoginCheckState {
+  running: boolean;
+  startedAt: string;
+  finishedAt: string | null;
+  /** Every login worked; null while running. */
+  ok: boolean | null;
+  mailboxes: LoginCheck[];
+  error: string | null;
 }
 
 interface NameParams {
@@ -72,6 +84,8 @@ const createSchema = {
   },
 } as const;
 
+const userSchema = { body: { type: ['object', 'null'], additionalProperties: false, properties: { user: { type: 'string', maxLength: 1000 }, content: { type: 'boolean' } } } } as const;
+
 function startPlan(b: CreateBody): StartPlan {
   if (b.start === 'at') {
     if (!b.startAt) throw badRequest('startAt is required when start is "at"');
@@ -84,21 +98,39 @@ export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps):
   const { store } = deps;
   /** Batches being verified by this process, by name: shown as `verifying` in the detail. */
   const verifying = new Set<string>();
+  /** The last login check of each batch run by this process: shown as `loginCheck` in the detail. */
+  const loginChecks = new Map<string, LoginCheckState>();
 
   app.get('/api/batches', async () => loadBatchList(store.db));
 
-  app.get<{ Params: NameParams }>('/api/batches/:name', async (req) => {
+  /**
+   * The batch and its mailboxes. A batch may hold 50,000 mailboxes, and the page asks every
+   * two seconds: `status` (one status, or `problems` for Failed ones and those with a last
+   * error), `q` (part of the address) and `offset`/`limit` choose the mailboxes sent;
+   * `mailboxesMatching` says how many match. The batch's totals always cover all of them.
+   */
+  app.get<{ Params: NameParams; Querystring: { status?: string; q?: string; offset?: string; limit?: string } }>('/api/batches/:name', async (req) => {
     const row = await requireBatch(store.db, req.params.name);
     const now = Date.now();
     const detail = await loadBatchDetail(store.db, row, now);
+    const { status, q } = req.query;
+    const needle = q?.trim().toLowerCase();
+    const matching = detail.mailboxes.filter(
+      (m) => (!status || (status === 'problems' ? m.status === 'Failed' || m.lastError !== null : m.status === status)) && (!needle || m.emailAddress.toLowerCase().includes(needle)),
+    );
+    const offset = Math.max(0, Number(req.query.offset) || 0);
+    const limit = req.query.limit === undefined ? matching.length : Math.max(0, Number(req.query.limit) || 0);
     // Where the cut-over stands (SPEC §7): what `batch delete` would warn about now, and the
     // mail domains whose MX mailferry has not checked yet (so it cannot track their 72 hours).
     const cutOver = { deleteWarnings: await deleteWarnings(store.db, row, now), uncheckedDomains: row.started_at === null ? [] : (await batchMxReport(store.db, row.id, now)).unwatched };
-    return { ...detail, verifying: verifying.has(req.params.name), cutOver };
+    const loginCheck = loginChecks.get(req.params.name) ?? null;
+    return { batch: detail.batch, mailboxes: matching.slice(offset, offset + limit), mailboxesMatching: matching.length, verifying: verifying.has(req.params.name), loginCheck, cutOver };
   });
 
   app.post<{ Body: CreateBody }>('/api/batches', { schema: createSchema, bodyLimit: UPLOAD_BODY_LIMIT }, async (req, reply) => {
     const b = req.body;
+    const nameProblem = batchNameProblem(b.name);
+    if (nameProblem) throw badRequest(nameProblem);
     for (const a of b.notify ?? []) {
       const problem = addressProblem(a);
       if (problem) throw badRequest(`notify "${a}" is not an e-mail address: it ${problem}`);
@@ -134,24 +166,39 @@ export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps):
     return { changed: r.changed, added: r.added, unchanged: r.unchanged, notInFile: r.notInFile };
   });
 
-  app.post<{ Params: NameParams }>('/api/batches/:name/check-logins', async (req) => {
-    const results = await checkLogins(store, await requireBatch(store.db, req.params.name), { key: deps.key(), logger: deps.logger });
-    return { ok: results.every((r) => r.source.ok && r.target.ok), mailboxes: results };
+  // Check logins of a big batch takes minutes, more than a reverse proxy waits for one
+  // answer: it runs in the background, one at a time per batch (a second click would try every
+  // password again, which lockout policies count), and its result shows in the batch detail.
+  app.post<{ Params: NameParams }>('/api/batches/:name/check-logins', async (req, reply) => {
+    const name = req.params.name;
+    const batch = await requireBatch(store.db, name);
+    if (loginChecks.get(name)?.running) return reply.code(409).send({ error: `the logins of batch "${name}" are being checked already` });
+    const check: LoginCheckState = { running: true, startedAt: new Date().toISOString(), finishedAt: null, ok: null, mailboxes: [], error: null };
+    loginChecks.set(name, check);
+    checkLogins(store, batch, { key: deps.key(), logger: deps.logger })
+      .then((results) => Object.assign(check, { ok: results.every((r) => r.source.ok && r.target.ok), mailboxes: results }))
+      .catch((err: unknown) => Object.assign(check, { ok: false, error: (err as Error).message }))
+      .finally(() => Object.assign(check, { running: false, finishedAt: new Date().toISOString() }));
+    return reply.code(202).send(check);
   });
 
   app.post<{ Params: NameParams }>('/api/batches/:name/start', async (req) => startBatch(store, req.params.name));
   app.post<{ Params: NameParams }>('/api/batches/:name/stop', async (req) => stopBatch(store, req.params.name));
   app.post<{ Params: NameParams }>('/api/batches/:name/sync-now', async (req) => ({ mailboxes: await syncNow(store, req.params.name) }));
-  app.post<{ Params: NameParams; Body: { user?: string } | undefined }>('/api/batches/:name/retry', async (req) => ({
+  app.post<{ Params: NameParams; Body: { user?: string } | undefined }>('/api/batches/:name/retry', { schema: userSchema }, async (req) => ({
     retrying: await retryMailboxes(store, req.params.name, req.body?.user || undefined),
   }));
 
-  app.post<{ Params: NameParams; Body: { user?: string; content?: boolean } | undefined }>('/api/batches/:name/verify', async (req, reply) => {
+  app.post<{ Params: NameParams; Body: { user?: string; content?: boolean } | undefined }>('/api/batches/:name/verify', { schema: userSchema }, async (req, reply) => {
     const name = req.params.name;
     const batch = await requireBatch(store.db, name);
     if (verifying.has(name)) return reply.code(409).send({ error: `batch "${name}" is already being verified` });
-    verifying.add(name);
     const user = req.body?.user || undefined;
+    // Said now, not found later in the log: the verification itself answers after this request.
+    if (user && !(await store.db.selectFrom('batch_mailbox').select('id').where('batch_id', '=', batch.id).where('email_key', 'in', [user.trim().toLowerCase(), addressKey(user.trim())]).executeTakeFirst())) {
+      throw notFound(`batch "${name}" has no mailbox ${user}`);
+    }
+    verifying.add(name);
     verifyBatch(store, batch, { key: deps.key(), logger: deps.logger, content: !!req.body?.content, ...(user ? { user } : {}) })
       .catch((err: unknown) => deps.logger.warn({ batch: name, err: (err as Error).message }, 'verify failed'))
       .finally(() => verifying.delete(name));

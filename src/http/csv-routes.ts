@@ -15,12 +15,17 @@ export function validationJson(v: ValidationResult): Record<string, unknown> {
 }
 
 /** The file's bytes from a JSON body: `csvBase64` (as uploaded) or `csv` (text, taken as UTF-8). */
-export function uploadedFile(body: { csv?: string | undefined; csvBase64?: string | undefined }): Buffer {
+export function uploadedFile(body: { csv?: unknown; csvBase64?: unknown }): Buffer {
+  if (typeof body !== 'object' || body === null) throw badRequest('send the migration file as csvBase64 (its bytes in base64) or csv (its text)');
   if (body.csvBase64 !== undefined) {
+    if (typeof body.csvBase64 !== 'string') throw badRequest('csvBase64 must be a string (the file\'s bytes in base64)');
     if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body.csvBase64)) throw badRequest('csvBase64 is not base64');
     return Buffer.from(body.csvBase64, 'base64');
   }
-  if (body.csv !== undefined) return Buffer.from(body.csv, 'utf8');
+  if (body.csv !== undefined) {
+    if (typeof body.csv !== 'string') throw badRequest('csv must be a string (the file\'s text)');
+    return Buffer.from(body.csv, 'utf8');
+  }
   throw badRequest('the migration file is missing: send csvBase64 (its bytes in base64) or csv (its text)');
 }
 

@@ -56,6 +56,7 @@ const createSchema = {
   },
 } as const;
 
+const testSchema = { body: { type: ['object', 'null'], additionalProperties: false, properties: { testUser: text, testPassword: text } } } as const;
 const updateSchema = { body: { ...createSchema.body, required: [], properties: (({ name: _name, ...rest }) => rest)(createSchema.body.properties) } } as const;
 
 export function registerEndpointRoutes(app: FastifyInstance, deps: { store: Store; key: (create?: boolean) => SecretKey }): void {
@@ -89,7 +90,7 @@ export function registerEndpointRoutes(app: FastifyInstance, deps: { store: Stor
       return { stored: true, ...publicEndpointView(r.row), test: r.test };
     });
 
-    app.post<{ Params: { name: string }; Body: { testUser?: string; testPassword?: string } | undefined }>(`${base}/:name/test`, async (req) => {
+    app.post<{ Params: { name: string }; Body: { testUser?: string; testPassword?: string } | undefined }>(`${base}/:name/test`, { schema: testSchema }, async (req) => {
       const row = await mustFind(req.params.name);
       const testUser = req.body?.testUser || undefined;
       const password = role === 'source' ? req.body?.testPassword : row.password_enc ? decryptSecret(deps.key(false), row.password_enc) : undefined;

@@ -41,10 +41,21 @@ function statusOf(err: Error): number {
   return 500;
 }
 
+/**
+ * The core's refusals name CLI flags (`--max-concurrent-migrations must be…`, `Use --force`);
+ * over HTTP they name the JSON field or query parameter instead (`maxConcurrentMigrations`,
+ * `force=true`).
+ */
+export function apiWording(message: string): string {
+  return message
+    .replace(/Use --force to delete it anyway\./g, 'Add ?force=true to delete it anyway.')
+    .replace(/(^|[\s("'])--([a-z]+(?:-[a-z]+)*)/g, (_m, before: string, flag: string) => before + flag.replace(/-([a-z])/g, (_x, c: string) => c.toUpperCase()));
+}
+
 export function sendError(err: Error, req: FastifyRequest, reply: FastifyReply): void {
   const status = statusOf(err);
   if (status >= 500) req.log.error({ err: { name: err.name, message: err.message } }, 'request failed');
-  const body: { error: string; kind?: string } = { error: err.message };
+  const body: { error: string; kind?: string } = { error: status < 500 ? apiWording(err.message) : err.message };
   if (err instanceof DeleteTooEarlyError) body.kind = 'delete-too-early';
   void reply.code(status).header('cache-control', 'no-store').send(body);
 }

@@ -277,9 +277,10 @@ export function release(store: Store, claim: Claim, result: RunResult, progress:
           }
         : {
             // A run that failed or was stopped has no summary: what its progress knew, so a
-            // first run that failed does not read "404/0 messages copied".
+            // first run that failed does not read "404/0 messages copied", and one stopped
+            // half-way does not read "1573/1573" (what its scan found still to copy counts).
             folders: Math.max(m.folders, progress?.foldersTotal ?? 0),
-            found: Math.max(m.found, totals.copied),
+            found: Math.max(m.found, totals.copied + Math.max(0, (progress?.toCopy ?? 0) - (progress?.copied ?? 0))),
           }),
     };
     const stopped = batch.state === 'Stopped';

@@ -51,6 +51,15 @@ function signIn(why?: string): void {
   input.focus();
 }
 
+/** A batch name from the address; a mangled one (a cut-off %-escape) is taken as written. */
+function decoded(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
 function route(): void {
   if (!token.get()) return signIn();
   current?.dispose();
@@ -59,7 +68,7 @@ function route(): void {
   const report = /^\/batch\/(.+)\/report$/.exec(hash);
   const batch = /^\/batch\/([^/]+)$/.exec(hash);
   for (const a of nav.querySelectorAll('a')) a.classList.toggle('here', a.getAttribute('href') === `#${hash}`);
-  current = report ? reportPage(root, decodeURIComponent(report[1]!)) : batch ? batchPage(root, decodeURIComponent(batch[1]!)) : hash === '/new' ? newBatch(root) : hash === '/endpoints' ? endpointsPage(root) : hash === '/dns' ? dnsPage(root) : dashboard(root);
+  current = report ? reportPage(root, decoded(report[1]!)) : batch ? batchPage(root, decoded(batch[1]!)) : hash === '/new' ? newBatch(root) : hash === '/endpoints' ? endpointsPage(root) : hash === '/dns' ? dnsPage(root) : dashboard(root);
 }
 
 whenUnauthorized(() => signIn('The admin token was refused; sign in again.'));

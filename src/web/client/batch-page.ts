@@ -3,15 +3,15 @@
  * progress and last error, and the admin's actions — start, stop, sync now, retry, check
  * logins, verify, report, delete (with the 72-hour warning).
  */
-import type { LoginCheck } from '../../batch/check-logins.js';
 import type { BatchDetail, MailboxView } from '../../batch/view.js';
+import type { LoginCheckState } from '../../http/batch-routes.js';
 import { api, ApiError, download, fileBase64 } from './api.js';
 import { problemList, type Validation } from './new-batch.js';
 import { bar, h, notice, replace, statusBadge } from './dom.js';
 import { duration, mb, plural, when } from './format.js';
 import { LIVE_MS, poll, type View } from './view.js';
 
-type Detail = BatchDetail & { verifying: boolean; cutOver: { deleteWarnings: string[]; uncheckedDomains: string[] } };
+type Detail = BatchDetail & { mailboxesMatching: number; verifying: boolean; loginCheck: LoginCheckState | null; cutOver: { deleteWarnings: string[]; uncheckedDomains: string[] } };
 
 function verified(m: MailboxView): string {
   const v = m.verification;
@@ -37,11 +37,12 @@ function mailboxRow(m: MailboxView, retry: (address: string) => void): HTMLEleme
       h('td', {}, m.emailAddress, progress),
       h('td', {}, statusBadge(m.status)),
       h('td', { class: 'num' }, m.folders),
-      h('td', { class: 'num' }, m.found),
-      h('td', { class: 'num' }, m.copied),
+      // A run's copies reach the stored counts when it ends: shown live meanwhile (as the batch's totals are).
+      h('td', { class: 'num' }, s ? m.found + Math.max(0, m.copied + s.toCopy - m.found) : m.found),
+      h('td', { class: 'num' }, s ? m.copied + s.copied : m.copied),
       h('td', { class: 'num' }, m.skipped),
       h('td', { class: 'num' }, m.failed),
-      h('td', { class: 'num' }, mb(m.bytes)),
+      h('td', { class: 'num' }, mb(s ? m.bytes + s.bytes : m.bytes)),
       h('td', {}, when(m.lastSyncAt)),
       h('td', {}, when(m.nextSyncAt)),
       h('td', { 'data-verified': verified(m) }, verified(m)),
@@ -87,7 +88,11 @@ function cutOver(d: Detail): HTMLElement | null {
   );
 }
 
-function loginResults(results: LoginCheck[]): HTMLElement {
+function loginResults(check: LoginCheckState | null): HTMLElement | null {
+  if (!check) return null;
+  if (check.running) return h('div', { class: 'panel', id: 'login-results', 'data-running': 'true' }, `Checking every login (nothing is copied), since ${when(check.startedAt)}…`);
+  if (check.error) return h('div', { class: 'panel error', id: 'login-results' }, `Check logins could not run: ${check.error}`);
+  const results = check.mailboxes;
   const failed = results.filter((r) => !r.source.ok || !r.target.ok);
   return h(
     'div',
@@ -114,17 +119,48 @@ export function batchPage(root: HTMLElement, name: string): View {
   const cutOverBox = h('div');
   const body = h('tbody');
   let last: Detail | null = null;
+  /** Which mailboxes the table shows: a batch may hold thousands. */
+  const PAGE = 200;
+  let offset = 0;
+  const statusFilter = h(
+    'select',
+    { id: 'mailbox-filter', 'aria-label': 'Show mailboxes' },
+    ...[
+      ['', 'all mailboxes'],
+      ['problems', 'failed or with an error'],
+      ['Queued', 'Queued'],
+      ['Syncing', 'Syncing'],
+      ['IncrementalSyncing', 'IncrementalSyncing'],
+      ['Synced', 'Synced'],
+      ['Failed', 'Failed'],
+      ['Stopped', 'Stopped'],
+    ].map(([v, label]) => h('option', { value: v! }, label!)),
+  );
+  const search = h('input', { id: 'mailbox-search', type: 'search', placeholder: 'address contains…', 'aria-label': 'Find a mailbox' });
+  const shown = h('span', { class: 'sub', id: 'mailboxes-shown' });
+  const prev = h('button', { type: 'button', id: 'mailboxes-prev', onclick: () => ((offset = Math.max(0, offset - PAGE)), void refresh()) }, '← previous');
+  const next = h('button', { type: 'button', id: 'mailboxes-next', onclick: () => ((offset += PAGE), void refresh()) }, 'next →');
+  const refilter = () => {
+    offset = 0;
+    void refresh();
+  };
+  statusFilter.addEventListener('change', refilter);
+  search.addEventListener('input', refilter);
   /** Left (another page is shown): answers still arriving must not draw over it. */
   let left = false;
 
   const act = async (label: string, fn: () => Promise<string | HTMLElement | null>) => {
     replace(message, notice('info', `${label}…`));
+    // One request at a time: a second click would repeat it (check logins: every password tried twice).
+    for (const b of actions.querySelectorAll('button')) b.disabled = true;
     try {
       const said = await fn();
       replace(message, said ? (typeof said === 'string' ? notice('info', said) : said) : '');
       await refresh();
     } catch (err) {
       replace(message, notice('error', (err as Error).message));
+    } finally {
+      if (last) enableFor(last.batch.status);
     }
   };
   const post = (what: string, body?: unknown) => api<Record<string, unknown>>('POST', `${path}/${what}`, body);
@@ -138,7 +174,7 @@ export function batchPage(root: HTMLElement, name: string): View {
         return r.removed ? null : `Batch ${name} is being deleted; ${plural(r.remaining, 'mailbox', 'mailboxes')} still syncing will go when their workers stop.`;
       } catch (err) {
         if (err instanceof ApiError && err.body.kind === 'delete-too-early') {
-          return notice('warning', `${err.message} `, h('button', { type: 'button', class: 'danger', id: 'delete-anyway', onclick: () => void askDelete(true) }, 'Delete anyway'));
+          return notice('warning', `${err.message.replace(/ Add \?force=true to delete it anyway\.$/, '')} `, h('button', { type: 'button', class: 'danger', id: 'delete-anyway', onclick: () => void askDelete(true) }, 'Delete anyway'));
         }
         throw err;
       }
@@ -151,7 +187,7 @@ export function batchPage(root: HTMLElement, name: string): View {
     h('button', { type: 'button', id: 'stop', onclick: () => void act('Stopping', async () => ((await post('stop')).stopped ? `Batch ${name} stopped; running syncs stop within seconds.` : `Batch ${name} is already stopped.`)) }, 'Stop'),
     h('button', { type: 'button', id: 'sync-now', onclick: () => void act('Asking for a sync', async () => `${plural(Number((await post('sync-now')).mailboxes), 'mailbox', 'mailboxes')} will sync now.`) }, 'Sync now'),
     h('button', { type: 'button', id: 'retry-failed', onclick: () => void act('Retrying failed mailboxes', async () => { const r = (await post('retry')).retrying as unknown[]; return r.length ? `Retrying ${plural(r.length, 'mailbox', 'mailboxes')}.` : 'No mailbox has failed.'; }) }, 'Retry failed'),
-    h('button', { type: 'button', id: 'check-logins', onclick: () => void act('Checking every login (nothing is copied)', async () => { const r = (await post('check-logins')) as unknown as { mailboxes: LoginCheck[] }; replace(extra, loginResults(r.mailboxes)); return null; }) }, 'Check logins'),
+    h('button', { type: 'button', id: 'check-logins', onclick: () => void act('Starting to check every login', async () => ((await post('check-logins')), null)) }, 'Check logins'),
     h('button', { type: 'button', id: 'verify', onclick: () => void act('Starting verification', async () => ((await post('verify')), 'Verifying each mailbox, folder by folder; results appear in the Verified column.')) }, 'Verify'),
     h('button', { type: 'button', id: 'show-report', onclick: () => (location.hash = `#/batch/${encodeURIComponent(name)}/report`) }, 'Report'),
     h('button', { type: 'button', id: 'report', onclick: () => void act('Preparing the report', async () => ((await download(`${path}/report?format=csv`, `mailferry-${name}-report.csv`)), null)) }, 'Report (CSV)'),
@@ -161,8 +197,15 @@ export function batchPage(root: HTMLElement, name: string): View {
   /** Only what the batch's state allows (the API would refuse the rest, in words). */
   const enableFor = (status: string) => {
     const running = status === 'Syncing' || status === 'Synced' || status === 'SyncedWithErrors';
-    const allowed: Record<string, boolean> = { start: status === 'Created' || status === 'Stopped', stop: running, 'sync-now': running, 'retry-failed': running, verify: !last?.verifying };
-    for (const b of actions.querySelectorAll('button')) if (b.id in allowed) b.disabled = !allowed[b.id];
+    const allowed: Record<string, boolean> = {
+      start: status === 'Created' || status === 'Stopped',
+      stop: running,
+      'sync-now': running,
+      'retry-failed': running,
+      verify: !last?.verifying,
+      'check-logins': !last?.loginCheck?.running,
+    };
+    for (const b of actions.querySelectorAll('button')) b.disabled = b.id in allowed ? !allowed[b.id] : false;
   };
 
   // `batch update`: the rows to fix (a wrong password, a user name) or add, without deleting the batch.
@@ -211,6 +254,7 @@ export function batchPage(root: HTMLElement, name: string): View {
     extra,
     cutOverBox,
     h('h2', {}, 'Mailboxes'),
+    h('div', { class: 'actions' }, statusFilter, search, shown, prev, next),
     h(
       'table',
       { id: 'mailboxes' },
@@ -222,7 +266,10 @@ export function batchPage(root: HTMLElement, name: string): View {
   async function refresh(): Promise<void> {
     if (left) return;
     try {
-      last = await api<Detail>('GET', path);
+      const query = new URLSearchParams({ offset: String(offset), limit: String(PAGE) });
+      if (statusFilter.value) query.set('status', statusFilter.value);
+      if (search.value.trim()) query.set('q', search.value.trim());
+      last = await api<Detail>('GET', `${path}?${query}`);
       if (left) return;
     } catch (err) {
       if (left) return;
@@ -236,9 +283,14 @@ export function batchPage(root: HTMLElement, name: string): View {
     }
     replace(title, `Batch ${name} `, statusBadge(last.batch.status), last.verifying ? h('span', { class: 'sub', id: 'verifying' }, ' verifying…') : null);
     replace(cutOverBox, cutOver(last));
+    replace(extra, loginResults(last.loginCheck));
     replace(factsBox, facts(last), bar(last.batch.totals.copied, Math.max(last.batch.totals.found, last.batch.totals.copied), `batch ${name} messages copied`));
     enableFor(last.batch.status);
     replace(body, ...last.mailboxes.flatMap((m) => mailboxRow(m, retry)));
+    const n = last.mailboxesMatching;
+    shown.textContent = n === 0 ? 'no mailbox matches' : `${offset + 1}–${Math.min(n, offset + last.mailboxes.length)} of ${n}`;
+    prev.hidden = offset === 0;
+    next.hidden = offset + PAGE >= n;
   }
   const polling = poll(refresh, LIVE_MS);
   const view: View = {

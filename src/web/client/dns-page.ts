@@ -23,7 +23,8 @@ function result(r: DnsCheckResult): HTMLElement {
           h('tbody', {}, ...r.mx.map((m) => h('tr', {}, h('td', { class: 'num' }, m.preference), h('td', {}, m.exchange, m.implicit ? ' (implicit MX)' : ''), h('td', { class: 'num' }, m.ttl ?? '–'), h('td', {}, yesNo(m.pointsAtTarget))))),
         )
       : null,
-    h('p', { id: 'dns-ttl' }, r.ttl === null ? 'TTL unknown' : `TTL ${r.ttl} s: `, r.ttlOk === null ? '' : r.ttlOk ? 'low enough (3600 s or less)' : 'too high for the switch (more than 3600 s)'),
+    // No verdict for a domain that does not exist or takes no mail: its warnings say why.
+    r.ttlOk === null ? null : h('p', { id: 'dns-ttl' }, `TTL ${r.ttl ?? '?'} s: `, r.ttlOk ? 'low enough (3600 s or less)' : 'too high for the switch (more than 3600 s)'),
     r.switched ? h('p', { id: 'dns-switched' }, `MX points at ${r.targetMx}: ${r.switched === 'all' ? 'all records' : r.switched === 'some' ? 'only some records' : 'not yet'}`) : null,
     r.switchedSeenAt ? h('p', { id: 'dns-72h' }, `Switched since at least ${when(r.switchedSeenAt)}; batches of this domain may be deleted from ${when(r.deleteSafeAt)}.`) : null,
     r.warnings.length ? h('ul', { class: 'problems warning' }, ...r.warnings.map((w) => h('li', {}, w))) : null,

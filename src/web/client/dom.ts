@@ -34,7 +34,11 @@ export function replace(el: Element, ...children: Child[]): void {
 /** A progress bar: `done` of `total` (empty while the total is unknown). */
 export function bar(done: number, total: number, label: string): HTMLElement {
   const pct = total > 0 ? Math.min(100, (100 * done) / total) : 0;
-  return h('div', { class: 'bar', role: 'progressbar', 'aria-valuenow': Math.round(pct), 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-label': label, title: `${done} of ${total}` }, h('span', { style: `width:${pct.toFixed(1)}%` }));
+  // Set through the CSSOM: the page's Content-Security-Policy (no inline styles) drops a
+  // `style` attribute, which left every bar empty.
+  const fill = h('span');
+  fill.style.width = `${pct.toFixed(1)}%`;
+  return h('div', { class: 'bar', role: 'progressbar', 'aria-valuenow': Math.round(pct), 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-label': label, title: `${done} of ${total}` }, fill);
 }
 
 export function statusBadge(status: string): HTMLElement {

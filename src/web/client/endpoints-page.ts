@@ -29,12 +29,14 @@ function form(role: Role, created: () => void): { el: HTMLElement; edit(row: Sto
   const id = (s: string) => `${role}-${s}`;
   const input = (name: string, attrs: Record<string, string | number | boolean> = {}) => h('input', { id: id(name), name, ...attrs });
   const fields = {
-    name: input('name', { required: true, pattern: '[A-Za-z0-9_-]{1,64}' }),
+    // Escaped '-': browsers compile `pattern` with the v flag, where a bare '-' in a class is an error.
+    name: input('name', { required: true, pattern: '[A-Za-z0-9_\\-]{1,64}' }),
     host: input('host', { required: true }),
     port: input('port', { type: 'number', min: 1, max: 65535, placeholder: '993 (143 without implicit TLS)' }),
     tls: h('select', { id: id('tls') }, h('option', { value: 'implicit' }, 'implicit TLS (993)'), h('option', { value: 'starttls' }, 'STARTTLS'), h('option', { value: 'none' }, 'none (plain text)')),
     acceptUntrustedCert: input('untrusted', { type: 'checkbox' }),
-    testUser: input('test-user'),
+    // A target's admin password is only tried acting as a user: asked for on creation.
+    testUser: input('test-user', { required: role === 'target' }),
     testPassword: input('test-password', { type: 'password', autocomplete: 'off' }),
     adminUser: input('admin-user', { required: role === 'target' }),
     adminPassword: input('admin-password', { type: 'password', autocomplete: 'off', required: role === 'target' }),
@@ -51,6 +53,9 @@ function form(role: Role, created: () => void): { el: HTMLElement; edit(row: Sto
   const reset = () => {
     editing = null;
     fields.name.readOnly = false;
+    fields.testUser.required = role === 'target';
+    fields.adminPassword.required = role === 'target';
+    fields.adminPassword.placeholder = '';
     heading.textContent = `New ${NOUN[role]}`;
     submitButton.textContent = `Test and store the ${NOUN[role]}`;
     cancel.hidden = true;
@@ -75,6 +80,7 @@ function form(role: Role, created: () => void): { el: HTMLElement; edit(row: Sto
       fields.impersonation.value = String(r.impersonation ?? 'sasl');
       fields.adminPassword.required = false;
       fields.adminPassword.placeholder = 'empty: keep the stored password';
+      fields.testUser.required = false;
     }
     heading.textContent = `Change ${NOUN[role]} ${r.name}`;
     submitButton.textContent = 'Test and save the changes';
@@ -127,7 +133,7 @@ function form(role: Role, created: () => void): { el: HTMLElement; edit(row: Sto
       ...row('Accept an untrusted certificate', fields.acceptUntrustedCert),
       ...(role === 'source'
         ? [...row('Max concurrent migrations', fields.maxMigrations), ...row('Max concurrent incremental syncs', fields.maxIncremental), ...row('Test login (optional)', fields.testUser), ...row('Its password', fields.testPassword)]
-        : [...row('Admin user', fields.adminUser), ...row('Admin password', fields.adminPassword), ...row('Acts as each user by', fields.impersonation), ...row('Test as user (optional)', fields.testUser)]),
+        : [...row('Admin user', fields.adminUser), ...row('Admin password', fields.adminPassword), ...row('Acts as each user by', fields.impersonation), ...row('Test as user', fields.testUser)]),
       h('span'),
       h('div', {}, submitButton, ' ', cancel),
     ),

@@ -43,7 +43,7 @@ function field(label: string, input: HTMLElement, hint?: string): HTMLElement[] 
 }
 
 export function newBatch(root: HTMLElement): View {
-  const name = h('input', { id: 'batch-name', required: true, maxlength: 64, pattern: '[A-Za-z0-9_-]{1,64}', placeholder: 'pilot-sales' });
+  const name = h('input', { id: 'batch-name', required: true, maxlength: 64, pattern: '[A-Za-z0-9_\\-]{1,64}', placeholder: 'pilot-sales' });
   const endpoint = h('select', { id: 'batch-endpoint', required: true });
   const target = h('select', { id: 'batch-target', required: true });
   const file = h('input', { id: 'batch-csv', type: 'file', accept: '.csv,text/csv', required: true });
