@@ -123,13 +123,18 @@ test('a mailbox verify could not check is said so, not "not in sync", in the e-m
   assert.equal(cells('b@example.org')[head.indexOf('Missing')], '4');
 });
 
-test('batch totals count what running syncs copied so far, and a finished initial sync gives its rate', () => {
-  const t0 = Date.UTC(2026, 0, 1, 9, 0, 0);
-  const row = {
+/** A started batch's row, as the database holds it. */
+function runningBatch(t0: number): BatchRow {
+  return {
     id: 1, name: 'pilot', endpoint_id: 1, target_id: 1, state: 'Running', exclude_json: null, include_json: null, notify_json: null, received_after: null, bad_item_limit: null,
     start_at: null, created_at: t0, started_at: t0, initial_synced_at: null, last_incremental_at: null, stopped_at: null, initial_report_at: null, last_report_at: null,
     report_claim_until: null, report_error: null, report_failures: 0,
   } as unknown as BatchRow;
+}
+
+test('batch totals count what running syncs copied so far, and a finished initial sync gives its rate', () => {
+  const t0 = Date.UTC(2026, 0, 1, 9, 0, 0);
+  const row = runningBatch(t0);
   const live: MailboxView['syncing'] = {
     kind: 'initial', worker: 'w1', startedAt: new Date(t0).toISOString(), phase: 'copying', copied: 497, toCopy: 600, bytes: 5 * 1048576, toCopyBytes: 6 * 1048576,
     messagesPerSecond: 88.6, megabytesPerSecond: 1, etaSeconds: 1, stale: false,
@@ -145,11 +150,7 @@ test('batch totals count what running syncs copied so far, and a finished initia
 
 test('time left early in a first batch: queued mailboxes are guessed from the ones already scanned', () => {
   const t0 = Date.UTC(2026, 0, 1, 9, 0, 0);
-  const row = {
-    id: 1, name: 'pilot', endpoint_id: 1, target_id: 1, state: 'Running', exclude_json: null, include_json: null, notify_json: null, received_after: null, bad_item_limit: null,
-    start_at: null, created_at: t0, started_at: t0, initial_synced_at: null, last_incremental_at: null, stopped_at: null, initial_report_at: null, last_report_at: null,
-    report_claim_until: null, report_error: null, report_failures: 0,
-  } as unknown as BatchRow;
+  const row = runningBatch(t0);
   const live: MailboxView['syncing'] = {
     kind: 'initial', worker: 'w1', startedAt: new Date(t0).toISOString(), phase: 'copying', copied: 100, toCopy: 1000, bytes: 1048576, toCopyBytes: 10 * 1048576,
     messagesPerSecond: 50, megabytesPerSecond: 1, etaSeconds: 18, stale: false,

@@ -14,7 +14,7 @@ import { createBatch, type StartPlan } from '../src/batch/create.js';
 import { DeleteTooEarlyError } from '../src/batch/errors.js';
 import { deleteBatch, retryMailboxes, startBatch, stopBatch, syncNow } from '../src/batch/lifecycle.js';
 import { findBatch } from '../src/batch/store.js';
-import { loadBatchDetail } from '../src/batch/view.js';
+import { loadBatchDetail, loadBatchView, loadMailboxPage } from '../src/batch/view.js';
 import { generateSecretKeyText, loadSecretKey } from '../src/secrets/index.js';
 import { insertEndpoint } from '../src/store/endpoints.js';
 import { ensureFolders, ensurePair, insertMessages } from '../src/store/journal.js';
@@ -94,6 +94,35 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       assert.ok(await release(store, claim, { kind: 'synced', summary: inboxOnly, pairId }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF }));
       const m = (await detail(b)).mailboxes[0]!;
       assert.deepEqual([m.found, m.copied, m.bytes], [3, 3, 300]);
+    });
+
+    test('the batch view summed by the database (dashboard, batch page) equals the one added up over every mailbox; pages and filters of mailboxes', { skip: skip ?? false }, async () => {
+      const b = await batchOf(6);
+      const now = Date.now();
+      // One synced, one failed (with progress), one held and copying, one stopped half-way later; two queued.
+      const synced = (await claimNext(store, { owner: 'A', ttlMs: TTL, now }))!;
+      await release(store, synced, { kind: 'synced', summary: summary(40, { found: 42, skipped: 2 }), pairId: null }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF, now });
+      const failed = (await claimNext(store, { owner: 'A', ttlMs: TTL, now }))!;
+      await release(store, failed, { kind: 'failed', error: 'source login failed for x: wrong password', pairId: null }, { ...emptyProgress(), toCopy: 10, copied: 3 }, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF, now });
+      const held = (await claimNext(store, { owner: 'B', ttlMs: TTL, now }))!;
+      await pulse(store, held, { ...emptyProgress(), phase: 'copying', toCopy: 500, copied: 120, copiedBytes: 120_000, toCopyBytes: 500_000 }, { ttlMs: TTL, now: now + 1000 });
+      const row = (await findBatch(store.db, b.name))!;
+      const whole = (await loadBatchDetail(store.db, row, now + 2000)).batch;
+      assert.deepEqual(await loadBatchView(store.db, row, now + 2000), whole);
+      assert.equal(whole.mailboxes, 6);
+      assert.ok(whole.etaSeconds !== null && whole.totals.found > 500, JSON.stringify(whole));
+      // Pages and filters, as the batch page asks for them.
+      const all = await loadMailboxPage(store.db, b.id, {}, now);
+      assert.equal(all.matching, 6);
+      const page = await loadMailboxPage(store.db, b.id, { offset: 2, limit: 2 }, now);
+      assert.deepEqual(page.mailboxes.map((m) => m.line), all.mailboxes.slice(2, 4).map((m) => m.line));
+      assert.deepEqual((await loadMailboxPage(store.db, b.id, { status: 'problems' }, now)).mailboxes.map((m) => m.status), ['Failed']);
+      assert.equal((await loadMailboxPage(store.db, b.id, { status: 'Queued' }, now)).matching, 3);
+      const one = all.mailboxes[4]!.emailAddress;
+      assert.deepEqual((await loadMailboxPage(store.db, b.id, { addressContains: one.toUpperCase() }, now)).mailboxes.map((m) => m.emailAddress), [one]);
+      // LIKE's wildcards typed by the admin are letters, not patterns.
+      assert.equal((await loadMailboxPage(store.db, b.id, { addressContains: '%' }, now)).matching, 0);
+      assert.equal((await loadMailboxPage(store.db, b.id, { addressContains: '_' }, now)).matching, 0);
     });
 
     test('a claim takes one due mailbox, never a held one, within the endpoint limit', { skip: skip ?? false }, async () => {

@@ -174,11 +174,18 @@ async function removeStep(tx: Tx, batchId: number, now: number): Promise<DeleteP
  * migrated nothing, so the MX does not matter to it.
  */
 export async function deleteWarnings(db: Tx, b: BatchRow, now: number): Promise<string[]> {
+  return (await cutOverState(db, b, now)).deleteWarnings;
+}
+
+/** Where the batch's cut-over stands: deleteWarnings(), and the mail domains no MX check has recorded (whose 72 hours cannot be tracked). */
+export async function cutOverState(db: Tx, b: BatchRow, now: number): Promise<{ deleteWarnings: string[]; uncheckedDomains: string[] }> {
   const warnings: string[] = [];
   const own = deleteWarning(b, now);
   if (own) warnings.push(own);
-  if (b.started_at !== null) warnings.push(...(await batchMxReport(db, b.id, now)).warnings.map((w) => `Batch "${b.name}": ${w}`));
-  return warnings;
+  if (b.started_at === null) return { deleteWarnings: warnings, uncheckedDomains: [] };
+  const mx = await batchMxReport(db, b.id, now);
+  warnings.push(...mx.warnings.map((w) => `Batch "${b.name}": ${w}`));
+  return { deleteWarnings: warnings, uncheckedDomains: mx.unwatched };
 }
 
 /**

@@ -70,18 +70,7 @@ export class EndpointMissingError extends Error {
 }
 
 /** What `update` may change; absent fields keep their stored value. */
-export interface EndpointChanges {
-  host?: string | undefined;
-  port?: number | string | undefined;
-  tls?: string | undefined;
-  auth?: string | undefined;
-  acceptUntrustedCert?: boolean | undefined;
-  maxConcurrentMigrations?: number | string | undefined;
-  maxConcurrentIncrementalSyncs?: number | string | undefined;
-  adminUser?: string | undefined;
-  impersonation?: string | undefined;
-  separator?: string | undefined;
-}
+export type EndpointChanges = Partial<EndpointSettingsInput>;
 
 export interface ChangeEndpointRequest {
   role: EndpointRole;

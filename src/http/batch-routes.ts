@@ -8,14 +8,14 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { checkLogins, type LoginCheck } from '../batch/check-logins.js';
 import { createBatch, type StartPlan } from '../batch/create.js';
-import { continueRemoval, deleteBatch, deleteWarnings, retryMailboxes, startBatch, stopBatch, syncNow } from '../batch/lifecycle.js';
-import { batchMxReport } from '../dns/mx-watch.js';
-import { batchNameProblem } from '../batch/status.js';
+import { continueRemoval, cutOverState, deleteBatch, retryMailboxes, startBatch, stopBatch, syncNow } from '../batch/lifecycle.js';
+import { batchNameProblem, MAILBOX_STATUSES } from '../batch/status.js';
 import { requireBatch } from '../batch/store.js';
 import { parseReceivedAfter, parseTime } from '../batch/time-input.js';
 import { updateBatch } from '../batch/update.js';
 import { verifyBatch } from '../batch/verify.js';
-import { loadBatchDetail, loadBatchList } from '../batch/view.js';
+import { loadBatchDetail, loadBatchList, loadBatchView, loadMailboxPage, type MailboxQuery } from '../batch/view.js';
+import type { MailboxStatus } from '../store/schema.js';
 import { addressKey, addressProblem } from '../csv/address.js';
 import { fileTooLarge, MAX_FILE_BYTES } from '../csv/index.js';
 import { buildReport, reportCsv } from '../report/batch-report.js';
@@ -112,19 +112,21 @@ export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps):
   app.get<{ Params: NameParams; Querystring: { status?: string; q?: string; offset?: string; limit?: string } }>('/api/batches/:name', async (req) => {
     const row = await requireBatch(store.db, req.params.name);
     const now = Date.now();
-    const detail = await loadBatchDetail(store.db, row, now);
     const { status, q } = req.query;
-    const needle = q?.trim().toLowerCase();
-    const matching = detail.mailboxes.filter(
-      (m) => (!status || (status === 'problems' ? m.status === 'Failed' || m.lastError !== null : m.status === status)) && (!needle || m.emailAddress.toLowerCase().includes(needle)),
-    );
-    const offset = Math.max(0, Number(req.query.offset) || 0);
-    const limit = req.query.limit === undefined ? matching.length : Math.max(0, Number(req.query.limit) || 0);
+    if (status && status !== 'problems' && !MAILBOX_STATUSES.includes(status as MailboxStatus)) throw badRequest(`status must be problems or one of ${MAILBOX_STATUSES.join(', ')}, not "${status}"`);
+    const whole = (v: string | undefined, what: string) => {
+      if (v === undefined) return undefined;
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw badRequest(`${what} must be a whole number, not "${v}"`);
+      return n;
+    };
+    const page = await loadMailboxPage(store.db, row.id, { status: (status || undefined) as MailboxQuery['status'], addressContains: q, offset: whole(req.query.offset, 'offset'), limit: whole(req.query.limit, 'limit') }, now);
+    const batch = await loadBatchView(store.db, row, now);
     // Where the cut-over stands (SPEC §7): what `batch delete` would warn about now, and the
     // mail domains whose MX mailferry has not checked yet (so it cannot track their 72 hours).
-    const cutOver = { deleteWarnings: await deleteWarnings(store.db, row, now), uncheckedDomains: row.started_at === null ? [] : (await batchMxReport(store.db, row.id, now)).unwatched };
+    const cutOver = await cutOverState(store.db, row, now);
     const loginCheck = loginChecks.get(req.params.name) ?? null;
-    return { batch: detail.batch, mailboxes: matching.slice(offset, offset + limit), mailboxesMatching: matching.length, verifying: verifying.has(req.params.name), loginCheck, cutOver };
+    return { batch, mailboxes: page.mailboxes, mailboxesMatching: page.matching, verifying: verifying.has(req.params.name), loginCheck, cutOver };
   });
 
   app.post<{ Body: CreateBody }>('/api/batches', { schema: createSchema, bodyLimit: UPLOAD_BODY_LIMIT }, async (req, reply) => {
