@@ -154,6 +154,12 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) describe(`HTTP AP
     assert.deepEqual(paged.mailboxes.map((m) => m.emailAddress), ['b@example.org']);
     assert.equal(paged.mailboxesMatching, 2);
     assert.equal((await call('GET', '/api/batches/b1?status=problems')).json().mailboxesMatching, 0);
+    // Query parameters: one value each, whole numbers, known names.
+    for (const q of ['q=a&q=b', 'limit=-5', 'offset=abc', 'status=Nope', 'stauts=Failed']) assert.equal((await call('GET', `/api/batches/b1?${q}`)).statusCode, 400, q);
+    assert.equal((await call('GET', '/api/dns/example.org?targetMx=a&targetMx=b')).statusCode, 400);
+    const dry = await call('POST', '/api/batches/b1/update', { csv: 'EmailAddress,UserName,Password\r\na@example.org,alice,other-pw-1\r\n', dryRun: true });
+    assert.equal(dry.statusCode, 400, 'an unknown field (a "dry run" it does not have) is refused, not ignored');
+    assert.equal((await call('POST', '/api/csv/check', { csv: 'x', foo: 1 })).statusCode, 400);
     const detail = await call('GET', '/api/batches/b1');
     assert.equal(detail.json().batch.status, 'Syncing');
     assert.equal(detail.json().verifying, false);

@@ -161,3 +161,15 @@ test('time left early in a first batch: queued mailboxes are guessed from the on
   // 900 left in the one syncing, and two more of its size (1,000) at 50 msg/s.
   assert.equal(v.etaSeconds, (900 + 2 * 1000) / 50);
 });
+
+test('time left stays unknown while the only mailboxes done were empty (an average of 0 tells nothing)', () => {
+  const t0 = Date.UTC(2026, 0, 1, 9, 0, 0);
+  const live: MailboxView['syncing'] = {
+    kind: 'initial', worker: 'w1', startedAt: new Date(t0).toISOString(), phase: 'scanning', copied: 0, toCopy: 0, bytes: 0, toCopyBytes: 0,
+    messagesPerSecond: 0, megabytesPerSecond: 0, etaSeconds: null, stale: false,
+  };
+  const empty = mailbox({ found: 0, copied: 0, bytes: 0 });
+  const queued = mailbox({ line: 3, emailAddress: 'q@example.org', status: 'Queued', found: 0, copied: 0, initialSyncedAt: null });
+  const scanning = mailbox({ line: 4, emailAddress: 's@example.org', status: 'Syncing', found: 0, copied: 0, initialSyncedAt: null, syncing: live });
+  assert.equal(batchView(runningBatch(t0), { endpoint: 'old', target: 'new' }, [empty, queued, scanning], t0 + 1000).etaSeconds, null);
+});

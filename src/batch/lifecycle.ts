@@ -179,12 +179,31 @@ export async function deleteWarnings(db: Tx, b: BatchRow, now: number): Promise<
 
 /** Where the batch's cut-over stands: deleteWarnings(), and the mail domains no MX check has recorded (whose 72 hours cannot be tracked). */
 export async function cutOverState(db: Tx, b: BatchRow, now: number): Promise<{ deleteWarnings: string[]; uncheckedDomains: string[] }> {
-  const warnings: string[] = [];
   const own = deleteWarning(b, now);
-  if (own) warnings.push(own);
-  if (b.started_at === null) return { deleteWarnings: warnings, uncheckedDomains: [] };
+  if (b.started_at === null) return { deleteWarnings: own ? [own] : [], uncheckedDomains: [] };
   const mx = await batchMxReport(db, b.id, now);
+  const warnings: string[] = [];
+  // The 72 hours count from the MX change. Without MX checks for every domain of the batch
+  // they are counted from the initial sync (the change cannot come before it in a plan that
+  // switches after migrating); with them, a switch made before the migration is not waited
+  // for twice. A batch still in its initial sync waits in any case.
+  const mxDecides = mx.unwatched.length === 0 && b.initial_synced_at !== null;
+  if (own && !(mxDecides && mx.warnings.length === 0)) warnings.push(own);
   warnings.push(...mx.warnings.map((w) => `Batch "${b.name}": ${w}`));
+  // Mailboxes whose mail is not (all) on the target: deleting gives them up.
+  const unfinished = await db
+    .selectFrom('batch_mailbox')
+    .select(['email_address', 'status'])
+    .where('batch_id', '=', b.id)
+    .where((eb) => eb.or([eb('status', '=', 'Failed'), eb('last_sync_at', 'is', null)]))
+    .orderBy('line')
+    .limit(1000)
+    .execute();
+  const failed = unfinished.filter((m) => m.status === 'Failed');
+  const never = unfinished.filter((m) => m.status !== 'Failed');
+  const some = (list: typeof unfinished) => `${list.length >= 1000 ? '1000 or more' : list.length} mailbox${list.length === 1 ? '' : 'es'} (e.g. ${list.slice(0, 3).map((m) => m.email_address).join(', ')}${list.length > 3 ? ', …' : ''})`;
+  if (failed.length) warnings.push(`Batch "${b.name}": ${some(failed)} failed their last sync: what they hold may not all be on the target (retry them; delete anyway only to give them up).`);
+  if (never.length) warnings.push(`Batch "${b.name}": ${some(never)} never finished a sync.`);
   return { deleteWarnings: warnings, uncheckedDomains: mx.unwatched };
 }
 

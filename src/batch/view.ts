@@ -270,8 +270,10 @@ function viewOf(b: BatchRow, names: { endpoint: string; target: string }, t: Tal
   let { left, unknown } = t;
   // Mailboxes not scanned yet are guessed at the average size of those done, or, early in a
   // first batch when none is done, of those whose scan has said how much they hold.
-  if (unknown > 0 && (t.doneCount > 0 || t.scannedCount > 0)) {
-    left += t.doneCount > 0 ? (t.doneFound / t.doneCount) * unknown : (t.scannedFound / t.scannedCount) * unknown;
+  // (An average of 0 — empty mailboxes finished first — tells nothing: still unknown.)
+  const average = t.doneFound > 0 ? t.doneFound / t.doneCount : t.scannedFound > 0 ? t.scannedFound / t.scannedCount : 0;
+  if (unknown > 0 && average > 0) {
+    left += average * unknown;
     unknown = 0;
   }
   const running = b.state === 'Running';

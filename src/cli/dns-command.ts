@@ -92,12 +92,12 @@ export function registerDnsCommands(program: Command, run: Run): void {
         'switched, MX moved back, null MX, no such domain); 2 bad usage (domain, host or --server not valid); 3 the resolver could not answer ' +
         '(timeouts, SERVFAIL, REFUSED: the message names the domain and each server).',
     )
-    .option('--target-mx <host>', "the new system's MX host (a name, or an IP address)")
+    .option('--target-mx <host>', "the new system's MX host (a name, or an IP address); repeat it (or separate with commas) when the new system has several, a backup MX included", (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
     .option('--server <ip[:port]>', 'the resolver to ask, e.g. 192.0.2.53 or [2001:db8::53]:5353 (default: the system\'s, from /etc/resolv.conf, in order)')
     .option('--timeout <seconds>', 'wait this long for each answer (UDP is asked twice)', '2')
     .option('--db <url>', 'state database for the 72-hour tracking (default MAILFERRY_DB or ~/.mailferry/mailferry.sqlite); used only with --target-mx')
     .option('--json', 'print the result as one JSON object on the last line of stdout (the report then goes to stderr)')
-    .action((domain: string, f: { targetMx?: string; server?: string; timeout: string; db?: string; json?: boolean }) =>
+    .action((domain: string, f: { targetMx?: string[]; server?: string; timeout: string; db?: string; json?: boolean }) =>
       run(async () => {
         const timeout = Number(f.timeout);
         if (!Number.isFinite(timeout) || timeout <= 0 || timeout > 60) throw new UsageError(`--timeout must be a number of seconds from 0 to 60, not "${f.timeout}"`);
@@ -110,7 +110,7 @@ export function registerDnsCommands(program: Command, run: Run): void {
           if (f.targetMx !== undefined) store = await openStore(f.db);
           const r = await checkDomain(store, {
             domain,
-            ...(f.targetMx !== undefined ? { targetMx: f.targetMx } : {}),
+            ...(f.targetMx !== undefined ? { targetMx: f.targetMx.join(',') } : {}),
             ...(f.server !== undefined ? { server: f.server } : {}),
             timeoutMs: timeout * 1000,
             now,

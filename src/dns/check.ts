@@ -14,7 +14,7 @@ import { Resolver } from './resolver.js';
 export interface DnsCheckOptions {
   /** The mail domain, as the admin typed it (an IDN is taken in its xn-- form). */
   domain: string;
-  /** The new system's MX host (name or IP address): enables the switch verdict and the 72-hour tracking. */
+  /** The new system's MX host(s), comma-separated (names or IP addresses; any of them counts): enables the switch verdict and the 72-hour tracking. */
   targetMx?: string;
   /** `IP[:PORT]` of the resolver to ask; default the system's (node:dns getServers()). */
   server?: string;
@@ -90,7 +90,10 @@ const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOStrin
 export async function checkDomain(store: Pick<Store, 'db' | 'dialect'> | undefined, opts: DnsCheckOptions): Promise<DnsCheckResult> {
   const now = opts.now ?? Date.now();
   const domain = normalizeDomain(opts.domain);
-  const target = opts.targetMx !== undefined ? normalizeHost(opts.targetMx, '--target-mx host') : null;
+  // The new system may have several MX hosts (mx1 and mx2 of a provider, a backup MX): any of them counts.
+  const hosts = opts.targetMx !== undefined ? opts.targetMx.split(',').map((h) => h.trim()).filter(Boolean) : [];
+  if (opts.targetMx !== undefined && hosts.length === 0) throw new DnsUsageError('--target-mx names no host');
+  const targets = hosts.length ? [...new Map(hosts.map((h) => normalizeHost(h, '--target-mx host')).map((t) => [t.kind === 'ip' ? t.ip : t.name, t] as const)).values()] : null;
   if (opts.timeoutMs !== undefined && !(opts.timeoutMs > 0)) throw new DnsUsageError('the timeout must be more than 0');
   const resolver = Resolver.from(opts.server, opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {});
   const lookup = await lookupMx(resolver, domain, { query: opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}, ...(opts.nameServerPort !== undefined ? { nameServerPort: opts.nameServerPort } : {}) });
@@ -127,27 +130,33 @@ export async function checkDomain(store: Pick<Store, 'db' | 'dialect'> | undefin
   let switched: SwitchState | null = null;
   const targetAddresses: string[] = [];
   let targetText: string | null = null;
-  if (target !== null) {
-    targetText = target.kind === 'ip' ? target.ip : target.name;
-    if (target.kind === 'ip') targetAddresses.push(target.ip);
-    else {
+  if (targets !== null) {
+    // Sorted, so the same hosts in another order are the same target (one 72-hour record).
+    targetText = targets.map((t) => (t.kind === 'ip' ? t.ip : t.name)).sort().join(',');
+    const known: Target[] = [];
+    for (const target of targets) {
+      if (target.kind === 'ip') {
+        targetAddresses.push(target.ip);
+        known.push({ name: null, addresses: [target.ip] });
+        continue;
+      }
       const t = await lookupAddresses(resolver, target.name);
       targetAddresses.push(...t.addresses);
+      known.push({ name: target.name, addresses: t.addresses });
       if (t.problem) notes.push(`the target ${target.name} has no address (${t.problem}): MX records are compared with it by name only`);
     }
-    const t: Target = { name: target.kind === 'name' ? target.name : null, addresses: targetAddresses };
     for (const m of mx) {
       const a = await lookupAddresses(resolver, m.exchange);
       m.addresses = a.addresses;
-      if (a.problem && !(target.kind === 'name' && m.exchange === target.name)) warnings.push(`could not resolve the mail server ${m.exchange}: ${a.problem}`);
-      m.pointsAtTarget = pointsAtTarget(m.exchange, m.addresses, t);
+      if (a.problem && !targets.some((t) => t.kind === 'name' && m.exchange === t.name)) warnings.push(`could not resolve the mail server ${m.exchange}: ${a.problem}`);
+      m.pointsAtTarget = known.some((t) => pointsAtTarget(m.exchange, m.addresses, t));
     }
     switched = switchState(mx.map((m) => m.pointsAtTarget === true));
     const others = mx.filter((m) => !m.pointsAtTarget);
     const count = `${mx.length} record${mx.length === 1 ? '' : 's'}`;
     if (switched === 'some') {
       warnings.push(
-        `MX points at ${targetText} only in part (${mx.length - others.length} of ${count}): mail may still reach the old server through ${others.map((m) => `${m.exchange} (preference ${m.preference})`).join(', ')}; senders use every MX, not only the lowest preference`,
+        `MX points at ${targetText} only in part (${mx.length - others.length} of ${count}): mail may still reach the old server through ${others.map((m) => `${m.exchange} (preference ${m.preference})`).join(', ')}; senders use every MX, not only the lowest preference (if that host belongs to the new system too, a backup MX say, name it as well: --target-mx ${[targetText, ...others.map((m) => m.exchange)].join(',')})`,
       );
     } else if (switched === 'none' && lookup.kind !== 'nxdomain' && lookup.kind !== 'null-mx') {
       warnings.push(`MX does not point at ${targetText} yet (none of ${count}): mail still goes to ${others.map((m) => m.exchange).join(', ')}`);
@@ -156,7 +165,7 @@ export async function checkDomain(store: Pick<Store, 'db' | 'dialect'> | undefin
 
   let seen: number | null = null;
   let forgotten: number | null = null;
-  const tracked = store !== undefined && target !== null && switched !== null;
+  const tracked = store !== undefined && targets !== null && switched !== null;
   if (tracked) {
     const outcome = await recordMxCheck(store, { domain, targetMx: targetText!, state: switched!, ttl: lookup.ttl, now });
     seen = outcome.switchedSeenAt;

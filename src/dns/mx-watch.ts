@@ -15,6 +15,12 @@ import type { SwitchState } from './mx-verdict.js';
 
 /** SPEC §4/§7: wait 72 hours after the MX change before deleting the batch. */
 export const MX_GRACE_MS = 72 * 3_600_000;
+/**
+ * A recorded check older than this is not trusted for deleting a batch: MX may have been
+ * changed back since (a roll-back), and deleting would then lose the mail going to the old
+ * server again. Checking again is one command.
+ */
+export const MX_CHECK_FRESH_MS = 6 * 3_600_000;
 
 export interface MxWatchOutcome {
   /** When every MX was first seen pointing at the target (ms), or null when this check did not see it. */
@@ -99,6 +105,9 @@ export async function batchMxReport(db: Kysely<Database>, batchId: number, now: 
       continue;
     }
     const checked = `last checked ${utc(w.checked_at)}`;
+    if (now - w.checked_at > MX_CHECK_FRESH_MS) {
+      warnings.push(`the last MX check of ${domain} is ${formatDuration(now - w.checked_at)} old: check it again (mailferry dns check ${domain} --target-mx ${w.target_mx}) before deleting, MX may have changed since.`);
+    }
     if (w.state !== 'all' || w.switched_seen_at === null) {
       warnings.push(
         w.state === 'some'
@@ -114,10 +123,19 @@ export async function batchMxReport(db: Kysely<Database>, batchId: number, now: 
           `less than 72 hours (${formatDuration(MX_GRACE_MS - age)} to go): resolvers and sending servers may still deliver to the old server.`,
       );
     }
-    const stale = boxes.filter((m) => m.last_sync_at === null || m.last_sync_at < w.switched_seen_at!);
+    // Mail reaches the old server for as long as resolvers and senders keep the old MX: the
+    // 72 hours. Only a sync after they are over has copied all of it (SPEC §4: "every mailbox
+    // synced at least once after" the change), so that is the sync each mailbox needs.
+    const over = w.switched_seen_at + MX_GRACE_MS;
+    const stale = boxes.filter((m) => m.last_sync_at === null || m.last_sync_at < (age < MX_GRACE_MS ? w.switched_seen_at! : over));
     if (stale.length > 0) {
       const examples = stale.slice(0, 3).map((m) => m.email_address).join(', ');
-      warnings.push(`not synced since the MX switch of ${domain}: ${stale.length} mailbox${stale.length === 1 ? '' : 'es'}, e.g. ${examples}${stale.length > 3 ? ', …' : ''} (mail delivered to the old server before the switch may be missing on the target).`);
+      const which = `${stale.length} mailbox${stale.length === 1 ? '' : 'es'}, e.g. ${examples}${stale.length > 3 ? ', …' : ''}`;
+      warnings.push(
+        age < MX_GRACE_MS
+          ? `not synced since the MX switch of ${domain}: ${which} (mail delivered to the old server before the switch may be missing on the target).`
+          : `not synced since the 72 hours after the MX switch of ${domain} ended (${utc(over)}): ${which}; sync them (sync now) and delete after that, so the mail that reached the old server meanwhile is copied.`,
+      );
     }
   }
   return { warnings, unwatched };

@@ -22,7 +22,7 @@ import { buildReport, reportCsv } from '../report/batch-report.js';
 import type { SecretKey } from '../secrets/index.js';
 import type { Store } from '../store/open.js';
 import { badRequest, notFound } from './errors.js';
-import { uploadedFile, UPLOAD_BODY_LIMIT, validationJson } from './csv-routes.js';
+import { fileBodySchema, uploadedFile, UPLOAD_BODY_LIMIT, validationJson } from './csv-routes.js';
 
 export interface BatchRouteDeps {
   store: Store;
@@ -84,6 +84,10 @@ const createSchema = {
   },
 } as const;
 
+/** Query parameters are one value each: `?q=a&q=b` is refused, not a 500 (fastify makes it an array). */
+const one = { type: 'string', maxLength: 1000 } as const;
+const pageQuerySchema = { type: 'object', additionalProperties: false, properties: { status: one, q: one, offset: { type: 'string', pattern: '^[0-9]{1,9}$' }, limit: { type: 'string', pattern: '^[0-9]{1,9}$' } } } as const;
+
 const userSchema = { body: { type: ['object', 'null'], additionalProperties: false, properties: { user: { type: 'string', maxLength: 1000 }, content: { type: 'boolean' } } } } as const;
 
 function startPlan(b: CreateBody): StartPlan {
@@ -109,7 +113,7 @@ export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps):
    * error), `q` (part of the address) and `offset`/`limit` choose the mailboxes sent;
    * `mailboxesMatching` says how many match. The batch's totals always cover all of them.
    */
-  app.get<{ Params: NameParams; Querystring: { status?: string; q?: string; offset?: string; limit?: string } }>('/api/batches/:name', async (req) => {
+  app.get<{ Params: NameParams; Querystring: { status?: string; q?: string; offset?: string; limit?: string } }>('/api/batches/:name', { schema: { querystring: pageQuerySchema } }, async (req) => {
     const row = await requireBatch(store.db, req.params.name);
     const now = Date.now();
     const { status, q } = req.query;
@@ -160,7 +164,7 @@ export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps):
   });
 
   // `batch update`: a file of corrected rows (a new password, user name or UserRoot) and added mailboxes.
-  app.post<{ Params: NameParams; Body: { csv?: string; csvBase64?: string } }>('/api/batches/:name/update', { bodyLimit: UPLOAD_BODY_LIMIT }, async (req, reply) => {
+  app.post<{ Params: NameParams; Body: { csv?: string; csvBase64?: string } }>('/api/batches/:name/update', { bodyLimit: UPLOAD_BODY_LIMIT, schema: { body: fileBodySchema } }, async (req, reply) => {
     const csv = uploadedFile(req.body ?? {});
     if (csv.length > MAX_FILE_BYTES) return reply.code(422).send(validationJson(fileTooLarge(csv.length)));
     const r = await updateBatch(store, req.params.name, csv, deps.key());
@@ -207,14 +211,14 @@ export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps):
     return reply.code(202).send({ verifying: true });
   });
 
-  app.delete<{ Params: NameParams; Querystring: { force?: string } }>('/api/batches/:name', async (req) => {
+  app.delete<{ Params: NameParams; Querystring: { force?: string } }>('/api/batches/:name', { schema: { querystring: { type: 'object', additionalProperties: false, properties: { force: { enum: ['true', 'false', '1', '0'] } } } } }, async (req) => {
     const r = await deleteBatch(store, req.params.name, { force: req.query.force === 'true' || req.query.force === '1' });
     // One more pass right away; mailboxes a worker holds go at its next heartbeat.
     const after = r.removed ? r : { ...r, ...(await continueRemoval(store, r.batchId)) };
     return { removed: after.removed, remaining: after.remaining };
   });
 
-  app.get<{ Params: NameParams; Querystring: { format?: string } }>('/api/batches/:name/report', async (req, reply) => {
+  app.get<{ Params: NameParams; Querystring: { format?: 'csv' | 'json' } }>('/api/batches/:name/report', { schema: { querystring: { type: 'object', additionalProperties: false, properties: { format: { enum: ['csv', 'json'] } } } } }, async (req, reply) => {
     const report = await buildReport(store.db, await requireBatch(store.db, req.params.name));
     if (req.query.format === 'csv') {
       return reply

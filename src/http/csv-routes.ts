@@ -29,6 +29,9 @@ export function uploadedFile(body: { csv?: unknown; csvBase64?: unknown }): Buff
   throw badRequest('the migration file is missing: send csvBase64 (its bytes in base64) or csv (its text)');
 }
 
+/** A JSON body holding only the file. */
+export const fileBodySchema = { type: 'object', additionalProperties: false, properties: { csv: { type: 'string' }, csvBase64: { type: 'string' } } } as const;
+
 /** JSON with a base64 file: 4/3 of the file's limit, plus room for the other fields. */
 export const UPLOAD_BODY_LIMIT = Math.ceil((MAX_FILE_BYTES * 4) / 3) + 64 * 1024;
 
@@ -36,6 +39,11 @@ export function registerCsvRoutes(app: FastifyInstance): void {
   app.addContentTypeParser(['text/csv', 'text/plain', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit: UPLOAD_BODY_LIMIT }, (_req, body, done) => done(null, body));
 
   app.post<{ Body: Buffer | { csv?: string; csvBase64?: string } }>('/api/csv/check', { bodyLimit: UPLOAD_BODY_LIMIT }, async (req) => {
+    if (!Buffer.isBuffer(req.body) && req.body && typeof req.body === 'object') {
+      // A raw text/csv body has no fields; a JSON one has only the file (the route takes both, so no schema checks this).
+      const extra = Object.keys(req.body).filter((k) => k !== 'csv' && k !== 'csvBase64');
+      if (extra.length) throw badRequest(`unknown field${extra.length === 1 ? '' : 's'}: ${extra.join(', ')} (send csvBase64 or csv)`);
+    }
     const file = Buffer.isBuffer(req.body) ? req.body : uploadedFile(req.body ?? {});
     return validationJson(file.length > MAX_FILE_BYTES ? fileTooLarge(file.length) : await validateMigrationFile(file));
   });

@@ -25,7 +25,8 @@ function mailboxRow(m: MailboxView, retry: (address: string) => void): HTMLEleme
     ? h(
         'div',
         {},
-        bar(s.copied, s.toCopy, `${m.emailAddress} progress`),
+        // The whole mailbox, not this run alone: a restarted sync does not start again from an empty bar.
+        bar(m.copied + s.copied, Math.max(m.found, m.copied + s.toCopy), `${m.emailAddress} progress`),
         h('div', { class: 'sub' }, `${s.kind} sync: ${s.phase ?? ''} ${s.copied}${s.toCopy ? ` / ${s.toCopy}` : ''}, ${s.messagesPerSecond} msg/s${s.etaSeconds ? `, ${duration(s.etaSeconds)} left` : ''}${s.stale ? ' (worker not responding; will be resumed)' : ''}`),
       )
     : null;
@@ -76,11 +77,17 @@ function facts(d: Detail): HTMLElement {
 function cutOver(d: Detail): HTMLElement | null {
   if (d.batch.startedAt === null) return null;
   const c = d.cutOver;
+  // Said only when mailferry can tell: with a domain never checked it cannot know whether MX switched.
+  const verdict = c.deleteWarnings.length
+    ? 'not yet time to delete this batch'
+    : c.uncheckedDomains.length
+      ? 'mailferry cannot tell whether the MX switch is done (no MX check recorded); the batch finished its sync more than 72 hours ago'
+      : 'the 72 hours after the switch are over and every mailbox synced since; the batch can be deleted';
   return h(
     'div',
     { class: 'panel', id: 'cut-over' },
     h('strong', {}, 'Cut-over: '),
-    c.deleteWarnings.length ? 'not yet time to delete this batch' : 'the 72 hours after the switch are over; the batch can be deleted',
+    verdict,
     c.deleteWarnings.length ? h('ul', { class: 'problems warning' }, ...c.deleteWarnings.map((w) => h('li', {}, w))) : null,
     c.uncheckedDomains.length
       ? h('p', { class: 'muted' }, `MX not checked yet for ${c.uncheckedDomains.join(', ')}: `, h('a', { href: '#/dns' }, 'check it'), ' so mailferry tracks the 72 hours after the switch.')

@@ -24,7 +24,9 @@ function result(r: DnsCheckResult): HTMLElement {
         )
       : null,
     // No verdict for a domain that does not exist or takes no mail: its warnings say why.
-    r.ttlOk === null ? null : h('p', { id: 'dns-ttl' }, `TTL ${r.ttl ?? '?'} s: `, r.ttlOk ? 'low enough (3600 s or less)' : 'too high for the switch (more than 3600 s)'),
+    r.ttlOk === null
+      ? null
+      : h('p', { id: 'dns-ttl' }, `TTL ${r.ttl ?? '?'} s: `, r.ttlOk ? 'low enough (3600 s or less)' : r.switched === 'all' ? 'more than 3600 s (no matter now: the switch is done)' : 'too high for the switch (more than 3600 s)'),
     r.switched ? h('p', { id: 'dns-switched' }, `MX points at ${r.targetMx}: ${r.switched === 'all' ? 'all records' : r.switched === 'some' ? 'only some records' : 'not yet'}`) : null,
     r.switchedSeenAt ? h('p', { id: 'dns-72h' }, `Switched since at least ${when(r.switchedSeenAt)}; batches of this domain may be deleted from ${when(r.deleteSafeAt)}.`) : null,
     r.warnings.length ? h('ul', { class: 'problems warning' }, ...r.warnings.map((w) => h('li', {}, w))) : null,
@@ -34,7 +36,7 @@ function result(r: DnsCheckResult): HTMLElement {
 
 export function dnsPage(root: HTMLElement): View {
   const domain = h('input', { id: 'dns-domain', required: true, placeholder: 'example.org' });
-  const targetMx = h('input', { id: 'dns-target-mx', placeholder: 'mx.new.example (optional)' });
+  const targetMx = h('input', { id: 'dns-target-mx', placeholder: 'mx.new.example (optional; several: mx1.new.example, mx2.new.example)' });
   const server = h('input', { id: 'dns-server', placeholder: 'system resolver (optional: IP[:PORT])' });
   const out = h('div');
   const submit = async (e: Event) => {
