@@ -94,6 +94,15 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       assert.ok(await release(store, claim, { kind: 'synced', summary: inboxOnly, pairId }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF }));
       const m = (await detail(b)).mailboxes[0]!;
       assert.deepEqual([m.found, m.copied, m.bytes], [3, 3, 300]);
+      // The planning rate counts what the runs copied (none here: the copies were on the
+      // target already), not what is on the target.
+      const row = (await findBatch(store.db, b.name))!;
+      assert.ok(row.initial_synced_at !== null);
+      await store.db.updateTable('batch').set({ started_at: row.initial_synced_at - 10_000 }).where('id', '=', b.id).execute();
+      const at = Date.now();
+      const again = await loadBatchDetail(store.db, (await findBatch(store.db, b.name))!, at);
+      assert.deepEqual([again.batch.totals.copied, again.batch.initialSync?.messagesPerSecond], [3, 0]);
+      assert.deepEqual(await loadBatchView(store.db, (await findBatch(store.db, b.name))!, at), again.batch);
     });
 
     test('the batch view summed by the database (dashboard, batch page) equals the one added up over every mailbox; pages and filters of mailboxes', { skip: skip ?? false }, async () => {

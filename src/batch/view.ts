@@ -177,6 +177,28 @@ function parseList(json: string | null): string[] | null {
   return Array.isArray(v) ? v.map(String) : null;
 }
 
+/** What the batch's runs themselves copied up to the end of the initial sync (from sync_run). */
+export interface InitialCopies {
+  copied: number;
+  bytes: number;
+}
+
+/**
+ * The planning figure counts what was copied, not what was found on the target already: a
+ * mailbox migrated again (a new batch for the same users) would otherwise read thousands of
+ * messages a second.
+ */
+async function initialCopies(db: Kysely<Database>, b: BatchRow): Promise<InitialCopies | undefined> {
+  if (b.initial_synced_at === null) return undefined;
+  const r = await db
+    .selectFrom('sync_run')
+    .select((eb) => [eb.fn.sum<number>('copied').as('copied'), eb.fn.sum<number>('bytes').as('bytes')])
+    .where('batch_id', '=', b.id)
+    .where('ended_at', '<=', b.initial_synced_at)
+    .executeTakeFirst();
+  return { copied: Number(r?.copied ?? 0), bytes: Number(r?.bytes ?? 0) };
+}
+
 function initialSyncRate(b: BatchRow, totals: { copied: number; bytes: number }): BatchView['initialSync'] {
   if (b.started_at === null || b.initial_synced_at === null || b.initial_synced_at <= b.started_at) return null;
   const seconds = (b.initial_synced_at - b.started_at) / 1000;
@@ -259,13 +281,14 @@ function addIdle(t: Tally, g: IdleGroup): void {
   t.doneCount += g.doneCount;
 }
 
-export function batchView(b: BatchRow, names: { endpoint: string; target: string }, mailboxes: readonly MailboxView[], now: number): BatchView {
+/** `copies`: what the runs copied by the end of the initial sync (default: the mailboxes' totals). */
+export function batchView(b: BatchRow, names: { endpoint: string; target: string }, mailboxes: readonly MailboxView[], now: number, copies?: InitialCopies): BatchView {
   const t = emptyTally();
   for (const m of mailboxes) addMailbox(t, m);
-  return viewOf(b, names, t, now);
+  return viewOf(b, names, t, now, copies);
 }
 
-function viewOf(b: BatchRow, names: { endpoint: string; target: string }, t: Tally, now: number): BatchView {
+function viewOf(b: BatchRow, names: { endpoint: string; target: string }, t: Tally, now: number, copies?: InitialCopies): BatchView {
   const { counts, totals, rate, byteRate } = t;
   let { left, unknown } = t;
   // Mailboxes not scanned yet are guessed at the average size of those done, or, early in a
@@ -288,7 +311,7 @@ function viewOf(b: BatchRow, names: { endpoint: string; target: string }, t: Tal
     messagesPerSecond: round(rate),
     megabytesPerSecond: round(byteRate, 2),
     etaSeconds: !running || unknown > 0 ? null : left === 0 ? 0 : rate > 0 ? Math.round(left / rate) : null,
-    initialSync: initialSyncRate(b, totals),
+    initialSync: initialSyncRate(b, copies ?? totals),
     options: {
       exclude: parseList(b.exclude_json) ?? [],
       include: parseList(b.include_json),
@@ -324,7 +347,7 @@ export async function loadBatchDetail(db: Kysely<Database>, given: BatchRow, now
   const b = (await db.selectFrom('batch').selectAll().where('id', '=', given.id).executeTakeFirst()) ?? given;
   const names = await endpointNames(db);
   const mailboxes = rows.map((r) => mailboxView(r, now));
-  return { batch: batchView(b, { endpoint: names.get(b.endpoint_id) ?? '?', target: names.get(b.target_id) ?? '?' }, mailboxes, now), mailboxes };
+  return { batch: batchView(b, { endpoint: names.get(b.endpoint_id) ?? '?', target: names.get(b.target_id) ?? '?' }, mailboxes, now, await initialCopies(db, b)), mailboxes };
 }
 
 /**
@@ -373,7 +396,7 @@ export async function loadBatchView(db: Kysely<Database>, given: BatchRow, now =
     });
   }
   for (const r of held) addMailbox(t, mailboxView(r, now));
-  return viewOf(b, { endpoint: names.get(b.endpoint_id) ?? '?', target: names.get(b.target_id) ?? '?' }, t, now);
+  return viewOf(b, { endpoint: names.get(b.endpoint_id) ?? '?', target: names.get(b.target_id) ?? '?' }, t, now, await initialCopies(db, b));
 }
 
 /** Which mailboxes of a batch to list: one status (or `problems`: failed or with a last error), part of the address, a page. */
