@@ -20,6 +20,8 @@ import { checkDomain } from '../src/dns/check.js';
 import { DnsLookupError, DnsUsageError } from '../src/dns/errors.js';
 import { pointsAtTarget, switchState, ttlVerdict } from '../src/dns/mx-verdict.js';
 import { batchMxReport, recordMxCheck } from '../src/dns/mx-watch.js';
+import { MxWatcher } from '../src/dns/mx-watcher.js';
+import { pino } from 'pino';
 import { normalizeDomain, parseServer } from '../src/dns/names.js';
 import { Resolver } from '../src/dns/resolver.js';
 import { type LabDnsServer, startDnsServer } from '../src/lab/dns-server.js';
@@ -408,6 +410,33 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       await store.db.updateTable('batch_mailbox').set({ status: 'Synced' }).where('email_address', '=', 'c@other.example').execute();
       const done = await deleteBatch(store, 'cut', { now: T0 + 149 * H });
       assert.equal(done.removed, true);
+    });
+
+    test('serve re-checks recorded domains still being migrated: the switch is seen without a check by hand', { skip: skip ?? false }, async () => {
+      const w = await lab([...world(), mx('watch.example', 10, 'mx1.old.example', 300)]);
+      const csv = ['EmailAddress,UserName,Password', 'w1@watch.example,w1,pw-w1'].join('\n');
+      assert.ok((await createBatch(store, { name: 'watched', csv: Buffer.from(csv), endpoint: 'src', target: 'tgt', exclude: [], include: [], notify: [], receivedAfter: null, badItemLimit: null, start: { kind: 'manual' } }, key)).created);
+      await store.db.deleteFrom('mx_watch').execute();
+      assert.equal((await checkDomain(store, { domain: 'watch.example', targetMx: 'mx.new.example', server: w.address, now: T0 })).switched, 'none');
+      // A domain no batch holds any more: not checked again.
+      await checkDomain(store, { domain: 'example.org', targetMx: 'mx.new.example', server: w.address, now: T0 });
+      // The admin switches MX and checks nothing.
+      w.records = w.records.filter((r) => !(r.type === 'MX' && r.name === 'watch.example'));
+      w.records.push(mx('watch.example', 10, 'mx.new.example', 300));
+      const watcher = new MxWatcher(store, pino({ level: 'silent' }), H);
+      assert.equal(await watcher.tick(T0 + H / 2), 0, 'not due before the interval');
+      assert.equal(await watcher.tick(T0 + H), 1);
+      const row = async (domain: string) => store.db.selectFrom('mx_watch').selectAll().where('domain', '=', domain).executeTakeFirstOrThrow();
+      const seen = await row('watch.example');
+      assert.deepEqual([seen.state, Number(seen.switched_seen_at), seen.resolver], ['all', T0 + H, w.address]);
+      assert.equal(Number((await row('example.org')).checked_at), T0, 'a domain of no batch is left alone');
+      // A resolver that fails: said in the log, tried again only an interval later.
+      w.behaviour.rcode = 'SERVFAIL';
+      assert.equal(await watcher.tick(T0 + 2 * H), 0);
+      w.behaviour.rcode = null;
+      assert.equal(await watcher.tick(T0 + 2 * H + 60_000), 0, 'a failed re-check waits an interval');
+      assert.equal(await watcher.tick(T0 + 3 * H + 60_000), 1);
+      await store.db.deleteFrom('batch').where('name', '=', 'watched').execute();
     });
 
     test('MX switched before the migration: the 72 hours are not waited for again after the initial sync', { skip: skip ?? false }, async () => {

@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import { AdminTokenError, loadAdminToken } from '../http/admin-token.js';
 import { listenHttp } from '../http/app.js';
 import { parseDuration } from '../batch/duration.js';
+import { MxWatcher } from '../dns/mx-watcher.js';
 import { ReportMailConfigError, reportMailSetting } from '../report/mail-config.js';
 import { ReportSender } from '../report/sender.js';
 import { loadSecretKey, SecretKeyError } from '../secrets/index.js';
@@ -31,6 +32,8 @@ interface ServiceFlags {
   logLevel: string;
   /** serve only: an address, or false for --no-listen. */
   listen?: string | false;
+  /** serve only. */
+  mxCheckEvery?: string;
 }
 
 /** How long a graceful stop waits for syncs to wind down before exiting anyway. */
@@ -63,6 +66,7 @@ async function runService(f: ServiceFlags, role: 'serve' | 'worker'): Promise<nu
   const concurrency = whole(f.concurrency, '--concurrency', 1000);
   const connections = whole(f.connections, '--connections', 32);
   const listen = role === 'serve' && typeof f.listen === 'string' ? parseListen(f.listen) : undefined;
+  const mxCheckEveryMs = duration(f.mxCheckEvery ?? '1h', '--mx-check-every', 1000);
   let key;
   try {
     // `serve` may be the first command on a fresh machine; a `worker` joins an existing
@@ -94,6 +98,7 @@ async function runService(f: ServiceFlags, role: 'serve' | 'worker'): Promise<nu
   if (mail?.kind === 'on') process.stderr.write(`mailferry: report e-mail through ${mail.config.display}${mail.config.admins.length ? ` to ${mail.config.admins.join(', ')} and` : ' to'} each batch's --notify addresses\n`);
   if (mail?.kind === 'off') process.stderr.write(`mailferry: report e-mail is off (${mail.why}); \`mailferry batch report\` shows reports\n`);
   const scheduler = role === 'serve' ? new Scheduler(store, logger) : undefined;
+  const mxWatcher = role === 'serve' ? new MxWatcher(store, logger, mxCheckEveryMs) : undefined;
   let api;
   if (listen) {
     try {
@@ -129,11 +134,12 @@ async function runService(f: ServiceFlags, role: 'serve' | 'worker'): Promise<nu
   process.stderr.write(`mailferry: ${role} running as ${owner} on ${store.displayUrl} (Ctrl-C to stop)\n`);
   scheduler?.start();
   reports?.start();
+  mxWatcher?.start();
   const done = worker.run();
   await done;
   // Once stopping, wind down within the grace period or give up (leases then expire on their own).
   reports?.stop();
-  await Promise.race([Promise.all([scheduler?.stop(), api?.close()]), new Promise((r) => setTimeout(r, STOP_GRACE_MS).unref())]);
+  await Promise.race([Promise.all([scheduler?.stop(), api?.close(), mxWatcher?.stop()]), new Promise((r) => setTimeout(r, STOP_GRACE_MS).unref())]);
   await store.close();
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
@@ -159,7 +165,8 @@ export function registerServeCommands(program: Command, run: Run): void {
       .command('serve')
       .description('Run the service: scheduler, workers, the web admin page and the HTTP API. Syncs every started batch until stopped.')
       .option('--listen <host:port>', 'serve the web page and HTTP API on this address (every /api/ request needs the admin token: MAILFERRY_ADMIN_TOKEN, else the admin-token file beside the secret key); plain HTTP, so keep it on loopback or behind a TLS proxy', '127.0.0.1:8080')
-      .option('--no-listen', 'no web page or HTTP API (scheduler and workers only)'),
+      .option('--no-listen', 'no web page or HTTP API (scheduler and workers only)')
+      .option('--mx-check-every <duration>', 'repeat each recorded `dns check --target-mx` of a domain being migrated this often, so the MX switch (and a roll-back) is seen without checking by hand', '1h'),
   ).action((f: ServiceFlags) => run(() => runService(f, 'serve')));
   addServiceOptions(program.command('worker').description('Run workers only, e.g. on more machines sharing one PostgreSQL database with a `serve`.')).action((f: ServiceFlags) =>
     run(() => runService(f, 'worker')),

@@ -167,7 +167,7 @@ export async function checkDomain(store: Pick<Store, 'db' | 'dialect'> | undefin
   let forgotten: number | null = null;
   const tracked = store !== undefined && targets !== null && switched !== null;
   if (tracked) {
-    const outcome = await recordMxCheck(store, { domain, targetMx: targetText!, state: switched!, ttl: lookup.ttl, now });
+    const outcome = await recordMxCheck(store, { domain, targetMx: targetText!, state: switched!, ttl: lookup.ttl, now, resolver: opts.server ?? null });
     seen = outcome.switchedSeenAt;
     forgotten = outcome.forgottenSwitch;
     if (forgotten !== null) warnings.push(`MX no longer points (fully) at ${targetText}: the switch first seen at ${iso(forgotten)} is forgotten, and the 72 hours start again when it does`);

@@ -35,13 +35,13 @@ export function utc(ms: number): string {
 }
 
 /** Records one check's outcome; keeps the first time the switch was seen, forgets it when MX moved away. */
-export function recordMxCheck(store: Pick<Store, 'db' | 'dialect'>, check: { domain: string; targetMx: string; state: SwitchState; ttl: number | null; now: number }): Promise<MxWatchOutcome> {
+export function recordMxCheck(store: Pick<Store, 'db' | 'dialect'>, check: { domain: string; targetMx: string; state: SwitchState; ttl: number | null; now: number; resolver?: string | null }): Promise<MxWatchOutcome> {
   return writeTx(store, async (tx) => {
     const key = { domain: check.domain, target_mx: check.targetMx };
     // Insert-if-missing first, so two checks at once on PostgreSQL meet at the row lock below instead of a key conflict.
     await tx
       .insertInto('mx_watch')
-      .values({ ...key, state: check.state, switched_seen_at: null, checked_at: check.now, ttl: check.ttl, created_at: check.now })
+      .values({ ...key, state: check.state, switched_seen_at: null, checked_at: check.now, ttl: check.ttl, created_at: check.now, resolver: check.resolver ?? null })
       .onConflict((oc) => oc.columns(['domain', 'target_mx']).doNothing())
       .execute();
     let q = tx.selectFrom('mx_watch').selectAll().where('domain', '=', key.domain).where('target_mx', '=', key.target_mx);
@@ -50,7 +50,7 @@ export function recordMxCheck(store: Pick<Store, 'db' | 'dialect'>, check: { dom
     const switchedSeenAt = check.state === 'all' ? (row.switched_seen_at ?? check.now) : null;
     await tx
       .updateTable('mx_watch')
-      .set({ state: check.state, switched_seen_at: switchedSeenAt, checked_at: check.now, ttl: check.ttl })
+      .set({ state: check.state, switched_seen_at: switchedSeenAt, checked_at: check.now, ttl: check.ttl, resolver: check.resolver ?? null })
       .where('domain', '=', key.domain)
       .where('target_mx', '=', key.target_mx)
       .execute();

@@ -234,6 +234,13 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0008_mx_watch_resolver': {
+      async up(db: Kysely<unknown>) {
+        // The resolver a check asked (`--server`; null: the system's), so `serve` can check
+        // again the same way on its own (src/dns/mx-watcher.ts).
+        await db.schema.alterTable('mx_watch').addColumn('resolver', 'text').execute();
+      },
+    },
   };
 }
 

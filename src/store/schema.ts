@@ -293,6 +293,8 @@ export interface MxWatchTable {
   checked_at: number;
   /** The TTL the last check reported (configured or cached), or null. */
   ttl: number | null;
+  /** The resolver the last check asked (`IP[:PORT]`), or null for the system's. */
+  resolver: string | null;
   created_at: ColumnType<number, number, never>;
 }
 
