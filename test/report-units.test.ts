@@ -173,3 +173,13 @@ test('time left stays unknown while the only mailboxes done were empty (an avera
   const scanning = mailbox({ line: 4, emailAddress: 's@example.org', status: 'Syncing', found: 0, copied: 0, initialSyncedAt: null, syncing: live });
   assert.equal(batchView(runningBatch(t0), { endpoint: 'old', target: 'new' }, [empty, queued, scanning], t0 + 1000).etaSeconds, null);
 });
+
+test('the report says where the cut-over stands: what deleting would still wait for, or that no MX check is recorded', () => {
+  const r = report([mailbox({})], 'Synced');
+  const waiting = composeReportEmail({ ...r, cutOver: { deleteWarnings: ['Batch "pilot": the MX of example.org points at mx.new.example since at least 2026-01-01 08:00 UTC (first seen by mailferry), 2h ago, less than 72 hours (2d22h to go): resolvers may still deliver to the old server.'], uncheckedDomains: [] } }, 'daily');
+  assert.match(waiting.text, /Before deleting the batch: the MX of example\.org points at mx\.new\.example since at least .* \(2d22h to go\)/);
+  const unknown = composeReportEmail({ ...r, cutOver: { deleteWarnings: [], uncheckedDomains: ['example.org'] } }, 'daily');
+  assert.match(unknown.text, /No MX check is recorded for example\.org: mailferry cannot tell whether MX points at the new system/);
+  const done = composeReportEmail({ ...r, cutOver: { deleteWarnings: [], uncheckedDomains: [] } }, 'daily');
+  assert.match(done.text, /The 72 hours after the MX switch are over and every mailbox synced since: the batch can be deleted/);
+});

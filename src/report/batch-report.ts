@@ -6,6 +6,7 @@
 import type { Kysely } from 'kysely';
 import type { BatchRow, Database } from '../store/schema.js';
 import type { SkippedItem } from '../sync/options.js';
+import { cutOverState } from '../batch/lifecycle.js';
 import { type BatchView, loadBatchDetail, type MailboxView, skippedItemsOf } from '../batch/view.js';
 
 /** What one mailbox's syncs did within a report's period (a daily report covers the syncs since the last one). */
@@ -29,6 +30,8 @@ export interface BatchReport {
   period: { since: string | null; until: string } | null;
   batch: BatchView;
   mailboxes: ReportMailbox[];
+  /** Where the cut-over stands (SPEC §7): what deleting now would be warned about, and mail domains no MX check has recorded. */
+  cutOver?: { deleteWarnings: string[]; uncheckedDomains: string[] };
 }
 
 async function periodActivity(db: Kysely<Database>, batchId: number, since: number | null, until: number): Promise<Map<number, PeriodActivity>> {
@@ -58,7 +61,9 @@ export async function buildReport(db: Kysely<Database>, b: BatchRow, now = Date.
     (await db.selectFrom('batch_mailbox').select(['line', 'skipped_items_json']).where('batch_id', '=', b.id).execute()).map((r) => [r.line, skippedItemsOf(r)]),
   );
   const activity = period ? await periodActivity(db, b.id, period.since, period.until) : null;
+  const cutOver = await cutOverState(db, b, now);
   return {
+    cutOver,
     generatedAt: new Date(now).toISOString(),
     period: period ? { since: period.since === null ? null : new Date(period.since).toISOString(), until: new Date(period.until).toISOString() } : null,
     batch: detail.batch,

@@ -63,7 +63,14 @@ function sections(r: BatchReport, kind: ReportKind): Section[] {
     const p = r.mailboxes.reduce((a, m) => ({ copied: a.copied + (m.period?.copied ?? 0), bytes: a.bytes + (m.period?.bytes ?? 0) }), { copied: 0, bytes: 0 });
     summary.push(`Since the last report (${when(r.period.since)}): ${plural(p.copied, 'new message')} copied (${mb(p.bytes)}).`);
   }
-  if (b.deleteWarning) summary.push(`Before deleting the batch: ${b.deleteWarning.replace(/\.$/, '')}.`);
+  const c = r.cutOver;
+  if (c && c.deleteWarnings.length) summary.push(`Before deleting the batch: ${c.deleteWarnings.map((w) => w.replace(/^Batch "[^"]*": /, '').replace(/\.$/, '')).join('; ')}.`);
+  else if (!c && b.deleteWarning) summary.push(`Before deleting the batch: ${b.deleteWarning.replace(/\.$/, '')}.`);
+  else if (c && c.uncheckedDomains.length && b.initialSyncedAt) {
+    summary.push(
+      `No MX check is recorded for ${c.uncheckedDomains.join(', ')}: mailferry cannot tell whether MX points at the new system. Run mailferry dns check DOMAIN --target-mx HOST, so the 72 hours after the switch are tracked (and checked again every hour).`,
+    );
+  } else if (c && b.initialSyncedAt) summary.push('The 72 hours after the MX switch are over and every mailbox synced since: the batch can be deleted.');
   else if (b.initialSyncedAt) summary.push('The batch has run 72 hours since its initial sync: once MX points at the target and a sync ran since, it can be deleted.');
   out.push({ title: 'Summary', lines: summary });
 
