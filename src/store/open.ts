@@ -59,6 +59,11 @@ export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaul
     // int8 columns (UIDs, sizes, timestamps) fit in a JS number: parse them as numbers.
     pg.types.setTypeParser(20, (v) => Number(v));
     const pool = new pg.Pool({ connectionString: url, max: 10 });
+    // An idle connection that PostgreSQL closes (a restart, a failover, an admin terminating
+    // backends) makes the pool emit 'error'; without a listener Node ends the whole process —
+    // `serve` and every sync with it. The pool has already dropped that client and opens a
+    // new one when next needed; a query running on a closed connection fails on its own.
+    pool.on('error', (err) => process.stderr.write(`mailferry: an idle PostgreSQL connection was closed (${err.message}); a new one is opened when needed\n`));
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     dialect = 'postgres';
     displayUrl = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
