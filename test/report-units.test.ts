@@ -136,7 +136,7 @@ test('batch totals count what running syncs copied so far, and a finished initia
   const t0 = Date.UTC(2026, 0, 1, 9, 0, 0);
   const row = runningBatch(t0);
   const live: MailboxView['syncing'] = {
-    kind: 'initial', worker: 'w1', startedAt: new Date(t0).toISOString(), phase: 'copying', copied: 497, toCopy: 600, bytes: 5 * 1048576, toCopyBytes: 6 * 1048576,
+    kind: 'initial', worker: 'w1', startedAt: new Date(t0).toISOString(), phase: 'copying', copied: 497, toCopy: 600, bytes: 5 * 1048576, toCopyBytes: 6 * 1048576, alreadyOnTarget: 0,
     messagesPerSecond: 88.6, megabytesPerSecond: 1, etaSeconds: 1, stale: false,
   };
   const syncing = mailbox({ status: 'Syncing', found: 0, copied: 0, bytes: 0, syncing: live });
@@ -152,7 +152,7 @@ test('time left early in a first batch: queued mailboxes are guessed from the on
   const t0 = Date.UTC(2026, 0, 1, 9, 0, 0);
   const row = runningBatch(t0);
   const live: MailboxView['syncing'] = {
-    kind: 'initial', worker: 'w1', startedAt: new Date(t0).toISOString(), phase: 'copying', copied: 100, toCopy: 1000, bytes: 1048576, toCopyBytes: 10 * 1048576,
+    kind: 'initial', worker: 'w1', startedAt: new Date(t0).toISOString(), phase: 'copying', copied: 100, toCopy: 1000, bytes: 1048576, toCopyBytes: 10 * 1048576, alreadyOnTarget: 0,
     messagesPerSecond: 50, megabytesPerSecond: 1, etaSeconds: 18, stale: false,
   };
   const syncing = mailbox({ status: 'Syncing', found: 0, copied: 0, bytes: 0, initialSyncedAt: null, syncing: live });
@@ -165,7 +165,7 @@ test('time left early in a first batch: queued mailboxes are guessed from the on
 test('time left stays unknown while the only mailboxes done were empty (an average of 0 tells nothing)', () => {
   const t0 = Date.UTC(2026, 0, 1, 9, 0, 0);
   const live: MailboxView['syncing'] = {
-    kind: 'initial', worker: 'w1', startedAt: new Date(t0).toISOString(), phase: 'scanning', copied: 0, toCopy: 0, bytes: 0, toCopyBytes: 0,
+    kind: 'initial', worker: 'w1', startedAt: new Date(t0).toISOString(), phase: 'scanning', copied: 0, toCopy: 0, bytes: 0, toCopyBytes: 0, alreadyOnTarget: 0,
     messagesPerSecond: 0, megabytesPerSecond: 0, etaSeconds: null, stale: false,
   };
   const empty = mailbox({ found: 0, copied: 0, bytes: 0 });

@@ -114,11 +114,16 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       const failed = (await claimNext(store, { owner: 'A', ttlMs: TTL, now }))!;
       await release(store, failed, { kind: 'failed', error: 'source login failed for x: wrong password', pairId: null }, { ...emptyProgress(), toCopy: 10, copied: 3 }, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF, now });
       const held = (await claimNext(store, { owner: 'B', ttlMs: TTL, now }))!;
-      await pulse(store, held, { ...emptyProgress(), phase: 'copying', toCopy: 500, copied: 120, copiedBytes: 120_000, toCopyBytes: 500_000 }, { ttlMs: TTL, now: now + 1000 });
+      await pulse(store, held, { ...emptyProgress(), phase: 'copying', toCopy: 500, copied: 120, copiedBytes: 120_000, toCopyBytes: 500_000, alreadyOnTarget: 30 }, { ttlMs: TTL, now: now + 1000 });
       const row = (await findBatch(store.db, b.name))!;
       const whole = (await loadBatchDetail(store.db, row, now + 2000)).batch;
       assert.deepEqual(await loadBatchView(store.db, row, now + 2000), whole);
       assert.equal(whole.mailboxes, 6);
+      // The held one's live figures: its copies, and what it found on the target already (counted as there, not as copied by its rate).
+      const boxes = (await loadBatchDetail(store.db, row, now + 2000)).mailboxes;
+      const live = boxes.find((m) => m.syncing)!.syncing!;
+      assert.deepEqual([live.copied, live.alreadyOnTarget, live.messagesPerSecond], [120, 30, 120]);
+      assert.equal(whole.totals.copied - boxes.reduce((n, m) => n + m.copied, 0), 120 + 30);
       assert.ok(whole.etaSeconds !== null && whole.totals.found > 500, JSON.stringify(whole));
       // Pages and filters, as the batch page asks for them.
       const all = await loadMailboxPage(store.db, b.id, {}, now);

@@ -64,5 +64,6 @@ export const NO_LEASE = {
   progress_to_copy: 0,
   progress_bytes: 0,
   progress_to_copy_bytes: 0,
+  progress_already: 0,
   progress_at: null,
 } as const;

@@ -28,6 +28,8 @@ export interface LiveSync {
   toCopy: number;
   bytes: number;
   toCopyBytes: number;
+  /** Messages found on the target already and linked, not copied (a mailbox migrated again). */
+  alreadyOnTarget: number;
   messagesPerSecond: number;
   megabytesPerSecond: number;
   /** Null until the scan tells how much there is to copy. */
@@ -137,6 +139,7 @@ export function mailboxView(m: BatchMailboxRow, now: number): MailboxView {
       toCopy: m.progress_to_copy,
       bytes: m.progress_bytes,
       toCopyBytes: m.progress_to_copy_bytes,
+      alreadyOnTarget: m.progress_already,
       messagesPerSecond: round(rate),
       megabytesPerSecond: round(m.progress_bytes / MB / elapsed, 2),
       etaSeconds: m.progress_to_copy > 0 && (left === 0 || rate > 0) ? Math.round(left / Math.max(rate, 1e-9)) : null,
@@ -235,10 +238,11 @@ function addMailbox(t: Tally, m: MailboxView): void {
   for (const k of Object.keys(totals) as (keyof typeof totals)[]) totals[k] += m[k];
   if (m.syncing) {
     // What a run copies reaches the mailbox's counts when it ends: until then (hours, for
-    // a big initial sync) the batch's totals count it live.
-    totals.copied += m.syncing.copied;
+    // a big initial sync) the batch's totals count it live (messages it found on the target
+    // already count as there, as they will once it ends; its rate counts only copies).
+    totals.copied += m.syncing.copied + m.syncing.alreadyOnTarget;
     totals.bytes += m.syncing.bytes;
-    totals.found += Math.max(0, m.copied + m.syncing.toCopy - m.found);
+    totals.found += Math.max(0, m.copied + m.syncing.toCopy + m.syncing.alreadyOnTarget - m.found);
   }
   if (m.syncing && !m.syncing.stale) {
     t.rate += m.syncing.messagesPerSecond;

@@ -118,7 +118,8 @@ function printStatus(b: BatchView, mailboxes: readonly MailboxView[]): void {
     if (m.syncing) {
       const s = m.syncing;
       const eta = s.etaSeconds !== null ? `, about ${formatDuration(s.etaSeconds * 1000)} left` : '';
-      out.push(`\t  ${s.kind} sync by ${s.worker}: ${s.phase ?? ''} ${s.copied}${s.toCopy ? `/${s.toCopy}` : ''} copied, ${s.messagesPerSecond} msg/s, ${s.megabytesPerSecond} MB/s${eta}${s.stale ? ' (worker not responding; will be resumed)' : ''}`);
+      const already = s.alreadyOnTarget ? `, ${s.alreadyOnTarget} found on the target already` : '';
+      out.push(`\t  ${s.kind} sync by ${s.worker}: ${s.phase ?? ''} ${s.copied}${s.toCopy ? `/${s.toCopy}` : ''} copied, ${s.messagesPerSecond} msg/s, ${s.megabytesPerSecond} MB/s${eta}${already}${s.stale ? ' (worker not responding; will be resumed)' : ''}`);
     }
     if (m.lastError) out.push(`\t  last error: ${m.lastError}`);
   }

@@ -241,6 +241,13 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('mx_watch').addColumn('resolver', 'text').execute();
       },
     },
+    '0009_progress_already': {
+      async up(db: Kysely<unknown>) {
+        // Live: messages a running sync found on the target already and linked instead of
+        // copying (a mailbox migrated again), so the page does not read "copying 0 of …".
+        await db.schema.alterTable('batch_mailbox').addColumn('progress_already', bigint, (c) => c.notNull().defaultTo(0)).execute();
+      },
+    },
   };
 }
 

@@ -230,6 +230,8 @@ export interface BatchMailboxTable {
   progress_to_copy: number;
   progress_bytes: number;
   progress_to_copy_bytes: number;
+  /** Messages the running sync found on the target already (linked, not copied). */
+  progress_already: number;
   progress_at: number | null;
   /** The last `batch verify` of this mailbox: when, whether every source message was on the target, how many were not. */
   verified_at: number | null;

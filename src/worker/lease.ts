@@ -143,6 +143,7 @@ export function claimNext(store: Store, opts: ClaimOptions): Promise<Claim | nul
           progress_to_copy: 0,
           progress_bytes: 0,
           progress_to_copy_bytes: 0,
+          progress_already: 0,
           progress_at: startedAt,
         })
         .where('id', '=', c.id)
@@ -173,7 +174,7 @@ export async function pulse(store: Store, claim: Claim, progress: Readonly<SyncP
     .set({
       lease_expires_at: now + opts.ttlMs,
       ...(progress
-        ? { progress_phase: progress.phase, progress_copied: progress.copied, progress_to_copy: progress.toCopy, progress_bytes: progress.copiedBytes, progress_to_copy_bytes: progress.toCopyBytes, progress_at: now }
+        ? { progress_phase: progress.phase, progress_copied: progress.copied, progress_to_copy: progress.toCopy, progress_bytes: progress.copiedBytes, progress_to_copy_bytes: progress.toCopyBytes, progress_already: progress.alreadyOnTarget, progress_at: now }
         : {}),
     })
     .where('id', '=', claim.mailboxId)

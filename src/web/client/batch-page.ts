@@ -26,8 +26,13 @@ function mailboxRow(m: MailboxView, retry: (address: string) => void): HTMLEleme
         'div',
         {},
         // The whole mailbox, not this run alone: a restarted sync does not start again from an empty bar.
-        bar(m.copied + s.copied, Math.max(m.found, m.copied + s.toCopy), `${m.emailAddress} progress`),
-        h('div', { class: 'sub' }, `${s.kind} sync: ${s.phase ?? ''} ${s.copied}${s.toCopy ? ` / ${s.toCopy}` : ''}, ${s.messagesPerSecond} msg/s${s.etaSeconds ? `, ${duration(s.etaSeconds)} left` : ''}${s.stale ? ' (worker not responding; will be resumed)' : ''}`),
+        bar(m.copied + s.copied + s.alreadyOnTarget, Math.max(m.found, m.copied + s.toCopy + s.alreadyOnTarget), `${m.emailAddress} progress`),
+        h(
+          'div',
+          { class: 'sub' },
+          `${s.kind} sync: ${s.phase ?? ''} ${s.copied}${s.toCopy ? ` / ${s.toCopy}` : ''} copied, ${s.messagesPerSecond} msg/s${s.etaSeconds ? `, ${duration(s.etaSeconds)} left` : ''}` +
+            `${s.alreadyOnTarget ? `; ${s.alreadyOnTarget} found on the target already (not copied again)` : ''}${s.stale ? ' (worker not responding; will be resumed)' : ''}`,
+        ),
       )
     : null;
   const rows = [
@@ -39,8 +44,8 @@ function mailboxRow(m: MailboxView, retry: (address: string) => void): HTMLEleme
       h('td', {}, statusBadge(m.status)),
       h('td', { class: 'num' }, m.folders),
       // A run's copies reach the stored counts when it ends: shown live meanwhile (as the batch's totals are).
-      h('td', { class: 'num' }, s ? m.found + Math.max(0, m.copied + s.toCopy - m.found) : m.found),
-      h('td', { class: 'num' }, s ? m.copied + s.copied : m.copied),
+      h('td', { class: 'num' }, s ? m.found + Math.max(0, m.copied + s.toCopy + s.alreadyOnTarget - m.found) : m.found),
+      h('td', { class: 'num' }, s ? m.copied + s.copied + s.alreadyOnTarget : m.copied),
       h('td', { class: 'num' }, m.skipped),
       h('td', { class: 'num' }, m.failed),
       h('td', { class: 'num' }, mb(s ? m.bytes + s.bytes : m.bytes)),
