@@ -264,18 +264,12 @@ function addMailbox(t: Tally, m: MailboxView): void {
 }
 
 /** The sums over mailboxes of one status that no worker holds (no live progress to add). */
-export interface IdleGroup {
+export type IdleGroup = BatchView['totals'] & {
   status: MailboxStatus;
   n: number;
-  folders: number;
-  found: number;
-  copied: number;
-  skipped: number;
-  failed: number;
-  bytes: number;
   doneFound: number;
   doneCount: number;
-}
+};
 
 function addIdle(t: Tally, g: IdleGroup): void {
   t.counts[g.status] += g.n;
