@@ -101,6 +101,10 @@ describe('endpoint and target commands', () => {
   });
 
   test('update: a new admin password or limit is tested first, stored only when it works', async () => {
+    // A new password without a user to try it as: refused (stored untried, every mailbox would fail with it).
+    const untried = await runCli(['target', 'update', 't-sasl'], env({ MAILFERRY_TARGET_PASSWORD: 'rotated-but-wrong' }));
+    assert.equal(untried.status, 2, untried.stderr);
+    assert.match(untried.stderr, /a changed admin login is tried before it is stored: give a test user/);
     // A wrong new password: refused, the stored one kept.
     const wrong = await runCli(['target', 'update', 't-sasl', '--test-user', 'alice'], env({ MAILFERRY_TARGET_PASSWORD: 'rotated-but-wrong' }));
     assert.equal(wrong.status, 3, wrong.stderr);

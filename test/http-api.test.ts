@@ -202,7 +202,10 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) describe(`HTTP AP
     const changed = await app.inject({ method: 'PATCH', url: '/api/endpoints/src', headers: { authorization: `Bearer ${TOKEN}` }, payload: { maxConcurrentMigrations: 7 } });
     assert.equal(changed.statusCode, 422);
     assert.equal((await call('GET', '/api/endpoints/src')).json().maxConcurrentMigrations, 20);
-    const rotated = await app.inject({ method: 'PATCH', url: '/api/targets/tgt', headers: { authorization: `Bearer ${TOKEN}` }, payload: { adminPassword: 'New-Admin-Pw-77' } });
+    const untried = await app.inject({ method: 'PATCH', url: '/api/targets/tgt', headers: { authorization: `Bearer ${TOKEN}` }, payload: { adminPassword: 'New-Admin-Pw-77' } });
+    assert.equal(untried.statusCode, 400, 'a new admin password is tried acting as a user before it is stored');
+    assert.match(untried.json().error, /give a test user/);
+    const rotated = await app.inject({ method: 'PATCH', url: '/api/targets/tgt', headers: { authorization: `Bearer ${TOKEN}` }, payload: { adminPassword: 'New-Admin-Pw-77', testUser: 'a@example.org' } });
     assert.equal(rotated.statusCode, 422);
     assert.ok(!rotated.body.includes('New-Admin-Pw-77'));
     assert.equal((await app.inject({ method: 'PATCH', url: '/api/endpoints/nope', headers: { authorization: `Bearer ${TOKEN}` }, payload: {} })).statusCode, 404);

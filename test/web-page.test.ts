@@ -219,7 +219,7 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     const results = page.locator('#login-results:not([data-running])');
     await results.waitFor({ timeout: 60_000 });
     const said = await results.innerText();
-    assert.match(said, /1 of 3 mailboxes cannot log in/);
+    assert.match(said, /1 of 3 mailboxes could not log in/);
     assert.match(said, new RegExp(`line 4 ${lab.users[2]!.address.replace('.', '\\.')}: source:`));
     assert.ok(!said.includes('Wr0ng-Pass-99'));
     await shot('5-check-logins');

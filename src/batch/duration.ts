@@ -20,6 +20,21 @@ export function parseDuration(text: string): number | null {
 }
 
 /** The inverse for messages: the largest units, e.g. 90_000 → `1m30s`. */
+/**
+ * A wait as an admin plans it: days and hours, or hours and minutes, or minutes ("2d14h",
+ * "10h5m", "7m", "less than a minute"); no seconds on a three-day countdown.
+ */
+export function roughDuration(ms: number): string {
+  const minutes = Math.floor(ms / 60_000);
+  if (minutes < 1) return 'less than a minute';
+  const d = Math.floor(minutes / 1440);
+  const h = Math.floor((minutes % 1440) / 60);
+  const m = minutes % 60;
+  if (d > 0) return `${d}d${h ? `${h}h` : ''}`;
+  if (h > 0) return `${h}h${m ? `${m}m` : ''}`;
+  return `${m}m`;
+}
+
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)}ms`;
   let rest = Math.round(ms / 1000);

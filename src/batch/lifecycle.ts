@@ -13,7 +13,7 @@ import type { Store } from '../store/open.js';
 import type { BatchRow, Database } from '../store/schema.js';
 import { batchMxReport, MX_GRACE_MS } from '../dns/mx-watch.js';
 import { BatchError, DeleteTooEarlyError } from './errors.js';
-import { formatDuration } from './duration.js';
+import { roughDuration } from './duration.js';
 import { type Tx, writeTx } from './tx.js';
 
 /** SPEC §4/§7: let a batch run 72 hours after the MX change before deleting it. */
@@ -146,8 +146,8 @@ export function deleteWarning(b: Pick<BatchRow, 'name' | 'started_at' | 'initial
   const age = now - b.initial_synced_at;
   if (age >= DELETE_GRACE_MS) return null;
   return (
-    `batch "${b.name}" finished its initial sync ${formatDuration(age)} ago, less than 72 hours. Delete it only 72 hours after the MX change, ` +
-    `so every mailbox synced at least once after it (${formatDuration(DELETE_GRACE_MS - age)} to go).`
+    `batch "${b.name}" finished its initial sync ${roughDuration(age)} ago, less than 72 hours: without MX checks of its mail domains ` +
+    `(mailferry dns check DOMAIN --target-mx HOST) the 72 hours count from there (${roughDuration(DELETE_GRACE_MS - age)} to go).`
   );
 }
 
@@ -219,7 +219,7 @@ export function deleteBatch(store: Store, name: string, opts: { force?: boolean;
     const b = await mustLock(tx, store.dialect, name);
     if (b.state !== 'Removing' && !opts.force) {
       const warnings = await deleteWarnings(tx, b, now);
-      if (warnings.length > 0) throw new DeleteTooEarlyError(`${warnings.join(' ')} Use --force to delete it anyway.`);
+      if (warnings.length > 0) throw new DeleteTooEarlyError(`${warnings.join(' ')} Use --force to delete it anyway.`, warnings);
     }
     if (b.state !== 'Removing') await tx.updateTable('batch').set({ state: 'Removing' }).where('id', '=', b.id).execute();
     return { batchId: b.id, ...(await removeStep(tx, b.id, now)) };

@@ -7,7 +7,7 @@
  * Batch deletion (src/batch/lifecycle.ts) asks here about its mailboxes' domains.
  */
 import type { Kysely } from 'kysely';
-import { formatDuration } from '../batch/duration.js';
+import { roughDuration } from '../batch/duration.js';
 import { writeTx } from '../batch/tx.js';
 import type { Store } from '../store/open.js';
 import type { Database, MxWatchRow } from '../store/schema.js';
@@ -106,7 +106,7 @@ export async function batchMxReport(db: Kysely<Database>, batchId: number, now: 
     }
     const checked = `last checked ${utc(w.checked_at)}`;
     if (now - w.checked_at > MX_CHECK_FRESH_MS) {
-      warnings.push(`the last MX check of ${domain} is ${formatDuration(now - w.checked_at)} old: check it again (mailferry dns check ${domain} --target-mx ${w.target_mx}) before deleting, MX may have changed since.`);
+      warnings.push(`the last MX check of ${domain} is ${roughDuration(now - w.checked_at)} old: check it again (mailferry dns check ${domain} --target-mx ${w.target_mx}) before deleting, MX may have changed since.`);
     }
     if (w.state !== 'all' || w.switched_seen_at === null) {
       warnings.push(
@@ -119,8 +119,8 @@ export async function batchMxReport(db: Kysely<Database>, batchId: number, now: 
     const age = now - w.switched_seen_at;
     if (age < MX_GRACE_MS) {
       warnings.push(
-        `the MX of ${domain} points at ${w.target_mx} since at least ${utc(w.switched_seen_at)} (first seen by mailferry), ${formatDuration(Math.max(0, age))} ago, ` +
-          `less than 72 hours (${formatDuration(MX_GRACE_MS - age)} to go): resolvers and sending servers may still deliver to the old server.`,
+        `the MX of ${domain} points at ${w.target_mx} since at least ${utc(w.switched_seen_at)} (first seen by mailferry), ${roughDuration(Math.max(0, age))} ago, ` +
+          `less than 72 hours (${roughDuration(MX_GRACE_MS - age)} to go): resolvers and sending servers may still deliver to the old server.`,
       );
     }
     // Mail reaches the old server for as long as resolvers and senders keep the old MX: the

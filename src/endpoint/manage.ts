@@ -114,6 +114,11 @@ export async function changeEndpoint(store: Store, key: (create?: boolean) => Se
   const row = await findEndpoint(store.db, req.role, req.name);
   if (!row) throw new EndpointMissingError(`no ${ROLE_NOUN[req.role]} named "${req.name}"`);
   const settings = changedSettings(row, req.changes);
+  // A new admin login (password, user or way of acting as users) is only tried acting as a
+  // user: stored untried, every mailbox's next run would fail with it (and count towards a
+  // lockout of the admin account).
+  const newLogin = req.role === 'target' && (!!req.newAdminPassword || settings.admin_user !== row.admin_user || settings.impersonation !== row.impersonation || settings.separator !== row.separator);
+  if (newLogin && !req.testUser) throw new EndpointSettingError('a changed admin login is tried before it is stored: give a test user (any mailbox on the target, --test-user) to log in as');
   let password = req.testPassword;
   let password_enc = row.password_enc;
   if (req.role === 'target') {

@@ -49,13 +49,18 @@ function statusOf(err: Error): number {
 export function apiWording(message: string): string {
   return message
     .replace(/Use --force to delete it anyway\./g, 'Add ?force=true to delete it anyway.')
-    .replace(/(^|[\s("'])--([a-z]+(?:-[a-z]+)*)/g, (_m, before: string, flag: string) => before + flag.replace(/-([a-z])/g, (_x, c: string) => c.toUpperCase()));
+    // Only a flag the sentence is about ("--tls must be …", "the --target-mx host …"); a command
+    // suggested in full ("mailferry dns check D --target-mx HOST") keeps its flags.
+    .replace(/(^|the |[("'])--([a-z]+(?:-[a-z]+)*)(?= must| is| and| host|["')])/g, (_m, before: string, flag: string) => before + flag.replace(/-([a-z])/g, (_x, c: string) => c.toUpperCase()));
 }
 
 export function sendError(err: Error, req: FastifyRequest, reply: FastifyReply): void {
   const status = statusOf(err);
   if (status >= 500) req.log.error({ err: { name: err.name, message: err.message } }, 'request failed');
-  const body: { error: string; kind?: string } = { error: status < 500 ? apiWording(err.message) : err.message };
-  if (err instanceof DeleteTooEarlyError) body.kind = 'delete-too-early';
+  const body: { error: string; kind?: string; warnings?: string[] } = { error: status < 500 ? apiWording(err.message) : err.message };
+  if (err instanceof DeleteTooEarlyError) {
+    body.kind = 'delete-too-early';
+    body.warnings = err.warnings.map(apiWording);
+  }
   void reply.code(status).header('cache-control', 'no-store').send(body);
 }

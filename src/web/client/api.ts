@@ -4,12 +4,29 @@
  */
 const TOKEN_KEY = 'mailferry.adminToken';
 
+/** The API's field names as the page's forms label them, for the API's messages shown here. */
+const LABELS: [RegExp, string][] = [
+  [/\btargetMx host\b/g, '"New system\'s MX host"'],
+  [/\btargetMx\b/g, '"New system\'s MX host"'],
+  [/\breceivedAfter\b/g, '"Received after"'],
+  [/\bstartAt\b/g, 'the start time'],
+  [/\bbadItemLimit\b/g, '"Bad-item limit"'],
+  [/\bmaxConcurrentMigrations\b/g, '"Max concurrent migrations"'],
+  [/\bmaxConcurrentIncrementalSyncs\b/g, '"Max concurrent incremental syncs"'],
+  [/\btestUser\b/g, 'the test user'],
+  [/\badminUser\b/g, '"Admin user"'],
+];
+
+export function pageWording(message: string): string {
+  return LABELS.reduce((m, [re, label]) => m.replace(re, label), message);
+}
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
     readonly body: Record<string, unknown>,
   ) {
-    super(typeof body.error === 'string' ? body.error : `the server answered ${status}`);
+    super(typeof body.error === 'string' ? pageWording(body.error) : `the server answered ${status}`);
   }
 }
 

@@ -5,9 +5,9 @@
  */
 import type { BatchDetail, MailboxView } from '../../batch/view.js';
 import type { LoginCheckState } from '../../http/batch-routes.js';
-import { api, ApiError, download, fileBase64 } from './api.js';
+import { api, ApiError, download, fileBase64, pageWording } from './api.js';
 import { problemList, type Validation } from './new-batch.js';
-import { bar, h, notice, replace, statusBadge } from './dom.js';
+import { bar, flash, h, notice, replace, statusBadge } from './dom.js';
 import { duration, mb, plural, when } from './format.js';
 import { LIVE_MS, poll, type View } from './view.js';
 
@@ -19,7 +19,8 @@ function verified(m: MailboxView): string {
   return v.inSync ? 'in sync' : v.error ? 'could not check' : v.missing ? `${v.missing} missing` : 'not in sync';
 }
 
-function mailboxRow(m: MailboxView, retry: (address: string) => void): HTMLElement[] {
+/** `notStarted`: the batch was never started, so "Queued" would say more than is true. */
+function mailboxRow(m: MailboxView, retry: (address: string) => void, notStarted = false): HTMLElement[] {
   const s = m.syncing;
   const progress = s
     ? h(
@@ -41,7 +42,7 @@ function mailboxRow(m: MailboxView, retry: (address: string) => void): HTMLEleme
       { 'data-mailbox': m.emailAddress },
       h('td', { class: 'num' }, m.line),
       h('td', {}, m.emailAddress, progress),
-      h('td', {}, statusBadge(m.status)),
+      h('td', {}, notStarted ? statusBadge('Not started') : statusBadge(m.status)),
       h('td', { class: 'num' }, m.folders),
       // A run's copies reach the stored counts when it ends: shown live meanwhile (as the batch's totals are).
       h('td', { class: 'num' }, s ? m.found + Math.max(0, m.copied + s.toCopy + s.alreadyOnTarget - m.found) : m.found),
@@ -67,6 +68,7 @@ function facts(d: Detail): HTMLElement {
     b.startedAt ? `started ${when(b.startedAt)}` : 'not started',
     b.initialSyncedAt ? `initial sync finished ${when(b.initialSyncedAt)}${b.initialSync ? ` (${duration(b.initialSync.seconds)}, ${b.initialSync.messagesPerSecond} msg/s, ${b.initialSync.megabytesPerSecond} MB/s)` : ''}` : null,
     b.lastIncrementalAt ? `last incremental sync ${when(b.lastIncrementalAt)}` : null,
+    `${b.counts.Synced + b.counts.IncrementalSyncing} of ${plural(b.mailboxes, 'mailbox', 'mailboxes')} synced${b.counts.Failed ? `, ${b.counts.Failed} failed` : ''}`,
     `${t.copied} / ${t.found} messages copied (${mb(t.bytes)} MB), ${t.skipped} skipped, ${t.failed} failed`,
     b.messagesPerSecond > 0 ? `now ${b.messagesPerSecond} msg/s, ${b.megabytesPerSecond} MB/s` : null,
     b.etaSeconds ? `about ${duration(b.etaSeconds)} left` : null,
@@ -109,7 +111,9 @@ function loginResults(check: LoginCheckState | null): HTMLElement | null {
   return h(
     'div',
     { class: 'panel', id: 'login-results' },
-    h('strong', {}, failed.length ? `${failed.length} of ${plural(results.length, 'mailbox', 'mailboxes')} cannot log in` : `All ${plural(results.length, 'mailbox', 'mailboxes')} can log in`),
+    h('strong', {}, failed.length ? `${failed.length} of ${plural(results.length, 'mailbox', 'mailboxes')} could not log in` : `All ${plural(results.length, 'mailbox', 'mailboxes')} could log in`),
+    // Dated: a password corrected since is not shown as still wrong without saying when this was.
+    h('span', { class: 'sub' }, ` (check logins of ${when(check.finishedAt ?? check.startedAt)}; run it again after corrections)`),
     failed.length
       ? h(
           'ul',
@@ -168,6 +172,13 @@ export function batchPage(root: HTMLElement, name: string): View {
     try {
       const said = await fn();
       replace(message, said ? (typeof said === 'string' ? notice('info', said) : said) : '');
+      // A plain "will sync now" stops being news; warnings and results stay until the next action.
+      if (typeof said === 'string') {
+        const shown = message.firstChild;
+        setTimeout(() => {
+          if (message.firstChild === shown) replace(message);
+        }, 15_000);
+      }
       await refresh();
     } catch (err) {
       replace(message, notice('error', (err as Error).message));
@@ -182,11 +193,20 @@ export function batchPage(root: HTMLElement, name: string): View {
     act('Deleting', async () => {
       try {
         const r = await api<{ removed: boolean; remaining: number }>('DELETE', `${path}${force ? '?force=true' : ''}`);
-        if (r.removed) location.hash = '#/';
+        if (r.removed) {
+          flash(`Batch ${name} deleted.`);
+          location.hash = '#/';
+        }
         return r.removed ? null : `Batch ${name} is being deleted; ${plural(r.remaining, 'mailbox', 'mailboxes')} still syncing will go when their workers stop.`;
       } catch (err) {
         if (err instanceof ApiError && err.body.kind === 'delete-too-early') {
-          return notice('warning', `${err.message.replace(/ Add \?force=true to delete it anyway\.$/, '')} `, h('button', { type: 'button', class: 'danger', id: 'delete-anyway', onclick: () => void askDelete(true) }, 'Delete anyway'));
+          const reasons = Array.isArray(err.body.warnings) ? (err.body.warnings as string[]) : [err.message];
+          return notice(
+            'warning',
+            h('strong', {}, 'Not yet time to delete this batch:'),
+            h('ul', { class: 'warnings' }, ...reasons.map((w) => h('li', {}, pageWording(w.replace(/^Batch "[^"]*": /, ''))))),
+            h('button', { type: 'button', class: 'danger', id: 'delete-anyway', onclick: () => void askDelete(true) }, 'Delete anyway'),
+          );
         }
         throw err;
       }
@@ -298,7 +318,8 @@ export function batchPage(root: HTMLElement, name: string): View {
     replace(extra, loginResults(last.loginCheck));
     replace(factsBox, facts(last), bar(last.batch.totals.copied, Math.max(last.batch.totals.found, last.batch.totals.copied), `batch ${name} messages copied`));
     enableFor(last.batch.status);
-    replace(body, ...last.mailboxes.flatMap((m) => mailboxRow(m, retry)));
+    const created = last.batch.status === 'Created';
+    replace(body, ...last.mailboxes.flatMap((m) => mailboxRow(m, retry, created)));
     const n = last.mailboxesMatching;
     shown.textContent = n === 0 ? 'no mailbox matches' : `${offset + 1}–${Math.min(n, offset + last.mailboxes.length)} of ${n}`;
     prev.hidden = offset === 0;

@@ -1,7 +1,7 @@
 /** The dashboard (SPEC §6): every batch with its status and progress, live. */
 import type { BatchView } from '../../batch/view.js';
 import { api } from './api.js';
-import { bar, h, notice, replace, statusBadge } from './dom.js';
+import { bar, h, notice, replace, statusBadge, takeFlash } from './dom.js';
 import { duration, mb, plural } from './format.js';
 import { LIVE_MS, poll, type View } from './view.js';
 
@@ -22,7 +22,7 @@ function row(b: BatchView): HTMLElement {
     h('td', {}, `${b.endpoint} → ${b.target}`),
     h('td', {}, plural(b.mailboxes, 'mailbox', 'mailboxes'), h('div', { class: 'sub' }, countsText(b))),
     h('td', {}, bar(t.copied, Math.max(t.found, t.copied), `${b.name} messages copied`), h('div', { class: 'sub' }, `${t.copied} / ${t.found} messages, ${mb(t.bytes)} MB`)),
-    h('td', { class: 'num' }, t.skipped + t.failed > 0 ? `${t.skipped} / ${t.failed}` : '–'),
+    h('td', { class: 'num' }, t.skipped + t.failed > 0 ? `${t.skipped} / ${t.failed}` : '–', b.counts.Failed ? h('div', { class: 'sub error' }, plural(b.counts.Failed, 'mailbox failed', 'mailboxes failed')) : null),
     h('td', { class: 'num' }, b.messagesPerSecond > 0 ? `${b.messagesPerSecond} msg/s, ${b.megabytesPerSecond} MB/s` : '–'),
     h('td', { class: 'num' }, b.etaSeconds !== null && b.etaSeconds > 0 ? duration(b.etaSeconds) : '–'),
   );
@@ -32,9 +32,11 @@ export function dashboard(root: HTMLElement): View {
   const body = h('tbody');
   const empty = h('p', { class: 'muted', hidden: true }, 'No batch yet. ', h('a', { href: '#/new' }, 'Create one'), ' from a migration file.');
   const problem = h('div');
+  const said = takeFlash();
   replace(
     root,
     h('h1', {}, 'Migration batches'),
+    said ? notice('info', said) : null,
     problem,
     h(
       'table',

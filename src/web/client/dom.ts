@@ -45,6 +45,20 @@ export function statusBadge(status: string): HTMLElement {
   return h('span', { class: `status ${status}`, 'data-status': status }, status);
 }
 
+const FLASH_KEY = 'mailferry.flash';
+
+/** A message for the next page shown (after "Delete anyway" leads back to the dashboard). */
+export function flash(text: string): void {
+  sessionStorage.setItem(FLASH_KEY, text);
+}
+
+/** The message left by flash(), once. */
+export function takeFlash(): string | null {
+  const text = sessionStorage.getItem(FLASH_KEY);
+  sessionStorage.removeItem(FLASH_KEY);
+  return text;
+}
+
 export function notice(kind: 'info' | 'error' | 'warning', ...children: Child[]): HTMLElement {
   return h('div', { class: `notice ${kind === 'info' ? '' : kind}`, role: kind === 'error' ? 'alert' : 'status' }, ...children);
 }

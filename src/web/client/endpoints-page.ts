@@ -56,6 +56,7 @@ function form(role: Role, created: () => void): { el: HTMLElement; edit(row: Sto
     fields.testUser.required = role === 'target';
     fields.adminPassword.required = role === 'target';
     fields.adminPassword.placeholder = '';
+    fields.testUser.placeholder = '';
     heading.textContent = `New ${NOUN[role]}`;
     submitButton.textContent = `Test and store the ${NOUN[role]}`;
     cancel.hidden = true;
@@ -80,7 +81,9 @@ function form(role: Role, created: () => void): { el: HTMLElement; edit(row: Sto
       fields.impersonation.value = String(r.impersonation ?? 'sasl');
       fields.adminPassword.required = false;
       fields.adminPassword.placeholder = 'empty: keep the stored password';
+      // Asked for again when the admin login changes (the server refuses an untried one).
       fields.testUser.required = false;
+      fields.testUser.placeholder = 'needed when the admin login changes';
     }
     heading.textContent = `Change ${NOUN[role]} ${r.name}`;
     submitButton.textContent = 'Test and save the changes';
@@ -99,9 +102,11 @@ function form(role: Role, created: () => void): { el: HTMLElement; edit(row: Sto
       tls: fields.tls.value,
       acceptUntrustedCert: fields.acceptUntrustedCert.checked,
       ...(fields.testUser.value ? { testUser: fields.testUser.value } : {}),
+      // The login method is only set on creation (the CLI's --auth); a change keeps the stored one.
+      ...(editing ? {} : { auth: role === 'source' ? 'login' : 'plain' }),
       ...(role === 'source'
-        ? { testPassword: fields.testPassword.value || undefined, maxConcurrentMigrations: num(fields.maxMigrations), maxConcurrentIncrementalSyncs: num(fields.maxIncremental), auth: 'login' }
-        : { adminUser: fields.adminUser.value, adminPassword: fields.adminPassword.value, impersonation: fields.impersonation.value, auth: 'plain' }),
+        ? { testPassword: fields.testPassword.value || undefined, maxConcurrentMigrations: num(fields.maxMigrations), maxConcurrentIncrementalSyncs: num(fields.maxIncremental) }
+        : { adminUser: fields.adminUser.value, adminPassword: fields.adminPassword.value, impersonation: fields.impersonation.value }),
     };
     replace(result, notice('info', 'Testing the connection…'));
     const changing = editing;

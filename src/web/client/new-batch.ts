@@ -119,7 +119,7 @@ export function newBatch(root: HTMLElement): View {
       ...field('Target', target),
       ...field('Exclude folders', exclude, 'One per line; a folder and its subfolders. Exclude public folders of an Exchange source.'),
       ...field('Only these folders', include, 'One per line, instead of all; aliases #Inbox# #SentItems# #Drafts# #DeletedItems# #JunkEmail# #Archive#.'),
-      ...field('Received after', receivedAfter, 'Only messages received at or after this date, or in the last -DURATION.'),
+      ...field('Received after', receivedAfter, 'Only messages received at or after this date (2025-03-01), or in the last days with a minus: -90d.'),
       ...field('Bad-item limit', badItemLimit, 'More skipped messages than this make a mailbox Failed; empty: none does.'),
       ...field('Also report to', notify, 'One address per line, besides the admin.'),
       ...field('Start', start),
