@@ -246,7 +246,8 @@ export function registerBatchCommands(program: Command, run: Run): void {
             const side = (what: string, s: (typeof r)['source']) => (s.ok ? '' : `\n      ${what}: ${s.error}`);
             process.stderr.write(`${r.source.ok && r.target.ok ? 'ok  ' : 'FAIL'} line ${r.line} ${r.emailAddress}${side('source', r.source)}${side('target', r.target)}\n`);
           }
-          process.stderr.write(failed.length ? `${failed.length} of ${results.length} mailboxes cannot log in\n` : `all ${results.length} mailboxes can log in\n`);
+          const boxes = `${results.length} mailbox${results.length === 1 ? '' : 'es'}`;
+          process.stderr.write(failed.length ? `${failed.length} of ${boxes} cannot log in\n` : results.length === 1 ? 'the mailbox can log in\n' : `all ${boxes} can log in\n`);
           if (f.json) process.stdout.write(JSON.stringify({ ok: failed.length === 0, mailboxes: results }) + '\n');
           return failed.length ? EXIT.connect : EXIT.ok;
         }),
@@ -287,7 +288,7 @@ export function registerBatchCommands(program: Command, run: Run): void {
           const unchecked = results.filter((r) => r.kind === 'error').length;
           process.stderr.write(
             verified === results.length
-              ? `verified: all ${results.length} mailboxes are in sync\n`
+              ? `verified: ${results.length === 1 ? 'the mailbox is' : `all ${results.length} mailboxes are`} in sync\n`
               : `NOT verified: ${results.length - verified - unchecked} of ${results.length} mailboxes are not in sync${unchecked ? `, ${unchecked} could not be checked` : ''}\n`,
           );
           if (f.json) process.stdout.write(JSON.stringify({ verified: verified === results.length, mailboxes: results }) + '\n');

@@ -89,7 +89,11 @@ export function readHeader(fields: string[], line: number, problems: ProblemList
     problems.addFileLevel({
       line,
       check: 'not-comma-separated',
-      text: `the header is separated by ${separator[1]}, not commas: the file must be comma-separated CSV (in Excel: Save As "CSV UTF-8 (Comma delimited)")`,
+      // Excel writes the list separator of the Windows region settings, ";" in much of
+      // Europe, even for "CSV UTF-8 (Comma delimited)": the advice has to say so.
+      text:
+        `the header is separated by ${separator[1]}, not commas: the file must be comma-separated CSV (in Excel: Save As "CSV UTF-8 (Comma delimited)"; ` +
+        `where Windows' list separator is ";" Excel writes semicolons even then: set it to "," in the region settings, or replace ; with , in a text editor)`,
     });
     return { ...header, wrongSeparator: true };
   }
