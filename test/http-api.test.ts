@@ -88,6 +88,8 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) describe(`HTTP AP
     const latin1 = Buffer.concat([Buffer.from('EmailAddress,UserName,Password\r\na@example.org,J'), Buffer.from([0xfc]), Buffer.from('rgen,pw-123\r\n')]);
     const b64 = await call('POST', '/api/csv/check', { csvBase64: latin1.toString('base64') });
     assert.match(JSON.stringify(b64.json()), /UTF-8/);
+    const good = (await call('POST', '/api/csv/check', `EmailAddress,UserName,Password,UserRoot\r\na@example.org,alice,${SECRET},/users/alice\r\n`)).json();
+    assert.deepEqual(good.preview, [{ line: 2, emailAddress: 'a@example.org', userName: 'alice', userRoot: '/users/alice' }]);
     const none = await call('POST', '/api/csv/check', {});
     assert.equal(none.statusCode, 400);
   });

@@ -156,6 +156,10 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     await page.locator('#batch-csv').setInputFiles(good);
     await page.locator('#csv-ok').waitFor();
     assert.match(await page.locator('#csv-ok').innerText(), /3 mailboxes/);
+    // The first rows as the batch will hold them, never a password.
+    const preview = await page.locator('#csv-preview').innerText();
+    assert.match(preview, new RegExp(`2\\s+${lab.users[0]!.address.replace('.', '\\.')}\\s+${lab.users[0]!.user}`));
+    for (const p of passwords()) assert.ok(!preview.includes(p), 'no password in the preview');
     await page.locator('#batch-name').fill('pilot');
     await page.locator('#batch-endpoint').selectOption('src');
     await page.locator('#batch-target').selectOption('tgt');

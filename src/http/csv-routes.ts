@@ -9,8 +9,13 @@ import { fileTooLarge, MAX_FILE_BYTES, type Problem, validateMigrationFile, type
 import { badRequest } from './errors.js';
 
 /** As `csv check --json` prints it (password-free: problems name lines and columns only). */
-export function validationJson(v: ValidationResult): Record<string, unknown> {
-  if (v.valid) return { valid: true, rows: v.rows.length, errors: [] };
+export function validationJson(v: ValidationResult, preview = 0): Record<string, unknown> {
+  if (v.valid) {
+    // The first rows as the admin will see them in the batch (never the password), so a file
+    // with its columns in the wrong order is noticed before anything is stored.
+    const first = v.rows.slice(0, preview).map((r) => ({ line: r.line, emailAddress: r.emailAddress, userName: r.userName, userRoot: r.userRoot ?? null }));
+    return { valid: true, rows: v.rows.length, errors: [], ...(preview ? { preview: first } : {}) };
+  }
   return { valid: false, rows: v.rows, errors: v.errors.map((e: Problem) => ({ line: e.line ?? null, ...(e.column ? { column: e.column } : {}), check: e.check, message: e.message })) };
 }
 
@@ -29,6 +34,9 @@ export function uploadedFile(body: { csv?: unknown; csvBase64?: unknown }): Buff
   throw badRequest('the migration file is missing: send csvBase64 (its bytes in base64) or csv (its text)');
 }
 
+/** Rows shown back by the check (the web page's preview). */
+const PREVIEW_ROWS = 5;
+
 /** A JSON body holding only the file. */
 export const fileBodySchema = { type: 'object', additionalProperties: false, properties: { csv: { type: 'string' }, csvBase64: { type: 'string' } } } as const;
 
@@ -45,6 +53,6 @@ export function registerCsvRoutes(app: FastifyInstance): void {
       if (extra.length) throw badRequest(`unknown field${extra.length === 1 ? '' : 's'}: ${extra.join(', ')} (send csvBase64 or csv)`);
     }
     const file = Buffer.isBuffer(req.body) ? req.body : uploadedFile(req.body ?? {});
-    return validationJson(file.length > MAX_FILE_BYTES ? fileTooLarge(file.length) : await validateMigrationFile(file));
+    return validationJson(file.length > MAX_FILE_BYTES ? fileTooLarge(file.length) : await validateMigrationFile(file), PREVIEW_ROWS);
   });
 }

@@ -14,6 +14,7 @@ interface Problem {
   message: string;
 }
 export interface Validation {
+  preview?: { line: number; emailAddress: string; userName: string; userRoot: string | null }[];
   valid: boolean;
   rows: number;
   errors: Problem[];
@@ -28,6 +29,19 @@ export function problemList(v: Validation): HTMLElement {
     { class: 'notice error', id: 'csv-problems', role: 'alert' },
     h('strong', {}, 'The migration file is not valid:'),
     h('ul', { class: 'problems' }, ...v.errors.map((p) => h('li', {}, p.line === null ? '' : p.column ? `line ${p.line}, column ${p.column}: ` : `line ${p.line}: `, p.message))),
+  );
+}
+
+/** The file's first rows as the batch will hold them (no passwords), so swapped columns show. */
+function preview(v: Validation): HTMLElement | null {
+  if (!v.preview?.length) return null;
+  const root = v.preview.some((r) => r.userRoot);
+  return h(
+    'table',
+    { id: 'csv-preview' },
+    h('thead', {}, h('tr', {}, h('th', {}, 'Line'), h('th', {}, 'Mailbox (EmailAddress)'), h('th', {}, 'Source login (UserName)'), root ? h('th', {}, 'UserRoot') : null)),
+    h('tbody', {}, ...v.preview.map((r) => h('tr', {}, h('td', { class: 'num' }, r.line), h('td', {}, r.emailAddress), h('td', {}, r.userName), root ? h('td', {}, r.userRoot ?? '') : null))),
+    v.rows > v.preview.length ? h('tfoot', {}, h('tr', {}, h('td', { colspan: root ? 4 : 3, class: 'sub' }, `… and ${v.rows - v.preview.length} more`))) : null,
   );
 }
 
@@ -71,7 +85,7 @@ export function newBatch(root: HTMLElement): View {
       const base64 = await fileBase64(f);
       const v = await api<Validation>('POST', '/api/csv/check', { csvBase64: base64 });
       checked = { base64, valid: v.valid };
-      replace(fileState, v.valid ? h('span', { class: 'status ok', id: 'csv-ok' }, `valid: ${v.rows} mailbox${v.rows === 1 ? '' : 'es'}`) : problemList(v));
+      replace(fileState, v.valid ? h('div', {}, h('span', { class: 'status ok', id: 'csv-ok' }, `valid: ${v.rows} mailbox${v.rows === 1 ? '' : 'es'}`), preview(v)) : problemList(v));
     } catch (err) {
       replace(fileState, notice('error', (err as Error).message));
     }
