@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { ADMIN_TOKEN_ENV, AdminTokenError, loadAdminToken } from '../src/http/admin-token.js';
+import { claimTask } from '../src/batch/background-task.js';
 import { buildHttpApp } from '../src/http/app.js';
 import { startDnsServer } from '../src/lab/dns-server.js';
 import { encryptSecret, loadSecretKey, type SecretKey } from '../src/secrets/index.js';
@@ -180,6 +181,46 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) describe(`HTTP AP
     const forced = await call('DELETE', '/api/batches/b1?force=true');
     assert.deepEqual(forced.json(), { removed: true, remaining: 0 });
     assert.equal((await call('GET', '/api/batches/b1')).statusCode, 404);
+  });
+
+  test('check logins and verify are claimed in the database: a second serve refuses to start them again and shows their state', { skip: skip ?? false }, async () => {
+    // A second `serve` on the same database.
+    const other = await buildHttpApp({ store, key: () => key, token: loadAdminToken({ [ADMIN_TOKEN_ENV]: TOKEN }), logger: pino({ level: 'silent' }), webDir: join(dir, 'no-web') });
+    try {
+      await call('POST', '/api/batches', { name: 'claims', endpoint: 'src', target: 'tgt', csv: 'EmailAddress,UserName,Password\r\nk1@example.org,k1,pw-k-123\r\n', start: 'now' });
+      const id = (await store.db.selectFrom('batch').select('id').where('name', '=', 'claims').executeTakeFirstOrThrow()).id;
+      // A run held by some serve: neither serve starts another.
+      assert.equal(await claimTask(store, id, 'login_check'), true);
+      for (const app2 of [app, other]) {
+        const again = await app2.inject({ method: 'POST', url: '/api/batches/claims/check-logins', headers: { authorization: `Bearer ${TOKEN}` } });
+        assert.equal(again.statusCode, 409, 'every password would be tried twice');
+      }
+      assert.equal((await call('GET', '/api/batches/claims')).json().loginCheck.running, true);
+      await store.db.updateTable('batch').set({ login_check_until: null }).where('id', '=', id).execute();
+      const first = await call('POST', '/api/batches/claims/check-logins');
+      assert.equal(first.statusCode, 202);
+      // The source is unreachable here: the check ends quickly, every login failed; the other serve shows it.
+      const state = async () => (await other.inject({ method: 'GET', url: '/api/batches/claims', headers: { authorization: `Bearer ${TOKEN}` } })).json().loginCheck as { running: boolean; ok: boolean | null; mailboxes: { source: { ok: boolean } }[] };
+      for (const end = Date.now() + 15_000; (await state()).running; await new Promise((r) => setTimeout(r, 50))) assert.ok(Date.now() < end, 'check logins finished');
+      const done = await state();
+      assert.equal(done.ok, false);
+      assert.equal(done.mailboxes[0]!.source.ok, false);
+      assert.equal((await call('POST', '/api/batches/claims/check-logins')).statusCode, 202, 'free again once finished');
+      for (const end = Date.now() + 15_000; (await state()).running; await new Promise((r) => setTimeout(r, 50))) assert.ok(Date.now() < end);
+      // A run whose serve died: its claim expires and the page says it was interrupted.
+      const row = (await store.db.selectFrom('batch').select(['id', 'login_check_json']).where('name', '=', 'claims').executeTakeFirstOrThrow());
+      await store.db.updateTable('batch').set({ login_check_until: Date.now() - 1, login_check_json: JSON.stringify({ ...JSON.parse(row.login_check_json!), running: true }) }).where('id', '=', row.id).execute();
+      assert.match((await call('GET', '/api/batches/claims')).json().loginCheck.error, /interrupted/);
+      // Verify, the same way.
+      await store.db.updateTable('batch').set({ verify_until: Date.now() + 60_000 }).where('id', '=', row.id).execute();
+      assert.equal((await other.inject({ method: 'GET', url: '/api/batches/claims', headers: { authorization: `Bearer ${TOKEN}` } })).json().verifying, true);
+      assert.equal((await call('POST', '/api/batches/claims/verify')).statusCode, 409);
+      await store.db.updateTable('batch').set({ verify_until: null }).where('id', '=', row.id).execute();
+      await call('POST', '/api/batches/claims/stop');
+      await call('DELETE', '/api/batches/claims?force=true');
+    } finally {
+      await other.close();
+    }
   });
 
   test('endpoints: listed without passwords; a failed test is 422 with its steps and stores nothing; bad settings 400; in use 409', { skip: skip ?? false }, async () => {

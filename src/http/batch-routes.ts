@@ -1,12 +1,12 @@
 /**
  * Batches over HTTP (SPEC §4, §6): the same operations as `mailferry batch …`, on the same
- * core functions, answering JSON. Long checks (`check-logins`) answer when done;
- * `verify` runs in the background and each mailbox's result appears in the batch detail
- * as it is found (it is kept in the database, as the CLI's is).
+ * core functions, answering JSON. `check-logins` and `verify` run in the background, claimed
+ * in the database (src/batch/background-task.ts); their results appear in the batch detail.
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { checkLogins, type LoginCheck } from '../batch/check-logins.js';
+import { claimTask, type LoginCheckState, recordLoginCheck, runClaimed, taskStates } from '../batch/background-task.js';
+import { checkLogins } from '../batch/check-logins.js';
 import { createBatch, type StartPlan } from '../batch/create.js';
 import { continueRemoval, cutOverState, deleteBatch, retryMailboxes, startBatch, stopBatch, syncNow } from '../batch/lifecycle.js';
 import { batchNameProblem, MAILBOX_STATUSES } from '../batch/status.js';
@@ -28,17 +28,6 @@ export interface BatchRouteDeps {
   store: Store;
   key: () => SecretKey;
   logger: Logger;
-}
-
-/** A check-logins run of this process: running, then its results (or why it could not run). */
-export interface LoginCheckState {
-  running: boolean;
-  startedAt: string;
-  finishedAt: string | null;
-  /** Every login worked; null while running. */
-  ok: boolean | null;
-  mailboxes: LoginCheck[];
-  error: string | null;
 }
 
 interface NameParams {
@@ -100,10 +89,6 @@ function startPlan(b: CreateBody): StartPlan {
 
 export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps): void {
   const { store } = deps;
-  /** Batches being verified by this process, by name: shown as `verifying` in the detail. */
-  const verifying = new Set<string>();
-  /** The last login check of each batch run by this process: shown as `loginCheck` in the detail. */
-  const loginChecks = new Map<string, LoginCheckState>();
 
   app.get('/api/batches', async () => loadBatchList(store.db));
 
@@ -129,8 +114,7 @@ export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps):
     // Where the cut-over stands (SPEC §7): what `batch delete` would warn about now, and the
     // mail domains whose MX mailferry has not checked yet (so it cannot track their 72 hours).
     const cutOver = await cutOverState(store.db, row, now);
-    const loginCheck = loginChecks.get(req.params.name) ?? null;
-    return { batch, mailboxes: page.mailboxes, mailboxesMatching: page.matching, verifying: verifying.has(req.params.name), loginCheck, cutOver };
+    return { batch, mailboxes: page.mailboxes, mailboxesMatching: page.matching, ...taskStates(row, now), cutOver };
   });
 
   app.post<{ Body: CreateBody }>('/api/batches', { schema: createSchema, bodyLimit: UPLOAD_BODY_LIMIT }, async (req, reply) => {
@@ -173,19 +157,24 @@ export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps):
   });
 
   // Check logins of a big batch takes minutes, more than a reverse proxy waits for one
-  // answer: it runs in the background, one at a time per batch (a second click would try every
-  // password again, which lockout policies count), and its result shows in the batch detail.
+  // answer: it runs in the background, claimed in the database (background-task.ts: a second
+  // click, on any serve, would try every password again, which lockout policies count); its
+  // result shows in the batch detail.
   app.post<{ Params: NameParams }>('/api/batches/:name/check-logins', async (req, reply) => {
     const name = req.params.name;
     const batch = await requireBatch(store.db, name);
-    if (loginChecks.get(name)?.running) return reply.code(409).send({ error: `the logins of batch "${name}" are being checked already` });
-    const check: LoginCheckState = { running: true, startedAt: new Date().toISOString(), finishedAt: null, ok: null, mailboxes: [], error: null };
-    loginChecks.set(name, check);
-    checkLogins(store, batch, { key: deps.key(), logger: deps.logger })
-      .then((results) => Object.assign(check, { ok: results.every((r) => r.source.ok && r.target.ok), mailboxes: results }))
-      .catch((err: unknown) => Object.assign(check, { ok: false, error: (err as Error).message }))
-      .finally(() => Object.assign(check, { running: false, finishedAt: new Date().toISOString() }));
-    return reply.code(202).send(check);
+    if (!(await claimTask(store, batch.id, 'login_check'))) return reply.code(409).send({ error: `the logins of batch "${name}" are being checked already` });
+    const startedAt = new Date().toISOString();
+    void runClaimed(store, batch.id, 'login_check', async () => {
+      const done = (state: Partial<LoginCheckState>) => recordLoginCheck(store, batch.id, { running: false, startedAt, finishedAt: new Date().toISOString(), ok: null, mailboxes: [], error: null, ...state });
+      try {
+        const results = await checkLogins(store, batch, { key: deps.key(), logger: deps.logger });
+        await done({ ok: results.every((r) => r.source.ok && r.target.ok), mailboxes: results });
+      } catch (err) {
+        await done({ error: (err as Error).message });
+      }
+    }).catch((err: unknown) => deps.logger.warn({ batch: name, err: (err as Error).message }, 'check logins could not record its result'));
+    return reply.code(202).send({ running: true, startedAt });
   });
 
   app.post<{ Params: NameParams }>('/api/batches/:name/start', async (req) => startBatch(store, req.params.name));
@@ -198,16 +187,15 @@ export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps):
   app.post<{ Params: NameParams; Body: { user?: string; content?: boolean } | undefined }>('/api/batches/:name/verify', { schema: userSchema }, async (req, reply) => {
     const name = req.params.name;
     const batch = await requireBatch(store.db, name);
-    if (verifying.has(name)) return reply.code(409).send({ error: `batch "${name}" is already being verified` });
     const user = req.body?.user || undefined;
     // Said now, not found later in the log: the verification itself answers after this request.
     if (user && !(await store.db.selectFrom('batch_mailbox').select('id').where('batch_id', '=', batch.id).where('email_key', 'in', [user.trim().toLowerCase(), addressKey(user.trim())]).executeTakeFirst())) {
       throw notFound(`batch "${name}" has no mailbox ${user}`);
     }
-    verifying.add(name);
-    verifyBatch(store, batch, { key: deps.key(), logger: deps.logger, content: !!req.body?.content, ...(user ? { user } : {}) })
-      .catch((err: unknown) => deps.logger.warn({ batch: name, err: (err as Error).message }, 'verify failed'))
-      .finally(() => verifying.delete(name));
+    if (!(await claimTask(store, batch.id, 'verify'))) return reply.code(409).send({ error: `batch "${name}" is already being verified` });
+    void runClaimed(store, batch.id, 'verify', () => verifyBatch(store, batch, { key: deps.key(), logger: deps.logger, content: !!req.body?.content, ...(user ? { user } : {}) })).catch((err: unknown) =>
+      deps.logger.warn({ batch: name, err: (err as Error).message }, 'verify failed'),
+    );
     return reply.code(202).send({ verifying: true });
   });
 

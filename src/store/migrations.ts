@@ -248,6 +248,16 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('batch_mailbox').addColumn('progress_already', bigint, (c) => c.notNull().defaultTo(0)).execute();
       },
     },
+    '0010_batch_tasks': {
+      async up(db: Kysely<unknown>) {
+        // Check logins and verify started from the web page run in the background of one
+        // `serve`: claimed here (an expiry kept fresh while they run), so a second `serve` does
+        // not start them again and every page shows their state (src/batch/background-task.ts).
+        await db.schema.alterTable('batch').addColumn('login_check_until', bigint).execute();
+        await db.schema.alterTable('batch').addColumn('login_check_json', 'text').execute();
+        await db.schema.alterTable('batch').addColumn('verify_until', bigint).execute();
+      },
+    },
   };
 }
 

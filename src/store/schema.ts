@@ -173,6 +173,11 @@ export interface BatchTable {
   report_error: string | null;
   /** Failed attempts in a row, for the retry backoff. */
   report_failures: number;
+  /** A check-logins run's claim (ms; null: none running) and its last state (src/batch/background-task.ts). */
+  login_check_until: number | null;
+  login_check_json: string | null;
+  /** A background verify's claim (ms; null: none running). */
+  verify_until: number | null;
 }
 
 /** One CSV row of a batch: a source mailbox, its target address, and its sync state. */

@@ -4,7 +4,7 @@
  * logins, verify, report, delete (with the 72-hour warning).
  */
 import type { BatchDetail, MailboxView } from '../../batch/view.js';
-import type { LoginCheckState } from '../../http/batch-routes.js';
+import type { LoginCheckState } from '../../batch/background-task.js';
 import { api, ApiError, download, fileBase64, pageWording } from './api.js';
 import { problemList, type Validation } from './new-batch.js';
 import { bar, flash, h, notice, replace, statusBadge } from './dom.js';
