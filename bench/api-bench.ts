@@ -15,34 +15,16 @@ import { loadAdminToken } from '../src/http/admin-token.js';
 import { buildHttpApp } from '../src/http/app.js';
 import { encryptSecret, loadSecretKey } from '../src/secrets/index.js';
 import { insertEndpoint } from '../src/store/endpoints.js';
-import { openStore } from '../src/store/open.js';
+import { freshDb } from '../test/helpers/batch-lab.js';
 
 const { values } = parseArgs({ options: { mailboxes: { type: 'string', default: '50000' }, db: { type: 'string', default: 'sqlite' }, repeat: { type: 'string', default: '5' } } });
 const n = Number(values.mailboxes);
 const repeat = Number(values.repeat);
 const dir = mkdtempSync(join(tmpdir(), 'mailferry-api-bench-'));
 const TOKEN = 'bench-admin-token-0123456789';
-// PostgreSQL: a throwaway database of its own on the server MAILFERRY_TEST_PG names, dropped at the end.
-const pgBase = process.env.MAILFERRY_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
-const pgName = `mf_api_bench_${Date.now().toString(36)}`;
-const pgAdmin = async (statement: string) => {
-  const { default: pg } = await import('pg');
-  const c = new pg.Client({ connectionString: pgBase });
-  await c.connect();
-  try {
-    await c.query(statement);
-  } finally {
-    await c.end();
-  }
-};
-let url = `sqlite:${join(dir, 'state.sqlite')}`;
-if (values.db === 'postgres') {
-  await pgAdmin(`create database ${pgName}`);
-  const u = new URL(pgBase);
-  u.pathname = `/${pgName}`;
-  url = u.toString();
-}
-const store = await openStore(url);
+// A throwaway database: a SQLite file, or one of its own on the PostgreSQL server (as the tests make them).
+const db = await freshDb(values.db === 'postgres' ? 'postgres' : 'sqlite', dir);
+const store = await db.open();
 try {
   const key = loadSecretKey({ keyFile: join(dir, 'secret.key') });
   const common = { port: 1, tls: 'none' as const, auth: 'plain' as const, accept_untrusted_cert: 0, max_concurrent_migrations: 20, max_concurrent_incremental_syncs: 10, created_at: Date.now() };
@@ -80,6 +62,6 @@ try {
   await app.close();
 } finally {
   await store.close();
-  if (values.db === 'postgres') await pgAdmin(`drop database if exists ${pgName} with (force)`);
+  await db.drop();
   rmSync(dir, { recursive: true, force: true });
 }
