@@ -103,6 +103,24 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       ]);
       assert.match(boxes[3]!.source.error!, /user4/);
       assert.ok(!(r.stdout + r.stderr).includes('Wrong-Pass-1'));
+      // The run is recorded for the web page, and its claim given back.
+      const row = await store.db.selectFrom('batch').select(['id', 'login_check_json', 'login_check_until']).where('name', '=', 'first').executeTakeFirstOrThrow();
+      assert.equal(row.login_check_until, null);
+      const shown = JSON.parse(row.login_check_json!) as { running: boolean; ok: boolean; mailboxes: { emailAddress: string }[] };
+      assert.deepEqual([shown.running, shown.ok, shown.mailboxes.length], [false, false, 4]);
+      assert.ok(!row.login_check_json!.includes('Wrong-Pass-1'));
+      // While the page's run holds the claim, the CLI refuses rather than trying every password twice.
+      await store.db.updateTable('batch').set({ login_check_until: Date.now() + 60_000, verify_until: Date.now() + 60_000 }).where('id', '=', row.id).execute();
+      try {
+        const busy = await runCli(['batch', 'check-logins', 'first'], lab.env);
+        assert.equal(busy.status, 2, busy.stderr);
+        assert.match(busy.stderr, /logins of batch "first" are being checked already/);
+        const verifying = await runCli(['batch', 'verify', 'first'], lab.env);
+        assert.equal(verifying.status, 2, verifying.stderr);
+        assert.match(verifying.stderr, /already being verified/);
+      } finally {
+        await store.db.updateTable('batch').set({ login_check_until: null, verify_until: null }).where('id', '=', row.id).execute();
+      }
     });
 
     test('serve runs the batch to SyncedWithErrors, each mailbox with its own status', { skip: skip ?? false }, async () => {

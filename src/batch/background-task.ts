@@ -6,6 +6,8 @@
  *   again (check logins tries every password: twice would count twice towards lockouts);
  * - every `serve` shows that they run, and check logins' result, whichever started it;
  * - a `serve` that dies mid-run leaves a claim that expires, shown as interrupted.
+ * The CLI's `batch check-logins` and `batch verify` take the same claims, so a command run
+ * beside the page neither doubles the logins nor goes unseen there.
  */
 import type { LoginCheck } from './check-logins.js';
 import type { Store } from '../store/open.js';
@@ -64,9 +66,30 @@ export async function runClaimed<T>(store: Store, batchId: number, task: BatchTa
   }
 }
 
-/** Records a check-logins run's outcome (before its claim is given back). */
-export async function recordLoginCheck(store: Store, batchId: number, state: LoginCheckState): Promise<void> {
-  await store.db.updateTable('batch').set({ login_check_json: JSON.stringify(state) }).where('id', '=', batchId).execute();
+/**
+ * Runs a check-logins claimed by claimTask, and records its outcome in the batch row (before
+ * the claim is given back) for every page to show. Gives back the results, or throws what
+ * the check threw once that is recorded.
+ */
+export async function runLoginCheck(store: Store, batchId: number, check: () => Promise<LoginCheck[]>): Promise<LoginCheck[]> {
+  const startedAt = new Date().toISOString();
+  const record = (state: Partial<LoginCheckState>) =>
+    store.db
+      .updateTable('batch')
+      .set({ login_check_json: JSON.stringify({ running: false, startedAt, finishedAt: new Date().toISOString(), ok: null, mailboxes: [], error: null, ...state } satisfies LoginCheckState) })
+      .where('id', '=', batchId)
+      .execute();
+  return runClaimed(store, batchId, 'login_check', async () => {
+    let results: LoginCheck[];
+    try {
+      results = await check();
+    } catch (err) {
+      await record({ error: (err as Error).message });
+      throw err;
+    }
+    await record({ ok: results.every((r) => r.source.ok && r.target.ok), mailboxes: results });
+    return results;
+  });
 }
 
 /** What the batch row says of its tasks now: a claim past its expiry was a run whose `serve` stopped. */

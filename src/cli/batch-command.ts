@@ -6,6 +6,7 @@
  */
 import { open } from 'node:fs/promises';
 import type { Command } from 'commander';
+import { claimTask, runClaimed, runLoginCheck } from '../batch/background-task.js';
 import { checkLogins } from '../batch/check-logins.js';
 import { createBatch, type StartPlan } from '../batch/create.js';
 import { updateBatch } from '../batch/update.js';
@@ -239,7 +240,9 @@ export function registerBatchCommands(program: Command, run: Run): void {
       run(() =>
         withStore(f.db, async (store) => {
           const b = await requireBatch(store.db, name);
-          const results = await checkLogins(store, b, { key: loadSecretKey({ create: false }), logger: cliLogger('silent') });
+          const key = loadSecretKey({ create: false });
+          if (!(await claimTask(store, b.id, 'login_check'))) throw new UsageError(`the logins of batch "${name}" are being checked already (from the web page or another command); wait for that run to finish`);
+          const results = await runLoginCheck(store, b.id, () => checkLogins(store, b, { key, logger: cliLogger('silent') }));
           const failed = results.filter((r) => !r.source.ok || !r.target.ok);
           // The failures last, beside the summary: in a file of 500 rows they are what to read.
           for (const r of [...results.filter((x) => x.source.ok && x.target.ok), ...failed]) {
@@ -275,14 +278,16 @@ export function registerBatchCommands(program: Command, run: Run): void {
             concurrency = Number(f.concurrency);
             if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 100) throw new UsageError(`--concurrency must be a whole number from 1 to 100, not "${f.concurrency}"`);
           }
-          const results = await verifyBatch(store, b, {
-            key: loadSecretKey({ create: false }),
+          const key = loadSecretKey({ create: false });
+          if (!(await claimTask(store, b.id, 'verify'))) throw new UsageError(`batch "${name}" is already being verified (from the web page or another command)`);
+          const results = await runClaimed(store, b.id, 'verify', () => verifyBatch(store, b, {
+            key,
             logger: cliLogger('silent'),
             ...(f.user !== undefined ? { user: f.user } : {}),
             ...(concurrency !== undefined ? { concurrency } : {}),
             content: !!f.content,
             onMailbox: (v) => process.stderr.write(verificationLines(v)),
-          });
+          }));
           if (f.user !== undefined && results.length === 0) throw new UsageError(`batch "${name}" has no mailbox ${f.user}`);
           const verified = results.filter((r) => r.kind === 'verified' && r.result.inSync).length;
           const unchecked = results.filter((r) => r.kind === 'error').length;

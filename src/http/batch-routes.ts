@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { claimTask, type LoginCheckState, recordLoginCheck, runClaimed, taskStates } from '../batch/background-task.js';
+import { claimTask, runClaimed, runLoginCheck, taskStates } from '../batch/background-task.js';
 import { checkLogins } from '../batch/check-logins.js';
 import { createBatch, type StartPlan } from '../batch/create.js';
 import { continueRemoval, cutOverState, deleteBatch, retryMailboxes, startBatch, stopBatch, syncNow } from '../batch/lifecycle.js';
@@ -164,17 +164,10 @@ export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps):
     const name = req.params.name;
     const batch = await requireBatch(store.db, name);
     if (!(await claimTask(store, batch.id, 'login_check'))) return reply.code(409).send({ error: `the logins of batch "${name}" are being checked already` });
-    const startedAt = new Date().toISOString();
-    void runClaimed(store, batch.id, 'login_check', async () => {
-      const done = (state: Partial<LoginCheckState>) => recordLoginCheck(store, batch.id, { running: false, startedAt, finishedAt: new Date().toISOString(), ok: null, mailboxes: [], error: null, ...state });
-      try {
-        const results = await checkLogins(store, batch, { key: deps.key(), logger: deps.logger });
-        await done({ ok: results.every((r) => r.source.ok && r.target.ok), mailboxes: results });
-      } catch (err) {
-        await done({ error: (err as Error).message });
-      }
-    }).catch((err: unknown) => deps.logger.warn({ batch: name, err: (err as Error).message }, 'check logins could not record its result'));
-    return reply.code(202).send({ running: true, startedAt });
+    void runLoginCheck(store, batch.id, () => checkLogins(store, batch, { key: deps.key(), logger: deps.logger })).catch((err: unknown) =>
+      deps.logger.warn({ batch: name, err: (err as Error).message }, 'check logins could not finish'),
+    );
+    return reply.code(202).send({ running: true });
   });
 
   app.post<{ Params: NameParams }>('/api/batches/:name/start', async (req) => startBatch(store, req.params.name));
