@@ -12,6 +12,7 @@ import { addressKey } from '../csv/address.js';
 import type { Logger } from 'pino';
 import type { Store } from '../store/open.js';
 import type { BatchMailboxRow, BatchRow } from '../store/schema.js';
+import { journalMappings } from '../sync/mailbox-sync.js';
 import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
 import { batchScope, SourceLoginCache, withMailboxSides } from '../worker/mailbox-sides.js';
 import type { SecretKey } from '../secrets/index.js';
@@ -76,7 +77,7 @@ export async function verifyBatch(store: Store, batch: BatchRow, opts: VerifyBat
   return pooled(rows, limit, async (m) => {
     let v: MailboxVerification;
     try {
-      const result = await withMailboxSides(ctx, m, (sides) => verifyMailbox({ ...sides, ...scope, content: !!opts.content, connections: 1, logger: opts.logger }));
+      const result = await withMailboxSides(ctx, m, async (sides) => verifyMailbox({ ...sides, ...scope, content: !!opts.content, connections: 1, logger: opts.logger, established: await journalMappings(store.db, sides) }));
       const fresh = await store.db.selectFrom('batch_mailbox').select(['lease_owner', 'lease_expires_at']).where('id', '=', m.id).executeTakeFirst();
       v = { line: m.line, emailAddress: m.email_address, kind: 'verified', result, syncing: leaseIsLive(m, now()) || (!!fresh && leaseIsLive(fresh, now())) };
     } catch (err) {

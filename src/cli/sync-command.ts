@@ -1,7 +1,8 @@
 /** `mailferry sync` and `mailferry verify`: one mailbox, from the command line. */
 import type { Command } from 'commander';
-import { openStore } from '../store/open.js';
-import { syncMailbox } from '../sync/mailbox-sync.js';
+import { existsSync } from 'node:fs';
+import { defaultDbUrl, openStore } from '../store/open.js';
+import { journalMappings, syncMailbox } from '../sync/mailbox-sync.js';
 import { DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type SyncSummary } from '../sync/options.js';
 import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
 import { parseReceivedAfter } from '../batch/time-input.js';
@@ -131,7 +132,8 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
         const sides = await resolveSides(flags, logger);
         const connections = positiveInt(flags.connections, '--connections');
         const bar = verifyProgressView(!flags.json && !!process.stderr.isTTY);
-        const result: VerifyResult = await verifyMailbox({ ...sides, exclude: flags.exclude, ...scope, content: !!flags.content, connections, logger, onProgress: (p) => bar.update(p) }).finally(() => bar.stop());
+        const established = await journalOf(flags.db, sides, logger);
+        const result: VerifyResult = await verifyMailbox({ ...sides, exclude: flags.exclude, ...scope, content: !!flags.content, connections, logger, established, onProgress: (p) => bar.update(p) }).finally(() => bar.stop());
         for (const f of result.folders) {
           if (f.error !== undefined) {
             process.stderr.write(`FAILED  ${f.sources.join(' + ')} -> ${f.target}: could not be read: ${f.error}\n`);
@@ -152,4 +154,25 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
         return result.inSync ? EXIT.ok : EXIT.incomplete;
       }),
     );
+}
+
+/**
+ * Where earlier syncs of this mailbox put each folder (verify compares there), read from
+ * the state database when it exists: verify runs without one too, comparing where a first
+ * sync would copy.
+ */
+async function journalOf(url: string | undefined, sides: Parameters<typeof journalMappings>[1], logger: ReturnType<typeof cliLogger>): Promise<Map<string, string> | undefined> {
+  const dbUrl = url ?? process.env.MAILFERRY_DB ?? defaultDbUrl();
+  if (dbUrl.startsWith('sqlite:') && !existsSync(dbUrl.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, ''))) return undefined;
+  try {
+    const store = await openStore(dbUrl);
+    try {
+      return await journalMappings(store.db, sides);
+    } finally {
+      await store.close();
+    }
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, 'the state database could not be read: folders are compared where a first sync would copy them');
+    return undefined;
+  }
 }

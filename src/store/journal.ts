@@ -49,8 +49,9 @@ export async function ensureFolders(db: Kysely<Database>, pairId: number, mappin
   if (missing.length === 0 && moved.length === 0) return rows;
   await db.transaction().execute(async (trx) => {
     for (const m of moved) {
-      // The mapping changed (e.g. the target gained a special-use folder). Messages already
-      // copied stay where they are; new ones follow the new mapping.
+      // The mapping changed (e.g. the target gained a special-use folder) for a folder with
+      // no copy yet: a folder with copies keeps its mapping (establishedTargets), since its
+      // rows' target UIDs are UIDs of that target folder.
       await trx.updateTable('folder').set({ target_path: m.targetPath, target_uidvalidity: null }).where('id', '=', rows.get(m.sourcePath)!.id).execute();
     }
     for (let i = 0; i < missing.length; i += INSERT_CHUNK) {
@@ -62,6 +63,21 @@ export async function ensureFolders(db: Kysely<Database>, pairId: number, mappin
     }
   });
   return new Map((await listFolders(db, pairId)).map((r) => [r.source_path, r]));
+}
+
+/**
+ * Source folders whose messages are already in a target folder (copied, on their way, or
+ * copied under an older UIDVALIDITY), with that folder's name: a mapping the next runs
+ * keep (mapFolders `established`).
+ */
+export async function establishedTargets(db: Db, pairId: number): Promise<Map<string, string>> {
+  const rows = await db
+    .selectFrom('folder')
+    .select(['source_path', 'target_path'])
+    .where('pair_id', '=', pairId)
+    .where((eb) => eb.exists(eb.selectFrom('message').select('message.source_uid').whereRef('message.folder_id', '=', 'folder.id').where('message.state', 'in', ['copied', 'pending', 'orphan'])))
+    .execute();
+  return new Map(rows.map((r) => [r.source_path, r.target_path]));
 }
 
 export async function updateFolder(db: Db, id: number, patch: Partial<Omit<FolderRow, 'id' | 'pair_id'>>): Promise<void> {

@@ -71,6 +71,15 @@ export interface MapOptions {
    * the target mailbox, the root folder itself (or its INBOX child) to INBOX.
    */
   userRoot?: string;
+  /**
+   * Source folders already copied, with the target folder that holds their copies: they
+   * stay mapped there whatever the target or the source gained since (a Thunderbird
+   * `Archive` made on the target after the MX switch, a `Junk` made on the source that now
+   * claims the junk folder by its name). Why: a mapping that changes between runs splits
+   * a folder in two, and the journal's target UIDs are UIDs of the first target folder, so
+   * flag changes sent to the new one would land on other messages.
+   */
+  established?: ReadonlyMap<string, string>;
 }
 
 function isInbox(segments: readonly string[]): boolean {
@@ -240,7 +249,7 @@ export function mapFolders(source: ServerView, target: ServerView, opts: MapOpti
       if (segs.length === claimSegs.length) specialUse = use;
       break;
     }
-    const targetPath = joinPath(targetSegs, target);
+    const targetPath = opts.established?.get(folder.path) ?? joinPath(targetSegs, target);
     // Two source folders may land on one target folder (e.g. `Sent` and `Sent Items`
     // both map to the target's Sent); that is intended, the messages are merged.
     seenTargets.add(targetPath);

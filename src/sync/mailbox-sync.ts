@@ -20,7 +20,7 @@ import { ImapConnectError, isImapRefusal, isRetryable, saysNonexistent } from '.
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
 import { type CreatedFolders, createFolders } from '../imap/create-folders.js';
 import { RawFetchCommandError, RawFetcher } from '../imap/raw-fetch.js';
-import { ensureFolders, ensurePair, findPair, listFolders, updateFolder } from '../store/journal.js';
+import { ensureFolders, ensurePair, establishedTargets, findPair, listFolders, updateFolder } from '../store/journal.js';
 import type { Store } from '../store/open.js';
 import type { Database, FolderRow, MessageRow, MessageState } from '../store/schema.js';
 import { ByteBudget } from './byte-budget.js';
@@ -49,6 +49,13 @@ import { uidSet } from './uid-set.js';
 /** The mailbox a login lands in: the impersonated user, not the admin who logs in. */
 function mailboxUser(login: ImapLogin): string {
   return login.method === 'login' ? login.username : (login.authzid ?? login.authcid);
+}
+
+/** The folder mappings the journal holds for this mailbox pair (establishedTargets), for verify to compare where sync copies; none for a pair never synced. */
+export async function journalMappings(db: Kysely<Database>, sides: Pick<SyncOptions, 'source' | 'target'>): Promise<Map<string, string> | undefined> {
+  const { sourceKey, targetKey } = pairKeys(sides);
+  const pairId = await findPair(db, sourceKey, targetKey);
+  return pairId === undefined ? undefined : establishedTargets(db, pairId);
 }
 
 export function pairKeys(opts: Pick<SyncOptions, 'source' | 'target'>): { sourceKey: string; targetKey: string } {
@@ -263,7 +270,8 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const srcView = serverView(src, srcList);
     let tgtView = serverView(tgt, tgtList);
     const mapOptions = { ...(opts.exclude ? { exclude: opts.exclude } : {}), ...(opts.include ? { include: opts.include } : {}), ...(opts.source.userRoot ? { userRoot: opts.source.userRoot } : {}) };
-    let mappings = mapFolders(srcView, tgtView, mapOptions);
+    const established = async () => (pairId === undefined ? undefined : await establishedTargets(db, pairId));
+    let mappings = mapFolders(srcView, tgtView, { ...mapOptions, established: await established() });
     for (const pattern of patternsMatchingNothing(srcView, mapOptions)) log.warn({ pattern }, `no source folder matches ${opts.exclude?.includes(pattern) ? '--exclude' : '--include'} ${pattern}: it changes nothing (the folder names are in --dry-run's folder list)`);
     // Before anything is created under the new names (renamed-folders.ts). A dry run only
     // counts renamed folders as the folders they were.
@@ -274,7 +282,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
       if (done.length) {
         tgtList = renamedListing(tgtList, done, tgtView.delimiter);
         tgtView = serverView(tgt, tgtList);
-        mappings = mapFolders(srcView, tgtView, mapOptions);
+        mappings = mapFolders(srcView, tgtView, { ...mapOptions, established: await established() });
       }
     }
     warnMerged(mappings, log);

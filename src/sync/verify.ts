@@ -40,6 +40,8 @@ export interface VerifyOptions {
   stallMs?: number;
   /** Connection pairs (source + target) comparing folders at once; default 4. */
   connections?: number;
+  /** Source folders the journal has copied, with their target folders (journal.ts establishedTargets): compared where sync puts them. */
+  established?: ReadonlyMap<string, string>;
   /** After each folder compared. */
   onProgress?: (p: { folders: number; compared: number }) => void;
   logger: Logger;
@@ -278,6 +280,7 @@ async function verifyOnce(opts: VerifyOptions, dropped: ReadonlySet<string>): Pr
       ...(opts.exclude ? { exclude: opts.exclude } : {}),
       ...(opts.include ? { include: opts.include } : {}),
       ...(opts.source.userRoot ? { userRoot: opts.source.userRoot } : {}),
+      ...(opts.established ? { established: opts.established } : {}),
     }).filter((m) => m.selectable);
     // Source folders merged into one target folder are compared together.
     const byTarget = new Map<string, string[]>();

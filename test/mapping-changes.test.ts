@@ -1,0 +1,111 @@
+/**
+ * A folder already copied keeps going to the target folder that holds its copies, whatever
+ * either side gained since: a mapping that changed between runs split folders in two and
+ * sent flag changes to the journal's target UIDs in the *new* folder, onto other messages
+ * (a user's own mail on the target got the source's `\Deleted`).
+ */
+import assert from 'node:assert/strict';
+import type { ImapFlow } from 'imapflow';
+import { after, describe, test } from 'node:test';
+import { env, runCli, syncArgs } from './helpers/cli.js';
+import { type LabPair, startPair } from './helpers/lab-pair.js';
+import { compareMailboxes, connect, snapshot } from './helpers/mailbox-snapshot.js';
+
+function message(n: number): Buffer {
+  return Buffer.from(`From: sender${n}@example.org\r\nTo: alice@example.org\r\nSubject: message ${n}\r\nMessage-ID: <m${n}@example.org>\r\nDate: Mon, 2 Mar 2020 10:00:00 +0000\r\n\r\n${'body '.repeat(30 + n)}\r\n`);
+}
+
+async function on(lab: LabPair, side: 'source' | 'target', use: (c: ImapFlow) => Promise<unknown>): Promise<void> {
+  const c = side === 'source' ? await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass) : await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+  try {
+    await use(c);
+  } finally {
+    await c.logout();
+  }
+}
+
+describe('sync: a folder mapping stays where the copies are', () => {
+  const labs: LabPair[] = [];
+  after(async () => Promise.all(labs.map((l) => l.stop())));
+  const sync = (lab: LabPair) => runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+  /** Each message of a target folder as [subject, its flags sorted]. */
+  const flagsIn = async (lab: LabPair, folder: string) => {
+    const out: [string, string][] = [];
+    await on(lab, 'target', async (c) => {
+      if (!(await c.list()).some((f) => f.path === folder)) return;
+      await c.mailboxOpen(folder, { readOnly: true });
+      for await (const m of c.fetch('1:*', { envelope: true, flags: true })) out.push([m.envelope?.subject ?? '', [...(m.flags ?? [])].filter((f) => f !== '\\Recent').sort().join(' ')]);
+    });
+    return out;
+  };
+
+  test('the target gains the special-use folder after the first run (a client makes "Sent" there after the MX switch)', async () => {
+    const lab = await startPair({ source: { specialUse: { '\\Sent': 'Sent Messages' } }, target: { specialUse: {} } });
+    labs.push(lab);
+    await on(lab, 'source', async (c) => {
+      for (const n of [1, 2]) await c.append('Sent Messages', message(n), ['\\Seen'], new Date(Date.UTC(2020, 0, n)));
+    });
+    const first = await sync(lab);
+    assert.equal(first.status, 0, first.stderr);
+    assert.equal(first.json?.copied, 2);
+
+    await on(lab, 'target', async (c) => {
+      await c.mailboxCreate('Sent');
+      await c.append('Sent', message(100), ['\\Seen'], new Date(Date.UTC(2021, 0, 1)));
+    });
+    await on(lab, 'source', async (c) => {
+      await c.mailboxOpen('Sent Messages');
+      await c.messageFlagsAdd('1', ['\\Flagged']);
+      await c.messageFlagsAdd('2', ['\\Deleted']);
+      await c.append('Sent Messages', message(3), [], new Date(Date.UTC(2020, 0, 3)));
+    });
+    const second = await sync(lab);
+    assert.equal(second.status, 0, second.stderr);
+    assert.equal(second.json?.copied, 1);
+    assert.equal(second.json?.flagsUpdated, 2);
+    assert.deepEqual(await flagsIn(lab, 'Sent'), [['message 100', '\\Seen']], "the user's own message is left alone");
+    assert.deepEqual(await flagsIn(lab, 'Sent Messages'), [
+      ['message 1', '\\Flagged \\Seen'],
+      ['message 2', '\\Deleted \\Seen'],
+      ['message 3', ''],
+    ]);
+    const verified = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(verified.status, 0, verified.stdout + verified.stderr);
+    assert.equal(verified.json?.inSync, true);
+  });
+
+  test('the source gains a folder that takes over a special use by its name ("Junk" beside "Junk E-mail")', async () => {
+    const lab = await startPair();
+    labs.push(lab);
+    await on(lab, 'source', async (c) => {
+      await c.mailboxCreate('Junk E-mail');
+      for (const n of [1, 2, 3]) await c.append('Junk E-mail', message(n), [], new Date(Date.UTC(2020, 0, n)));
+    });
+    const first = await sync(lab);
+    assert.equal(first.status, 0, first.stderr);
+    assert.deepEqual((await flagsIn(lab, 'Junk')).length, 3, "copied into the target's \\Junk folder");
+
+    await on(lab, 'source', async (c) => {
+      await c.mailboxCreate('Junk');
+      await c.append('Junk', message(4), [], new Date(Date.UTC(2020, 0, 4)));
+      await c.mailboxOpen('Junk E-mail');
+      await c.messageFlagsAdd('1:2', ['\\Seen']);
+      await c.append('Junk E-mail', message(5), [], new Date(Date.UTC(2020, 0, 5)));
+    });
+    const second = await sync(lab);
+    assert.equal(second.status, 0, second.stderr);
+    assert.equal(second.json?.copied, 2);
+    assert.deepEqual((await flagsIn(lab, 'Junk')).sort(), [
+      ['message 1', '\\Seen'],
+      ['message 2', '\\Seen'],
+      ['message 3', ''],
+      ['message 4', ''],
+      ['message 5', ''],
+    ]);
+    const t = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.equal((t.get('Junk E-mail') ?? []).length, 0, 'the folder was not split in two');
+    // Both source folders are merged in the target's Junk: compared together.
+    const s = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    assert.deepEqual(compareMailboxes(s, t, (p) => (p === 'Junk E-mail' ? 'Junk' : p)), []);
+  });
+});
