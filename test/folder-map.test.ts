@@ -74,6 +74,14 @@ describe('mapFolders', () => {
     assert.deepEqual(Object.keys(byTarget(mapFolders(src, tgt, { include: ['#Inbox#', 'Shared'] }))), ['INBOX', 'Shared', 'Shared.Team']);
   });
 
+  test('on a source with a personal prefix, a pattern may name the folder with the prefix, as the server lists it', () => {
+    const src = view('.', 'INBOX.', folder('INBOX', '.'), folder('INBOX.Sent Items', '.'), folder('INBOX.Sent Items.2019', '.'), folder('INBOX.INBOX', '.'), folder('INBOX.Junk', '.'));
+    const tgt = view('/', '', folder('INBOX', '/'));
+    assert.deepEqual(Object.keys(byTarget(mapFolders(src, tgt, { exclude: ['INBOX.Sent Items', 'inbox.junk'] }))), ['INBOX', 'INBOX.INBOX']);
+    assert.deepEqual(Object.keys(byTarget(mapFolders(src, tgt, { exclude: ['INBOX.INBOX'] }))), ['INBOX', 'INBOX.Sent Items', 'INBOX.Sent Items.2019', 'INBOX.Junk'], 'the folder called INBOX, not the inbox');
+    assert.deepEqual(patternsMatchingNothing(src, { exclude: ['INBOX.Sent Items', 'Sent Items', 'INBOX.Nothing'] }), ['INBOX.Nothing']);
+  });
+
   test('says which exclude/include patterns match no source folder', () => {
     const src = view('.', '', folder('INBOX', '.'), folder('Junk E-mail', '.', '\\Junk'), folder('Shared.Team', '.'));
     assert.deepEqual(patternsMatchingNothing(src, { exclude: ['Junk', '#JunkEmail#', 'shared', 'Deleted Items'], include: ['#Inbox#', '#SentItems#'] }), ['Junk', 'Deleted Items', '#SentItems#']);

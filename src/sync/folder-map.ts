@@ -201,7 +201,12 @@ function matcher(source: ServerView, candidates: readonly Candidate[]): (segs: s
       const alias = ALIASES[pattern.trim().toLowerCase()];
       if (alias === 'INBOX') return isInbox(segs) || startsWithSegments(segs, ['INBOX']);
       if (alias) return specialUseOf(folder) === alias || candidates.some((c) => specialUseOf(c.folder) === alias && startsWithSegments(segs, c.segs));
-      return startsWithSegments(segs, patternSegments(pattern, source.delimiter));
+      if (startsWithSegments(segs, patternSegments(pattern, source.delimiter))) return true;
+      // The name as the server lists it, personal prefix included (`INBOX.Sent Items` on
+      // Courier or classic Cyrus, as imapsync users write it), names the same folder.
+      const p = pattern.trim();
+      const prefix = source.prefix;
+      return prefix !== '' && p.length > prefix.length && p.slice(0, prefix.length).toUpperCase() === prefix.toUpperCase() && startsWithSegments(segs, splitPath(prefix + p.slice(prefix.length), source));
     });
 }
 
