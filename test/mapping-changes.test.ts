@@ -109,3 +109,37 @@ describe('sync: a folder mapping stays where the copies are', () => {
     assert.deepEqual(compareMailboxes(s, t, (p) => (p === 'Junk E-mail' ? 'Junk' : p)), []);
   });
 });
+
+describe('sync: a target folder that exists only as a container (\\Noselect)', () => {
+  const labs: LabPair[] = [];
+  after(async () => Promise.all(labs.map((l) => l.stop())));
+
+  test('is created as a folder where the server allows it (Maildir), else fails only its own source folder (mbox)', async () => {
+    const maildir = await startPair();
+    const mbox = await startPair({ target: { specialUse: {}, extraConfig: 'mail_location = mbox:~/mail:INBOX=~/mail/inbox\n' } });
+    labs.push(maildir, mbox);
+    for (const lab of [maildir, mbox]) {
+      await on(lab, 'source', async (c) => {
+        await c.mailboxCreate('Stuff');
+        await c.append('Stuff', message(1), ['\\Seen'], new Date(Date.UTC(2020, 0, 1)));
+        await c.append('INBOX', message(2), [], new Date(Date.UTC(2020, 0, 2)));
+      });
+      // A client left `Stuff` on the target as a parent only.
+      await on(lab, 'target', async (c) => {
+        await c.mailboxCreate('Stuff/Sub');
+        const listed = (await c.list()).find((f) => f.path === 'Stuff');
+        assert.ok(listed?.flags.has('\\Noselect'), `Stuff is a container only: ${[...(listed?.flags ?? [])].join(' ')}`);
+      });
+    }
+    const ok = await runCli(['sync', ...syncArgs(maildir, maildir.db, ['--json'])], env(maildir));
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.equal(ok.json?.copied, 2);
+    const t = await snapshot(maildir.target.endpoint(), maildir.targetUser, maildir.targetPass);
+    assert.equal(t.get('Stuff')?.length, 1);
+
+    const partly = await runCli(['sync', ...syncArgs(mbox, mbox.db, ['--json'])], env(mbox));
+    assert.equal(partly.status, 1, partly.stderr);
+    assert.equal(partly.json?.copied, 1, 'the inbox is copied');
+    assert.match(partly.stderr, /Stuff.*cannot hold messages/);
+  });
+});

@@ -8,7 +8,7 @@ import { ImapFlow, type ImapFlowOptions } from 'imapflow';
 import type { Logger } from 'pino';
 import { type ImapEndpoint, type ImapLogin, loginDisplayName } from './endpoint.js';
 import { certificateSentence, errorCodes, explainAuthCode, explainConnectError, explainTlsHandshakeError } from '../endpoint/explain.js';
-import { ImapAuthError, ImapConnectError, ImapConnectionLostError } from './errors.js';
+import { ImapAuthError, ImapConnectError, ImapConnectionLostError, isImapRefusal } from './errors.js';
 
 export interface SessionOptions {
   endpoint: ImapEndpoint;
@@ -131,6 +131,9 @@ export async function withWatchdog<T>(client: ImapFlow, ms: number, what: string
     return await Promise.race([fn(), watchdog]);
   } catch (err) {
     if (fired) throw new ImapConnectionLostError(`${what}: no answer within ${Math.round(ms / 1000)} s, connection closed`);
+    // imapflow says only "Command failed" for a tagged NO or BAD (RFC 3501 §7.1): the
+    // command's purpose and the server's own words are what an admin can act on.
+    if (isImapRefusal(err) && err.message === 'Command failed') err.message = `${what}: the server answered ${err.responseStatus}${err.responseText ? ` ${err.responseText}` : ''}`;
     throw err;
   } finally {
     clearTimeout(timer);

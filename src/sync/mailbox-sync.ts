@@ -28,7 +28,7 @@ import { MemoryReclaimer } from './reclaim.js';
 import { type IdleTask, JobQueue, planJobs, runCopyLanes } from './copy-lanes.js';
 import { RunMemory } from './run-memory.js';
 import { applyFlagChanges } from './flag-sync.js';
-import { type FolderMapping, mapFolders, patternsMatchingNothing, type ServerView } from './folder-map.js';
+import { type FolderMapping, mapFolders, patternsMatchingNothing, type ServerFolder, type ServerView } from './folder-map.js';
 import type { FolderWork } from './folder-work.js';
 import { DEFAULT_CHUNK_BYTES, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type MailboxSide, type SyncOptions, type SyncSummary } from './options.js';
 import { emptyProgress, type SyncProgress } from './progress.js';
@@ -216,17 +216,23 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
  * and returns their STATUS.
  */
 function createMissingFolders(target: MailboxSide, mappings: FolderMapping[], tgtView: ServerView, stallMs: number): Promise<CreatedFolders> {
-  const existing = new Set(tgtView.folders.map((f) => (f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path)));
+  const name = (f: ServerFolder) => (f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path);
+  const existing = new Set(tgtView.folders.filter((f) => !f.flags.has('\\NonExistent')).map(name));
+  // A target folder listed as \Noselect (RFC 3501 §7.2.2: a parent whose own mailbox was
+  // deleted, or that the server made for a child) cannot hold messages: a folder to copy
+  // into is created there all the same, which Dovecot and Courier allow.
+  const holdsMail = new Set(tgtView.folders.filter((f) => !f.flags.has('\\NonExistent') && !f.flags.has('\\Noselect')).map(name));
   // In order, parents first (a Set keeps insertion order).
   const wanted = new Set<string>();
   const d = tgtView.delimiter;
   for (const m of mappings) {
-    if (existing.has(m.targetPath)) continue;
+    if (m.selectable ? holdsMail.has(m.targetPath) : existing.has(m.targetPath)) continue;
     const segs = d ? m.targetPath.slice(tgtView.prefix.length).split(d) : [m.targetPath];
-    for (let i = 1; i <= segs.length; i++) {
+    for (let i = 1; i < segs.length; i++) {
       const p = tgtView.prefix + segs.slice(0, i).join(d ?? '');
       if (!existing.has(p)) wanted.add(p);
     }
+    wanted.add(m.targetPath);
   }
   return createFolders(target.endpoint, target.login, [...wanted], { idleTimeoutMs: stallMs });
 }
@@ -324,12 +330,26 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const tgtStatus = new Map<string, { uidValidity?: number | bigint; uidNext?: number } | undefined>(tgtList.map((f) => [f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path, f.status]));
     for (const [path, st] of created) tgtStatus.set(path, st);
     const targets = new Map<string, TargetFolder>();
+    const unusable = new Map<string, string>();
     for (const m of selectable) {
-      if (targets.has(m.targetPath)) continue;
+      if (targets.has(m.targetPath) || unusable.has(m.targetPath)) continue;
       let st = tgtStatus.get(m.targetPath) || undefined;
-      if (!st?.uidValidity || !st.uidNext) st = await targetFolderStatus(tgt, m.targetPath, stallMs);
+      try {
+        if (!st?.uidValidity || !st.uidNext) st = await targetFolderStatus(tgt, m.targetPath, stallMs);
+      } catch (err) {
+        // A folder the target has only as a container (\Noselect, which an mbox-format
+        // server cannot turn into a mailbox) fails its own source folders, not the mailbox.
+        if (!isImapRefusal(err)) throw err;
+        unusable.set(m.targetPath, `the target folder ${m.targetPath} cannot hold messages: ${err.responseText || err.message}`);
+        continue;
+      }
       if (!st?.uidValidity) throw new Error(`target folder ${m.targetPath} reports no UIDVALIDITY`);
       targets.set(m.targetPath, new TargetFolder(m.targetPath, Number(st.uidValidity), st.uidNext ?? 1));
+    }
+    if (unusable.size) {
+      for (const m of selectable) if (unusable.has(m.targetPath)) failedFolders.set(m.sourcePath, unusable.get(m.targetPath)!);
+      selectable = selectable.filter((m) => !failedFolders.has(m.sourcePath));
+      progress.foldersTotal = selectable.length;
     }
     const allRows = await ensureFolders(db, pid, selectable);
     let rows = new Map<string, FolderRow>(selectable.map((m) => [m.sourcePath, allRows.get(m.sourcePath)!]));
