@@ -115,6 +115,7 @@ export function readHeader(fields: string[], line: number, problems: ProblemList
   }
 
   header.recognised = true;
+  const dataInHeader = fields.some((f) => f.includes('@') || /[\r\n]/.test(f));
   const misspelt = new Map<ColumnName, { name: string; position: number }>();
   fields.forEach((name, i) => {
     const position = i + 1;
@@ -134,6 +135,12 @@ export function readHeader(fields: string[], line: number, problems: ProblemList
     const meant = near[i];
     if (meant && !exact.has(meant) && !misspelt.has(meant) && (REQUIRED_COLUMNS as readonly string[]).includes(meant)) {
       misspelt.set(meant, { name, position }); // reported once, as the missing column it stands for
+      return;
+    }
+    // A header that holds data (an address, a line break: rows run together) may hold a
+    // password among its unknown names: those are named by position only.
+    if (dataInHeader) {
+      problems.add({ line, check: 'unknown-column', text: `column ${position} of the header is not a column name but looks like data (rows run together, or the header line is missing); the columns are ${EXPECTED}${hint}` });
       return;
     }
     const text =

@@ -13,13 +13,16 @@ export class LineIndex {
   /** Offsets of the bytes that end a line. */
   private readonly ends: number[] = [];
 
-  /** The character that ends a line: LF in LF and CRLF files; CR only in a file without any LF (classic Mac). */
-  readonly eol: '\n' | '\r';
-
+  /**
+   * A line ends at LF, CRLF (its LF) or a lone CR, all three in one file: a classic-Mac
+   * (CR) file from "CSV (Macintosh)" with a row appended by `echo >>` has both, and taking
+   * one kind for the whole file read it as one line, its passwords as column names.
+   */
   constructor(private readonly file: Buffer) {
-    const eol = file.includes(LF) ? LF : CR;
-    this.eol = eol === LF ? '\n' : '\r';
-    for (let i = file.indexOf(eol); i !== -1; i = file.indexOf(eol, i + 1)) this.ends.push(i);
+    for (let i = 0; i < file.length; i++) {
+      const b = file[i];
+      if (b === LF || (b === CR && file[i + 1] !== LF)) this.ends.push(i);
+    }
   }
 
   /** The 1-based line that holds the byte at `offset`. */

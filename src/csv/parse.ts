@@ -29,22 +29,22 @@ export interface RecordSink {
 const COMMA = 0x2c;
 const QUOTE = 0x22;
 
-function options(eol: LineIndex['eol']): Options {
-  return {
-    bom: false, // the caller skips it, so offsets are plain file offsets
-    encoding: 'utf8',
-    relax_column_count: true, // the caller reports column counts, with the header's names
-    max_record_size: MAX_RECORD_CHARS,
-    // Both line ends, whatever the first line used: csv-parse otherwise takes the first
-    // line's for the whole file, and a row appended with `echo >>` to an Excel (CRLF) file
-    // kept a line-end character in its last value, the password, which then never logs in.
-    record_delimiter: eol === '\n' ? ['\r\n', '\n'] : ['\r'],
-  };
-}
+const OPTIONS: Options = {
+  bom: false, // the caller skips it, so offsets are plain file offsets
+  encoding: 'utf8',
+  relax_column_count: true, // the caller reports column counts, with the header's names
+  max_record_size: MAX_RECORD_CHARS,
+  // Every line end, whatever the first line used (lines.ts): csv-parse otherwise takes the
+  // first line's for the whole file, and a row appended with `echo >>` to an Excel (CRLF)
+  // file kept a line-end character in its last value, the password, which then never logs
+  // in; a CR file with an LF row was one record.
+  record_delimiter: ['\r\n', '\n', '\r'],
+};
 
-function count(s: string, ch: string): number {
+/** Line breaks in a value: CRLF, LF and lone CR each count once (as LineIndex counts them). */
+function lineBreaks(s: string): number {
   let n = 0;
-  for (let i = s.indexOf(ch); i !== -1; i = s.indexOf(ch, i + 1)) n++;
+  for (let i = 0; i < s.length; i++) if (s[i] === '\n' || (s[i] === '\r' && s[i + 1] !== '\n')) n++;
   return n;
 }
 
@@ -68,7 +68,7 @@ export function readRecords(file: Buffer, start: number, lines: LineIndex, sink:
     let records: string[][];
     let broken: { kind: BreakKind; line: number; field: number } | undefined;
     try {
-      records = parse(file.subarray(segment), options(lines.eol));
+      records = parse(file.subarray(segment), OPTIONS);
     } catch (err) {
       if (!(err instanceof CsvError)) throw err;
       // Never pass on err.message or the error's fields: they quote the broken value, which may be a password.
@@ -98,12 +98,12 @@ export function readRecords(file: Buffer, start: number, lines: LineIndex, sink:
       broken = { kind, line: lines.lineAt(fieldStart), field };
       // The sync API drops the records it had read when it throws: read the (well-formed) part before
       // the broken field again. With field > 0 its last record is the broken row's complete fields.
-      records = fieldStart > segment ? parse(file.subarray(segment, fieldStart), options(lines.eol)) : [];
+      records = fieldStart > segment ? parse(file.subarray(segment, fieldStart), OPTIONS) : [];
       if (field > 0) records.pop();
     }
     for (const fields of records) {
       let breaks = 0;
-      for (const f of fields) if (f.includes(lines.eol)) breaks += count(f, lines.eol);
+      for (const f of fields) if (f.includes('\n') || f.includes('\r')) breaks += lineBreaks(f);
       sink.record(fields, line, breaks);
       line += 1 + breaks;
     }
