@@ -149,7 +149,8 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       assert.match(bad.lastError!, /user4/);
       assert.match(bad.lastError!, /fail|refused|invalid/i);
       assert.equal(bad.copied, 0);
-      assert.ok(bad.nextSyncAt, 'a failed mailbox is retried after a backoff');
+      assert.equal(bad.nextSyncAt, null, 'a refused password is not tried again on a timer (lockout policies count the tries)');
+      assert.match(bad.lastError!, /not retried automatically.*batch update/);
 
       const status = await runCli(['batch', 'status', 'first'], lab.env);
       assert.equal(status.status, 0, status.stderr);

@@ -1,7 +1,7 @@
 /**
  * How long a failed mailbox waits before its next automatic attempt: doubling from `baseMs`
- * up to `capMs`. A wrong password is tried about once an hour at most, so it does not lock
- * the account under a lockout policy, while a server that was briefly down is retried soon.
+ * up to `capMs`, so a server that was briefly down is retried soon. A refused password is
+ * not retried on this timer at all (lease.ts release): lockout policies count its tries.
  */
 export interface BackoffPolicy {
   baseMs: number;

@@ -189,7 +189,12 @@ export async function pulse(store: Store, claim: Claim, progress: Readonly<SyncP
 export type RunResult =
   | { kind: 'synced'; summary: SyncSummary; pairId: number | null }
   /** `summary` when the sync finished but too many bad items make it a failure. */
-  | { kind: 'failed'; error: string; summary?: SyncSummary; pairId: number | null }
+  /**
+   * `loginRefused`: the source refused the mailbox's credentials. Not tried again by itself
+   * (see release), only once the admin corrects the row (batch update), retries it, or
+   * syncs or starts the batch.
+   */
+  | { kind: 'failed'; error: string; summary?: SyncSummary; pairId: number | null; loginRefused?: true }
   /** The worker gave up the run: shutting down, or its batch was stopped or is being deleted. */
   | { kind: 'interrupted'; why: 'shutdown' | 'stopped' | 'removed' | 'lease-lost'; pairId: number | null };
 
@@ -298,7 +303,12 @@ export function release(store: Store, claim: Claim, result: RunResult, progress:
       };
     } else if (result.kind === 'failed') {
       const attempts = m.attempts + 1;
-      patch = { ...common, status: 'Failed' as MailboxStatus, last_error: result.error, attempts, next_sync_at: now + backoffMs(attempts, policy.backoff) };
+      // A refused password is not tried again on a timer: lockout policies count failures
+      // (often 5 in 30 minutes), and a backoff that starts at a minute would lock the user's
+      // live account out of the old server within the hour. It waits for the admin.
+      const next = result.loginRefused ? null : now + backoffMs(attempts, policy.backoff);
+      const error = result.loginRefused ? `${result.error} (not retried automatically, so the account is not locked: correct the password with batch update, or retry the mailbox)` : result.error;
+      patch = { ...common, status: 'Failed' as MailboxStatus, last_error: error, attempts, next_sync_at: next };
     } else {
       // Given back unfinished: due at once, for whichever worker is free.
       patch = { ...common, status: restingStatus(m), next_sync_at: now };

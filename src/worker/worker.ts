@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import type { Store } from '../store/open.js';
 import type { SyncProgress } from '../sync/progress.js';
 import { pairOfFailedRun } from '../sync/mailbox-sync.js';
+import { credentialRefused, type ImapAuthError } from '../imap/errors.js';
 import { type BackoffPolicy, DEFAULT_BACKOFF } from './backoff.js';
 import { type Claim, claimNext, pulse, release, type RunResult } from './lease.js';
 import { judge } from './outcome.js';
@@ -160,7 +161,7 @@ export class Worker {
         result = { kind: 'interrupted', why: controller.signal.reason as Interruption, pairId: pairOfFailedRun(err) };
         log.info({ why: result.why }, 'sync interrupted');
       } else {
-        result = { kind: 'failed', error: (err as Error)?.message ?? String(err), pairId: pairOfFailedRun(err) };
+        result = { kind: 'failed', error: (err as Error)?.message ?? String(err), pairId: pairOfFailedRun(err), ...(sourceLoginRefused(err) ? { loginRefused: true as const } : {}) };
         log.warn({ err: result.error }, 'sync failed');
       }
     } finally {
@@ -184,4 +185,13 @@ export class Worker {
       }
     }
   }
+}
+
+/**
+ * Whether the source refused the mailbox's credentials: the error, or the one inside
+ * (withMailboxSides wraps what it throws to scrub passwords). A refusal without a side is
+ * the source's: its logins are resolved by auth/resolve.ts.
+ */
+function sourceLoginRefused(err: unknown): boolean {
+  return [err, (err as Error | null)?.cause].some((e) => credentialRefused(e) && (e as ImapAuthError).side !== 'target');
 }
