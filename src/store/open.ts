@@ -75,7 +75,15 @@ export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaul
   // no-op sync's 0.2 s).
   const nameComparator = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
   const migrator = new Migrator({ db, provider: migrationProvider(dialect), nameComparator });
-  const { error } = await migrator.migrateToLatest();
+  let { error } = await migrator.migrateToLatest();
+  // Kysely locks migrations on PostgreSQL (an advisory lock) but not on SQLite, where it
+  // assumes one process: `serve` and `worker` started together on a new (or upgraded) file
+  // ran the same ALTER TABLE twice ("duplicate column name"). Each migration batch is one
+  // transaction, so the loser finds the winner's migrations recorded when it tries again.
+  for (let attempt = 1; error && dialect === 'sqlite' && attempt <= 5; attempt++) {
+    await new Promise((r) => setTimeout(r, 100 * attempt));
+    ({ error } = await migrator.migrateToLatest());
+  }
   if (error) {
     await db.destroy();
     throw error instanceof Error ? error : new Error(String(error));
