@@ -177,3 +177,44 @@ describe('sync: a message moved out and back after a run that could not record i
     assert.equal((await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('INBOX')!.length, 10);
   });
 });
+
+describe('sync: messages the user deletes or moves on the source while the run copies', () => {
+  let lab: LabPair;
+  after(async () => lab?.stop());
+
+  test('are neither failures nor lost: the run ends in sync, the moved one is copied from its new folder', async () => {
+    lab = await startPair();
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxCreate('Work');
+    for (let n = 1; n <= 6; n++) await c.append('INBOX', message(n), [], new Date(Date.UTC(2022, 0, n)));
+    await c.logout();
+    // Between the run's scan and its first FETCH of message bodies, the user deletes
+    // message 3 and moves message 4 (Dovecot then answers BODY[] NIL for both).
+    let armed = true;
+    const relay = await startRelay(lab.source.port, {
+      beforeCommand: async (line) => {
+        if (!armed || !/BODY\.PEEK\[\]/.test(line)) return;
+        armed = false;
+        const u = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+        await u.mailboxOpen('INBOX');
+        await u.messageDelete('3', { uid: true });
+        await u.messageMove('4', 'Work', { uid: true });
+        await u.logout();
+      },
+    });
+    try {
+      const raced = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'], { sourcePort: relay.port })], env(lab));
+      assert.equal(armed, false, 'the user acted during the run');
+      assert.equal(raced.status, 0, raced.stderr);
+      assert.deepEqual([raced.json?.copied, raced.json?.failed, raced.json?.skipped], [4, 0, 0]);
+      const next = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'], { sourcePort: relay.port })], env(lab));
+      assert.equal(next.status, 0, next.stderr);
+      assert.equal(next.json?.copied, 1, 'message 4, from Work');
+      const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+      const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+      assert.deepEqual(compareMailboxes(src, tgt, (p) => p), []);
+    } finally {
+      await relay.stop();
+    }
+  });
+});

@@ -264,7 +264,7 @@ async function fetchChunk(hasher: ContentHasher, fetcher: RawFetcher, job: CopyJ
   const algorithms = digestAlgorithms(hasher, job.work);
   try {
     const r = await fetcher.fetch(uidSet(uids), { alloc });
-    return { messages: r.messages.map((m) => fromFetched(hasher, m, algorithms)), unreadable: r.unreadable };
+    return { messages: r.messages.map((m) => fromFetched(hasher, m, algorithms)), unreadable: await stillThere(fetcher, r.unreadable) };
   } catch (err) {
     if (!isImapRefusal(err)) throw err;
   }
@@ -274,13 +274,27 @@ async function fetchChunk(hasher: ContentHasher, fetcher: RawFetcher, job: CopyJ
     try {
       const r = await fetcher.fetch(String(uid), { alloc });
       messages.push(...r.messages.map((m) => fromFetched(hasher, m, algorithms)));
-      unreadable.push(...r.unreadable);
+      unreadable.push(...(await stillThere(fetcher, r.unreadable)));
     } catch (err) {
       if (!isImapRefusal(err)) throw err;
       unreadable.push({ uid, reason: `source could not deliver it: ${(err as Error).message}` });
     }
   }
   return { messages, unreadable };
+}
+
+/**
+ * Of the messages the source sent no bytes for (`BODY[] NIL`), those that still exist.
+ * Dovecot answers so for a message another session expunged (a user deleting or moving
+ * mail while the sync runs) before it tells this session of the expunge; the listing
+ * that follows (a UID command, during which the server may send EXPUNGE: RFC 3501
+ * §7.4.1) leaves such a message out. It is not a failure: the scan sees it gone next time,
+ * or, moved, copied from its new folder.
+ */
+async function stillThere(fetcher: RawFetcher, unreadable: Unreadable[]): Promise<Unreadable[]> {
+  if (unreadable.length === 0) return unreadable;
+  const listed = new Set((await fetcher.list(uidSet(unreadable.map((u) => u.uid)), {})).map((m) => m.uid));
+  return unreadable.filter((u) => listed.has(u.uid));
 }
 
 /**
