@@ -71,3 +71,32 @@ describe('verify on several connections', () => {
     assert.match(r.stderr, /MISSING F11 -> F11: source 3, target 0, 3 missing/);
   });
 });
+
+describe('verify: copies whose size and date the target changed', () => {
+  let lab: LabPair;
+  after(async () => lab?.stop());
+
+  test('are found (Message-ID alone, or From/Subject/Date alone), and said as changed, not missing', async () => {
+    lab = await startPair();
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.append('INBOX', Buffer.from('From: a@example.org\r\nSubject: with id\r\nMessage-ID: <d1@example.org>\r\nDate: Mon, 2 Mar 2020 10:00:00 +0000\r\n\r\nbody one\r\n'), [], new Date(Date.UTC(1970, 0, 1)));
+    await c.append('INBOX', Buffer.from('From: b@example.org\r\nSubject: no id\r\nDate: Tue, 3 Mar 2020 10:00:00 +0000\r\n\r\nbody two\r\n'), [], new Date(Date.UTC(1970, 0, 1)));
+    await c.logout();
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(r.status, 0, r.stderr);
+    // A target that stores 1970 as "now" and rewrites line ends (Courier, Cyrus): every
+    // copy's INTERNALDATE and RFC822.SIZE read through this relay differ from the source's.
+    const { startRelay } = await import('./helpers/relay.js');
+    const relay = await startRelay(lab.target.port, {
+      rewrite: (text) => text.replace(/INTERNALDATE "[^"]*"/g, 'INTERNALDATE "28-Nov-2026 10:00:00 +0000"').replace(/RFC822\.SIZE (\d+)/g, (_, n: string) => `RFC822.SIZE ${Number(n) + 2}`),
+    });
+    try {
+      const v = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'], { targetPort: relay.port })], env(lab));
+      assert.equal(v.status, 0, v.stdout + v.stderr);
+      const inbox = (v.json?.folders as { target: string; missing: number; dateDifferences: number; changedCopies: number }[]).find((f) => f.target === 'INBOX')!;
+      assert.deepEqual([inbox.missing, inbox.dateDifferences, inbox.changedCopies], [0, 2, 2]);
+    } finally {
+      await relay.stop();
+    }
+  });
+});

@@ -145,9 +145,10 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
         }
         const scoped = scopeText(scope.receivedAfter);
         const unread = result.folders.filter((f) => f.error !== undefined).length;
+        const dups = result.folders.reduce((n, f) => n + f.duplicates, 0);
         process.stderr.write(
           result.inSync
-            ? `in sync: all ${result.sourceMessages} source messages${scoped} are on the target\n`
+            ? `in sync: all ${result.sourceMessages} source messages${scoped} are on the target${dups ? `; ${dups} of them ${dups === 1 ? 'is' : 'are'} there more than once (duplicates, by folder above)` : ''}\n`
             : `NOT in sync: ${result.missing} of ${result.sourceMessages} source messages${scoped} are missing on the target${unread ? `, and ${unread} folder${unread === 1 ? '' : 's'} could not be read` : ''}\n`,
         );
         if (flags.json) process.stdout.write(JSON.stringify(result) + '\n');

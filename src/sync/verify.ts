@@ -114,14 +114,16 @@ function headerKey(headers: Buffer | undefined): string {
  * A message's identities, strictest first; a source message is matched to a target one by
  * the first that finds one still free. Content mode: digest and date, digest, then loose
  * digest (changed-copies.ts: the bytes a Courier or Cyrus target changes as it stores).
- * Default: size, date and Message-ID, then size and Message-ID, then date and Message-ID
- * (a message without Message-ID: size and date, then date with its From, Subject and Date
- * fields). A date that differs is the target's
+ * Default: size, date and Message-ID, then size and Message-ID, then date and Message-ID,
+ * then Message-ID alone (a message without Message-ID: size and date, then date with its
+ * From, Subject and Date fields, then those fields alone), the loosest last: a server that
+ * stores an out-of-range date as "now" and rewrites line ends changes both size and date
+ * (Courier), and its copy is still the copy. A date that differs is the target's
  * server's doing (Cyrus and Courier store 1970 or 2040 as "now"); so are other bytes.
  * Pairing by date first also keeps identical messages filed on other days apart.
  */
 interface Entry {
-  keys: readonly [string, string | null, string | null];
+  keys: readonly [string, string | null, string | null, string | null];
   uid: number;
   size: number;
   date: string;
@@ -150,11 +152,11 @@ async function readEntries(client: ImapFlow, path: string, uids: string, content
     if (content) {
       const raw = m.source ?? Buffer.alloc(0);
       const digest = hasher.digestOf(raw);
-      keys = [`${digest}|${seconds}`, digest, `~${looseDigest(raw)}`];
+      keys = [`${digest}|${seconds}`, digest, `~${looseDigest(raw)}`, null];
     } else {
       const id = messageId(m.headers);
       const other = id ? null : headerKey(m.headers);
-      keys = [`${m.size}|${seconds}|${id}`, id ? `${m.size}|${id}` : null, id ? `${seconds}|${id}` : other ? `${seconds}|h:${other}` : null];
+      keys = [`${m.size}|${seconds}|${id}`, id ? `${m.size}|${id}` : null, id ? `${seconds}|${id}` : other ? `${seconds}|h:${other}` : null, id ? `id:${id}` : other ? `h:${other}` : null];
     }
     out.push({ keys, uid: m.uid, size: m.size ?? 0, date: date.toISOString(), flags: flagsKey(m.flags) });
   };
@@ -202,8 +204,8 @@ function pairEntries(sourceEntries: readonly Entry[], targetEntries: readonly En
   const matched = new Map<Entry, Entry>();
   // First identity and flags together: identical messages with different flags (one read,
   // one not) pair with their own copies, so flags are not called different when they are not.
-  const keyOf = (e: Entry, pass: -1 | 0 | 1 | 2): string | null => (pass === -1 ? `${e.keys[0]}|${e.flags}` : e.keys[pass]);
-  for (const pass of [-1, 0, 1, 2] as const) {
+  const keyOf = (e: Entry, pass: -1 | 0 | 1 | 2 | 3): string | null => (pass === -1 ? `${e.keys[0]}|${e.flags}` : e.keys[pass]);
+  for (const pass of [-1, 0, 1, 2, 3] as const) {
     const pool = new Map<string, Entry[]>();
     for (const t of targetEntries) {
       const k = keyOf(t, pass);
