@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { freshDb, PG_BASE, postgresUnavailable } from './helpers/batch-lab.js';
+import { isStoreFailure } from '../src/store/open.js';
 
 const skip = await postgresUnavailable();
 if (skip) process.stderr.write(`# skipping the PostgreSQL connection test: ${skip}\n`);
@@ -32,6 +33,43 @@ test('idle connections closed by the server: no crash, the next query opens a ne
     await new Promise((r) => setTimeout(r, 300));
     assert.deepEqual(crashes.map((e) => e.message), []);
     assert.deepEqual(await store.db.selectFrom('batch').select('id').execute(), []);
+  } finally {
+    process.off('uncaughtException', onCrash);
+    await store.close();
+    await db.drop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a connection closed by the server while checked out (inside a transaction): no crash, the transaction fails as a database failure', { skip: skip ?? false }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mailferry-pg-'));
+  const db = await freshDb('postgres', dir);
+  const store = await db.open();
+  const crashes: Error[] = [];
+  const onCrash = (err: Error) => crashes.push(err);
+  process.on('uncaughtException', onCrash);
+  try {
+    const { default: pg } = await import('pg');
+    const name = new URL(db.url).pathname.slice(1);
+    const failed = await store.db
+      .transaction()
+      .execute(async (tx) => {
+        await tx.selectFrom('batch').select('id').execute();
+        const admin = new pg.Client({ connectionString: PG_BASE });
+        await admin.connect();
+        await admin.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [name]);
+        await admin.end();
+        await new Promise((r) => setTimeout(r, 300));
+        await tx.selectFrom('batch').select('id').execute();
+      })
+      .then(
+        () => null,
+        (err: unknown) => err,
+      );
+    assert.ok(failed, 'the transaction on the closed connection failed');
+    assert.equal(isStoreFailure(failed), true, String(failed));
+    assert.deepEqual(crashes.map((e) => e.message), []);
+    assert.deepEqual(await store.db.selectFrom('batch').select('id').execute(), [], 'the next query works');
   } finally {
     process.off('uncaughtException', onCrash);
     await store.close();

@@ -336,6 +336,39 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       }
     });
 
+    test('a run the state database failed under is given back, due at once; a refused source password waits for the admin', { skip: skip ?? false }, async () => {
+      const b = await batchOf(2);
+      const ids = (await store.db.selectFrom('batch_mailbox').select('id').where('batch_id', '=', b.id).orderBy('id').execute()).map((r) => r.id);
+      const runs = new Map<number, number>();
+      const runner: MailboxRunner = async (job) => {
+        runs.set(job.mailbox.id, (runs.get(job.mailbox.id) ?? 0) + 1);
+        if (job.mailbox.id === ids[0]) {
+          // What pg raises when an admin terminates the backend mid-run (SQLSTATE 57P01).
+          throw Object.assign(new Error('terminating connection due to administrator command'), { severity: 'FATAL', code: '57P01' });
+        }
+        const { ImapAuthError } = await import('../src/imap/errors.js');
+        throw Object.assign(new ImapAuthError(`login failed for ${job.mailbox.email_address}: AUTHENTICATIONFAILED`), { code: 'AUTHENTICATIONFAILED' });
+      };
+      const w = new Worker(store, { owner: 'W1', concurrency: 2, incrementalEveryMs: DAY, leaseTtlMs: 3000, pulseMs: 200, pollMs: 20, runner, logger: silent });
+      const running = w.run();
+      try {
+        for (const end = Date.now() + 5000; !runs.get(ids[0]!) || !runs.get(ids[1]!); await new Promise((r) => setTimeout(r, 20))) if (Date.now() > end) assert.fail(`timed out: ${JSON.stringify([...runs])}`);
+        await new Promise((r) => setTimeout(r, 300));
+      } finally {
+        w.stop();
+        await running;
+      }
+      assert.equal(runs.get(ids[1]!), 1, 'the refused password was tried once');
+      const [db, refused] = await Promise.all(ids.map((id) => store.db.selectFrom('batch_mailbox').selectAll().where('id', '=', id).executeTakeFirstOrThrow()));
+      assert.notEqual(db!.status, 'Failed', 'a database failure is not the mailbox\'s');
+      assert.equal(db!.last_error, null);
+      assert.equal(runs.get(ids[0]!), 1, 'taken again after a pause, not at once');
+      assert.ok(db!.next_sync_at !== null && db!.next_sync_at > Date.now() && db!.next_sync_at <= Date.now() + 30_000, String(db!.next_sync_at));
+      assert.equal(refused!.status, 'Failed');
+      assert.equal(refused!.next_sync_at, null);
+      assert.match(refused!.last_error!, /not retried automatically/);
+    });
+
     test('workers in several processes never sync one mailbox twice at once, and keep the endpoint limit', { skip: skip ?? false }, async () => {
       const LIMIT = 3;
       const b = await batchOf(12, { migrations: LIMIT });

@@ -93,7 +93,10 @@ export async function batchMxReport(db: Kysely<Database>, batchId: number, now: 
   const byDomain = new Map<string, typeof mailboxes>();
   for (const m of mailboxes) {
     const d = domainOf(m.email_key);
-    byDomain.set(d, [...(byDomain.get(d) ?? []), m]);
+    // Pushed, not copied: one domain of 50,000 mailboxes made a copy per mailbox (30 s).
+    const list = byDomain.get(d);
+    if (list) list.push(m);
+    else byDomain.set(d, [m]);
   }
   const watches = await latestWatches(db, [...byDomain.keys()]);
   const warnings: string[] = [];

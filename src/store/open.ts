@@ -64,6 +64,10 @@ export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaul
     // `serve` and every sync with it. The pool has already dropped that client and opens a
     // new one when next needed; a query running on a closed connection fails on its own.
     pool.on('error', (err) => process.stderr.write(`mailferry: an idle PostgreSQL connection was closed (${err.message}); a new one is opened when needed\n`));
+    // …and pg-pool takes that listener off a client while it is checked out (a transaction,
+    // a query): a connection cut then was an unhandled 'error' event too. The query on it
+    // fails with the error; the client is not given back to the pool.
+    pool.on('connect', (client) => client.on('error', (err) => process.stderr.write(`mailferry: a PostgreSQL connection in use was closed (${err.message})\n`)));
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     dialect = 'postgres';
     displayUrl = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
@@ -89,4 +93,20 @@ export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaul
     throw error instanceof Error ? error : new Error(String(error));
   }
   return { db, dialect, displayUrl, close: () => db.destroy() };
+}
+
+/**
+ * Whether an error is the state database failing for a while rather than the work: a
+ * PostgreSQL connection lost or refused (SQLSTATE classes 08, 57P, 53: a restart, an admin
+ * terminating backends, no connection slots), a deadlock or serialization failure (40),
+ * SQLite busy, locked or I/O errors. A run that meets one is interrupted, not failed. Other
+ * database errors (a constraint, a syntax error) would repeat: they stay failures.
+ */
+export function isStoreFailure(err: unknown): boolean {
+  for (let e = err as { severity?: unknown; code?: unknown; name?: unknown; message?: unknown; cause?: unknown } | null, depth = 0; e && depth < 3; e = e.cause as typeof e, depth++) {
+    if (typeof e.severity === 'string' && typeof e.code === 'string' && /^(08|57P|53|40)/.test(e.code)) return true;
+    if (e.name === 'SqliteError' && typeof e.code === 'string' && /^SQLITE_(BUSY|LOCKED|IOERR)/.test(e.code)) return true;
+    if (typeof e.message === 'string' && /^(Connection terminated|Client has encountered a connection error and is not queryable|connect ECONNREFUSED)/.test(e.message)) return true;
+  }
+  return false;
 }

@@ -196,13 +196,17 @@ export type RunResult =
    */
   | { kind: 'failed'; error: string; summary?: SyncSummary; pairId: number | null; loginRefused?: true }
   /** The worker gave up the run: shutting down, or its batch was stopped or is being deleted. */
-  | { kind: 'interrupted'; why: 'shutdown' | 'stopped' | 'removed' | 'lease-lost'; pairId: number | null };
+  /** `database`: the state database failed under the run (a PostgreSQL restart): not the mailbox's failure. */
+  | { kind: 'interrupted'; why: 'shutdown' | 'stopped' | 'removed' | 'lease-lost' | 'database'; pairId: number | null };
 
 export interface ReleasePolicy {
   incrementalEveryMs: number;
   backoff: BackoffPolicy;
   now?: number;
 }
+
+/** How long a run the state database failed under waits before it is taken again. */
+export const DATABASE_PAUSE_MS = 30_000;
 
 /** At most this many skipped items are kept per mailbox for status and reports (the journal has all). */
 export const SKIPPED_ITEMS_KEPT = 1000;
@@ -248,7 +252,7 @@ export function release(store: Store, claim: Claim, result: RunResult, progress:
     const durationMs = now - claim.startedAt;
     const summary = result.kind === 'interrupted' ? undefined : result.summary;
     const outcome: RunOutcome =
-      result.kind === 'synced' ? 'synced' : result.kind === 'failed' ? 'failed' : result.why === 'shutdown' || result.why === 'lease-lost' ? 'interrupted' : 'stopped';
+      result.kind === 'synced' ? 'synced' : result.kind === 'failed' ? 'failed' : result.why === 'shutdown' || result.why === 'lease-lost' || result.why === 'database' ? 'interrupted' : 'stopped';
     const runCopied = summary?.copied ?? progress?.copied ?? 0;
     const runBytes = summary?.bytes ?? progress?.copiedBytes ?? 0;
     await tx
@@ -310,8 +314,9 @@ export function release(store: Store, claim: Claim, result: RunResult, progress:
       const error = result.loginRefused ? `${result.error} (not retried automatically, so the account is not locked: correct the password with batch update, or retry the mailbox)` : result.error;
       patch = { ...common, status: 'Failed' as MailboxStatus, last_error: error, attempts, next_sync_at: next };
     } else {
-      // Given back unfinished: due at once, for whichever worker is free.
-      patch = { ...common, status: restingStatus(m), next_sync_at: now };
+      // Given back unfinished: due at once, for whichever worker is free; after a database
+      // failure, once the database has had a moment (not a loop of failing runs).
+      patch = { ...common, status: restingStatus(m), next_sync_at: result.kind === 'interrupted' && result.why === 'database' ? now + DATABASE_PAUSE_MS : now };
     }
     if (stopped) patch.status = 'Stopped';
     await tx.updateTable('batch_mailbox').set(patch).where('id', '=', m.id).execute();

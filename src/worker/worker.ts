@@ -8,7 +8,7 @@
  * a margin) without a successful pulse, before anyone else may take the mailbox.
  */
 import type { Logger } from 'pino';
-import type { Store } from '../store/open.js';
+import { isStoreFailure, type Store } from '../store/open.js';
 import type { SyncProgress } from '../sync/progress.js';
 import { pairOfFailedRun } from '../sync/mailbox-sync.js';
 import { credentialRefused, type ImapAuthError } from '../imap/errors.js';
@@ -160,6 +160,11 @@ export class Worker {
         // What it copied before it was stopped is in the journal: the counts must show it.
         result = { kind: 'interrupted', why: controller.signal.reason as Interruption, pairId: pairOfFailedRun(err) };
         log.info({ why: result.why }, 'sync interrupted');
+      } else if (isStoreFailure(err)) {
+        // The journal is safe (every write is a transaction), and the mailbox did nothing
+        // wrong: given back, due at once, rather than Failed with a backoff.
+        result = { kind: 'interrupted', why: 'database', pairId: pairOfFailedRun(err) };
+        log.warn({ err: (err as Error).message }, 'sync interrupted: the state database failed');
       } else {
         result = { kind: 'failed', error: (err as Error)?.message ?? String(err), pairId: pairOfFailedRun(err), ...(sourceLoginRefused(err) ? { loginRefused: true as const } : {}) };
         log.warn({ err: result.error }, 'sync failed');
