@@ -336,6 +336,37 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       }
     });
 
+    test('a sync asked for early (sync now) whose worker died is taken again once its lease expires', { skip: skip ?? false }, async () => {
+      const b = await batchOf(1);
+      const now = Date.now();
+      // Synced, next incremental a day away; then the admin asks for one now.
+      await store.db.updateTable('batch_mailbox').set({ initial_synced_at: now - 1000, last_sync_at: now - 1000, status: 'Synced', next_sync_at: now + DAY, sync_requested: 1 }).where('batch_id', '=', b.id).execute();
+      const dying = (await claimNext(store, { owner: 'A', ttlMs: TTL, now }))!;
+      assert.equal(dying.kind, 'incremental');
+      // Worker A is SIGKILLed: nothing is released. Once its lease has expired:
+      const later = now + TTL + 1;
+      const again = await claimNext(store, { owner: 'B', ttlMs: TTL, now: later });
+      assert.equal(again?.mailboxId, dying.mailboxId, 'the request was not lost with the worker');
+      await release(store, again!, { kind: 'interrupted', why: 'shutdown', pairId: null }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF, now: later });
+    });
+
+    test('the migrations limit caps every sync on the endpoint; incremental syncs also have their own', { skip: skip ?? false }, async () => {
+      const b = await batchOf(5, { migrations: 3, incremental: 2 });
+      const ids = (await store.db.selectFrom('batch_mailbox').select('id').where('batch_id', '=', b.id).orderBy('id').execute()).map((r) => r.id);
+      const now = Date.now();
+      // Mailboxes 3–5 are synced and due for an incremental sync; 1–2 still need their first.
+      await store.db.updateTable('batch_mailbox').set({ initial_synced_at: now - 1000, status: 'Synced', next_sync_at: now - 1 }).where('id', 'in', ids.slice(2)).execute();
+      const claims = [];
+      for (let i = 0; i < 5; i++) {
+        const c = await claimNext(store, { owner: `W${i}`, ttlMs: TTL, now });
+        if (c) claims.push(c);
+      }
+      const kinds = claims.map((c) => c.kind).sort();
+      assert.equal(claims.length, 3, `three syncs at once in all: ${kinds.join(', ')}`);
+      assert.ok(kinds.filter((k) => k === 'incremental').length <= 2);
+      for (const c of claims) await release(store, c, { kind: 'interrupted', why: 'shutdown', pairId: null }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF, now });
+    });
+
     test('a run the state database failed under is given back, due at once; a refused source password waits for the admin', { skip: skip ?? false }, async () => {
       const b = await batchOf(2);
       const ids = (await store.db.selectFrom('batch_mailbox').select('id').where('batch_id', '=', b.id).orderBy('id').execute()).map((r) => r.id);

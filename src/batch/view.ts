@@ -164,8 +164,9 @@ export function mailboxView(m: BatchMailboxRow, now: number): MailboxView {
     megabytesPerSecond: syncSeconds > 0 ? round(m.bytes / MB / syncSeconds, 2) : 0,
     initialSyncedAt: iso(m.initial_synced_at),
     lastSyncAt: iso(m.last_sync_at),
-    // A stopped mailbox has no next sync until its batch is started again.
-    nextSyncAt: m.status === 'Stopped' ? null : iso(m.next_sync_at),
+    // A stopped mailbox has no next sync until its batch is started again; one syncing has
+    // its next time set when the run ends.
+    nextSyncAt: m.status === 'Stopped' || syncing ? null : iso(m.next_sync_at),
     syncRequested: m.sync_requested === 1,
     lastError: m.last_error,
     attempts: m.attempts,

@@ -18,7 +18,7 @@
  */
 import { sql } from 'kysely';
 import type { Store } from '../store/open.js';
-import type { BatchState, EndpointRow, MailboxStatus, RunOutcome, SyncKind } from '../store/schema.js';
+import type { BatchState, MailboxStatus, RunOutcome, SyncKind } from '../store/schema.js';
 import type { SyncProgress } from '../sync/progress.js';
 import type { SyncSummary } from '../sync/options.js';
 import { INITIAL_PENDING, restingStatus } from '../batch/status.js';
@@ -46,20 +46,16 @@ export interface ClaimOptions {
   lookahead?: number;
 }
 
-/** The endpoint's limit for this kind of sync (SPEC §3: concurrent migrations, concurrent incremental syncs). */
-export function limitOf(e: Pick<EndpointRow, 'max_concurrent_migrations' | 'max_concurrent_incremental_syncs'>, kind: SyncKind): number {
-  return kind === 'initial' ? e.max_concurrent_migrations : e.max_concurrent_incremental_syncs;
-}
-
-async function liveLeases(tx: Tx, side: 'endpoint_id' | 'target_id', endpointId: number, kind: SyncKind, now: number): Promise<number> {
-  const r = await tx
+/** Live leases on an endpoint: of one kind, or of both (`kind` undefined). */
+async function liveLeases(tx: Tx, side: 'endpoint_id' | 'target_id', endpointId: number, kind: SyncKind | undefined, now: number): Promise<number> {
+  let q = tx
     .selectFrom('batch_mailbox as m')
     .innerJoin('batch as b', 'b.id', 'm.batch_id')
     .select((eb) => eb.fn.countAll<number>().as('n'))
     .where(`b.${side}`, '=', endpointId)
-    .where('m.lease_kind', '=', kind)
-    .where('m.lease_expires_at', '>=', now)
-    .executeTakeFirstOrThrow();
+    .where('m.lease_expires_at', '>=', now);
+  q = kind === undefined ? q.where('m.lease_kind', 'is not', null) : q.where('m.lease_kind', '=', kind);
+  const r = await q.executeTakeFirstOrThrow();
   return Number(r.n);
 }
 
@@ -89,12 +85,20 @@ export function claimNext(store: Store, opts: ClaimOptions): Promise<Claim | nul
     const endpoints = new Map((await q.execute()).map((e) => [e.id, e]));
 
     const live = new Map<string, number>();
-    const underLimit = async (side: 'endpoint_id' | 'target_id', id: number, kind: SyncKind): Promise<boolean> => {
-      const key = `${side}:${id}:${kind}`;
+    const count = async (side: 'endpoint_id' | 'target_id', id: number, kind: SyncKind | undefined): Promise<number> => {
+      const key = `${side}:${id}:${kind ?? 'all'}`;
       let n = live.get(key);
       if (n === undefined) live.set(key, (n = await liveLeases(tx, side, id, kind, now)));
+      return n;
+    };
+    // As Exchange's endpoints count them: incremental syncs are migrations too, so the
+    // migrations limit caps every sync on the endpoint (it is what protects the server),
+    // and incremental syncs have their own, lower limit within it.
+    const underLimit = async (side: 'endpoint_id' | 'target_id', id: number, kind: SyncKind): Promise<boolean> => {
       const e = endpoints.get(id);
-      return e !== undefined && n < limitOf(e, kind);
+      if (e === undefined) return false;
+      if ((await count(side, id, undefined)) >= e.max_concurrent_migrations) return false;
+      return kind === 'initial' || (await count(side, id, 'incremental')) < e.max_concurrent_incremental_syncs;
     };
 
     for (const c of candidates) {
@@ -138,6 +142,10 @@ export function claimNext(store: Store, opts: ClaimOptions): Promise<Claim | nul
           lease_expires_at: expiresAt,
           status,
           sync_requested: 0,
+          // Due from now on until the run is released (which sets the next time): a run
+          // whose worker dies is taken again once its lease expires, even when it was asked
+          // for by sync now, retry or update (the request is cleared above) before its time.
+          next_sync_at: startedAt,
           progress_phase: 'connecting',
           progress_copied: 0,
           progress_to_copy: 0,
