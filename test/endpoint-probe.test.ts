@@ -177,6 +177,16 @@ describe('probeEndpoint against scripted servers', { concurrency: true }, () => 
     assert.match(step(r, 'greeting').detail, /refused the connection: “\* BYE Too many connections from your IP”/);
   });
 
+  it('a PREAUTH greeting fails the test, with or without a sample login: a sync cannot use it', async () => {
+    const pre = await start(fakeImap('* PREAUTH IMAP4rev1 logged in as alice', 'IMAP4rev1'));
+    for (const login of [undefined, { method: 'login' as const, username: 'bob', password: 'pw-1' }]) {
+      const r = await probeEndpoint({ host: HOST, port: pre.port, tls: 'none', ...(login ? { login } : {}) });
+      assert.equal(r.ok, false);
+      assert.equal(outline(r), 'connect:ok greeting:ok capabilities:ok login:FAIL');
+      assert.match(step(r, 'login').detail, /PREAUTH greeting.*cannot tell whose mailbox/);
+    }
+  });
+
   it('a server without STARTTLS fails "starttls" with a plain reason', async () => {
     const noTls = await start(fakeImap('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi', 'IMAP4rev1 AUTH=PLAIN'));
     const r = await probeEndpoint({ host: HOST, port: noTls.port, tls: 'starttls' });

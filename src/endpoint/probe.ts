@@ -118,7 +118,7 @@ export async function probeEndpoint(opts: ProbeOptions): Promise<ProbeResult> {
     steps.push({ step: 'capabilities', ok: true, detail: `${caps.size} capabilities; ${before.summary}`, ms: Date.now() - t });
     warnings.push(...before.warnings);
 
-    if (opts.login) {
+    if (opts.login || conn.preauth) {
       t = Date.now();
       const r = await tryLogin(conn, opts.login, caps, opts, limit, deadline);
       steps.push({ ...r.step, ms: Date.now() - t });
@@ -133,18 +133,21 @@ export async function probeEndpoint(opts: ProbeOptions): Promise<ProbeResult> {
   }
 }
 
+/** `login` undefined: only to say that a PREAUTH greeting cannot be used. */
 async function tryLogin(
   conn: RawConnection,
-  login: ImapLogin,
+  login: ImapLogin | undefined,
   caps: ReadonlySet<string>,
   opts: ProbeOptions,
   limit: DeadlineGuard,
   deadline: Deadline,
 ): Promise<{ step: Omit<ProbeStep, 'ms'>; warnings: string[] }> {
-  const who = loginDisplayName(login);
+  const who = login ? loginDisplayName(login) : 'a login';
   const failed = (detail: string) => ({ step: { step: 'login' as const, ok: false, detail }, warnings: [] });
-  if (conn.preauth) {
-    return { step: { step: 'login', ok: true, detail: `not needed: the server authenticated the connection by itself (PREAUTH), so the login of ${who} was not tried` }, warnings: [] };
+  if (conn.preauth || !login) {
+    // As a sync refuses it (imapflow-session.ts): a test that passed here would be a batch
+    // whose every mailbox fails.
+    return failed(`the server logged the connection in by itself (PREAUTH greeting, RFC 3501 §7.1.4) instead of asking for ${who}: mailferry cannot tell whose mailbox that is; connect to an IMAP service that asks for a login`);
   }
   if (login.method === 'login' && caps.has('LOGINDISABLED')) {
     // RFC 3501 §6.2.3: a client MUST NOT send LOGIN when LOGINDISABLED is advertised.
