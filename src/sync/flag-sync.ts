@@ -125,20 +125,29 @@ export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, w
     for (const b of batches.values()) {
       const set = uidSet(b.uids);
       // imapflow answers false when the server refused the STORE (NO/BAD): Dovecot for a
-      // keyword over its length limit, Cyrus past its keywords per folder. The system
-      // flags are then set on their own, and the refusal is logged, not counted. The
-      // journal still takes the source's flags: sending a refused keyword on every run
-      // would only be refused again.
+      // keyword over its length limit, Cyrus past its keywords per folder, Courier for
+      // keywords it does not take (or any, with IMAP_KEYWORDS=0), for clearing as well as
+      // setting. The flags are then stored apart (the system flags together, each keyword
+      // alone), so one refused keyword costs only itself, and the refusal is logged, not
+      // counted. The journal still takes the source's flags: sending a refused keyword on
+      // every run would only be refused again.
+      const store = async (op: 'add' | 'remove', flags: string[]): Promise<string[]> => {
+        const what = `${op === 'add' ? 'setting' : 'clearing'} flags in ${path}`;
+        const one = (f: string[]) => withWatchdog(target, stallMs, what, () => (op === 'add' ? target.messageFlagsAdd(set, f, { uid: true, silent: true }) : target.messageFlagsRemove(set, f, { uid: true, silent: true })));
+        if (flags.length === 0 || (await one(flags))) return [];
+        const system = flags.filter((f) => f.startsWith('\\'));
+        const parts = [...(system.length ? [system] : []), ...flags.filter((f) => !f.startsWith('\\')).map((k) => [k])];
+        if (parts.length === 1) return flags;
+        const refused: string[] = [];
+        for (const part of parts) if (!(await one(part))) refused.push(...part);
+        return refused;
+      };
       let ok = true;
-      if (b.add.length && !(await withWatchdog(target, stallMs, `setting flags in ${path}`, () => target.messageFlagsAdd(set, b.add, { uid: true, silent: true })))) {
+      for (const op of ['add', 'remove'] as const) {
+        const refused = await store(op, op === 'add' ? b.add : b.remove);
+        if (refused.length === 0) continue;
         ok = false;
-        const system = b.add.filter((f) => f.startsWith('\\'));
-        if (system.length) await withWatchdog(target, stallMs, `setting flags in ${path}`, () => target.messageFlagsAdd(set, system, { uid: true, silent: true }));
-        log.warn({ folder: path, flags: b.add, messages: b.uids.length }, 'the target refused to set these flags');
-      }
-      if (b.remove.length && !(await withWatchdog(target, stallMs, `clearing flags in ${path}`, () => target.messageFlagsRemove(set, b.remove, { uid: true, silent: true })))) {
-        ok = false;
-        log.warn({ folder: path, flags: b.remove, messages: b.uids.length }, 'the target refused to clear these flags');
+        log.warn({ folder: path, flags: refused, messages: b.uids.length }, `the target refused to ${op === 'add' ? 'set' : 'clear'} these flags`);
       }
       if (ok) applied += b.uids.length;
     }
