@@ -218,3 +218,64 @@ describe('sync: messages the user deletes or moves on the source while the run c
     }
   });
 });
+
+describe('sync: a folder deleted and made again on the source, its mail moved back later', () => {
+  let lab: LabPair;
+  after(async () => lab?.stop());
+
+  test('the mail that comes back is linked to the copies it has, also runs later and after a second re-creation', async () => {
+    lab = await startPair();
+    const sync = () => runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    const on = async (use: (c: Awaited<ReturnType<typeof connect>>) => Promise<unknown>) => {
+      const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+      try {
+        await use(c);
+      } finally {
+        await c.logout();
+      }
+    };
+    await on(async (c) => {
+      await c.mailboxCreate('Trash');
+      await c.mailboxCreate('Projects');
+      for (let n = 1; n <= 4; n++) await c.append('Projects', message(n), [], new Date(Date.UTC(2023, 0, n)));
+    });
+    assert.equal((await sync()).json?.copied, 4);
+    // The user moves the mail to Trash, deletes the folder, makes it again with new mail.
+    await on(async (c) => {
+      await c.mailboxOpen('Projects');
+      await c.messageMove('1:*', 'Trash');
+      await c.mailboxDelete('Projects');
+      await c.mailboxCreate('Projects');
+      await c.append('Projects', message(9), [], new Date(Date.UTC(2023, 0, 9)));
+    });
+    const second = await sync();
+    assert.equal(second.status, 0, second.stderr);
+    assert.equal(second.json?.copied, 5, 'message 9, and messages 1–4 into Trash');
+    // A run later, the user moves the four back.
+    await on(async (c) => {
+      await c.mailboxOpen('Trash');
+      await c.messageMove('1:*', 'Projects');
+    });
+    const third = await sync();
+    assert.equal(third.status, 0, third.stderr);
+    assert.deepEqual([third.json?.copied, third.json?.alreadyOnTarget], [0, 4]);
+    const projects = async () => (await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('Projects')!.length;
+    assert.equal(await projects(), 5, 'messages 1–4 once, and 9');
+    // Made again a second time: the orphans of both changes are kept side by side.
+    await on(async (c) => {
+      await c.mailboxOpen('Projects');
+      await c.messageMove('1:*', 'Trash');
+      await c.mailboxDelete('Projects');
+      await c.mailboxCreate('Projects');
+      await c.mailboxOpen('Trash');
+      await c.messageMove('1:*', 'Projects');
+    });
+    const fourth = await sync();
+    assert.equal(fourth.status, 0, fourth.stderr);
+    assert.equal(fourth.json?.copied, 0);
+    assert.equal(await projects(), 5);
+    const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.deepEqual(compareMailboxes(src, tgt, (p) => p).filter((p) => !/unexpected message/.test(p)), []);
+  });
+});

@@ -400,10 +400,10 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     progress.phase = 'scanning';
     emit();
     const toRetry = ids.length
-      ? (await db.selectFrom('message').select(['folder_id', 'source_uid', 'skip_kind', 'size', 'state', 'internal_date', 'reason']).where('folder_id', 'in', ids).where('state', 'in', ['skipped', 'orphan']).execute())
+      ? (await db.selectFrom('message').select(['folder_id', 'source_uid', 'skip_kind', 'size', 'state', 'internal_date', 'reason']).where('folder_id', 'in', ids).where('state', '=', 'skipped').execute())
           // An out-of-scope skipped message is not retried (scan.ts), so it must not make
           // the folder miss the fast path on every run either.
-          .filter((r) => r.state === 'orphan' || (isRetryableSkip(r, maxMessageSize) && rowInScope(r, opts.receivedAfter) && !memory.skippedInThisRun(r.folder_id, r.source_uid)))
+          .filter((r) => isRetryableSkip(r, maxMessageSize) && rowInScope(r, opts.receivedAfter) && !memory.skippedInThisRun(r.folder_id, r.source_uid))
       : [];
     const retryFolders = new Set(toRetry.map((r) => r.folder_id));
     // A folder an earlier run could only list around messages that drop the connection
@@ -642,12 +642,6 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     for (const w of works) {
       const s = w.snapshot;
       if (!s) continue;
-      // Orphans this pass could not adopt are gone from the source. With a cut-off, only
-      // those in scope: an older one was not listed, and a later run without the cut-off
-      // must still find it to adopt (or it would copy that message again).
-      let orphans = db.deleteFrom('message').where('folder_id', '=', w.row.id).where('state', '=', 'orphan');
-      if (opts.receivedAfter !== undefined) orphans = orphans.where((eb) => eb.or([eb('internal_date', '>=', opts.receivedAfter!), eb('internal_date', '=', 0)]));
-      await orphans.execute();
       await updateFolder(db, w.row.id, {
         source_uidvalidity: s.uidValidity,
         synced_uidnext: Math.max(w.row.synced_uidnext, s.uidNext),

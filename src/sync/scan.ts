@@ -164,6 +164,24 @@ async function offerExpunged(db: ScanContext['db'], work: FolderWork, gone: read
   }
 }
 
+/**
+ * Offers the copies made under an earlier UIDVALIDITY of the folder (orphans) whose size
+ * one of the messages to copy has. They are kept for as long as the journal is, not only
+ * for the run that saw the change: a folder deleted and made again, and mail moved back
+ * into it later (from Trash, say), is mail whose copies are there already.
+ */
+async function offerOrphans(db: ScanContext['db'], work: FolderWork): Promise<void> {
+  if (work.toCopy.length === 0) return;
+  const sizes = new Set(work.toCopy.map((m) => m.size));
+  for (const o of await db.selectFrom('message').selectAll().where('folder_id', '=', work.row.id).where('state', '=', 'orphan').execute()) {
+    // Copied rows always carry a digest; one without could never be matched anyway.
+    if (o.digest === null || !sizes.has(o.size)) continue;
+    const list = work.orphans.get(o.digest) ?? [];
+    list.push(o);
+    work.orphans.set(o.digest, list);
+  }
+}
+
 export async function scanFolder(ctx: ScanContext, source: ScanSource, work: FolderWork): Promise<void> {
   const { db } = ctx;
   const { lister } = source;
@@ -186,24 +204,18 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
 
   if (row.source_uidvalidity !== null && row.source_uidvalidity !== snapshot.uidValidity && !ctx.dryRun) {
     // RFC 3501 §2.3.1.1: the old UIDs mean nothing now. Keep what was copied as orphans
-    // (negated UIDs) to be adopted by content, and scan the folder from the start.
+    // (negative keys) to be adopted by content, and scan the folder from the start.
     await db.transaction().execute(async (trx) => {
-      await trx.updateTable('message').set((eb) => ({ state: 'orphan', source_uid: eb.neg(eb.ref('source_uid')) })).where('folder_id', '=', row.id).where('state', '=', 'copied').where('source_uid', '>', 0).execute();
+      // Orphans are kept (offerOrphans), so those of an earlier change may be there: the new
+      // ones are numbered below them (a negative key each; the old UID means nothing now).
+      const lowest = await trx.selectFrom('message').select((eb) => eb.fn.min<number | string | null>('source_uid').as('m')).where('folder_id', '=', row.id).where('state', '=', 'orphan').executeTakeFirst();
+      const below = Math.max(0, -Number(lowest?.m ?? 0));
+      await trx.updateTable('message').set((eb) => ({ state: 'orphan', source_uid: eb.neg(eb(eb.ref('source_uid'), '+', below)) })).where('folder_id', '=', row.id).where('state', '=', 'copied').where('source_uid', '>', 0).execute();
       await trx.deleteFrom('message').where('folder_id', '=', row.id).where('state', 'in', ['pending', 'skipped']).execute();
       await trx.updateTable('folder').set({ source_uidvalidity: snapshot.uidValidity, synced_uidnext: 1, source_highestmodseq: null, source_messages: null }).where('id', '=', row.id).execute();
     });
     row = { ...row, source_uidvalidity: snapshot.uidValidity, synced_uidnext: 1, source_highestmodseq: null, source_messages: null };
     work.row = row;
-  }
-  if (!ctx.dryRun) {
-    const orphanRows = await db.selectFrom('message').selectAll().where('folder_id', '=', row.id).where('state', '=', 'orphan').execute();
-    for (const o of orphanRows) {
-      // Copied rows always carry a digest; one without could never be matched anyway.
-      if (o.digest === null) continue;
-      const list = work.orphans.get(o.digest) ?? [];
-      list.push(o);
-      work.orphans.set(o.digest, list);
-    }
   }
   if (snapshot.messages === 0) return;
 
@@ -281,6 +293,7 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
     }
   }
   await offerExpunged(db, work, goneCopied);
+  if (!ctx.dryRun) await offerOrphans(db, work);
   if (unreadable.length && !ctx.dryRun) {
     // Below the watermark only as a retried skip: `n:*` lists the highest message whatever n.
     const recorded = unreadable.filter((uid) => uid >= watermark || retry.includes(uid));
