@@ -24,20 +24,22 @@ async function on(lab: LabPair, side: 'source' | 'target', use: (c: ImapFlow) =>
   }
 }
 
+const sync = (lab: LabPair) => runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+
+/** Each message of a target folder as [subject, its flags sorted]. */
+const flagsIn = async (lab: LabPair, folder: string) => {
+  const out: [string, string][] = [];
+  await on(lab, 'target', async (c) => {
+    if (!(await c.list()).some((f) => f.path === folder)) return;
+    await c.mailboxOpen(folder, { readOnly: true });
+    for await (const m of c.fetch('1:*', { envelope: true, flags: true })) out.push([m.envelope?.subject ?? '', [...(m.flags ?? [])].filter((f) => f !== '\\Recent').sort().join(' ')]);
+  });
+  return out;
+};
+
 describe('sync: a folder mapping stays where the copies are', () => {
   const labs: LabPair[] = [];
   after(async () => Promise.all(labs.map((l) => l.stop())));
-  const sync = (lab: LabPair) => runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
-  /** Each message of a target folder as [subject, its flags sorted]. */
-  const flagsIn = async (lab: LabPair, folder: string) => {
-    const out: [string, string][] = [];
-    await on(lab, 'target', async (c) => {
-      if (!(await c.list()).some((f) => f.path === folder)) return;
-      await c.mailboxOpen(folder, { readOnly: true });
-      for await (const m of c.fetch('1:*', { envelope: true, flags: true })) out.push([m.envelope?.subject ?? '', [...(m.flags ?? [])].filter((f) => f !== '\\Recent').sort().join(' ')]);
-    });
-    return out;
-  };
 
   test('the target gains the special-use folder after the first run (a client makes "Sent" there after the MX switch)', async () => {
     const lab = await startPair({ source: { specialUse: { '\\Sent': 'Sent Messages' } }, target: { specialUse: {} } });
@@ -141,5 +143,47 @@ describe('sync: a target folder that exists only as a container (\\Noselect)', (
     assert.equal(partly.status, 1, partly.stderr);
     assert.equal(partly.json?.copied, 1, 'the inbox is copied');
     assert.match(partly.stderr, /Stuff.*cannot hold messages/);
+  });
+});
+
+describe('sync: folders the user renames or deletes on the target after the MX switch', () => {
+  const labs: LabPair[] = [];
+  after(async () => Promise.all(labs.map((l) => l.stop())));
+
+  test('a renamed folder is followed under its new name (nothing copied again); a deleted one is made again', async () => {
+    const lab = await startPair();
+    labs.push(lab);
+    await on(lab, 'source', async (c) => {
+      await c.mailboxCreate('Projects');
+      await c.mailboxCreate('Projects.Alpha');
+      await c.mailboxCreate('Old');
+      for (const n of [1, 2, 3]) await c.append('Projects', message(n), [], new Date(Date.UTC(2020, 0, n)));
+      await c.append('Projects.Alpha', message(4), [], new Date(Date.UTC(2020, 0, 4)));
+      await c.append('Old', message(5), [], new Date(Date.UTC(2020, 0, 5)));
+    });
+    const first = await sync(lab);
+    assert.equal(first.json?.copied, 5, first.stderr);
+
+    await on(lab, 'target', async (c) => {
+      await c.mailboxRename('Projects', 'Work');
+      await c.mailboxDelete('Old');
+    });
+    await on(lab, 'source', async (c) => {
+      await c.append('Projects', message(6), [], new Date(Date.UTC(2020, 0, 6)));
+      await c.mailboxOpen('Projects');
+      await c.messageFlagsAdd('1', ['\\Flagged']);
+    });
+    const second = await sync(lab);
+    assert.equal(second.status, 0, second.stderr);
+    assert.equal(second.json?.copied, 2, 'message 6, and Old made again with message 5');
+    assert.equal(second.json?.flagsUpdated, 1);
+    const t = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.equal(t.get('Work')?.length, 4, 'messages 1–3 and the new 6, in the folder under its new name');
+    assert.equal(t.get('Work/Alpha')?.length, 1);
+    assert.equal(t.get('Projects'), undefined, 'not made again');
+    assert.equal(t.get('Old')?.length, 1);
+    assert.deepEqual(await flagsIn(lab, 'Work').then((l) => l.filter(([, f]) => f.includes('Flagged')).map(([s]) => s)), ['message 1']);
+    const again = await sync(lab);
+    assert.deepEqual([again.json?.copied, again.json?.flagsUpdated], [0, 0]);
   });
 });

@@ -40,6 +40,7 @@ import { applyRenames, findRenames, type FolderRename, renamedListing } from './
 import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
 import { FolderUnreadableError, UNREADABLE_REASON } from './read-around-drops.js';
 import { looseOrphanCopies, servesMboxFields } from './loose-orphans.js';
+import { followTargetRenames } from './target-renames.js';
 import { countNewInScope, isRetryable as isRetryableSkip, rowInScope, scanFolder } from './scan.js';
 import { TargetFolder } from './target-folder.js';
 import { chunkBySize } from './size-chunks.js';
@@ -290,6 +291,9 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
         tgtView = serverView(tgt, tgtList);
         mappings = mapFolders(srcView, tgtView, { ...mapOptions, established: await established() });
       }
+    }
+    if (renameCtx && !opts.dryRun && (await followTargetRenames(renameCtx, tgt, tgtList)).length) {
+      mappings = mapFolders(srcView, tgtView, { ...mapOptions, established: await established() });
     }
     warnMerged(mappings, log);
     warnAllMail(srcView, mappings, log);
