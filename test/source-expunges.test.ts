@@ -279,3 +279,32 @@ describe('sync: a folder deleted and made again on the source, its mail moved ba
     assert.deepEqual(compareMailboxes(src, tgt, (p) => p).filter((p) => !/unexpected message/.test(p)), []);
   });
 });
+
+describe('sync: mail moved between two source folders copied into one target folder', () => {
+  let lab: LabPair;
+  after(async () => lab?.stop());
+
+  test('is not copied a second time into that folder (Sent and Sent Items, both the target\u2019s Sent)', async () => {
+    lab = await startPair({ source: { specialUse: { '\\Sent': 'Sent Items' } } });
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxCreate('Sent');
+    for (let n = 1; n <= 3; n++) await c.append('Sent', message(n), ['\\Seen'], new Date(Date.UTC(2024, 0, n)));
+    for (let n = 4; n <= 5; n++) await c.append('Sent Items', message(n), ['\\Seen'], new Date(Date.UTC(2024, 0, n)));
+    await c.logout();
+    const sync = () => runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    const first = await sync();
+    assert.equal(first.json?.copied, 5, first.stderr);
+    const sent = async () => (await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('Sent')!.length;
+    assert.equal(await sent(), 5);
+    const d = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await d.mailboxOpen('Sent');
+    await d.messageMove('1:2', 'Sent Items');
+    await d.logout();
+    const second = await sync();
+    assert.equal(second.status, 0, second.stderr);
+    assert.deepEqual([second.json?.copied, second.json?.alreadyOnTarget], [0, 2]);
+    assert.equal(await sent(), 5, 'each message once in the target\u2019s Sent');
+    const third = await sync();
+    assert.deepEqual([third.json?.copied, third.json?.alreadyOnTarget], [0, 0]);
+  });
+});

@@ -188,12 +188,13 @@ const SQLITE_SET_FLAGS = 'update message set flags = ? where folder_id = ? and s
 export async function journalChunk(
   db: Kysely<Database>,
   folderId: number,
-  chunk: { pending: readonly NewMessageRow[]; adopted: readonly { row: NewMessageRow; orphanUid: number | null }[]; skipped: readonly NewMessageRow[] },
+  chunk: { pending: readonly NewMessageRow[]; adopted: readonly { row: NewMessageRow; orphan: { folderId: number; uid: number } | null }[]; skipped: readonly NewMessageRow[] },
 ): Promise<void> {
   const direct = withSqlite(db, (s) => {
     upsertRows(s, chunk.pending);
     const del = s.get(SQLITE_DELETE);
-    for (const a of chunk.adopted) if (a.orphanUid !== null) del.run(folderId, a.orphanUid);
+    // The row adopted goes: it may be another folder's (a message moved between two source folders merged into one target folder).
+    for (const a of chunk.adopted) if (a.orphan !== null) del.run(a.orphan.folderId, a.orphan.uid);
     upsertRows(s, chunk.adopted.map((a) => a.row));
     upsertRows(s, chunk.skipped);
     if (chunk.adopted.length) s.get(SQLITE_FORGET_MODSEQ).run(folderId);
@@ -201,7 +202,7 @@ export async function journalChunk(
   if (direct) return direct;
   await db.transaction().execute(async (trx) => {
     await insertMessages(trx, chunk.pending);
-    for (const a of chunk.adopted) if (a.orphanUid !== null) await trx.deleteFrom('message').where('folder_id', '=', folderId).where('source_uid', '=', a.orphanUid).execute();
+    for (const a of chunk.adopted) if (a.orphan !== null) await trx.deleteFrom('message').where('folder_id', '=', a.orphan.folderId).where('source_uid', '=', a.orphan.uid).execute();
     await insertMessages(trx, [...chunk.adopted.map((a) => a.row), ...chunk.skipped]);
     if (chunk.adopted.length) await trx.updateTable('folder').set({ source_highestmodseq: null }).where('id', '=', folderId).execute();
   });

@@ -515,7 +515,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
   const folderId = work.row.id;
   const pending: NewMessageRow[] = [];
   const prepared: SourceMessage[] = [];
-  const adopted: { row: NewMessageRow; orphanUid: number | null }[] = [];
+  const adopted: { row: NewMessageRow; orphan: { folderId: number; uid: number } | null }[] = [];
   const dropped: NewMessageRow[] = [];
   const notSent: SourceMessage[] = [];
   for (const m of messages.sort((a, b) => a.uid - b.uid)) {
@@ -525,7 +525,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
     if (orphan) {
       // The same content was copied under the folder's old UIDVALIDITY: link, don't copy.
       // (Or it was on the target before: existing-copies.ts; such an orphan has no row.)
-      adopted.push({ row: { ...base, state: 'copied', flags: orphan.flags, target_uid: orphan.target_uid, uid_floor: null }, orphanUid: orphan.source_uid === TARGET_ORPHAN_UID ? null : orphan.source_uid });
+      adopted.push({ row: { ...base, state: 'copied', flags: orphan.flags, target_uid: orphan.target_uid, uid_floor: null }, orphan: orphan.source_uid === TARGET_ORPHAN_UID ? null : { folderId: orphan.folder_id, uid: orphan.source_uid } });
       const after = flagsKey(m.flags);
       if (after !== orphan.flags) work.flagChanges.push({ sourceUid: m.uid, targetUid: orphan.target_uid, before: orphan.flags, after });
       continue;

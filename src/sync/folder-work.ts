@@ -52,4 +52,6 @@ export interface FolderWork {
    * target folder, so one copy is linked once.
    */
   existing?: Map<Digest, MessageRow[]>;
+  /** Source UIDs of copied messages the scan found expunged from the source (scan.ts handleExpunged). */
+  expunged?: number[];
 }

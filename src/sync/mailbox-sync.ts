@@ -41,7 +41,7 @@ import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
 import { FolderUnreadableError, UNREADABLE_REASON } from './read-around-drops.js';
 import { looseOrphanCopies, servesMboxFields } from './loose-orphans.js';
 import { followTargetRenames } from './target-renames.js';
-import { countNewInScope, isRetryable as isRetryableSkip, rowInScope, scanFolder } from './scan.js';
+import { countNewInScope, isRetryable as isRetryableSkip, offerExpunged, rowInScope, scanFolder } from './scan.js';
 import { TargetFolder } from './target-folder.js';
 import { chunkBySize } from './size-chunks.js';
 import { oneAtATime } from './one-at-a-time.js';
@@ -463,6 +463,28 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const tgtUse = oneAtATime();
     // Jobs queued by folders scanned alone (below), whose lanes start after them.
     let queuedAlone = false;
+    const queueWork = (work: FolderWork, alone: boolean): void => {
+      const jobs = planJobs([work], opts.chunkBytes ?? DEFAULT_CHUNK_BYTES, undefined, (f, u) => memory.sourceSuspects.isSuspect(f, u));
+      if (jobs.length === 0) return;
+      progress.toCopy += jobs.reduce((n, j) => n + j.items.length, 0);
+      progress.toCopyBytes += jobs.reduce((n, j) => n + j.items.reduce((b, i) => b + i.size, 0), 0);
+      queue.add(jobs);
+      // Copying from here on, while the scan of the remaining folders goes on
+      // (foldersScanned/foldersTotal tell how far that is).
+      progress.phase = 'copying';
+      if (alone) queuedAlone = true;
+      else startLanes();
+    };
+    // Source folders copied into one target folder (`Sent` and `Sent Items` into the
+    // target's Sent) and scanned in this run: mail the user moved from one to the other has
+    // its copy in that target folder already. Each of them is copied once all of them are
+    // scanned (scan.ts offerExpunged), not as its own scan ends.
+    const merged = new Map<string, { left: number; held: FolderWork[]; scanned: FolderWork[] }>();
+    {
+      const sharing = new Map<string, number>();
+      for (const p of toScan) sharing.set(p.tf.path, (sharing.get(p.tf.path) ?? 0) + 1);
+      for (const [path, n] of sharing) if (n > 1) merged.set(path, { left: n, held: [], scanned: [] });
+    }
     const scanOne = async ({ m, row, st, tf, widened }: (typeof toScan)[number], fetcher: RawFetcher, alone = false): Promise<void> => {
       // A connection opened for this folder alone (below), closed whatever happens.
       let own: RawFetcher | undefined;
@@ -532,19 +554,24 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
           await tgtUse(() => found.offer({ db, pairId: pid, target: tgt, hasher, toCopy: work.toCopy, stallMs, log }));
         }
         works.push(work);
-        const jobs = planJobs([work], opts.chunkBytes ?? DEFAULT_CHUNK_BYTES, undefined, (f, u) => memory.sourceSuspects.isSuspect(f, u));
-        if (jobs.length) {
-          progress.toCopy += jobs.reduce((n, j) => n + j.items.length, 0);
-          progress.toCopyBytes += jobs.reduce((n, j) => n + j.items.reduce((b, i) => b + i.size, 0), 0);
-          queue.add(jobs);
-          // Copying from here on, while the scan of the remaining folders goes on
-          // (foldersScanned/foldersTotal tell how far that is).
-          progress.phase = 'copying';
-          if (alone) queuedAlone = true;
-          else startLanes();
+        const group = merged.get(tf.path);
+        if (group) {
+          group.scanned.push(work);
+          if (work.toCopy.length > 0) group.held.push(work);
+        } else {
+          queueWork(work, alone);
         }
       } finally {
         await own?.close().catch(() => undefined);
+        const group = merged.get(tf.path);
+        if (group && --group.left === 0) {
+          // Every folder of the group is scanned: each is offered the copies the others
+          // found expunged, then copied.
+          for (const h of group.held) {
+            for (const other of group.scanned) if (other !== h && other.expunged?.length) await offerExpunged(db, h, other.expunged, other);
+            queueWork(h, alone);
+          }
+        }
       }
     };
     // The scan's own connection takes the folders in order; copy lanes with nothing to

@@ -149,13 +149,15 @@ const byUid = <T extends { source_uid: number }>(rows: readonly T[]): Map<number
 /**
  * Offers the copies of expunged messages (handleExpunged) whose size one of the messages
  * to copy has: a folder emptied again and again (Trash, Junk) keeps many such rows, and
- * only those that can match are held.
+ * only those that can match are held. `from`: the folder they were expunged from, when it
+ * is another source folder copied into the same target folder (mail moved from `Sent` to
+ * `Sent Items`, both merged into the target's Sent, is there already).
  */
-async function offerExpunged(db: ScanContext['db'], work: FolderWork, gone: readonly number[]): Promise<void> {
+export async function offerExpunged(db: ScanContext['db'], work: FolderWork, gone: readonly number[], from: FolderWork = work): Promise<void> {
   if (gone.length === 0 || work.toCopy.length === 0) return;
   const sizes = new Set(work.toCopy.map((m) => m.size));
   for (let i = 0; i < gone.length; i += 5000) {
-    for (const r of await rowsAmong(db, work.row.id, gone.slice(i, i + 5000))) {
+    for (const r of await rowsAmong(db, from.row.id, gone.slice(i, i + 5000))) {
       if (r.digest === null || !sizes.has(r.size)) continue;
       const list = work.orphans.get(r.digest) ?? [];
       list.push(r);
@@ -165,17 +167,18 @@ async function offerExpunged(db: ScanContext['db'], work: FolderWork, gone: read
 }
 
 /**
- * Offers the copies made under an earlier UIDVALIDITY of the folder (orphans) whose size
- * one of the messages to copy has. They are kept for as long as the journal is, not only
+ * Offers the copies made under an earlier UIDVALIDITY of the folder (orphans), when there
+ * is something to copy. They are kept for as long as the journal is, not only
  * for the run that saw the change: a folder deleted and made again, and mail moved back
  * into it later (from Trash, say), is mail whose copies are there already.
  */
 async function offerOrphans(db: ScanContext['db'], work: FolderWork): Promise<void> {
   if (work.toCopy.length === 0) return;
-  const sizes = new Set(work.toCopy.map((m) => m.size));
   for (const o of await db.selectFrom('message').selectAll().where('folder_id', '=', work.row.id).where('state', '=', 'orphan').execute()) {
-    // Copied rows always carry a digest; one without could never be matched anyway.
-    if (o.digest === null || !sizes.has(o.size)) continue;
+    // Copied rows always carry a digest; one without could never be matched anyway. All
+    // sizes: a source whose bytes change under its messages (imap4d's mbox) has them
+    // matched by loose digest (loose-orphans.ts), whatever their sizes now.
+    if (o.digest === null) continue;
     const list = work.orphans.get(o.digest) ?? [];
     list.push(o);
     work.orphans.set(o.digest, list);
@@ -293,6 +296,7 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
     }
   }
   await offerExpunged(db, work, goneCopied);
+  work.expunged = goneCopied;
   if (!ctx.dryRun) await offerOrphans(db, work);
   if (unreadable.length && !ctx.dryRun) {
     // Below the watermark only as a retried skip: `n:*` lists the highest message whatever n.
