@@ -130,11 +130,18 @@ const save = (data, n) => {
     try { rmSync(tmp, { force: true }); } catch { /* best effort */ }
   }
 };
-if (cachedData === undefined || script.cachedDataRejected) {
-  // After start-up has run: the command's modules are loaded by then.
+// A cache to write anew: after start-up has run (the command's modules are loaded by
+// then), or at exit for a command that ends before (process.exit() from a handler).
+let fresh = cachedData === undefined || script.cachedDataRejected;
+const saveFresh = () => {
+  if (!fresh) return;
+  fresh = false;
+  save((cachedData = script.createCachedData()), 0);
+};
+if (fresh) {
   checks = 0;
   cachedData = undefined;
-  setImmediate(() => save((cachedData = script.createCachedData()), 0));
+  setImmediate(saveFresh);
 }
 // A command that ran more of the app than the cache holds (a sync's copy path is compiled
 // lazily, after start-up) leaves a bigger cache at exit, so the next run reads that code
@@ -167,6 +174,7 @@ capWatch.observe({ entryTypes: ['gc'] });
 process.once('exit', () => {
   // V8's default again, so the flags (and the cache's version tag) are those of the start.
   v8.setFlagsFromString('--semi-space-growth-factor=2');
+  if (fresh) return saveFresh();
   if (!cachedData || checks >= ${MAX_CHECKS} || process.uptime() < 1 || v8.cachedDataVersionTag() !== versionTag) return;
   const data = script.createCachedData();
   save(data.length >= cachedData.length * 1.1 + 4096 ? data : cachedData, checks + 1);

@@ -1057,6 +1057,22 @@ describe('sync: servers that do not let the session start as asked', () => {
     }
   });
 
+  test('a BYE greeting and LOGINDISABLED on a plain connection are said in the server\'s words and what to change (exit 3)', async () => {
+    const full = await scriptedServer('* BYE Too many connections from your IP', () => ({}));
+    const noLogin = await scriptedServer('* OK [CAPABILITY IMAP4rev1 LOGINDISABLED] ready', (command) => (command === 'CAPABILITY' ? { untagged: ['* CAPABILITY IMAP4rev1 LOGINDISABLED'] } : {}));
+    try {
+      const bye = await syncAgainst(full.port, 'none');
+      assert.equal(bye.status, 3, bye.stderr);
+      assert.match(bye.stderr, /closed the connection before greeting: “Too many connections from your IP”/);
+      const disabled = await syncAgainst(noLogin.port, 'none');
+      assert.equal(disabled.status, 3, disabled.stderr);
+      assert.match(disabled.stderr, /refuses LOGIN on this connection \(LOGINDISABLED\): it wants an encrypted connection first; use STARTTLS or implicit TLS/);
+    } finally {
+      full.close();
+      noLogin.close();
+    }
+  });
+
   test('a STARTTLS the server offers but refuses is said to be refused, not missing', async () => {
     const server = await scriptedServer('* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready', (command) =>
       command === 'CAPABILITY' ? { untagged: ['* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED'] } : command === 'STARTTLS' ? { tagged: 'NO Server certificate not installed' } : {},

@@ -56,9 +56,15 @@ function describe(opts: SessionOptions): string {
  * Why a session could not be opened, in the words endpoint probes use (endpoint/explain.ts),
  * with what to change: the TLS mode or, for a certificate, the option that trusts it.
  */
-function connectFailure(err: unknown, endpoint: ImapEndpoint, offeredStarttls: boolean): string {
+function connectFailure(err: unknown, endpoint: ImapEndpoint, offeredStarttls: boolean, greeted: boolean, stallMs: number): string {
   const codes = errorCodes(err);
   const message = (err as Error)?.message ?? String(err);
+  if (codes.includes('ClosedAfterConnectText') || codes.includes('ClosedAfterConnectTLS')) {
+    // imapflow keeps the text of a BYE (RFC 3501 §7.1.5) the server closed with.
+    const reason = (err as { reason?: unknown }).reason;
+    return `the server closed the connection ${greeted ? 'after its greeting' : 'before greeting'}${typeof reason === 'string' && reason ? `: “${reason}”` : ''} (a limit of sessions per user or address, or the service going down; the server's log says which)`;
+  }
+  if (greeted && codes.includes('ETIMEOUT')) return `the server greeted, then stopped answering (nothing for ${Math.round(stallMs / 1000)} s): it may be overloaded, or its authentication backend may hang`;
   const cert = codes.map((c) => [c, certificateSentence(c)] as const).find(([, sentence]) => sentence !== null);
   if (cert) return `the certificate was rejected: ${cert[1]} (${cert[0]}); to trust it anyway, pass --insecure (sync, verify) or create the endpoint with --accept-untrusted-cert`;
   if (codes.some((c) => c.startsWith('ERR_SSL') || c.startsWith('ERR_TLS'))) return explainTlsHandshakeError(err, endpoint.host, endpoint.port);
@@ -92,6 +98,12 @@ export async function openSession(opts: SessionOptions): Promise<ImapFlow> {
   } catch (err) {
     const e = err as { authenticationFailed?: boolean; responseText?: string; serverResponseCode?: string; code?: string; message?: string };
     client.close();
+    if (e.message === 'Login is disabled') {
+      // imapflow's words for LOGINDISABLED (RFC 3501 §6.2.3): a setting to change, not a password to doubt.
+      throw new ImapConnectError(
+        `cannot log in as ${describe(opts)}: the server refuses LOGIN on this connection (LOGINDISABLED)${opts.endpoint.tls === 'none' ? ': it wants an encrypted connection first; use STARTTLS or implicit TLS' : ''}`,
+      );
+    }
     if (e.authenticationFailed || e.serverResponseCode === 'AUTHENTICATIONFAILED') {
       // Dovecot ends some refusals with "[host:date time]", a log reference that only makes
       // the text differ from one attempt to the next; the RFC 5530 code says more, in words.
@@ -99,7 +111,8 @@ export async function openSession(opts: SessionOptions): Promise<ImapFlow> {
       const why = explainAuthCode(e.serverResponseCode);
       throw Object.assign(new ImapAuthError(`login failed for ${describe(opts)}: ${text}${why ? ` (${why})` : ''}`), opts.side ? { side: opts.side } : {}, e.serverResponseCode ? { code: e.serverResponseCode } : {});
     }
-    throw new ImapConnectError(`cannot connect to ${opts.endpoint.host}:${opts.endpoint.port} (${opts.endpoint.tls === 'implicit' ? 'implicit TLS' : opts.endpoint.tls === 'starttls' ? 'STARTTLS' : 'no TLS'}): ${connectFailure(err, opts.endpoint, client.capabilities?.has('STARTTLS') ?? false)}`);
+    const greeted = (client as unknown as { greetingReceived?: boolean }).greetingReceived === true;
+    throw new ImapConnectError(`cannot connect to ${opts.endpoint.host}:${opts.endpoint.port} (${opts.endpoint.tls === 'implicit' ? 'implicit TLS' : opts.endpoint.tls === 'starttls' ? 'STARTTLS' : 'no TLS'}): ${connectFailure(err, opts.endpoint, client.capabilities?.has('STARTTLS') ?? false, greeted, opts.stallMs ?? 120_000)}`);
   }
   // A PREAUTH greeting (RFC 3501 §7.1.4) logs the connection in as whoever the server
   // chose, without the login given: a UW imapd run under a user's own account answers so
