@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { runCli } from './helpers/cli.js';
+import { isStoreFailure } from '../src/store/open.js';
+import { ImapConnectError } from '../src/imap/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mailferry-migrate-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -19,4 +21,13 @@ test('processes started together on a new SQLite file all open it', async () => 
     const runs = await Promise.all(Array.from({ length: 4 }, () => runCli(['batch', 'list', '--db', db, '--json'], { ...process.env, MAILFERRY_HOME: dir })));
     for (const r of runs) assert.equal(r.status, 0, r.stderr);
   }
+});
+
+test('a database failure is told from an IMAP one that wraps the same system error', () => {
+  const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:993'), { code: 'ECONNREFUSED' });
+  const imap = new ImapConnectError('cannot connect to 127.0.0.1:993: connection refused', { cause: refused });
+  assert.equal(isStoreFailure(Object.assign(new Error('alice: cannot connect'), { cause: imap })), false);
+  assert.equal(isStoreFailure(Object.assign(new Error('terminating connection due to administrator command'), { severity: 'FATAL', code: '57P01' })), true);
+  assert.equal(isStoreFailure(Object.assign(new Error('could not extend file'), { severity: 'ERROR', code: '53100' })), false, 'a full disk repeats: a failure');
+  assert.equal(isStoreFailure(Object.assign(new Error('database is locked'), { name: 'SqliteError', code: 'SQLITE_BUSY' })), true);
 });

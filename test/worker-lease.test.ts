@@ -368,7 +368,7 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
     });
 
     test('a run the state database failed under is given back, due at once; a refused source password waits for the admin', { skip: skip ?? false }, async () => {
-      const b = await batchOf(2);
+      const b = await batchOf(3);
       const ids = (await store.db.selectFrom('batch_mailbox').select('id').where('batch_id', '=', b.id).orderBy('id').execute()).map((r) => r.id);
       const runs = new Map<number, number>();
       const runner: MailboxRunner = async (job) => {
@@ -377,20 +377,27 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
           // What pg raises when an admin terminates the backend mid-run (SQLSTATE 57P01).
           throw Object.assign(new Error('terminating connection due to administrator command'), { severity: 'FATAL', code: '57P01' });
         }
+        if (job.mailbox.id === ids[2]) {
+          // An admin login the breaker holds back: nothing was refused for this mailbox.
+          const { BreakerOpenError } = await import('../src/worker/credential-breaker.js');
+          throw new BreakerOpenError('not tried: the target admin login "admin" was refused for a, b, c');
+        }
         const { ImapAuthError } = await import('../src/imap/errors.js');
         throw Object.assign(new ImapAuthError(`login failed for ${job.mailbox.email_address}: AUTHENTICATIONFAILED`), { code: 'AUTHENTICATIONFAILED' });
       };
       const w = new Worker(store, { owner: 'W1', concurrency: 2, incrementalEveryMs: DAY, leaseTtlMs: 3000, pulseMs: 200, pollMs: 20, runner, logger: silent });
       const running = w.run();
       try {
-        for (const end = Date.now() + 5000; !runs.get(ids[0]!) || !runs.get(ids[1]!); await new Promise((r) => setTimeout(r, 20))) if (Date.now() > end) assert.fail(`timed out: ${JSON.stringify([...runs])}`);
+        for (const end = Date.now() + 5000; !runs.get(ids[0]!) || !runs.get(ids[1]!) || !runs.get(ids[2]!); await new Promise((r) => setTimeout(r, 20))) if (Date.now() > end) assert.fail(`timed out: ${JSON.stringify([...runs])}`);
         await new Promise((r) => setTimeout(r, 300));
       } finally {
         w.stop();
         await running;
       }
       assert.equal(runs.get(ids[1]!), 1, 'the refused password was tried once');
-      const [db, refused] = await Promise.all(ids.map((id) => store.db.selectFrom('batch_mailbox').selectAll().where('id', '=', id).executeTakeFirstOrThrow()));
+      const [db, refused, held] = await Promise.all(ids.map((id) => store.db.selectFrom('batch_mailbox').selectAll().where('id', '=', id).executeTakeFirstOrThrow()));
+      assert.equal(held!.status, 'Failed');
+      assert.ok(held!.next_sync_at !== null, 'a login the breaker held back is tried again by the backoff');
       assert.notEqual(db!.status, 'Failed', 'a database failure is not the mailbox\'s');
       assert.equal(db!.last_error, null);
       assert.equal(runs.get(ids[0]!), 1, 'taken again after a pause, not at once');

@@ -132,15 +132,16 @@ export function readHeader(fields: string[], line: number, problems: ProblemList
       return;
     }
     const hint = SEPARATORS.filter(([sep]) => name.includes(sep)).map(([, what]) => `; it contains ${what}: the file must be comma-separated`).join('');
+    // A header that holds data (an address, a line break: rows run together) may hold a
+    // password among its unknown names (`Passw0rd` is a near miss of "Password"): those
+    // are named by position only.
+    if (dataInHeader) {
+      problems.add({ line, check: 'unknown-column', text: `column ${position} of the header is not a column name but looks like data (rows run together, or the header line is missing); the columns are ${EXPECTED}${hint}` });
+      return;
+    }
     const meant = near[i];
     if (meant && !exact.has(meant) && !misspelt.has(meant) && (REQUIRED_COLUMNS as readonly string[]).includes(meant)) {
       misspelt.set(meant, { name, position }); // reported once, as the missing column it stands for
-      return;
-    }
-    // A header that holds data (an address, a line break: rows run together) may hold a
-    // password among its unknown names: those are named by position only.
-    if (dataInHeader) {
-      problems.add({ line, check: 'unknown-column', text: `column ${position} of the header is not a column name but looks like data (rows run together, or the header line is missing); the columns are ${EXPECTED}${hint}` });
       return;
     }
     const text =

@@ -106,16 +106,25 @@ export function registerBatchRoutes(app: FastifyInstance, deps: BatchRouteDeps):
   // a few seconds per batch, and forgotten on any change made through the API (an MX
   // check, a sync now). `batch delete` always works it out afresh.
   const cutOvers = new Map<number, { at: number; value: Awaited<ReturnType<typeof cutOverState>> }>();
+  // Counts the changes: a state worked out while one was made is not kept.
+  let changes = 0;
   const cutOverOf = async (row: BatchRow, now: number) => {
     const kept = cutOvers.get(row.id);
     if (kept && now - kept.at < CUT_OVER_KEPT_MS) return kept.value;
+    const before = changes;
     const value = await cutOverState(store.db, row, now);
-    cutOvers.set(row.id, { at: now, value });
+    if (changes === before) cutOvers.set(row.id, { at: now, value });
     return value;
   };
-  app.addHook('onRequest', async (req) => {
-    if (req.method !== 'GET' || req.url.startsWith('/api/dns/')) cutOvers.clear();
-  });
+  // Before a change (what is kept may be stale from then on) and after it (a state worked
+  // out meanwhile may predate it).
+  const forget = async (req: { method: string; url: string }) => {
+    if (req.method === 'GET' && !req.url.startsWith('/api/dns/')) return;
+    changes++;
+    cutOvers.clear();
+  };
+  app.addHook('onRequest', forget);
+  app.addHook('onResponse', forget);
 
   app.get<{ Params: NameParams; Querystring: { status?: string; q?: string; offset?: string; limit?: string } }>('/api/batches/:name', { schema: { querystring: pageQuerySchema } }, async (req) => {
     const row = await requireBatch(store.db, req.params.name);

@@ -8,7 +8,7 @@ import { ImapFlow, type ImapFlowOptions } from 'imapflow';
 import type { Logger } from 'pino';
 import { type ImapEndpoint, type ImapLogin, loginDisplayName } from './endpoint.js';
 import { certificateSentence, errorCodes, explainAuthCode, explainConnectError, explainTlsHandshakeError } from '../endpoint/explain.js';
-import { ImapAuthError, ImapConnectError, ImapConnectionLostError, isImapRefusal } from './errors.js';
+import { ImapAuthError, ImapConnectError, ImapConnectionLostError, isImapRefusal, isRetryable } from './errors.js';
 
 export interface SessionOptions {
   endpoint: ImapEndpoint;
@@ -112,7 +112,12 @@ export async function openSession(opts: SessionOptions): Promise<ImapFlow> {
       throw Object.assign(new ImapAuthError(`login failed for ${describe(opts)}: ${text}${why ? ` (${why})` : ''}`), opts.side ? { side: opts.side } : {}, e.serverResponseCode ? { code: e.serverResponseCode } : {});
     }
     const greeted = (client as unknown as { greetingReceived?: boolean }).greetingReceived === true;
-    throw new ImapConnectError(`cannot connect to ${opts.endpoint.host}:${opts.endpoint.port} (${opts.endpoint.tls === 'implicit' ? 'implicit TLS' : opts.endpoint.tls === 'starttls' ? 'STARTTLS' : 'no TLS'}): ${connectFailure(err, opts.endpoint, client.capabilities?.has('STARTTLS') ?? false, greeted, opts.stallMs ?? 120_000)}`);
+    // Retryable as imapflow's own error was (a session limit, a server going down): the
+    // explanation replaces the words isRetryable would have recognised.
+    throw Object.assign(
+      new ImapConnectError(`cannot connect to ${opts.endpoint.host}:${opts.endpoint.port} (${opts.endpoint.tls === 'implicit' ? 'implicit TLS' : opts.endpoint.tls === 'starttls' ? 'STARTTLS' : 'no TLS'}): ${connectFailure(err, opts.endpoint, client.capabilities?.has('STARTTLS') ?? false, greeted, opts.stallMs ?? 120_000)}`),
+      isRetryable(err) ? { retryable: true } : {},
+    );
   }
   // A PREAUTH greeting (RFC 3501 §7.1.4) logs the connection in as whoever the server
   // chose, without the login given: a UW imapd run under a user's own account answers so

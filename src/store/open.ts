@@ -30,6 +30,7 @@ export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaul
   let db: Kysely<Database>;
   let dialect: Dialect;
   let displayUrl = url;
+  let sqliteHandle: SqliteDatabase.Database | undefined;
   if (url.startsWith('sqlite:')) {
     const path = url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
     if (!path) throw new StoreUrlError(`database URL ${url} names no file`);
@@ -40,6 +41,7 @@ export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaul
       if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600));
     }
     const sqlite = new SqliteDatabase(path);
+    sqliteHandle = sqlite;
     // WAL lets readers (status, verify) work beside a running sync; NORMAL sync is
     // durable across process crashes (the journal's concern), only not across power loss.
     sqlite.pragma('journal_mode = WAL');
@@ -79,15 +81,17 @@ export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaul
   // no-op sync's 0.2 s).
   const nameComparator = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
   const migrator = new Migrator({ db, provider: migrationProvider(dialect), nameComparator });
-  let { error } = await migrator.migrateToLatest();
-  // Kysely locks migrations on PostgreSQL (an advisory lock) but not on SQLite, where it
-  // assumes one process: `serve` and `worker` started together on a new (or upgraded) file
-  // ran the same ALTER TABLE twice ("duplicate column name"). Each migration batch is one
-  // transaction, so the loser finds the winner's migrations recorded when it tries again.
-  for (let attempt = 1; error && dialect === 'sqlite' && attempt <= 5; attempt++) {
-    await new Promise((r) => setTimeout(r, 100 * attempt));
-    ({ error } = await migrator.migrateToLatest());
-  }
+  // Kysely locks migrations on PostgreSQL (an advisory lock, and each batch is one
+  // transaction) but not on SQLite, where it assumes one process and runs each statement on
+  // its own: `serve` and `worker` started together on a new (or upgraded) file ran the same
+  // ALTER TABLE twice ("duplicate column name"), and a process killed in a migration left
+  // it half done. On SQLite pending migrations run in one IMMEDIATE transaction: the write
+  // lock is taken first (another process waits for it, then finds nothing left to do), and
+  // a kill rolls the whole batch back.
+  const pending = sqliteHandle !== undefined && (await migrator.getMigrations()).some((m) => m.executedAt === undefined);
+  if (pending) sqliteHandle!.exec('BEGIN IMMEDIATE');
+  const { error } = await migrator.migrateToLatest();
+  if (pending) sqliteHandle!.exec(error ? 'ROLLBACK' : 'COMMIT');
   if (error) {
     await db.destroy();
     throw error instanceof Error ? error : new Error(String(error));
@@ -97,16 +101,19 @@ export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaul
 
 /**
  * Whether an error is the state database failing for a while rather than the work: a
- * PostgreSQL connection lost or refused (SQLSTATE classes 08, 57P, 53: a restart, an admin
- * terminating backends, no connection slots), a deadlock or serialization failure (40),
- * SQLite busy, locked or I/O errors. A run that meets one is interrupted, not failed. Other
- * database errors (a constraint, a syntax error) would repeat: they stay failures.
+ * PostgreSQL connection lost or refused (SQLSTATE classes 08 and 57P: a restart, an admin
+ * terminating backends), too many connections (53300), a deadlock or serialization
+ * failure (40), SQLite busy, locked or I/O errors, the pg client's own words for a lost
+ * connection. A run that meets one is interrupted, not failed. Other database errors (a
+ * full disk, a constraint) would repeat: they stay failures. An error of the IMAP side is
+ * never one, whatever it wraps (a source refusing connections says ECONNREFUSED too).
  */
 export function isStoreFailure(err: unknown): boolean {
   for (let e = err as { severity?: unknown; code?: unknown; name?: unknown; message?: unknown; cause?: unknown } | null, depth = 0; e && depth < 3; e = e.cause as typeof e, depth++) {
-    if (typeof e.severity === 'string' && typeof e.code === 'string' && /^(08|57P|53|40)/.test(e.code)) return true;
+    if (typeof e.name === 'string' && /^(Imap|SourceLogin|Impersonation|UserRoot|RawFetch)/.test(e.name)) return false;
+    if (typeof e.severity === 'string' && typeof e.code === 'string' && /^(08|57P|53300|40)/.test(e.code)) return true;
     if (e.name === 'SqliteError' && typeof e.code === 'string' && /^SQLITE_(BUSY|LOCKED|IOERR)/.test(e.code)) return true;
-    if (typeof e.message === 'string' && /^(Connection terminated|Client has encountered a connection error and is not queryable|connect ECONNREFUSED)/.test(e.message)) return true;
+    if (typeof e.message === 'string' && /^(Connection terminated|Client has encountered a connection error and is not queryable)/.test(e.message)) return true;
   }
   return false;
 }

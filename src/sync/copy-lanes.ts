@@ -57,6 +57,12 @@ export interface CopyJob {
 
 export interface CopyContext {
   db: Kysely<Database>;
+  /**
+   * Journal rows adopted in this attempt (`folder:uid`): a row offered to two folders (an
+   * expunged copy of a merged group, mailbox-sync.ts) is linked to one message only, or two
+   * source messages would share one target copy.
+   */
+  adoptedRows: Set<string>;
   source: MailboxSide;
   target: MailboxSide;
   budget: ByteBudget;
@@ -521,7 +527,12 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
   for (const m of messages.sort((a, b) => a.uid - b.uid)) {
     const base = { folder_id: folderId, source_uid: m.uid, size: bodySize(m.body), internal_date: m.internalDate.getTime(), digest: m.digests[0] ?? null, skip_kind: null, reason: null, subject: null };
     // The journal's own copies first, then copies found on the target (existing-copies.ts).
-    const orphan = takeOrphan(work.orphans, m.digests, base.internal_date, work.looseOrphans?.adopted) ?? takeLooseOrphan(work, m, base.internal_date) ?? takeOrphan(work.existing, m.digests, base.internal_date);
+    let orphan = takeOrphan(work.orphans, m.digests, base.internal_date, work.looseOrphans?.adopted) ?? takeLooseOrphan(work, m, base.internal_date) ?? takeOrphan(work.existing, m.digests, base.internal_date);
+    if (orphan && orphan.source_uid !== TARGET_ORPHAN_UID) {
+      const key = `${orphan.folder_id}:${orphan.source_uid}`;
+      if (ctx.adoptedRows.has(key)) orphan = undefined;
+      else ctx.adoptedRows.add(key);
+    }
     if (orphan) {
       // The same content was copied under the folder's old UIDVALIDITY: link, don't copy.
       // (Or it was on the target before: existing-copies.ts; such an orphan has no row.)

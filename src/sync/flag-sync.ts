@@ -7,6 +7,7 @@ import type { ImapFlow } from 'imapflow';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import { withWatchdog } from '../imap/imapflow-session.js';
+import { ImapConnectionLostError } from '../imap/errors.js';
 import { contentHasher } from '../store/content-key.js';
 import { setFlags, setTargetUids, targetUidsOfTargetFolder } from '../store/journal.js';
 import type { Database } from '../store/schema.js';
@@ -133,7 +134,13 @@ export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, w
       // every run would only be refused again.
       const store = async (op: 'add' | 'remove', flags: string[]): Promise<string[]> => {
         const what = `${op === 'add' ? 'setting' : 'clearing'} flags in ${path}`;
-        const one = (f: string[]) => withWatchdog(target, stallMs, what, () => (op === 'add' ? target.messageFlagsAdd(set, f, { uid: true, silent: true }) : target.messageFlagsRemove(set, f, { uid: true, silent: true })));
+        const one = async (f: string[]): Promise<boolean> => {
+          const ok = await withWatchdog(target, stallMs, what, () => (op === 'add' ? target.messageFlagsAdd(set, f, { uid: true, silent: true }) : target.messageFlagsRemove(set, f, { uid: true, silent: true })));
+          // imapflow answers false for a lost connection too: that is no refusal, and the
+          // changes stay uncertain in the journal for the next run to read (above).
+          if (!ok && !target.usable) throw new ImapConnectionLostError(`${what}: the target connection was lost`);
+          return ok;
+        };
         if (flags.length === 0 || (await one(flags))) return [];
         const system = flags.filter((f) => f.startsWith('\\'));
         const parts = [...(system.length ? [system] : []), ...flags.filter((f) => !f.startsWith('\\')).map((k) => [k])];

@@ -41,7 +41,7 @@ import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
 import { FolderUnreadableError, UNREADABLE_REASON } from './read-around-drops.js';
 import { looseOrphanCopies, servesMboxFields } from './loose-orphans.js';
 import { followTargetRenames } from './target-renames.js';
-import { countNewInScope, isRetryable as isRetryableSkip, offerExpunged, rowInScope, scanFolder } from './scan.js';
+import { countNewInScope, isRetryable as isRetryableSkip, offerExpunged, offerOrphans, rowInScope, scanFolder } from './scan.js';
 import { TargetFolder } from './target-folder.js';
 import { chunkBySize } from './size-chunks.js';
 import { oneAtATime } from './one-at-a-time.js';
@@ -417,7 +417,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     // Copy lanes start with the first folder that has something to copy, while the rest
     // is still being scanned; an unchanged mailbox never opens a lane at all.
     const queue = new JobQueue();
-    const copyCtx = { db, source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), reclaimer: new MemoryReclaimer(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), memory, sourceFreed, progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) };
+    const copyCtx = { db, adoptedRows: new Set<string>(), source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), reclaimer: new MemoryReclaimer(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), memory, sourceFreed, progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) };
     let lanes: Promise<void> | null = null;
     let laneFailed = false;
     const startLanes = (): void => {
@@ -537,9 +537,11 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
           failedFolders.set(m.sourcePath, `the source could not read it: ${err.message}`);
           return;
         }
-        if (work.orphans.size > 0 && work.toCopy.length > 0 && (await srcUse(() => servesMboxFields(src, m.sourcePath, work.toCopy[0]!.uid, stallMs)))) {
-          // The source's bytes change under its messages (loose-orphans.ts): its orphans'
-          // copies are keyed by loose digest too.
+        const anyOrphans = work.orphans.size > 0 || (work.toCopy.length > 0 && (await db.selectFrom('message').select('source_uid').where('folder_id', '=', row.id).where('state', '=', 'orphan').limit(1).executeTakeFirst()) !== undefined);
+        if (anyOrphans && work.toCopy.length > 0 && (await srcUse(() => servesMboxFields(src, m.sourcePath, work.toCopy[0]!.uid, stallMs)))) {
+          // The source's bytes change under its messages (loose-orphans.ts): its orphans,
+          // whatever their sizes now, are keyed by the loose digest of their copies too.
+          await offerOrphans(db, work, true);
           const byLoose = await tgtUse(() => looseOrphanCopies(tgt, tf.path, work.orphans, stallMs));
           work.looseOrphans = { byLoose, adopted: new Set() };
         }

@@ -167,18 +167,27 @@ export async function offerExpunged(db: ScanContext['db'], work: FolderWork, gon
 }
 
 /**
- * Offers the copies made under an earlier UIDVALIDITY of the folder (orphans), when there
- * is something to copy. They are kept for as long as the journal is, not only
- * for the run that saw the change: a folder deleted and made again, and mail moved back
- * into it later (from Trash, say), is mail whose copies are there already.
+ * Offers the copies made under an earlier UIDVALIDITY of the folder (orphans) whose size
+ * one of the messages to copy has (`anySize`: all of them, for a source whose bytes change
+ * under its messages, matched by loose digest whatever their sizes: loose-orphans.ts).
+ * They are kept for as long as the journal is, not only for the run that saw the change:
+ * a folder deleted and made again, and mail moved back into it later (from Trash, say), is
+ * mail whose copies are there already. Only those that can match are held.
  */
-async function offerOrphans(db: ScanContext['db'], work: FolderWork): Promise<void> {
+export async function offerOrphans(db: ScanContext['db'], work: FolderWork, anySize = false): Promise<void> {
   if (work.toCopy.length === 0) return;
+  const sizes = new Set(work.toCopy.map((m) => m.size));
+  if (anySize) {
+    // Offered again whole: drop those offered by size first, so none is in a list twice.
+    for (const [digest, list] of work.orphans) {
+      const rest = list.filter((o) => o.state !== 'orphan');
+      if (rest.length) work.orphans.set(digest, rest);
+      else work.orphans.delete(digest);
+    }
+  }
   for (const o of await db.selectFrom('message').selectAll().where('folder_id', '=', work.row.id).where('state', '=', 'orphan').execute()) {
-    // Copied rows always carry a digest; one without could never be matched anyway. All
-    // sizes: a source whose bytes change under its messages (imap4d's mbox) has them
-    // matched by loose digest (loose-orphans.ts), whatever their sizes now.
-    if (o.digest === null) continue;
+    // Copied rows always carry a digest; one without could never be matched anyway.
+    if (o.digest === null || (!anySize && !sizes.has(o.size))) continue;
     const list = work.orphans.get(o.digest) ?? [];
     list.push(o);
     work.orphans.set(o.digest, list);

@@ -16,6 +16,11 @@
 import { createHash } from 'node:crypto';
 import { ImapAuthError } from '../imap/errors.js';
 
+/** A run not tried because its admin credential's breaker is open: no login was sent. */
+export class BreakerOpenError extends ImapAuthError {
+  override name = 'BreakerOpenError';
+}
+
 export const REFUSALS_TO_OPEN = 3;
 export const OPEN_FOR_MS = 3_600_000;
 
@@ -42,7 +47,7 @@ export class CredentialBreaker {
     if (!s || s.retryAt === null) return;
     const now = this.now();
     if (now < s.retryAt) {
-      throw new ImapAuthError(
+      throw new BreakerOpenError(
         `not tried: ${what} was refused for ${s.refused.slice(-REFUSALS_TO_OPEN).join(', ')} and has not worked since; ` +
           `to keep the admin account from being locked out, it is tried again at ${new Date(s.retryAt).toISOString()} (or at once once its password is corrected)`,
       );

@@ -12,6 +12,8 @@ import { isStoreFailure, type Store } from '../store/open.js';
 import type { SyncProgress } from '../sync/progress.js';
 import { pairOfFailedRun } from '../sync/mailbox-sync.js';
 import { credentialRefused, type ImapAuthError } from '../imap/errors.js';
+import { SourceLoginError } from '../auth/errors.js';
+import { BreakerOpenError } from './credential-breaker.js';
 import { type BackoffPolicy, DEFAULT_BACKOFF } from './backoff.js';
 import { type Claim, claimNext, pulse, release, type RunResult } from './lease.js';
 import { judge } from './outcome.js';
@@ -193,10 +195,14 @@ export class Worker {
 }
 
 /**
- * Whether the source refused the mailbox's credentials: the error, or the one inside
- * (withMailboxSides wraps what it throws to scrub passwords). A refusal without a side is
- * the source's: its logins are resolved by auth/resolve.ts.
+ * Whether the source server refused the mailbox's credentials: the error, or the one
+ * inside (withMailboxSides wraps what it throws to scrub passwords). A refusal without a
+ * side is the source's: its logins are resolved by auth/resolve.ts. Not an admin login
+ * the breaker held back (no login was sent; the breaker retries it), nor a source that
+ * offers no login mechanism mailferry can use (nothing was refused).
  */
 function sourceLoginRefused(err: unknown): boolean {
-  return [err, (err as Error | null)?.cause].some((e) => credentialRefused(e) && (e as ImapAuthError).side !== 'target');
+  return [err, (err as Error | null)?.cause].some(
+    (e) => credentialRefused(e) && (e as ImapAuthError).side !== 'target' && !(e instanceof BreakerOpenError) && !(e instanceof SourceLoginError && e.method === 'none'),
+  );
 }
