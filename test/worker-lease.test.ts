@@ -343,10 +343,14 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       await store.db.updateTable('batch_mailbox').set({ initial_synced_at: now - 1000, last_sync_at: now - 1000, status: 'Synced', next_sync_at: now + DAY, sync_requested: 1 }).where('batch_id', '=', b.id).execute();
       const dying = (await claimNext(store, { owner: 'A', ttlMs: TTL, now }))!;
       assert.equal(dying.kind, 'incremental');
-      // Worker A is SIGKILLed: nothing is released. Once its lease has expired:
+      // Its heartbeats said 7 messages were copied; then worker A is SIGKILLed: nothing is
+      // released. Once its lease has expired:
+      await store.db.updateTable('batch_mailbox').set({ progress_copied: 7, progress_bytes: 7000 }).where('id', '=', dying.mailboxId).execute();
       const later = now + TTL + 1;
       const again = await claimNext(store, { owner: 'B', ttlMs: TTL, now: later });
       assert.equal(again?.mailboxId, dying.mailboxId, 'the request was not lost with the worker');
+      const abandoned = await store.db.selectFrom('sync_run').selectAll().where('id', '=', dying.runId).executeTakeFirstOrThrow();
+      assert.deepEqual([abandoned.outcome, abandoned.copied, abandoned.bytes], ['abandoned', 7, 7000], 'what the dead run copied counts in the run history');
       await release(store, again!, { kind: 'interrupted', why: 'shutdown', pairId: null }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF, now: later });
     });
 

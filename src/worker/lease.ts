@@ -109,7 +109,7 @@ export function claimNext(store: Store, opts: ClaimOptions): Promise<Claim | nul
       // batch may have been stopped or deleted (READ COMMITTED re-evaluates the row).
       let take = tx
         .selectFrom('batch_mailbox')
-        .select(['id', 'lease_expires_at'])
+        .select(['id', 'lease_expires_at', 'progress_copied', 'progress_bytes'])
         .where('id', '=', c.id)
         .where('status', '!=', 'Stopped')
         .where((eb) => eb.or([eb('lease_owner', 'is', null), eb('lease_expires_at', '<', now)]))
@@ -119,10 +119,12 @@ export function claimNext(store: Store, opts: ClaimOptions): Promise<Claim | nul
       const row = await take.executeTakeFirst();
       if (!row) continue;
 
-      // A run left open by a worker that vanished ended, at the latest, when its lease expired.
+      // A run left open by a worker that vanished ended, at the latest, when its lease
+      // expired, having copied what its last heartbeat said (the planning rate and the
+      // reports' "copied since" count runs).
       await tx
         .updateTable('sync_run')
-        .set({ ended_at: row.lease_expires_at ?? now, outcome: 'abandoned' })
+        .set({ ended_at: row.lease_expires_at ?? now, outcome: 'abandoned', copied: row.progress_copied, bytes: row.progress_bytes })
         .where('mailbox_id', '=', c.id)
         .where('ended_at', 'is', null)
         .execute();
