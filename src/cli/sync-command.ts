@@ -1,7 +1,7 @@
 /** `mailferry sync` and `mailferry verify`: one mailbox, from the command line. */
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
-import { defaultDbUrl, openStore } from '../store/open.js';
+import { defaultDbUrl, openStore, sqlitePathOf } from '../store/open.js';
 import { journalMappings, syncMailbox } from '../sync/mailbox-sync.js';
 import { DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type SyncSummary } from '../sync/options.js';
 import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
@@ -164,7 +164,8 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
  */
 async function journalOf(url: string | undefined, sides: Parameters<typeof journalMappings>[1], logger: ReturnType<typeof cliLogger>): Promise<Map<string, string> | undefined> {
   const dbUrl = url ?? process.env.MAILFERRY_DB ?? defaultDbUrl();
-  if (dbUrl.startsWith('sqlite:') && !existsSync(dbUrl.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, ''))) return undefined;
+  const file = sqlitePathOf(dbUrl);
+  if (file !== undefined && !existsSync(file)) return undefined;
   try {
     const store = await openStore(dbUrl);
     try {

@@ -26,13 +26,18 @@ export function defaultDbUrl(): string {
 
 export class StoreUrlError extends Error {}
 
+/** The file a `sqlite:` URL names (`sqlite:///abs` and `sqlite:/abs` alike); undefined for another URL. */
+export function sqlitePathOf(url: string): string | undefined {
+  return url.startsWith('sqlite:') ? url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '') : undefined;
+}
+
 export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaultDbUrl()): Promise<Store> {
   let db: Kysely<Database>;
   let dialect: Dialect;
   let displayUrl = url;
   let sqliteHandle: SqliteDatabase.Database | undefined;
   if (url.startsWith('sqlite:')) {
-    const path = url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
+    const path = sqlitePathOf(url)!;
     if (!path) throw new StoreUrlError(`database URL ${url} names no file`);
     if (path !== ':memory:') {
       mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
