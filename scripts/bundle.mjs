@@ -146,11 +146,14 @@ if (fresh) {
 // A command that ran more of the app than the cache holds (a sync's copy path is compiled
 // lazily, after start-up) leaves a bigger cache at exit, so the next run reads that code
 // back instead of parsing and compiling it again (~0.1 s of a 5,000-message sync's CPU).
-// Serializing the cache costs ~15 ms, so only a run that worked for over a second checks,
+// Serializing the cache costs ~15 ms, so only a run that worked for over a second of CPU
+// checks (CPU, not wall time: a short command on a loaded machine can take a second and
+// compiles no more for it),
 // only the first ${MAX_CHECKS} such runs of a cache do (a short run, a no-op sync, compiles
 // little), and the cache is rewritten only when it grew by a tenth. Only with V8's flags
 // as they were at start: a changed flag set would make V8 reject the cache.
 const versionTag = v8.cachedDataVersionTag();
+const cpuSeconds = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; };
 // V8's young generation (two semi-spaces) starts at 1 MiB and doubles whenever enough of it
 // survives, up to 16 MiB per semi-space: a sync's chunks live long enough that it always
 // gets there, and those 32 MiB were a fifth of the peak RSS the issue caps at 150 MB. The
@@ -175,7 +178,7 @@ process.once('exit', () => {
   // V8's default again, so the flags (and the cache's version tag) are those of the start.
   v8.setFlagsFromString('--semi-space-growth-factor=2');
   if (fresh) return saveFresh();
-  if (!cachedData || checks >= ${MAX_CHECKS} || process.uptime() < 1 || v8.cachedDataVersionTag() !== versionTag) return;
+  if (!cachedData || checks >= ${MAX_CHECKS} || cpuSeconds() < 1 || v8.cachedDataVersionTag() !== versionTag) return;
   const data = script.createCachedData();
   save(data.length >= cachedData.length * 1.1 + 4096 ? data : cachedData, checks + 1);
 });
