@@ -146,6 +146,44 @@ describe('sync: a target folder that exists only as a container (\\Noselect)', (
   });
 });
 
+describe('sync: folders below levels that hold no mail, into an mbox-format target', () => {
+  const labs: LabPair[] = [];
+  after(async () => Promise.all(labs.map((l) => l.stop())));
+
+  test('the levels are made as containers (RFC 3501 §6.3.3), so every subfolder can be made and filled', async () => {
+    // An mbox file cannot have subfolders: made as a mailbox, `Projects` refused them all.
+    const lab = await startPair({ target: { specialUse: {}, extraConfig: 'mail_location = mbox:~/mail:INBOX=~/mail/inbox\n' } });
+    labs.push(lab);
+    await on(lab, 'source', async (c) => {
+      // Maildir++ lists `Projects` and `Projects.2024` as \Noselect: they hold no mail.
+      await c.mailboxCreate('Projects.2024.Q1');
+      await c.mailboxCreate('Projects.2024.Q2');
+      await c.mailboxCreate('Clients.Acme');
+      await c.append('Projects.2024.Q1', message(1), ['\Seen'], new Date(Date.UTC(2020, 0, 1)));
+      await c.append('Projects.2024.Q2', message(2), [], new Date(Date.UTC(2020, 0, 2)));
+      await c.append('Clients.Acme', message(3), [], new Date(Date.UTC(2020, 0, 3)));
+      await c.append('INBOX', message(4), [], new Date(Date.UTC(2020, 0, 4)));
+      const listed = new Map((await c.list()).map((f) => [f.path, f.flags]));
+      assert.ok(listed.get('Projects.2024')?.has('\\Noselect'), 'the source has container levels');
+    });
+    const first = await sync(lab);
+    assert.equal(first.status, 0, first.stderr);
+    assert.equal(first.json?.copied, 4);
+    await on(lab, 'target', async (c) => {
+      const listed = new Map((await c.list()).map((f) => [f.path, f.flags]));
+      for (const p of ['Projects', 'Projects/2024', 'Clients']) assert.ok(listed.get(p)?.has('\\Noselect'), `${p} is a container: ${[...(listed.get(p) ?? [])].join(' ')}`);
+    });
+    const s = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    const t = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.deepEqual(compareMailboxes(s, t, (p) => p.replaceAll('.', '/')), []);
+    const again = await sync(lab);
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal(again.json?.copied, 0);
+    const verified = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(verified.status, 0, verified.stdout + verified.stderr);
+  });
+});
+
 describe('sync: folders the user renames or deletes on the target after the MX switch', () => {
   const labs: LabPair[] = [];
   after(async () => Promise.all(labs.map((l) => l.stop())));

@@ -13,6 +13,15 @@
  * (RFC 3501 §5.5), and callers list parents first. A folder that exists already
  * (`NO [ALREADYEXISTS]`, RFC 5530 §3) is fine; SUBSCRIBE failures are ignored (a server may
  * not support subscriptions for every folder; the folder itself is what matters).
+ *
+ * A folder that is only the parent of others (an intermediate level, or a source folder
+ * that holds no mail itself) is created as a container: its name with the hierarchy
+ * separator appended, which declares that names will be created under it (RFC 3501
+ * §6.3.3). Servers that keep folders as files (mbox: Dovecot's `mbox:`, GNU Mailutils'
+ * imap4d) or as directories (Dovecot sdbox, Courier) then make a directory, which can hold
+ * subfolders; created as a mailbox, an mbox file cannot, and every subfolder was refused.
+ * Servers that need no declaration ignore it (MUST, same section) and make a mailbox, as
+ * Dovecot's Maildir++ does. A server that refuses the declared form gets the plain name.
  */
 import type { ImapEndpoint, ImapLogin } from './endpoint.js';
 import { RawConnection, type UntaggedResponse } from './raw-connection.js';
@@ -32,10 +41,13 @@ export interface CreatedFolders {
   refused: Map<string, string>;
 }
 
-export async function createFolders(endpoint: ImapEndpoint, login: ImapLogin, paths: readonly string[], opts: { idleTimeoutMs?: number } = {}): Promise<CreatedFolders> {
+/** A folder to create: a mailbox (a bare path), or a container only for folders below it. */
+export type FolderToCreate = string | { container: string; delimiter: string };
+
+export async function createFolders(endpoint: ImapEndpoint, login: ImapLogin, folders: readonly FolderToCreate[], opts: { idleTimeoutMs?: number } = {}): Promise<CreatedFolders> {
   const out = new Map<string, CreatedFolder>();
   const refused = new Map<string, string>();
-  if (paths.length === 0) return { created: out, refused };
+  if (folders.length === 0) return { created: out, refused };
   // STATUS answers are matched to folders by the name the server echoes (RFC 3501 §7.2.4:
   // `* STATUS mailbox (…)`), compared with the name as sent. A name echoed in another form
   // (another case of INBOX) is simply not matched: the sync then asks again. GNU Mailutils'
@@ -59,24 +71,35 @@ export async function createFolders(endpoint: ImapEndpoint, login: ImapLogin, pa
   const conn = await RawConnection.connect(endpoint, { onUntagged, ...(opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: opts.idleTimeoutMs } : {}) });
   try {
     await conn.login(login);
-    const sent = paths.map((path) => {
+    const send = (folder: FolderToCreate, asContainer: boolean) => {
+      const path = typeof folder === 'string' ? folder : folder.container;
       const name = conn.mailboxName(path);
-      // mailboxName quotes (and escapes " and \): the wire name is what is between the quotes.
-      byWireName.set(name.slice(1, -1).replace(/\\(.)/g, '$1'), path);
-      const create = conn.send([`CREATE ${name}`]).done;
+      const create = conn.send([`CREATE ${asContainer && typeof folder !== 'string' ? conn.mailboxName(path + folder.delimiter) : name}`]).done;
       const subscribe = conn.send([`SUBSCRIBE ${name}`]).done;
-      const status = conn.send([`STATUS ${name} (UIDVALIDITY UIDNEXT)`]).done;
+      // A container has no messages, so no STATUS the sync needs (and a \Noselect one has none).
+      const status = asContainer ? Promise.resolve(undefined) : conn.send([`STATUS ${name} (UIDVALIDITY UIDNEXT)`]).done;
+      // mailboxName quotes (and escapes " and \): the wire name is what is between the quotes.
+      if (!asContainer) byWireName.set(name.slice(1, -1).replace(/\\(.)/g, '$1'), path);
       // Awaited below; never an unhandled rejection if the connection drops first.
       subscribe.catch(() => undefined);
       status.catch(() => undefined);
-      return { path, create, subscribe, status };
-    });
-    for (const s of sent) {
-      const r = await s.create;
-      if (r.status !== 'OK' && r.code !== 'ALREADYEXISTS') refused.set(s.path, `${r.status}${r.code ? ` [${r.code}]` : ''} ${r.text}`);
+      return { folder, path, create, subscribe, status };
+    };
+    const answer = async (sent: ReturnType<typeof send>[]) => {
+      for (const s of sent) {
+        const r = await s.create;
+        if (r.status !== 'OK' && r.code !== 'ALREADYEXISTS') refused.set(s.path, `${r.status}${r.code ? ` [${r.code}]` : ''} ${r.text}`);
+        else refused.delete(s.path);
+      }
+      await Promise.all(sent.map((s) => s.status));
+      await Promise.allSettled(sent.map((s) => s.subscribe));
+    };
+    await answer(folders.map((f) => send(f, typeof f !== 'string')));
+    // A server that refused a declared container gets it again as a plain name, and what
+    // was refused after it (its subfolders, if the server needs a parent first), in order.
+    if (folders.some((f) => typeof f !== 'string' && refused.has(f.container))) {
+      await answer(folders.filter((f) => refused.has(typeof f === 'string' ? f : f.container)).map((f) => send(f, false)));
     }
-    await Promise.all(sent.map((s) => s.status));
-    await Promise.allSettled(sent.map((s) => s.subscribe));
     for (const path of refused.keys()) out.delete(path);
     return { created: out, refused };
   } finally {

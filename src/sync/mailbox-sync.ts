@@ -18,7 +18,7 @@ import type { Kysely } from 'kysely';
 import { type ImapLogin } from '../imap/endpoint.js';
 import { ImapConnectError, isImapRefusal, isRetryable, saysNonexistent } from '../imap/errors.js';
 import { openSession, withWatchdog } from '../imap/imapflow-session.js';
-import { type CreatedFolders, createFolders } from '../imap/create-folders.js';
+import { type CreatedFolders, type FolderToCreate, createFolders } from '../imap/create-folders.js';
 import { RawFetchCommandError, RawFetcher } from '../imap/raw-fetch.js';
 import { ensureFolders, ensurePair, establishedTargets, findPair, listFolders, updateFolder } from '../store/journal.js';
 import type { Store } from '../store/open.js';
@@ -214,7 +214,9 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
 /**
  * Creates the target folders the mappings need and the target lacks, parents first (not
  * every server creates intermediate levels itself), pipelined (imap/create-folders.ts),
- * and returns their STATUS.
+ * and returns their STATUS. Intermediate levels, and source folders that hold no mail
+ * (\Noselect), are created as containers: an mbox-format target can then hold their
+ * subfolders.
  */
 function createMissingFolders(target: MailboxSide, mappings: FolderMapping[], tgtView: ServerView, stallMs: number): Promise<CreatedFolders> {
   const name = (f: ServerFolder) => (f.path.toUpperCase() === 'INBOX' ? 'INBOX' : f.path);
@@ -223,19 +225,21 @@ function createMissingFolders(target: MailboxSide, mappings: FolderMapping[], tg
   // deleted, or that the server made for a child) cannot hold messages: a folder to copy
   // into is created there all the same, which Dovecot and Courier allow.
   const holdsMail = new Set(tgtView.folders.filter((f) => !f.flags.has('\\NonExistent') && !f.flags.has('\\Noselect')).map(name));
-  // In order, parents first (a Set keeps insertion order).
-  const wanted = new Set<string>();
+  // In order, parents first (a Map keeps the order of first insertion): path → whether
+  // messages go in it. A parent also copied into is a mailbox, wherever it came first.
+  const wanted = new Map<string, boolean>();
   const d = tgtView.delimiter;
   for (const m of mappings) {
     if (m.selectable ? holdsMail.has(m.targetPath) : existing.has(m.targetPath)) continue;
     const segs = d ? m.targetPath.slice(tgtView.prefix.length).split(d) : [m.targetPath];
     for (let i = 1; i < segs.length; i++) {
       const p = tgtView.prefix + segs.slice(0, i).join(d ?? '');
-      if (!existing.has(p)) wanted.add(p);
+      if (!existing.has(p) && !wanted.has(p)) wanted.set(p, false);
     }
-    wanted.add(m.targetPath);
+    wanted.set(m.targetPath, m.selectable || wanted.get(m.targetPath) === true);
   }
-  return createFolders(target.endpoint, target.login, [...wanted], { idleTimeoutMs: stallMs });
+  const folders = [...wanted].map(([path, mailbox]): FolderToCreate => (mailbox || !d ? path : { container: path, delimiter: d }));
+  return createFolders(target.endpoint, target.login, folders, { idleTimeoutMs: stallMs });
 }
 
 /** `handedOver`: the login check's source session (SyncOptions.sourceSession), for the first attempt; logged out like its own. */
