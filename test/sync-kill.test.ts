@@ -84,4 +84,40 @@ describe('sync: crash safety', () => {
     const targetTotal = [...tgt.values()].reduce((n, m) => n + m.length, 0);
     assert.equal(targetTotal, total, 'no message lost or duplicated');
   });
+
+  test('stopped with Ctrl-C: the messages in flight are settled, the admin is told how far it got, and the re-run finishes', async () => {
+    // New mail on the source since the test above synced it all.
+    const more = generateCorpus({ seed: 7, messages: 400, averageSize: 16_000, maxSize: 400_000 });
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    total += (await loadCorpus(c, more, { separator: '.' })).appended;
+    await c.logout();
+    const args = ['sync', ...syncArgs(lab, lab.db, ['--connections', '3'])];
+    const before = journalCounts(lab.db).copied;
+    const stopped = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [CLI, ...args], { env: env(lab), stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const poll = setInterval(() => {
+        if (journalCounts(lab.db).copied < before + 40) return;
+        clearInterval(poll);
+        child.kill('SIGINT');
+      }, 10);
+      child.on('close', (code) => {
+        clearInterval(poll);
+        resolve({ code, stderr });
+      });
+    });
+    assert.equal(stopped.code, 1, stopped.stderr);
+    assert.match(stopped.stderr, /stopping once the messages in flight are stored/);
+    assert.match(stopped.stderr, /sync stopped \(Ctrl-C\): \d+ of \d+ messages copied by this run; .*run the same command again/);
+    assert.equal(journalCounts(lab.db).pending, 0, 'nothing left in flight for the next run to resolve');
+    assert.ok(journalCounts(lab.db).copied < total, 'stopped before the end');
+
+    const r = await runCli([...args, '--json'], env(lab));
+    assert.equal(r.status, 0, r.stderr);
+    const src = await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.deepEqual(compareMailboxes(src, tgt, (p) => expectedTargetPath(p)), []);
+    assert.equal([...tgt.values()].reduce((n, m) => n + m.length, 0), total, 'no message lost or duplicated');
+  });
 });

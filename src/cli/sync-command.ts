@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { defaultDbUrl, openStore, sqlitePathOf } from '../store/open.js';
 import { journalMappings, syncMailbox } from '../sync/mailbox-sync.js';
 import { DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type SyncSummary } from '../sync/options.js';
+import type { SyncProgress } from '../sync/progress.js';
 import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
 import { parseReceivedAfter } from '../batch/time-input.js';
 import { addConnectionOptions, type ConnectionFlags, resolveSides } from './connection-options.js';
@@ -95,8 +96,16 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
         const store = storeResult.value;
         const bar = progressView(!flags.json && !!process.stderr.isTTY);
         const stop = new AbortController();
-        const onSignal = () => stop.abort();
+        // The first Ctrl-C lets the messages in flight finish (their journal rows settle);
+        // a second one is Node's default, an immediate exit, which is as safe: the next
+        // run resolves whatever was in flight (exactly once through crashes).
+        const onSignal = () => {
+          bar.stop();
+          process.stderr.write('mailferry: stopping once the messages in flight are stored (Ctrl-C again to quit at once; nothing is lost or copied twice either way)\n');
+          stop.abort();
+        };
         process.once('SIGINT', onSignal);
+        let last: SyncProgress | undefined;
         try {
           const summary = await syncMailbox(store, {
             ...sides,
@@ -105,8 +114,15 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
             ...limits,
             dryRun: !!flags.dryRun,
             logger,
-            onProgress: (p) => bar.update(p),
+            onProgress: (p) => {
+              last = p;
+              bar.update(p);
+            },
             signal: stop.signal,
+          }).catch((err: unknown) => {
+            if (!stop.signal.aborted) throw err;
+            const copied = last ? `${last.copied} of ${last.toCopy} messages copied by this run` : 'nothing copied by this run';
+            throw new Error(`sync stopped (Ctrl-C): ${copied}; what is copied stays copied: run the same command again to go on`);
           });
           bar.stop();
           printSummary(summary, scope.receivedAfter);
