@@ -4,12 +4,12 @@
  * migrations on SQLite, and the losers of the race used to fail with "duplicate column".
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { runCli } from './helpers/cli.js';
-import { isStoreFailure } from '../src/store/open.js';
+import { databaseUrl, isStoreFailure, openStore, sqlitePathOf } from '../src/store/open.js';
 import { ImapConnectError } from '../src/imap/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mailferry-migrate-'));
@@ -30,4 +30,23 @@ test('a database failure is told from an IMAP one that wraps the same system err
   assert.equal(isStoreFailure(Object.assign(new Error('terminating connection due to administrator command'), { severity: 'FATAL', code: '57P01' })), true);
   assert.equal(isStoreFailure(Object.assign(new Error('could not extend file'), { severity: 'ERROR', code: '53100' })), false, 'a full disk repeats: a failure');
   assert.equal(isStoreFailure(Object.assign(new Error('database is locked'), { name: 'SqliteError', code: 'SQLITE_BUSY' })), true);
+});
+
+test('a --db value without a scheme is a SQLite file path; other schemes are kept or refused', async () => {
+  const cwd = process.cwd();
+  const dir = mkdtempSync(join(tmpdir(), 'mailferry-dburl-'));
+  try {
+    process.chdir(dir);
+    assert.equal(databaseUrl('state.db'), `sqlite:${join(dir, 'state.db')}`);
+    assert.equal(databaseUrl('/var/lib/mf.db'), 'sqlite:/var/lib/mf.db');
+    assert.equal(sqlitePathOf('state.db'), join(dir, 'state.db'));
+    assert.equal(databaseUrl('postgres://u@127.0.0.1/test'), 'postgres://u@127.0.0.1/test');
+    const store = await openStore('state.db');
+    await store.close();
+    assert.ok(existsSync(join(dir, 'state.db')));
+    await assert.rejects(openStore('mysql://127.0.0.1/x'), /unsupported database URL "mysql:.*a file path, sqlite:PATH or postgres/);
+  } finally {
+    process.chdir(cwd);
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -146,7 +146,7 @@ function verificationLines(v: MailboxVerification): string {
 
 export function registerBatchCommands(program: Command, run: Run): void {
   const batch = program.command('batch').description('Migration batches: a migration file, a source endpoint, a target and options (SPEC §4).');
-  const dbOption = ['--db <url>', 'state database (default MAILFERRY_DB or ~/.mailferry/mailferry.sqlite)'] as const;
+  const dbOption = ['--db <url>', 'state database: a SQLite file (PATH or sqlite:PATH) or postgres://… (default MAILFERRY_DB or ~/.mailferry/mailferry.sqlite)'] as const;
 
   batch
     .command('create <name>')

@@ -46,7 +46,7 @@ export function addConnectionOptions(cmd: Command): Command {
     .option('--user-root <path>', "migrate only the folders under this path of the source login's view")
     .option('--exclude <folder>', 'skip this folder and its subfolders (repeatable)', collect, [])
     .option('--insecure', 'accept untrusted TLS certificates (self-signed, wrong name)')
-    .option('--db <url>', 'state database: sqlite:PATH or postgres://… (default MAILFERRY_DB or ~/.mailferry/mailferry.sqlite)')
+    .option('--db <url>', 'state database: a SQLite file (PATH or sqlite:PATH) or postgres://… (default MAILFERRY_DB or ~/.mailferry/mailferry.sqlite)')
     .option('--log-level <level>', 'fatal | error | warn | info | debug', 'warn');
 }
 

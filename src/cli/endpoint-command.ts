@@ -73,7 +73,7 @@ function register(program: Command, role: EndpointRole, run: Run): void {
     .option('--tls <mode>', 'implicit | starttls | none', 'implicit')
     .option('--auth <method>', 'plain | login', role === 'source' ? 'login' : 'plain')
     .option('--accept-untrusted-cert', 'accept a self-signed or otherwise untrusted certificate')
-    .option('--db <url>', 'state database (default MAILFERRY_DB or ~/.mailferry/mailferry.sqlite)')
+    .option('--db <url>', 'state database: a SQLite file (PATH or sqlite:PATH) or postgres://… (default MAILFERRY_DB or ~/.mailferry/mailferry.sqlite)')
     .option('--json', 'print the stored settings as JSON');
   if (role === 'source') {
     create

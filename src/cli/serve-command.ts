@@ -155,7 +155,7 @@ function addServiceOptions(cmd: Command): Command {
     .option('--concurrency <n>', 'mailboxes this process syncs at once (the endpoints\' limits hold on top, across all workers)', '20')
     .option('--connections <n>', 'copy lanes per mailbox, each one source and one target connection', '2')
     .option('--lease-ttl <duration>', 'a worker that stops heart-beating loses its mailboxes to others after this long', '60s')
-    .option('--db <url>', 'state database (default MAILFERRY_DB or ~/.mailferry/mailferry.sqlite); PostgreSQL to share with other machines')
+    .option('--db <url>', 'state database: a SQLite file (PATH or sqlite:PATH) or postgres://… (default MAILFERRY_DB or ~/.mailferry/mailferry.sqlite); PostgreSQL to share with other machines')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info');
 }
 

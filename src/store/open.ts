@@ -5,7 +5,7 @@
  */
 import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect } from 'kysely';
 import { type Dialect, migrationProvider } from './migrations.js';
@@ -26,12 +26,22 @@ export function defaultDbUrl(): string {
 
 export class StoreUrlError extends Error {}
 
-/** The file a `sqlite:` URL names (`sqlite:///abs` and `sqlite:/abs` alike); undefined for another URL. */
-export function sqlitePathOf(url: string): string | undefined {
+/**
+ * The URL a `--db`/MAILFERRY_DB value means: one without a scheme is a SQLite file's path
+ * (`--db state.db`, `--db /var/lib/mailferry/state.db`), as an admin would type it.
+ */
+export function databaseUrl(value: string): string {
+  return /^[a-z][a-z0-9+.-]*:/i.test(value) ? value : `sqlite:${resolve(value)}`;
+}
+
+/** The file a `sqlite:` URL (or a bare path) names (`sqlite:///abs` and `sqlite:/abs` alike); undefined for another URL. */
+export function sqlitePathOf(value: string): string | undefined {
+  const url = databaseUrl(value);
   return url.startsWith('sqlite:') ? url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '') : undefined;
 }
 
-export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaultDbUrl()): Promise<Store> {
+export async function openStore(value: string = process.env.MAILFERRY_DB ?? defaultDbUrl()): Promise<Store> {
+  const url = databaseUrl(value);
   let db: Kysely<Database>;
   let dialect: Dialect;
   let displayUrl = url;
@@ -79,7 +89,7 @@ export async function openStore(url: string = process.env.MAILFERRY_DB ?? defaul
     dialect = 'postgres';
     displayUrl = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
   } else {
-    throw new StoreUrlError(`unsupported database URL "${url}": use sqlite:PATH or postgres://…`);
+    throw new StoreUrlError(`unsupported database URL "${url}": use a file path, sqlite:PATH or postgres://…`);
   }
   // Names are zero-padded ASCII ("0001_sync_state"), so code-unit order is their order;
   // Kysely's default (localeCompare) builds an ICU collator on every start (~5 ms of a
