@@ -793,7 +793,7 @@ describe('sync and verify: a folder whose listing loses the connection on one me
     const broken = folders.find((f) => f.target === 'Broken')!;
     assert.equal(broken.error, undefined);
     assert.deepEqual([broken.sourceCount, broken.targetCount, broken.missing], [subjects.length, subjects.length - 1, 1]);
-    assert.deepEqual(broken.missingItems, [{ folder: 'Broken', uid: badUid, size: 0, date: '', unreadable: true }]);
+    assert.deepEqual(broken.missingItems, [{ folder: 'Broken', uid: badUid, size: 0, date: '', subject: '', messageId: '', unreadable: true }]);
     assert.equal(folders.find((f) => f.target === 'INBOX')?.missing, 0);
     assert.match(r.stderr, new RegExp(`missing: Broken uid ${badUid} \\(the source would not give it\\)`));
   });

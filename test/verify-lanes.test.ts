@@ -100,3 +100,40 @@ describe('verify: copies whose size and date the target changed', () => {
     }
   });
 });
+
+describe('verify: a copy cut short or edited on the target', () => {
+  let lab: LabPair;
+  after(async () => lab?.stop());
+
+  test('is missing, named with its subject and the copy that is not it; --content also sees an edit of the same size', async () => {
+    lab = await startPair();
+    const when = new Date(Date.UTC(2021, 4, 1));
+    const full = (id: string, text: string) => Buffer.from(`From: a@example.org\r\nSubject: report ${id}\r\nMessage-ID: <${id}@example.org>\r\nDate: Mon, 3 May 2021 10:00:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n${text}\r\n`);
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.append('INBOX', full('cut', 'line of the report\r\n'.repeat(40)), [], when);
+    await c.append('INBOX', full('edited', 'Grüße von Jürgen Müller'), [], when);
+    await c.append('INBOX', full('kept', 'nothing changes here'), [], when);
+    await c.logout();
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(r.status, 0, r.stderr);
+    // The target's copies replaced: one cut short (same headers and date), one edited to the same size.
+    const t = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    await t.mailboxOpen('INBOX');
+    const uids = (await t.fetchAll('1:*', { uid: true, envelope: true })).filter((m) => /cut|edited/.test(m.envelope?.subject ?? '')).map((m) => m.uid);
+    await t.messageDelete(uids.join(','), { uid: true });
+    await t.append('INBOX', full('cut', 'line of the report\r\n'.repeat(3)), [], when);
+    await t.append('INBOX', full('edited', 'Grüße von Jörgen Möller'), [], when);
+    await t.logout();
+
+    const plain = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(plain.status, 1, plain.stdout + plain.stderr);
+    assert.match(plain.stderr, /missing: INBOX uid 1 "report cut", <cut@example\.org>, \d+ bytes, .*other content: cut short or changed/);
+    const inbox = (plain.json?.folders as { target: string; missing: number; extra: number; changedCopies: number }[]).find((f) => f.target === 'INBOX')!;
+    assert.deepEqual([inbox.missing, inbox.extra, inbox.changedCopies], [1, 1, 0]);
+
+    const content = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json', '--content'])], env(lab));
+    assert.equal(content.status, 1, content.stdout + content.stderr);
+    assert.equal(content.json?.missing, 2, content.stderr);
+    assert.match(content.stderr, /"report edited"/);
+  });
+});

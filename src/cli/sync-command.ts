@@ -5,7 +5,7 @@ import { defaultDbUrl, openStore, sqlitePathOf } from '../store/open.js';
 import { journalMappings, syncMailbox } from '../sync/mailbox-sync.js';
 import { DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type SyncSummary } from '../sync/options.js';
 import type { SyncProgress } from '../sync/progress.js';
-import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
+import { type MissingItem, verifyMailbox, type VerifyResult } from '../sync/verify.js';
 import { parseReceivedAfter } from '../batch/time-input.js';
 import { addConnectionOptions, type ConnectionFlags, resolveSides } from './connection-options.js';
 import { EXIT, UsageError } from './exit-codes.js';
@@ -156,8 +156,8 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
             continue;
           }
           const mark = f.missing === 0 ? 'ok     ' : 'MISSING';
-          process.stderr.write(`${mark} ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}${f.missing ? `, ${f.missing} missing` : ''}${f.extra ? `, ${f.extra} extra on target${f.duplicates ? ` (${f.duplicates} of them duplicates of source messages)` : ''}` : ''}${f.flagDifferences ? `, ${f.flagDifferences} with other flags` : ''}${f.dateDifferences ? `, ${f.dateDifferences} with another internal date (set by the target's server)` : ''}${f.changedCopies ? `, ${f.changedCopies} stored with other bytes by the target's server (line ends, 8-bit bytes, mbox header fields)` : ''}\n`);
-          for (const m of f.missingItems) process.stderr.write(m.unreadable ? `        missing: ${m.folder} uid ${m.uid} (the source would not give it)\n` : `        missing: ${m.folder} uid ${m.uid} (${m.size} bytes, ${m.date})\n`);
+          process.stderr.write(`${mark} ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}${f.missing ? `, ${f.missing} missing` : ''}${f.extra ? `, ${f.extra} extra on target${f.duplicates ? ` (${f.duplicates} of them duplicates of source messages)` : ''}` : ''}${f.flagDifferences ? `, ${f.flagDifferences} with other flags` : ''}${f.dateDifferences ? `, ${f.dateDifferences} with another internal date (set by the target's server)` : ''}${f.changedCopies ? `, ${f.changedCopies} stored with other bytes by the target's server (line ends, 8-bit header bytes, mbox header fields; the text is the same)` : ''}\n`);
+          for (const m of f.missingItems) process.stderr.write(`        missing: ${missingText(m)}\n`);
         }
         const scoped = scopeText(scope.receivedAfter);
         const unread = result.folders.filter((f) => f.error !== undefined).length;
@@ -193,4 +193,12 @@ async function journalOf(url: string | undefined, sides: Parameters<typeof journ
     logger.warn({ err: (err as Error).message }, 'the state database could not be read: folders are compared where a first sync would copy them');
     return undefined;
   }
+}
+
+/** A missing message as an admin can look it up: folder, UID, subject, Message-ID, and what the target has instead. */
+export function missingText(m: MissingItem): string {
+  if (m.unreadable) return `${m.folder} uid ${m.uid} (the source would not give it)`;
+  const what = [m.subject ? `"${m.subject}"` : '(no subject)', m.messageId || null, `${m.size} bytes`, m.date].filter(Boolean).join(', ');
+  const instead = m.differentCopy ? `; the target's message with its identity (uid ${m.differentCopy.uid}, ${m.differentCopy.size} bytes) has other content: cut short or changed` : '';
+  return `${m.folder} uid ${m.uid} ${what}${instead}`;
 }

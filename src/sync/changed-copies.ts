@@ -6,7 +6,8 @@
  * find it and the message would be copied a second time.
  *
  * So a pending row recovery could not match is compared once more, by a *loose* digest:
- * the message with every CR removed, every byte >= 0x80 read as `X`, `>` before a line's
+ * the message with every CR removed, every byte >= 0x80 of the header read as `X` (Cyrus
+ * munges headers only: an edited body is another message), `>` before a line's
  * `From ` dropped (UW-IMAP's mbox quoting), the header fields of mbox bookkeeping left out
  * (MBOX_FIELDS) and header lines' trailing blanks too, and trailing line ends ignored, computed for the source message (read again from the source, only for
  * these rows) and for the target messages above the rows' UID floor that no journal row
@@ -60,9 +61,12 @@ export function looseDigest(message: Buffer): string {
   const raw = normalizedHead(message);
   const out = Buffer.allocUnsafe(raw.length);
   let n = 0;
+  let inHead = true;
   for (let i = 0; i < raw.length; i++) {
     const b = raw[i]!;
     if (b === CR) continue;
+    // The header ends at the first empty line (RFC 5322 §2.1), CRs already dropped.
+    if (b === LF && inHead && (n === 0 || out[n - 1] === LF)) inHead = false;
     // An mbox store (UW-IMAP) quotes a line starting "From " as ">From " (and ">From " as
     // ">>From "): the '>'s at a line start before "From " are ignored.
     if (b === GT && (n === 0 || out[n - 1] === LF)) {
@@ -73,7 +77,7 @@ export function looseDigest(message: Buffer): string {
         continue;
       }
     }
-    out[n++] = b >= 0x80 ? X : b;
+    out[n++] = b >= 0x80 && inHead ? X : b;
   }
   while (n > 0 && out[n - 1] === LF) n--;
   return createHash('sha256').update(out.subarray(0, n)).digest('hex');

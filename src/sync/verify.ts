@@ -52,8 +52,14 @@ export interface MissingItem {
   uid: number;
   size: number;
   date: string;
+  /** The source message's Subject and Message-ID (empty when it has none), so the admin can find it. */
+  subject: string;
+  messageId: string;
   /** Set for a message the source would not give (it closed the connection each time): its size and date are unknown. */
   unreadable?: true;
+  /** Set when the target has a message with its Message-ID (or From, Subject and Date) whose content is not the
+   * source's: cut short, edited, or another message. */
+  differentCopy?: { uid: number; size: number };
 }
 
 export interface FolderVerdict {
@@ -89,6 +95,14 @@ export interface VerifyResult {
 }
 
 const MISSING_LIST_CAP = 50;
+
+/** A raw message's header section (up to the first empty line). */
+function headerOf(raw: Buffer): Buffer {
+  const end = raw.indexOf('\r\n\r\n');
+  const lf = raw.indexOf('\n\n');
+  const at = end < 0 ? lf : lf < 0 ? end : Math.min(end, lf);
+  return at < 0 ? raw : raw.subarray(0, at);
+}
 
 function messageId(headers: Buffer | undefined): string {
   return headers ? headerValue(headers.toString('utf8'), 'message-id').replace(/\s+/g, '') : '';
@@ -128,6 +142,8 @@ interface Entry {
   size: number;
   date: string;
   flags: string;
+  subject: string;
+  messageId: string;
 }
 
 /** Source and target bodies are compared by digest, with a key of this process's own. */
@@ -149,16 +165,19 @@ async function readEntries(client: ImapFlow, path: string, uids: string, content
     const date = new Date(ms ?? 0);
     const seconds = Math.floor(date.getTime() / 1000);
     let keys: Entry['keys'];
+    let head: Buffer | undefined = m.headers;
     if (content) {
       const raw = m.source ?? Buffer.alloc(0);
       const digest = hasher.digestOf(raw);
       keys = [`${digest}|${seconds}`, digest, `~${looseDigest(raw)}`, null];
+      head = headerOf(raw);
     } else {
       const id = messageId(m.headers);
       const other = id ? null : headerKey(m.headers);
       keys = [`${m.size}|${seconds}|${id}`, id ? `${m.size}|${id}` : null, id ? `${seconds}|${id}` : other ? `${seconds}|h:${other}` : null, id ? `id:${id}` : other ? `h:${other}` : null];
     }
-    out.push({ keys, uid: m.uid, size: m.size ?? 0, date: date.toISOString(), flags: flagsKey(m.flags) });
+    const text = head?.toString('utf8') ?? '';
+    out.push({ keys, uid: m.uid, size: m.size ?? 0, date: date.toISOString(), flags: flagsKey(m.flags), subject: headerValue(text, 'subject').replace(/\s+/g, ' ').trim().slice(0, 200), messageId: messageId(head) });
   };
   // Streamed so a large folder is never held whole when hashing contents.
   await withWatchdog(client, stallMs * 10, `reading ${path}`, async () => {
@@ -368,6 +387,52 @@ const FOLDERS_PER_LANE = 4;
 /** Entries held at once across the lanes (about 300 bytes each). */
 const MESSAGES_HELD = 120_000;
 
+/** Messages read at once to compare copies whose size differs (bounded bytes too: CONFIRM_BYTES). */
+const CONFIRM_MESSAGES = 50;
+const CONFIRM_BYTES = 32 * 1024 * 1024;
+
+/**
+ * The source entries whose paired target copy has another size and another loose digest
+ * (changed-copies.ts), with that copy's UID and size. Leaves the target folder, then the
+ * last source folder read, selected on the lane.
+ */
+async function copiesThatDiffer(lane: Lane, target: string, sourceEntries: readonly (Entry & { folder: string })[], matched: ReadonlyMap<Entry, Entry>, stallMs: number): Promise<Map<Entry, { uid: number; size: number }>> {
+  const out = new Map<Entry, { uid: number; size: number }>();
+  const resized = sourceEntries.filter((e) => {
+    const t = matched.get(e);
+    return t !== undefined && t.size !== e.size;
+  });
+  if (resized.length === 0) return out;
+  const loose = async (client: ImapFlow, path: string, wanted: readonly { uid: number; size: number }[]): Promise<Map<number, string>> => {
+    const digests = new Map<number, string>();
+    await withWatchdog(client, stallMs, `opening ${path}`, () => client.mailboxOpen(path, { readOnly: true }));
+    for (let i = 0; i < wanted.length; ) {
+      const chunk: number[] = [];
+      let bytes = 0;
+      while (i < wanted.length && chunk.length < CONFIRM_MESSAGES && (chunk.length === 0 || bytes + wanted[i]!.size <= CONFIRM_BYTES)) {
+        bytes += wanted[i]!.size;
+        chunk.push(wanted[i++]!.uid);
+      }
+      await withWatchdog(client, stallMs, `reading ${path}`, async () => {
+        for await (const m of client.fetch(uidSet(chunk), { uid: true, source: true }, { uid: true })) digests.set(m.uid, looseDigest(m.source ?? Buffer.alloc(0)));
+      });
+    }
+    return digests;
+  };
+  const targetDigests = await loose(lane.tgt, target, resized.map((e) => matched.get(e)!));
+  for (const folder of new Set(resized.map((e) => e.folder))) {
+    const mine = resized.filter((e) => e.folder === folder);
+    const sourceDigests = await loose(lane.src, folder, mine);
+    for (const e of mine) {
+      const copy = matched.get(e)!;
+      // Expunged from the source since it was listed: nothing left to hold the copy against.
+      if (!sourceDigests.has(e.uid)) continue;
+      if (sourceDigests.get(e.uid) !== targetDigests.get(copy.uid)) out.set(e, { uid: copy.uid, size: copy.size });
+    }
+  }
+  return out;
+}
+
 /** One target folder and the source folders copied into it, compared. */
 async function compareFolder(lane: Lane, target: string, sources: readonly string[], targetExists: boolean, withoutStatus: ReadonlySet<string>, opts: VerifyOptions, stallMs: number, aroundDrops: boolean): Promise<FolderVerdict> {
   const sourceEntries: (Entry & { folder: string })[] = [];
@@ -382,7 +447,7 @@ async function compareFolder(lane: Lane, target: string, sources: readonly strin
           if (aroundDrops) {
             const read = await readFolderAroundDrops(opts, s, stallMs);
             lists.push(read.entries);
-            for (const uid of read.unreadable) unreadable.push({ folder: s, uid, size: 0, date: '', unreadable: true });
+            for (const uid of read.unreadable) unreadable.push({ folder: s, uid, size: 0, date: '', subject: '', messageId: '', unreadable: true });
             continue;
           }
           lists.push(
@@ -416,6 +481,13 @@ async function compareFolder(lane: Lane, target: string, sources: readonly strin
     throw Object.assign(new Error(`${(err as Error)?.message ?? String(err)} (while comparing ${sources.join(' + ')} -> ${target})`), { retryable: isRetryable(err), comparing: target });
   }
   const matched = pairEntries(sourceEntries, targetEntries);
+  // Copies paired by Message-ID (or From, Subject and Date) whose size differs: the same
+  // message only if what differs is what a server changes as it stores (line ends, 8-bit
+  // header bytes, mbox header fields: changed-copies.ts), so both are read and compared by
+  // loose digest. A copy cut short or edited is missing. (With --content the loose digest
+  // was the key already; around drops the source is not read again.)
+  const differs = opts.content || aroundDrops ? new Map<Entry, { uid: number; size: number }>() : await copiesThatDiffer(lane, target, sourceEntries, matched, stallMs);
+  for (const e of differs.keys()) matched.delete(e);
   const missingItems: MissingItem[] = unreadable.slice(0, MISSING_LIST_CAP);
   let missing = unreadable.length;
   let flagDifferences = 0;
@@ -425,7 +497,7 @@ async function compareFolder(lane: Lane, target: string, sources: readonly strin
     const match = matched.get(e);
     if (!match) {
       missing++;
-      if (missingItems.length < MISSING_LIST_CAP) missingItems.push({ folder: e.folder, uid: e.uid, size: e.size, date: e.date });
+      if (missingItems.length < MISSING_LIST_CAP) missingItems.push({ folder: e.folder, uid: e.uid, size: e.size, date: e.date, subject: e.subject, messageId: e.messageId, ...(differs.has(e) ? { differentCopy: differs.get(e)! } : {}) });
       continue;
     }
     if (match.flags !== e.flags) flagDifferences++;
