@@ -10,6 +10,11 @@ import { after, describe, test } from 'node:test';
 import { env, runCli, syncArgs } from './helpers/cli.js';
 import { type LabPair, startPair } from './helpers/lab-pair.js';
 import { compareMailboxes, connect, snapshot } from './helpers/mailbox-snapshot.js';
+import { pino } from 'pino';
+import { openStore } from '../src/store/open.js';
+import { folderPatternProblem, NothingSelectedError } from '../src/sync/folder-map.js';
+import { syncMailbox } from '../src/sync/mailbox-sync.js';
+import { verifyMailbox } from '../src/sync/verify.js';
 
 function message(n: number): Buffer {
   return Buffer.from(`From: sender${n}@example.org\r\nTo: alice@example.org\r\nSubject: message ${n}\r\nMessage-ID: <m${n}@example.org>\r\nDate: Mon, 2 Mar 2020 10:00:00 +0000\r\n\r\n${'body '.repeat(30 + n)}\r\n`);
@@ -223,5 +228,45 @@ describe('sync: folders the user renames or deletes on the target after the MX s
     assert.deepEqual(await flagsIn(lab, 'Work').then((l) => l.filter(([, f]) => f.includes('Flagged')).map(([s]) => s)), ['message 1']);
     const again = await sync(lab);
     assert.deepEqual([again.json?.copied, again.json?.flagsUpdated], [0, 0]);
+  });
+});
+
+describe('folder choices that select nothing', () => {
+  const labs: LabPair[] = [];
+  after(async () => Promise.all(labs.map((l) => l.stop())));
+
+  test('an unknown alias, an empty name or a folder both included and excluded is refused before anything runs', async () => {
+    assert.match(folderPatternProblem(['#Inbx#'], []) ?? '', /--include #Inbx#: no such folder alias; the aliases are #Inbox# #SentItems# #Drafts# #DeletedItems# #JunkEmail# #Archive#/);
+    assert.match(folderPatternProblem([], [' ']) ?? '', /--exclude: an empty folder name/);
+    assert.match(folderPatternProblem(['Archive'], ['archive']) ?? '', /Archive is both included and excluded/);
+    assert.equal(folderPatternProblem(['#inbox#', 'Projects/2024'], ['#JunkEmail#', 'Junk E-mail']), null);
+    const r = await runCli(['sync', '--source', '127.0.0.1:1', '--source-user', 'a', '--target', '127.0.0.1:1', '--target-user', 'b', '--exclude', '#Junkmail#', '--json'], { ...process.env, MAILFERRY_SOURCE_PASSWORD: 'x', MAILFERRY_TARGET_PASSWORD: 'y' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /--exclude #Junkmail#: no such folder alias/);
+  });
+
+  test('an include that matches no folder of the mailbox fails it, naming its folders; sync and verify alike', async () => {
+    const lab = await startPair();
+    labs.push(lab);
+    await on(lab, 'source', async (c) => {
+      await c.mailboxCreate('Projects');
+      await c.append('Projects', message(1), [], new Date(Date.UTC(2020, 0, 1)));
+      await c.append('INBOX', message(2), [], new Date(Date.UTC(2020, 0, 2)));
+    });
+    const store = await openStore(`sqlite:${lab.db}`);
+    const sides = {
+      source: { endpoint: lab.source.endpoint(), login: { method: 'login' as const, username: lab.sourceUser, password: lab.sourcePass } },
+      target: { endpoint: lab.target.endpoint(), login: { method: 'login' as const, username: lab.targetUser, password: lab.targetPass } },
+      logger: pino({ level: 'silent' }),
+    };
+    try {
+      await assert.rejects(syncMailbox(store, { ...sides, include: ['Projets'] }), (err: Error) => err instanceof NothingSelectedError && /no folder of this mailbox matches --include Projets \(its folders: .*Projects/.test(err.message));
+      await assert.rejects(verifyMailbox({ ...sides, include: ['Projets'] }), NothingSelectedError);
+      // One of several patterns matching nothing is normal in a batch: the others are copied.
+      const summary = await syncMailbox(store, { ...sides, include: ['Projects', 'Clients'] });
+      assert.equal(summary.copied, 1);
+    } finally {
+      await store.close();
+    }
   });
 });

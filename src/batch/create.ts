@@ -8,6 +8,7 @@ import { encryptSecret, type SecretKey } from '../secrets/index.js';
 import { findEndpoint } from '../store/endpoints.js';
 import type { Store } from '../store/open.js';
 import type { BatchRow, NewBatchMailboxRow } from '../store/schema.js';
+import { folderPatternProblem } from '../sync/folder-map.js';
 import { BatchError } from './errors.js';
 import { batchNameProblem } from './status.js';
 import { addressesInBatches, findBatch, NO_LEASE } from './store.js';
@@ -39,6 +40,8 @@ const INSERT_CHUNK = 200;
 export async function createBatch(store: Store, input: NewBatch, key: SecretKey, now = Date.now()): Promise<CreateResult> {
   const nameProblem = batchNameProblem(input.name);
   if (nameProblem) throw new BatchError(nameProblem);
+  const patternProblem = folderPatternProblem(input.include, input.exclude);
+  if (patternProblem) throw new BatchError(patternProblem);
   if (await findBatch(store.db, input.name)) throw new BatchError(`a batch named "${input.name}" already exists`);
   const source = await findEndpoint(store.db, 'source', input.endpoint);
   if (!source) throw new BatchError(`no migration endpoint named "${input.endpoint}" (see: mailferry endpoint list)`);

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { defaultDbUrl, openStore, sqlitePathOf } from '../store/open.js';
 import { journalMappings, syncMailbox } from '../sync/mailbox-sync.js';
 import { DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type SyncSummary } from '../sync/options.js';
+import { folderPatternProblem } from '../sync/folder-map.js';
 import type { SyncProgress } from '../sync/progress.js';
 import { type MissingItem, verifyMailbox, type VerifyResult } from '../sync/verify.js';
 import { parseReceivedAfter } from '../batch/time-input.js';
@@ -77,6 +78,8 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
     .action((flags: SyncFlags) =>
       run(async () => {
         const logger = cliLogger(flags.logLevel);
+        const patternProblem = folderPatternProblem([], flags.exclude);
+        if (patternProblem) throw new UsageError(patternProblem);
         // Parsed before anything connects: a bad date is a usage error (exit 2), not a failed sync.
         const scope = receivedAfterOf(flags);
         const limits = {
@@ -144,6 +147,8 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
     .action((flags: ConnectionFlags & DateScopeFlags & { content?: boolean; json?: boolean; connections: string }) =>
       run(async () => {
         const logger = cliLogger(flags.logLevel);
+        const patternProblem = folderPatternProblem([], flags.exclude);
+        if (patternProblem) throw new UsageError(patternProblem);
         const scope = receivedAfterOf(flags);
         const sides = await resolveSides(flags, logger);
         const connections = positiveInt(flags.connections, '--connections');

@@ -29,6 +29,34 @@ const ALIASES: Record<string, SpecialUse | 'INBOX'> = {
   '#archive#': '\\Archive',
 };
 
+/** --include selects no folder of the mailbox: not retried within the run (the folders will not change by then). */
+export class NothingSelectedError extends Error {
+  override name = 'NothingSelectedError';
+}
+
+/**
+ * What is wrong with an --include/--exclude list, or null: an alias that is not one of
+ * ALIASES (a typo such as `#Inbx#` would match no folder, and an include of it migrate
+ * nothing), an empty name, or a folder both included and excluded.
+ */
+export function folderPatternProblem(include: readonly string[], exclude: readonly string[]): string | null {
+  for (const [option, list] of [['--include', include], ['--exclude', exclude]] as const) {
+    for (const p of list) {
+      const t = p.trim();
+      if (t === '') return `${option}: an empty folder name`;
+      if (/^#.*#$/.test(t) && !(t.toLowerCase() in ALIASES)) return `${option} ${t}: no such folder alias; the aliases are ${Object.keys(ALIASES).map(aliasSpelling).join(' ')}`;
+    }
+  }
+  const excluded = new Set(exclude.map((p) => p.trim().toLowerCase()));
+  const both = include.find((p) => excluded.has(p.trim().toLowerCase()));
+  return both === undefined ? null : `${both.trim()} is both included and excluded`;
+}
+
+/** `#sentitems#` as SPEC §4 writes it: `#SentItems#`. */
+function aliasSpelling(key: string): string {
+  return { '#inbox#': '#Inbox#', '#sentitems#': '#SentItems#', '#drafts#': '#Drafts#', '#deleteditems#': '#DeletedItems#', '#junkemail#': '#JunkEmail#', '#archive#': '#Archive#' }[key] ?? key;
+}
+
 export interface ServerFolder {
   /** Full path in UTF-8, with the server's separator. */
   path: string;

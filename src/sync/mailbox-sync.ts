@@ -28,7 +28,7 @@ import { MemoryReclaimer } from './reclaim.js';
 import { type IdleTask, JobQueue, planJobs, runCopyLanes } from './copy-lanes.js';
 import { RunMemory } from './run-memory.js';
 import { applyFlagChanges } from './flag-sync.js';
-import { type FolderMapping, mapFolders, patternsMatchingNothing, type ServerFolder, type ServerView } from './folder-map.js';
+import { type FolderMapping, mapFolders, NothingSelectedError, patternsMatchingNothing, type ServerFolder, type ServerView } from './folder-map.js';
 import type { FolderWork } from './folder-work.js';
 import { DEFAULT_CHUNK_BYTES, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type MailboxSide, type SyncOptions, type SyncSummary } from './options.js';
 import { emptyProgress, type SyncProgress } from './progress.js';
@@ -283,7 +283,15 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const mapOptions = { ...(opts.exclude ? { exclude: opts.exclude } : {}), ...(opts.include ? { include: opts.include } : {}), ...(opts.source.userRoot ? { userRoot: opts.source.userRoot } : {}) };
     const established = async () => (pairId === undefined ? undefined : await establishedTargets(db, pairId));
     let mappings = mapFolders(srcView, tgtView, { ...mapOptions, established: await established() });
-    for (const pattern of patternsMatchingNothing(srcView, mapOptions)) log.warn({ pattern }, `no source folder matches ${opts.exclude?.includes(pattern) ? '--exclude' : '--include'} ${pattern}: it changes nothing (the folder names are in --dry-run's folder list)`);
+    const unmatched = patternsMatchingNothing(srcView, mapOptions);
+    // An include that selects no folder at all would migrate nothing and call the mailbox
+    // synced (and verify it in sync): a mistyped name must be seen. One pattern of several
+    // matching nothing is normal in a batch (not every user has every folder).
+    if (opts.include?.length && opts.include.every((p) => unmatched.includes(p))) {
+      const names = srcView.folders.filter((f) => !f.flags.has('\\NonExistent') && !f.flags.has('\\Noselect')).map((f) => f.path);
+      throw new NothingSelectedError(`nothing to migrate: no folder of this mailbox matches --include ${opts.include.join(', ')} (its folders: ${names.slice(0, 20).join(', ')}${names.length > 20 ? ', …' : ''})`);
+    }
+    for (const pattern of unmatched) log.warn({ pattern }, `no source folder matches ${opts.exclude?.includes(pattern) ? '--exclude' : '--include'} ${pattern}: it changes nothing for this mailbox`);
     // Before anything is created under the new names (renamed-folders.ts). A dry run only
     // counts renamed folders as the folders they were.
     const renameCtx = pairId === undefined ? undefined : { db, pairId, stallMs, log, target: tgt };

@@ -22,7 +22,7 @@ import { looseDigest } from './changed-copies.js';
 import { ByteBudget } from './byte-budget.js';
 import { ephemeralHasher } from './content-digest.js';
 import { flagsKey } from './flags.js';
-import { mapFolders } from './folder-map.js';
+import { mapFolders, NothingSelectedError } from './folder-map.js';
 import { FolderUnreadableError, readAroundDrops } from './read-around-drops.js';
 import { uidSet } from './uid-set.js';
 import { listMailboxFolders, serverView, useFullNames } from './server-view.js';
@@ -303,6 +303,8 @@ async function verifyOnce(opts: VerifyOptions, dropped: ReadonlySet<string>): Pr
       ...(opts.source.userRoot ? { userRoot: opts.source.userRoot } : {}),
       ...(opts.established ? { established: opts.established } : {}),
     }).filter((m) => m.selectable);
+    // Nothing compared is not "in sync" (mailbox-sync.ts: the sync refuses it too).
+    if (opts.include?.length && mappings.length === 0) throw new NothingSelectedError(`nothing to verify: no folder of this mailbox matches --include ${opts.include.join(', ')}`);
     // Source folders merged into one target folder are compared together.
     const byTarget = new Map<string, string[]>();
     for (const m of mappings) byTarget.set(m.targetPath, [...(byTarget.get(m.targetPath) ?? []), m.sourcePath]);
