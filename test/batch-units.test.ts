@@ -137,6 +137,53 @@ test('a shared admin credential refused three times in a row is not tried again 
   b.check(other, 'the source admin login "admin"');
 });
 
+test('runs started together try an unproven admin credential one at a time, and all at once once it worked', async () => {
+  const { CredentialBreaker, credentialKey } = await import('../src/worker/credential-breaker.js');
+  const b = new CredentialBreaker();
+  const what = 'the source admin login "admin"';
+  // Twenty runs with a wrong admin password, as a batch starts them: three logins refused, not twenty.
+  const wrong = credentialKey('source', 'old.example.org', 993, 'admin', 'Wr0ng-pw');
+  let inFlight = 0;
+  let most = 0;
+  let tried = 0;
+  const run = async (n: number) => {
+    const leave = await b.enter(wrong, what);
+    try {
+      inFlight++;
+      most = Math.max(most, inFlight);
+      tried++;
+      await new Promise((r) => setTimeout(r, 5));
+      b.refused(wrong, `u${n}@x`);
+    } finally {
+      inFlight--;
+      leave();
+    }
+  };
+  const outcomes = await Promise.allSettled(Array.from({ length: 20 }, (_, n) => run(n)));
+  assert.equal(tried, 3, 'three refusals, then the breaker is open');
+  assert.equal(most, 1);
+  assert.equal(outcomes.filter((o) => o.status === 'rejected' && /not tried/.test(String(o.reason))).length, 17);
+  // A good one: the first run proves it, the rest go side by side; a lost connection (no verdict) lets the next try.
+  const good = credentialKey('source', 'old.example.org', 993, 'admin', 'Right-pw');
+  inFlight = 0;
+  most = 0;
+  let first = true;
+  await Promise.all(
+    Array.from({ length: 10 }, async () => {
+      const leave = await b.enter(good, what);
+      inFlight++;
+      most = Math.max(most, inFlight);
+      await new Promise((r) => setTimeout(r, 5));
+      inFlight--;
+      if (first) {
+        first = false; // the connection was lost: no verdict
+      } else b.succeeded(good);
+      leave();
+    }),
+  );
+  assert.ok(most > 1, 'once it worked, the runs went side by side');
+});
+
 test('a login turned away for the server\'s own state (LIMIT, UNAVAILABLE) does not count against the credential', () => {
   const refusal = (code?: string) => new RawImapAuthError(`authentication failed: NO${code ? ` [${code}]` : ''} …`, '…', code);
   assert.equal(credentialRefused(refusal('AUTHENTICATIONFAILED')), true);

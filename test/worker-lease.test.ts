@@ -203,6 +203,11 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       assert.equal(bad.next_sync_at, now + 1000 + DEFAULT_BACKOFF.baseMs);
       assert.match(bad.last_error!, /Authentication failed/);
       assert.equal(bad.lease_owner, null);
+      // Stopping the batch keeps a failed mailbox Failed (the cut-over warning counts it); the others are Stopped.
+      await stopBatch(store, b.name);
+      assert.deepEqual((await detail(b)).mailboxes.map((m) => m.status).sort(), ['Failed', 'Stopped', 'Stopped']);
+      await startBatch(store, b.name);
+      await store.db.updateTable('batch_mailbox').set({ next_sync_at: bad.next_sync_at, attempts: 1 }).where('id', '=', bad.id).execute();
 
       // The failed one comes back after its backoff, not before; a second failure doubles it.
       assert.equal(await claimNext(store, { owner: 'W', ttlMs: TTL, now: now + 1000 + DEFAULT_BACKOFF.baseMs - 1 }).then((c) => c?.batchId === b.id), false);

@@ -95,8 +95,11 @@ export function stopBatch(store: Store, name: string, now = Date.now()): Promise
     if (b.state === 'Created') throw new BatchError(`batch "${name}" was never started`);
     if (b.state === 'Stopped') return { stopped: false, reason: 'already-stopped' };
     await tx.updateTable('batch').set({ state: 'Stopped', stopped_at: now }).where('id', '=', b.id).execute();
-    await tx.updateTable('batch_mailbox').set({ ...NO_LEASE, status: 'Stopped' }).where('batch_id', '=', b.id).where(leaseFree(now)).execute();
-    const held = await tx.selectFrom('batch_mailbox').select((eb) => eb.fn.countAll<number>().as('n')).where('batch_id', '=', b.id).where('status', '!=', 'Stopped').executeTakeFirstOrThrow();
+    // A failed mailbox stays Failed: its error is what the admin must act on before the
+    // cut-over (the delete warning counts failed mailboxes), stopped or not.
+    await tx.updateTable('batch_mailbox').set(NO_LEASE).where('batch_id', '=', b.id).where(leaseFree(now)).where('status', '=', 'Failed').execute();
+    await tx.updateTable('batch_mailbox').set({ ...NO_LEASE, status: 'Stopped' }).where('batch_id', '=', b.id).where(leaseFree(now)).where('status', '!=', 'Failed').execute();
+    const held = await tx.selectFrom('batch_mailbox').select((eb) => eb.fn.countAll<number>().as('n')).where('batch_id', '=', b.id).where('lease_owner', 'is not', null).executeTakeFirstOrThrow();
     return { stopped: true, stillSyncing: Number(held.n) };
   });
 }

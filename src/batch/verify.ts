@@ -15,6 +15,9 @@ import type { BatchMailboxRow, BatchRow } from '../store/schema.js';
 import { journalMappings } from '../sync/mailbox-sync.js';
 import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
 import { batchScope, SourceLoginCache, withMailboxSides } from '../worker/mailbox-sides.js';
+import { CredentialBreaker } from '../worker/credential-breaker.js';
+import { targetCredentialKey } from '../worker/run-mailbox.js';
+import { credentialAccepted, credentialRefused, type ImapAuthError } from '../imap/errors.js';
 import type { SecretKey } from '../secrets/index.js';
 import { pooled } from './pooled.js';
 import { leaseIsLive } from './store.js';
@@ -68,7 +71,11 @@ export async function verifyBatch(store: Store, batch: BatchRow, opts: VerifyBat
   let q = store.db.selectFrom('batch_mailbox').selectAll().where('batch_id', '=', batch.id).orderBy('line');
   if (opts.user !== undefined) q = q.where('email_key', 'in', [opts.user.trim().toLowerCase(), addressKey(opts.user.trim())]);
   const rows: BatchMailboxRow[] = await q.execute();
-  const ctx = { source, target, key: opts.key, loginCache: new SourceLoginCache(), logger: opts.logger };
+  // The workers' guard against admin lockouts (credential-breaker.ts): a wrong source or
+  // target admin password is tried by one mailbox at a time, and by none after three refusals.
+  const breaker = new CredentialBreaker();
+  const ctx = { source, target, key: opts.key, loginCache: new SourceLoginCache(), breaker, logger: opts.logger };
+  const adminKey = targetCredentialKey(target, opts.key);
   const scope = batchScope(batch);
   // Each mailbox verified holds a source session (one pair per mailbox: mailboxes are
   // compared side by side instead), like an incremental sync, on top of the workers' own:
@@ -76,8 +83,29 @@ export async function verifyBatch(store: Store, batch: BatchRow, opts: VerifyBat
   const limit = opts.concurrency ?? Math.max(1, Math.min(source.max_concurrent_incremental_syncs, 10));
   return pooled(rows, limit, async (m) => {
     let v: MailboxVerification;
+    // A password the source refused at the last sync waits for the admin (worker/lease.ts):
+    // a verification would be one more failed login on the user's live account.
+    if (m.status === 'Failed' && m.next_sync_at === null) {
+      v = { line: m.line, emailAddress: m.email_address, kind: 'error', error: `not verified: the source refused the password of ${m.user_name} at its last sync, and it is not tried again so that the account is not locked (correct it with batch update, or retry the mailbox)` };
+      await record(store, m.id, now(), v);
+      opts.onMailbox?.(v);
+      return v;
+    }
     try {
-      const result = await withMailboxSides(ctx, m, async (sides) => verifyMailbox({ ...sides, ...scope, content: !!opts.content, connections: 1, logger: opts.logger, established: await journalMappings(store.db, sides) }));
+      const result = await withMailboxSides(ctx, m, async (sides) => {
+        const leave = await breaker.enter(adminKey, `the target admin login "${target.admin_user}"`);
+        try {
+          const r = await verifyMailbox({ ...sides, ...scope, content: !!opts.content, connections: 1, logger: opts.logger, established: await journalMappings(store.db, sides) });
+          breaker.succeeded(adminKey);
+          return r;
+        } catch (err) {
+          if (credentialAccepted(err)) breaker.succeeded(adminKey);
+          else if (credentialRefused(err) && (err as ImapAuthError).side === 'target') breaker.refused(adminKey, m.email_address);
+          throw err;
+        } finally {
+          leave();
+        }
+      });
       const fresh = await store.db.selectFrom('batch_mailbox').select(['lease_owner', 'lease_expires_at']).where('id', '=', m.id).executeTakeFirst();
       v = { line: m.line, emailAddress: m.email_address, kind: 'verified', result, syncing: leaseIsLive(m, now()) || (!!fresh && leaseIsLive(fresh, now())) };
     } catch (err) {

@@ -12,6 +12,11 @@
  * password (`target` re-created, `batch update`) makes it another credential, tried at
  * once. Per worker process: workers on other machines keep their own count, so the
  * refusals are bounded by three per worker per hour.
+ *
+ * Runs start side by side (20 at once by default), so counting refusals alone would let 20
+ * logins with a wrong admin password through before the first answer: until a credential
+ * has worked, one run at a time tries it (`enter`) and the others wait for its outcome,
+ * then go at once if it worked.
  */
 import { createHash } from 'node:crypto';
 import { ImapAuthError } from '../imap/errors.js';
@@ -38,8 +43,44 @@ export function credentialKey(side: 'source' | 'target', host: string, port: num
 
 export class CredentialBreaker {
   private readonly states = new Map<string, State>();
+  /** Credentials that worked since their last refusal: every run tries them at once. */
+  private readonly proven = new Set<string>();
+  /** The one login in flight with a credential not proven yet: the others wait for it. */
+  private readonly probes = new Map<string, () => void>();
+  private readonly settled = new Map<string, Promise<void>>();
 
   constructor(private readonly now: () => number = Date.now) {}
+
+  /**
+   * Waits until this run may try the credential: at once when it has worked, else when no
+   * other run is trying it; throws as `check` does while the breaker is open. Returns what
+   * to call when the login's outcome is known without a verdict (a lost connection): the
+   * next waiting run then tries. `succeeded` and `refused` end a probe by themselves.
+   */
+  async enter(key: string, what: string): Promise<() => void> {
+    for (;;) {
+      this.check(key, what);
+      if (this.proven.has(key)) return () => undefined;
+      const waiting = this.settled.get(key);
+      if (waiting === undefined) {
+        let settle!: () => void;
+        this.settled.set(key, new Promise<void>((resolve) => (settle = resolve)));
+        const mine = () => {
+          if (this.probes.get(key) !== mine) return;
+          this.probes.delete(key);
+          this.settled.delete(key);
+          settle();
+        };
+        this.probes.set(key, mine);
+        return mine;
+      }
+      await waiting;
+    }
+  }
+
+  private endProbe(key: string): void {
+    this.probes.get(key)?.();
+  }
 
   /** Throws, without a login, while the credential's breaker is open; `what` names it ("the target admin login \"admin\""). */
   check(key: string, what: string): void {
@@ -58,9 +99,13 @@ export class CredentialBreaker {
 
   succeeded(key: string): void {
     this.states.delete(key);
+    this.proven.add(key);
+    this.endProbe(key);
   }
 
   refused(key: string, mailbox: string): void {
+    this.proven.delete(key);
+    this.endProbe(key);
     const s = this.states.get(key) ?? { refused: [], retryAt: null };
     s.refused.push(mailbox);
     if (s.refused.length > REFUSALS_TO_OPEN * 4) s.refused.splice(0, s.refused.length - REFUSALS_TO_OPEN);

@@ -328,7 +328,7 @@ export function release(store: Store, claim: Claim, result: RunResult, progress:
       // failure, once the database has had a moment (not a loop of failing runs).
       patch = { ...common, status: restingStatus(m), next_sync_at: result.kind === 'interrupted' && result.why === 'database' ? now + DATABASE_PAUSE_MS : now };
     }
-    if (stopped) patch.status = 'Stopped';
+    if (stopped && patch.status !== 'Failed') patch.status = 'Stopped';
     await tx.updateTable('batch_mailbox').set(patch).where('id', '=', m.id).execute();
 
     if (batch.state === 'Running') {

@@ -86,20 +86,24 @@ async function mailboxSides(ctx: SideContext, mailbox: MailboxLogin, password: s
   // password is not (isRetryable is false for it): trying again could lock the account.
   const admin = sourceAdminOf(mailbox);
   const key = admin === null ? null : credentialKey('source', sourceEndpoint.host, sourceEndpoint.port, admin, password);
-  if (key !== null) ctx.breaker?.check(key, `the source admin login "${admin}"`);
+  const leave = key !== null && ctx.breaker ? await ctx.breaker.enter(key, `the source admin login "${admin}"`) : () => undefined;
   let resolved;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      resolved = await resolveLogin(ctx, sourceEndpoint, mailbox, password);
-      if (key !== null) ctx.breaker?.succeeded(key);
-      break;
-    } catch (err) {
-      if (key !== null && credentialAccepted(err)) ctx.breaker?.succeeded(key);
-      else if (key !== null && credentialRefused(err)) ctx.breaker?.refused(key, mailbox.email_address);
-      if (attempt >= LOGIN_ATTEMPTS || !isRetryable(err)) throw err;
-      ctx.logger.warn({ err: (err as Error).message, attempt }, 'source login lost its connection; trying again');
-      await new Promise((r) => setTimeout(r, 1000 * attempt));
+  try {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        resolved = await resolveLogin(ctx, sourceEndpoint, mailbox, password);
+        if (key !== null) ctx.breaker?.succeeded(key);
+        break;
+      } catch (err) {
+        if (key !== null && credentialAccepted(err)) ctx.breaker?.succeeded(key);
+        else if (key !== null && credentialRefused(err)) ctx.breaker?.refused(key, mailbox.email_address);
+        if (attempt >= LOGIN_ATTEMPTS || !isRetryable(err)) throw err;
+        ctx.logger.warn({ err: (err as Error).message, attempt }, 'source login lost its connection; trying again');
+        await new Promise((r) => setTimeout(r, 1000 * attempt));
+      }
     }
+  } finally {
+    leave();
   }
   return {
     source: { endpoint: sourceEndpoint, login: resolved.login, ...(resolved.userRoot ? { userRoot: resolved.userRoot } : {}) },

@@ -42,7 +42,7 @@ export interface RunControl {
 }
 
 /** The target admin credential's breaker key (the password only as a hash). */
-function targetCredentialKey(target: Job['target'], key: SecretKey): string {
+export function targetCredentialKey(target: Pick<Job['target'], 'host' | 'port' | 'admin_user' | 'password_enc'>, key: SecretKey): string {
   return credentialKey('target', target.host, target.port, target.admin_user ?? '', target.password_enc ? decryptSecret(key, target.password_enc) : '');
 }
 
@@ -72,7 +72,7 @@ export function engineRunner(opts: RunnerOptions): MailboxRunner {
     const ctx = { source, target, key: opts.secretKey, loginCache, breaker, logger: log, keepSourceSession: true, ...(opts.stallMs ? { stallMs: opts.stallMs } : {}) };
     const adminKey = targetCredentialKey(target, opts.secretKey);
     return withMailboxSides(ctx, mailbox, async (sides) => {
-      breaker.check(adminKey, `the target admin login "${target.admin_user}"`);
+      const leave = await breaker.enter(adminKey, `the target admin login "${target.admin_user}"`);
       const syncOptions: SyncOptions = {
         ...sides,
         // SPEC §4: the batch's excluded or only-these folders, and "only messages received after a date".
@@ -100,6 +100,8 @@ export function engineRunner(opts: RunnerOptions): MailboxRunner {
         if (credentialAccepted(err)) breaker.succeeded(adminKey);
         else if (credentialRefused(err) && (err as ImapAuthError).side === 'target') breaker.refused(adminKey, mailbox.email_address);
         throw err;
+      } finally {
+        leave();
       }
       breaker.succeeded(adminKey);
       const { sourceKey, targetKey } = pairKeys(syncOptions);
