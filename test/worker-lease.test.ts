@@ -14,6 +14,8 @@ import { createBatch, type StartPlan } from '../src/batch/create.js';
 import { DeleteTooEarlyError } from '../src/batch/errors.js';
 import { deleteBatch, retryMailboxes, startBatch, stopBatch, syncNow } from '../src/batch/lifecycle.js';
 import { findBatch } from '../src/batch/store.js';
+import { updateBatch } from '../src/batch/update.js';
+import { buildReport } from '../src/report/batch-report.js';
 import { loadBatchDetail, loadBatchView, loadMailboxPage } from '../src/batch/view.js';
 import { generateSecretKeyText, loadSecretKey } from '../src/secrets/index.js';
 import { insertEndpoint } from '../src/store/endpoints.js';
@@ -231,6 +233,27 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       const m = await store.db.selectFrom('batch_mailbox').select('status').where('id', '=', inc.mailboxId).executeTakeFirstOrThrow();
       assert.equal(m.status, 'IncrementalSyncing');
       assert.equal((await detail(b)).batch.status, 'Synced', 'an incremental sync does not make the batch Syncing again');
+    });
+
+    test('a report keeps each mailbox its own skipped messages and round figures when an update added one on a line already used', { skip: skip ?? false }, async () => {
+      const b = await batchOf(2);
+      // Line 2 of the update file: the batch's line 2 is another mailbox.
+      const up = await updateBatch(store, b.name, Buffer.from(`EmailAddress,UserName,Password\nadded-${n}@example.org,added${n},pw-x\n`), key);
+      assert.ok(up.updated, JSON.stringify(up));
+      const rows = await store.db.selectFrom('batch_mailbox').select(['id', 'line', 'email_address']).where('batch_id', '=', b.id).execute();
+      assert.equal(rows.filter((r) => r.line === 2).length, 2, 'two mailboxes on line 2');
+      const now = Date.now();
+      for (let i = 0; i < 3; i++) {
+        const c = (await claimNext(store, { owner: 'W', ttlMs: TTL, now }))!;
+        const address = rows.find((r) => r.id === c.mailboxId)!.email_address;
+        const skippedItems = address.startsWith('added') ? [{ folder: 'INBOX', uid: 9, date: '2024-01-01T00:00:00.000Z', subject: 'the added one', size: 9e7, reason: 'too large' }] : [];
+        await release(store, c, { kind: 'synced', summary: summary(address.startsWith('added') ? 5 : 1, { skippedItems, skipped: skippedItems.length }), pairId: null }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF, now: now + 1 });
+      }
+      const report = await buildReport(store.db, (await findBatch(store.db, b.name))!, now + 2, { since: null, until: now + 2 });
+      const byAddress = new Map(report.mailboxes.map((m) => [m.emailAddress, m]));
+      assert.deepEqual(byAddress.get(`added-${n}@example.org`)!.skippedItems.map((i) => i.subject), ['the added one']);
+      assert.deepEqual(report.mailboxes.filter((m) => !m.emailAddress.startsWith('added')).map((m) => m.skippedItems.length), [0, 0]);
+      assert.deepEqual(report.mailboxes.map((m) => m.period?.synced), [1, 1, 1]);
     });
 
     test('stop, start, sync-now, delete', { skip: skip ?? false }, async () => {

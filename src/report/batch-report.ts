@@ -34,22 +34,24 @@ export interface BatchReport {
   cutOver?: { deleteWarnings: string[]; uncheckedDomains: string[] };
 }
 
-async function periodActivity(db: Kysely<Database>, batchId: number, since: number | null, until: number): Promise<Map<number, PeriodActivity>> {
+// Mailboxes are keyed by address, unique in a batch: a line number is not (a mailbox added by
+// `batch update` keeps its line in the update file, which another mailbox may share).
+async function periodActivity(db: Kysely<Database>, batchId: number, since: number | null, until: number): Promise<Map<string, PeriodActivity>> {
   let q = db
     .selectFrom('sync_run')
     .innerJoin('batch_mailbox', 'batch_mailbox.id', 'sync_run.mailbox_id')
-    .select(['batch_mailbox.line', 'sync_run.outcome', 'sync_run.copied', 'sync_run.bytes'])
+    .select(['batch_mailbox.email_address', 'sync_run.outcome', 'sync_run.copied', 'sync_run.bytes'])
     .where('sync_run.batch_id', '=', batchId)
     .where('sync_run.ended_at', '<=', until);
   if (since !== null) q = q.where('sync_run.ended_at', '>', since);
-  const out = new Map<number, PeriodActivity>();
+  const out = new Map<string, PeriodActivity>();
   for (const r of await q.execute()) {
-    const a = out.get(r.line) ?? { synced: 0, failed: 0, copied: 0, bytes: 0 };
+    const a = out.get(r.email_address) ?? { synced: 0, failed: 0, copied: 0, bytes: 0 };
     if (r.outcome === 'synced') a.synced++;
     if (r.outcome === 'failed') a.failed++;
     a.copied += Number(r.copied);
     a.bytes += Number(r.bytes);
-    out.set(r.line, a);
+    out.set(r.email_address, a);
   }
   return out;
 }
@@ -58,7 +60,7 @@ async function periodActivity(db: Kysely<Database>, batchId: number, since: numb
 export async function buildReport(db: Kysely<Database>, b: BatchRow, now = Date.now(), period?: { since: number | null; until: number }): Promise<BatchReport> {
   const detail = await loadBatchDetail(db, b, now);
   const items = new Map(
-    (await db.selectFrom('batch_mailbox').select(['line', 'skipped_items_json']).where('batch_id', '=', b.id).execute()).map((r) => [r.line, skippedItemsOf(r)]),
+    (await db.selectFrom('batch_mailbox').select(['email_address', 'skipped_items_json']).where('batch_id', '=', b.id).execute()).map((r) => [r.email_address, skippedItemsOf(r)]),
   );
   const activity = period ? await periodActivity(db, b.id, period.since, period.until) : null;
   const cutOver = await cutOverState(db, b, now);
@@ -69,8 +71,8 @@ export async function buildReport(db: Kysely<Database>, b: BatchRow, now = Date.
     batch: detail.batch,
     mailboxes: detail.mailboxes.map((m) => ({
       ...m,
-      skippedItems: items.get(m.line) ?? [],
-      period: activity ? (activity.get(m.line) ?? { synced: 0, failed: 0, copied: 0, bytes: 0 }) : null,
+      skippedItems: items.get(m.emailAddress) ?? [],
+      period: activity ? (activity.get(m.emailAddress) ?? { synced: 0, failed: 0, copied: 0, bytes: 0 }) : null,
     })),
   };
 }
