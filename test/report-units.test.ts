@@ -62,7 +62,7 @@ test('the initial report: outcome in the subject, failures and skipped messages 
     'SyncedWithErrors',
   );
   const mail = composeReportEmail(r, 'initial');
-  assert.equal(mail.subject, '[mailferry] batch pilot: initial sync finished, SyncedWithErrors (1 mailbox failed)');
+  assert.equal(mail.subject, '[mailferry] batch pilot: initial sync finished, SyncedWithErrors (1 mailbox failed, 1 message skipped or failed)');
   const failed = mail.text.indexOf('Failed mailboxes (1)');
   const skipped = mail.text.indexOf('Skipped messages (1)');
   const all = mail.text.indexOf('\nMailboxes\n');
@@ -94,7 +94,7 @@ test('a daily report says what the round copied, per mailbox', () => {
   );
   r.period = { since: '2026-01-01T10:00:05.000Z', until: '2026-01-02T10:00:05.000Z' };
   const mail = composeReportEmail(r, 'daily');
-  assert.equal(mail.subject, '[mailferry] batch pilot: incremental syncs, Synced (2 mailboxes in sync)');
+  assert.equal(mail.subject, '[mailferry] batch pilot: incremental syncs, Synced (2 mailboxes synced)');
   assert.match(mail.text, /Since the last report \(2026-01-01 10:00Z\): 3 new messages copied/);
   assert.match(mail.text, /New/);
   assert.match(mail.text, /a@example\.org\s+Synced\s+10\s+10\s+0\s+2\.0 MB\s+3\s/);
@@ -105,8 +105,10 @@ test('a mailbox verify could not check is said so, not "not in sync", in the e-m
   const at = '2026-01-01T11:00:00.000Z';
   const r = report(
     [
-      mailbox({ verification: { at, inSync: false, missing: 0, error: 'source login failed for a: wrong user name or password' } }),
-      mailbox({ line: 3, emailAddress: 'b@example.org', verification: { at, inSync: false, missing: 4, error: null } }),
+      mailbox({ verification: { at, inSync: false, missing: 0, error: 'source login failed for a: wrong user name or password', stale: false } }),
+      mailbox({ line: 3, emailAddress: 'b@example.org', verification: { at, inSync: false, missing: 4, error: null, stale: false } }),
+      // Verified, then synced again: how it stood then, said so.
+      mailbox({ line: 4, emailAddress: 'c@example.org', verification: { at, inSync: false, missing: 12, error: null, stale: true } }),
     ],
     'Synced',
   );
@@ -121,6 +123,9 @@ test('a mailbox verify could not check is said so, not "not in sync", in the e-m
   assert.match(csv.find((l) => l.includes('a@example.org'))!, /verify could not check it: source login failed/);
   assert.equal(cells('b@example.org')[head.indexOf('InSync')], 'no');
   assert.equal(cells('b@example.org')[head.indexOf('Missing')], '4');
+  assert.equal(cells('b@example.org')[head.indexOf('VerifiedBeforeLastSync')], 'no');
+  assert.match(mail.text, /c@example\.org\s.*12 missing \(before the last sync\), 2026-01-01 11:00/);
+  assert.equal(cells('c@example.org')[head.indexOf('VerifiedBeforeLastSync')], 'yes');
 });
 
 /** A started batch's row, as the database holds it. */

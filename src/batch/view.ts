@@ -76,18 +76,21 @@ export interface Verification {
   missing: number;
   /** Why the mailbox could not be checked (never a password), or null. */
   error: string | null;
+  /** A sync finished after it: it says how the mailbox stood then, not now (verify again). */
+  stale: boolean;
 }
 
 /** The verdict in words, for the CLI and the reports alike. */
 export function verdictWords(v: Verification): string {
-  return v.inSync ? 'in sync' : v.error ? 'could not check' : v.missing ? `${v.missing} missing` : 'not in sync';
+  const verdict = v.inSync ? 'in sync' : v.error ? 'could not check' : v.missing ? `${v.missing} missing` : 'not in sync';
+  return v.stale ? `${verdict} (before the last sync)` : verdict;
 }
 
 function verificationOf(m: BatchMailboxRow): Verification | null {
   if (m.verified_at === null) return null;
   const stored = m.verify_json ? (JSON.parse(m.verify_json) as unknown) : null;
   const error = stored && !Array.isArray(stored) && typeof stored === 'object' ? String((stored as { error?: unknown }).error ?? '') : null;
-  return { at: iso(m.verified_at)!, inSync: m.verify_in_sync === 1, missing: m.verify_missing ?? 0, error: error || null };
+  return { at: iso(m.verified_at)!, inSync: m.verify_in_sync === 1, missing: m.verify_missing ?? 0, error: error || null, stale: m.last_sync_at !== null && m.last_sync_at > m.verified_at };
 }
 
 export interface BatchView {

@@ -36,7 +36,14 @@ function subjectOf(r: BatchReport, kind: ReportKind): string {
   const b = r.batch;
   const failed = b.counts.Failed;
   const what = kind === 'initial' ? 'initial sync finished' : 'incremental syncs';
-  const tail = failed > 0 ? `${plural(failed, 'mailbox', 'mailboxes')} failed` : `${plural(b.mailboxes, 'mailbox', 'mailboxes')} in sync`;
+  // "In sync" is verify's word (every message checked on the target): the subject says
+  // only what the syncs did, and what was left behind.
+  const left = b.totals.skipped + b.totals.failed;
+  const parts = [
+    failed > 0 ? `${plural(failed, 'mailbox', 'mailboxes')} failed` : `${plural(b.counts.Synced + b.counts.IncrementalSyncing, 'mailbox', 'mailboxes')} synced`,
+    left > 0 ? `${plural(left, 'message')} skipped or failed` : null,
+  ].filter(Boolean);
+  const tail = parts.join(', ');
   return `[mailferry] batch ${b.name}: ${what}, ${b.status} (${tail})`;
 }
 
@@ -78,7 +85,7 @@ function sections(r: BatchReport, kind: ReportKind): Section[] {
   if (failed.length) {
     out.push({
       title: `Failed mailboxes (${failed.length})`,
-      lines: ['Each is retried automatically after a backoff; `mailferry batch retry` retries it now.'],
+      lines: ['Each is retried automatically after a backoff, except a mailbox whose source password was refused (retrying could lock the account: correct it with `mailferry batch update`); `mailferry batch retry` retries any of them now.'],
       table: { head: ['Mailbox', 'Error'], rows: failed.map((m) => [m.emailAddress, m.lastError ?? '']) },
     });
   }
@@ -115,7 +122,7 @@ function sections(r: BatchReport, kind: ReportKind): Section[] {
     m.syncSeconds > 0 ? formatDuration(m.syncSeconds * 1000) : '-',
     m.messagesPerSecond,
     when(m.lastSyncAt),
-    m.verification ? verdictWords(m.verification) : '-',
+    m.verification ? `${verdictWords(m.verification)}, ${when(m.verification.at)}` : '-',
   ];
   out.push({
     title: 'Mailboxes',

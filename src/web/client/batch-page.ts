@@ -13,10 +13,18 @@ import { LIVE_MS, poll, type View } from './view.js';
 
 type Detail = BatchDetail & { mailboxesMatching: number; verifying: boolean; loginCheck: LoginCheckState | null; cutOver: { deleteWarnings: string[]; uncheckedDomains: string[] } };
 
-function verified(m: MailboxView): string {
+/** The verdict alone (the cell's data-verified), and as shown: with the error, when, and whether a sync has run since. */
+function verdict(m: MailboxView): string {
   const v = m.verification;
   if (!v) return '–';
   return v.inSync ? 'in sync' : v.error ? 'could not check' : v.missing ? `${v.missing} missing` : 'not in sync';
+}
+
+function verified(m: MailboxView): string {
+  const v = m.verification;
+  if (!v) return '–';
+  // After a later sync it tells how the mailbox stood then, not how it is.
+  return `${verdict(m)}${v.error ? `: ${v.error}` : ''} (${when(v.at)}${v.stale ? ', before the last sync' : ''})`;
 }
 
 /** `notStarted`: the batch was never started, so "Queued" would say more than is true. */
@@ -52,7 +60,7 @@ function mailboxRow(m: MailboxView, retry: (address: string) => void, notStarted
       h('td', { class: 'num' }, mb(s ? m.bytes + s.bytes : m.bytes)),
       h('td', {}, when(m.lastSyncAt)),
       h('td', {}, when(m.nextSyncAt)),
-      h('td', { 'data-verified': verified(m) }, verified(m)),
+      h('td', { 'data-verified': verdict(m), ...(m.verification?.stale ? { 'data-stale': 'yes' } : {}) }, verified(m)),
       h('td', {}, m.status === 'Failed' || m.status === 'Synced' ? h('button', { type: 'button', onclick: () => retry(m.emailAddress) }, m.status === 'Failed' ? 'Retry' : 'Sync again') : null),
     ),
   ];
