@@ -94,7 +94,7 @@ test('a daily report says what the round copied, per mailbox', () => {
   );
   r.period = { since: '2026-01-01T10:00:05.000Z', until: '2026-01-02T10:00:05.000Z' };
   const mail = composeReportEmail(r, 'daily');
-  assert.equal(mail.subject, '[mailferry] batch pilot: incremental syncs, Synced (2 mailboxes synced)');
+  assert.equal(mail.subject, '[mailferry] batch pilot: incremental syncs, Synced (2 mailboxes synced, 1 message skipped or failed)');
   assert.match(mail.text, /Since the last report \(2026-01-01 10:00Z\): 3 new messages copied/);
   assert.match(mail.text, /New/);
   assert.match(mail.text, /a@example\.org\s+Synced\s+10\s+10\s+0\s+2\.0 MB\s+3\s/);
