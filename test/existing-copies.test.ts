@@ -59,6 +59,52 @@ describe('sync: copies already on the target', () => {
   });
 });
 
+describe('sync: two journals of one mailbox (another database, another host spelling)', () => {
+  let lab: LabPair;
+  before(async () => {
+    lab = await startPair();
+  });
+  after(async () => lab?.stop());
+
+  test('new mail one of them copied is linked by the other, run after run, never copied twice', async () => {
+    const a = join(lab.dir, 'batch.sqlite');
+    const b = join(lab.dir, 'by-hand.sqlite');
+    const sync = async (db: string, extra: string[] = []) => {
+      const r = await runCli(['sync', ...syncArgs(lab, db, ['--json', ...extra])], env(lab));
+      assert.equal(r.status, 0, r.stderr);
+      return r.json!;
+    };
+    let n = 0;
+    const mail = async (count: number, when: Date) => {
+      const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+      for (let i = 0; i < count; i++, n++) await c.append(n % 2 ? 'INBOX' : 'Sent', message(1000 + n, `new mail ${n}\r\n`.repeat(1 + (n % 4))), [], when);
+      await c.logout();
+    };
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxCreate('Sent');
+    await c.logout();
+    await mail(6, new Date('2022-01-01T00:00:00Z'));
+    assert.equal((await sync(a)).copied, 6);
+    assert.equal((await sync(b)).alreadyOnTarget, 6);
+    for (const [round, count] of [[1, 4], [2, 3]] as const) {
+      await mail(count, new Date(Date.UTC(2022, 1, round)));
+      // One journal copies the new mail; the other finds it there.
+      const first = await sync(round === 1 ? a : b);
+      assert.equal(first.copied, count);
+      const second = await sync(round === 1 ? b : a);
+      assert.equal(second.copied, 0, `round ${round}: nothing copied twice`);
+      assert.equal(second.alreadyOnTarget, count);
+    }
+    // And with nothing new, both copy nothing.
+    assert.equal((await sync(a)).copied, 0);
+    assert.equal((await sync(b)).copied, 0);
+    const problems = compareMailboxes(await snapshot(lab.source.endpoint(), lab.sourceUser, lab.sourcePass), await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass), (p) => expectedTargetPath(p));
+    assert.deepEqual(problems, []);
+    const t = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    assert.equal([...t.values()].reduce((k, m) => k + m.length, 0), n, 'each message once');
+  });
+});
+
 describe('sync: a target folder filled in part by another tool', () => {
   let lab: LabPair;
 

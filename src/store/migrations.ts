@@ -258,6 +258,15 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('batch').addColumn('verify_until', bigint).execute();
       },
     },
+    '0011_folder_target_uidnext': {
+      async up(db: Kysely<unknown>) {
+        // The target folder's UIDNEXT when the last pass began: target messages at or above it
+        // that the journal does not claim came from elsewhere since (another journal of the
+        // same mailbox: another database, another host spelling), and are offered to the
+        // messages about to be copied (sync/existing-copies.ts). Null: not recorded yet.
+        await db.schema.alterTable('folder').addColumn('target_uidnext', bigint).execute();
+      },
+    },
   };
 }
 

@@ -40,6 +40,8 @@ export interface FolderTable {
    * over. Null: every message. A later run with an earlier cut-off, or none, rescans.
    */
   covered_from: ColumnType<number | null, number | null | undefined, number | null>;
+  /** The target folder's UIDNEXT when the last complete pass began (migration 0011); null before. */
+  target_uidnext: ColumnType<number | null, number | null | undefined, number | null>;
 }
 
 /**

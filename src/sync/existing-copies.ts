@@ -20,6 +20,12 @@
  * bytes the target server changed as it stored it (Courier's line ends) is not
  * recognised and is copied again, as before.
  *
+ * The same after the first sync, for what arrived in the target folder from elsewhere
+ * since the last pass (UIDs at or above the UIDNEXT it had then, `folder.target_uidnext`,
+ * that the journal does not claim): another journal of the same mailbox (a hand-run sync
+ * beside a batch, the server under another host name) copies new mail too, and each would
+ * otherwise copy it a second time on every run. Only that range is listed: cheap.
+ *
  * Only target messages below the UIDNEXT the target folder had when this attempt began
  * are offered: the lanes may already be appending to the folder (from another source
  * folder mapped to it), and a copy they just made, its APPENDUID not yet journaled, must
@@ -45,7 +51,10 @@ export const TARGET_ORPHAN_UID = 0;
 export class ExistingCopies {
   /** Shared as FolderWork.existing by those source folders, so one copy is linked once. */
   readonly orphans = new Map<Digest, MessageRow[]>();
-  private unclaimed: TargetListed[] | undefined;
+  private unclaimed: TargetListed[] = [];
+  /** Target UIDs from here up are listed in `unclaimed` (Infinity: nothing listed yet). */
+  private listedFrom = Infinity;
+  private claimed: Set<number> | undefined;
   private readonly read = new Set<number>();
   /** The journal's copies here without a target UID, by digest, still to be told apart. */
   private ours = new Map<Digest, number>();
@@ -57,17 +66,22 @@ export class ExistingCopies {
    * read before in this attempt) and offers them as orphans. The folder is listed once
    * per attempt, on the first call.
    */
-  async offer(args: { db: Kysely<Database>; pairId: number; target: ImapFlow; hasher: ContentHasher; toCopy: readonly MessageMeta[]; stallMs: number; log: Logger }): Promise<void> {
+  /** `fromUid`: 1 for a source folder's first sync into this folder, else the UIDNEXT of its last pass. */
+  async offer(args: { db: Kysely<Database>; pairId: number; target: ImapFlow; hasher: ContentHasher; toCopy: readonly MessageMeta[]; stallMs: number; log: Logger; fromUid?: number }): Promise<void> {
     const { target, stallMs } = args;
     const path = this.folder.path;
-    if (this.unclaimed === undefined) {
-      this.unclaimed = [];
-      if (this.folder.uidNextAtStart <= 1) return;
-      this.ours = await copiesWithoutUid(args.db, args.pairId, path);
-      const claimed = await targetUidsOfTargetFolder(args.db, args.pairId, path);
+    const from = Math.max(1, args.fromUid ?? 1);
+    if (from < this.listedFrom && from < this.folder.uidNextAtStart) {
+      if (this.claimed === undefined) {
+        this.ours = await copiesWithoutUid(args.db, args.pairId, path);
+        this.claimed = await targetUidsOfTargetFolder(args.db, args.pairId, path);
+      }
       const box = await withWatchdog(target, stallMs, `opening ${path} on the target`, () => target.mailboxOpen(path, { readOnly: true }));
       if (Number(box.uidValidity) !== this.folder.uidValidity || box.exists === 0) return;
-      this.unclaimed = (await listTargetMessages(target, 1, stallMs)).filter((m) => m.uid < this.folder.uidNextAtStart && !claimed.has(m.uid));
+      const below = Math.min(this.listedFrom, this.folder.uidNextAtStart);
+      const claimed = this.claimed;
+      this.unclaimed.push(...(await listTargetMessages(target, from, stallMs)).filter((m) => m.uid < below && !claimed.has(m.uid)));
+      this.listedFrom = from;
     }
     const sizes = new Set(args.toCopy.map((m) => m.size));
     const wanted = this.unclaimed.filter((m) => !this.read.has(m.uid) && sizes.has(m.size));

@@ -557,15 +557,18 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
           const byLoose = await tgtUse(() => looseOrphanCopies(tgt, tf.path, work.orphans, stallMs));
           work.looseOrphans = { byLoose, adopted: new Set() };
         }
-        if ((row.source_uidvalidity === null || widened) && work.toCopy.length > 0) {
-          // Never synced into this target folder by this journal, or listed again from
-          // its start for messages an earlier cut-off passed by: whatever is there may be
-          // this mailbox's mail already (existing-copies.ts).
+        // Never synced into this target folder by this journal, or listed again from its
+        // start for messages an earlier cut-off passed by: whatever is there may be this
+        // mailbox's mail already. Synced before: what arrived there from elsewhere since
+        // the last pass may be (another journal of this mailbox). existing-copies.ts.
+        const firstSync = row.source_uidvalidity === null || widened;
+        const arrivedSince = !firstSync && row.target_uidnext !== null && row.target_uidvalidity === tf.uidValidity && tf.uidNextAtStart > row.target_uidnext ? row.target_uidnext : null;
+        if ((firstSync || arrivedSince !== null) && work.toCopy.length > 0) {
           let found = existing.get(tf.path);
           if (!found) existing.set(tf.path, (found = new ExistingCopies(tf)));
           work.existing = found.orphans;
           const hasher = await contentHasher(db);
-          await tgtUse(() => found.offer({ db, pairId: pid, target: tgt, hasher, toCopy: work.toCopy, stallMs, log }));
+          await tgtUse(() => found.offer({ db, pairId: pid, target: tgt, hasher, toCopy: work.toCopy, stallMs, log, fromUid: firstSync ? 1 : arrivedSince! }));
         }
         works.push(work);
         const group = merged.get(tf.path);
@@ -693,6 +696,8 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
         source_messages: s.messages,
         source_highestmodseq: deferred.has(w.row.id) ? null : s.highestModseq,
         target_uidvalidity: settled.get(w.target.path) ?? w.target.uidValidity,
+        // Not for a folder whose UIDVALIDITY settled only as it was filled (imap4d): its UIDs start again.
+        target_uidnext: settled.has(w.target.path) ? null : w.target.uidNextAtStart,
         last_synced_at: now,
         // The scan handled every message at or after this run's cut-off, whatever earlier runs used.
         covered_from: opts.receivedAfter ?? null,
