@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { runCli } from './helpers/cli.js';
-import { databaseUrl, isStoreFailure, openStore, sqlitePathOf } from '../src/store/open.js';
+import { databaseUrl, isStoreFailure, openStore, sqlitePathOf, StoreOpenError } from '../src/store/open.js';
 import { ImapConnectError } from '../src/imap/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mailferry-migrate-'));
@@ -45,8 +45,20 @@ test('a --db value without a scheme is a SQLite file path; other schemes are kep
     await store.close();
     assert.ok(existsSync(join(dir, 'state.db')));
     await assert.rejects(openStore('mysql://127.0.0.1/x'), /unsupported database URL "mysql:.*a file path, sqlite:PATH or postgres/);
+    // One that cannot be opened says it is the state database, and hides a password.
+    await assert.rejects(openStore('postgres://u:Secret-Db-Pw@127.0.0.1:1/x'), (err: Error) => err instanceof StoreOpenError && /^cannot open the state database postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/x: /.test(err.message) && !err.message.includes('Secret-Db-Pw'));
+    await assert.rejects(openStore('/dev/null/state.db'), /^StoreOpenError: cannot open the state database sqlite:\/dev\/null\/state\.db: /);
   } finally {
     process.chdir(cwd);
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('CLI usage errors: --json still ends stdout with the JSON object; an unknown --log-level is a usage error', async () => {
+  const missing = await runCli(['sync', '--source', '127.0.0.1:1', '--source-user', 'a', '--json']);
+  assert.equal(missing.status, 2);
+  assert.match(missing.stdout.trim().split('\n').pop() ?? '', /^\{"error":"required option .*--target.*","exitStatus":2\}$/);
+  const level = await runCli(['sync', '--source', '127.0.0.1:1', '--source-user', 'a', '--target', '127.0.0.1:1', '--target-user', 'b', '--log-level', 'loud'], { ...process.env, MAILFERRY_SOURCE_PASSWORD: 'x', MAILFERRY_TARGET_PASSWORD: 'y' });
+  assert.equal(level.status, 2, level.stderr);
+  assert.match(level.stderr, /--log-level must be one of fatal, error, warn, info, debug, trace, silent, not "loud"/);
 });

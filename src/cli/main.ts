@@ -3,7 +3,7 @@
 import { Command, CommanderError } from 'commander';
 import { CredentialFormatError, ImpersonationError, UserRootError } from '../auth/source-login.js';
 import { ImapAuthError, ImapConnectError } from '../imap/errors.js';
-import { StoreUrlError } from '../store/open.js';
+import { StoreOpenError, StoreUrlError } from '../store/open.js';
 import { TimeInputError } from '../batch/time-input.js';
 import { EXIT, UsageError } from './exit-codes.js';
 import { packageVersion } from './version.js';
@@ -42,14 +42,15 @@ async function run(fn: () => Promise<number>): Promise<void> {
     const status =
       err instanceof UsageError || err instanceof StoreUrlError || err instanceof TimeInputError || err instanceof CredentialFormatError
         ? EXIT.usage
-        : err instanceof ImapAuthError || err instanceof ImapConnectError || err instanceof ImpersonationError || err instanceof UserRootError
+        : err instanceof ImapAuthError || err instanceof ImapConnectError || err instanceof ImpersonationError || err instanceof UserRootError || err instanceof StoreOpenError
           ? EXIT.connect
           : EXIT.incomplete;
     process.stderr.write(`mailferry: ${message}\n`);
     // SPEC §8: with --json the last line of stdout is one JSON object, also when the
     // command failed, so a script driving mailferry never has to parse stderr. Error
     // messages never hold a password (they name servers and users only).
-    if (process.argv.includes('--json')) process.stdout.write(JSON.stringify({ error: message, exitStatus: status }) + '\n');
+    const partial = (err as { partial?: Record<string, number> } | undefined)?.partial;
+    if (process.argv.includes('--json')) process.stdout.write(JSON.stringify({ error: message, exitStatus: status, ...(partial ?? {}) }) + '\n');
     process.exitCode = status;
   }
 }
@@ -71,6 +72,8 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof CommanderError) {
       process.exitCode = err.exitCode === 0 ? 0 : EXIT.usage;
+      // Commander has printed the error; with --json the last stdout line is still the JSON object (SPEC §8).
+      if (err.exitCode !== 0 && process.argv.includes('--json')) process.stdout.write(JSON.stringify({ error: err.message.replace(/^error: /, ''), exitStatus: EXIT.usage }) + '\n');
     } else {
       throw err;
     }

@@ -123,9 +123,11 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
             },
             signal: stop.signal,
           }).catch((err: unknown) => {
-            if (!stop.signal.aborted) throw err;
+            // A run that stops early still says how far it got (--json: beside the error, SPEC §8).
+            const partial = { copied: last?.copied ?? 0, toCopy: last?.toCopy ?? 0, bytes: last?.copiedBytes ?? 0, skipped: last?.skipped ?? 0, failed: last?.failed ?? 0, alreadyOnTarget: last?.alreadyOnTarget ?? 0 };
+            if (!stop.signal.aborted) throw Object.assign(err as Error, { partial });
             const copied = last ? `${last.copied} of ${last.toCopy} messages copied by this run` : 'nothing copied by this run';
-            throw new Error(`sync stopped (Ctrl-C): ${copied}; what is copied stays copied: run the same command again to go on`);
+            throw Object.assign(new Error(`sync stopped (Ctrl-C): ${copied}; what is copied stays copied: run the same command again to go on`), { partial });
           });
           bar.stop();
           printSummary(summary, scope.receivedAfter);

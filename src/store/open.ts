@@ -40,8 +40,22 @@ export function sqlitePathOf(value: string): string | undefined {
   return url.startsWith('sqlite:') ? url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '') : undefined;
 }
 
+/** The state database could not be opened (not there, refused, not writable): said as such, not as a bare system error. */
+export class StoreOpenError extends Error {
+  override name = 'StoreOpenError';
+}
+
 export async function openStore(value: string = process.env.MAILFERRY_DB ?? defaultDbUrl()): Promise<Store> {
-  const url = databaseUrl(value);
+  try {
+    return await openStoreAt(databaseUrl(value));
+  } catch (err) {
+    if (err instanceof StoreUrlError) throw err;
+    const shown = databaseUrl(value).replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+    throw new StoreOpenError(`cannot open the state database ${shown}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+  }
+}
+
+async function openStoreAt(url: string): Promise<Store> {
   let db: Kysely<Database>;
   let dialect: Dialect;
   let displayUrl = url;
