@@ -96,6 +96,11 @@ describe('sync: exactness', () => {
     const dry = await runCli(['sync', ...syncArgs(bob, lab.db, ['--json', '--dry-run', '--exclude', 'Archive'])], env(bob));
     assert.equal(dry.status, 0, dry.stderr);
     assert.equal((await snapshot(lab.target.endpoint(), 'bob', lab.targetPass)).get('INBOX')?.length ?? 0, 0);
+    // It says what a run would do: how many to copy, and each folder where it would go.
+    assert.match(dry.stderr, new RegExp(`^dry run \\(nothing copied\\): \\d+ folders, \\d+ messages found, ${Number(dry.json?.toCopy)} to copy$`, 'm'));
+    assert.ok(Number(dry.json?.toCopy) > 0);
+    assert.match(dry.stderr, /^ {2}INBOX -> INBOX: \d+ messages$/m);
+    assert.doesNotMatch(dry.stderr, /^ {2}Archive -> /m);
 
     const r = await runCli(['sync', ...syncArgs(bob, lab.db, ['--json', '--exclude', 'Archive', '--exclude', 'Junk E-mail'])], env(bob));
     assert.equal(r.status, 0, r.stderr);

@@ -45,6 +45,13 @@ function scopeText(receivedAfter: number | undefined): string {
 function printSummary(s: SyncSummary, receivedAfter: number | undefined): void {
   const mb = (s.bytes / 1048576).toFixed(1);
   const rate = s.seconds > 0 ? (s.copied / s.seconds).toFixed(0) : '0';
+  if (s.dryRun) {
+    // What a run would do: the folders as they would be mapped, and how many messages are new.
+    process.stderr.write(`dry run (nothing copied): ${s.folders} folders, ${s.found} messages found${scopeText(receivedAfter)}, ${s.toCopy ?? 0} to copy\n`);
+    for (const f of s.folderList) process.stderr.write(`  ${f.source} -> ${f.target}: ${f.found} messages\n`);
+    for (const f of s.failedFolders) process.stderr.write(`  FAILED folder ${f.folder}: ${f.reason}\n`);
+    return;
+  }
   process.stderr.write(
     `${s.dryRun ? 'dry run: ' : ''}${s.folders} folders, ${s.found} messages found${scopeText(receivedAfter)}, ${s.copied} copied (${mb} MB, ${rate} msg/s), ` +
       (s.alreadyOnTarget ? `${s.alreadyOnTarget} already on the target (not copied again), ` : '') +
@@ -132,7 +139,8 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
           bar.stop();
           printSummary(summary, scope.receivedAfter);
           if (flags.json) process.stdout.write(JSON.stringify(summary) + '\n');
-          return summary.skipped > 0 || summary.failed > 0 || summary.failedFolders.length > 0 ? EXIT.incomplete : EXIT.ok;
+          // A dry run's skipped counts are the journal's from earlier runs: only a folder it could not read fails it.
+          return summary.failedFolders.length > 0 || (!summary.dryRun && (summary.skipped > 0 || summary.failed > 0)) ? EXIT.incomplete : EXIT.ok;
         } finally {
           bar.stop();
           process.off('SIGINT', onSignal);
