@@ -127,6 +127,13 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) describe(`HTTP AP
     const at = new Date(Date.now() + 3_600_000);
     const noTime = await call('POST', '/api/batches', { name: 'later', endpoint: 'src', target: 'tgt', start: 'at', csvBase64: csv(`l@example.org,l,${SECRET}\r\n`) });
     assert.equal(noTime.statusCode, 400);
+    // A time without start "at" is not dropped (the batch would wait for good), nor is a time in the past taken as "now".
+    const dropped = await call('POST', '/api/batches', { name: 'later', endpoint: 'src', target: 'tgt', startAt: at.toISOString(), csvBase64: csv(`l@example.org,l,${SECRET}\r\n`) });
+    assert.equal(dropped.statusCode, 400);
+    assert.match(dropped.json().error, /startAt is only for start "at"/);
+    const past = await call('POST', '/api/batches', { name: 'later', endpoint: 'src', target: 'tgt', start: 'at', startAt: '2001-01-01T00:00:00Z', csvBase64: csv(`l@example.org,l,${SECRET}\r\n`) });
+    assert.equal(past.statusCode, 400);
+    assert.match(past.json().error, /startAt 2001-01-01T00:00:00Z is in the past; to start at once use start "now"/);
     const later = await call('POST', '/api/batches', { name: 'later', endpoint: 'src', target: 'tgt', start: 'at', startAt: at.toISOString(), csvBase64: csv(`l@example.org,l,${SECRET}\r\n`) });
     assert.equal(later.statusCode, 201, later.body);
     assert.equal(later.json().batch.status, 'Created');
@@ -162,6 +169,10 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) describe(`HTTP AP
     assert.equal((await call('GET', '/api/dns/example.org?targetMx=a&targetMx=b')).statusCode, 400);
     const dry = await call('POST', '/api/batches/b1/update', { csv: 'EmailAddress,UserName,Password\r\na@example.org,alice,other-pw-1\r\n', dryRun: true });
     assert.equal(dry.statusCode, 400, 'an unknown field (a "dry run" it does not have) is refused, not ignored');
+    assert.match(dry.json().error, /unknown field "dryRun" \(body\)/, 'and named');
+    const both = await call('POST', '/api/batches/b1/update', { csv: 'x', csvBase64: 'eA==' });
+    assert.equal(both.statusCode, 400);
+    assert.match(both.json().error, /csvBase64 or csv, not both/);
     assert.equal((await call('POST', '/api/csv/check', { csv: 'x', foo: 1 })).statusCode, 400);
     const detail = await call('GET', '/api/batches/b1');
     assert.equal(detail.json().batch.status, 'Syncing');

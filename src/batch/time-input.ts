@@ -44,3 +44,13 @@ export function parseReceivedAfter(text: string, flag: string, now = Date.now())
   return t;
 }
 
+/**
+ * A `--start-at` time: as parseTime reads it, not in the past (a minute's grace for the
+ * time it took to type): a past time would start the batch at once, which `--autostart`
+ * says plainly; a typo in the year should not.
+ */
+export function parseStartAt(text: string, flag: string, now = Date.now()): number {
+  const t = parseTime(text, flag, now);
+  if (t < now - 60_000) throw new TimeInputError(`${flag} ${text} is in the past; to start at once use ${flag === 'startAt' ? 'start "now"' : '--autostart'}`);
+  return t;
+}

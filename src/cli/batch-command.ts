@@ -11,7 +11,7 @@ import { checkLogins } from '../batch/check-logins.js';
 import { createBatch, type StartPlan } from '../batch/create.js';
 import { updateBatch } from '../batch/update.js';
 import { parseDuration, formatDuration } from '../batch/duration.js';
-import { parseReceivedAfter, parseTime } from '../batch/time-input.js';
+import { parseReceivedAfter, parseStartAt } from '../batch/time-input.js';
 import { BatchError, DeleteTooEarlyError } from '../batch/errors.js';
 import { continueRemoval, deleteBatch, retryMailboxes, startBatch, stopBatch, syncNow } from '../batch/lifecycle.js';
 import { buildReport, reportCsv } from '../report/batch-report.js';
@@ -170,7 +170,7 @@ export function registerBatchCommands(program: Command, run: Run): void {
       ) =>
         run(async () => {
           if (f.autostart && f.startAt) throw new UsageError('--autostart and --start-at exclude each other');
-          const start: StartPlan = f.autostart ? { kind: 'now' } : f.startAt ? { kind: 'at', at: parseTime(f.startAt, '--start-at') } : { kind: 'manual' };
+          const start: StartPlan = f.autostart ? { kind: 'now' } : f.startAt ? { kind: 'at', at: parseStartAt(f.startAt, '--start-at') } : { kind: 'manual' };
           let badItemLimit: number | null = null;
           if (f.badItemLimit !== undefined) {
             badItemLimit = Number(f.badItemLimit);

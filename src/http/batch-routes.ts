@@ -11,7 +11,7 @@ import { createBatch, type StartPlan } from '../batch/create.js';
 import { continueRemoval, cutOverState, deleteBatch, retryMailboxes, startBatch, stopBatch, syncNow } from '../batch/lifecycle.js';
 import { batchNameProblem, MAILBOX_STATUSES } from '../batch/status.js';
 import { requireBatch } from '../batch/store.js';
-import { parseReceivedAfter, parseTime } from '../batch/time-input.js';
+import { parseReceivedAfter, parseStartAt } from '../batch/time-input.js';
 import { updateBatch } from '../batch/update.js';
 import { verifyBatch } from '../batch/verify.js';
 import { loadBatchDetail, loadBatchList, loadBatchView, loadMailboxPage, type MailboxQuery } from '../batch/view.js';
@@ -85,8 +85,10 @@ const userSchema = { body: { type: ['object', 'null'], additionalProperties: fal
 function startPlan(b: CreateBody): StartPlan {
   if (b.start === 'at') {
     if (!b.startAt) throw badRequest('startAt is required when start is "at"');
-    return { kind: 'at', at: parseTime(b.startAt, 'startAt') };
+    return { kind: 'at', at: parseStartAt(b.startAt, 'startAt') };
   }
+  // Never dropped: a startAt without start "at" would leave the batch Created for good.
+  if (b.startAt !== undefined) throw badRequest(`startAt is only for start "at", not ${b.start === undefined ? 'a batch started by hand' : `start "${b.start}"`}`);
   return b.start === 'now' ? { kind: 'now' } : { kind: 'manual' };
 }
 

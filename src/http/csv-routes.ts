@@ -22,6 +22,7 @@ export function validationJson(v: ValidationResult, preview = 0): Record<string,
 /** The file's bytes from a JSON body: `csvBase64` (as uploaded) or `csv` (text, taken as UTF-8). */
 export function uploadedFile(body: { csv?: unknown; csvBase64?: unknown }): Buffer {
   if (typeof body !== 'object' || body === null) throw badRequest('send the migration file as csvBase64 (its bytes in base64) or csv (its text)');
+  if (body.csvBase64 !== undefined && body.csv !== undefined) throw badRequest('send the migration file once: csvBase64 or csv, not both');
   if (body.csvBase64 !== undefined) {
     if (typeof body.csvBase64 !== 'string') throw badRequest('csvBase64 must be a string (the file\'s bytes in base64)');
     if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body.csvBase64)) throw badRequest('csvBase64 is not base64');

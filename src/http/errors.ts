@@ -54,10 +54,21 @@ export function apiWording(message: string): string {
     .replace(/(^|the |[("'])--([a-z]+(?:-[a-z]+)*)(?= must| is| and| host|["')])/g, (_m, before: string, flag: string) => before + flag.replace(/-([a-z])/g, (_x, c: string) => c.toUpperCase()));
 }
 
+/** A schema refusal that names the field: ajv's "must NOT have additional properties" does not say which. */
+function validationWording(err: FastifyError): string | null {
+  const first = err.validation?.[0] as { keyword?: string; params?: { additionalProperty?: string }; instancePath?: string } | undefined;
+  if (first?.keyword === 'additionalProperties' && first.params?.additionalProperty) {
+    const where = first.instancePath ? ` in ${first.instancePath.slice(1).replace(/\//g, '.')}` : '';
+    return `unknown field "${first.params.additionalProperty}"${where} (${err.validationContext ?? 'body'})`;
+  }
+  return null;
+}
+
 export function sendError(err: Error, req: FastifyRequest, reply: FastifyReply): void {
   const status = statusOf(err);
   if (status >= 500) req.log.error({ err: { name: err.name, message: err.message } }, 'request failed');
-  const body: { error: string; kind?: string; warnings?: string[] } = { error: status < 500 ? apiWording(err.message) : err.message };
+  const message = validationWording(err as FastifyError) ?? err.message;
+  const body: { error: string; kind?: string; warnings?: string[] } = { error: status < 500 ? apiWording(message) : message };
   if (err instanceof DeleteTooEarlyError) {
     body.kind = 'delete-too-early';
     body.warnings = err.warnings.map(apiWording);
