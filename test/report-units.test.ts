@@ -74,8 +74,10 @@ test('the initial report: outcome in the subject, failures and skipped messages 
   assert.match(mail.text, /initial sync finished 2026-01-01 10:00Z \(1h: 0 msg\/s, 0 MB\/s\)/);
   assert.ok(mail.html.includes('Scan &#60;big&#62; &#38; &#34;huge&#34;'));
   assert.ok(!mail.html.includes('<big>'));
-  assert.deepEqual(mail.attachments.map((a) => a.filename), ['mailferry-pilot-202601011000.csv', 'mailferry-pilot-202601011000.json']);
-  assert.match(mail.attachments[0]!.content, /^Type,EmailAddress,Status/);
+  assert.deepEqual(mail.attachments.map((a) => a.filename), ['mailferry-pilot-20260101T1000Z.csv', 'mailferry-pilot-20260101T1000Z.json'], 'named with the time, in UTC and saying so');
+  // With a byte order mark, for Excel; the mail is marked as a machine's (RFC 3834).
+  assert.match(mail.attachments[0]!.content, /^\ufeffType,EmailAddress,Status/);
+  assert.equal(mail.headers['Auto-Submitted'], 'auto-generated');
   assert.equal((JSON.parse(mail.attachments[1]!.content) as BatchReport).batch.name, 'pilot');
 });
 
@@ -115,7 +117,7 @@ test('a mailbox verify could not check is said so, not "not in sync", in the e-m
   const mail = composeReportEmail(r, 'initial');
   assert.match(mail.text, /a@example\.org\s.*could not check/);
   assert.match(mail.text, /b@example\.org\s.*4 missing/);
-  const csv = mail.attachments[0]!.content.split('\r\n');
+  const csv = mail.attachments[0]!.content.replace(/^\ufeff/, '').split('\r\n');
   const head = csv[0]!.split(',');
   const cells = (email: string) => csv.find((l) => l.includes(email))!.split(',');
   assert.equal(cells('a@example.org')[head.indexOf('InSync')], 'unknown');

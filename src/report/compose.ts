@@ -17,6 +17,7 @@ export interface ReportEmail {
   text: string;
   html: string;
   attachments: { filename: string; content: string; contentType: string }[];
+  headers: Record<string, string>;
 }
 
 /** Skipped messages listed in the body; the attachments have them all. */
@@ -168,15 +169,20 @@ function htmlOf(secs: Section[], r: BatchReport): string {
 
 export function composeReportEmail(r: BatchReport, kind: ReportKind): ReportEmail {
   const secs = sections(r, kind);
-  const stamp = r.generatedAt.slice(0, 16).replace(/[-:T]/g, '');
-  const base = `mailferry-${r.batch.name}-${stamp}`;
+  // The time in the name is UTC, and says so.
+  const stamp = r.generatedAt.slice(0, 16).replace(/[-:]/g, '');
+  const base = `mailferry-${r.batch.name}-${stamp}Z`;
   return {
     subject: subjectOf(r, kind),
     text: textOf(secs, r),
     html: htmlOf(secs, r),
     attachments: [
-      { filename: `${base}.csv`, content: reportCsv(r), contentType: 'text/csv; charset=utf-8' },
-      { filename: `${base}.json`, content: JSON.stringify(r, null, 2), contentType: 'application/json' },
+      // A byte order mark, so that Excel opens the file as UTF-8 (names and subjects are
+      // not ASCII); the JSON is compact: pretty-printed it doubled the size of a big batch's mail.
+      { filename: `${base}.csv`, content: `\ufeff${reportCsv(r)}`, contentType: 'text/csv; charset=utf-8' },
+      { filename: `${base}.json`, content: JSON.stringify(r), contentType: 'application/json' },
     ],
+    // RFC 3834 §5: a machine's message, which auto-responders (out of office) must not answer.
+    headers: { 'Auto-Submitted': 'auto-generated' },
   };
 }
