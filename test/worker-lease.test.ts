@@ -105,6 +105,17 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       const again = await loadBatchDetail(store.db, (await findBatch(store.db, b.name))!, at);
       assert.deepEqual([again.batch.totals.copied, again.batch.initialSync?.messagesPerSecond], [3, 0]);
       assert.deepEqual(await loadBatchView(store.db, (await findBatch(store.db, b.name))!, at), again.batch);
+
+      // Two source messages deleted since (their copies stay on the target): found 1, not "3 of 1 copied".
+      const next = (await claimNext(store, { owner: 'A', ttlMs: TTL, now: Date.now() + DAY + 1 }))!;
+      assert.equal(next.mailboxId, claim.mailboxId);
+      await release(store, next, { kind: 'synced', summary: summary(0, { found: 1, folderList: [{ source: 'INBOX', target: 'INBOX', found: 1 }] }), pairId }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF });
+      assert.deepEqual((await detail(b)).mailboxes.map((x) => [x.found, x.copied]), [[1, 1]]);
+      // A batch that migrates only recent mail counts only the copies in its scope.
+      await store.db.updateTable('batch').set({ received_after: 1 }).where('id', '=', b.id).execute();
+      const scoped = (await claimNext(store, { owner: 'A', ttlMs: TTL, now: Date.now() + 2 * DAY + 2 }))!;
+      await release(store, scoped, { kind: 'synced', summary: summary(0, { found: 0, folderList: [{ source: 'INBOX', target: 'INBOX', found: 0 }] }), pairId }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF });
+      assert.deepEqual((await detail(b)).mailboxes.map((x) => [x.found, x.copied, x.bytes]), [[0, 0, 0]]);
     });
 
     test('the batch view summed by the database (dashboard, batch page) equals the one added up over every mailbox; pages and filters of mailboxes', { skip: skip ?? false }, async () => {
@@ -167,15 +178,19 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       const t0 = Date.now();
       const first = (await claimNext(store, { owner: 'dead', ttlMs: TTL, now: t0 }))!;
       assert.equal(first.batchId, b.id);
+      // It had copied 40 messages when it died.
+      await pulse(store, first, { ...emptyProgress(), phase: 'copying', toCopy: 100, copied: 40, copiedBytes: 4000 }, { ttlMs: TTL, now: t0 + 1 });
       assert.equal(await claimNext(store, { owner: 'other', ttlMs: TTL, now: t0 + TTL - 1 }).then((c) => c?.batchId === b.id), false, 'a live lease is not taken');
-      const second = (await claimNext(store, { owner: 'other', ttlMs: TTL, now: t0 + TTL + 1 }))!;
+      const second = (await claimNext(store, { owner: 'other', ttlMs: TTL, now: t0 + 1 + TTL + 1 }))!;
       assert.equal(second.mailboxId, first.mailboxId);
-      const p = await pulse(store, first, undefined, { ttlMs: TTL, now: t0 + TTL + 2 });
+      // Taken over: the mailbox still counts what the dead run copied (not "0 of 60" on the page).
+      assert.deepEqual((await detail(b)).mailboxes.map((m) => [m.copied, m.bytes]), [[40, 4000]]);
+      const p = await pulse(store, first, undefined, { ttlMs: TTL, now: t0 + TTL + 3 });
       assert.equal(p.owned, false);
       assert.equal(await release(store, first, { kind: 'synced', summary: summary(1), pairId: null }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF }), false);
       const runs = await store.db.selectFrom('sync_run').selectAll().where('mailbox_id', '=', first.mailboxId).orderBy('id').execute();
       assert.deepEqual(runs.map((r) => [r.owner, r.outcome]), [['dead', 'abandoned'], ['other', null]]);
-      assert.equal(runs[0]!.ended_at, first.expiresAt, 'the abandoned run ended when its lease expired');
+      assert.equal(runs[0]!.ended_at, t0 + 1 + TTL, 'the abandoned run ended when its lease (extended by its last pulse) expired');
       assert.ok(await pulse(store, second, undefined, { ttlMs: TTL }).then((r) => r.owned));
     });
 

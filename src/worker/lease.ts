@@ -122,12 +122,16 @@ export function claimNext(store: Store, opts: ClaimOptions): Promise<Claim | nul
       // A run left open by a worker that vanished ended, at the latest, when its lease
       // expired, having copied what its last heartbeat said (the planning rate and the
       // reports' "copied since" count runs).
-      await tx
+      const abandoned = await tx
         .updateTable('sync_run')
         .set({ ended_at: row.lease_expires_at ?? now, outcome: 'abandoned', copied: row.progress_copied, bytes: row.progress_bytes })
         .where('mailbox_id', '=', c.id)
         .where('ended_at', 'is', null)
-        .execute();
+        .executeTakeFirst();
+      // Its copies are on the target and journaled, but the mailbox's counts are only
+      // written when a run ends: without this the page went from "1077 of 12000 copied" to
+      // "0 of 10923" when the run was taken over. The next release counts from the journal.
+      const taken = Number(abandoned.numUpdatedRows) > 0 ? { copied: sql<number>`copied + ${row.progress_copied}`, bytes: sql<number>`bytes + ${row.progress_bytes}` } : {};
       // The lease starts now, not when the transaction began: on PostgreSQL this claimer may
       // have waited for the endpoint locks while another worker released a mailbox of the
       // same endpoint (and recorded its run's end). Stamping the earlier time would record
@@ -155,6 +159,7 @@ export function claimNext(store: Store, opts: ClaimOptions): Promise<Claim | nul
           progress_to_copy_bytes: 0,
           progress_already: 0,
           progress_at: startedAt,
+          ...taken,
         })
         .where('id', '=', c.id)
         .execute();
@@ -183,8 +188,11 @@ export async function pulse(store: Store, claim: Claim, progress: Readonly<SyncP
     .updateTable('batch_mailbox')
     .set({
       lease_expires_at: now + opts.ttlMs,
+      // The heartbeat's time, with or without progress to report: the page tells a worker
+      // that stopped pulsing by it (view.ts) long before its lease expires.
+      progress_at: now,
       ...(progress
-        ? { progress_phase: progress.phase, progress_copied: progress.copied, progress_to_copy: progress.toCopy, progress_bytes: progress.copiedBytes, progress_to_copy_bytes: progress.toCopyBytes, progress_already: progress.alreadyOnTarget, progress_at: now }
+        ? { progress_phase: progress.phase, progress_copied: progress.copied, progress_to_copy: progress.toCopy, progress_bytes: progress.copiedBytes, progress_to_copy_bytes: progress.toCopyBytes, progress_already: progress.alreadyOnTarget }
         : {}),
     })
     .where('id', '=', claim.mailboxId)
@@ -230,7 +238,7 @@ const SCOPED_FOLDERS_MAX = 5000;
  * wider `--include` took, which `found` (this run's scope) does not count: counted, a
  * mailbox read "1500/1048 copied".
  */
-async function journalTotals(tx: Tx, pairId: number, sourcePaths?: readonly string[]): Promise<{ copied: number; bytes: number }> {
+async function journalTotals(tx: Tx, pairId: number, sourcePaths?: readonly string[], receivedAfter?: number | null): Promise<{ copied: number; bytes: number }> {
   let q = tx
     .selectFrom('message')
     .innerJoin('folder', 'folder.id', 'message.folder_id')
@@ -238,6 +246,8 @@ async function journalTotals(tx: Tx, pairId: number, sourcePaths?: readonly stri
     .where('folder.pair_id', '=', pairId)
     .where('message.state', '=', 'copied');
   if (sourcePaths && sourcePaths.length > 0 && sourcePaths.length <= SCOPED_FOLDERS_MAX) q = q.where('folder.source_path', 'in', [...sourcePaths]);
+  // The batch's "received after" scope, as `found` counts: copies an earlier, wider run made are not in it.
+  if (receivedAfter !== undefined && receivedAfter !== null) q = q.where('message.internal_date', '>=', receivedAfter);
   const r = await q.executeTakeFirstOrThrow();
   return { copied: Number(r.n), bytes: Number(r.b) };
 }
@@ -249,7 +259,7 @@ async function journalTotals(tx: Tx, pairId: number, sourcePaths?: readonly stri
 export function release(store: Store, claim: Claim, result: RunResult, progress: Readonly<SyncProgress> | undefined, policy: ReleasePolicy): Promise<boolean> {
   return writeTx(store, async (tx) => {
     const now = policy.now ?? Date.now();
-    let bq = tx.selectFrom('batch').select(['id', 'state', 'initial_synced_at']).where('id', '=', claim.batchId);
+    let bq = tx.selectFrom('batch').select(['id', 'state', 'initial_synced_at', 'received_after']).where('id', '=', claim.batchId);
     if (store.dialect === 'postgres') bq = bq.forUpdate();
     const batch = await bq.executeTakeFirst();
     let mq = tx.selectFrom('batch_mailbox').selectAll().where('id', '=', claim.mailboxId).where('lease_owner', '=', claim.owner).where('lease_started_at', '=', claim.startedAt);
@@ -279,11 +289,14 @@ export function release(store: Store, claim: Claim, result: RunResult, progress:
     }
 
     const pairId = result.pairId ?? m.pair_id;
-    const totals = pairId !== null ? await journalTotals(tx, pairId, summary?.folderList.map((f) => f.source)) : { copied: m.copied, bytes: m.bytes };
+    const totals = pairId !== null ? await journalTotals(tx, pairId, summary?.folderList.map((f) => f.source), batch.received_after) : { copied: m.copied, bytes: m.bytes };
     const common = {
       ...NO_LEASE,
       pair_id: pairId,
-      copied: totals.copied,
+      // Of the messages found, those on the target: the journal also keeps copies of
+      // messages since deleted on the source (they stay on the target), which `found` no
+      // longer counts, so "305 of 302 copied" read as more copied than there is.
+      copied: summary ? Math.min(totals.copied, summary.found) : totals.copied,
       bytes: totals.bytes,
       sync_ms: m.sync_ms + durationMs,
       ...(summary
