@@ -1089,3 +1089,36 @@ describe('sync: servers that do not let the session start as asked', () => {
     }
   });
 });
+
+describe('sync: a port that is not an IMAP server', () => {
+  const servers: net.Server[] = [];
+  after(() => servers.forEach((s) => s.close()));
+  const listen = (onConnection: (socket: net.Socket) => void): Promise<number> =>
+    new Promise((resolve) => {
+      const s = net.createServer(onConnection);
+      servers.push(s);
+      s.listen(0, '127.0.0.1', () => resolve((s.address() as net.AddressInfo).port));
+    });
+  const syncTo = (port: number, tls: string) =>
+    runCli(['sync', '--source', `127.0.0.1:${port}`, '--source-tls', tls, '--source-user', 'a', '--target', `127.0.0.1:${port}`, '--target-tls', tls, '--target-user', 'b', '--json'], {
+      ...process.env,
+      MAILFERRY_SOURCE_PASSWORD: 'x',
+      MAILFERRY_TARGET_PASSWORD: 'y',
+    });
+
+  test('says what answered instead (an SSH server), or that nobody answered the TLS handshake, in the endpoint test’s words', async () => {
+    const ssh = await listen((socket) => {
+      socket.on('error', () => undefined);
+      socket.write('SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n');
+    });
+    const r = await syncTo(ssh, 'none');
+    assert.equal(r.status, 3, r.stderr);
+    assert.match(String(r.json?.error), /cannot connect to 127\.0\.0\.1:\d+ \(no TLS\): not an IMAP server: it answered “SSH-2\.0-OpenSSH_9\.2p1 Debian-2”, which looks like an SSH server/);
+    const silent = await listen((socket) => socket.on('error', () => undefined));
+    const t = Date.now();
+    const s = await syncTo(silent, 'implicit');
+    assert.equal(s.status, 3, s.stderr);
+    assert.match(String(s.json?.error), /implicit TLS\): .*did not answer the TLS handshake/);
+    assert.ok(Date.now() - t < 28_000, `said after ${Date.now() - t} ms, not after imapflow's 30 s`);
+  });
+});
