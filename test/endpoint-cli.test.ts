@@ -44,6 +44,19 @@ describe('endpoint and target commands', () => {
     assert.deepEqual(JSON.parse(list.stdout.trim()), []);
   });
 
+  test('settings that contradict each other are refused before anything is tried', async () => {
+    const target = (extra: string[]) => runCli(['target', 'create', 'x', '--host', '127.0.0.1', '--admin-user', 'admin', ...extra], env({ MAILFERRY_TARGET_PASSWORD: ADMIN_PASSWORD }));
+    const sasl = await target(['--separator', '#']);
+    assert.equal(sasl.status, 2, sasl.stderr);
+    assert.match(sasl.stderr, /--separator is only for --impersonation separator/);
+    const empty = await target(['--impersonation', 'separator', '--separator', '']);
+    assert.equal(empty.status, 2, empty.stderr);
+    assert.match(empty.stderr, /--separator must be one character, such as \*, not ""/);
+    const serve = await runCli(['serve', '--no-listen', '--listen', '127.0.0.1:0'], env());
+    assert.equal(serve.status, 2, serve.stderr);
+    assert.match(serve.stderr, /--listen and --no-listen exclude each other/);
+  });
+
   test('a self-signed certificate fails unless accepted (implicit TLS and STARTTLS)', async () => {
     const bad = await runCli(['endpoint', 'create', 'tls1', '--host', '127.0.0.1', '--port', String(server.sslPort), '--tls', 'implicit'], env());
     assert.equal(bad.status, 3, bad.stderr);

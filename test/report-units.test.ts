@@ -190,3 +190,11 @@ test('the report says where the cut-over stands: what deleting would still wait 
   const done = composeReportEmail({ ...r, cutOver: { deleteWarnings: [], uncheckedDomains: [] } }, 'daily');
   assert.match(done.text, /The 72 hours after the MX switch are over and every mailbox synced since: the batch can be deleted/);
 });
+
+test("a big batch's mail lists the first 200 mailboxes in its body (the CSV has all), so it stays readable", () => {
+  const many = Array.from({ length: 250 }, (_, i) => mailbox({ line: i + 2, emailAddress: `user${i}@example.org` }));
+  const mail = composeReportEmail(report(many, 'Synced'), 'daily');
+  assert.match(mail.text, /The first 200 of 250; the attached CSV lists them all\./);
+  assert.ok(mail.text.includes('user199@example.org') && !mail.text.includes('user200@example.org'));
+  assert.equal(mail.attachments[0]!.content.split('\r\n').filter((l) => l.startsWith('mailbox,')).length, 250);
+});

@@ -393,7 +393,8 @@ describe('sync: a target mailbox over its quota', () => {
     assert.equal(j.copied, copiedFirst, 'every copy is journaled');
     // The --json line also says how far the run got.
     assert.equal(r.json?.copied, copiedFirst);
-    assert.ok(Number(r.json?.toCopy) >= total * 0.9, String(r.json?.toCopy));
+    // What its scan had found to copy when it stopped (folders scanned later are not in it yet).
+    assert.ok(Number(r.json?.toCopy) > copiedFirst && Number(r.json?.toCopy) <= total, String(r.json?.toCopy));
     assert.ok(copiedFirst > 0 && copiedFirst < total / 2, `${copiedFirst} of ${total} copied`);
     // Stopped at the quota: the messages refused were those in flight then, not the rest of the mailbox.
     assert.ok(j.skipped < total / 2, `${j.skipped} refused of ${total}`);

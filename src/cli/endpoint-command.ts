@@ -84,7 +84,7 @@ function register(program: Command, role: EndpointRole, run: Run): void {
     create
       .requiredOption('--admin-user <name>', 'admin (master) login; password: MAILFERRY_TARGET_PASSWORD')
       .option('--impersonation <how>', 'sasl (SASL PLAIN authorization id) | separator (user<sep>admin LOGIN)', 'sasl')
-      .option('--separator <c>', "master-user separator for --impersonation separator", '*')
+      .option('--separator <c>', 'master-user separator for --impersonation separator (default: *)')
       .option('--test-user <name>', 'test the admin login acting as this user');
   }
   create.action((name: string, f: CommonFlags & { maxConcurrentMigrations?: string; maxConcurrentIncrementalSyncs?: string; adminUser?: string; impersonation?: string; separator?: string }) =>

@@ -65,6 +65,10 @@ async function runService(f: ServiceFlags, role: 'serve' | 'worker'): Promise<nu
   const leaseTtlMs = duration(f.leaseTtl, '--lease-ttl', 1000);
   const concurrency = whole(f.concurrency, '--concurrency', 1000);
   const connections = whole(f.connections, '--connections', 32);
+  // Commander lets the last of --listen and --no-listen win silently: both is a mistake to say.
+  if (role === 'serve' && process.argv.includes('--no-listen') && process.argv.some((a) => a === '--listen' || a.startsWith('--listen='))) {
+    throw new UsageError('--listen and --no-listen exclude each other');
+  }
   const listen = role === 'serve' && typeof f.listen === 'string' ? parseListen(f.listen) : undefined;
   const mxCheckEveryMs = duration(f.mxCheckEvery ?? '1h', '--mx-check-every', 1000);
   let key;

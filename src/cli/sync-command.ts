@@ -174,7 +174,8 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
           process.stderr.write(`${mark} ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}${f.missing ? `, ${f.missing} missing` : ''}${f.extra ? `, ${f.extra} extra on target${f.duplicates ? ` (${f.duplicates} of them duplicates of source messages)` : ''}` : ''}${f.flagDifferences ? `, ${f.flagDifferences} with other flags` : ''}${f.dateDifferences ? `, ${f.dateDifferences} with another internal date (set by the target's server)` : ''}${f.changedCopies ? `, ${f.changedCopies} stored with other bytes by the target's server (line ends, 8-bit header bytes, mbox header fields; the text is the same)` : ''}\n`);
           for (const m of f.missingItems) process.stderr.write(`        missing: ${missingText(m)}\n`);
         }
-        const scoped = scopeText(scope.receivedAfter);
+        // What was left out is said with the verdict: "in sync" is about the folders compared.
+        const scoped = scopeText(scope.receivedAfter) + (flags.exclude.length ? ` (excluded, not compared: ${flags.exclude.join(', ')})` : '');
         const unread = result.folders.filter((f) => f.error !== undefined).length;
         const dups = result.folders.reduce((n, f) => n + f.duplicates, 0);
         process.stderr.write(

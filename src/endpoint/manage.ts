@@ -12,7 +12,7 @@ import { findEndpoint, insertEndpoint, updateEndpoint } from '../store/endpoints
 import type { Store } from '../store/open.js';
 import type { EndpointRole, EndpointRow } from '../store/schema.js';
 import { impersonationOf } from '../worker/mailbox-sides.js';
-import { checkEndpointName, EndpointSettingError, type EndpointSettings, type EndpointSettingsInput, newEndpointSettings, tlsMode, wholeSetting } from './settings.js';
+import { checkEndpointName, checkSeparator, EndpointSettingError, type EndpointSettings, type EndpointSettingsInput, newEndpointSettings, tlsMode, wholeSetting } from './settings.js';
 import { type EndpointTest, testEndpointSettings } from './test-settings.js';
 
 export const ROLE_NOUN: Record<EndpointRole, string> = { source: 'migration endpoint', target: 'migration target' };
@@ -91,6 +91,7 @@ export function changedSettings(row: EndpointRow, c: EndpointChanges): EndpointS
   if (!host || /[\s/]/.test(host)) throw new EndpointSettingError(`--host must be a host name or address, not "${c.host}"`);
   const mode = c.tls !== undefined ? tlsMode(c.tls) : row.tls;
   const impersonation = (c.impersonation as 'sasl' | 'separator' | undefined) ?? row.impersonation;
+  if (row.role === 'target') checkSeparator(impersonation, c.separator);
   return {
     host,
     // A new TLS mode without a port moves a default port with it (993 <-> 143).

@@ -60,6 +60,16 @@ function impersonationMode(v: string): 'sasl' | 'separator' {
   throw new EndpointSettingError(`--impersonation must be sasl or separator, not "${v}"`);
 }
 
+/**
+ * A master-user separator only where it is used, and one character: given with
+ * `sasl` (which has none) or empty, it was stored as nothing, or as `*`, without a word.
+ */
+export function checkSeparator(impersonation: 'sasl' | 'separator' | null, separator: string | undefined): void {
+  if (separator === undefined) return;
+  if (impersonation !== 'separator') throw new EndpointSettingError('--separator is only for --impersonation separator (sasl acts as the user with an authorization identity, no separator)');
+  if (separator.length !== 1 || /\s/.test(separator)) throw new EndpointSettingError(`--separator must be one character, such as *, not "${separator}"`);
+}
+
 /** New settings with SPEC §3's defaults: port 993 (143 without implicit TLS), 20 and 10 concurrent. */
 export function newEndpointSettings(role: EndpointRole, f: EndpointSettingsInput): EndpointSettings {
   const host = f.host.trim();
@@ -67,6 +77,7 @@ export function newEndpointSettings(role: EndpointRole, f: EndpointSettingsInput
   const mode = tlsMode(f.tls ?? 'implicit');
   const impersonation = role === 'target' ? impersonationMode(f.impersonation ?? 'sasl') : null;
   if (role === 'target' && !f.adminUser) throw new EndpointSettingError('--admin-user is required for a target');
+  checkSeparator(impersonation, f.separator);
   return {
     host,
     port: wholeSetting(f.port, '--port', defaultPort(mode)),
