@@ -111,6 +111,8 @@ describe('the web admin page', { skip: skip ?? false }, () => {
 
     await page.locator('#source-name').fill('src2');
     await page.locator('#source-port').fill(String(lab.source.port));
+    // SPEC §3's choice of login method.
+    await page.locator('#source-auth').selectOption('plain');
     await page.locator('#source-test-user').fill(lab.users[0]!.user);
     await page.locator('#source-test-password').fill(lab.users[0]!.password);
     await page.locator('#source-create').click();
@@ -133,6 +135,7 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     await page.locator('#source-create').click();
     await page.locator('#source-result [data-test=passed]').waitFor();
     await until('the changed limit to be listed', 5_000, async () => /5 migrations/.test(await page.locator('#source-list tr[data-endpoint="src2"]').innerText()));
+    assert.match(await page.locator('#source-list tr[data-endpoint="src2"]').innerText(), /logs in with AUTHENTICATE PLAIN/, 'stored with the chosen login method, kept by the change');
     const text = await pageText();
     for (const p of passwords()) assert.ok(!text.includes(p), 'no password on the page');
     await shot('2-endpoints');

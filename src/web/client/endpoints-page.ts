@@ -36,6 +36,9 @@ function form(role: Role, created: () => void): { el: HTMLElement; edit(row: Sto
     port: input('port', { type: 'number', min: 1, max: 65535, placeholder: '993 (143 without implicit TLS)' }),
     tls: h('select', { id: id('tls') }, h('option', { value: 'implicit' }, 'implicit TLS (993)'), h('option', { value: 'starttls' }, 'STARTTLS'), h('option', { value: 'none' }, 'none (plain text)')),
     acceptUntrustedCert: input('untrusted', { type: 'checkbox' }),
+    // SPEC §3: how the source is logged in to (the CLI's --auth). "login" lets an admin form
+    // (user*admin) use SASL PLAIN where the server offers it (auth/credentials.ts).
+    auth: h('select', { id: id('auth') }, h('option', { value: 'login' }, 'LOGIN (SASL PLAIN for user*admin where offered)'), h('option', { value: 'plain' }, 'AUTHENTICATE PLAIN, always')),
     // A target's admin password is only tried acting as a user: asked for on creation.
     testUser: input('test-user', { required: role === 'target' }),
     testPassword: input('test-password', { type: 'password', autocomplete: 'off' }),
@@ -71,6 +74,7 @@ function form(role: Role, created: () => void): { el: HTMLElement; edit(row: Sto
     fields.port.value = String(r.port);
     fields.tls.value = r.tls;
     fields.acceptUntrustedCert.checked = r.acceptUntrustedCert === true;
+    if (role === 'source') fields.auth.value = String(r.auth ?? 'login');
     // A test login is asked for again, not carried over from an earlier form.
     fields.testUser.value = '';
     fields.testPassword.value = '';
@@ -103,8 +107,8 @@ function form(role: Role, created: () => void): { el: HTMLElement; edit(row: Sto
       tls: fields.tls.value,
       acceptUntrustedCert: fields.acceptUntrustedCert.checked,
       ...(fields.testUser.value ? { testUser: fields.testUser.value } : {}),
-      // The login method is only set on creation (the CLI's --auth); a change keeps the stored one.
-      ...(editing ? {} : { auth: role === 'source' ? 'login' : 'plain' }),
+      // A target's admin login is always SASL PLAIN or LOGIN by its impersonation; a source's is chosen.
+      ...(role === 'source' ? { auth: fields.auth.value } : editing ? {} : { auth: 'plain' }),
       ...(role === 'source'
         ? { testPassword: fields.testPassword.value || undefined, maxConcurrentMigrations: num(fields.maxMigrations), maxConcurrentIncrementalSyncs: num(fields.maxIncremental) }
         : { adminUser: fields.adminUser.value, adminPassword: fields.adminPassword.value, impersonation: fields.impersonation.value }),
@@ -138,7 +142,7 @@ function form(role: Role, created: () => void): { el: HTMLElement; edit(row: Sto
       ...row('Security', fields.tls),
       ...row('Accept an untrusted certificate', fields.acceptUntrustedCert),
       ...(role === 'source'
-        ? [...row('Max concurrent migrations', fields.maxMigrations), ...row('Max concurrent incremental syncs', fields.maxIncremental), ...row('Test login (optional)', fields.testUser), ...row('Its password', fields.testPassword)]
+        ? [...row('Log in with', fields.auth), ...row('Max concurrent migrations', fields.maxMigrations), ...row('Max concurrent incremental syncs', fields.maxIncremental), ...row('Test login (optional)', fields.testUser), ...row('Its password', fields.testPassword)]
         : [...row('Admin user', fields.adminUser), ...row('Admin password', fields.adminPassword), ...row('Acts as each user by', fields.impersonation), ...row('Test as user', fields.testUser)]),
       h('span'),
       h('div', {}, submitButton, ' ', cancel),
@@ -164,7 +168,7 @@ export function endpointsPage(root: HTMLElement): View {
             h('td', {}, r.name),
             h('td', {}, `${r.host}:${r.port}`),
             h('td', {}, r.tls),
-            h('td', {}, role === 'source' ? `${String(r.maxConcurrentMigrations)} migrations, ${String(r.maxConcurrentIncrementalSyncs)} incremental at once` : `admin ${String(r.adminUser)} (${String(r.impersonation)})`),
+            h('td', {}, role === 'source' ? `${String(r.maxConcurrentMigrations)} migrations, ${String(r.maxConcurrentIncrementalSyncs)} incremental at once; logs in with ${r.auth === 'plain' ? 'AUTHENTICATE PLAIN' : 'LOGIN'}` : `admin ${String(r.adminUser)} (${String(r.impersonation)})`),
             h(
               'td',
               {},
