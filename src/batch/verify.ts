@@ -17,7 +17,6 @@ import { verifyMailbox, type VerifyResult } from '../sync/verify.js';
 import { batchScope, SourceLoginCache, withMailboxSides } from '../worker/mailbox-sides.js';
 import { CredentialBreaker } from '../worker/credential-breaker.js';
 import { targetCredentialKey } from '../worker/run-mailbox.js';
-import { credentialAccepted, credentialRefused, type ImapAuthError } from '../imap/errors.js';
 import type { SecretKey } from '../secrets/index.js';
 import { pooled } from './pooled.js';
 import { leaseIsLive } from './store.js';
@@ -99,8 +98,7 @@ export async function verifyBatch(store: Store, batch: BatchRow, opts: VerifyBat
           breaker.succeeded(adminKey);
           return r;
         } catch (err) {
-          if (credentialAccepted(err)) breaker.succeeded(adminKey);
-          else if (credentialRefused(err) && (err as ImapAuthError).side === 'target') breaker.refused(adminKey, m.email_address);
+          breaker.judgeTargetError(adminKey, err, m.email_address);
           throw err;
         } finally {
           leave();

@@ -19,7 +19,7 @@
  * then go at once if it worked.
  */
 import { createHash } from 'node:crypto';
-import { ImapAuthError } from '../imap/errors.js';
+import { credentialAccepted, credentialRefused, ImapAuthError } from '../imap/errors.js';
 
 /** A run not tried because its admin credential's breaker is open: no login was sent. */
 export class BreakerOpenError extends ImapAuthError {
@@ -101,6 +101,12 @@ export class CredentialBreaker {
     this.states.delete(key);
     this.proven.add(key);
     this.endProbe(key);
+  }
+
+  /** What a failed run's error says of the target admin credential: it worked (the login got as far as acting as the user), it was refused, or nothing. */
+  judgeTargetError(key: string, err: unknown, mailbox: string): void {
+    if (credentialAccepted(err)) this.succeeded(key);
+    else if (credentialRefused(err) && (err as ImapAuthError).side === 'target') this.refused(key, mailbox);
   }
 
   refused(key: string, mailbox: string): void {

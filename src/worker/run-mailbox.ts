@@ -4,7 +4,6 @@
  * admin credential) and handed to the engine.
  */
 import { checkTargetSession, TargetCheckCache } from '../auth/target-check.js';
-import { credentialAccepted, credentialRefused, type ImapAuthError } from '../imap/errors.js';
 import { CredentialBreaker, credentialKey } from './credential-breaker.js';
 import type { Logger } from 'pino';
 import { decryptSecret, type SecretKey } from '../secrets/index.js';
@@ -97,8 +96,7 @@ export function engineRunner(opts: RunnerOptions): MailboxRunner {
         }
         summary = await syncMailbox(opts.store, syncOptions);
       } catch (err) {
-        if (credentialAccepted(err)) breaker.succeeded(adminKey);
-        else if (credentialRefused(err) && (err as ImapAuthError).side === 'target') breaker.refused(adminKey, mailbox.email_address);
+        breaker.judgeTargetError(adminKey, err, mailbox.email_address);
         throw err;
       } finally {
         leave();
