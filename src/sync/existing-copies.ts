@@ -63,10 +63,10 @@ export class ExistingCopies {
 
   /**
    * Reads the target folder's unclaimed messages of the sizes `toCopy` has (those not
-   * read before in this attempt) and offers them as orphans. The folder is listed once
-   * per attempt, on the first call.
+   * read before in this attempt) and offers them as orphans. `fromUid`: 1 for a source
+   * folder's first sync into this folder, else the UIDNEXT the folder had at the start of
+   * its last pass; each range of UIDs is listed once per attempt.
    */
-  /** `fromUid`: 1 for a source folder's first sync into this folder, else the UIDNEXT of its last pass. */
   async offer(args: { db: Kysely<Database>; pairId: number; target: ImapFlow; hasher: ContentHasher; toCopy: readonly MessageMeta[]; stallMs: number; log: Logger; fromUid?: number }): Promise<void> {
     const { target, stallMs } = args;
     const path = this.folder.path;
