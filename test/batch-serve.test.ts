@@ -227,6 +227,7 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       assert.equal(one.status, 1, one.stderr);
       assert.match(one.stderr, new RegExp(`MISSING line \\d+ ${u.address.replace('.', '\\.')}: ${loaded[1]} source messages, ${loaded[1]! - 1} on the target, 1 missing`));
       assert.match(one.stderr, /INBOX -> INBOX: source \d+, target \d+, 1 missing/);
+      assert.match(one.stderr, /missing: INBOX uid \d+ ("[^"]*"|\(no subject\)), .*\d+ bytes/, 'named as an admin can find it');
       const good = await runCli(['batch', 'verify', 'first', '--user', lab.users[0]!.address], lab.env);
       assert.equal(good.status, 0, good.stderr);
       assert.match(good.stderr, /verified: the mailbox is in sync/);

@@ -18,6 +18,7 @@ import { buildReport, reportCsv } from '../report/batch-report.js';
 import { findBatch, requireBatch } from '../batch/store.js';
 import { batchMxReport } from '../dns/mx-watch.js';
 import { type MailboxVerification, verifyBatch } from '../batch/verify.js';
+import { missingItemText } from '../sync/verify.js';
 import { type BatchView, loadBatchDetail, loadBatchList, type MailboxView, verdictWords } from '../batch/view.js';
 import { addressProblem } from '../csv/address.js';
 import { fileTooLarge, MAX_FILE_BYTES, type Problem } from '../csv/index.js';
@@ -128,6 +129,9 @@ function printStatus(b: BatchView, mailboxes: readonly MailboxView[]): void {
 }
 
 /** One mailbox's verification as the admin reads it: a line, then the folders that are short. */
+/** Missing messages listed per folder in `batch verify`'s output. */
+const MISSING_SHOWN = 10;
+
 function verificationLines(v: MailboxVerification): string {
   if (v.kind === 'error') return `FAIL   line ${v.line} ${v.emailAddress}: could not verify: ${v.error}\n`;
   const r = v.result;
@@ -140,6 +144,9 @@ function verificationLines(v: MailboxVerification): string {
         ? `         ${f.sources.join(' + ')} -> ${f.target}: could not be read: ${f.error}`
         : `         ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}, ${f.missing} missing`,
     );
+    // Each by what an admin can look it up by (subject, Message-ID); the first few per folder.
+    for (const m of f.missingItems.slice(0, MISSING_SHOWN)) out.push(`           missing: ${missingItemText(m)}`);
+    if (f.missing > MISSING_SHOWN) out.push(`           … and ${f.missing - MISSING_SHOWN} more (see --json)`);
   }
   return out.join('\n') + '\n';
 }

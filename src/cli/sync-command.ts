@@ -6,7 +6,7 @@ import { journalMappings, syncMailbox } from '../sync/mailbox-sync.js';
 import { DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, type SyncSummary } from '../sync/options.js';
 import { folderPatternProblem } from '../sync/folder-map.js';
 import type { SyncProgress } from '../sync/progress.js';
-import { type MissingItem, verifyMailbox, type VerifyResult } from '../sync/verify.js';
+import { missingItemText, verifyMailbox, type VerifyResult } from '../sync/verify.js';
 import { parseReceivedAfter } from '../batch/time-input.js';
 import { addConnectionOptions, type ConnectionFlags, resolveSides } from './connection-options.js';
 import { EXIT, UsageError } from './exit-codes.js';
@@ -172,7 +172,7 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
           }
           const mark = f.missing === 0 ? 'ok     ' : 'MISSING';
           process.stderr.write(`${mark} ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}${f.missing ? `, ${f.missing} missing` : ''}${f.extra ? `, ${f.extra} extra on target${f.duplicates ? ` (${f.duplicates} of them duplicates of source messages)` : ''}` : ''}${f.flagDifferences ? `, ${f.flagDifferences} with other flags` : ''}${f.dateDifferences ? `, ${f.dateDifferences} with another internal date (set by the target's server)` : ''}${f.changedCopies ? `, ${f.changedCopies} stored with other bytes by the target's server (line ends, 8-bit header bytes, mbox header fields; the text is the same)` : ''}\n`);
-          for (const m of f.missingItems) process.stderr.write(`        missing: ${missingText(m)}\n`);
+          for (const m of f.missingItems) process.stderr.write(`        missing: ${missingItemText(m)}\n`);
         }
         // What was left out is said with the verdict: "in sync" is about the folders compared.
         const scoped = scopeText(scope.receivedAfter) + (flags.exclude.length ? ` (excluded, not compared: ${flags.exclude.join(', ')})` : '');
@@ -211,10 +211,3 @@ async function journalOf(url: string | undefined, sides: Parameters<typeof journ
   }
 }
 
-/** A missing message as an admin can look it up: folder, UID, subject, Message-ID, and what the target has instead. */
-export function missingText(m: MissingItem): string {
-  if (m.unreadable) return `${m.folder} uid ${m.uid} (the source would not give it)`;
-  const what = [m.subject ? `"${m.subject}"` : '(no subject)', m.messageId || null, `${m.size} bytes`, m.date].filter(Boolean).join(', ');
-  const instead = m.differentCopy ? `; the target's message with its identity (uid ${m.differentCopy.uid}, ${m.differentCopy.size} bytes) has other content: cut short or changed` : '';
-  return `${m.folder} uid ${m.uid} ${what}${instead}`;
-}

@@ -96,6 +96,15 @@ export interface VerifyResult {
 
 const MISSING_LIST_CAP = 50;
 
+/** A missing message as an admin can look it up: folder, UID, subject, Message-ID, and what the target has instead. */
+export function missingItemText(m: MissingItem): string {
+  if (m.unreadable) return `${m.folder} uid ${m.uid} (the source would not give it)`;
+  const what = [m.subject ? `"${m.subject}"` : '(no subject)', m.messageId || null, `${m.size} bytes`, m.date].filter(Boolean).join(', ');
+  const instead = m.differentCopy ? `; the target's message with its identity (uid ${m.differentCopy.uid}, ${m.differentCopy.size} bytes) has other content: cut short or changed` : '';
+  return `${m.folder} uid ${m.uid} ${what}${instead}`;
+}
+
+
 /** A raw message's header section (up to the first empty line). */
 function headerOf(raw: Buffer): Buffer {
   const end = raw.indexOf('\r\n\r\n');
