@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { runCli } from './helpers/cli.js';
-import { databaseUrl, isStoreFailure, openStore, sqlitePathOf, StoreOpenError } from '../src/store/open.js';
+import { databaseUrl, isStoreFailure, openStore, sqlitePathOf, StoreOpenError, withoutPassword } from '../src/store/open.js';
 import { ImapConnectError } from '../src/imap/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mailferry-migrate-'));
@@ -47,6 +47,12 @@ test('a --db value without a scheme is a SQLite file path; other schemes are kep
     await assert.rejects(openStore('mysql://127.0.0.1/x'), /unsupported database URL "mysql:.*a file path, sqlite:PATH or postgres/);
     // One that cannot be opened says it is the state database, and hides a password.
     await assert.rejects(openStore('postgres://u:Secret-Db-Pw@127.0.0.1:1/x'), (err: Error) => err instanceof StoreOpenError && /^cannot open the state database postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/x: /.test(err.message) && !err.message.includes('Secret-Db-Pw'));
+    // A password with '@' or '/' in it, not percent-encoded, is hidden whole.
+    for (const url of ['postgres://mf:p@ss@127.0.0.1:1/mf', 'postgres://mf:ab/cd@127.0.0.1:1/mf']) {
+      await assert.rejects(openStore(url), (err: Error) => err instanceof StoreOpenError && err.message.startsWith('cannot open the state database postgres://mf:***@127.0.0.1:1/mf') && !/ss@|ab\/cd/.test(err.message));
+    }
+    assert.equal(withoutPassword('postgres://127.0.0.1/x'), 'postgres://127.0.0.1/x');
+    assert.equal(withoutPassword('postgres://u@127.0.0.1/x'), 'postgres://u@127.0.0.1/x');
     await assert.rejects(openStore('/dev/null/state.db'), /^StoreOpenError: cannot open the state database sqlite:\/dev\/null\/state\.db: /);
   } finally {
     process.chdir(cwd);

@@ -40,6 +40,19 @@ export function sqlitePathOf(value: string): string | undefined {
   return url.startsWith('sqlite:') ? url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '') : undefined;
 }
 
+/**
+ * A database URL as it may be shown: the password replaced by `***`. Everything between
+ * `//` and the *last* `@` before the host is the user information, so a password pasted
+ * with an `@` or `/` in it (not percent-encoded) is hidden whole.
+ */
+export function withoutPassword(url: string): string {
+  const m = /^([a-z][a-z0-9+.-]*:\/\/)([^?#]*)@/i.exec(url);
+  if (!m) return url;
+  const userinfo = m[2]!;
+  const colon = userinfo.indexOf(':');
+  return colon < 0 ? url : `${m[1]}${userinfo.slice(0, colon)}:***@${url.slice(m[0].length)}`;
+}
+
 /** The state database could not be opened (not there, refused, not writable): said as such, not as a bare system error. */
 export class StoreOpenError extends Error {
   override name = 'StoreOpenError';
@@ -50,7 +63,7 @@ export async function openStore(value: string = process.env.MAILFERRY_DB ?? defa
     return await openStoreAt(databaseUrl(value));
   } catch (err) {
     if (err instanceof StoreUrlError) throw err;
-    const shown = databaseUrl(value).replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+    const shown = withoutPassword(databaseUrl(value));
     throw new StoreOpenError(`cannot open the state database ${shown}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
   }
 }
@@ -101,7 +114,7 @@ async function openStoreAt(url: string): Promise<Store> {
     pool.on('connect', (client) => client.on('error', (err) => process.stderr.write(`mailferry: a PostgreSQL connection in use was closed (${err.message})\n`)));
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     dialect = 'postgres';
-    displayUrl = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+    displayUrl = withoutPassword(url);
   } else {
     throw new StoreUrlError(`unsupported database URL "${url}": use a file path, sqlite:PATH or postgres://…`);
   }
