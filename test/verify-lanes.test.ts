@@ -137,3 +137,31 @@ describe('verify: a copy cut short or edited on the target', () => {
     assert.match(content.stderr, /"report edited"/);
   });
 });
+
+describe('verify: two messages with one Message-ID whose sizes the target changed', () => {
+  let lab: LabPair;
+  after(async () => lab?.stop());
+
+  test('are paired with their own copies by content, whatever order the target holds them in', async () => {
+    lab = await startPair();
+    const when = new Date(Date.UTC(2021, 5, 1));
+    // A mailing list's copy (with its footer) and the CC copy of one message.
+    const base = 'From: a@example.org\r\nSubject: minutes\r\nMessage-ID: <same@example.org>\r\nDate: Tue, 1 Jun 2021 10:00:00 +0000\r\n\r\nThe minutes.\r\n';
+    const list = `${base}-- \r\nlist footer\r\n`;
+    const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    await c.mailboxCreate('Minutes');
+    await c.append('Minutes', Buffer.from(list), [], when);
+    await c.append('Minutes', Buffer.from(base), [], when);
+    await c.logout();
+    // The target holds them in the other order, each with line ends added (as Courier does): other sizes.
+    const t = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    await t.mailboxCreate('Minutes');
+    await t.append('Minutes', Buffer.from(`${base}\r\n\r\n`), [], when);
+    await t.append('Minutes', Buffer.from(`${list}\r\n`), [], when);
+    await t.logout();
+    const v = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    const f = (v.json?.folders as { target: string; missing: number; changedCopies: number }[]).find((x) => x.target === 'Minutes')!;
+    assert.deepEqual([f.missing, f.changedCopies], [0, 2], v.stderr);
+    assert.equal(v.status, 0, v.stderr);
+  });
+});

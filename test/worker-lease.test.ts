@@ -106,16 +106,20 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       assert.deepEqual([again.batch.totals.copied, again.batch.initialSync?.messagesPerSecond], [3, 0]);
       assert.deepEqual(await loadBatchView(store.db, (await findBatch(store.db, b.name))!, at), again.batch);
 
-      // Two source messages deleted since (their copies stay on the target): found 1, not "3 of 1 copied".
+      // Two source messages deleted since (their copies stay on the target) and one new one
+      // refused: found 2, of which 1 copied, not "3 of 2".
       const next = (await claimNext(store, { owner: 'A', ttlMs: TTL, now: Date.now() + DAY + 1 }))!;
       assert.equal(next.mailboxId, claim.mailboxId);
-      await release(store, next, { kind: 'synced', summary: summary(0, { found: 1, folderList: [{ source: 'INBOX', target: 'INBOX', found: 1 }] }), pairId }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF });
-      assert.deepEqual((await detail(b)).mailboxes.map((x) => [x.found, x.copied]), [[1, 1]]);
-      // A batch that migrates only recent mail counts only the copies in its scope.
-      await store.db.updateTable('batch').set({ received_after: 1 }).where('id', '=', b.id).execute();
+      await release(store, next, { kind: 'synced', summary: summary(0, { found: 2, skipped: 1, folderList: [{ source: 'INBOX', target: 'INBOX', found: 2 }] }), pairId }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF });
+      assert.deepEqual((await detail(b)).mailboxes.map((x) => [x.found, x.copied]), [[2, 1]]);
+      // A batch that migrates only recent mail counts only the copies in its scope (a copy
+      // whose date the source did not give counts, as the scan counts it).
+      await store.db.updateTable('message').set({ internal_date: Date.UTC(2020, 0, 1) }).where('folder_id', '=', folders.get('INBOX')!.id).where('source_uid', '=', 1).execute();
+      await store.db.updateTable('message').set({ internal_date: Date.UTC(2024, 0, 1) }).where('folder_id', '=', folders.get('INBOX')!.id).where('source_uid', '=', 2).execute();
+      await store.db.updateTable('batch').set({ received_after: Date.UTC(2023, 0, 1) }).where('id', '=', b.id).execute();
       const scoped = (await claimNext(store, { owner: 'A', ttlMs: TTL, now: Date.now() + 2 * DAY + 2 }))!;
-      await release(store, scoped, { kind: 'synced', summary: summary(0, { found: 0, folderList: [{ source: 'INBOX', target: 'INBOX', found: 0 }] }), pairId }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF });
-      assert.deepEqual((await detail(b)).mailboxes.map((x) => [x.found, x.copied, x.bytes]), [[0, 0, 0]]);
+      await release(store, scoped, { kind: 'synced', summary: summary(0, { found: 3, folderList: [{ source: 'INBOX', target: 'INBOX', found: 3 }] }), pairId }, undefined, { incrementalEveryMs: DAY, backoff: DEFAULT_BACKOFF });
+      assert.deepEqual((await detail(b)).mailboxes.map((x) => [x.found, x.copied, x.bytes]), [[3, 2, 200]], 'uid 2 (2024) and uid 3 (no date); not uid 1 (2020)');
     });
 
     test('the batch view summed by the database (dashboard, batch page) equals the one added up over every mailbox; pages and filters of mailboxes', { skip: skip ?? false }, async () => {

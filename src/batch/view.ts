@@ -126,7 +126,7 @@ export interface BatchView {
 }
 
 /** A running sync whose worker has not pulsed for this long shows as not responding. */
-const SILENT_WORKER_MS = 15_000;
+const SILENT_WORKER_MS = 30_000;
 
 export function mailboxView(m: BatchMailboxRow, now: number): MailboxView {
   const syncSeconds = m.sync_ms / 1000;
@@ -149,8 +149,8 @@ export function mailboxView(m: BatchMailboxRow, now: number): MailboxView {
       messagesPerSecond: round(rate),
       megabytesPerSecond: round(m.progress_bytes / MB / elapsed, 2),
       etaSeconds: m.progress_to_copy > 0 && (left === 0 || rate > 0) ? Math.round(left / Math.max(rate, 1e-9)) : null,
-      // Workers pulse every 2 s (worker.ts): 15 s without one is a worker gone (killed, its
-      // machine down), said long before its lease expires and another worker takes over.
+      // Workers pulse every 2 s (worker.ts): 30 s without one (a margin for a slow database
+      // and clocks of several machines) is a worker gone, said well before its lease expires.
       stale: !leaseIsLive(m, now) || (m.progress_at !== null && now - m.progress_at > SILENT_WORKER_MS),
     };
   }

@@ -100,6 +100,10 @@ export async function createFolders(endpoint: ImapEndpoint, login: ImapLogin, fo
     if (folders.some((f) => typeof f !== 'string' && refused.has(f.container))) {
       await answer(folders.filter((f) => refused.has(typeof f === 'string' ? f : f.container)).map((f) => send(f, false)));
     }
+    // A container is needed only by the folders below it, which say for themselves whether
+    // they could be made (a server that makes parents by itself may answer a parent's own
+    // CREATE with a plain NO "exists"): its refusal alone fails nothing.
+    for (const f of folders) if (typeof f !== 'string') refused.delete(f.container);
     for (const path of refused.keys()) out.delete(path);
     return { created: out, refused };
   } finally {

@@ -52,6 +52,8 @@ export function isRetryable(err: unknown): boolean {
   const e = err as { code?: string; name?: string; message?: string } | null;
   if (!e) return false;
   if ((err as { retryable?: boolean }).retryable === true) return true;
+  // Said outright: the message below may hold words of its own (a folder named "Time Out").
+  if ((err as { retryable?: boolean }).retryable === false) return false;
   if (e.name === 'ImapConnectionLostError') return true;
   const codes = ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNREFUSED', 'NoConnection', 'ClosedAfterConnectTLS', 'EConnectionClosed', 'ERR_STREAM_DESTROYED', 'ETIMEOUT', 'CONNECT_TIMEOUT', 'GREETING_TIMEOUT'];
   if (e.code && codes.includes(e.code)) return true;

@@ -32,6 +32,7 @@ const ALIASES: Record<string, SpecialUse | 'INBOX'> = {
 /** --include selects no folder of the mailbox: not retried within the run (the folders will not change by then). */
 export class NothingSelectedError extends Error {
   override name = 'NothingSelectedError';
+  readonly retryable = false;
 }
 
 /**

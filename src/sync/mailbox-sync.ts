@@ -284,10 +284,10 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     const established = async () => (pairId === undefined ? undefined : await establishedTargets(db, pairId));
     let mappings = mapFolders(srcView, tgtView, { ...mapOptions, established: await established() });
     const unmatched = patternsMatchingNothing(srcView, mapOptions);
-    // An include that selects no folder at all would migrate nothing and call the mailbox
-    // synced (and verify it in sync): a mistyped name must be seen. One pattern of several
-    // matching nothing is normal in a batch (not every user has every folder).
-    if (opts.include?.length && opts.include.every((p) => unmatched.includes(p))) {
+    // An include that selects no folder to copy would migrate nothing and call the mailbox
+    // synced (and verify it in sync): a mistyped name must be seen (verify.ts asks the same).
+    // One pattern of several matching nothing is normal in a batch (not every user has every folder).
+    if (opts.include?.length && !mappings.some((m) => m.selectable)) {
       const names = srcView.folders.filter((f) => !f.flags.has('\\NonExistent') && !f.flags.has('\\Noselect')).map((f) => f.path);
       throw new NothingSelectedError(`nothing to migrate: no folder of this mailbox matches --include ${opts.include.join(', ')} (its folders: ${names.slice(0, 20).join(', ')}${names.length > 20 ? ', …' : ''})`);
     }

@@ -44,6 +44,8 @@ export interface VerifyOptions {
   established?: ReadonlyMap<string, string>;
   /** After each folder compared. */
   onProgress?: (p: { folders: number; compared: number }) => void;
+  /** When a target session has logged in: its credential worked (batch verify's admin breaker lets the other mailboxes go). */
+  onTargetLogin?: () => void;
   logger: Logger;
 }
 
@@ -291,7 +293,9 @@ async function verifyOnce(opts: VerifyOptions, dropped: ReadonlySet<string>): Pr
     const src = await openSession({ endpoint: opts.source.endpoint, login: opts.source.login, logger: opts.logger, stallMs });
     if (opts.source.userRoot) useFullNames(src);
     try {
-      return { src, tgt: await openSession({ endpoint: opts.target.endpoint, login: opts.target.login, logger: opts.logger, stallMs }) };
+      const tgt = await openSession({ endpoint: opts.target.endpoint, login: opts.target.login, logger: opts.logger, stallMs });
+      opts.onTargetLogin?.();
+      return { src, tgt };
     } catch (err) {
       await src.logout().catch(() => src.close());
       throw err;
@@ -403,17 +407,35 @@ const CONFIRM_MESSAGES = 50;
 const CONFIRM_BYTES = 32 * 1024 * 1024;
 
 /**
- * The source entries whose paired target copy has another size and another loose digest
- * (changed-copies.ts), with that copy's UID and size. Leaves the target folder, then the
- * last source folder read, selected on the lane.
+ * Copies paired by identity whose size differs, judged by content: each such source message
+ * and the target messages that could be its copy (the one it was paired with, and those of
+ * its identity no other message took) are read and compared by loose digest
+ * (changed-copies.ts); a source message is paired again with a copy that has its digest,
+ * and is missing when none has. Re-pairing matters: two messages with one Message-ID (a
+ * list copy and a CC copy) whose sizes a Courier target both changed may have been paired
+ * crosswise. Returns the new pairs, and the source messages with no copy (with the copy
+ * they had been paired with). Leaves the target folder, then a source folder, selected.
  */
-async function copiesThatDiffer(lane: Lane, target: string, sourceEntries: readonly (Entry & { folder: string })[], matched: ReadonlyMap<Entry, Entry>, stallMs: number): Promise<Map<Entry, { uid: number; size: number }>> {
-  const out = new Map<Entry, { uid: number; size: number }>();
+async function judgeResizedCopies(
+  lane: Lane,
+  target: string,
+  sourceEntries: readonly (Entry & { folder: string })[],
+  targetEntries: readonly Entry[],
+  matched: ReadonlyMap<Entry, Entry>,
+  stallMs: number,
+): Promise<{ repaired: Map<Entry, Entry>; missing: Map<Entry, { uid: number; size: number }> }> {
+  const repaired = new Map<Entry, Entry>();
+  const missing = new Map<Entry, { uid: number; size: number }>();
   const resized = sourceEntries.filter((e) => {
     const t = matched.get(e);
     return t !== undefined && t.size !== e.size;
   });
-  if (resized.length === 0) return out;
+  if (resized.length === 0) return { repaired, missing };
+  const paired = new Set(matched.values());
+  const identity = (e: Entry) => e.keys[3] ?? e.keys[2];
+  const identities = new Set(resized.map(identity).filter((k): k is string => k !== null));
+  const pool = new Set<Entry>(resized.map((e) => matched.get(e)!));
+  for (const t of targetEntries) if (!paired.has(t) && identities.has(identity(t) ?? '')) pool.add(t);
   const loose = async (client: ImapFlow, path: string, wanted: readonly { uid: number; size: number }[]): Promise<Map<number, string>> => {
     const digests = new Map<number, string>();
     await withWatchdog(client, stallMs, `opening ${path}`, () => client.mailboxOpen(path, { readOnly: true }));
@@ -424,24 +446,35 @@ async function copiesThatDiffer(lane: Lane, target: string, sourceEntries: reado
         bytes += wanted[i]!.size;
         chunk.push(wanted[i++]!.uid);
       }
-      await withWatchdog(client, stallMs, `reading ${path}`, async () => {
+      // As long as reading a folder's entries may take (readEntries): a chunk is up to 32 MiB.
+      await withWatchdog(client, stallMs * 10, `reading ${path}`, async () => {
         for await (const m of client.fetch(uidSet(chunk), { uid: true, source: true }, { uid: true })) digests.set(m.uid, looseDigest(m.source ?? Buffer.alloc(0)));
       });
     }
     return digests;
   };
-  const targetDigests = await loose(lane.tgt, target, resized.map((e) => matched.get(e)!));
+  const targetDigests = await loose(lane.tgt, target, [...pool]);
+  const byDigest = new Map<string, Entry[]>();
+  for (const t of pool) {
+    const d = targetDigests.get(t.uid);
+    if (d !== undefined) byDigest.set(d, [...(byDigest.get(d) ?? []), t]);
+  }
   for (const folder of new Set(resized.map((e) => e.folder))) {
     const mine = resized.filter((e) => e.folder === folder);
     const sourceDigests = await loose(lane.src, folder, mine);
     for (const e of mine) {
-      const copy = matched.get(e)!;
+      const d = sourceDigests.get(e.uid);
       // Expunged from the source since it was listed: nothing left to hold the copy against.
-      if (!sourceDigests.has(e.uid)) continue;
-      if (sourceDigests.get(e.uid) !== targetDigests.get(copy.uid)) out.set(e, { uid: copy.uid, size: copy.size });
+      if (d === undefined) continue;
+      const candidates = byDigest.get(d) ?? [];
+      // Its own pair first, so a right pairing is never moved.
+      const at = Math.max(0, candidates.indexOf(matched.get(e)!));
+      const copy = candidates.splice(at, 1)[0];
+      if (copy) repaired.set(e, copy);
+      else missing.set(e, { uid: matched.get(e)!.uid, size: matched.get(e)!.size });
     }
   }
-  return out;
+  return { repaired, missing };
 }
 
 /** One target folder and the source folders copied into it, compared. */
@@ -497,8 +530,20 @@ async function compareFolder(lane: Lane, target: string, sources: readonly strin
   // header bytes, mbox header fields: changed-copies.ts), so both are read and compared by
   // loose digest. A copy cut short or edited is missing. (With --content the loose digest
   // was the key already; around drops the source is not read again.)
-  const differs = opts.content || aroundDrops ? new Map<Entry, { uid: number; size: number }>() : await copiesThatDiffer(lane, target, sourceEntries, matched, stallMs);
-  for (const e of differs.keys()) matched.delete(e);
+  let differs = new Map<Entry, { uid: number; size: number }>();
+  if (!opts.content && !aroundDrops) {
+    try {
+      const judged = await judgeResizedCopies(lane, target, sourceEntries, targetEntries, matched, stallMs);
+      for (const [e, t] of judged.repaired) matched.set(e, t);
+      for (const e of judged.missing.keys()) matched.delete(e);
+      differs = judged.missing;
+    } catch (err) {
+      // As reading the folder: a refusal is this folder's verdict, a lost connection ends the attempt (and says where).
+      const refusal = imapRefusal(err);
+      if (refusal !== null) return { sources: [...sources], target, sourceCount: 0, targetCount: 0, missing: 0, extra: 0, flagDifferences: 0, dateDifferences: 0, changedCopies: 0, duplicates: 0, missingItems: [], error: `reading copies whose size differs: ${refusal}` };
+      throw Object.assign(new Error(`${(err as Error)?.message ?? String(err)} (while comparing ${sources.join(' + ')} -> ${target})`), { retryable: isRetryable(err), comparing: target });
+    }
+  }
   const missingItems: MissingItem[] = unreadable.slice(0, MISSING_LIST_CAP);
   let missing = unreadable.length;
   let flagDifferences = 0;

@@ -109,9 +109,10 @@ export class CredentialBreaker {
     else if (credentialRefused(err) && (err as ImapAuthError).side === 'target') this.refused(key, mailbox);
   }
 
+  /** A refusal does not end a probe: a run that entered while the credential was proven
+   * may report one while another run probes; the prober's own `leave` ends it. */
   refused(key: string, mailbox: string): void {
     this.proven.delete(key);
-    this.endProbe(key);
     const s = this.states.get(key) ?? { refused: [], retryAt: null };
     s.refused.push(mailbox);
     if (s.refused.length > REFUSALS_TO_OPEN * 4) s.refused.splice(0, s.refused.length - REFUSALS_TO_OPEN);

@@ -247,7 +247,8 @@ async function journalTotals(tx: Tx, pairId: number, sourcePaths?: readonly stri
     .where('message.state', '=', 'copied');
   if (sourcePaths && sourcePaths.length > 0 && sourcePaths.length <= SCOPED_FOLDERS_MAX) q = q.where('folder.source_path', 'in', [...sourcePaths]);
   // The batch's "received after" scope, as `found` counts: copies an earlier, wider run made are not in it.
-  if (receivedAfter !== undefined && receivedAfter !== null) q = q.where('message.internal_date', '>=', receivedAfter);
+  // (A date the source did not give, 0, is in scope, as the scan counts it: mailbox-sync.ts inScopeCounts.)
+  if (receivedAfter !== undefined && receivedAfter !== null) q = q.where((eb) => eb.or([eb('message.internal_date', '>=', receivedAfter), eb('message.internal_date', '=', 0)]));
   const r = await q.executeTakeFirstOrThrow();
   return { copied: Number(r.n), bytes: Number(r.b) };
 }
@@ -293,10 +294,10 @@ export function release(store: Store, claim: Claim, result: RunResult, progress:
     const common = {
       ...NO_LEASE,
       pair_id: pairId,
-      // Of the messages found, those on the target: the journal also keeps copies of
-      // messages since deleted on the source (they stay on the target), which `found` no
-      // longer counts, so "305 of 302 copied" read as more copied than there is.
-      copied: summary ? Math.min(totals.copied, summary.found) : totals.copied,
+      // Of the messages found, at most those not skipped or failed: the journal also keeps
+      // copies of messages since deleted on the source (they stay on the target), which
+      // `found` no longer counts, so "305 of 302 copied" read as more copied than there is.
+      copied: summary ? Math.min(totals.copied, Math.max(0, summary.found - summary.skipped - summary.failed)) : totals.copied,
       bytes: totals.bytes,
       sync_ms: m.sync_ms + durationMs,
       ...(summary
