@@ -315,7 +315,7 @@ async function until(run: SyncRun, cond: () => boolean, ms = 30_000): Promise<bo
  * or null when no such row turned up (the answer got through first, or the run ended):
  * then the answers are released again.
  */
-async function holdUntilStored(run: SyncRun, relay: Relay, target: ImapFlow, db: string, armed: () => boolean): Promise<{ row: PendingRow; targetUid: number } | null> {
+async function holdUntilStored(run: SyncRun, relay: Relay, target: ImapFlow, db: string, armed: () => boolean): Promise<{ row: PendingRow; targetUid: number; atDrop: PendingRow[] } | null> {
   for (;;) {
     if (!(await until(run, () => armed() && hashedLarge(pendingRows(db)).length > 0))) return null;
     relay.hold(true);
@@ -326,7 +326,10 @@ async function holdUntilStored(run: SyncRun, relay: Relay, target: ImapFlow, db:
       for (const row of candidates) {
         if (!still.some((r) => r.folderId === row.folderId && r.uid === row.uid)) continue;
         const uid = await storedUid(target, db, row);
-        if (uid !== null) return { row, targetUid: uid };
+        // Still pending once it is found stored: an answer the client had before the hold
+        // (the row turns copied while the target is searched) is not a held one.
+        const now = uid === null ? [] : pendingRows(db);
+        if (uid !== null && now.some((r) => r.folderId === row.folderId && r.uid === row.uid && r.digest !== null)) return { row, targetUid: uid, atDrop: now };
       }
       // Rows that were answered before the hold are not pending any more: no use waiting.
       if (!candidates.some((row) => still.some((r) => r.folderId === row.folderId && r.uid === row.uid && r.digest !== null))) break;
@@ -678,7 +681,7 @@ describe('sync: crash safety while messages over 2 MiB are streamed', () => {
       { side: 'both', when: 'hashless' },
     ];
     const drops: { side: string; when: string; atDrop: PendingRow[] }[] = [];
-    let stored: { row: PendingRow; targetUid: number } | null = null;
+    let stored: { row: PendingRow; targetUid: number; atDrop: PendingRow[] } | null = null;
     try {
       let armed = () => true; // a new journal: nothing to recover first
       // Each drop waits until the attempt before it has copied something: a run backs off
@@ -692,7 +695,7 @@ describe('sync: crash safety while messages over 2 MiB are streamed', () => {
         if (step.when === 'stored') {
           stored = await holdUntilStored(run, relay, target, db, armed);
           ok = stored !== null;
-          atDrop = pendingRows(db);
+          atDrop = stored?.atDrop ?? [];
         } else {
           ok = await until(run, () => armed() && hashlessLarge((atDrop = pendingRows(db))).length > 0);
         }
