@@ -52,3 +52,20 @@ export function journalHasher(db: string): ContentHasher {
     d.close();
   }
 }
+
+/** The rows in a state, as `folder_id:source_uid` keys (empty while the database is busy or missing). */
+export function journalKeys(db: string, state: 'pending' | 'copied'): Set<string> {
+  let d: Database.Database;
+  try {
+    d = new Database(db, { readonly: true, fileMustExist: true });
+  } catch {
+    return new Set();
+  }
+  try {
+    return new Set((d.prepare('select folder_id, source_uid from message where state = ?').all(state) as { folder_id: number; source_uid: number }[]).map((r) => `${r.folder_id}:${r.source_uid}`));
+  } catch {
+    return new Set();
+  } finally {
+    d.close();
+  }
+}
