@@ -107,16 +107,17 @@ test('a mailbox verify could not check is said so, not "not in sync", in the e-m
   const at = '2026-01-01T11:00:00.000Z';
   const r = report(
     [
-      mailbox({ verification: { at, inSync: false, missing: 0, error: 'source login failed for a: wrong user name or password', stale: false } }),
-      mailbox({ line: 3, emailAddress: 'b@example.org', verification: { at, inSync: false, missing: 4, error: null, stale: false } }),
+      mailbox({ verification: { at, inSync: false, missing: 0, error: 'source login failed for a: wrong user name or password', stale: false, missingIn: [] } }),
+      mailbox({ line: 3, emailAddress: 'b@example.org', verification: { at, inSync: false, missing: 4, error: null, stale: false, missingIn: [{ folder: 'INBOX', missing: 3 }, { folder: 'Lists.Rust', missing: 1 }] } }),
       // Verified, then synced again: how it stood then, said so.
-      mailbox({ line: 4, emailAddress: 'c@example.org', verification: { at, inSync: false, missing: 12, error: null, stale: true } }),
+      mailbox({ line: 4, emailAddress: 'c@example.org', verification: { at, inSync: false, missing: 12, error: null, stale: true, missingIn: [{ folder: 'INBOX', missing: 12 }] } }),
     ],
     'Synced',
   );
   const mail = composeReportEmail(r, 'initial');
   assert.match(mail.text, /a@example\.org\s.*could not check/);
-  assert.match(mail.text, /b@example\.org\s.*4 missing/);
+  // Where they are missing, so the admin knows which folder to look at.
+  assert.match(mail.text, /b@example\.org\s.*4 missing \(INBOX 3, Lists\.Rust 1\)/);
   const csv = mail.attachments[0]!.content.replace(/^\ufeff/, '').split('\r\n');
   const head = csv[0]!.split(',');
   const cells = (email: string) => csv.find((l) => l.includes(email))!.split(',');
@@ -125,8 +126,9 @@ test('a mailbox verify could not check is said so, not "not in sync", in the e-m
   assert.match(csv.find((l) => l.includes('a@example.org'))!, /verify could not check it: source login failed/);
   assert.equal(cells('b@example.org')[head.indexOf('InSync')], 'no');
   assert.equal(cells('b@example.org')[head.indexOf('Missing')], '4');
+  assert.equal(cells('b@example.org')[head.indexOf('MissingIn')], 'INBOX: 3; Lists.Rust: 1');
   assert.equal(cells('b@example.org')[head.indexOf('VerifiedBeforeLastSync')], 'no');
-  assert.match(mail.text, /c@example\.org\s.*12 missing \(before the last sync\), 2026-01-01 11:00/);
+  assert.match(mail.text, /c@example\.org\s.*12 missing \(INBOX 12\) \(before the last sync\), 2026-01-01 11:00/);
   assert.equal(cells('c@example.org')[head.indexOf('VerifiedBeforeLastSync')], 'yes');
 });
 

@@ -236,6 +236,8 @@ describe('the web admin page', { skip: skip ?? false }, () => {
     await until('the second mailbox to be verified on the page', 60_000, async () => (await verified(1).getAttribute('data-verified')) === 'in sync');
     // The first one's huge message was skipped, so it is not on the target: not verified.
     await until('the first mailbox to be found one message short', 60_000, async () => (await verified(0).getAttribute('data-verified')) === '1 missing');
+    // …and where: the folder it is missing from.
+    assert.match(await verified(0).innerText(), /^1 missing \(INBOX 1\) \(/);
     await until('the failed mailbox to be checked', 60_000, async () => (await page.locator(`tr[data-mailbox="${lab.users[2]!.address}"] td[data-verified]`).getAttribute('data-verified')) === 'could not check');
   });
 

@@ -13,6 +13,8 @@ import type { SkippedItem } from '../sync/options.js';
 import { deleteWarning } from './lifecycle.js';
 import { type BatchStatus, deriveBatchStatus, emptyCounts, type StatusCounts } from './status.js';
 import { leaseIsLive } from './store.js';
+import type { FolderCounts } from './verify.js';
+import type { Verification } from './verification-words.js';
 
 const MB = 1024 * 1024;
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
@@ -67,30 +69,15 @@ export interface MailboxView {
   verification: Verification | null;
 }
 
-/** What the last `batch verify` found for one mailbox. */
-export interface Verification {
-  at: string;
-  /** Every source message is on the target. */
-  inSync: boolean;
-  /** Source messages not found on the target (0 when it could not be checked). */
-  missing: number;
-  /** Why the mailbox could not be checked (never a password), or null. */
-  error: string | null;
-  /** A sync finished after it: it says how the mailbox stood then, not now (verify again). */
-  stale: boolean;
-}
-
-/** The verdict in words, for the CLI and the reports alike. */
-export function verdictWords(v: Verification): string {
-  const verdict = v.inSync ? 'in sync' : v.error ? 'could not check' : v.missing ? `${v.missing} missing` : 'not in sync';
-  return v.stale ? `${verdict} (before the last sync)` : verdict;
-}
+export { type Verification, verdictWords } from './verification-words.js';
 
 function verificationOf(m: BatchMailboxRow): Verification | null {
   if (m.verified_at === null) return null;
   const stored = m.verify_json ? (JSON.parse(m.verify_json) as unknown) : null;
   const error = stored && !Array.isArray(stored) && typeof stored === 'object' ? String((stored as { error?: unknown }).error ?? '') : null;
-  return { at: iso(m.verified_at)!, inSync: m.verify_in_sync === 1, missing: m.verify_missing ?? 0, error: error || null, stale: m.last_sync_at !== null && m.last_sync_at > m.verified_at };
+  const folders = Array.isArray(stored) ? (stored as FolderCounts[]) : [];
+  const missingIn = folders.filter((f) => f.missing > 0).map((f) => ({ folder: f.sources.length ? f.sources.join(' + ') : f.target, missing: f.missing }));
+  return { at: iso(m.verified_at)!, inSync: m.verify_in_sync === 1, missing: m.verify_missing ?? 0, error: error || null, stale: m.last_sync_at !== null && m.last_sync_at > m.verified_at, missingIn };
 }
 
 export interface BatchView {
