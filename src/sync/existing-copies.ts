@@ -43,6 +43,7 @@ import { algorithmOf, type ContentHasher, type Digest } from './content-digest.j
 import type { MessageMeta } from './folder-work.js';
 import type { TargetFolder } from './target-folder.js';
 import { listTargetMessages, readTargetBodies, type TargetListed } from './target-messages.js';
+import { MayBeCopies } from './may-be-copies.js';
 
 /** An orphan made from a target message: no journal row behind it (source_uid 0). */
 export const TARGET_ORPHAN_UID = 0;
@@ -62,7 +63,7 @@ export class ExistingCopies {
   constructor(readonly folder: TargetFolder) {}
 
   /**
-   * Reads the target folder's unclaimed messages of the sizes `toCopy` has (those not
+   * Reads the target folder's unclaimed messages of the sizes or dates `toCopy` has (those not
    * read before in this attempt) and offers them as orphans. `fromUid`: 1 for a source
    * folder's first sync into this folder, else the UIDNEXT the folder had at the start of
    * its last pass; each range of UIDs is listed once per attempt.
@@ -83,10 +84,10 @@ export class ExistingCopies {
       this.unclaimed.push(...(await listTargetMessages(target, from, stallMs)).filter((m) => m.uid < below && !claimed.has(m.uid)));
       this.listedFrom = from;
     }
-    const sizes = new Set(args.toCopy.map((m) => m.size));
-    const wanted = this.unclaimed.filter((m) => !this.read.has(m.uid) && sizes.has(m.size));
+    const may = new MayBeCopies(args.toCopy);
+    const wanted = this.unclaimed.filter((m) => !this.read.has(m.uid) && may.has(m.size, m.internalDate));
     if (wanted.length === 0) return;
-    args.log.info({ folder: path, messages: wanted.length }, 'the target folder already holds messages this journal did not copy: reading those of matching size, so that none is copied twice');
+    args.log.info({ folder: path, messages: wanted.length }, 'the target folder already holds messages this journal did not copy: reading those of matching size or date, so that none is copied twice');
     await withWatchdog(target, stallMs, `opening ${path} on the target`, () => target.mailboxOpen(path, { readOnly: true }));
     const byUid = new Map(wanted.map((m) => [m.uid, m]));
     const algorithms = [...new Set([args.hasher.preferred, ...[...this.ours.keys()].map(algorithmOf)])];

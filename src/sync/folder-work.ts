@@ -6,7 +6,10 @@ import type { TargetFolder } from './target-folder.js';
 
 export interface MessageMeta {
   uid: number;
+  /** RFC822.SIZE as the source listed it (Exchange's is an estimate: may-be-copies.ts). */
   size: number;
+  /** INTERNALDATE in ms, 0 when the source sent none. */
+  internalDate: number;
 }
 
 /** The source folder as SELECTed (EXAMINE) at scan time: what the next run compares with. */

@@ -5,7 +5,8 @@
  * Pending rows are messages whose APPEND may or may not have happened. Each carries a UID
  * floor: if the APPEND happened, the target gave it a UID >= floor (UIDs ascend, RFC 3501
  * §2.3.1.1). So only target messages with UID >= the smallest floor, and not already
- * mapped to a journal row, can be ours. Those whose size matches are downloaded and hashed,
+ * mapped to a journal row, can be ours. Those whose size or internal date matches
+ * (may-be-copies.ts) are downloaded and hashed,
  * and matched to the pending rows as a multiset of content digests (content-digest.ts,
  * each in the algorithm its row was journaled with): two identical source
  * messages need two identical target messages, and mail others delivered meanwhile
@@ -24,6 +25,7 @@ import { contentHasher } from '../store/content-key.js';
 import { type ChangedCopyWanted, findChangedCopies } from './changed-copies.js';
 import { type ContentHasher, type Digest, algorithmOf } from './content-digest.js';
 import { listTargetMessages, readTargetBodies } from './target-messages.js';
+import { MayBeCopies } from './may-be-copies.js';
 
 export interface Expected {
   folderId: number;
@@ -49,11 +51,11 @@ const seconds = (ms: number) => Math.floor(ms / 1000);
 export async function findOnTarget(hasher: ContentHasher, target: ImapFlow, fromUid: number, expected: readonly Expected[], exclude: ReadonlySet<number>, stallMs: number): Promise<Map<number, number>> {
   const found = new Map<number, number>();
   if (expected.length === 0) return found;
-  const sizes = new Set(expected.map((e) => e.size));
+  const may = new MayBeCopies(expected);
   const listed = await listTargetMessages(target, fromUid, stallMs);
   const dateOf = new Map(listed.map((m) => [m.uid, m.internalDate >= 0 ? seconds(m.internalDate) : -1]));
   const flagsOf = new Map(listed.map((m) => [m.uid, m.flags]));
-  const candidates = listed.filter((m) => !exclude.has(m.uid) && sizes.has(m.size));
+  const candidates = listed.filter((m) => !exclude.has(m.uid) && may.has(m.size, m.internalDate));
   const algorithms = [...new Set(expected.map((e) => algorithmOf(e.digest)))];
   const byDigest = new Map<Digest, number[]>();
   const alsoKnownAs = new Map<number, Digest[]>();

@@ -40,6 +40,8 @@ import type { SyncOptions } from './options.js';
 import { uidSet } from './uid-set.js';
 import { looseDigest } from './changed-copies.js';
 import { servesMboxFields } from './loose-orphans.js';
+import { mayBeSame } from './may-be-copies.js';
+import { internalDateMs } from './scan.js';
 
 /** A journal folder whose source folder now has another name. */
 export interface FolderRename {
@@ -152,17 +154,18 @@ const MAX_COMPARISONS = 200;
  */
 async function sameMessages(ctx: RenameContext, src: ImapFlow, row: FolderRow, path: string): Promise<boolean> {
   const sample = async (order: 'asc' | 'desc') =>
-    ctx.db.selectFrom('message').select(['source_uid', 'size', 'digest', 'target_uid']).where('folder_id', '=', row.id).where('state', '=', 'copied').where('source_uid', '>', 0).orderBy('source_uid', order).limit(SAMPLE).execute();
+    ctx.db.selectFrom('message').select(['source_uid', 'size', 'internal_date', 'digest', 'target_uid']).where('folder_id', '=', row.id).where('state', '=', 'copied').where('source_uid', '>', 0).orderBy('source_uid', order).limit(SAMPLE).execute();
   const journaled = new Map([...(await sample('asc')), ...(await sample('desc'))].map((r) => [r.source_uid, r]));
   // Nothing copied: nothing to be copied twice, and nothing to confirm it by.
   if (journaled.size === 0) return false;
   const mailbox = await withWatchdog(src, ctx.stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
   if (Number(mailbox.uidValidity) !== row.source_uidvalidity || mailbox.exists === 0) return false;
-  const listed = await withWatchdog(src, ctx.stallMs, `listing ${path}`, () => src.fetchAll(uidSet([...journaled.keys()]), { uid: true, size: true }, { uid: true }));
-  // Messages deleted since are simply absent; one present with another size is another message.
+  const listed = await withWatchdog(src, ctx.stallMs, `listing ${path}`, () => src.fetchAll(uidSet([...journaled.keys()]), { uid: true, size: true, internalDate: true }, { uid: true }));
+  // Messages deleted since are simply absent; one present with another size and date is
+  // another message (a size alone may be Exchange's estimate: may-be-copies.ts).
   const present = listed.filter((m) => journaled.has(m.uid));
   if (present.length === 0) return false;
-  if (present.every((m) => m.size === journaled.get(m.uid)!.size)) {
+  if (present.every((m) => mayBeSame({ size: m.size ?? -1, internalDate: internalDateMs(m.internalDate) ?? 0 }, { size: journaled.get(m.uid)!.size, internalDate: journaled.get(m.uid)!.internal_date }))) {
     const read = present.filter((m) => (m.size ?? 0) <= CONTENT_SAMPLE_MAX_BYTES && journaled.get(m.uid)!.digest !== null).slice(0, CONTENT_SAMPLE);
     if (read.length === 0) return false;
     const bodies = await withWatchdog(src, ctx.stallMs, `reading ${path}`, () => src.fetchAll(uidSet(read.map((m) => m.uid)), { uid: true, source: true }, { uid: true }));

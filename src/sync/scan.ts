@@ -22,6 +22,7 @@ import { reclaimIfGrown } from './reclaim.js';
 import { storableText } from './message-headers.js';
 import type { OneAtATime } from './one-at-a-time.js';
 import { uidSet } from './uid-set.js';
+import { MayBeCopies } from './may-be-copies.js';
 
 export interface ScanContext {
   db: Kysely<Database>;
@@ -147,18 +148,18 @@ async function handleExpunged(ctx: ScanContext, lister: RawFetcher, work: Folder
 const byUid = <T extends { source_uid: number }>(rows: readonly T[]): Map<number, T> => new Map(rows.map((r) => [r.source_uid, r]));
 
 /**
- * Offers the copies of expunged messages (handleExpunged) whose size one of the messages
- * to copy has: a folder emptied again and again (Trash, Junk) keeps many such rows, and
+ * Offers the copies of expunged messages (handleExpunged) whose size or internal date one
+ * of the messages to copy has (may-be-copies.ts): a folder emptied again and again (Trash, Junk) keeps many such rows, and
  * only those that can match are held. `from`: the folder they were expunged from, when it
  * is another source folder copied into the same target folder (mail moved from `Sent` to
  * `Sent Items`, both merged into the target's Sent, is there already).
  */
 export async function offerExpunged(db: ScanContext['db'], work: FolderWork, gone: readonly number[], from: FolderWork = work): Promise<void> {
   if (gone.length === 0 || work.toCopy.length === 0) return;
-  const sizes = new Set(work.toCopy.map((m) => m.size));
+  const may = new MayBeCopies(work.toCopy);
   for (let i = 0; i < gone.length; i += 5000) {
     for (const r of await rowsAmong(db, from.row.id, gone.slice(i, i + 5000))) {
-      if (r.digest === null || !sizes.has(r.size)) continue;
+      if (r.digest === null || !may.has(r.size, r.internal_date)) continue;
       const list = work.orphans.get(r.digest) ?? [];
       list.push(r);
       work.orphans.set(r.digest, list);
@@ -167,8 +168,8 @@ export async function offerExpunged(db: ScanContext['db'], work: FolderWork, gon
 }
 
 /**
- * Offers the copies made under an earlier UIDVALIDITY of the folder (orphans) whose size
- * one of the messages to copy has (`anySize`: all of them, for a source whose bytes change
+ * Offers the copies made under an earlier UIDVALIDITY of the folder (orphans) whose size or
+ * internal date one of the messages to copy has (`anySize`: all of them, for a source whose bytes change
  * under its messages, matched by loose digest whatever their sizes: loose-orphans.ts).
  * They are kept for as long as the journal is, not only for the run that saw the change:
  * a folder deleted and made again, and mail moved back into it later (from Trash, say), is
@@ -176,7 +177,7 @@ export async function offerExpunged(db: ScanContext['db'], work: FolderWork, gon
  */
 export async function offerOrphans(db: ScanContext['db'], work: FolderWork, anySize = false): Promise<void> {
   if (work.toCopy.length === 0) return;
-  const sizes = new Set(work.toCopy.map((m) => m.size));
+  const may = new MayBeCopies(work.toCopy);
   if (anySize) {
     // Offered again whole: drop those offered by size first, so none is in a list twice.
     for (const [digest, list] of work.orphans) {
@@ -187,7 +188,7 @@ export async function offerOrphans(db: ScanContext['db'], work: FolderWork, anyS
   }
   for (const o of await db.selectFrom('message').selectAll().where('folder_id', '=', work.row.id).where('state', '=', 'orphan').execute()) {
     // Copied rows always carry a digest; one without could never be matched anyway.
-    if (o.digest === null || (!anySize && !sizes.has(o.size))) continue;
+    if (o.digest === null || (!anySize && !may.has(o.size, o.internal_date))) continue;
     const list = work.orphans.get(o.digest) ?? [];
     list.push(o);
     work.orphans.set(o.digest, list);
@@ -233,7 +234,9 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
 
   const watermark = row.synced_uidnext;
   const listed: ListedMessage[] = [];
-  const query = { size: true, internalDate: ctx.receivedAfter !== undefined };
+  // The internal date too: with the size, it tells which copies the journal or the target
+  // holds may be these messages' (may-be-copies.ts).
+  const query = { size: true, internalDate: true };
   const unreadable: number[] = [];
   const list = async (set: string): Promise<ListedMessage[]> => {
     if (!ctx.carefully) return lister.list(set, query);
@@ -301,7 +304,7 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
         if (!k) tooLarge.set(m.uid, size);
         continue;
       }
-      work.toCopy.push({ uid: m.uid, size });
+      work.toCopy.push({ uid: m.uid, size, internalDate: internalDateMs(m.internalDate) ?? 0 });
     }
   }
   await offerExpunged(db, work, goneCopied);

@@ -8,8 +8,9 @@
  * name's UIDs not be reused; Dovecot and Cyrus keep them), so a target folder the journal
  * copied to that is no longer listed, and one listed folder with its UIDVALIDITY, are one
  * folder once sampled copies are in the new one at the journal's target UIDs with the
- * journal's sizes (UIDVALIDITY values are not unique across folders everywhere: Cyrus takes
- * the time of creation). The journal then follows it: later copies and flag changes go to
+ * journal's sizes or dates, or, where the journal has no target UIDs (no UIDPLUS), once the
+ * new one's first messages are the journal's copies by content (UIDVALIDITY values are not
+ * unique across folders everywhere: Cyrus takes the time of creation). The journal then follows it: later copies and flag changes go to
  * the folder under its new name (mapFolders keeps established mappings).
  *
  * A folder the user deleted on the target is made again and copied again, as before: the
@@ -19,10 +20,13 @@ import type { ImapFlow, ListResponse } from 'imapflow';
 import type { Kysely } from 'kysely';
 import { withWatchdog } from '../imap/imapflow-session.js';
 import { canonicalAttributes } from '../imap/mailbox-attributes.js';
+import { contentHasher } from '../store/content-key.js';
 import { listFolders } from '../store/journal.js';
 import type { Database } from '../store/schema.js';
 import type { SyncOptions } from './options.js';
 import { uidSet } from './uid-set.js';
+import { mayBeSame } from './may-be-copies.js';
+import { internalDateMs } from './scan.js';
 
 interface Context {
   db: Kysely<Database>;
@@ -65,18 +69,48 @@ export async function followTargetRenames(ctx: Context, tgt: ImapFlow, tgtList: 
   return followed;
 }
 
-/** Whether sampled copies the journal made into `oldPath` are in `newPath` at their target UIDs, with their sizes. */
+/** Whether sampled copies the journal made into `oldPath` are in `newPath` at their target UIDs, with their sizes or internal dates (may-be-copies.ts). */
 async function holdsCopies(ctx: Context, tgt: ImapFlow, oldPath: string, newPath: string): Promise<boolean> {
   const folderIds = (await listFolders(ctx.db, ctx.pairId)).filter((r) => r.target_path === oldPath).map((r) => r.id);
   if (folderIds.length === 0) return false;
-  const base = ctx.db.selectFrom('message').select(['target_uid', 'size']).where('folder_id', 'in', folderIds).where('state', 'in', ['copied', 'orphan']).where('target_uid', 'is not', null);
+  const base = ctx.db.selectFrom('message').select(['target_uid', 'size', 'internal_date']).where('folder_id', 'in', folderIds).where('state', 'in', ['copied', 'orphan']).where('target_uid', 'is not', null);
   const sample = [...(await base.orderBy('target_uid').limit(SAMPLE / 2).execute()), ...(await base.orderBy('target_uid', 'desc').limit(SAMPLE / 2).execute())];
-  const expected = new Map(sample.map((r) => [r.target_uid!, r.size]));
-  if (expected.size === 0) return false;
+  const expected = new Map(sample.map((r) => [r.target_uid!, { size: r.size, internalDate: r.internal_date }]));
+  if (expected.size === 0) return holdsCopiesByContent(ctx, tgt, folderIds, newPath);
   const mb = await withWatchdog(tgt, ctx.stallMs, `opening ${newPath} on the target`, () => tgt.mailboxOpen(newPath, { readOnly: true }));
   if (mb.exists === 0) return false;
-  const found = await withWatchdog(tgt, ctx.stallMs, `reading ${newPath} on the target`, () => tgt.fetchAll(uidSet([...expected.keys()]), { uid: true, size: true }, { uid: true }));
+  const found = await withWatchdog(tgt, ctx.stallMs, `reading ${newPath} on the target`, () => tgt.fetchAll(uidSet([...expected.keys()]), { uid: true, size: true, internalDate: true }, { uid: true }));
   // The user may have deleted some since; those that are there must be the copies, and
   // most must be there.
-  return found.length * 2 >= expected.size && found.every((m) => expected.get(m.uid) === m.size);
+  return found.length * 2 >= expected.size && found.every((m) => expected.has(m.uid) && mayBeSame(expected.get(m.uid)!, { size: m.size ?? -1, internalDate: internalDateMs(m.internalDate) ?? 0 }));
 }
+
+/** Messages of the candidate folder read when the journal knows no target UIDs. */
+const CONTENT_SAMPLE = 5;
+const CONTENT_SAMPLE_MAX_BYTES = 256 * 1024;
+
+/**
+ * holdsCopies for copies without target UIDs (a target without UIDPLUS, RFC 4315, gives
+ * none): the first few messages of `newPath` must all be copies the journal made into the
+ * old folder, by content digest. Mail the user filed there later comes after them.
+ */
+async function holdsCopiesByContent(ctx: Context, tgt: ImapFlow, folderIds: readonly number[], newPath: string): Promise<boolean> {
+  const mb = await withWatchdog(tgt, ctx.stallMs, `opening ${newPath} on the target`, () => tgt.mailboxOpen(newPath, { readOnly: true }));
+  if (mb.exists === 0) return false;
+  const first = await withWatchdog(tgt, ctx.stallMs, `reading ${newPath} on the target`, () => tgt.fetchAll(`1:${Math.min(mb.exists, 2 * CONTENT_SAMPLE)}`, { uid: true, size: true }));
+  const picked = first.filter((m) => (m.size ?? Infinity) <= CONTENT_SAMPLE_MAX_BYTES).slice(0, CONTENT_SAMPLE);
+  if (picked.length === 0) return false;
+  const bodies = await withWatchdog(tgt, ctx.stallMs, `reading ${newPath} on the target`, () => tgt.fetchAll(uidSet(picked.map((m) => m.uid)), { uid: true, source: true }, { uid: true }));
+  const hasher = await contentHasher(ctx.db);
+  const digestsOf = bodies.map((m) => hasher.digestsOf(m.source ?? Buffer.alloc(0), ['gmac', 'sha256']));
+  const journaled = await ctx.db
+    .selectFrom('message')
+    .select('digest')
+    .where('folder_id', 'in', folderIds)
+    .where('state', 'in', ['copied', 'orphan'])
+    .where('digest', 'in', digestsOf.flat())
+    .execute();
+  const known = new Set(journaled.map((r) => r.digest));
+  return bodies.length === picked.length && digestsOf.every((ds) => ds.some((d) => known.has(d)));
+}
+
