@@ -182,13 +182,13 @@ describe('RawFetcher against a scripted server', () => {
       const [m5, m6, m9] = messages as [(typeof messages)[0], (typeof messages)[0], (typeof messages)[0]];
       assert.ok(m5.raw.equals(TRICKY));
       assert.deepEqual(m5.flags, ['\\Seen', '$Forwarded', 'Junk']);
-      assert.equal(m5.internalDate.toISOString(), '1996-07-17T09:44:25.000Z');
+      assert.equal(m5.internalDate?.toISOString(), '1996-07-17T09:44:25.000Z');
       assert.ok(m6.raw.equals(b2));
       assert.deepEqual(m6.flags, ['\\Answered']);
-      assert.equal(m6.internalDate.toISOString(), '2020-02-01T22:59:59.000Z');
+      assert.equal(m6.internalDate?.toISOString(), '2020-02-01T22:59:59.000Z');
       assert.equal(m9.raw.length, 0);
       assert.deepEqual(m9.flags, ['\\Flagged']);
-      assert.equal(m9.internalDate.toISOString(), '2021-12-31T00:00:00.000Z');
+      assert.equal(m9.internalDate?.toISOString(), '2021-12-31T00:00:00.000Z');
     });
   });
 
@@ -209,7 +209,7 @@ describe('RawFetcher against a scripted server', () => {
         assert.equal(m.uid, 77);
         assert.ok(m.raw.equals(TRICKY), `split at ${at}`);
         assert.deepEqual(m.flags, ['\\Seen']);
-        assert.equal(m.internalDate.toISOString(), '2001-03-05T04:30:00.000Z');
+        assert.equal(m.internalDate?.toISOString(), '2001-03-05T04:30:00.000Z');
       }
     });
   });
@@ -277,11 +277,30 @@ describe('RawFetcher against a scripted server', () => {
     }, 200);
   });
 
-  it('parses INTERNALDATE with its zone', () => {
+  it('parses INTERNALDATE with its zone; without one as UTC; years below 100 as written', () => {
     assert.equal(parseInternalDate('17-Jul-1996 02:44:25 -0700')?.toISOString(), '1996-07-17T09:44:25.000Z');
     assert.equal(parseInternalDate(' 7-jul-1996 02:44:25 +0000')?.toISOString(), '1996-07-07T02:44:25.000Z');
     assert.equal(parseInternalDate('07-Foo-1996 02:44:25 +0000'), null);
-    assert.equal(parseInternalDate('07-Jul-1996 02:44:25'), null);
+    assert.equal(parseInternalDate('07-Jul-1996 02:44:25')?.toISOString(), '1996-07-07T02:44:25.000Z');
+    assert.equal(parseInternalDate('01-Feb-0099 10:00:00 +0000')?.getUTCFullYear(), 99);
+    assert.equal(parseInternalDate('29-Feb-2024 23:30:00 -0100')?.toISOString(), '2024-03-01T00:30:00.000Z');
+  });
+
+  it('an unreadable INTERNALDATE is that message\'s (null), not a failed FETCH', async () => {
+    await withFetcher((tag, _uids, sock) => {
+      sock.write('* 1 FETCH (UID 1 FLAGS () INTERNALDATE "01-Okt-2019 10:00:00 +0200" BODY[] {3}\r\nabc)\r\n');
+      sock.write('* 2 FETCH (UID 2 FLAGS () BODY[] {3}\r\ndef)\r\n');
+      sock.write('* 3 FETCH (UID 3 FLAGS () INTERNALDATE "01-Oct-2019 10:00:00 +0200" BODY[] {3}\r\nghi)\r\n');
+      sock.write(`${tag} OK done\r\n`);
+    }, async (f) => {
+      await f.examine('INBOX');
+      const r = await f.fetch('1:3');
+      assert.deepEqual(r.messages.map((m) => [m.uid, m.raw.toString(), m.internalDate?.toISOString() ?? null]), [
+        [1, 'abc', null],
+        [2, 'def', null],
+        [3, 'ghi', '2019-10-01T08:00:00.000Z'],
+      ]);
+    });
   });
 });
 
@@ -335,7 +354,7 @@ describe('RawFetcher against Dovecot', { skip: haveDovecot ? false : 'dovecot is
           assert.equal(m.uid, t.uid);
           assert.equal(sha(m.raw), sha(t.source!), `${path} UID ${m.uid}`);
           assert.deepEqual([...m.flags].sort(), [...(t.flags ?? new Set<string>())].sort(), `${path} UID ${m.uid}`);
-          assert.equal(m.internalDate.getTime(), new Date(t.internalDate!).getTime(), `${path} UID ${m.uid}`);
+          assert.equal(m.internalDate?.getTime(), new Date(t.internalDate!).getTime(), `${path} UID ${m.uid}`);
           compared += 1;
           got.set(sha(m.raw), (got.get(sha(m.raw)) ?? 0) + 1);
         });

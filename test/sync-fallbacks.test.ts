@@ -311,3 +311,43 @@ describe('sync: a target without UIDPLUS', () => {
     assert.equal(r3.json?.flagsUpdated, 0);
   });
 });
+
+describe('sync: a source that sends an unreadable INTERNALDATE', () => {
+  let lab: LabPair;
+  let relay: Relay;
+  // A localised month name, as some servers send: not an RFC 3501 §9 date-time.
+  const rewrite = (text: string) => text.replace(/INTERNALDATE "(\d\d)-Oct-2019 /g, 'INTERNALDATE "$1-Okt-2019 ');
+  const run = () => runCli(['sync', ...syncArgs(lab, lab.db, ['--json'], { sourcePort: relay.port })], env(lab));
+
+  before(async () => {
+    lab = await startPair();
+    relay = await startRelay(lab.source.port, { rewrite });
+    await withClient(lab.source, lab.sourceUser, lab.sourcePass, async (c) => {
+      await c.append('INBOX', Buffer.from('From: a@example.org\r\nSubject: dated\r\nMessage-ID: <d1@example.org>\r\n\r\none\r\n'), ['\\Seen'], new Date('2019-09-30T10:00:00Z'));
+      await c.append('INBOX', Buffer.from('From: a@example.org\r\nSubject: undatable\r\nMessage-ID: <d2@example.org>\r\n\r\ntwo\r\n'), ['\\Flagged'], new Date('2019-10-01T10:00:00Z'));
+      await c.append('INBOX', Buffer.from('From: a@example.org\r\nSubject: dated too\r\nMessage-ID: <d3@example.org>\r\n\r\nthree\r\n'), [], new Date('2019-11-01T10:00:00Z'));
+    });
+  });
+  after(async () => {
+    await relay?.stop();
+    await lab?.stop();
+  });
+
+  test('the message is copied with the target\'s date, the others exactly; a re-run copies nothing', async () => {
+    const r = await run();
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.copied, 3);
+    assert.match(r.stderr, /no readable INTERNALDATE: the copy takes the target's date/);
+    const tgt = await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    // Copied in source UID order: dated, undatable, dated too.
+    const inbox = [...(tgt.get('INBOX') ?? [])].sort((a, b) => a.uid - b.uid);
+    assert.equal(inbox.length, 3);
+    assert.equal(inbox[0]!.internalDate, Date.parse('2019-09-30T10:00:00Z'));
+    assert.equal(inbox[2]!.internalDate, Date.parse('2019-11-01T10:00:00Z'));
+    assert.ok(inbox[1]!.internalDate > Date.parse('2025-01-01T00:00:00Z'), 'dated by the target on arrival');
+    assert.deepEqual(inbox[1]!.flags, ['\\Flagged']);
+    const again = await run();
+    assert.equal(again.status, 0, again.stderr);
+    assert.equal(again.json?.copied, 0);
+  });
+});

@@ -24,7 +24,8 @@ export interface FetchedMessage {
   uid: number;
   /** System flags and keywords as the server sent them (`\Seen`, `$Forwarded`, …). */
   flags: string[];
-  internalDate: Date;
+  /** Null when the server sent none, or one that is not an RFC 3501 §9 date-time: the copy then takes the target's date. */
+  internalDate: Date | null;
   /** The message, byte for byte (RFC 3501 §6.4.5 `BODY[]`). */
   raw: Buffer;
 }
@@ -51,7 +52,8 @@ export interface FetchOptions {
 export interface MessageMeta {
   uid: number;
   flags: string[];
-  internalDate: Date;
+  /** Null as in {@link FetchedMessage}. */
+  internalDate: Date | null;
 }
 
 /** What {@link RawFetcher.list} asks for besides the UID. */
@@ -151,7 +153,8 @@ interface FetchParts {
   uid?: number;
   size?: number;
   flags?: string[];
-  internalDate?: Date;
+  /** Null: sent, but not a date-time. */
+  internalDate?: Date | null;
   /** Buffer, or `null` for NIL / skipped; absent when no BODY[] came. */
   raw?: Buffer | null;
   rawWhy?: string;
@@ -304,8 +307,8 @@ export class RawFetcher {
       if (r.status !== 'OK') throw new RawFetchCommandError(`UID FETCH ${uid}`, r);
       if (col.error) throw col.error;
       for (const p of col.bySeq.values()) {
-        if (p.uid !== uid || !p.internalDate) continue;
-        return { uid, flags: p.flags ?? [], internalDate: p.internalDate };
+        if (p.uid !== uid) continue;
+        return { uid, flags: p.flags ?? [], internalDate: p.internalDate ?? null };
       }
       return null;
     });
@@ -597,9 +600,9 @@ export function mergeFetch(bySeq: Map<number, FetchParts>, seq: number, line: st
         got.flags = c.flagList();
         break;
       case 'INTERNALDATE': {
-        const d = parseInternalDate(c.quoted());
-        if (!d) c.fail('bad INTERNALDATE');
-        got.internalDate = d;
+        // One unreadable date is that message's problem, not the whole response's: the
+        // message is copied without it (null), not the mailbox failed.
+        got.internalDate = parseInternalDate(c.quoted());
         break;
       }
       // The server echoes BODY.PEEK[] as BODY[] (RFC 3501 §7.4.2); `<0>` only if partial.
@@ -645,8 +648,7 @@ function collect(bySeq: Map<number, FetchParts>): RawFetchResult {
       unreadable.push({ uid: p.uid, reason: p.rawWhy ?? 'no message bytes' });
       continue;
     }
-    if (!p.internalDate) throw new RawFetchParseError(`the server sent no INTERNALDATE for UID ${p.uid}`);
-    messages.push({ uid: p.uid, flags: p.flags ?? [], internalDate: p.internalDate, raw: p.raw });
+    messages.push({ uid: p.uid, flags: p.flags ?? [], internalDate: p.internalDate ?? null, raw: p.raw });
   }
   messages.sort((a, b) => a.uid - b.uid);
   unreadable.sort((a, b) => a.uid - b.uid);
@@ -660,14 +662,18 @@ const MONTHS: Record<string, number> = {
 /**
  * RFC 3501 §9 `date-time`: `dd-Mon-yyyy hh:mm:ss +zzzz`, day possibly space-padded
  * (`date-day-fixed`). The zone is applied, so the Date is the same instant the server
- * stored whatever zone it reports in. Null if malformed.
+ * stored whatever zone it reports in; a server that leaves the zone out is read as UTC
+ * (its own zone is unknown). Null if malformed.
  */
 export function parseInternalDate(s: string): Date | null {
-  const m = /^ ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})$/.exec(s);
+  const m = /^ *(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{1,2}):(\d{2}):(\d{2})(?: ([+-])(\d{2})(\d{2}))?$/.exec(s);
   if (!m) return null;
   const mon = MONTHS[m[2]!.toUpperCase()];
   if (mon === undefined) return null;
-  const offsetMin = (m[7] === '-' ? -1 : 1) * (Number(m[8]) * 60 + Number(m[9]));
-  const t = Date.UTC(Number(m[3]), mon, Number(m[1]), Number(m[4]), Number(m[5]), Number(m[6])) - offsetMin * 60_000;
+  const offsetMin = m[7] === undefined ? 0 : (m[7] === '-' ? -1 : 1) * (Number(m[8]) * 60 + Number(m[9]));
+  const d = new Date(Date.UTC(2000, mon, Number(m[1]), Number(m[4]), Number(m[5]), Number(m[6])));
+  // Not Date.UTC's year: it reads 0–99 as 1900–1999.
+  d.setUTCFullYear(Number(m[3]), mon, Number(m[1]));
+  const t = d.getTime() - offsetMin * 60_000;
   return Number.isFinite(t) ? new Date(t) : null;
 }

@@ -214,7 +214,8 @@ interface SourceMessage {
   flags: string[];
   /** Source keywords no IMAP command can carry (flags.ts), left out. */
   droppedFlags?: string[];
-  internalDate: Date;
+  /** Null when the source's INTERNALDATE is missing or unreadable: copied with the target's date (appendableDate). */
+  internalDate: Date | null;
   body: Buffer | StreamedBody;
   /** The start of the message, for naming it (Subject) if the target refuses it. */
   head: () => Buffer;
@@ -514,6 +515,21 @@ function mayBeTheKeywords(p: SourceMessage, r: Refusal): boolean {
   return Buffer.isBuffer(p.body) && p.flags.some((f) => !isSystemFlag(f)) && code !== 'LIMIT' && code !== 'TOOBIG';
 }
 
+/**
+ * The date an APPEND can carry for a message (RFC 3501 §6.3.11: optional), or none, so the
+ * target dates the copy itself: when the source sent no readable INTERNALDATE, or one whose
+ * year `date-year = 4DIGIT` cannot write (§9). Said in the log, per message.
+ */
+function appendableDate(ctx: CopyContext, work: FolderWork, m: SourceMessage, warn = true): Date | undefined {
+  const year = m.internalDate?.getUTCFullYear();
+  if (year !== undefined && year >= 1000 && year <= 9999) return m.internalDate!;
+  if (warn) {
+    const why = year === undefined ? 'the source sent no readable INTERNALDATE' : `its INTERNALDATE (year ${year}) cannot be written in an APPEND`;
+    ctx.log.warn({ folder: work.mapping.sourcePath, uid: m.uid }, `${why}: the copy takes the target's date`);
+  }
+  return undefined;
+}
+
 /** Journals the chunk, writes its APPENDs, and returns a promise for the recorded outcome. */
 async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: CopyJob, messages: SourceMessage[], unreadable: Unreadable[]): Promise<{ finish: Promise<void> }> {
   const { work } = job;
@@ -525,7 +541,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
   const dropped: NewMessageRow[] = [];
   const notSent: SourceMessage[] = [];
   for (const m of messages.sort((a, b) => a.uid - b.uid)) {
-    const base = { folder_id: folderId, source_uid: m.uid, size: bodySize(m.body), internal_date: m.internalDate.getTime(), digest: m.digests[0] ?? null, skip_kind: null, reason: null, subject: null };
+    const base = { folder_id: folderId, source_uid: m.uid, size: bodySize(m.body), internal_date: m.internalDate?.getTime() ?? 0, digest: m.digests[0] ?? null, skip_kind: null, reason: null, subject: null };
     // The journal's own copies first, then copies found on the target (existing-copies.ts).
     let orphan = takeOrphan(work.orphans, m.digests, base.internal_date, work.looseOrphans?.adopted) ?? takeLooseOrphan(work, m, base.internal_date) ?? takeOrphan(work.existing, m.digests, base.internal_date);
     if (orphan && orphan.source_uid !== TARGET_ORPHAN_UID) {
@@ -577,7 +593,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
 
   const isolated = prepared.map((p) => ctx.memory.suspects.isSuspect(folderId, p.uid));
   const sends = prepared.map((p, i) => {
-    const sent = app.append({ mailbox: tf.path, flags: p.flags, internalDate: p.internalDate, raw: p.body }, { isolated: isolated[i]! });
+    const sent = app.append({ mailbox: tf.path, flags: p.flags, internalDate: appendableDate(ctx, work, p), raw: p.body }, { isolated: isolated[i]! });
     if (p.onSettled) void sent.then(p.onSettled, p.onSettled);
     return sent;
   });
@@ -637,7 +653,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
         const keywords = p.flags.filter((f) => !isSystemFlag(f));
         const common = commonKeywords(keywords);
         for (const kept of common.length && common.length < keywords.length ? [common, []] : [[]]) {
-          const again = await app.append({ mailbox: tf.path, flags: [...p.flags.filter(isSystemFlag), ...kept], internalDate: p.internalDate, raw: p.body }).catch((err: unknown) => {
+          const again = await app.append({ mailbox: tf.path, flags: [...p.flags.filter(isSystemFlag), ...kept], internalDate: appendableDate(ctx, work, p, false), raw: p.body }).catch((err: unknown) => {
             lost ??= err;
             return null;
           });
