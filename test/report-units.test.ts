@@ -7,6 +7,7 @@ import type { BatchReport, ReportMailbox } from '../src/report/batch-report.js';
 import { composeReportEmail } from '../src/report/compose.js';
 import { hideUrlPassword, reportMailSetting } from '../src/report/mail-config.js';
 import { reportRetryMs } from '../src/report/schedule.js';
+import { tooLargeReason } from '../src/sync/scan.js';
 
 test('SMTP settings: off without a URL, refused when they cannot be right, never showing the password', () => {
   assert.deepEqual(reportMailSetting({}), { kind: 'off', why: 'MAILFERRY_SMTP_URL is not set' });
@@ -199,4 +200,10 @@ test("a big batch's mail lists the first 200 mailboxes in its body (the CSV has 
   assert.match(mail.text, /The first 200 of 250; the attached CSV lists them all\./);
   assert.ok(mail.text.includes('user199@example.org') && !mail.text.includes('user200@example.org'));
   assert.equal(mail.attachments[0]!.content.split('\r\n').filter((l) => l.startsWith('mailbox,')).length, 250);
+});
+
+test('a too-large message is named in MB or KB, in bytes when it and the limit round alike', () => {
+  assert.equal(tooLargeReason(40 * 1048576, 35 * 1048576), 'message is 40.0 MB, over the 35.0 MB limit');
+  assert.equal(tooLargeReason(35 * 1048576 + 1, 35 * 1048576), 'message is 36700161 bytes, over the 36700160-byte limit');
+  assert.equal(tooLargeReason(2100, 2048), 'message is 2.1 KB, over the 2.0 KB limit');
 });

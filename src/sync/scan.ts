@@ -96,6 +96,12 @@ function sizeText(bytes: number): string {
   return bytes < 10 * 1024 ? `${(bytes / 1024).toFixed(1)} KB` : `${Math.ceil(bytes / 1024)} KB`;
 }
 
+/** "message is 36.2 MB, over the 35.0 MB limit"; in bytes when both round alike (one byte over). */
+export function tooLargeReason(size: number, limit: number): string {
+  const [a, b] = sizeText(size) === sizeText(limit) ? [`${size} bytes`, `${limit}-byte`] : [sizeText(size), sizeText(limit)];
+  return `message is ${a}, over the ${b} limit`;
+}
+
 /** True when a skipped message should be tried again in this run. */
 export function isRetryable(row: Pick<MessageRow, 'state' | 'skip_kind' | 'size'>, maxMessageSize: number): boolean {
   if (row.state !== 'skipped') return false;
@@ -345,7 +351,7 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
         target_uid: null,
         uid_floor: null,
         skip_kind: 'too-large' as const,
-        reason: `message is ${sizeText(m.size ?? 0)}, over the ${sizeText(ctx.maxMessageSize)} limit`,
+        reason: tooLargeReason(m.size ?? 0, ctx.maxMessageSize),
         subject: storableText(m.envelope?.subject ?? ''),
       })),
     );
