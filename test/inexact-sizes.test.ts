@@ -105,6 +105,14 @@ describe('sync: a source whose RFC822.SIZE is not the size of its messages (Exch
     assert.equal(r.json?.copied, 0);
     await assertExact(lab, total);
   });
+
+  test('verify says in sync, without calling the copies changed, and says why sizes were not used', async () => {
+    const r = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'], { sourcePort: relay.port })], env(lab));
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.inSync, true);
+    assert.doesNotMatch(r.stderr, /stored with other bytes/);
+    assert.match(r.stderr, /INBOX -> INBOX: .*a server lists sizes \(RFC822\.SIZE\) that are not those of its messages/);
+  });
 });
 
 describe('sync: a target without UIDPLUS whose RFC822.SIZE is not the size of its messages', () => {

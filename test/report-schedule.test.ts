@@ -26,7 +26,7 @@ const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 
 function summary(copied: number): SyncSummary {
-  return { folders: 1, found: copied, copied, alreadyOnTarget: 0, skipped: 0, failed: 0, bytes: copied, flagsUpdated: 0, seconds: 1, peakRssMb: 0, reconnects: 0, skippedItems: [], folderList: [], failedFolders: [], dryRun: false };
+  return { folders: 1, found: copied, copied, alreadyOnTarget: 0, skipped: 0, failed: 0, bytes: copied, flagsUpdated: 0, seconds: 1, peakRssMb: 0, reconnects: 0, withoutSomeKeywords: 0, skippedItems: [], folderList: [], failedFolders: [], dryRun: false };
 }
 
 for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {

@@ -76,7 +76,7 @@ describe('verify: copies whose size and date the target changed', () => {
   let lab: LabPair;
   after(async () => lab?.stop());
 
-  test('are found (Message-ID alone, or From/Subject/Date alone), and said as changed, not missing', async () => {
+  test('are found (Message-ID alone, or From/Subject/Date alone), not missing', async () => {
     lab = await startPair();
     const c = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
     await c.append('INBOX', Buffer.from('From: a@example.org\r\nSubject: with id\r\nMessage-ID: <d1@example.org>\r\nDate: Mon, 2 Mar 2020 10:00:00 +0000\r\n\r\nbody one\r\n'), [], new Date(Date.UTC(1970, 0, 1)));
@@ -94,7 +94,9 @@ describe('verify: copies whose size and date the target changed', () => {
       const v = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'], { targetPort: relay.port })], env(lab));
       assert.equal(v.status, 0, v.stdout + v.stderr);
       const inbox = (v.json?.folders as { target: string; missing: number; dateDifferences: number; changedCopies: number }[]).find((f) => f.target === 'INBOX')!;
-      assert.deepEqual([inbox.missing, inbox.dateDifferences, inbox.changedCopies], [0, 2, 2]);
+      // Read, their bytes are those of the source, only listed otherwise: not changed copies
+      // (sync-faults.test.ts has copies whose bytes a server did change).
+      assert.deepEqual([inbox.missing, inbox.dateDifferences, inbox.changedCopies], [0, 2, 0]);
     } finally {
       await relay.stop();
     }

@@ -36,7 +36,7 @@ const TTL = 10_000;
 const DAY = 86_400_000;
 
 function summary(copied: number, extra: Partial<SyncSummary> = {}): SyncSummary {
-  return { folders: 3, found: copied, copied, alreadyOnTarget: 0, skipped: 0, failed: 0, bytes: copied * 1000, flagsUpdated: 0, seconds: 0.1, peakRssMb: 0, reconnects: 0, skippedItems: [], folderList: [], failedFolders: [], dryRun: false, ...extra };
+  return { folders: 3, found: copied, copied, alreadyOnTarget: 0, skipped: 0, failed: 0, bytes: copied * 1000, flagsUpdated: 0, seconds: 0.1, peakRssMb: 0, reconnects: 0, withoutSomeKeywords: 0, skippedItems: [], folderList: [], failedFolders: [], dryRun: false, ...extra };
 }
 
 for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {

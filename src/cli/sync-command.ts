@@ -57,6 +57,7 @@ function printSummary(s: SyncSummary, receivedAfter: number | undefined): void {
       (s.alreadyOnTarget ? `${s.alreadyOnTarget} already on the target (not copied again), ` : '') +
       `${s.skipped} skipped, ${s.failed} failed, ${s.flagsUpdated} flag updates, ${s.seconds.toFixed(2)} s` +
       (s.reconnects ? `, ${s.reconnects} reconnects` : '') +
+      (s.withoutSomeKeywords ? `, ${s.withoutSomeKeywords} without some keywords (the target refused them; each named in the log)` : '') +
       '\n',
   );
   for (const item of s.skippedItems.slice(0, 50)) {
@@ -171,7 +172,7 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
             continue;
           }
           const mark = f.missing === 0 ? 'ok     ' : 'MISSING';
-          process.stderr.write(`${mark} ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}${f.missing ? `, ${f.missing} missing` : ''}${f.extra ? `, ${f.extra} extra on target${f.duplicates ? ` (${f.duplicates} of them duplicates of source messages)` : ''}` : ''}${f.flagDifferences ? `, ${f.flagDifferences} with other flags` : ''}${f.dateDifferences ? `, ${f.dateDifferences} with another internal date (set by the target's server)` : ''}${f.changedCopies ? `, ${f.changedCopies} stored with other bytes by the target's server (line ends, 8-bit header bytes, mbox header fields; the text is the same)` : ''}\n`);
+          process.stderr.write(`${mark} ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}${f.missing ? `, ${f.missing} missing` : ''}${f.extra ? `, ${f.extra} extra on target${f.duplicates ? ` (${f.duplicates} of them duplicates of source messages)` : ''}` : ''}${f.flagDifferences ? `, ${f.flagDifferences} with other flags` : ''}${f.dateDifferences ? `, ${f.dateDifferences} with another internal date` : ''}${f.changedCopies ? `, ${f.changedCopies} stored with other bytes by the target's server (line ends, 8-bit header bytes, mbox header fields; the text is the same)` : ''}${f.sizesInexact ? '; a server lists sizes (RFC822.SIZE) that are not those of its messages, so copies were paired by Message-ID and date (--content compares bytes)' : ''}\n`);
           for (const m of f.missingItems) process.stderr.write(`        missing: ${missingItemText(m)}\n`);
         }
         // What was left out is said with the verdict: "in sync" is about the folders compared.

@@ -568,6 +568,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       notSent.push(m);
       continue;
     }
+    if (m.droppedFlags) ctx.progress.withoutSomeKeywords++;
     if (m.droppedFlags) ctx.log.warn({ folder: work.mapping.sourcePath, uid: m.uid, keywords: m.droppedFlags }, 'copied without keywords that are not IMAP atoms (RFC 3501 §9): no server can be sent them');
     pending.push({ ...base, state: 'pending', flags: flagsKey(m.flags), target_uid: null, uid_floor: tf.floor });
     prepared.push(m);
@@ -661,6 +662,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
           if (!again.ok) continue;
           const dropped = keywords.filter((k) => !kept.includes(k));
           ctx.log.warn({ folder: work.mapping.sourcePath, uid: p.uid, keywords: dropped, refused: `${first.code ? `[${first.code}] ` : ''}${first.text}` }, 'the target refused the message with these keywords: copied without them');
+          if (!p.droppedFlags) ctx.progress.withoutSomeKeywords++;
           return noteCopied(p, again);
         }
         refuse(p, first);

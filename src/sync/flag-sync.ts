@@ -78,8 +78,9 @@ async function readUncertainFlags(target: ImapFlow, group: readonly FolderWork[]
   }
 }
 
-export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, works: readonly FolderWork[], stallMs: number, log: Logger): Promise<{ applied: number; deferred: Set<number> }> {
+export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, works: readonly FolderWork[], stallMs: number, log: Logger): Promise<{ applied: number; deferred: Set<number>; withoutSomeKeywords: number }> {
   let applied = 0;
+  let withoutSomeKeywords = 0;
   // Source folders whose changes could not be applied now: the run must not record their
   // mod-sequence, or the next run's CHANGEDSINCE would never list those changes again.
   const deferred = new Set<number>();
@@ -154,6 +155,7 @@ export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, w
         const refused = await store(op, op === 'add' ? b.add : b.remove);
         if (refused.length === 0) continue;
         ok = false;
+        if (op === 'add' && refused.some((f) => !f.startsWith('\\'))) withoutSomeKeywords += b.uids.length;
         log.warn({ folder: path, flags: refused, messages: b.uids.length }, `the target refused to ${op === 'add' ? 'set' : 'clear'} these flags`);
       }
       if (ok) applied += b.uids.length;
@@ -164,5 +166,5 @@ export async function applyFlagChanges(db: Kysely<Database>, target: ImapFlow, w
     });
     reclaimIfGrown();
   }
-  return { applied, deferred };
+  return { applied, deferred, withoutSomeKeywords };
 }

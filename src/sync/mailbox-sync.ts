@@ -194,6 +194,7 @@ async function summarize(db: Kysely<Database>, pairId: number | undefined, opts:
     seconds: (Date.now() - started) / 1000,
     peakRssMb: peakRssMb(),
     reconnects: progress.reconnects,
+    withoutSomeKeywords: progress.withoutSomeKeywords,
     dryRun: !!opts.dryRun,
     ...(opts.dryRun ? { toCopy: r.dryRunToCopy } : {}),
     skippedItems: skippedRows.map((s) => ({
@@ -685,7 +686,8 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
         settled.set(tf.path, current);
       }
     }
-    const { applied: flagsUpdated, deferred } = await applyFlagChanges(db, tgt, works, stallMs, log);
+    const { applied: flagsUpdated, deferred, withoutSomeKeywords } = await applyFlagChanges(db, tgt, works, stallMs, log);
+    progress.withoutSomeKeywords += withoutSomeKeywords;
     const now = Date.now();
     for (const w of works) {
       const s = w.snapshot;

@@ -107,6 +107,8 @@ export interface SyncSummary {
   /** Peak resident memory of this process, MB (for the benchmark's memory goal). */
   peakRssMb: number;
   reconnects: number;
+  /** Messages copied or updated by this run without some of their keywords (SyncProgress). */
+  withoutSomeKeywords: number;
   skippedItems: SkippedItem[];
   folderList: FolderSummary[];
   /**

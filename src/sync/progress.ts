@@ -17,8 +17,13 @@ export interface SyncProgress {
   alreadyOnTarget: number;
   /** Connection problems recovered from so far. */
   reconnects: number;
+  /**
+   * Messages copied, or whose flags were mirrored, without some of their keywords: the
+   * target refused them, or no IMAP command can carry them (flags.ts). The log names each.
+   */
+  withoutSomeKeywords: number;
 }
 
 export function emptyProgress(): SyncProgress {
-  return { phase: 'connecting', foldersTotal: 0, foldersScanned: 0, toCopy: 0, toCopyBytes: 0, copied: 0, copiedBytes: 0, skipped: 0, failed: 0, alreadyOnTarget: 0, reconnects: 0 };
+  return { phase: 'connecting', foldersTotal: 0, foldersScanned: 0, toCopy: 0, toCopyBytes: 0, copied: 0, copiedBytes: 0, skipped: 0, failed: 0, alreadyOnTarget: 0, reconnects: 0, withoutSomeKeywords: 0 };
 }

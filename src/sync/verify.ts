@@ -84,6 +84,8 @@ export interface FolderVerdict {
    * earlier tool or a run that had lost its state. Part of `extra`; said, not held against the folder. */
   duplicates: number;
   missingItems: MissingItem[];
+  /** A side's RFC822.SIZE is not the length of what it sends (Exchange): copies were paired by Message-ID and date, not size (judgeResizedCopies). */
+  sizesInexact?: true;
   /** Set when a side refused to open or read the folder: it is not in sync, and this says why. */
   error?: string;
 }
@@ -406,6 +408,20 @@ const MESSAGES_HELD = 120_000;
 const CONFIRM_MESSAGES = 50;
 const CONFIRM_BYTES = 32 * 1024 * 1024;
 
+/** Resized pairs read first, to tell a server whose RFC822.SIZE is an estimate. */
+const SIZE_PROBE = 3;
+
+interface ResizedJudgement {
+  /** Source entries paired again, with the copy that has their content. */
+  repaired: Map<Entry, Entry>;
+  /** Source entries with no copy, and the copy they had been paired with. */
+  missing: Map<Entry, { uid: number; size: number }>;
+  /** Pairs whose sizes differ only as listed: the bytes are the same length (or sizes are estimates), not changed copies. */
+  sameLength: Set<Entry>;
+  /** A side's RFC822.SIZE is not the length of what it sends (Exchange): pairs stood on Message-ID and date. */
+  sizesInexact: boolean;
+}
+
 /**
  * Copies paired by identity whose size differs, judged by content: each such source message
  * and the target messages that could be its copy (the one it was paired with, and those of
@@ -413,8 +429,13 @@ const CONFIRM_BYTES = 32 * 1024 * 1024;
  * (changed-copies.ts); a source message is paired again with a copy that has its digest,
  * and is missing when none has. Re-pairing matters: two messages with one Message-ID (a
  * list copy and a CC copy) whose sizes a Courier target both changed may have been paired
- * crosswise. Returns the new pairs, and the source messages with no copy (with the copy
- * they had been paired with). Leaves the target folder, then a source folder, selected.
+ * crosswise. Leaves the target folder, then a source folder, selected.
+ *
+ * A server whose RFC822.SIZE is an estimate (Exchange; RFC 3501 §6.4.5 asks for the exact
+ * size: may-be-copies.ts) makes nearly every pair look resized, and reading them all would
+ * read both mailboxes whole. So a few are read first: when in each of them a side listed
+ * another size than the length it sent, sizes say nothing in this folder, and the other
+ * pairs stand on their Message-ID and date, as pairs of equal size do (`--content` reads all).
  */
 async function judgeResizedCopies(
   lane: Lane,
@@ -423,21 +444,17 @@ async function judgeResizedCopies(
   targetEntries: readonly Entry[],
   matched: ReadonlyMap<Entry, Entry>,
   stallMs: number,
-): Promise<{ repaired: Map<Entry, Entry>; missing: Map<Entry, { uid: number; size: number }> }> {
-  const repaired = new Map<Entry, Entry>();
-  const missing = new Map<Entry, { uid: number; size: number }>();
+): Promise<ResizedJudgement> {
+  const out: ResizedJudgement = { repaired: new Map(), missing: new Map(), sameLength: new Set(), sizesInexact: false };
   const resized = sourceEntries.filter((e) => {
     const t = matched.get(e);
     return t !== undefined && t.size !== e.size;
   });
-  if (resized.length === 0) return { repaired, missing };
+  if (resized.length === 0) return out;
   const paired = new Set(matched.values());
   const identity = (e: Entry) => e.keys[3] ?? e.keys[2];
-  const identities = new Set(resized.map(identity).filter((k): k is string => k !== null));
-  const pool = new Set<Entry>(resized.map((e) => matched.get(e)!));
-  for (const t of targetEntries) if (!paired.has(t) && identities.has(identity(t) ?? '')) pool.add(t);
-  const loose = async (client: ImapFlow, path: string, wanted: readonly { uid: number; size: number }[]): Promise<Map<number, string>> => {
-    const digests = new Map<number, string>();
+  const read = async (client: ImapFlow, path: string, wanted: readonly { uid: number; size: number }[]): Promise<Map<number, { loose: string; length: number }>> => {
+    const got = new Map<number, { loose: string; length: number }>();
     await withWatchdog(client, stallMs, `opening ${path}`, () => client.mailboxOpen(path, { readOnly: true }));
     for (let i = 0; i < wanted.length; ) {
       const chunk: number[] = [];
@@ -448,33 +465,60 @@ async function judgeResizedCopies(
       }
       // As long as reading a folder's entries may take (readEntries): a chunk is up to 32 MiB.
       await withWatchdog(client, stallMs * 10, `reading ${path}`, async () => {
-        for await (const m of client.fetch(uidSet(chunk), { uid: true, source: true }, { uid: true })) digests.set(m.uid, looseDigest(m.source ?? Buffer.alloc(0)));
+        for await (const m of client.fetch(uidSet(chunk), { uid: true, source: true }, { uid: true })) {
+          const raw = m.source ?? Buffer.alloc(0);
+          got.set(m.uid, { loose: looseDigest(raw), length: raw.length });
+        }
       });
     }
-    return digests;
+    return got;
   };
-  const targetDigests = await loose(lane.tgt, target, [...pool]);
-  const byDigest = new Map<string, Entry[]>();
-  for (const t of pool) {
-    const d = targetDigests.get(t.uid);
-    if (d !== undefined) byDigest.set(d, [...(byDigest.get(d) ?? []), t]);
-  }
-  for (const folder of new Set(resized.map((e) => e.folder))) {
-    const mine = resized.filter((e) => e.folder === folder);
-    const sourceDigests = await loose(lane.src, folder, mine);
-    for (const e of mine) {
-      const d = sourceDigests.get(e.uid);
-      // Expunged from the source since it was listed: nothing left to hold the copy against.
-      if (d === undefined) continue;
-      const candidates = byDigest.get(d) ?? [];
-      // Its own pair first, so a right pairing is never moved.
-      const at = Math.max(0, candidates.indexOf(matched.get(e)!));
-      const copy = candidates.splice(at, 1)[0];
-      if (copy) repaired.set(e, copy);
-      else missing.set(e, { uid: matched.get(e)!.uid, size: matched.get(e)!.size });
+  const judge = async (some: readonly (Entry & { folder: string })[]): Promise<{ listedRight: number }> => {
+    const identities = new Set(some.map(identity).filter((k): k is string => k !== null));
+    const pool = new Set<Entry>(some.map((e) => matched.get(e)!));
+    for (const t of targetEntries) if (!paired.has(t) && identities.has(identity(t) ?? '')) pool.add(t);
+    const targetRead = await read(lane.tgt, target, [...pool]);
+    const byDigest = new Map<string, Entry[]>();
+    for (const t of pool) {
+      const d = targetRead.get(t.uid)?.loose;
+      if (d !== undefined) byDigest.set(d, [...(byDigest.get(d) ?? []), t]);
     }
+    let listedRight = 0;
+    for (const folder of new Set(some.map((e) => e.folder))) {
+      const mine = some.filter((e) => e.folder === folder);
+      const sourceRead = await read(lane.src, folder, mine);
+      for (const e of mine) {
+        const s = sourceRead.get(e.uid);
+        // Expunged from the source since it was listed: nothing left to hold the copy against.
+        if (s === undefined) continue;
+        const own = matched.get(e)!;
+        const t = targetRead.get(own.uid);
+        if (s.length === e.size && (t === undefined || t.length === own.size)) listedRight++;
+        const candidates = byDigest.get(s.loose) ?? [];
+        // Its own pair first, so a right pairing is never moved.
+        const at = Math.max(0, candidates.indexOf(own));
+        const copy = candidates.splice(at, 1)[0];
+        if (!copy) {
+          out.missing.set(e, { uid: own.uid, size: own.size });
+          continue;
+        }
+        out.repaired.set(e, copy);
+        if (targetRead.get(copy.uid)?.length === s.length) out.sameLength.add(e);
+      }
+    }
+    return { listedRight };
+  };
+  const probe = resized.slice(0, SIZE_PROBE);
+  const { listedRight } = await judge(probe);
+  const rest = resized.slice(SIZE_PROBE);
+  if (rest.length === 0) return out;
+  if (listedRight === 0 && out.missing.size < probe.length) {
+    out.sizesInexact = true;
+    for (const e of rest) out.sameLength.add(e);
+    return out;
   }
-  return { repaired, missing };
+  await judge(rest);
+  return out;
 }
 
 /** One target folder and the source folders copied into it, compared. */
@@ -531,12 +575,16 @@ async function compareFolder(lane: Lane, target: string, sources: readonly strin
   // loose digest. A copy cut short or edited is missing. (With --content the loose digest
   // was the key already; around drops the source is not read again.)
   let differs = new Map<Entry, { uid: number; size: number }>();
+  let sameLength = new Set<Entry>();
+  let sizesInexact = false;
   if (!opts.content && !aroundDrops) {
     try {
       const judged = await judgeResizedCopies(lane, target, sourceEntries, targetEntries, matched, stallMs);
       for (const [e, t] of judged.repaired) matched.set(e, t);
       for (const e of judged.missing.keys()) matched.delete(e);
       differs = judged.missing;
+      sameLength = judged.sameLength;
+      sizesInexact = judged.sizesInexact;
     } catch (err) {
       // As reading the folder: a refusal is this folder's verdict, a lost connection ends the attempt (and says where).
       const refusal = imapRefusal(err);
@@ -558,7 +606,7 @@ async function compareFolder(lane: Lane, target: string, sources: readonly strin
     }
     if (match.flags !== e.flags) flagDifferences++;
     if (match.date.slice(0, 19) !== e.date.slice(0, 19)) dateDifferences++;
-    if (opts.content ? match.keys[1] !== e.keys[1] : match.size !== e.size) changedCopies++;
+    if (opts.content ? match.keys[1] !== e.keys[1] : match.size !== e.size && !sameLength.has(e)) changedCopies++;
   }
   const sourceKeys = new Set(sourceEntries.map((e) => e.keys[0]));
   const paired = new Set(matched.values());
@@ -576,5 +624,6 @@ async function compareFolder(lane: Lane, target: string, sources: readonly strin
     // enough to be called a duplicate: two without one may just share size and date.
     duplicates: targetEntries.filter((t) => !paired.has(t) && t.keys[1] !== null && sourceKeys.has(t.keys[0])).length,
     missingItems,
+    ...(sizesInexact ? { sizesInexact: true as const } : {}),
   };
 }
