@@ -164,6 +164,29 @@ describe('sync: a target folder filled in part by another tool', () => {
   });
 });
 
+describe('sync: identical messages filed a second apart, one of them on the target already', () => {
+  let lab: LabPair;
+  before(async () => {
+    lab = await startPair();
+  });
+  after(async () => lab?.stop());
+
+  test('each keeps its own date: the copy there is linked to the message of its date', async () => {
+    const at = (s: number) => new Date(Date.UTC(2022, 4, 1, 10, 0, s));
+    const src = await connect(lab.source.endpoint(), lab.sourceUser, lab.sourcePass);
+    for (const s of [0, 1, 2]) await src.append('INBOX', message(7), [], at(s));
+    await src.logout();
+    const tgt = await connect(lab.target.endpoint(), lab.targetUser, lab.targetPass);
+    await tgt.append('INBOX', message(7), [], at(1));
+    await tgt.logout();
+    const r = await runCli(['sync', ...syncArgs(lab, lab.db, ['--json'])], env(lab));
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual([r.json?.alreadyOnTarget, r.json?.copied], [1, 2]);
+    const dates = (await snapshot(lab.target.endpoint(), lab.targetUser, lab.targetPass)).get('INBOX')!.map((m) => m.internalDate).sort();
+    assert.deepEqual(dates, [0, 1, 2].map((s) => at(s).getTime()));
+  });
+});
+
 describe('sync: copies already on a target without UIDPLUS', () => {
   let lab: LabPair;
 

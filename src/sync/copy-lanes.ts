@@ -476,8 +476,9 @@ async function readLarge(ctx: CopyContext, hasher: ContentHasher, fetcher: RawFe
 /**
  * An orphan with this content to adopt, preferring one with the same internal date (to the
  * second): two identical messages filed on different days each keep their own copy.
+ * `sameDateOnly`: none other (the first of journalAndSend's two passes).
  */
-function takeOrphan(orphans: ReadonlyMap<string, MessageRow[]> | undefined, digests: readonly string[], internalDate: number, adopted?: Set<MessageRow>): MessageRow | undefined {
+function takeOrphan(orphans: ReadonlyMap<string, MessageRow[]> | undefined, digests: readonly string[], internalDate: number, adopted?: Set<MessageRow>, sameDateOnly = false): MessageRow | undefined {
   if (!orphans) return undefined;
   for (const d of digests) {
     const list = orphans.get(d);
@@ -486,6 +487,7 @@ function takeOrphan(orphans: ReadonlyMap<string, MessageRow[]> | undefined, dige
     if (adopted) for (let i = list.length - 1; i >= 0; i--) if (adopted.has(list[i]!)) list.splice(i, 1);
     if (list.length === 0) continue;
     const at = list.findIndex((o) => Math.floor(o.internal_date / 1000) === Math.floor(internalDate / 1000));
+    if (at < 0 && sameDateOnly) continue;
     const row = list.splice(Math.max(0, at), 1)[0]!;
     adopted?.add(row);
     return row;
@@ -494,10 +496,32 @@ function takeOrphan(orphans: ReadonlyMap<string, MessageRow[]> | undefined, dige
 }
 
 /** takeOrphan by the message's loose digest, where the source's bytes change (loose-orphans.ts); not for a streamed message. */
-function takeLooseOrphan(work: FolderWork, m: SourceMessage, internalDate: number): MessageRow | undefined {
+function takeLooseOrphan(work: FolderWork, m: SourceMessage, internalDate: number, sameDateOnly = false): MessageRow | undefined {
   const loose = work.looseOrphans;
   if (!loose || loose.byLoose.size === 0 || !Buffer.isBuffer(m.body)) return undefined;
-  return takeOrphan(loose.byLoose, [looseDigest(m.body)], internalDate, loose.adopted);
+  return takeOrphan(loose.byLoose, [looseDigest(m.body)], internalDate, loose.adopted, sameDateOnly);
+}
+
+/**
+ * The copy each message of a chunk links to, if any: the journal's own copies first, then
+ * copies found on the target (existing-copies.ts). Two passes: copies of the same date
+ * first, for every message, then any copy of the content; in one pass the first of three
+ * identical messages filed a second apart could take the second's copy, leaving the
+ * second a new one and both the wrong date.
+ */
+function orphansFor(work: FolderWork, messages: readonly SourceMessage[]): Map<SourceMessage, MessageRow> {
+  const out = new Map<SourceMessage, MessageRow>();
+  const anyWork = work.orphans.size + (work.existing?.size ?? 0) + (work.looseOrphans?.byLoose.size ?? 0) > 0;
+  if (!anyWork) return out;
+  for (const sameDateOnly of [true, false]) {
+    for (const m of messages) {
+      if (out.has(m)) continue;
+      const date = m.internalDate?.getTime() ?? 0;
+      const o = takeOrphan(work.orphans, m.digests, date, work.looseOrphans?.adopted, sameDateOnly) ?? takeLooseOrphan(work, m, date, sameDateOnly) ?? takeOrphan(work.existing, m.digests, date, undefined, sameDateOnly);
+      if (o) out.set(m, o);
+    }
+  }
+  return out;
 }
 
 const isSystemFlag = (f: string): boolean => f.startsWith('\\');
@@ -540,10 +564,10 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
   const adopted: { row: NewMessageRow; orphan: { folderId: number; uid: number } | null }[] = [];
   const dropped: NewMessageRow[] = [];
   const notSent: SourceMessage[] = [];
-  for (const m of messages.sort((a, b) => a.uid - b.uid)) {
+  const linked = orphansFor(work, messages.sort((a, b) => a.uid - b.uid));
+  for (const m of messages) {
     const base = { folder_id: folderId, source_uid: m.uid, size: bodySize(m.body), internal_date: m.internalDate?.getTime() ?? 0, digest: m.digests[0] ?? null, skip_kind: null, reason: null, subject: null };
-    // The journal's own copies first, then copies found on the target (existing-copies.ts).
-    let orphan = takeOrphan(work.orphans, m.digests, base.internal_date, work.looseOrphans?.adopted) ?? takeLooseOrphan(work, m, base.internal_date) ?? takeOrphan(work.existing, m.digests, base.internal_date);
+    let orphan = linked.get(m);
     if (orphan && orphan.source_uid !== TARGET_ORPHAN_UID) {
       const key = `${orphan.folder_id}:${orphan.source_uid}`;
       if (ctx.adoptedRows.has(key)) orphan = undefined;
