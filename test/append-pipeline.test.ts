@@ -40,6 +40,7 @@ import {
   ImapAuthError,
   ImapConnectError,
   ImapConnectionLostError,
+  WriteFencedError,
   ImapGreetingByeError,
   RawConnection,
   type UntaggedResponse,
@@ -1034,6 +1035,43 @@ describe('MULTIAPPEND batches against a fake server (RFC 3502)', () => {
         assert.equal(app.sent.isolated, 1);
       },
     );
+  });
+});
+
+describe('the write fence (a worker\'s lease)', () => {
+  it('once it closes, nothing more is written and the connection drops; what went before stands', async () => {
+    await withFake({}, async (s) => {
+      let open = true;
+      const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE, mayWrite: () => open });
+      assert.equal((await app.append(req(msg(200)))).ok, true);
+      assert.equal((await app.append(req(msg(300)))).ok, true);
+      open = false;
+      const err = await app.append(req(msg(400))).then(
+        () => assert.fail('appended past a closed fence'),
+        (e: unknown) => e as Error,
+      );
+      assert.ok(err instanceof WriteFencedError || (err instanceof ImapConnectionLostError && err.cause instanceof WriteFencedError), String(err));
+      assert.equal(app.closed, true);
+      assert.equal(s.appends().length, 2, 'the third APPEND never reached the server');
+    });
+  });
+
+  it('a streamed message whose fence closes part-way is cut short: the server never gets a whole APPEND', async () => {
+    await withFake({}, async (s) => {
+      let open = true;
+      const app = await PipelinedAppender.connect({ endpoint: s.endpoint(), login: ALICE, mayWrite: () => open });
+      const parts = [msg(1000, 'head'), Buffer.alloc(70_000, 'b'), Buffer.from('tail\r')];
+      const { body } = streamOf(parts, {
+        before: (i) => {
+          // Paused after the first chunk went out, past the lease.
+          if (i === 2) open = false;
+        },
+      });
+      await assert.rejects(app.append(req(msg(0), { raw: body })));
+      assert.equal(s.appends().length, 0, 'no APPEND completed');
+      const sent = Buffer.concat(s.conns[0]!.rawIn);
+      assert.ok(!sent.includes(Buffer.from('tail')), 'the last chunk was not written');
+    });
   });
 });
 

@@ -249,6 +249,19 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       await tgt.logout();
       const fixed = await runCli(['batch', 'verify', 'first', '--user', u.address], lab.env);
       assert.equal(fixed.status, 0, fixed.stderr);
+
+      // Put there twice: still in sync (nothing is missing), but the duplicate is said.
+      const again = await connect(lab.target.endpoint(), u.address, 'unused-Target-Pw1');
+      const dup = await again.append('INBOX', first.source, [...(first.flags ?? [])], first.internalDate);
+      const twice = await runCli(['batch', 'verify', 'first', '--user', u.address], lab.env);
+      assert.equal(twice.status, 0, twice.stderr);
+      assert.match(twice.stderr, new RegExp(`ok +line \\d+ ${u.address.replace('.', '\\.')}: .*, 1 there twice \\(duplicates of source messages\\)`));
+      assert.match(twice.stderr, /INBOX -> INBOX: source \d+, target \d+, 1 duplicate$/m);
+      assert.match((await runCli(['batch', 'status', 'first'], lab.env)).stdout, new RegExp(`${u.address.replace('.', '\\.')}\\t.*\\tin sync, 1 duplicate `));
+      await again.mailboxOpen('INBOX');
+      assert.ok(dup && typeof dup === 'object' && dup.uid, 'the duplicate\'s UID (UIDPLUS)');
+      await again.messageDelete(String(dup.uid), { uid: true });
+      await again.logout();
     });
 
     test('a later incremental sync copies only the new mail', { skip: skip ?? false }, async () => {

@@ -108,10 +108,12 @@ test('a mailbox verify could not check is said so, not "not in sync", in the e-m
   const at = '2026-01-01T11:00:00.000Z';
   const r = report(
     [
-      mailbox({ verification: { at, inSync: false, missing: 0, error: 'source login failed for a: wrong user name or password', stale: false, missingIn: [] } }),
-      mailbox({ line: 3, emailAddress: 'b@example.org', verification: { at, inSync: false, missing: 4, error: null, stale: false, missingIn: [{ folder: 'INBOX', missing: 3 }, { folder: 'Lists.Rust', missing: 1 }] } }),
+      mailbox({ verification: { at, inSync: false, missing: 0, error: 'source login failed for a: wrong user name or password', stale: false, missingIn: [], duplicates: 0 } }),
+      mailbox({ line: 3, emailAddress: 'b@example.org', verification: { at, inSync: false, missing: 4, error: null, stale: false, missingIn: [{ folder: 'INBOX', missing: 3 }, { folder: 'Lists.Rust', missing: 1 }], duplicates: 0 } }),
       // Verified, then synced again: how it stood then, said so.
-      mailbox({ line: 4, emailAddress: 'c@example.org', verification: { at, inSync: false, missing: 12, error: null, stale: true, missingIn: [{ folder: 'INBOX', missing: 12 }] } }),
+      mailbox({ line: 4, emailAddress: 'c@example.org', verification: { at, inSync: false, missing: 12, error: null, stale: true, missingIn: [{ folder: 'INBOX', missing: 12 }], duplicates: 0 } }),
+      // In sync, but some copied twice: said, not hidden by the verdict.
+      mailbox({ line: 5, emailAddress: 'd@example.org', verification: { at, inSync: true, missing: 0, error: null, stale: false, missingIn: [], duplicates: 264 } }),
     ],
     'Synced',
   );
@@ -131,6 +133,9 @@ test('a mailbox verify could not check is said so, not "not in sync", in the e-m
   assert.equal(cells('b@example.org')[head.indexOf('VerifiedBeforeLastSync')], 'no');
   assert.match(mail.text, /c@example\.org\s.*12 missing \(INBOX 12\) \(before the last sync\), 2026-01-01 11:00/);
   assert.equal(cells('c@example.org')[head.indexOf('VerifiedBeforeLastSync')], 'yes');
+  assert.match(mail.text, /d@example\.org\s.*in sync, 264 duplicates, 2026-01-01 11:00/);
+  assert.equal(cells('d@example.org')[head.indexOf('Duplicates')], '264');
+  assert.equal(cells('b@example.org')[head.indexOf('Duplicates')], '0');
 });
 
 /** A started batch's row, as the database holds it. */

@@ -383,6 +383,34 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       }
     });
 
+    test('a worker paused past its lease writes nothing once it resumes: the fence closes before any timer runs', { skip: skip ?? false }, async () => {
+      await batchOf(1);
+      const seen: { before: boolean; after: boolean; aborted: boolean; reason: unknown }[] = [];
+      const runner: MailboxRunner = async (_job, control) => {
+        // Given back as interrupted, the mailbox is due again at once: paused only the first time.
+        if (seen.length > 0) throw new Error('sync stopped');
+        const before = control.mayWrite();
+        // A pause (SIGSTOP, a suspended VM): no timer, no heartbeat, for longer than the lease.
+        const until = Date.now() + 1300;
+        while (Date.now() < until) {
+          /* the event loop is blocked, as in a stopped process */
+        }
+        // What a copy lane asks first on waking, before the heartbeat timer can run.
+        const after = control.mayWrite();
+        seen.push({ before, after, aborted: control.signal.aborted, reason: control.signal.reason });
+        throw new Error('sync stopped');
+      };
+      const w = new Worker(store, { owner: 'W1', concurrency: 1, incrementalEveryMs: DAY, leaseTtlMs: 1000, pulseMs: 100, pollMs: 20, runner, logger: silent });
+      const running = w.run();
+      try {
+        for (const end = Date.now() + 5000; seen.length === 0; await new Promise((r) => setTimeout(r, 20))) if (Date.now() > end) assert.fail('timed out waiting for the run');
+        assert.deepEqual(seen[0], { before: true, after: false, aborted: true, reason: 'lease-lost' });
+      } finally {
+        w.stop();
+        await running;
+      }
+    });
+
     test('a sync asked for early (sync now) whose worker died is taken again once its lease expires', { skip: skip ?? false }, async () => {
       const b = await batchOf(1);
       const now = Date.now();

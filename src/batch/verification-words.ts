@@ -16,12 +16,23 @@ export interface Verification {
   stale: boolean;
   /** The source folders that messages are missing from, with how many, so the admin knows where to look. */
   missingIn: { folder: string; missing: number }[];
+  /**
+   * Target messages that repeat a source message whose copy is there already (same size,
+   * date and Message-ID; with --content the same bytes): copied twice, by an earlier tool
+   * or a run that lost its state. Not "missing", so the mailbox can be in sync with some.
+   */
+  duplicates: number;
 }
 
 /** The verdict in words, for the CLI and the reports alike. */
 export function verdictWords(v: Verification): string {
-  const verdict = v.inSync ? 'in sync' : v.error ? 'could not check' : v.missing ? `${v.missing} missing${missingWhere(v)}` : 'not in sync';
+  const verdict = (v.inSync ? 'in sync' : v.error ? 'could not check' : v.missing ? `${v.missing} missing${missingWhere(v)}` : 'not in sync') + duplicatesWords(v);
   return v.stale ? `${verdict} (before the last sync)` : verdict;
+}
+
+/** ", 3 duplicates": what the verdict leaves out. */
+export function duplicatesWords(v: Verification): string {
+  return v.duplicates ? `, ${v.duplicates} duplicate${v.duplicates === 1 ? '' : 's'}` : '';
 }
 
 /** " (INBOX 2, Sent 1)": where the missing messages are, the first five folders. */

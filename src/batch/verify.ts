@@ -29,6 +29,8 @@ export interface FolderCounts {
   targetCount: number;
   missing: number;
   extra: number;
+  /** Target messages that repeat a source message already paired (FolderVerdict.duplicates); absent in results stored before it was kept. */
+  duplicates?: number;
 }
 
 export type MailboxVerification =
@@ -56,7 +58,7 @@ async function record(store: Store, mailboxId: number, at: number, v: MailboxVer
           verify_in_sync: v.result.inSync ? 1 : 0,
           verify_missing: v.result.missing,
           verify_json: JSON.stringify(
-            v.result.folders.map((f): FolderCounts => ({ target: f.target, sources: f.sources, sourceCount: f.sourceCount, targetCount: f.targetCount, missing: f.missing, extra: f.extra })),
+            v.result.folders.map((f): FolderCounts => ({ target: f.target, sources: f.sources, sourceCount: f.sourceCount, targetCount: f.targetCount, missing: f.missing, extra: f.extra, duplicates: f.duplicates })),
           ),
         }
       : { verified_at: at, verify_in_sync: 0, verify_missing: null, verify_json: JSON.stringify({ error: v.error }) };

@@ -77,7 +77,7 @@ function verificationOf(m: BatchMailboxRow): Verification | null {
   const error = stored && !Array.isArray(stored) && typeof stored === 'object' ? String((stored as { error?: unknown }).error ?? '') : null;
   const folders = Array.isArray(stored) ? (stored as FolderCounts[]) : [];
   const missingIn = folders.filter((f) => f.missing > 0).map((f) => ({ folder: f.sources.length ? f.sources.join(' + ') : f.target, missing: f.missing }));
-  return { at: iso(m.verified_at)!, inSync: m.verify_in_sync === 1, missing: m.verify_missing ?? 0, error: error || null, stale: m.last_sync_at !== null && m.last_sync_at > m.verified_at, missingIn };
+  return { at: iso(m.verified_at)!, inSync: m.verify_in_sync === 1, missing: m.verify_missing ?? 0, error: error || null, stale: m.last_sync_at !== null && m.last_sync_at > m.verified_at, missingIn, duplicates: folders.reduce((n, f) => n + (f.duplicates ?? 0), 0) };
 }
 
 export interface BatchView {

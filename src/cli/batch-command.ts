@@ -135,14 +135,15 @@ const MISSING_SHOWN = 10;
 function verificationLines(v: MailboxVerification): string {
   if (v.kind === 'error') return `FAIL   line ${v.line} ${v.emailAddress}: could not verify: ${v.error}\n`;
   const r = v.result;
+  const duplicates = r.folders.reduce((n, f) => n + f.duplicates, 0);
   const out = [
-    `${r.inSync ? 'ok    ' : 'MISSING'} line ${v.line} ${v.emailAddress}: ${r.sourceMessages} source messages, ${r.targetMessages} on the target${r.missing ? `, ${r.missing} missing` : ''}${v.syncing ? ' (a sync was running meanwhile)' : ''}`,
+    `${r.inSync ? 'ok    ' : 'MISSING'} line ${v.line} ${v.emailAddress}: ${r.sourceMessages} source messages, ${r.targetMessages} on the target${r.missing ? `, ${r.missing} missing` : ''}${duplicates ? `, ${duplicates} there twice (duplicates of source messages)` : ''}${v.syncing ? ' (a sync was running meanwhile)' : ''}`,
   ];
-  for (const f of r.folders.filter((x) => x.missing > 0 || x.error !== undefined)) {
+  for (const f of r.folders.filter((x) => x.missing > 0 || x.duplicates > 0 || x.error !== undefined)) {
     out.push(
       f.error !== undefined
         ? `         ${f.sources.join(' + ')} -> ${f.target}: could not be read: ${f.error}`
-        : `         ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}, ${f.missing} missing`,
+        : `         ${f.sources.join(' + ')} -> ${f.target}: source ${f.sourceCount}, target ${f.targetCount}${f.missing ? `, ${f.missing} missing` : ''}${f.duplicates ? `, ${f.duplicates} duplicate${f.duplicates === 1 ? '' : 's'}` : ''}`,
     );
     // Each by what an admin can look it up by (subject, Message-ID); the first few per folder.
     for (const m of f.missingItems.slice(0, MISSING_SHOWN)) out.push(`           missing: ${missingItemText(m)}`);

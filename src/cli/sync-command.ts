@@ -85,7 +85,7 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
     .option('--json', 'print a JSON summary as the last line of stdout')
     .action((flags: SyncFlags) =>
       run(async () => {
-        const logger = cliLogger(flags.logLevel);
+        const logger = cliLogger(flags.logLevel, { human: !flags.json && !!process.stderr.isTTY });
         const patternProblem = folderPatternProblem([], flags.exclude);
         if (patternProblem) throw new UsageError(patternProblem);
         // Parsed before anything connects: a bad date is a usage error (exit 2), not a failed sync.
@@ -157,7 +157,7 @@ export function registerSyncCommands(program: Command, run: (fn: () => Promise<n
     .option('--json', 'print a JSON result as the last line of stdout')
     .action((flags: ConnectionFlags & DateScopeFlags & { content?: boolean; json?: boolean; connections: string }) =>
       run(async () => {
-        const logger = cliLogger(flags.logLevel);
+        const logger = cliLogger(flags.logLevel, { human: !flags.json && !!process.stderr.isTTY });
         const patternProblem = folderPatternProblem([], flags.exclude);
         if (patternProblem) throw new UsageError(patternProblem);
         const scope = receivedAfterOf(flags);

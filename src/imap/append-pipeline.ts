@@ -124,6 +124,8 @@ export interface AppenderOptions {
   idleTimeoutMs?: number;
   /** TCP connect + TLS + greeting limit. Default 30 s. */
   connectTimeoutMs?: number;
+  /** The write fence of raw-connection.ts (a worker's lease on the mailbox). */
+  mayWrite?: () => boolean;
 }
 
 /** The request itself is unusable (bad flag, mailbox name or date); nothing was sent. */
@@ -240,6 +242,7 @@ export class PipelinedAppender {
     const conn = await RawConnection.connect(opts.endpoint, {
       ...(opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
       ...(opts.connectTimeoutMs !== undefined ? { connectTimeoutMs: opts.connectTimeoutMs } : {}),
+      ...(opts.mayWrite ? { mayWrite: opts.mayWrite } : {}),
     });
     try {
       await conn.login(opts.login);

@@ -151,6 +151,20 @@ export class LiteralStreamError extends Error {
   }
 }
 
+/**
+ * A write the connection's fence refused ({@link RawConnectionOptions.mayWrite}): nothing
+ * more was handed to the socket, and the connection was dropped, so a command already
+ * begun (an APPEND's literal) is cut short and never carried out (RFC 3501 §7.5: the
+ * command is the whole literal). Not to be retried by this holder.
+ */
+export class WriteFencedError extends Error {
+  readonly retryable = false;
+  constructor() {
+    super('this worker no longer holds the mailbox (its lease ran out, e.g. while the process was paused): nothing more is written');
+    this.name = 'WriteFencedError';
+  }
+}
+
 /** The server sent something this client cannot parse; always wrapped as the `cause` of
  * an {@link ImapConnectionLostError} because the connection is dropped. */
 export class ImapProtocolError extends Error {
@@ -251,6 +265,14 @@ export interface RawConnectionOptions {
   /** Literals in server responses up to this size are collected, larger ones skipped.
    * Default 8 MiB. */
   maxCollectedLiteralBytes?: number;
+  /**
+   * A fence, asked right before each piece of a command is handed to the socket, and
+   * before corked pieces are let go: a worker whose lease on the mailbox ran out (a paused
+   * process that another worker took over from) must not complete an APPEND the new
+   * holder cannot know of. When it says no, the connection is dropped
+   * ({@link WriteFencedError}). Bytes the OS took before a pause still go out.
+   */
+  mayWrite?: () => boolean;
 }
 
 type SessionState = 'connecting' | 'not-authenticated' | 'authenticated' | 'logout' | 'closed';
@@ -1015,6 +1037,7 @@ export class RawConnection {
   private async flush(cmd: PendingCommand, chunks: Buffer[], track = false): Promise<void> {
     const socket = this.socket;
     if (this.state === 'closed' || !socket || socket.destroyed) throw this.lostError(cmd.started);
+    if (!this.fenceOpen()) throw this.fenced();
     cmd.started = true;
     this.corkUntilNextTick(socket);
     let ok = true;
@@ -1033,6 +1056,7 @@ export class RawConnection {
       });
     }
     for (let i = 0; i <= last; i++) {
+      if (i > 0 && !this.fenceOpen()) throw this.fenced();
       // A flushed write means the peer's TCP stack is taking our bytes: the server is alive
       // even though it has nothing to say until a big literal is complete.
       ok = i === last
@@ -1067,8 +1091,26 @@ export class RawConnection {
   private readonly uncorkNow = (): void => {
     const socket = this.corked;
     this.corked = null;
-    if (socket && !socket.destroyed) socket.uncork();
+    if (!socket || socket.destroyed) return;
+    // Corked bytes passed the fence as they were written; a pause since then closes it,
+    // and destroy() discards what is still corked.
+    if (!this.fenceOpen()) {
+      socket.destroy();
+      return;
+    }
+    socket.uncork();
   };
+
+  private fenceOpen(): boolean {
+    return this.opts.mayWrite === undefined || this.opts.mayWrite();
+  }
+
+  /** Drops the connection for a closed fence; the error to throw. */
+  private fenced(): WriteFencedError {
+    const err = new WriteFencedError();
+    this.destroy(err);
+    return err;
+  }
 
   private readonly markActivity = (): void => {
     this.lastActivity = Date.now();

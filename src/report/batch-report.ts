@@ -79,7 +79,7 @@ export async function buildReport(db: Kysely<Database>, b: BatchRow, now = Date.
 
 const COLUMNS = [
   'Type', 'EmailAddress', 'Status', 'Folders', 'Found', 'Copied', 'Skipped', 'Failed', 'Bytes', 'SyncSeconds', 'MessagesPerSecond', 'MBPerSecond',
-  'LastSyncAt', 'NextSyncAt', 'LastError', 'VerifiedAt', 'InSync', 'Missing', 'MissingIn', 'VerifiedBeforeLastSync', 'Folder', 'Date', 'Subject', 'Size', 'Reason',
+  'LastSyncAt', 'NextSyncAt', 'LastError', 'VerifiedAt', 'InSync', 'Missing', 'MissingIn', 'Duplicates', 'VerifiedBeforeLastSync', 'Folder', 'Date', 'Subject', 'Size', 'Reason',
 ] as const;
 
 /**
@@ -106,7 +106,7 @@ export function reportCsv(r: BatchReport): string {
       Bytes: m.bytes, SyncSeconds: m.syncSeconds, MessagesPerSecond: m.messagesPerSecond, MBPerSecond: m.megabytesPerSecond,
       LastSyncAt: m.lastSyncAt, NextSyncAt: m.nextSyncAt, LastError: m.lastError,
       // A mailbox verify could not reach is neither in sync nor not: 'unknown', and its error.
-      ...(m.verification ? { VerifiedAt: m.verification.at, VerifiedBeforeLastSync: m.verification.stale ? 'yes' : 'no', InSync: m.verification.inSync ? 'yes' : m.verification.error ? 'unknown' : 'no', Missing: m.verification.error ? null : m.verification.missing, MissingIn: m.verification.missingIn.map((f) => `${f.folder}: ${f.missing}`).join('; '), ...(m.verification.error ? { LastError: m.lastError ?? `verify could not check it: ${m.verification.error}` } : {}) } : {}),
+      ...(m.verification ? { VerifiedAt: m.verification.at, VerifiedBeforeLastSync: m.verification.stale ? 'yes' : 'no', InSync: m.verification.inSync ? 'yes' : m.verification.error ? 'unknown' : 'no', Missing: m.verification.error ? null : m.verification.missing, MissingIn: m.verification.missingIn.map((f) => `${f.folder}: ${f.missing}`).join('; '), Duplicates: m.verification.error ? null : m.verification.duplicates, ...(m.verification.error ? { LastError: m.lastError ?? `verify could not check it: ${m.verification.error}` } : {}) } : {}),
     });
     for (const s of m.skippedItems) row({ Type: 'skipped', EmailAddress: m.emailAddress, Folder: s.folder, Date: s.date, Subject: s.subject, Size: s.size, Reason: s.reason });
   }

@@ -27,7 +27,7 @@ import type { Logger } from 'pino';
 import { PipelinedAppender, type StreamedBody } from '../imap/append-pipeline.js';
 import { loginDisplayName } from '../imap/endpoint.js';
 import { isImapRefusal } from '../imap/errors.js';
-import { ImapConnectionLostError } from '../imap/raw-connection.js';
+import { ImapConnectionLostError, WriteFencedError } from '../imap/raw-connection.js';
 import { isOverQuota, type Refusal } from '../imap/refusal.js';
 import { LiteralPipe } from '../imap/literal-pipe.js';
 import { type FetchedMessage, type FetchLostError, RawFetcher } from '../imap/raw-fetch.js';
@@ -71,6 +71,8 @@ export interface CopyContext {
   log: Logger;
   stallMs: number;
   signal?: AbortSignal;
+  /** SyncOptions.mayWrite. */
+  mayWrite?: () => boolean;
   reclaimer: MemoryReclaimer;
   /** What earlier attempts of this run learnt (suspects, messages skipped). */
   memory: RunMemory;
@@ -597,6 +599,8 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
     pending.push({ ...base, state: 'pending', flags: flagsKey(m.flags), target_uid: null, uid_floor: tf.floor });
     prepared.push(m);
   }
+  // Not journaled as on their way by a worker that may no longer hold the mailbox.
+  if (ctx.mayWrite && !ctx.mayWrite()) throw new WriteFencedError();
   await journalChunk(ctx.db, folderId, {
     pending,
     adopted,
@@ -750,7 +754,7 @@ async function openLane(ctx: CopyContext): Promise<{ fetcher: RawFetcher; app: P
     // MAILFERRY_MULTIAPPEND=off sends one APPEND per message even to servers that offer
     // MULTIAPPEND: a way around a server that mishandles it, and the benchmark's baseline.
     const multiAppend = process.env.MAILFERRY_MULTIAPPEND !== 'off';
-    const app = await PipelinedAppender.connect({ endpoint: ctx.target.endpoint, login: ctx.target.login, idleTimeoutMs: ctx.stallMs, multiAppend });
+    const app = await PipelinedAppender.connect({ endpoint: ctx.target.endpoint, login: ctx.target.login, idleTimeoutMs: ctx.stallMs, multiAppend, ...(ctx.mayWrite ? { mayWrite: ctx.mayWrite } : {}) });
     return { fetcher, app };
   } catch (err) {
     await fetcher.close().catch(() => undefined);

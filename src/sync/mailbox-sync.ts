@@ -430,7 +430,7 @@ async function runAttempt(db: Kysely<Database>, pairId: number | undefined, opts
     // Copy lanes start with the first folder that has something to copy, while the rest
     // is still being scanned; an unchanged mailbox never opens a lane at all.
     const queue = new JobQueue();
-    const copyCtx = { db, adoptedRows: new Set<string>(), source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), reclaimer: new MemoryReclaimer(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), memory, sourceFreed, progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}) };
+    const copyCtx = { db, adoptedRows: new Set<string>(), source: opts.source, target: opts.target, budget: new ByteBudget(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), reclaimer: new MemoryReclaimer(opts.memoryBudget ?? DEFAULT_MEMORY_BUDGET), memory, sourceFreed, progress, emit, log, stallMs, ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.mayWrite ? { mayWrite: opts.mayWrite } : {}) };
     let lanes: Promise<void> | null = null;
     let laneFailed = false;
     const startLanes = (): void => {

@@ -60,6 +60,13 @@ export interface SyncOptions {
   logger: Logger;
   onProgress?: (p: Readonly<SyncProgress>) => void;
   signal?: AbortSignal;
+  /**
+   * A worker's lease fence (worker.ts): false once the mailbox may belong to another
+   * worker. Asked before journaling messages to send and before any APPEND byte is written
+   * (raw-connection.ts), so a paused worker that resumes after a takeover copies nothing
+   * the new holder cannot know of. The CLI's `sync` has none.
+   */
+  mayWrite?: () => boolean;
 }
 
 export interface SkippedItem {

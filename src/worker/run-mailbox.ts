@@ -38,6 +38,8 @@ export async function loadJob(store: Store, claim: Claim): Promise<Job | null> {
 export interface RunControl {
   signal: AbortSignal;
   onProgress: (p: Readonly<SyncProgress>) => void;
+  /** The lease fence (SyncOptions.mayWrite). */
+  mayWrite: () => boolean;
 }
 
 /** The target admin credential's breaker key (the password only as a hash). */
@@ -85,6 +87,7 @@ export function engineRunner(opts: RunnerOptions): MailboxRunner {
           control.onProgress(p);
         },
         signal: control.signal,
+        mayWrite: control.mayWrite,
       };
 
       let summary: SyncSummary;

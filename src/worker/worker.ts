@@ -126,14 +126,24 @@ export class Worker {
     let ownedUntil = claim.expiresAt;
     const margin = Math.min(this.pulseEvery, Math.floor(this.ttl / 6));
     let pulsing = false;
+    // Asked before each write that could copy a message (SyncOptions.mayWrite), by the
+    // clock, not only by this timer: after a pause (SIGSTOP, a suspended VM, swapping) Node
+    // handles the I/O that was waiting before any timer, and a lane would journal and send
+    // its next messages while another worker, which took the expired lease over, copies
+    // them too.
+    const mayWrite = (): boolean => {
+      if (controller.signal.aborted) return false;
+      if (Date.now() <= ownedUntil - margin) return true;
+      log.warn('lease about to expire without a successful heartbeat; abandoning the sync');
+      abort('lease-lost');
+      return false;
+    };
     const timer = setInterval(() => {
-      if (pulsing) return;
+      // Before the heartbeat's own wait: a heartbeat stuck on a hung database must not keep
+      // the deadline from being seen.
+      if (!mayWrite() || pulsing) return;
       pulsing = true;
       const sentAt = Date.now();
-      if (sentAt > ownedUntil - margin) {
-        log.warn('lease about to expire without a successful heartbeat; abandoning the sync');
-        abort('lease-lost');
-      }
       pulse(this.store, claim, progress, { ttlMs: this.ttl, now: sentAt })
         .then((r) => {
           if (!r.owned) abort('lease-lost');
@@ -153,7 +163,7 @@ export class Worker {
         result = { kind: 'interrupted', why: 'removed', pairId: null };
       } else {
         log.info({ batch: job.batch.name, mailbox: job.mailbox.email_address }, `${claim.kind} sync starting`);
-        const { summary, pairId } = await this.opts.runner(job, { signal: controller.signal, onProgress: (p) => (progress = { ...p }) });
+        const { summary, pairId } = await this.opts.runner(job, { signal: controller.signal, onProgress: (p) => (progress = { ...p }), mayWrite });
         result = judge(summary, pairId, job.batch.bad_item_limit);
         log.info({ batch: job.batch.name, mailbox: job.mailbox.email_address, copied: summary.copied, found: summary.found, seconds: summary.seconds, outcome: result.kind }, `${claim.kind} sync finished`);
       }

@@ -4,7 +4,7 @@
  * logins, verify, report, delete (with the 72-hour warning).
  */
 import type { BatchDetail, MailboxView } from '../../batch/view.js';
-import { missingWhere } from '../../batch/verification-words.js';
+import { duplicatesWords, missingWhere } from '../../batch/verification-words.js';
 import type { LoginCheckState } from '../../batch/background-task.js';
 import { api, ApiError, download, fileBase64, pageWording } from './api.js';
 import { problemList, type Validation } from './new-batch.js';
@@ -25,7 +25,7 @@ function verified(m: MailboxView): string {
   const v = m.verification;
   if (!v) return '–';
   // After a later sync it tells how the mailbox stood then, not how it is.
-  return `${verdict(m)}${v.error ? `: ${v.error}` : missingWhere(v)} (${when(v.at)}${v.stale ? ', before the last sync' : ''})`;
+  return `${verdict(m)}${v.error ? `: ${v.error}` : missingWhere(v)}${duplicatesWords(v)} (${when(v.at)}${v.stale ? ', before the last sync' : ''})`;
 }
 
 /** `notStarted`: the batch was never started, so "Queued" would say more than is true. */
