@@ -24,6 +24,8 @@ import { credentialAccepted, credentialRefused, ImapAuthError } from '../imap/er
 /** A run not tried because its admin credential's breaker is open: no login was sent. */
 export class BreakerOpenError extends ImapAuthError {
   override name = 'BreakerOpenError';
+  /** When the credential is tried again (ms): the mailbox is not due before. */
+  retryAt = 0;
 }
 
 export const REFUSALS_TO_OPEN = 3;
@@ -88,9 +90,12 @@ export class CredentialBreaker {
     if (!s || s.retryAt === null) return;
     const now = this.now();
     if (now < s.retryAt) {
-      throw new BreakerOpenError(
-        `not tried: ${what} was refused for ${s.refused.slice(-REFUSALS_TO_OPEN).join(', ')} and has not worked since; ` +
-          `to keep the admin account from being locked out, it is tried again at ${new Date(s.retryAt).toISOString()} (or at once once its password is corrected)`,
+      throw Object.assign(
+        new BreakerOpenError(
+          `not tried: ${what} was refused for ${s.refused.slice(-REFUSALS_TO_OPEN).join(', ')} and has not worked since; ` +
+            `to keep the admin account from being locked out, it is tried again at ${new Date(s.retryAt).toISOString()} (or at once once its password is corrected)`,
+        ),
+        { retryAt: s.retryAt },
       );
     }
     // Half-open: this run tries; the others wait for another interval.

@@ -212,7 +212,7 @@ export type RunResult =
    * (see release), only once the admin corrects the row (batch update), retries it, or
    * syncs or starts the batch.
    */
-  | { kind: 'failed'; error: string; summary?: SyncSummary; pairId: number | null; loginRefused?: true }
+  | { kind: 'failed'; error: string; summary?: SyncSummary; pairId: number | null; loginRefused?: true; notBefore?: number }
   /** The worker gave up the run: shutting down, or its batch was stopped or is being deleted. */
   /** `database`: the state database failed under the run (a PostgreSQL restart): not the mailbox's failure. */
   | { kind: 'interrupted'; why: 'shutdown' | 'stopped' | 'removed' | 'lease-lost' | 'database'; pairId: number | null };
@@ -334,7 +334,9 @@ export function release(store: Store, claim: Claim, result: RunResult, progress:
       // A refused password is not tried again on a timer: lockout policies count failures
       // (often 5 in 30 minutes), and a backoff that starts at a minute would lock the user's
       // live account out of the old server within the hour. It waits for the admin.
-      const next = result.loginRefused ? null : now + backoffMs(attempts, policy.backoff);
+      // `notBefore`: an admin credential the breaker holds back until then (credential-breaker.ts):
+      // a backoff of a minute would show a next sync the error text contradicts.
+      const next = result.loginRefused ? null : Math.max(now + backoffMs(attempts, policy.backoff), result.notBefore ?? 0);
       const error = result.loginRefused ? `${result.error} (not retried automatically, so the account is not locked: correct the password with batch update, or retry the mailbox)` : result.error;
       patch = { ...common, status: 'Failed' as MailboxStatus, last_error: error, attempts, next_sync_at: next };
     } else {

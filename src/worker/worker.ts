@@ -178,7 +178,13 @@ export class Worker {
         result = { kind: 'interrupted', why: 'database', pairId: pairOfFailedRun(err) };
         log.warn({ err: (err as Error).message }, 'sync interrupted: the state database failed');
       } else {
-        result = { kind: 'failed', error: (err as Error)?.message ?? String(err), pairId: pairOfFailedRun(err), ...(sourceLoginRefused(err) ? { loginRefused: true as const } : {}) };
+        result = {
+          kind: 'failed',
+          error: (err as Error)?.message ?? String(err),
+          pairId: pairOfFailedRun(err),
+          ...(sourceLoginRefused(err) ? { loginRefused: true as const } : {}),
+          ...(err instanceof BreakerOpenError ? { notBefore: err.retryAt } : {}),
+        };
         log.warn({ err: result.error }, 'sync failed');
       }
     } finally {
