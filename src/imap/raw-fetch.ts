@@ -671,9 +671,10 @@ export function parseInternalDate(s: string): Date | null {
   const mon = MONTHS[m[2]!.toUpperCase()];
   if (mon === undefined) return null;
   const offsetMin = m[7] === undefined ? 0 : (m[7] === '-' ? -1 : 1) * (Number(m[8]) * 60 + Number(m[9]));
-  const d = new Date(Date.UTC(2000, mon, Number(m[1]), Number(m[4]), Number(m[5]), Number(m[6])));
-  // Not Date.UTC's year: it reads 0–99 as 1900–1999.
-  d.setUTCFullYear(Number(m[3]), mon, Number(m[1]));
-  const t = d.getTime() - offsetMin * 60_000;
+  const year = Number(m[3]);
+  let t = Date.UTC(year, mon, Number(m[1]), Number(m[4]), Number(m[5]), Number(m[6]));
+  // Date.UTC reads the years 0–99 as 1900–1999.
+  if (year < 100) t = new Date(t).setUTCFullYear(year);
+  t -= offsetMin * 60_000;
   return Number.isFinite(t) ? new Date(t) : null;
 }
