@@ -11,6 +11,8 @@ test('a record reads as a line: level, message, then its facts', () => {
   const line = humanLogLine(JSON.stringify({ level: 40, time: 1, pid: 2, hostname: 'h', folder: 'INBOX', uid: 7, keywords: ['a b', '$x'], err: { code: 'X' }, msg: 'copied without them' }) + '\n');
   assert.equal(line, '\r\x1b[Kwarning: copied without them (folder=INBOX, uid=7, keywords=[a b, $x], err={"code":"X"})\n');
   assert.equal(humanLogLine('not json'), 'not json');
+  // A folder name or server text cannot move the cursor or forge a line.
+  assert.equal(humanLogLine(JSON.stringify({ level: 30, folder: 'a\x1b[2Jb\r\nwarning: fake', msg: 'x' })), '\r\x1b[Kinfo: x (folder=a\\x1b[2Jb\\x0d\\x0awarning: fake)\n');
 });
 
 for (const human of [false, true]) {

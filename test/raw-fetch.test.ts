@@ -286,19 +286,21 @@ describe('RawFetcher against a scripted server', () => {
     assert.equal(parseInternalDate('29-Feb-2024 23:30:00 -0100')?.toISOString(), '2024-03-01T00:30:00.000Z');
   });
 
-  it('an unreadable INTERNALDATE is that message\'s (null), not a failed FETCH', async () => {
+  it('an unreadable, NIL or missing INTERNALDATE is that message\'s (null), not a failed FETCH', async () => {
     await withFetcher((tag, _uids, sock) => {
       sock.write('* 1 FETCH (UID 1 FLAGS () INTERNALDATE "01-Okt-2019 10:00:00 +0200" BODY[] {3}\r\nabc)\r\n');
-      sock.write('* 2 FETCH (UID 2 FLAGS () BODY[] {3}\r\ndef)\r\n');
+      sock.write('* 2 FETCH (UID 2 FLAGS () INTERNALDATE NIL BODY[] {3}\r\ndef)\r\n');
       sock.write('* 3 FETCH (UID 3 FLAGS () INTERNALDATE "01-Oct-2019 10:00:00 +0200" BODY[] {3}\r\nghi)\r\n');
+      sock.write('* 4 FETCH (UID 4 FLAGS () BODY[] {3}\r\njkl)\r\n');
       sock.write(`${tag} OK done\r\n`);
     }, async (f) => {
       await f.examine('INBOX');
-      const r = await f.fetch('1:3');
+      const r = await f.fetch('1:4');
       assert.deepEqual(r.messages.map((m) => [m.uid, m.raw.toString(), m.internalDate?.toISOString() ?? null]), [
         [1, 'abc', null],
         [2, 'def', null],
         [3, 'ghi', '2019-10-01T08:00:00.000Z'],
+        [4, 'jkl', null],
       ]);
     });
   });

@@ -24,9 +24,14 @@ export interface Verification {
   duplicates: number;
 }
 
+/** The verdict alone: "in sync", "could not check", "3 missing", "not in sync". */
+export function verdictOf(v: Verification): string {
+  return v.inSync ? 'in sync' : v.error ? 'could not check' : v.missing ? `${v.missing} missing` : 'not in sync';
+}
+
 /** The verdict in words, for the CLI and the reports alike. */
 export function verdictWords(v: Verification): string {
-  const verdict = (v.inSync ? 'in sync' : v.error ? 'could not check' : v.missing ? `${v.missing} missing${missingWhere(v)}` : 'not in sync') + duplicatesWords(v);
+  const verdict = verdictOf(v) + (v.inSync || v.error ? '' : missingWhere(v)) + duplicatesWords(v);
   return v.stale ? `${verdict} (before the last sync)` : verdict;
 }
 

@@ -12,6 +12,9 @@ const PINO_FIELDS = new Set(['level', 'time', 'pid', 'hostname', 'msg', 'v']);
  * uid=7, keywords=[a, b])`. Starts by clearing the terminal line, where a progress bar may
  * be drawn (it draws itself again on its next update).
  */
+/** Control characters (a folder name or a server's text may hold ESC, CR, LF) shown as escapes, so no record can move the cursor or forge a line. */
+const visible = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+
 export function humanLogLine(json: string): string {
   let r: Record<string, unknown>;
   try {
@@ -23,7 +26,7 @@ export function humanLogLine(json: string): string {
     .filter(([k]) => !PINO_FIELDS.has(k))
     .map(([k, v]) => `${k}=${Array.isArray(v) ? `[${v.map((x) => (typeof x === 'object' ? JSON.stringify(x) : String(x))).join(', ')}]` : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`);
   const level = LEVEL_WORDS[Number(r.level)] ?? 'log';
-  return `\r\x1b[K${level}: ${String(r.msg ?? '')}${facts.length ? ` (${facts.join(', ')})` : ''}\n`;
+  return `\r\x1b[K${level}: ${visible(`${String(r.msg ?? '')}${facts.length ? ` (${facts.join(', ')})` : ''}`)}\n`;
 }
 
 /**

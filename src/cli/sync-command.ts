@@ -57,7 +57,7 @@ function printSummary(s: SyncSummary, receivedAfter: number | undefined): void {
       (s.alreadyOnTarget ? `${s.alreadyOnTarget} already on the target (not copied again), ` : '') +
       `${s.skipped} skipped, ${s.failed} failed, ${s.flagsUpdated} flag updates, ${s.seconds.toFixed(2)} s` +
       (s.reconnects ? `, ${s.reconnects} reconnects` : '') +
-      (s.withoutSomeKeywords ? `, ${s.withoutSomeKeywords} without some keywords (the target refused them; each named in the log)` : '') +
+      (s.withoutSomeKeywords ? `, ${s.withoutSomeKeywords} without some keywords (refused by the target, or not IMAP atoms; each named in the log)` : '') +
       '\n',
   );
   for (const item of s.skippedItems.slice(0, 50)) {

@@ -270,7 +270,9 @@ export interface RawConnectionOptions {
    * before corked pieces are let go: a worker whose lease on the mailbox ran out (a paused
    * process that another worker took over from) must not complete an APPEND the new
    * holder cannot know of. When it says no, the connection is dropped
-   * ({@link WriteFencedError}). Bytes the OS took before a pause still go out.
+   * ({@link WriteFencedError}). A command with a literal keeps its last byte back until
+   * the rest has reached the kernel (writeCommand), so a pause can leave it incomplete
+   * but never completes it later.
    */
   mayWrite?: () => boolean;
 }
@@ -812,7 +814,9 @@ export class RawConnection {
     if (this.state === 'closed' || this.aborting) throw this.lostError(false);
     if (!this.pending.has(cmd.tag)) return; // already answered (cannot normally happen)
     let chunks: Buffer[] = [Buffer.from(`${cmd.tag} `, 'latin1')];
+    let hasLiteral = false;
     for (const part of parts) {
+      if (typeof part === 'object' && !Buffer.isBuffer(part) && ('literal' in part || 'literalStream' in part)) hasLiteral = true;
       if (typeof part === 'string') {
         chunks.push(Buffer.from(part, 'utf8'));
       } else if (Buffer.isBuffer(part)) {
@@ -839,6 +843,21 @@ export class RawConnection {
         if (!(await this.waitContinuation(cmd))) return;
         chunks.push(Buffer.from(part.continuation, 'utf8'));
       }
+    }
+    const last = chunks.at(-1);
+    if (this.opts.mayWrite && hasLiteral && last !== undefined && last.length > 0) {
+      // Behind a fence, a command with a literal (an APPEND) keeps its last byte back until
+      // everything before it has left Node for the kernel, then asks the fence again. What
+      // Node still holds when the process is paused is written by libuv on resume, before
+      // any JavaScript runs; held back here, the command stays incomplete, and a server
+      // stores no message whose literal and command line did not end (RFC 3501 §7.5).
+      chunks[chunks.length - 1] = last.subarray(0, last.length - 1);
+      const flushed = this.flush(cmd, chunks, true);
+      const written = this.lastWrite; // set synchronously by flush
+      await flushed;
+      await written;
+      await this.flush(cmd, [last.subarray(last.length - 1), CRLF]);
+      return;
     }
     chunks.push(CRLF);
     await this.flush(cmd, chunks);

@@ -601,8 +601,10 @@ export function mergeFetch(bySeq: Map<number, FetchParts>, seq: number, line: st
         break;
       case 'INTERNALDATE': {
         // One unreadable date is that message's problem, not the whole response's: the
-        // message is copied without it (null), not the mailbox failed.
-        got.internalDate = parseInternalDate(c.quoted());
+        // message is copied without it (null), not the mailbox failed. NIL, which the
+        // grammar does not allow here (RFC 3501 §9 date-time), is read the same way.
+        const v = c.nstring().value;
+        got.internalDate = v === null ? null : parseInternalDate(v.toString('latin1'));
         break;
       }
       // The server echoes BODY.PEEK[] as BODY[] (RFC 3501 §7.4.2); `<0>` only if partial.

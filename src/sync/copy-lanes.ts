@@ -488,7 +488,8 @@ function takeOrphan(orphans: ReadonlyMap<string, MessageRow[]> | undefined, dige
     // Those linked through the other map already (loose-orphans.ts) are gone.
     if (adopted) for (let i = list.length - 1; i >= 0; i--) if (adopted.has(list[i]!)) list.splice(i, 1);
     if (list.length === 0) continue;
-    const at = list.findIndex((o) => Math.floor(o.internal_date / 1000) === Math.floor(internalDate / 1000));
+    // An unknown date (0) is nobody's date: two undated messages are not "the same date".
+    const at = internalDate === 0 ? -1 : list.findIndex((o) => o.internal_date !== 0 && Math.floor(o.internal_date / 1000) === Math.floor(internalDate / 1000));
     if (at < 0 && sameDateOnly) continue;
     const row = list.splice(Math.max(0, at), 1)[0]!;
     adopted?.add(row);
@@ -594,7 +595,6 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       notSent.push(m);
       continue;
     }
-    if (m.droppedFlags) ctx.progress.withoutSomeKeywords++;
     if (m.droppedFlags) ctx.log.warn({ folder: work.mapping.sourcePath, uid: m.uid, keywords: m.droppedFlags }, 'copied without keywords that are not IMAP atoms (RFC 3501 §9): no server can be sent them');
     pending.push({ ...base, state: 'pending', flags: flagsKey(m.flags), target_uid: null, uid_floor: tf.floor });
     prepared.push(m);
@@ -637,7 +637,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
     let full: Refusal | null = null;
     let lost: unknown = null;
     let bytes = 0;
-    const noteCopied = (p: SourceMessage, r: { uid?: number; uidValidity?: number }): void => {
+    const noteCopied = (p: SourceMessage, r: { uid?: number; uidValidity?: number }, keywordsLeftOut = false): void => {
       if (r.uid !== undefined && r.uidValidity !== undefined && r.uidValidity !== tf.uidValidity) {
         // The target folder was recreated under us; recovery will sort it out.
         lost ??= Object.assign(new Error(`target folder ${tf.path} changed UIDVALIDITY during the run`), { retryable: true });
@@ -646,6 +646,8 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
       if (r.uid !== undefined) tf.noteAppended(r.uid);
       copied.push({ sourceUid: p.uid, targetUid: r.uid ?? null });
       bytes += bodySize(p.body);
+      // Counted once it is copied, so a message refused after all, or sent again by a later attempt, is not counted twice.
+      if (keywordsLeftOut || p.droppedFlags) ctx.progress.withoutSomeKeywords++;
     };
     const refuse = (p: SourceMessage, r: Refusal): void => {
       refused.push({ uid: p.uid, reason: `target refused it: ${r.code ? `[${r.code}] ` : ''}${r.text}`, subject: subjectOf(p.head()) });
@@ -690,8 +692,7 @@ async function journalAndSend(ctx: CopyContext, app: PipelinedAppender, job: Cop
           if (!again.ok) continue;
           const dropped = keywords.filter((k) => !kept.includes(k));
           ctx.log.warn({ folder: work.mapping.sourcePath, uid: p.uid, keywords: dropped, refused: `${first.code ? `[${first.code}] ` : ''}${first.text}` }, 'the target refused the message with these keywords: copied without them');
-          if (!p.droppedFlags) ctx.progress.withoutSomeKeywords++;
-          return noteCopied(p, again);
+          return noteCopied(p, again, true);
         }
         refuse(p, first);
       }),

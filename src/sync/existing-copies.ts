@@ -107,7 +107,8 @@ export class ExistingCopies {
         source_uid: TARGET_ORPHAN_UID,
         state: 'orphan',
         size: m.size,
-        internal_date: Math.max(0, m.internalDate),
+        // -1 is unknown (target-messages.ts); a real date before 1970 is kept.
+        internal_date: m.internalDate === -1 ? 0 : m.internalDate,
         digest,
         flags: m.flags,
         target_uid: uid,

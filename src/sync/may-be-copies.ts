@@ -7,8 +7,8 @@
  * so one server's listed size need not equal another's, nor the length the journal
  * recorded when it read the message. The internal date is the second chance: APPEND sets
  * it (RFC 3501 §6.3.11), COPY and MOVE keep it, and mailferry copies it, so a copy has its
- * original's to the second (INTERNALDATE has whole seconds, §9 date-time). Unrelated mail
- * rarely shares both a size and a second, so the extra reading on honest servers is small.
+ * original's to the second (INTERNALDATE has whole seconds, §9 date-time). What is read
+ * besides on honest servers is mail of another size that arrived in the same second: little.
  */
 
 /** A message's internal date in ms; 0, -1 and NaN mean unknown (no real date is 1970-01-01T00:00:00.000 or -1 ms). */

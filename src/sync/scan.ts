@@ -240,9 +240,12 @@ export async function scanFolder(ctx: ScanContext, source: ScanSource, work: Fol
 
   const watermark = row.synced_uidnext;
   const listed: ListedMessage[] = [];
-  // The internal date too: with the size, it tells which copies the journal or the target
-  // holds may be these messages' (may-be-copies.ts).
-  const query = { size: true, internalDate: true };
+  // The internal date too where copies may be there already (a folder scanned before, a
+  // target folder that holds mail): with the size, it tells which of the journal's or the
+  // target's copies may be these messages' (may-be-copies.ts). Not on a first sync into an
+  // empty folder, where 150,000 Dates would be held for nothing.
+  const datesMatter = ctx.receivedAfter !== undefined || row.synced_uidnext > 1 || work.target.uidNextAtStart > 1;
+  const query = { size: true, internalDate: datesMatter };
   const unreadable: number[] = [];
   const list = async (set: string): Promise<ListedMessage[]> => {
     if (!ctx.carefully) return lister.list(set, query);

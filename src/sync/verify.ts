@@ -473,15 +473,27 @@ async function judgeResizedCopies(
     }
     return got;
   };
+  // One pool across the probe and the rest: a copy taken by either is not given twice, and
+  // a pair split crosswise across the two (e3↔t4, e4↔t3) is still put right.
+  const resizedOf = new Map<string, Entry[]>();
+  for (const e of resized) {
+    const k = identity(e);
+    if (k !== null) resizedOf.set(k, [...(resizedOf.get(k) ?? []), e]);
+  }
+  const targetRead = new Map<number, { loose: string; length: number }>();
+  const byDigest = new Map<string, Entry[]>();
   const judge = async (some: readonly (Entry & { folder: string })[]): Promise<{ listedRight: number }> => {
     const identities = new Set(some.map(identity).filter((k): k is string => k !== null));
     const pool = new Set<Entry>(some.map((e) => matched.get(e)!));
+    for (const k of identities) for (const e of resizedOf.get(k) ?? []) pool.add(matched.get(e)!);
     for (const t of targetEntries) if (!paired.has(t) && identities.has(identity(t) ?? '')) pool.add(t);
-    const targetRead = await read(lane.tgt, target, [...pool]);
-    const byDigest = new Map<string, Entry[]>();
-    for (const t of pool) {
-      const d = targetRead.get(t.uid)?.loose;
-      if (d !== undefined) byDigest.set(d, [...(byDigest.get(d) ?? []), t]);
+    const fresh = [...pool].filter((t) => !targetRead.has(t.uid));
+    const got = await read(lane.tgt, target, fresh);
+    for (const t of fresh) {
+      const r = got.get(t.uid);
+      if (r === undefined) continue;
+      targetRead.set(t.uid, r);
+      byDigest.set(r.loose, [...(byDigest.get(r.loose) ?? []), t]);
     }
     let listedRight = 0;
     for (const folder of new Set(some.map((e) => e.folder))) {
@@ -608,7 +620,9 @@ async function compareFolder(lane: Lane, target: string, sources: readonly strin
     if (match.date.slice(0, 19) !== e.date.slice(0, 19)) dateDifferences++;
     if (opts.content ? match.keys[1] !== e.keys[1] : match.size !== e.size && !sameLength.has(e)) changedCopies++;
   }
-  const sourceKeys = new Set(sourceEntries.map((e) => e.keys[0]));
+  // Where sizes are estimates, a duplicate is told by date and Message-ID alone.
+  const dupKey = (e: Entry) => (sizesInexact ? e.keys[2] : e.keys[0]);
+  const sourceKeys = new Set(sourceEntries.map(dupKey));
   const paired = new Set(matched.values());
   return {
     sources: [...sources],
@@ -622,7 +636,7 @@ async function compareFolder(lane: Lane, target: string, sources: readonly strin
     changedCopies,
     // Without --content only a message with a Message-ID (keys[1]) is identified well
     // enough to be called a duplicate: two without one may just share size and date.
-    duplicates: targetEntries.filter((t) => !paired.has(t) && t.keys[1] !== null && sourceKeys.has(t.keys[0])).length,
+    duplicates: targetEntries.filter((t) => !paired.has(t) && t.keys[1] !== null && sourceKeys.has(dupKey(t))).length,
     missingItems,
     ...(sizesInexact ? { sizesInexact: true as const } : {}),
   };

@@ -131,11 +131,18 @@ export class Worker {
     // handles the I/O that was waiting before any timer, and a lane would journal and send
     // its next messages while another worker, which took the expired lease over, copies
     // them too.
+    // Closed only when the lease is (or may be) another's: a run stopped or shut down lets
+    // the APPENDs it has sent finish, and keeps its lease alive meanwhile.
+    let leaseLost = false;
+    const loseLease = (): void => {
+      leaseLost = true;
+      abort('lease-lost');
+    };
     const mayWrite = (): boolean => {
-      if (controller.signal.aborted) return false;
+      if (leaseLost) return false;
       if (Date.now() <= ownedUntil - margin) return true;
       log.warn('lease about to expire without a successful heartbeat; abandoning the sync');
-      abort('lease-lost');
+      loseLease();
       return false;
     };
     const timer = setInterval(() => {
@@ -146,7 +153,7 @@ export class Worker {
       const sentAt = Date.now();
       pulse(this.store, claim, progress, { ttlMs: this.ttl, now: sentAt })
         .then((r) => {
-          if (!r.owned) abort('lease-lost');
+          if (!r.owned) loseLease();
           else ownedUntil = sentAt + this.ttl;
           if (r.batchState === 'Stopped') abort('stopped');
           else if (r.batchState === 'Removing' || r.batchState === null) abort('removed');

@@ -4,7 +4,7 @@
  * logins, verify, report, delete (with the 72-hour warning).
  */
 import type { BatchDetail, MailboxView } from '../../batch/view.js';
-import { duplicatesWords, missingWhere } from '../../batch/verification-words.js';
+import { duplicatesWords, missingWhere, verdictOf } from '../../batch/verification-words.js';
 import type { LoginCheckState } from '../../batch/background-task.js';
 import { api, ApiError, download, fileBase64, pageWording } from './api.js';
 import { problemList, type Validation } from './new-batch.js';
@@ -16,9 +16,7 @@ type Detail = BatchDetail & { mailboxesMatching: number; verifying: boolean; log
 
 /** The verdict alone (the cell's data-verified), and as shown: with the error, when, and whether a sync has run since. */
 function verdict(m: MailboxView): string {
-  const v = m.verification;
-  if (!v) return '–';
-  return v.inSync ? 'in sync' : v.error ? 'could not check' : v.missing ? `${v.missing} missing` : 'not in sync';
+  return m.verification ? verdictOf(m.verification) : '–';
 }
 
 function verified(m: MailboxView): string {
