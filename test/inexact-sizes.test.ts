@@ -113,6 +113,28 @@ describe('sync: a source whose RFC822.SIZE is not the size of its messages (Exch
     assert.doesNotMatch(r.stderr, /stored with other bytes/);
     assert.match(r.stderr, /INBOX -> INBOX: .*a server lists sizes \(RFC822\.SIZE\) that are not those of its messages/);
   });
+
+  test('verify still finds a copy cut short on the target, beyond what the estimates explain', async () => {
+    // The largest INBOX copy, past the three pairs verify reads first, cut after 600 bytes of body.
+    const cut = await withClient(lab, 'target', async (c) => {
+      await c.mailboxOpen('INBOX');
+      const all = await c.fetchAll('1:*', { uid: true, size: true }, { uid: true });
+      const big = all.slice(3).reduce((a, b) => ((b.size ?? 0) > (a.size ?? 0) ? b : a));
+      assert.ok((big.size ?? 0) > 20_000, `a large message to cut (${big.size} bytes)`);
+      const m = await c.fetchOne(String(big.uid), { source: true, internalDate: true, flags: true }, { uid: true });
+      assert.ok(m && m.source);
+      await c.messageDelete(String(big.uid), { uid: true });
+      // Its header kept whole, so it is still paired by Message-ID and date: only its size tells.
+      await c.append('INBOX', m.source.subarray(0, m.source.indexOf('\r\n\r\n') + 604), [...(m.flags ?? [])], m.internalDate);
+      return big.uid;
+    });
+    const r = await runCli(['verify', ...syncArgs(lab, lab.db, ['--json'], { sourcePort: relay.port })], env(lab));
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.json?.inSync, false);
+    assert.match(r.stderr, /MISSING INBOX -> INBOX: .*1 missing/);
+    assert.match(r.stderr, /has other content: cut short or changed/);
+    assert.ok(cut > 0);
+  });
 });
 
 describe('sync: a target without UIDPLUS whose RFC822.SIZE is not the size of its messages', () => {

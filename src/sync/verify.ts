@@ -482,7 +482,11 @@ async function judgeResizedCopies(
   }
   const targetRead = new Map<number, { loose: string; length: number }>();
   const byDigest = new Map<string, Entry[]>();
-  const judge = async (some: readonly (Entry & { folder: string })[]): Promise<{ listedRight: number }> => {
+  /** How many pairs read had both sizes listed right, and the gap between listed sizes the estimates seen explain (twice the largest error, absolute and relative to messages of 4 KiB and more, plus 1 KiB). */
+  const judge = async (some: readonly (Entry & { folder: string })[]): Promise<{ listedRight: number; slack: (size: number) => number }> => {
+    let worstBytes = 0;
+    let worstShare = 0;
+    if (some.length === 0) return { listedRight: 0, slack: () => 0 };
     const identities = new Set(some.map(identity).filter((k): k is string => k !== null));
     const pool = new Set<Entry>(some.map((e) => matched.get(e)!));
     for (const k of identities) for (const e of resizedOf.get(k) ?? []) pool.add(matched.get(e)!);
@@ -506,6 +510,11 @@ async function judgeResizedCopies(
         const own = matched.get(e)!;
         const t = targetRead.get(own.uid);
         if (s.length === e.size && (t === undefined || t.length === own.size)) listedRight++;
+        for (const [real, listed] of [[s.length, e.size], ...(t ? [[t.length, own.size]] : [])] as [number, number][]) {
+          worstBytes = Math.max(worstBytes, Math.abs(real - listed));
+          // A share from a tiny message (a header's worth off) would excuse anything in a large one.
+          if (real >= 4096) worstShare = Math.max(worstShare, Math.abs(real - listed) / real);
+        }
         const candidates = byDigest.get(s.loose) ?? [];
         // Its own pair first, so a right pairing is never moved.
         const at = Math.max(0, candidates.indexOf(own));
@@ -518,18 +527,21 @@ async function judgeResizedCopies(
         if (targetRead.get(copy.uid)?.length === s.length) out.sameLength.add(e);
       }
     }
-    return { listedRight };
+    return { listedRight, slack: (size) => 2 * (worstBytes + worstShare * size) + 1024 };
   };
   const probe = resized.slice(0, SIZE_PROBE);
-  const { listedRight } = await judge(probe);
+  const { listedRight, slack } = await judge(probe);
   const rest = resized.slice(SIZE_PROBE);
-  if (rest.length === 0) return out;
-  if (listedRight === 0 && out.missing.size < probe.length) {
-    out.sizesInexact = true;
-    for (const e of rest) out.sameLength.add(e);
+  if (listedRight > 0 || out.missing.size === probe.length) {
+    await judge(rest);
     return out;
   }
-  await judge(rest);
+  out.sizesInexact = true;
+  // Estimates are off by about what the probe showed; a pair whose listed sizes are much
+  // further apart (a copy cut short, another message) is still read and judged.
+  const far = rest.filter((e) => Math.abs(e.size - matched.get(e)!.size) > slack(e.size));
+  for (const e of rest) if (!far.includes(e)) out.sameLength.add(e);
+  await judge(far);
   return out;
 }
 
