@@ -141,7 +141,8 @@ export class Worker {
     const mayWrite = (): boolean => {
       if (leaseLost) return false;
       if (Date.now() <= ownedUntil - margin) return true;
-      log.warn('lease about to expire without a successful heartbeat; abandoning the sync');
+      // Also what a worker says on waking from a pause, when its lease may be another's already.
+      log.warn({ ownedUntil: new Date(ownedUntil).toISOString() }, 'the lease on this mailbox ran out or is about to, with no heartbeat recorded (the process was paused, or the database did not answer): abandoning the sync, nothing more is written');
       loseLease();
       return false;
     };
