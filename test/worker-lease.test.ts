@@ -411,6 +411,29 @@ for (const dialect of ['sqlite', 'postgres'] as DialectName[]) {
       }
     });
 
+    test('a mailbox taken over from a run whose lease ran out starts a lease\'s time after that lease ended', { skip: skip ?? false }, async () => {
+      await batchOf(1);
+      const dying = (await claimNext(store, { owner: 'A', ttlMs: 300, now: Date.now() }))!;
+      assert.equal(dying.tookOverAt, undefined, 'a fresh claim took nothing over');
+      let startedAt = 0;
+      const runner: MailboxRunner = async () => {
+        startedAt ||= Date.now();
+        throw new Error('sync stopped');
+      };
+      const w = new Worker(store, { owner: 'W1', concurrency: 1, incrementalEveryMs: DAY, leaseTtlMs: 1500, pulseMs: 100, pollMs: 20, runner, logger: silent });
+      const running = w.run();
+      try {
+        for (const end = Date.now() + 6000; startedAt === 0; await new Promise((r) => setTimeout(r, 20))) if (Date.now() > end) assert.fail('timed out waiting for the run');
+        // What A had sent before it vanished has had 1.5 s to land before the new run's recovery.
+        assert.ok(startedAt >= dying.expiresAt + 1500 - 5, `started ${startedAt - dying.expiresAt} ms after the old lease ended`);
+        const run = await store.db.selectFrom('sync_run').selectAll().where('id', '=', dying.runId).executeTakeFirstOrThrow();
+        assert.equal(run.outcome, 'abandoned');
+      } finally {
+        w.stop();
+        await running;
+      }
+    });
+
     test('a sync asked for early (sync now) whose worker died is taken again once its lease expires', { skip: skip ?? false }, async () => {
       const b = await batchOf(1);
       const now = Date.now();

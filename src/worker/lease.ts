@@ -36,6 +36,8 @@ export interface Claim {
   expiresAt: number;
   /** The sync_run row recording this run. */
   runId: number;
+  /** Set when this claim took the mailbox over from a run whose lease expired (its worker died or was paused): when that lease ended. */
+  tookOverAt?: number;
 }
 
 export interface ClaimOptions {
@@ -168,7 +170,7 @@ export function claimNext(store: Store, opts: ClaimOptions): Promise<Claim | nul
         .values({ batch_id: c.batch_id, mailbox_id: c.id, owner: opts.owner, kind, started_at: startedAt, ended_at: null, outcome: null, copied: 0, bytes: 0, error: null })
         .returning('id')
         .executeTakeFirstOrThrow();
-      return { mailboxId: c.id, batchId: c.batch_id, owner: opts.owner, kind, startedAt, expiresAt, runId: Number(run.id) };
+      return { mailboxId: c.id, batchId: c.batch_id, owner: opts.owner, kind, startedAt, expiresAt, runId: Number(run.id), ...(Number(abandoned.numUpdatedRows) > 0 ? { tookOverAt: row.lease_expires_at ?? now } : {}) };
     }
     return null;
   });

@@ -114,6 +114,30 @@ export class Worker {
     });
   }
 
+  /**
+   * A run taken over from a worker that died or was paused waits until a lease's time has
+   * passed since that worker's lease ended (heartbeats continue meanwhile). The APPENDs it
+   * had handed to its OS before (the write fence stops the rest) may still be on their way
+   * over a slow link or through a proxy; the journal's recovery then finds them on the
+   * target instead of judging them lost and copying them again.
+   */
+  private async afterTakeover(claim: Claim, signal: AbortSignal): Promise<void> {
+    const wait = claim.tookOverAt === undefined ? 0 : claim.tookOverAt + this.ttl - Date.now();
+    if (wait > 0) {
+      this.opts.logger.info({ mailboxId: claim.mailboxId, waitMs: wait }, 'taken over from a run whose lease ran out: waiting for what it sent to land before recovery');
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, wait);
+        signal.addEventListener('abort', done, { once: true });
+        function done() {
+          clearTimeout(t);
+          signal.removeEventListener('abort', done);
+          resolve();
+        }
+      });
+    }
+    if (signal.aborted) throw new Error('sync stopped');
+  }
+
   private async execute(claim: Claim): Promise<void> {
     const log = this.opts.logger.child({ mailboxId: claim.mailboxId, kind: claim.kind });
     const controller = new AbortController();
@@ -166,6 +190,7 @@ export class Worker {
 
     let result: RunResult;
     try {
+      await this.afterTakeover(claim, controller.signal);
       const job = await loadJob(this.store, claim);
       if (!job) {
         result = { kind: 'interrupted', why: 'removed', pairId: null };
