@@ -125,7 +125,7 @@ export async function findRenames(ctx: RenameContext, src: ImapFlow, srcList: re
     const path = p.mapping.sourcePath;
     if (!oldest.has(path)) oldest.set(path, budget-- > 0 ? await oldestDigests(ctx, src, path) : null);
     const digests = oldest.get(path);
-    if (digests && (await amongCopies(ctx, p.row, digests))) otherConfirmed.push(p);
+    if (digests && (await amongCopies(ctx, [p.row.id], digests))) otherConfirmed.push(p);
   }
   const unique = [...taken, ...unambiguous(otherConfirmed)];
   if (sameConfirmed.length + otherConfirmed.length > unique.length) {
@@ -195,7 +195,7 @@ async function sameLoosely(tgt: ImapFlow, stallMs: number, src: ImapFlow, row: F
  * number (mail that arrived after a rename comes last); only a few, and only up to a
  * size; null when there is none to read.
  */
-async function oldestDigests(ctx: RenameContext, src: ImapFlow, path: string): Promise<Digest[][] | null> {
+export async function oldestDigests(ctx: Pick<RenameContext, 'db' | 'stallMs'>, src: ImapFlow, path: string): Promise<Digest[][] | null> {
   const mailbox = await withWatchdog(src, ctx.stallMs, `opening ${path}`, () => src.mailboxOpen(path, { readOnly: true }));
   if (mailbox.exists === 0) return null;
   const first = await withWatchdog(src, ctx.stallMs, `listing ${path}`, () => src.fetchAll(`1:${Math.min(mailbox.exists, 2 * CONTENT_SAMPLE)}`, { uid: true, size: true }));
@@ -207,10 +207,10 @@ async function oldestDigests(ctx: RenameContext, src: ImapFlow, path: string): P
   return bodies.map((m) => hasher.digestsOf(m.source ?? Buffer.alloc(0), ['gmac', 'sha256']));
 }
 
-/** Whether every message `digests` stands for is, byte for byte, a copy the journal made from `row`'s folder. */
-async function amongCopies(ctx: RenameContext, row: FolderRow, digests: readonly Digest[][]): Promise<boolean> {
+/** Whether every message `digests` stands for is, byte for byte, a copy the journal made from one of the folders `folderIds`. */
+export async function amongCopies(ctx: Pick<RenameContext, 'db'>, folderIds: readonly number[], digests: readonly Digest[][]): Promise<boolean> {
   const known = new Set(
-    (await ctx.db.selectFrom('message').select('digest').where('folder_id', '=', row.id).where('state', 'in', ['copied', 'orphan']).where('digest', 'in', digests.flat()).execute()).map((r) => r.digest),
+    (await ctx.db.selectFrom('message').select('digest').where('folder_id', 'in', folderIds).where('state', 'in', ['copied', 'orphan']).where('digest', 'in', digests.flat()).execute()).map((r) => r.digest),
   );
   return digests.every((ds) => ds.some((d) => known.has(d)));
 }

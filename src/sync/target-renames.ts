@@ -20,12 +20,12 @@ import type { ImapFlow, ListResponse } from 'imapflow';
 import type { Kysely } from 'kysely';
 import { withWatchdog } from '../imap/imapflow-session.js';
 import { canonicalAttributes } from '../imap/mailbox-attributes.js';
-import { contentHasher } from '../store/content-key.js';
 import { listFolders } from '../store/journal.js';
 import type { Database } from '../store/schema.js';
 import type { SyncOptions } from './options.js';
 import { uidSet } from './uid-set.js';
 import { mayBeSame } from './may-be-copies.js';
+import { amongCopies, oldestDigests } from './renamed-folders.js';
 import { internalDateMs } from './scan.js';
 
 interface Context {
@@ -85,32 +85,13 @@ async function holdsCopies(ctx: Context, tgt: ImapFlow, oldPath: string, newPath
   return found.length * 2 >= expected.size && found.every((m) => expected.has(m.uid) && mayBeSame(expected.get(m.uid)!, { size: m.size ?? -1, internalDate: internalDateMs(m.internalDate) ?? 0 }));
 }
 
-/** Messages of the candidate folder read when the journal knows no target UIDs. */
-const CONTENT_SAMPLE = 5;
-const CONTENT_SAMPLE_MAX_BYTES = 256 * 1024;
-
 /**
  * holdsCopies for copies without target UIDs (a target without UIDPLUS, RFC 4315, gives
  * none): the first few messages of `newPath` must all be copies the journal made into the
- * old folder, by content digest. Mail the user filed there later comes after them.
+ * old folder, by content digest (as renamed-folders.ts confirms a source rename). Mail the
+ * user filed there later comes after them.
  */
 async function holdsCopiesByContent(ctx: Context, tgt: ImapFlow, folderIds: readonly number[], newPath: string): Promise<boolean> {
-  const mb = await withWatchdog(tgt, ctx.stallMs, `opening ${newPath} on the target`, () => tgt.mailboxOpen(newPath, { readOnly: true }));
-  if (mb.exists === 0) return false;
-  const first = await withWatchdog(tgt, ctx.stallMs, `reading ${newPath} on the target`, () => tgt.fetchAll(`1:${Math.min(mb.exists, 2 * CONTENT_SAMPLE)}`, { uid: true, size: true }));
-  const picked = first.filter((m) => (m.size ?? Infinity) <= CONTENT_SAMPLE_MAX_BYTES).slice(0, CONTENT_SAMPLE);
-  if (picked.length === 0) return false;
-  const bodies = await withWatchdog(tgt, ctx.stallMs, `reading ${newPath} on the target`, () => tgt.fetchAll(uidSet(picked.map((m) => m.uid)), { uid: true, source: true }, { uid: true }));
-  const hasher = await contentHasher(ctx.db);
-  const digestsOf = bodies.map((m) => hasher.digestsOf(m.source ?? Buffer.alloc(0), ['gmac', 'sha256']));
-  const journaled = await ctx.db
-    .selectFrom('message')
-    .select('digest')
-    .where('folder_id', 'in', folderIds)
-    .where('state', 'in', ['copied', 'orphan'])
-    .where('digest', 'in', digestsOf.flat())
-    .execute();
-  const known = new Set(journaled.map((r) => r.digest));
-  return bodies.length === picked.length && digestsOf.every((ds) => ds.some((d) => known.has(d)));
+  const digests = await oldestDigests(ctx, tgt, newPath);
+  return digests !== null && (await amongCopies(ctx, folderIds, digests));
 }
-
